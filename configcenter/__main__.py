@@ -1,0 +1,3 @@
+from configcenter.cli import main
+
+main()

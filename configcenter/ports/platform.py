@@ -1,0 +1,86 @@
+"""The platform port: where releases run (Kubernetes, Marathon).
+
+A use case hands the adapter a `Deployable` (rendered files from the deploy
+repo plus the resolved image) and gets back rollout statuses. Adapters resolve
+secret references only here, at deploy time, and never log their values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+RolloutState = Literal["progressing", "healthy", "failed"]
+
+
+@dataclass(frozen=True)
+class PlatformTarget:
+    """One environment's target, settings already rendered for that env."""
+
+    name: str  # the platform's name in configcenter.yaml
+    kind: str  # "kubernetes" | "marathon"
+    env: str
+    settings: Mapping[str, str]  # e.g. namespace, context, url, group
+
+
+@dataclass(frozen=True)
+class Deployable:
+    """One service's release, as the deploy repo holds it."""
+
+    env: str
+    service: str
+    release_id: str
+    image: str  # resolved reference (by digest once built)
+    config_digest: str  # digest of rendered config + values: changes roll the pods
+    files: Mapping[str, bytes]  # output name -> rendered bytes
+    values: Mapping[str, str]  # non-secret merged values (ENV list), as strings
+    secrets: Mapping[str, str]  # ENV key -> secret reference ("env:X", "file:/p", "k8s:ns/n/k")
+    replicas: int = 1
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    state: RolloutState
+    reason: str = ""
+    message: str = ""
+    desired: int = 0
+    updated: int = 0
+    ready: int = 0
+    available: int = 0
+
+
+@dataclass(frozen=True)
+class ObservedService:
+    """What runs on the platform for one service, as far as drift cares."""
+
+    service: str
+    image: str | None
+    replicas: int | None
+    config_digest: str | None
+    release_id: str | None
+    objects: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[RolloutStatus], None]
+
+
+class Platform(Protocol):
+    def apply(self, deployable: Deployable, *, dry_run: bool = False) -> None:
+        """Create or update everything the release needs (idempotent)."""
+        ...
+
+    def wait(
+        self, deployable: Deployable, *, timeout: float, progress: ProgressCallback | None = None
+    ) -> RolloutStatus:
+        """Block until the release is healthy or failed (or the timeout passes: failed)."""
+        ...
+
+    def observe(self) -> Mapping[str, ObservedService]:
+        """What runs in this target now, by service name (one list call per kind)."""
+        ...
+
+    def delete(self, service: str) -> None:
+        """Remove a service that left the config."""
+        ...

@@ -66,6 +66,16 @@ class ObservedService:
 ProgressCallback = Callable[[RolloutStatus], None]
 
 
+class PlatformError(Exception):
+    """The platform refused or could not carry out a request.
+
+    A rollout that merely turns out unhealthy is not an error: `wait` returns a
+    failed `RolloutStatus`. This is for bad input (unusable manifests, an
+    unresolvable secret) and for the platform's API failing. Messages name what
+    is wrong and the fix, and never carry a secret value.
+    """
+
+
 class Platform(Protocol):
     def apply(self, deployable: Deployable, *, dry_run: bool = False) -> None:
         """Create or update everything the release needs (idempotent)."""

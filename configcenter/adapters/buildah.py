@@ -1,0 +1,239 @@
+"""Builder adapter: `buildah build` + `buildah push`, daemonless and rootless-capable.
+
+`--timestamp 0` makes identical inputs give identical image digests, `--layers`
+keeps a warm cache between builds, and push writes the pushed manifest's
+digest to a file (`--digestfile`), so nothing has to be parsed from output.
+Registry credentials go through a private auth file, never the command line.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from configcenter.adapters.oci_registry import RegistryCredentials
+from configcenter.ports.builder import BuildFailed, BuildRequest, BuildResult, LogSink
+
+_STEP_RE = re.compile(r"^(?:\[\d+/\d+\] )?STEP (\d+(?:/\d+)?): (.*)$")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass
+class ProcessOutcome:
+    returncode: int
+    tail: list[str]
+    last_step: str | None
+    timed_out: bool = False
+
+
+def run_streaming(
+    command: Sequence[str],
+    log: LogSink,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    tail_lines: int = 40,
+    timeout: float | None = None,
+) -> ProcessOutcome:
+    """Run a build tool, hand every output line to `log`, keep the tail for errors."""
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    last_step: str | None = None
+    try:
+        process = subprocess.Popen(
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+    except FileNotFoundError:
+        raise BuildFailed(
+            f"{command[0]!r} is not installed or not on PATH: install it, or pick another "
+            "builder (builder.kind in configcenter.yaml)"
+        ) from None
+    timed_out = threading.Event()
+
+    def _kill() -> None:
+        timed_out.set()
+        process.kill()
+
+    timer = threading.Timer(timeout, _kill) if timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    try:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.rstrip("\n")
+            tail.append(line)
+            match = _STEP_RE.match(line)
+            if match:
+                last_step = f"STEP {match.group(1)}: {match.group(2)}"
+            log(line)
+        returncode = process.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return ProcessOutcome(returncode, list(tail), last_step, timed_out.is_set())
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """ "host/repo:tag" -> ("host/repo", "tag"); the port separator is not a tag."""
+    name, sep, tag = target.rpartition(":")
+    if not sep or "/" in tag or not name:
+        raise BuildFailed(f"invalid push target {target!r}: expected 'registry/repository:tag'")
+    return name, tag
+
+
+def write_auth_file(directory: Path, credentials: Mapping[str, RegistryCredentials]) -> Path:
+    """A containers-auth.json / docker config.json, readable by us only."""
+    auths = {
+        host: {
+            "auth": base64.b64encode(f"{cred.username}:{cred.password}".encode()).decode("ascii")
+        }
+        for host, cred in credentials.items()
+    }
+    path = directory / "config.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"auths": auths}, handle)
+    return path
+
+
+def failure_message(tool: str, service: str, outcome: ProcessOutcome, timeout: float | None) -> str:
+    if outcome.timed_out:
+        return f"{tool} build of {service} timed out after {timeout:g}s"
+    step = f" at {outcome.last_step}" if outcome.last_step else ""
+    error_lines = [ln for ln in outcome.tail if "error" in ln.lower()]
+    detail = f": {error_lines[-1].strip()}" if error_lines else ""
+    return f"{tool} build of {service} failed{step} (exit status {outcome.returncode}){detail}"
+
+
+@dataclass
+class BuildahBuilder:
+    """Builds with buildah; defaults suit a root CI machine without overlayfs."""
+
+    storage_driver: str | None = "vfs"
+    isolation: str | None = "chroot"
+    root: Path | None = None  # storage root; None: buildah's default
+    runroot: Path | None = None
+    layers: bool = True
+    timestamp: int | None = 0
+    insecure_registries: frozenset[str] = frozenset()  # hosts spoken to without TLS verify
+    credentials: Mapping[str, RegistryCredentials] = field(default_factory=dict, repr=False)
+    executable: str = "buildah"
+    timeout: float | None = 3600.0
+    tail_lines: int = 40
+
+    def global_args(self) -> list[str]:
+        args = [self.executable]
+        if self.storage_driver:
+            args += ["--storage-driver", self.storage_driver]
+        if self.root:
+            args += ["--root", str(self.root)]
+        if self.runroot:
+            args += ["--runroot", str(self.runroot)]
+        return args
+
+    def build_command(
+        self, request: BuildRequest, dockerfile: Path, authfile: Path | None
+    ) -> list[str]:
+        host = request.target.split("/", 1)[0]
+        cmd = [*self.global_args(), "build"]
+        if self.isolation:
+            cmd += ["--isolation", self.isolation]
+        if self.timestamp is not None:
+            cmd += ["--timestamp", str(self.timestamp)]
+        cmd.append("--layers" if self.layers else "--layers=false")
+        if host in self.insecure_registries or self._any_insecure(request.dockerfile):
+            cmd.append("--tls-verify=false")
+        if authfile:
+            cmd += ["--authfile", str(authfile)]
+        for key in sorted(request.build_args):
+            cmd += ["--build-arg", f"{key}={request.build_args[key]}"]
+        cmd += ["-f", str(dockerfile), "-t", request.target, str(request.context_dir)]
+        return cmd
+
+    def push_command(
+        self, request: BuildRequest, digestfile: Path, authfile: Path | None
+    ) -> list[str]:
+        host = request.target.split("/", 1)[0]
+        cmd = [*self.global_args(), "push", "--digestfile", str(digestfile)]
+        if host in self.insecure_registries:
+            cmd.append("--tls-verify=false")
+        if authfile:
+            cmd += ["--authfile", str(authfile)]
+        cmd += [request.target, f"docker://{request.target}"]
+        return cmd
+
+    def _any_insecure(self, dockerfile: str) -> bool:
+        """A base image from an insecure registry needs --tls-verify=false to pull."""
+        return any(
+            f"{host}/" in line
+            for line in dockerfile.splitlines()
+            if line.strip().upper().startswith("FROM")
+            for host in self.insecure_registries
+        )
+
+    def build_and_push(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        repository, _tag = split_target(request.target)
+        if shutil.which(self.executable) is None:
+            raise BuildFailed(
+                f"{self.executable!r} is not installed: apt-get install buildah, or pick "
+                "another builder (builder.kind in configcenter.yaml)"
+            )
+        if not request.context_dir.is_dir():
+            raise BuildFailed(f"build context {request.context_dir} is not a directory")
+        with tempfile.TemporaryDirectory(prefix="cc-buildah-") as tmp:
+            work = Path(tmp)
+            dockerfile = work / "Dockerfile"
+            dockerfile.write_text(request.dockerfile)
+            authfile = write_auth_file(work, self.credentials) if self.credentials else None
+            build = run_streaming(
+                self.build_command(request, dockerfile, authfile),
+                log,
+                tail_lines=self.tail_lines,
+                timeout=self.timeout,
+            )
+            if build.returncode != 0:
+                raise BuildFailed(
+                    failure_message("buildah", request.service, build, self.timeout),
+                    "\n".join(build.tail),
+                )
+            digestfile = work / "digest"
+            push = run_streaming(
+                self.push_command(request, digestfile, authfile),
+                log,
+                tail_lines=self.tail_lines,
+                timeout=self.timeout,
+            )
+            if push.returncode != 0:
+                last = push.tail[-1].strip() if push.tail else ""
+                raise BuildFailed(
+                    f"buildah push of {request.service} to {request.target} failed "
+                    f"(exit status {push.returncode}): {last}",
+                    "\n".join(push.tail),
+                )
+            digest = digestfile.read_text().strip() if digestfile.exists() else ""
+        if not _DIGEST_RE.match(digest):
+            raise BuildFailed(
+                f"buildah push of {request.service} wrote no manifest digest (got {digest!r})"
+            )
+        return BuildResult(reference=f"{repository}@{digest}", digest=digest)

@@ -1,0 +1,5 @@
+"""Fixture modules every test can use: one entry per tests/support/*_fixtures.py."""
+
+pytest_plugins = [
+    "tests.support.registry_fixtures",
+]

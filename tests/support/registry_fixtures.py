@@ -1,0 +1,246 @@
+"""pytest fixtures: a real Distribution registry and a real buildah.
+
+* ``registry`` (session): Debian's ``docker-registry`` on a free 127.0.0.1 port,
+  anonymous, filesystem storage in a tmp dir.
+* ``auth_registry`` (session): the same with htpasswd (bcrypt) Basic auth; the
+  bcrypt line comes from apache2-utils' ``htpasswd -Bbn``.
+* ``buildah_builder`` (session): a ``BuildahBuilder`` on private storage
+  (``--root``/``--runroot`` in a tmp dir, vfs, chroot isolation), so tests never
+  touch the machine's image store.
+* ``busybox_base`` (session): a base image made from Debian's busybox-static
+  (``FROM scratch`` + ``/bin/busybox`` + applet symlinks), pushed to
+  ``registry`` so test Dockerfiles can ``FROM`` it and have ``RUN`` steps.
+
+Fixtures skip, with the reason, only when a tool they start is not installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from configcenter.adapters.buildah import BuildahBuilder
+from configcenter.adapters.oci_registry import OciRegistry, RegistryCredentials
+from configcenter.ports.builder import BuildRequest
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+BUSYBOX_BIN = Path("/bin/busybox")
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class RegistryServer:
+    """A running registry: `host` is what image references start with."""
+
+    host: str
+    url: str
+    root: Path
+    log_path: Path
+    credentials: RegistryCredentials | None = field(default=None, repr=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def client(self, *, with_credentials: bool = True) -> OciRegistry:
+        creds = self.credentials if with_credentials else None
+        return OciRegistry(self.host, insecure=True, credentials=creds)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(server: RegistryServer, process: subprocess.Popen[bytes]) -> bool:
+    """Poll /v2/ until it answers (200, or 401 when auth is on) or the deadline passes."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            response = requests.get(f"{server.url}/v2/", timeout=2)
+            if response.status_code in (200, 401):
+                return True
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)  # polling interval, not a wait for state
+    return False
+
+
+def start_registry(workdir: Path, htpasswd: Path | None = None) -> RegistryServer:
+    """Start docker-registry on a free port (retrying if another process took it)."""
+    if not Path(REGISTRY_BIN).exists():
+        pytest.skip(f"{REGISTRY_BIN} not installed (apt-get install docker-registry)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    last_log = ""
+    for attempt in range(3):
+        port = _free_port()
+        storage = workdir / "storage"
+        storage.mkdir(exist_ok=True)
+        auth = (
+            f"auth:\n  htpasswd:\n    realm: configcenter-test\n    path: {htpasswd}\n"
+            if htpasswd
+            else ""
+        )
+        config = workdir / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n"
+            f"{auth}"
+        )
+        log_path = workdir / f"registry-{attempt}.log"
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                [REGISTRY_BIN, "serve", str(config)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        server = RegistryServer(
+            host=f"127.0.0.1:{port}",
+            url=f"http://127.0.0.1:{port}",
+            root=storage,
+            log_path=log_path,
+            process=process,
+        )
+        if _wait_ready(server, process):
+            return server
+        process.kill()
+        process.wait()
+        last_log = log_path.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"docker-registry did not start in {START_TIMEOUT}s:\n{last_log}")
+
+
+def stop_registry(server: RegistryServer) -> None:
+    if server.process is not None and server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    server = start_registry(tmp_path_factory.mktemp("registry"))
+    yield server
+    stop_registry(server)
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    htpasswd_bin = shutil.which("htpasswd")
+    if htpasswd_bin is None:
+        pytest.skip("htpasswd not installed (apt-get install apache2-utils)")
+    workdir = tmp_path_factory.mktemp("auth-registry")
+    credentials = RegistryCredentials("ci-user", "s3cret-Registry-Pw")
+    line = subprocess.run(
+        [htpasswd_bin, "-Bbn", credentials.username, credentials.password],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    htpasswd = workdir / "htpasswd"
+    htpasswd.write_text(line + "\n")
+    server = start_registry(workdir, htpasswd=htpasswd)
+    server.credentials = credentials
+    yield server
+    stop_registry(server)
+
+
+@pytest.fixture(scope="session")
+def buildah_builder(
+    tmp_path_factory: pytest.TempPathFactory, registry: RegistryServer
+) -> Iterator[BuildahBuilder]:
+    if shutil.which("buildah") is None:
+        pytest.skip("buildah not installed (apt-get install buildah)")
+    storage = tmp_path_factory.mktemp("buildah")
+    builder = BuildahBuilder(
+        root=storage / "root",
+        runroot=storage / "run",
+        insecure_registries=frozenset({registry.host}),
+    )
+    yield builder
+    # vfs layers are full copies; free them rather than leave gigabytes in /tmp.
+    subprocess.run([*builder.global_args(), "rm", "--all"], capture_output=True, check=False)
+    subprocess.run(
+        [*builder.global_args(), "rmi", "--all", "--force"], capture_output=True, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def busybox_base(
+    tmp_path_factory: pytest.TempPathFactory,
+    registry: RegistryServer,
+    buildah_builder: BuildahBuilder,
+) -> str:
+    """`127.0.0.1:PORT/base/busybox@sha256:...`: a shell and coreutils to RUN with."""
+    if not BUSYBOX_BIN.exists():
+        pytest.skip(f"{BUSYBOX_BIN} not installed (apt-get install busybox-static)")
+    context = tmp_path_factory.mktemp("busybox-base")
+    shutil.copy2(BUSYBOX_BIN, context / "busybox")
+    dockerfile = (
+        "FROM scratch\n"
+        "COPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "mkdir", "-p", "/usr/bin", "/sbin", "/usr/sbin", "/tmp"]\n'
+        'RUN ["/bin/busybox", "--install", "-s"]\n'
+    )
+    result = buildah_builder.build_and_push(
+        BuildRequest(
+            service="busybox-base",
+            context_dir=context,
+            dockerfile=dockerfile,
+            build_args={},
+            target=f"{registry.host}/base/busybox:1",
+        ),
+        log=lambda line: None,
+    )
+    return result.reference
+
+
+class SourceRepo:
+    """A service's source: a work repository pushing to a bare remote on disk."""
+
+    def __init__(self, root: Path) -> None:
+        import git
+
+        self.remote_path = root / "remote.git"
+        git.Repo.init(self.remote_path, bare=True, initial_branch="main")
+        self.repo = git.Repo.init(root / "work", initial_branch="main")
+        with self.repo.config_writer() as cfg:
+            cfg.set_value("user", "name", "Test")
+            cfg.set_value("user", "email", "test@example.invalid")
+        self.repo.create_remote("origin", str(self.remote_path))
+        self.url = str(self.remote_path)
+
+    def commit(self, files: dict[str, str], message: str = "change") -> str:
+        """Write `files` (path -> text), commit and push to the remote."""
+        work = Path(self.repo.working_tree_dir or ".")
+        for name, text in files.items():
+            path = work / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        self.repo.git.add("--all")
+        self.repo.git.commit("-m", message, "--allow-empty")
+        self.repo.git.push("origin", "main", "--tags", "--force")
+        return self.repo.head.commit.hexsha
+
+    def tag(self, name: str) -> None:
+        self.repo.git.tag("--force", name)
+        self.repo.git.push("origin", "--force", f"refs/tags/{name}")
+
+
+@pytest.fixture
+def source_repo(tmp_path: Path) -> SourceRepo:
+    return SourceRepo(tmp_path / "source")

@@ -4,6 +4,10 @@
   anonymous, filesystem storage in a tmp dir.
 * ``auth_registry`` (session): the same with htpasswd (bcrypt) Basic auth; the
   bcrypt line comes from apache2-utils' ``htpasswd -Bbn``.
+* ``token_registry`` (session): the same with Distribution's token auth; a
+  small token issuer (``TokenIssuer``, in this module) checks Basic credentials
+  and signs RS256 JWTs with ``openssl``; the registry verifies them against
+  the issuer's certificate, exactly as it would behind a real token service.
 * ``buildah_builder`` (session): a ``BuildahBuilder`` on private storage
   (``--root``/``--runroot`` in a tmp dir, vfs, chroot isolation), so tests never
   touch the machine's image store.
@@ -16,6 +20,8 @@ Fixtures skip, with the reason, only when a tool they start is not installed.
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 import socket
 import subprocess
@@ -75,7 +81,9 @@ def _wait_ready(server: RegistryServer, process: subprocess.Popen[bytes]) -> boo
     return False
 
 
-def start_registry(workdir: Path, htpasswd: Path | None = None) -> RegistryServer:
+def start_registry(
+    workdir: Path, htpasswd: Path | None = None, token_auth: str = ""
+) -> RegistryServer:
     """Start docker-registry on a free port (retrying if another process took it)."""
     if not Path(REGISTRY_BIN).exists():
         pytest.skip(f"{REGISTRY_BIN} not installed (apt-get install docker-registry)")
@@ -88,7 +96,7 @@ def start_registry(workdir: Path, htpasswd: Path | None = None) -> RegistryServe
         auth = (
             f"auth:\n  htpasswd:\n    realm: configcenter-test\n    path: {htpasswd}\n"
             if htpasswd
-            else ""
+            else token_auth
         )
         config = workdir / "config.yml"
         config.write_text(
@@ -244,3 +252,122 @@ class SourceRepo:
 @pytest.fixture
 def source_repo(tmp_path: Path) -> SourceRepo:
     return SourceRepo(tmp_path / "source")
+
+
+class TokenIssuer:
+    """A Distribution token service (the docker token spec) on 127.0.0.1.
+
+    GET /token?service=...&scope=repository:NAME:ACTIONS with Basic auth returns
+    `{"token": JWT}` granting the requested actions; wrong credentials get 401.
+    JWTs are RS256, signed by `openssl dgst`, with the certificate in `x5c`.
+    """
+
+    SERVICE = "configcenter-test-registry"
+    ISSUER = "configcenter-test-issuer"
+
+    def __init__(self, workdir: Path, credentials: RegistryCredentials) -> None:
+        import http.server
+        import threading
+
+        self.key = workdir / "token.key"
+        self.cert = workdir / "token.crt"
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                "-keyout", str(self.key), "-out", str(self.cert),
+                "-days", "2", "-subj", "/CN=configcenter-test-token",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        pem = self.cert.read_text()
+        body = "".join(ln for ln in pem.splitlines() if not ln.startswith("-----"))
+        self.cert_der_b64 = body
+        self.credentials = credentials
+        self.requests = 0
+        issuer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                issuer.requests += 1
+                status, payload = issuer.answer(self.path, self.headers.get("Authorization", ""))
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def registry_config(self) -> str:
+        return (
+            "auth:\n  token:\n"
+            f"    realm: {self.url}\n    service: {self.SERVICE}\n"
+            f"    issuer: {self.ISSUER}\n    rootcertbundle: {self.cert}\n"
+        )
+
+    def answer(self, path: str, authorization: str) -> tuple[int, dict[str, object]]:
+        from urllib.parse import parse_qs, urlsplit
+
+        expected = "Basic " + base64.b64encode(
+            f"{self.credentials.username}:{self.credentials.password}".encode()
+        ).decode("ascii")
+        if authorization != expected:
+            return 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]}
+        query = parse_qs(urlsplit(path).query)
+        access = []
+        for scope in query.get("scope", []):
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {
+            "iss": self.ISSUER,
+            "sub": self.credentials.username,
+            "aud": query.get("service", [""])[0],
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": f"{now}-{self.requests}",
+            "access": access,
+        }
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.cert_der_b64]}
+        signing_input = f"{_b64url(header)}.{_b64url(claims)}"
+        signature = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
+        ).stdout
+        token = signing_input + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+        return 200, {"token": token, "access_token": token, "expires_in": 300}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _b64url(data: dict[str, object]) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed (apt-get install openssl): it signs the test tokens")
+    workdir = tmp_path_factory.mktemp("token-registry")
+    credentials = RegistryCredentials("token-user", "t0ken-Secret-Pw")
+    issuer = TokenIssuer(workdir, credentials)
+    server = start_registry(workdir, token_auth=issuer.registry_config())
+    server.credentials = credentials
+    yield server
+    stop_registry(server)
+    issuer.close()

@@ -26,7 +26,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -354,7 +354,7 @@ class TokenIssuer:
         self.server.server_close()
 
 
-def _b64url(data: dict[str, object]) -> str:
+def _b64url(data: Mapping[str, object]) -> str:
     raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 

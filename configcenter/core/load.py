@@ -1,0 +1,416 @@
+"""Load and validate a config repo into a `Config`, collecting every problem.
+
+One pass reports all problems at once (file:line, message, hint), so a user
+fixes a config in one go rather than one error per run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from configcenter.core import schema
+from configcenter.core.errors import ProblemList, Source
+from configcenter.core.model import (
+    HEAD,
+    Config,
+    Environment,
+    ImageSpec,
+    PlatformSpec,
+    Project,
+    ServiceConfig,
+    Template,
+)
+from configcenter.core.order import CycleError, dependency_order
+from configcenter.core.source import ConfigSource
+from configcenter.core.values import Layered
+from configcenter.core.yamldoc import YamlDoc, parse_yaml
+
+PROJECT_FILE = "configcenter.yaml"
+RESERVED_NAMES = frozenset(
+    {"values", "env", "service", "project", "template_tag", "replicas", "image", "platform"}
+)
+
+
+def load_config(source: ConfigSource, problems: ProblemList | None = None) -> Config:
+    """Load everything; raises ConfigError when there are errors (warnings are kept)."""
+    problems = problems if problems is not None else ProblemList()
+    loader = _Loader(source, problems)
+    config = loader.load()
+    problems.raise_if_errors()
+    assert config is not None
+    return config
+
+
+class _Loader:
+    def __init__(self, source: ConfigSource, problems: ProblemList) -> None:
+        self.source = source
+        self.problems = problems
+        self.root = source.root
+        self._templates: dict[tuple[str, str], Template | None] = {}
+        self._tag_cache: dict[str, str] | None = None
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _read_doc(self, rel: str, spec: schema.Spec) -> YamlDoc | None:
+        path = self.root / rel
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except UnicodeDecodeError:
+            self.problems.error(Source(rel, 1), "file is not UTF-8 text", "save it as UTF-8")
+            return None
+        return self._parse(text, rel, spec)
+
+    def _parse(self, text: str, rel: str, spec: schema.Spec) -> YamlDoc | None:
+        doc = parse_yaml(text, rel, self.problems)
+        if doc is None:
+            return None
+        if doc.data is None:
+            doc.data = {}
+        spec.check(doc, doc.data, (), self.problems)
+        if not isinstance(doc.data, dict):
+            return None
+        return doc
+
+    # -- project -----------------------------------------------------------------------------
+
+    def load(self) -> Config | None:
+        doc = self._read_doc(PROJECT_FILE, schema.PROJECT)
+        if doc is None:
+            if not (self.root / PROJECT_FILE).exists():
+                self.problems.error(
+                    Source(PROJECT_FILE),
+                    f"no {PROJECT_FILE} in {self.root}: this is not a configcenter config repo",
+                    "run in the config repo, or pass -C PATH",
+                )
+            return None
+        project = self._project(doc)
+        environments = {name: self._environment(project, name) for name in project.environments}
+        self._check_env_dirs(project)
+        self._check_dependencies(environments)
+        return Config(self.root, self.source.head_commit(), project, environments)
+
+    def _project(self, doc: YamlDoc) -> Project:
+        data = doc.data
+        envs = [e for e in data.get("environments") or [] if isinstance(e, str)]
+        seen: set[str] = set()
+        for index, env in enumerate(envs):
+            if env in seen:
+                self.problems.error(
+                    doc.source("environments", index), f"environment '{env}' is listed twice"
+                )
+            seen.add(env)
+        platforms = {}
+        for name, spec in (data.get("platforms") or {}).items():
+            if isinstance(spec, dict) and isinstance(spec.get("kind"), str):
+                settings = {k: str(v) for k, v in spec.items() if k != "kind"}
+                platforms[str(name)] = PlatformSpec(str(name), spec["kind"], settings)
+        repo = data.get("deploy_repo") or {}
+        run_store = data.get("run_store") or {}
+        return Project(
+            name=str(data.get("project") or ""),
+            environments=list(dict.fromkeys(envs)),
+            deploy_repo_url=repo.get("url") if isinstance(repo, dict) else None,
+            deploy_repo_branch=str(repo.get("branch", "main"))
+            if isinstance(repo, dict)
+            else "main",
+            registry=dict(data.get("registry") or {}),
+            builder=dict(data.get("builder") or {"kind": "buildah"}),
+            platforms=platforms,
+            forge=dict(data["forge"]) if isinstance(data.get("forge"), dict) else None,
+            promotion=dict(data.get("promotion") or {}),
+            run_store_url=run_store.get("url") if isinstance(run_store, dict) else None,
+            doc=doc,
+        )
+
+    def _check_env_dirs(self, project: Project) -> None:
+        env_root = self.root / "environments"
+        if not env_root.is_dir():
+            return  # a config repo with templates only: nothing is deployed yet
+        for child in sorted(env_root.iterdir()):
+            if child.is_dir() and child.name not in project.environments:
+                close = difflib.get_close_matches(child.name, project.environments, n=1)
+                hint = (
+                    f"did you mean '{close[0]}'?"
+                    if close
+                    else f"add '{child.name}' to environments: in {PROJECT_FILE}, or remove it"
+                )
+                self.problems.error(
+                    Source(f"environments/{child.name}/"),
+                    f"environment '{child.name}' is not in {PROJECT_FILE}'s environments",
+                    hint,
+                )
+
+    # -- environments --------------------------------------------------------------------------
+
+    def _environment(self, project: Project, name: str) -> Environment:
+        defaults = self._read_doc("environments/_defaults.yaml", schema.DEFAULTS)
+        env_doc = self._read_doc(f"environments/{name}/_env.yaml", schema.ENVIRONMENT)
+        env_data: dict[str, Any] = env_doc.data if env_doc else {}
+        platform = env_data.get("platform")
+        if isinstance(platform, str) and env_doc is not None:
+            self._check_platform(project, platform, env_doc.source("platform"))
+        reconcile = env_data.get("reconcile") or {}
+        environment = Environment(
+            name=name,
+            platform=platform if isinstance(platform, str) else None,
+            allow_head=env_data.get("allow_head") is True,
+            auto_apply=env_data.get("auto_apply") is True,
+            reconcile_interval=reconcile.get("interval") if isinstance(reconcile, dict) else None,
+            reconcile_heal=isinstance(reconcile, dict) and reconcile.get("heal") is True,
+            rollout_timeout=(env_data.get("rollout") or {}).get("timeout"),
+        )
+        env_dir = self.root / "environments" / name
+        files = sorted(env_dir.glob("*.yaml")) if env_dir.is_dir() else []
+        for path in files:
+            if path.name.startswith("_"):
+                if path.name != "_env.yaml":
+                    self.problems.error(
+                        Source(f"environments/{name}/{path.name}"),
+                        f"unknown file '{path.name}'",
+                        "only _env.yaml may start with '_'; a service file is <service>.yaml",
+                    )
+                continue
+            service = self._service(project, environment, path.stem, defaults, env_doc)
+            if service is not None:
+                environment.services[service.name] = service
+        return environment
+
+    def _check_platform(self, project: Project, platform: str, where: Source) -> None:
+        if platform not in project.platforms:
+            close = difflib.get_close_matches(platform, list(project.platforms), n=1)
+            known = ", ".join(sorted(project.platforms)) or "none defined"
+            self.problems.error(
+                where,
+                f"platform '{platform}' is not defined in {PROJECT_FILE} (platforms: {known})",
+                f"did you mean '{close[0]}'?" if close else "add it under platforms:",
+            )
+
+    # -- services ------------------------------------------------------------------------------
+
+    def _service(
+        self,
+        project: Project,
+        environment: Environment,
+        name: str,
+        defaults: YamlDoc | None,
+        env_doc: YamlDoc | None,
+    ) -> ServiceConfig | None:
+        rel = f"environments/{environment.name}/{name}.yaml"
+        doc = self._read_doc(rel, schema.SERVICE)
+        if doc is None:
+            return None
+        data = doc.data
+        pin = data.get("template")
+        if isinstance(pin, int | float) and not isinstance(pin, bool):
+            pin = str(pin)
+        if not isinstance(pin, str):
+            return None
+        template = self._resolve_template(name, pin, environment, doc)
+        if template is None:
+            return None
+        platform = data.get("platform", environment.platform)
+        if isinstance(data.get("platform"), str):
+            self._check_platform(project, data["platform"], doc.source("platform"))
+        values = Layered()
+        if defaults is not None:
+            values.merge("defaults", defaults, defaults.data.get("values"))
+        if env_doc is not None:
+            values.merge("environment", env_doc, env_doc.data.get("values"))
+        values.merge("service", doc, data.get("values"))
+        service = ServiceConfig(
+            env=environment.name,
+            name=name,
+            template=template,
+            image=self._image(data.get("image")),
+            replicas=data["replicas"] if isinstance(data.get("replicas"), int) else 1,
+            platform=platform if isinstance(platform, str) else None,
+            values=values,
+            doc=doc,
+        )
+        self._check_values(service)
+        return service
+
+    @staticmethod
+    def _image(raw: Any) -> ImageSpec | None:
+        if not isinstance(raw, dict):
+            return None
+        source = raw.get("source")
+        if isinstance(source, dict) and isinstance(source.get("repo"), str):
+            return ImageSpec(
+                repo=source["repo"],
+                source_ref=str(source.get("ref", "HEAD")),
+                context=str(source.get("context", ".")),
+            )
+        if isinstance(raw.get("ref"), str):
+            return ImageSpec(ref=raw["ref"])
+        return None
+
+    def _check_values(self, service: ServiceConfig) -> None:
+        declared = set(service.template.env_keys)
+        for key in service.values.tree:
+            item = service.values.entries.get((key,))
+            where = item.source if item else service.source("values", key)
+            if key in RESERVED_NAMES:
+                self.problems.error(
+                    where,
+                    f"value '{key}' clashes with the template variable '{key}'",
+                    "rename the value; templates already see a variable of that name",
+                )
+        for key in service.template.env_keys:
+            if key not in service.values.tree:
+                self.problems.error(
+                    service.source("template"),
+                    f"{service.name} in {service.env}: ENV key '{key}' (required by "
+                    f"{service.template.label}/template.yaml) has no value in any layer",
+                    f"add {key}: under values: in {service.file} or "
+                    f"environments/{service.env}/_env.yaml",
+                )
+        own = service.doc.data.get("values") or {}
+        for key in own:
+            if str(key) not in declared:
+                close = difflib.get_close_matches(str(key), sorted(declared), n=1)
+                self.problems.warning(
+                    service.source("values", str(key)),
+                    f"'{key}' is not in {service.template.label}/template.yaml's env list",
+                    f"did you mean '{close[0]}'?"
+                    if close
+                    else "declare it under env: in the template, or remove it",
+                )
+        if service.image is None and service.doc.data.get("image") is not None:
+            self.problems.error(
+                service.source("image"),
+                "image needs either ref: (use an image) or source: {repo, ref} (build it)",
+                "for example image: {ref: registry.example.com/shop/api:2.3.1}",
+            )
+        if service.image is not None and service.image.is_build and not service.template.build:
+            self.problems.error(
+                service.source("image", "source"),
+                f"image.source builds an image, but {service.template.label}/template.yaml "
+                "has no build: section",
+                "add build: {dockerfile: Dockerfile, args: [...]} to the template",
+            )
+
+    # -- templates -----------------------------------------------------------------------------
+
+    def _tags(self) -> dict[str, str]:
+        if self._tag_cache is None:
+            self._tag_cache = dict(self.source.tags())
+        return self._tag_cache
+
+    def _resolve_template(
+        self, service: str, pin: str, environment: Environment, doc: YamlDoc
+    ) -> Template | None:
+        where = doc.source("template")
+        if pin == HEAD:
+            if not environment.allow_head:
+                self.problems.error(
+                    where,
+                    f"'{environment.name}' does not allow HEAD templates",
+                    f"pin a released tag (configcenter template release {service} VERSION), "
+                    f"or set allow_head: true in environments/{environment.name}/_env.yaml",
+                )
+                return None
+        elif f"{service}/{pin}" not in self._tags():
+            released = sorted(
+                t.split("/", 1)[1] for t in self._tags() if t.startswith(service + "/")
+            )
+            self.problems.error(
+                where,
+                f"template tag '{service}/{pin}' does not exist",
+                "released: " + ", ".join(released)
+                if released
+                else f"release one: configcenter template release {service} {pin}",
+            )
+            return None
+        key = (service, pin)
+        if key not in self._templates:
+            self._templates[key] = self._load_template(service, pin, where)
+        return self._templates[key]
+
+    def _load_template(self, service: str, pin: str, where: Source) -> Template | None:
+        tag = None if pin == HEAD else pin
+        tree = self.source.template_tree(service, tag)
+        label = f"templates/{service}" + ("" if tag is None else f"@{pin}")
+        if tree is None or tree.read("template.yaml") is None:
+            self.problems.error(
+                where,
+                f"{label}/template.yaml does not exist",
+                f"create templates/{service}/template.yaml (outputs, env, build, depends_on)",
+            )
+            return None
+        raw = tree.read("template.yaml") or b""
+        doc = self._parse(raw.decode("utf-8", "replace"), f"{label}/template.yaml", schema.TEMPLATE)
+        if doc is None:
+            return None
+        data = doc.data
+        outputs = [o for o in data.get("outputs") or [] if isinstance(o, str)]
+        for index, output in enumerate(outputs):
+            if tree.read(output + ".j2") is None:
+                self.problems.error(
+                    doc.source("outputs", index),
+                    f"output '{output}' has no source {label}/{output}.j2",
+                    f"create {output}.j2 next to template.yaml, or remove it from outputs",
+                )
+        build = data.get("build") if isinstance(data.get("build"), dict) else None
+        if build is not None:
+            dockerfile = str(build.get("dockerfile", "Dockerfile"))
+            if dockerfile not in outputs:
+                self.problems.error(
+                    doc.source("build", "dockerfile"),
+                    f"build.dockerfile '{dockerfile}' is not one of the outputs",
+                    f"add {dockerfile} to outputs: (rendered from {dockerfile}.j2)",
+                )
+        return Template(
+            service=service,
+            tag=pin,
+            commit=self._tags().get(f"{service}/{pin}") if tag else None,
+            tree=tree,
+            outputs=outputs,
+            env_keys=[k for k in data.get("env") or [] if isinstance(k, str)],
+            build=build,
+            depends_on=[d for d in data.get("depends_on") or [] if isinstance(d, str)],
+            doc=doc,
+        )
+
+    # -- dependencies --------------------------------------------------------------------------
+
+    def _check_dependencies(self, environments: dict[str, Environment]) -> None:
+        known = {p.name for p in (self.root / "templates").glob("*") if p.is_dir()}
+        known |= {t.split("/", 1)[0] for t in self._tags()}
+        for environment in environments.values():
+            deps: dict[str, list[str]] = {}
+            for service in environment.services.values():
+                deps[service.name] = []
+                for index, dep in enumerate(service.template.depends_on):
+                    where = service.template.doc.source("depends_on", index)
+                    if dep not in known:
+                        close = difflib.get_close_matches(dep, sorted(known), n=1)
+                        self.problems.error(
+                            where,
+                            f"depends_on names unknown service '{dep}'",
+                            f"did you mean '{close[0]}'?"
+                            if close
+                            else "known: " + ", ".join(sorted(known)),
+                        )
+                    elif dep not in environment.services:
+                        self.problems.error(
+                            service.source("template"),
+                            f"{service.name} depends on {dep}, which is not deployed in "
+                            f"{environment.name}",
+                            f"add environments/{environment.name}/{dep}.yaml",
+                        )
+                    else:
+                        deps[service.name].append(dep)
+            try:
+                environment.order = dependency_order(deps)
+            except CycleError as exc:
+                first = environment.services[exc.cycle[0]]
+                self.problems.error(
+                    first.template.doc.source("depends_on"),
+                    f"dependency cycle in {environment.name}: " + " -> ".join(exc.cycle),
+                    "remove one depends_on entry to break the cycle",
+                )
+                environment.order = sorted(environment.services)

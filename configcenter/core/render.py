@@ -1,0 +1,157 @@
+"""Rendering: Jinja2 in a sandbox with StrictUndefined, compiled once per template version.
+
+Compilation dominates a cold render (PERF-NOTES: 5.5 s cold vs 0.23 s with
+compiled templates kept), so each template version (keyed by its content id)
+gets one Environment whose compiled templates are reused across environments,
+and an optional on-disk bytecode cache carries them across runs.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from configcenter.core.errors import Problem, Source
+from configcenter.core.model import Config, ServiceConfig, Template
+
+
+class RenderError(Exception):
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    service: str
+    files: dict[str, bytes]  # output name -> content
+
+
+class _TreeLoader(jinja2.BaseLoader):
+    """Loads templates from one template version; names are paths inside templates/<svc>/."""
+
+    def __init__(self, template: Template) -> None:
+        self.template = template
+
+    def get_source(
+        self, environment: jinja2.Environment, name: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        data = self.template.tree.read(name)
+        if data is None:
+            raise jinja2.TemplateNotFound(name)
+        return data.decode("utf-8"), f"{self.template.label}/{name}", lambda: True
+
+
+class Renderer:
+    def __init__(self, bytecode_cache_dir: Path | None = None) -> None:
+        self._environments: dict[str, SandboxedEnvironment] = {}
+        self._bytecode_cache = (
+            jinja2.FileSystemBytecodeCache(str(bytecode_cache_dir)) if bytecode_cache_dir else None
+        )
+        if bytecode_cache_dir:
+            bytecode_cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def _environment(self, template: Template) -> SandboxedEnvironment:
+        env = self._environments.get(template.tree_id)
+        if env is None:
+            env = SandboxedEnvironment(
+                loader=_TreeLoader(template),
+                undefined=jinja2.StrictUndefined,
+                keep_trailing_newline=True,
+                autoescape=False,
+                bytecode_cache=self._bytecode_cache,
+                auto_reload=False,
+            )
+            env.filters["tojson_compact"] = _tojson_compact
+            self._environments[template.tree_id] = env
+        return env
+
+    def render(self, config: Config, service: ServiceConfig, image: str) -> Rendered:
+        env = self._environment(service.template)
+        context = template_context(config, service, image)
+        files: dict[str, bytes] = {}
+        for output in service.template.outputs:
+            name = output + ".j2"
+            try:
+                text = env.get_template(name).render(context)
+            except jinja2.TemplateSyntaxError as exc:
+                raise RenderError(
+                    Problem(
+                        Source(f"{service.template.label}/{exc.name or name}", exc.lineno or 1),
+                        f"template syntax error: {exc.message}",
+                        "fix the Jinja2 syntax on this line",
+                    )
+                ) from None
+            except jinja2.UndefinedError as exc:
+                raise RenderError(
+                    Problem(
+                        _template_frame(exc, service.template.label, name),
+                        f"undefined variable while rendering {service.name} for {service.env}: "
+                        f"{exc.message}",
+                        f"add it under values: (and to env: in {service.template.label}"
+                        "/template.yaml), or use {{ NAME | default('...') }}",
+                    )
+                ) from None
+            except jinja2.TemplateError as exc:
+                raise RenderError(
+                    Problem(
+                        _template_frame(exc, service.template.label, name),
+                        f"template error while rendering {service.name} for {service.env}: {exc}",
+                    )
+                ) from None
+            files[output] = text.encode("utf-8")
+        return Rendered(service.name, files)
+
+
+def template_context(config: Config, service: ServiceConfig, image: str) -> dict[str, Any]:
+    values = service.values.tree
+    context: dict[str, Any] = dict(values)
+    context.update(
+        values=values,
+        env=service.env,
+        service=service.name,
+        project=config.project.name,
+        template_tag=service.template.tag,
+        replicas=service.replicas,
+        image=image,
+        platform=platform_settings(config, service),
+    )
+    return context
+
+
+def platform_settings(config: Config, service: ServiceConfig) -> dict[str, str]:
+    """The service's platform with its settings rendered for the env ({{ env }} etc.)."""
+    spec = config.project.platforms.get(service.platform or "")
+    if spec is None:
+        return {}
+    return {
+        "name": spec.name,
+        "kind": spec.kind,
+        **render_setting_map(spec.settings, config, service.env),
+    }
+
+
+def render_setting_map(settings: Mapping[str, str], config: Config, env: str) -> dict[str, str]:
+    sandbox = SandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    names = {"env": env, "project": config.project.name}
+    return {k: sandbox.from_string(v).render(names) if "{" in v else v for k, v in settings.items()}
+
+
+def _template_frame(exc: BaseException, label: str, default: str) -> Source:
+    """Jinja rewrites tracebacks so template frames carry the template file and line."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith(label + "/"):
+            return Source(frame.filename, frame.lineno or 1)
+    return Source(f"{label}/{default}", 1)
+
+
+def _tojson_compact(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)

@@ -1,0 +1,293 @@
+"""A small declarative schema for the config repo's YAML files.
+
+Hand-rolled rather than pydantic so every problem carries the exact file and
+line of the offending key and a "did you mean" for misspelt keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from configcenter.core.errors import ProblemList
+from configcenter.core.yamldoc import Path, YamlDoc
+
+
+class Spec(ABC):
+    name = "value"
+
+    @abstractmethod
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        """Record a problem for every way `value` at `path` breaks this spec."""
+
+
+def _type_error(doc: YamlDoc, path: Path, problems: ProblemList, want: str, value: Any) -> None:
+    key = str(path[-1]) if path else "document"
+    problems.error(
+        doc.source(*path),
+        f"'{key}' must be {want}, not {_describe(value)}",
+        f"write {key} as {want}",
+    )
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ('{value}')"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+@dataclass
+class Str(Spec):
+    name = "a string"
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if not isinstance(value, str) or value == "":
+            _type_error(doc, path, problems, "a non-empty string", value)
+
+
+@dataclass
+class Int(Spec):
+    minimum: int = 0
+    name = "a whole number"
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _type_error(doc, path, problems, "a whole number", value)
+        elif value < self.minimum:
+            _type_error(doc, path, problems, f"a whole number >= {self.minimum}", value)
+
+
+@dataclass
+class Bool(Spec):
+    name = "true or false"
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if not isinstance(value, bool):
+            _type_error(doc, path, problems, "true or false", value)
+
+
+@dataclass
+class OneOf(Spec):
+    choices: tuple[str, ...]
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if value not in self.choices:
+            close = difflib.get_close_matches(str(value), self.choices, n=1)
+            hint = (
+                f"did you mean '{close[0]}'?" if close else "use one of " + ", ".join(self.choices)
+            )
+            problems.error(
+                doc.source(*path),
+                f"'{path[-1]}' is '{value}', which is not one of: {', '.join(self.choices)}",
+                hint,
+            )
+
+
+@dataclass
+class ListOf(Spec):
+    item: Spec
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if not isinstance(value, list):
+            _type_error(doc, path, problems, f"a list of {self.item.name}s", value)
+            return
+        for index, item in enumerate(value):
+            self.item.check(doc, item, (*path, index), problems)
+
+
+@dataclass
+class MapOf(Spec):
+    """A mapping with free keys (platform names, values)."""
+
+    item: Spec | None = None
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if not isinstance(value, dict):
+            _type_error(doc, path, problems, "a mapping", value)
+            return
+        if self.item is not None:
+            for key, item in value.items():
+                self.item.check(doc, item, (*path, str(key)), problems)
+
+
+@dataclass
+class SecretOrStr(Spec):
+    """A plain string, or `{secret: "env:NAME" | "file:/path" | "k8s:ns/name/key"}`."""
+
+    allow_plain: bool = True
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if isinstance(value, dict):
+            check_secret(doc, value, path, problems)
+        elif not self.allow_plain or not isinstance(value, str):
+            _type_error(doc, path, problems, '{secret: "env:NAME"}', value)
+
+
+SECRET_SCHEMES = ("env", "file", "k8s")
+
+
+def check_secret(doc: YamlDoc, value: Mapping[str, Any], path: Path, problems: ProblemList) -> None:
+    if set(value) != {"secret"}:
+        problems.error(
+            doc.source(*path),
+            "a secret reference must have exactly one key, 'secret'",
+            'write {secret: "env:NAME"}',
+        )
+        return
+    ref = value["secret"]
+    scheme, _, rest = str(ref).partition(":")
+    if scheme not in SECRET_SCHEMES or not rest:
+        problems.error(
+            doc.source(*path, "secret"),
+            f"secret reference '{ref}' is not env:NAME, file:/path or k8s:namespace/name/key",
+            'for example {secret: "env:SHOP_DB_PASSWORD"}',
+        )
+    elif scheme == "k8s" and len(rest.split("/")) != 3:
+        problems.error(
+            doc.source(*path, "secret"),
+            f"secret reference '{ref}' must name namespace/name/key",
+            'for example {secret: "k8s:shop-prod/db/password"}',
+        )
+
+
+@dataclass
+class Obj(Spec):
+    fields: dict[str, Spec]
+    required: tuple[str, ...] = ()
+    extra: Spec | None = None  # spec for keys not listed (None: unknown keys are errors)
+    name: str = field(default="a mapping")
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if value is None and not self.required:
+            return
+        if not isinstance(value, dict):
+            _type_error(doc, path, problems, "a mapping", value)
+            return
+        for key in self.required:
+            if key not in value:
+                where = f"'{path[-1]}'" if path else "this file"
+                problems.error(
+                    doc.source(*path),
+                    f"{where} is missing the required key '{key}'",
+                    f"add '{key}:'",
+                )
+        for key, item in value.items():
+            spec = self.fields.get(str(key), self.extra)
+            if spec is None:
+                close = difflib.get_close_matches(str(key), list(self.fields), n=1, cutoff=0.6)
+                hint = (
+                    f"did you mean '{close[0]}'?"
+                    if close
+                    else "known keys: " + ", ".join(sorted(self.fields))
+                )
+                problems.error(doc.source(*path, str(key)), f"unknown key '{key}'", hint)
+                continue
+            spec.check(doc, item, (*path, str(key)), problems)
+
+
+ANY_VALUES = MapOf()
+
+PROJECT = Obj(
+    {
+        "project": Str(),
+        "environments": ListOf(Str()),
+        "deploy_repo": Obj({"url": Str(), "branch": Str()}, required=("url",)),
+        "registry": Obj(
+            {
+                "url": Str(),
+                "insecure": Bool(),
+                "username": SecretOrStr(),
+                "password": SecretOrStr(allow_plain=False),
+            },
+            required=("url",),
+        ),
+        "builder": Obj(
+            {
+                "kind": OneOf(("buildah", "docker", "kaniko")),
+                "storage_driver": Str(),
+                "isolation": Str(),
+                "namespace": Str(),
+                "jobs": Int(minimum=1),
+            }
+        ),
+        "platforms": MapOf(
+            Obj(
+                {
+                    "kind": OneOf(("kubernetes", "marathon")),
+                    "context": Str(),
+                    "kubeconfig": Str(),
+                    "namespace": Str(),
+                    "url": Str(),
+                    "group": Str(),
+                },
+                required=("kind",),
+            )
+        ),
+        "forge": Obj(
+            {
+                "kind": OneOf(("gitlab", "local")),
+                "url": Str(),
+                "project": Str(),
+                "token": SecretOrStr(),
+                "webhook_token": SecretOrStr(),
+            },
+            required=("kind",),
+        ),
+        "promotion": Obj({"allow_skip": Bool(), "approvals": Int()}),
+        "run_store": Obj({"url": Str()}),
+    },
+    required=("project", "environments"),
+)
+
+TEMPLATE = Obj(
+    {
+        "outputs": ListOf(Str()),
+        "env": ListOf(Str()),
+        "build": Obj({"dockerfile": Str(), "args": ListOf(Str()), "context": Str()}),
+        "depends_on": ListOf(Str()),
+        "description": Str(),
+    },
+    required=("outputs",),
+)
+
+DEFAULTS = Obj({"values": ANY_VALUES})
+
+ENVIRONMENT = Obj(
+    {
+        "platform": Str(),
+        "allow_head": Bool(),
+        "auto_apply": Bool(),
+        "reconcile": Obj({"interval": Str(), "heal": Bool()}),
+        "rollout": Obj({"timeout": Str()}),
+        "values": ANY_VALUES,
+    }
+)
+
+SERVICE = Obj(
+    {
+        "template": Str(),
+        "image": Obj(
+            {
+                "source": Obj({"repo": Str(), "ref": Str(), "context": Str()}, required=("repo",)),
+                "ref": Str(),
+            }
+        ),
+        "replicas": Int(),
+        "platform": Str(),
+        "values": ANY_VALUES,
+    },
+    required=("template",),
+)

@@ -1,0 +1,115 @@
+"""The state record `<env>/state.yaml` in the deploy repo: what the next plan compares against."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import yaml
+
+STATE_FILE = "state.yaml"
+HEADER = "# Written by configcenter. Do not edit: the next plan compares against it.\n"
+
+try:
+    _Loader: type = yaml.CSafeLoader
+    _Dumper: type = yaml.CSafeDumper
+except AttributeError:  # pragma: no cover
+    _Loader, _Dumper = yaml.SafeLoader, yaml.SafeDumper
+
+
+@dataclass
+class Release:
+    """One service's rendered files + image at one apply, with its outcome."""
+
+    id: str
+    outcome: str  # committed | healthy | failed | rolled_back
+    at: str  # ISO time, UTC
+    run: str = ""
+    template_tag: str = ""
+    image: str = ""
+    values_digest: str = ""
+    rendered_digest: str = ""
+    inputs_digest: str = ""
+    reason: str = ""  # why it failed / was rolled back
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Release | None:
+        if not data:
+            return None
+        known = {k: str(v) for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class ServiceState:
+    template_tag: str
+    template_commit: str | None
+    template_tree: str
+    values_digest: str
+    values: dict[str, Any]  # canonical: secrets as {secret: ref}
+    replicas: int
+    image: str
+    image_digest: str | None
+    build_key: str | None  # what the image was built from (None: given by ref)
+    rendered_digest: str
+    inputs_digest: str
+    files: dict[str, str]  # output -> sha256
+    platform: str | None = None
+    release: Release | None = None
+    last_good: Release | None = None
+    last_failed: Release | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("release", "last_good", "last_failed"):
+            if data[key] is None:
+                del data[key]
+            else:
+                data[key] = {k: v for k, v in data[key].items() if v != ""}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServiceState:
+        return cls(
+            template_tag=str(data.get("template_tag", "")),
+            template_commit=data.get("template_commit"),
+            template_tree=str(data.get("template_tree", "")),
+            values_digest=str(data.get("values_digest", "")),
+            values=dict(data.get("values") or {}),
+            replicas=int(data.get("replicas", 1)),
+            image=str(data.get("image", "")),
+            image_digest=data.get("image_digest"),
+            build_key=data.get("build_key"),
+            rendered_digest=str(data.get("rendered_digest", "")),
+            inputs_digest=str(data.get("inputs_digest", "")),
+            files={str(k): str(v) for k, v in (data.get("files") or {}).items()},
+            platform=data.get("platform"),
+            release=Release.from_dict(data.get("release")),
+            last_good=Release.from_dict(data.get("last_good")),
+            last_failed=Release.from_dict(data.get("last_failed")),
+        )
+
+
+@dataclass
+class EnvState:
+    env: str
+    services: dict[str, ServiceState] = field(default_factory=dict)
+
+    def to_yaml(self) -> bytes:
+        data = {
+            "env": self.env,
+            "services": {name: self.services[name].to_dict() for name in sorted(self.services)},
+        }
+        body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+        return (HEADER + body).encode()
+
+    @classmethod
+    def from_yaml(cls, env: str, raw: bytes | None) -> EnvState:
+        if not raw:
+            return cls(env)
+        data = yaml.load(raw, Loader=_Loader) or {}
+        services = {
+            str(name): ServiceState.from_dict(item)
+            for name, item in (data.get("services") or {}).items()
+        }
+        return cls(env, services)

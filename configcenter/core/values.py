@@ -1,0 +1,158 @@
+"""Value layering with provenance: defaults < environment < service.
+
+Maps merge key by key; anything else (scalars, lists, secret references)
+replaces what the lower layer had. Every leaf remembers where it came from and
+what it overrode, so errors, plans and `explain` can say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from configcenter.core.errors import Source
+from configcenter.core.yamldoc import YamlDoc
+
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret, known only by reference until a platform adapter resolves it at deploy time."""
+
+    ref: str
+
+    def __str__(self) -> str:
+        # What a template renders: the reference, never a value.
+        return "${secret:" + self.ref + "}"
+
+    @property
+    def scheme(self) -> str:
+        return self.ref.partition(":")[0]
+
+
+@dataclass(frozen=True)
+class Override:
+    value: Any
+    source: Source
+    layer: str
+
+
+@dataclass
+class Entry:
+    """One merged leaf value, where it came from, and what it replaced."""
+
+    value: Any
+    source: Source
+    layer: str
+    overrode: list[Override] = field(default_factory=list)
+
+
+Key = tuple[str, ...]
+
+
+@dataclass
+class Layered:
+    """The merged result: a nested plain value tree plus per-leaf provenance."""
+
+    tree: dict[str, Any] = field(default_factory=dict)
+    entries: dict[Key, Entry] = field(default_factory=dict)
+
+    def merge(self, layer: str, doc: YamlDoc, values: Mapping[str, Any] | None) -> None:
+        if values:
+            self._merge(self.tree, (), layer, doc, values)
+
+    def _merge(
+        self,
+        target: dict[str, Any],
+        prefix: Key,
+        layer: str,
+        doc: YamlDoc,
+        values: Mapping[str, Any],
+    ) -> None:
+        for raw_key, raw in values.items():
+            key = str(raw_key)
+            path = (*prefix, key)
+            value = to_value(raw)
+            source = doc.source("values", *path)
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                self._merge(target[key], path, layer, doc, raw)
+                continue
+            overrode: list[Override] = []
+            for old_path in [p for p in self.entries if p[: len(path)] == path]:
+                old = self.entries.pop(old_path)
+                overrode.extend(old.overrode)
+                overrode.append(Override(old.value, old.source, old.layer))
+            if isinstance(value, dict):
+                target[key] = {}
+                self._merge(target[key], path, layer, doc, raw)
+                if not raw:
+                    self.entries[path] = Entry({}, source, layer, overrode)
+                elif overrode:
+                    first = next(p for p in self.entries if p[: len(path)] == path)
+                    self.entries[first].overrode[:0] = overrode
+            else:
+                target[key] = value
+                self.entries[path] = Entry(value, source, layer, overrode)
+
+    def flat(self) -> Iterator[tuple[str, Entry]]:
+        for path in sorted(self.entries):
+            yield ".".join(path), self.entries[path]
+
+
+def to_value(raw: Any) -> Any:
+    """Turn `{secret: ...}` maps into SecretRef, recursively."""
+    if isinstance(raw, dict):
+        if set(raw) == {"secret"} and isinstance(raw["secret"], str):
+            return SecretRef(raw["secret"])
+        return {str(k): to_value(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [to_value(v) for v in raw]
+    return raw
+
+
+def canonical(value: Any) -> Any:
+    """A JSON-able form; secrets stay references (so a digest never depends on a secret)."""
+    if isinstance(value, SecretRef):
+        return {"secret": value.ref}
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def masked(value: Any) -> Any:
+    """For display: secrets become ***."""
+    if isinstance(value, SecretRef):
+        return MASK
+    if isinstance(value, dict):
+        return {k: masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    return value
+
+
+def digest(value: Any) -> str:
+    data = json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+
+
+def from_canonical(value: Any) -> Any:
+    """Inverse of `canonical`, for values read back from a state record."""
+    return to_value(value)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Leaf values by dotted key; secrets are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

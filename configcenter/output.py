@@ -1,0 +1,132 @@
+"""Printing for the CLI: plans, problems, tables. Colour only on a terminal (rich decides)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from configcenter.core.errors import Problem
+from configcenter.core.plan import Plan, ServicePlan, ValueChange
+from configcenter.core.values import masked
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ACTION_STYLE = {
+    "create": ("+", "green"),
+    "update": ("~", "yellow"),
+    "delete": ("-", "red"),
+    "noop": ("=", "dim"),
+    "blocked": ("!", "magenta"),
+}
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def print_problems(problems: Iterable[Problem]) -> None:
+    for p in problems:
+        style = "red" if p.severity == "error" else "yellow"
+        line = Text()
+        line.append(f"{p.source}: ", style="bold")
+        line.append(f"{p.severity}: ", style=style)
+        line.append(p.message)
+        err.print(line)
+        if p.hint:
+            err.print(Text(f"    hint: {p.hint}", style="dim"))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
+
+
+def print_plan(plan: Plan, verbose_noop: bool = False) -> None:
+    changes = plan.changes
+    blocked = [s for s in plan.services if s.action == "blocked"]
+    commit = f" (config {plan.config_commit[:10]})" if plan.config_commit else ""
+    summary = (
+        f"{len(changes)} to change, {len(blocked)} blocked, "
+        f"{len(plan.services) - len(changes) - len(blocked)} unchanged"
+    )
+    out.print(Text.assemble(("Plan for ", "bold"), (plan.env, "bold cyan"), commit, f": {summary}"))
+    for service in plan.services:
+        print_service_plan(service, verbose_noop)
+    if not changes and not blocked:
+        out.print(Text("Nothing to do.", style="green"))
+
+
+def print_service_plan(s: ServicePlan, verbose_noop: bool = False) -> None:
+    mark, style = ACTION_STYLE[s.action]
+    head = Text.assemble(
+        (f"  {mark} ", style), (s.service.ljust(16), "bold"), (s.action.ljust(8), style)
+    )
+    if s.reasons:
+        head.append(" [" + ", ".join(s.reasons) + "]", style="dim")
+    out.print(head)
+    if s.action == "noop" and not verbose_noop:
+        return
+    if s.blocked:
+        out.print(Text(f"      {s.blocked}", style="magenta"))
+    if s.template_from != s.template_to:
+        out.print(f"      template {s.template_from or '(none)'} -> {s.template_to or '(none)'}")
+    if s.image_from != s.image_to and (s.image_from or s.image_to):
+        out.print(f"      image    {s.image_from or '(none)'} -> {s.image_to or '(none)'}")
+    if s.replicas:
+        out.print(f"      replicas {s.replicas[0]} -> {s.replicas[1]}")
+    for label, items, sign, colour in (
+        ("changed", s.changed, "~", "yellow"),
+        ("added", s.added, "+", "green"),
+        ("removed", s.removed, "-", "red"),
+    ):
+        for key, change in items.items():
+            out.print(_value_line(sign, key, change, colour, label))
+    for name, diff in s.diffs.items():
+        out.print(Text(f"      {name}:", style="bold"))
+        for line in diff.splitlines():
+            colour = (
+                "green"
+                if line.startswith("+") and not line.startswith("+++")
+                else "red"
+                if line.startswith("-") and not line.startswith("---")
+                else "cyan"
+                if line.startswith("@@")
+                else "dim"
+            )
+            out.print(Text("        " + line, style=colour))
+
+
+def _value_line(sign: str, key: str, change: ValueChange, colour: str, label: str) -> Text:
+    text = Text(f"      {sign} {key}: ", style=colour)
+    if label == "changed":
+        text.append(f"{_fmt(change.before)} -> {_fmt(change.after)}")
+    elif label == "added":
+        text.append(_fmt(change.after))
+    else:
+        text.append(_fmt(change.before))
+    if change.source:
+        text.append(f"   ({change.source})", style="dim")
+    return text
+
+
+def print_explain(rows: Iterable[Any], env: str, service: str) -> None:
+    out.print(Text(f"{service} in {env}", style="bold"))
+    for row in rows:
+        entry = row.entry
+        line = Text.assemble(("  " + row.key, "bold"), " = ", _fmt(masked(entry.value)))
+        out.print(line)
+        out.print(Text(f"      from {entry.source} ({entry.layer})", style="dim"))
+        for old in reversed(entry.overrode):
+            out.print(
+                Text(
+                    f"      overrides {_fmt(masked(old.value))} from {old.source} ({old.layer})",
+                    style="dim",
+                )
+            )

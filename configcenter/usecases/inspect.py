@@ -1,0 +1,143 @@
+"""Read-only use cases: validate, explain, render, plan. Nothing here writes anywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from configcenter.core.errors import ConfigError, Problem, ProblemList
+from configcenter.core.model import Config, ServiceConfig
+from configcenter.core.plan import Plan, ResolvedImage, desired_image, make_plan
+from configcenter.core.render import Rendered, RenderError
+from configcenter.core.state import EnvState
+from configcenter.core.values import Entry
+from configcenter.usecases.workspace import Workspace
+
+
+def check_env(config: Config, env: str) -> None:
+    if env not in config.environments:
+        raise ConfigError(
+            [
+                Problem(
+                    config.project.doc.source("environments"),
+                    f"unknown environment '{env}'",
+                    "environments: " + ", ".join(config.project.environments),
+                )
+            ]
+        )
+
+
+def service_config(config: Config, env: str, service: str) -> ServiceConfig:
+    check_env(config, env)
+    environment = config.environment(env)
+    if service not in environment.services:
+        raise ConfigError(
+            [
+                Problem(
+                    config.project.doc.source("environments"),
+                    f"service '{service}' is not deployed in {env}",
+                    f"create environments/{env}/{service}.yaml; deployed: "
+                    + ", ".join(sorted(environment.services)),
+                )
+            ]
+        )
+    return environment.services[service]
+
+
+@dataclass
+class ValidationReport:
+    environments: int
+    services: int
+    renders: int
+    warnings: list[Problem]
+
+
+def validate(ws: Workspace) -> ValidationReport:
+    """Load everything and render every service in every environment."""
+    config = ws.config
+    problems = ProblemList()
+    renders = 0
+    for env, environment in config.environments.items():
+        state = EnvState(env)
+        for service in environment.services.values():
+            image = desired_image(config, service, state.services.get(service.name), {})
+            try:
+                ws.renderer.render(config, service, image.ref)
+                renders += 1
+            except RenderError as exc:
+                problems.items.append(exc.problem)
+    problems.raise_if_errors(ws.strict)
+    services = sum(len(e.services) for e in config.environments.values())
+    return ValidationReport(len(config.environments), services, renders, ws.problems.warnings)
+
+
+@dataclass
+class Explained:
+    key: str
+    entry: Entry
+
+
+def explain(ws: Workspace, env: str, service: str, key: str | None) -> list[Explained]:
+    svc = service_config(ws.config, env, service)
+    rows = [Explained(k, e) for k, e in svc.values.flat()]
+    if key is None:
+        return rows
+    picked = [r for r in rows if r.key == key or r.key.startswith(key + ".")]
+    if not picked:
+        known = ", ".join(r.key for r in rows)
+        raise ConfigError(
+            [
+                Problem(
+                    svc.source(),
+                    f"'{key}' has no value for {service} in {env}",
+                    f"values are: {known}",
+                )
+            ]
+        )
+    return picked
+
+
+def render(ws: Workspace, env: str, services: Collection[str] | None = None) -> list[Rendered]:
+    """Render as apply would (images as the deploy repo last recorded them), without writing."""
+    plan = plan_env(ws, env, only=services, render_all=True)
+    return [
+        Rendered(s.service, dict(s.files or {}))
+        for s in plan.services
+        if s.action != "delete" and s.files is not None
+    ]
+
+
+def write_rendered(rendered: list[Rendered], out: Path) -> list[Path]:
+    written = []
+    for item in rendered:
+        for name, data in item.files.items():
+            path = out / item.service / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            written.append(path)
+    return written
+
+
+def plan_env(
+    ws: Workspace,
+    env: str,
+    *,
+    only: Collection[str] | None = None,
+    retry: Collection[str] = (),
+    resolved_images: dict[str, ResolvedImage] | None = None,
+    render_all: bool = False,
+) -> Plan:
+    check_env(ws.config, env)
+    state = ws.read_state(env)
+    return make_plan(
+        ws.config,
+        env,
+        state,
+        ws.renderer,
+        ws.previous_file(),
+        only=only,
+        retry=retry,
+        resolved_images=resolved_images,
+        render_all=render_all,
+    )

@@ -1,0 +1,105 @@
+"""Everything a command needs, opened lazily: the config repo, the deploy repo, the run store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from configcenter.adapters.git_config_repo import GitConfigRepo
+from configcenter.core.errors import ProblemList
+from configcenter.core.load import load_config
+from configcenter.core.model import Config
+from configcenter.core.render import Renderer
+from configcenter.core.state import STATE_FILE, EnvState
+
+if TYPE_CHECKING:
+    from configcenter.ports.deploy_repo import DeployRepo
+    from configcenter.ports.runstore import RunStore
+
+
+def cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "configcenter"
+
+
+@dataclass
+class Workspace:
+    root: Path
+    deploy_repo_url: str | None = None  # overrides configcenter.yaml
+    run_store_url: str | None = None  # overrides configcenter.yaml / the default SQLite file
+    strict: bool = False
+
+    @cached_property
+    def source(self) -> GitConfigRepo:
+        return GitConfigRepo(self.root)
+
+    @cached_property
+    def problems(self) -> ProblemList:
+        return ProblemList()
+
+    @cached_property
+    def config(self) -> Config:
+        config = load_config(self.source, self.problems)
+        self.problems.raise_if_errors(self.strict)
+        return config
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        return Renderer(cache_home() / "jinja")
+
+    def resolved_deploy_url(self) -> str | None:
+        url = self.deploy_repo_url or self.config.project.deploy_repo_url
+        if url is None:
+            return None
+        if "://" in url or url.startswith("git@") or Path(url).is_absolute():
+            return url
+        return str((self.root / url).resolve())
+
+    @cached_property
+    def deploy_repo(self) -> DeployRepo:
+        from configcenter.adapters.git_deploy_repo import GitDeployRepo
+
+        url = self.resolved_deploy_url()
+        if url is None:
+            raise ValueError(
+                "no deploy repo: set deploy_repo: {url: ...} in configcenter.yaml "
+                "or pass --deploy-repo"
+            )
+        return GitDeployRepo(url, self.config.project.deploy_repo_branch)
+
+    @cached_property
+    def run_store(self) -> RunStore:
+        from configcenter.adapters.runstores import open_run_store
+
+        return open_run_store(self.run_store_url or self.config.project.run_store_url)
+
+    def deploy_repo_exists(self) -> bool:
+        url = self.resolved_deploy_url()
+        if url is None:
+            return False
+        return "://" in url or url.startswith("git@") or Path(url).exists()
+
+    def read_state(self, env: str, rev: str | None = None) -> EnvState:
+        """The env's state record; empty when the deploy repo, branch or env does not exist yet."""
+        if not self.deploy_repo_exists():
+            return EnvState(env)
+        repo = self.deploy_repo
+        if rev is None and repo.sync() is None:
+            return EnvState(env)
+        return EnvState.from_yaml(env, repo.read(f"{env}/{STATE_FILE}", rev))
+
+    def previous_file(self, rev: str | None = None) -> Callable[[str], bytes | None]:
+        """A reader of rendered files at the synced deploy repo head (None when absent)."""
+        if not self.deploy_repo_exists():
+            return _absent
+        repo = self.deploy_repo
+        if repo.head() is None and rev is None:
+            return _absent
+        return lambda path: repo.read(path, rev)
+
+
+def _absent(path: str) -> bytes | None:
+    return None

@@ -1,6 +1,10 @@
 """Fixture modules every test can use: one entry per tests/support/*_fixtures.py."""
 
 pytest_plugins = [
+    "tests.support.k8s_fixtures",
+    "tests.support.marathon_fixtures",
     "tests.support.gitlab_fixtures",
     "tests.support.registry_fixtures",
+    "tests.support.postgres_fixtures",
+    "tests.support.deployrepo_fixtures",
 ]

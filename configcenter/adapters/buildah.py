@@ -24,7 +24,13 @@ from pathlib import Path
 from configcenter.adapters.oci_registry import RegistryCredentials
 from configcenter.ports.builder import BuildFailed, BuildRequest, BuildResult, LogSink
 
-_STEP_RE = re.compile(r"^(?:\[\d+/\d+\] )?STEP (\d+(?:/\d+)?): (.*)$")
+# Step headers: buildah "STEP 2/3: RUN x", docker classic "Step 2/3 : RUN x",
+# BuildKit plain progress "#7 [2/3] RUN x" (or "#7 [stage 2/3] RUN x").
+_STEP_RES = (
+    re.compile(r"^(?:\[\d+/\d+\] )?STEP (\d+(?:/\d+)?): (.*)$"),
+    re.compile(r"^Step (\d+/\d+) : (.*)$"),
+    re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+/\d+)\] (.*)$"),
+)
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -80,9 +86,11 @@ def run_streaming(
         for raw in process.stdout:
             line = raw.rstrip("\n")
             tail.append(line)
-            match = _STEP_RE.match(line)
-            if match:
-                last_step = f"STEP {match.group(1)}: {match.group(2)}"
+            for step_re in _STEP_RES:
+                match = step_re.match(line)
+                if match:
+                    last_step = f"STEP {match.group(1)}: {match.group(2)}"
+                    break
             log(line)
         returncode = process.wait()
     finally:

@@ -1,0 +1,122 @@
+"""Builder adapter: the docker CLI, for teams that already run a Docker daemon.
+
+Same contract as buildah: build the rendered Dockerfile in the context, push,
+return the pushed digest. BuildKit with SOURCE_DATE_EPOCH=0 keeps image
+metadata reproducible. The digest is read from `docker push`'s output (the
+daemon prints `<tag>: digest: sha256:... size: N`). Insecure registries are a
+daemon setting (`insecure-registries` in daemon.json), not a flag here.
+Credentials go into a private `--config` directory, never onto the command line.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from configcenter.adapters.buildah import (
+    failure_message,
+    run_streaming,
+    split_target,
+    write_auth_file,
+)
+from configcenter.adapters.oci_registry import RegistryCredentials
+from configcenter.ports.builder import BuildFailed, BuildRequest, BuildResult, LogSink
+
+_PUSH_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+def digest_from_push_output(lines: list[str]) -> str | None:
+    for line in reversed(lines):
+        match = _PUSH_DIGEST_RE.search(line)
+        if match:
+            return match.group(1)
+    return None
+
+
+@dataclass
+class DockerBuilder:
+    executable: str = "docker"
+    credentials: Mapping[str, RegistryCredentials] = field(default_factory=dict, repr=False)
+    buildkit: bool = True
+    timeout: float | None = 3600.0
+    tail_lines: int = 40
+
+    def environment(self) -> dict[str, str]:
+        env = {"SOURCE_DATE_EPOCH": "0"}
+        if self.buildkit:
+            env["DOCKER_BUILDKIT"] = "1"
+        return env
+
+    def build_command(
+        self, request: BuildRequest, dockerfile: Path, config_dir: Path | None
+    ) -> list[str]:
+        cmd = [self.executable]
+        if config_dir:
+            cmd += ["--config", str(config_dir)]
+        # --progress=plain gives one line per step event, like buildah's STEP lines.
+        cmd += ["build", "--progress=plain"] if self.buildkit else ["build"]
+        for key in sorted(request.build_args):
+            cmd += ["--build-arg", f"{key}={request.build_args[key]}"]
+        cmd += ["-f", str(dockerfile), "-t", request.target, str(request.context_dir)]
+        return cmd
+
+    def push_command(self, request: BuildRequest, config_dir: Path | None) -> list[str]:
+        cmd = [self.executable]
+        if config_dir:
+            cmd += ["--config", str(config_dir)]
+        return [*cmd, "push", request.target]
+
+    def build_and_push(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        repository, _tag = split_target(request.target)
+        if shutil.which(self.executable) is None:
+            raise BuildFailed(
+                f"{self.executable!r} is not installed: install the docker CLI, or pick "
+                "another builder (builder.kind in configcenter.yaml)"
+            )
+        if not request.context_dir.is_dir():
+            raise BuildFailed(f"build context {request.context_dir} is not a directory")
+        with tempfile.TemporaryDirectory(prefix="cc-docker-") as tmp:
+            work = Path(tmp)
+            dockerfile = work / "Dockerfile"
+            dockerfile.write_text(request.dockerfile)
+            config_dir: Path | None = None
+            if self.credentials:
+                config_dir = work / "config"
+                config_dir.mkdir(mode=0o700)
+                write_auth_file(config_dir, self.credentials)
+            build = run_streaming(
+                self.build_command(request, dockerfile, config_dir),
+                log,
+                env=self.environment(),
+                tail_lines=self.tail_lines,
+                timeout=self.timeout,
+            )
+            if build.returncode != 0:
+                raise BuildFailed(
+                    failure_message("docker", request.service, build, self.timeout),
+                    "\n".join(build.tail),
+                )
+            push = run_streaming(
+                self.push_command(request, config_dir),
+                log,
+                tail_lines=self.tail_lines,
+                timeout=self.timeout,
+            )
+        if push.returncode != 0:
+            last = push.tail[-1].strip() if push.tail else ""
+            raise BuildFailed(
+                f"docker push of {request.service} to {request.target} failed "
+                f"(exit status {push.returncode}): {last}",
+                "\n".join(push.tail),
+            )
+        digest = digest_from_push_output(push.tail)
+        if digest is None:
+            raise BuildFailed(
+                f"docker push of {request.service} printed no manifest digest",
+                "\n".join(push.tail),
+            )
+        return BuildResult(reference=f"{repository}@{digest}", digest=digest)

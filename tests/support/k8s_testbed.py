@@ -372,6 +372,9 @@ def make_pki(pki: Path) -> None:
             "DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth",
         ),
         "admin": ("/O=system:masters/CN=configcenter-testbed-admin", "extendedKeyUsage=clientAuth"),
+        # lets the apiserver publish a requestheader CA, which the controller-manager
+        # and scheduler look up for their delegated authentication
+        "front-proxy-client": ("/CN=front-proxy-client", "extendedKeyUsage=clientAuth"),
     }
     for name, (subject, extensions) in leaves.items():
         _openssl(
@@ -611,7 +614,7 @@ def up(
         if not (state_dir / STATE_MARKER).exists():
             raise TestbedError(f"{state_dir} is not empty and not a test bed state dir")
         shutil.rmtree(state_dir)  # a stopped bed's leftovers: start clean
-    state_dir.mkdir(parents=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
     pki = state_dir / "pki"
@@ -662,6 +665,15 @@ def up(
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--disable-admission-plugins=ServiceAccount",
+            # 127.0.0.1 is not a valid Endpoints address: don't maintain "kubernetes"'s
+            "--endpoint-reconciler-type=none",
+            f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
             "--enable-priority-and-fairness=false",
             "--max-requests-inflight=0",
             "--max-mutating-requests-inflight=0",

@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.support.k8s_fixtures",
+    "tests.support.marathon_fixtures",
     "tests.support.gitlab_fixtures",
     "tests.support.registry_fixtures",
     "tests.support.postgres_fixtures",

@@ -1,0 +1,407 @@
+"""MarathonPlatform against the Marathon REST double: apply, wait, rollback, observe, delete."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from configcenter.adapters.marathon import (
+    LABEL_DIGEST,
+    LABEL_ENV,
+    LABEL_RELEASE,
+    LABEL_SERVICE,
+    MarathonConflictError,
+    MarathonSecretError,
+    MarathonSettingsError,
+    MarathonUnavailableError,
+    MarathonValidationError,
+)
+from configcenter.ports.platform import Deployable, PlatformError, RolloutStatus
+from tests.support.marathon_double import MarathonDouble
+from tests.support.marathon_fixtures import MarathonFactory
+
+HEALTHY_IMAGE = "127.0.0.1:5000/shop/api@sha256:" + "a" * 64
+BROKEN_IMAGE = "127.0.0.1:5000/shop/api:never-ready"
+APP_TEMPLATE: dict[str, Any] = {
+    "id": "api",
+    "cpus": 0.1,
+    "mem": 64,
+    "container": {"type": "DOCKER", "docker": {"image": "placeholder"}},
+    "env": {"STATIC": "from-template"},
+    "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/health", "portIndex": 0}],
+    "labels": {"team": "shop"},
+    "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 1},
+}
+
+
+def release(
+    release_id: str,
+    *,
+    service: str = "api",
+    env: str = "dev",
+    image: str = HEALTHY_IMAGE,
+    values: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
+    replicas: int = 2,
+    app: dict[str, Any] | None = None,
+) -> Deployable:
+    values = {"LOG_LEVEL": "info"} if values is None else values
+    return Deployable(
+        env=env,
+        service=service,
+        release_id=release_id,
+        image=image,
+        config_digest=f"sha256:{release_id}-" + json.dumps(values, sort_keys=True),
+        files={"marathon.json": json.dumps(app or APP_TEMPLATE).encode()},
+        values=values,
+        secrets=secrets or {},
+        replicas=replicas,
+    )
+
+
+def test_new_app_becomes_healthy(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    platform = marathon_platform()
+    seen: list[RolloutStatus] = []
+    r1 = release("r1")
+
+    platform.apply(r1)
+    status = platform.wait(r1, timeout=10, progress=seen.append)
+
+    assert status.state == "healthy", status
+    assert (status.desired, status.ready, status.available) == (2, 2, 2)
+    assert seen[0].state == "progressing" and seen[-1] == status
+    app = marathon_server.app_json("/shop/dev/api")
+    assert app["id"] == "/shop/dev/api"
+    assert app["container"]["docker"]["image"] == HEALTHY_IMAGE
+    assert app["env"] == {"STATIC": "from-template", "LOG_LEVEL": "info"}
+    assert app["labels"] == {
+        "team": "shop",
+        LABEL_ENV: "dev",
+        LABEL_SERVICE: "api",
+        LABEL_RELEASE: "r1",
+        LABEL_DIGEST: r1.config_digest,
+    }
+    assert app["instances"] == app["tasksRunning"] == app["tasksHealthy"] == 2
+    assert {t["version"] for t in app["tasks"]} == {app["version"]}
+    assert marathon_server.deployments == {}
+
+
+def test_value_change_rolls_a_new_version(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    platform = marathon_platform()
+    r1, r2 = release("r1"), release("r2", values={"LOG_LEVEL": "debug"})
+    platform.apply(r1)
+    assert platform.wait(r1, timeout=10).state == "healthy"
+    before = marathon_server.app_json("/shop/dev/api")
+
+    platform.apply(r2)
+    status = platform.wait(r2, timeout=10)
+
+    after = marathon_server.app_json("/shop/dev/api")
+    assert status.state == "healthy", status
+    assert after["env"]["LOG_LEVEL"] == "debug"
+    assert after["versionInfo"]["lastConfigChangeAt"] > before["versionInfo"]["lastConfigChangeAt"]
+    assert {t["version"] for t in after["tasks"]} == {after["version"]}
+    versions = platform.app_versions("api")
+    assert [v.release_id for v in versions] == ["r2", "r1"]
+    found = platform.find_version("api", release_id="r1")
+    assert found is not None and found.version == before["version"]
+    assert found.config_digest == r1.config_digest and found.image == HEALTHY_IMAGE
+
+
+def test_reapplying_the_running_release_changes_nothing(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    platform = marathon_platform()
+    r1 = release("r1")
+    platform.apply(r1)
+    assert platform.wait(r1, timeout=10).state == "healthy"
+    version = marathon_server.app_json("/shop/dev/api")["version"]
+
+    platform.apply(r1)
+
+    puts = [r for r in marathon_server.requests if r.method == "PUT" and r.path.startswith("/v2")]
+    assert len(puts) == 1
+    assert platform.wait(r1, timeout=10).state == "healthy"
+    assert marathon_server.app_json("/shop/dev/api")["version"] == version
+
+
+def test_failing_image_fails_and_reapplying_the_last_good_release_heals(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    platform = marathon_platform()
+    good, bad = release("r1"), release("r2", image=BROKEN_IMAGE)
+    platform.apply(good)
+    assert platform.wait(good, timeout=10).state == "healthy"
+
+    platform.apply(bad)
+    failed = platform.wait(bad, timeout=1.0)
+
+    assert failed.state == "failed"
+    assert failed.reason == "ProgressDeadlineExceeded"
+    assert "not healthy after 1s" in failed.message and "0 healthy" in failed.message
+    stuck = marathon_server.app_json("/shop/dev/api")
+    assert stuck["deployments"], "Marathon keeps trying the broken rollout"
+    assert stuck["tasksHealthy"] == 2, "the old tasks keep serving"
+
+    # The use case rolls back by re-applying the last good release: no force needed,
+    # the adapter knows the lock belongs to the rollout it reported failed.
+    platform.apply(good)
+    healed = platform.wait(good, timeout=10)
+
+    assert healed.state == "healthy", healed
+    app = marathon_server.app_json("/shop/dev/api")
+    assert app["labels"][LABEL_RELEASE] == "r1"
+    assert app["container"]["docker"]["image"] == HEALTHY_IMAGE
+    assert app["tasksHealthy"] == app["tasksRunning"] == 2
+    assert {t["version"] for t in app["tasks"]} == {app["version"]}
+    assert marathon_server.deployments == {}
+
+
+def test_locked_app_gives_a_clear_error_and_force_overrides(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    marathon_server.deploy_seconds = 30
+    platform = marathon_platform()
+    r1, r2 = release("r1"), release("r2", values={"LOG_LEVEL": "warn"})
+    platform.apply(r1)
+
+    with pytest.raises(MarathonConflictError) as caught:
+        platform.apply(r2)
+
+    running = list(marathon_server.deployments)
+    assert caught.value.deployment_ids == running
+    message = str(caught.value)
+    assert "locked" in message and running[0] in message and "force" in message
+    assert isinstance(caught.value, PlatformError)
+
+    marathon_server.deploy_seconds = 0.2
+    platform.apply(r2, force=True)
+    status = platform.wait(r2, timeout=10)
+    assert status.state == "healthy", status
+    assert marathon_server.app_json("/shop/dev/api")["env"]["LOG_LEVEL"] == "warn"
+
+
+def test_force_can_be_the_platform_default(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    marathon_server.deploy_seconds = 30
+    platform = marathon_platform(force=True)
+    platform.apply(release("r1"))
+    marathon_server.deploy_seconds = 0.2
+    r2 = release("r2", values={"LOG_LEVEL": "warn"})
+    platform.apply(r2)
+    assert platform.wait(r2, timeout=10).state == "healthy"
+
+
+def test_validation_error_shows_marathons_message(marathon_platform: MarathonFactory) -> None:
+    platform = marathon_platform()
+    app = dict(APP_TEMPLATE, upgradeStrategy={"minimumHealthCapacity": 2})
+
+    with pytest.raises(MarathonValidationError) as caught:
+        platform.apply(release("r1", app=app))
+
+    assert caught.value.marathon_message == "Object is not valid"
+    assert caught.value.details == [
+        {"path": "/upgradeStrategy/minimumHealthCapacity", "errors": ["is greater than 1"]}
+    ]
+    message = str(caught.value)
+    assert "/upgradeStrategy/minimumHealthCapacity: is greater than 1" in message
+    assert "marathon.json.j2" in message
+
+
+def test_observe_lists_the_env_groups_apps_with_digests(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    dev, prod = marathon_platform("dev"), marathon_platform("prod")
+    api, web = release("r1"), release("r7", service="web", replicas=1)
+    other = release("r3", env="prod")
+    for platform, deployable in ((dev, api), (dev, web), (prod, other)):
+        platform.apply(deployable)
+    for platform, deployable in ((dev, api), (dev, web), (prod, other)):
+        assert platform.wait(deployable, timeout=10).state == "healthy"
+    before = len(marathon_server.requests)
+
+    observed = dev.observe()
+
+    assert len(marathon_server.requests) == before + 1, "one list call"
+    assert sorted(observed) == ["api", "web"]
+    assert observed["api"].image == HEALTHY_IMAGE
+    assert observed["api"].replicas == 2 and observed["web"].replicas == 1
+    assert observed["api"].config_digest == api.config_digest
+    assert observed["web"].release_id == "r7"
+    assert observed["api"].objects["app"]["id"] == "/shop/dev/api"
+    assert prod.observe()["api"].release_id == "r3"
+
+
+def test_secrets_go_through_marathon_secrets_never_in_plain_text(
+    marathon_server: MarathonDouble,
+    marathon_platform: MarathonFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    password, api_key = "s3cr3t-db-password", "key-from-a-file-42"
+    monkeypatch.setenv("SHOP_DB_PASSWORD", password)
+    key_file = tmp_path / "api-key"
+    key_file.write_text(api_key + "\n")
+    platform = marathon_platform()
+    r1 = release(
+        "r1", secrets={"DB_PASSWORD": "env:SHOP_DB_PASSWORD", "API_KEY": f"file:{key_file}"}
+    )
+    caplog.set_level(logging.DEBUG)
+
+    platform.apply(r1)
+    status = platform.wait(r1, timeout=10)
+
+    assert status.state == "healthy", status
+    app = marathon_server.app_json("/shop/dev/api")
+    assert app["env"]["DB_PASSWORD"] == {"secret": "DB_PASSWORD"}
+    assert app["env"]["API_KEY"] == {"secret": "API_KEY"}
+    assert app["secrets"] == {
+        "API_KEY": {"source": "shop/dev/api/API_KEY"},
+        "DB_PASSWORD": {"source": "shop/dev/api/DB_PASSWORD"},
+    }
+    assert marathon_server.secret_values == {
+        ("default", "shop/dev/api/API_KEY"): api_key,
+        ("default", "shop/dev/api/DB_PASSWORD"): password,
+    }
+    visible = [
+        json.dumps(app),
+        *marathon_server.marathon_bodies(),
+        caplog.text,
+        json.dumps(platform.app_definition(r1)),
+        repr(platform.observe()),
+    ]
+    for text in visible:
+        assert password not in text and api_key not in text
+    # A changed secret value is written over the old one (PATCH after the PUT's 409).
+    monkeypatch.setenv("SHOP_DB_PASSWORD", "rotated-password")
+    platform.apply(r1)
+    assert marathon_server.secret_values[("default", "shop/dev/api/DB_PASSWORD")] == (
+        "rotated-password"
+    )
+
+
+def test_secret_problems_are_named_without_values(
+    marathon_server: MarathonDouble,
+    marathon_platform: MarathonFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    platform = marathon_platform()
+    monkeypatch.delenv("SHOP_MISSING", raising=False)
+
+    with pytest.raises(MarathonSecretError, match=r"DB_PASSWORD: .*k8s:.*env:NAME or file:"):
+        platform.apply(release("r1", secrets={"DB_PASSWORD": "k8s:shop/db/password"}))
+    with pytest.raises(MarathonSecretError, match="SHOP_MISSING is not set; export SHOP_MISSING"):
+        platform.apply(release("r1", secrets={"DB_PASSWORD": "env:SHOP_MISSING"}))
+    with pytest.raises(MarathonSecretError, match="SHOP_MISSING is not set"):
+        platform.apply(release("r1", secrets={"DB_PASSWORD": "env:SHOP_MISSING"}), dry_run=True)
+    assert not [r for r in marathon_server.requests if r.method == "PUT"], "nothing was deployed"
+
+    monkeypatch.setenv("SHOP_DB_PASSWORD", "value-1234")
+    no_store = marathon_platform(settings={"secrets_url": ""})
+    with pytest.raises(MarathonSettingsError, match="no secrets_url; set it"):
+        no_store.apply(release("r1", secrets={"DB_PASSWORD": "env:SHOP_DB_PASSWORD"}))
+
+
+def test_dry_run_changes_nothing(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    platform = marathon_platform()
+    platform.apply(release("r1"), dry_run=True)
+    assert marathon_server.requests == []
+    assert platform.app_definition(release("r1"))["id"] == "/shop/dev/api"
+
+
+def test_cancelled_deployment_is_reported_as_superseded(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    platform = marathon_platform()
+    good, bad = release("r1"), release("r2", image=BROKEN_IMAGE)
+    platform.apply(good)
+    assert platform.wait(good, timeout=10).state == "healthy"
+    platform.apply(bad)
+    (deployment_id,) = marathon_server.deployments
+    # An operator reverts the rollout in Marathon itself (DELETE without force = rollback).
+    reverted = requests.delete(f"{marathon_server.url}/v2/deployments/{deployment_id}", timeout=5)
+    assert reverted.status_code == 200
+
+    status = platform.wait(bad, timeout=10)
+
+    assert status.state == "failed" and status.reason == "Superseded"
+    assert "'r1'" in status.message
+
+
+def test_delete_removes_the_app_and_its_secrets(
+    marathon_server: MarathonDouble,
+    marathon_platform: MarathonFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHOP_DB_PASSWORD", "value-1234")
+    platform = marathon_platform()
+    r1 = release("r1", secrets={"DB_PASSWORD": "env:SHOP_DB_PASSWORD"})
+    platform.apply(r1)
+    assert platform.wait(r1, timeout=10).state == "healthy"
+
+    platform.delete("api")
+    platform.delete("api")  # already gone: nothing to do
+
+    assert platform.observe() == {}
+    assert marathon_server.secret_values == {}
+    assert platform.app_versions("api") == []
+
+
+def test_unreachable_marathon_is_named_after_retries(marathon_platform: MarathonFactory) -> None:
+    with __import__("socket").socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    platform = marathon_platform(settings={"url": f"http://127.0.0.1:{port}"}, retries=2)
+    started = time.monotonic()
+
+    with pytest.raises(MarathonUnavailableError) as caught:
+        platform.observe()
+    with pytest.raises(MarathonUnavailableError, match=f"Marathon at http://127.0.0.1:{port}"):
+        platform.wait(release("r1"), timeout=1)
+
+    assert f"http://127.0.0.1:{port}/v2/apps" in str(caught.value)
+    assert "after 2 attempts" in str(caught.value)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"url": ""}, "has no 'url'"),
+        ({"url": "marathon:8080"}, "is not an http"),
+        ({"group": "Shop Dev"}, "not a Marathon group path"),
+    ],
+)
+def test_bad_settings_are_named(
+    marathon_platform: MarathonFactory, settings: dict[str, str], message: str
+) -> None:
+    with pytest.raises(MarathonSettingsError, match=message):
+        marathon_platform(settings=settings)
+
+
+def test_bad_rendered_files_are_named(marathon_platform: MarathonFactory) -> None:
+    platform = marathon_platform()
+    base = release("r1")
+    no_file = Deployable(**{**base.__dict__, "files": {"app.env": b"A=1\n"}})
+    broken = Deployable(**{**base.__dict__, "files": {"marathon.json": b'{\n  "cpus": ,\n}'}})
+
+    with pytest.raises(MarathonSettingsError, match=r"add marathon\.json to outputs"):
+        platform.apply(no_file)
+    with pytest.raises(MarathonSettingsError, match=r"dev/api/marathon\.json:2:\d+: invalid JSON"):
+        platform.apply(broken)
+    with pytest.raises(MarathonSettingsError, match="cannot be a Marathon app id"):
+        platform.apply(release("r1", service="Bad_Name"))

@@ -1,0 +1,195 @@
+"""The Kaniko Job builder: its manifests, and Jobs on the real API server of the test bed.
+
+The test bed has no kubelet: KWOK marks Job pods Succeeded without running Kaniko,
+so the real-server tests push the image the Job would have pushed with buildah and
+check that the adapter creates, watches and reads back the Job as it would on a
+cluster; Kaniko itself does not run here.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from configcenter.adapters.buildah import BuildahBuilder
+from configcenter.adapters.kaniko import (
+    DEFAULT_IMAGE,
+    KanikoBuilder,
+    context_tarball,
+    failed_step,
+    job_name_for,
+)
+from configcenter.ports.builder import BuildFailed, BuildRequest
+from tests.support.k8s_fixtures import NEVER_READY_IMAGE_MARK, K8sNamespace
+from tests.support.registry_fixtures import RegistryServer
+
+
+def make_request(context: Path, target: str = "127.0.0.1:5000/shop/api:cc-00ff") -> BuildRequest:
+    return BuildRequest(
+        service="Shop_API",
+        context_dir=context,
+        dockerfile="FROM scratch\nCOPY a.txt /a.txt\n",
+        build_args={"VERSION": "3"},
+        target=target,
+    )
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    (ctx / "sub").mkdir(parents=True)
+    (ctx / "a.txt").write_text("a\n")
+    (ctx / "sub" / "b.txt").write_text("b\n")
+    return ctx
+
+
+def test_job_manifest(context: Path) -> None:
+    builder = KanikoBuilder(
+        namespace="builds",
+        push_secret="registry-push",
+        insecure_registries=frozenset({"127.0.0.1:5000"}),
+        service_account="builder",
+    )
+    request = make_request(context)
+    name = job_name_for(request)
+    job = builder.job_manifest(request, name)
+
+    assert name.startswith("cc-build-shop-api-") and len(name) <= 63
+    assert job["kind"] == "Job" and job["metadata"]["name"] == name
+    assert job["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "configcenter"
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "builder"
+    (container,) = pod["containers"]
+    assert container["image"] == DEFAULT_IMAGE
+    assert container["args"] == [
+        "--context=tar:///workspace/context.tar.gz",
+        "--dockerfile=/workspace/Dockerfile",
+        "--destination=127.0.0.1:5000/shop/api:cc-00ff",
+        "--digest-file=/dev/termination-log",
+        "--reproducible",
+        "--build-arg=VERSION=3",
+        "--insecure-registry=127.0.0.1:5000",
+        "--skip-tls-verify-registry=127.0.0.1:5000",
+    ]
+    assert {v["name"]: v for v in pod["volumes"]} == {
+        "build-input": {"name": "build-input", "configMap": {"name": name}},
+        "registry-auth": {
+            "name": "registry-auth",
+            "secret": {
+                "secretName": "registry-push",
+                "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+            },
+        },
+    }
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/workspace", "/kaniko/.docker"}
+
+
+def test_config_map_carries_dockerfile_and_a_reproducible_context(
+    context: Path, tmp_path: Path
+) -> None:
+    builder = KanikoBuilder(namespace="builds")
+    request = make_request(context)
+    config_map = builder.config_map_manifest(request, "cm")
+    assert config_map["data"] == {"Dockerfile": request.dockerfile}
+    tarball = base64.b64decode(config_map["binaryData"]["context.tar.gz"])
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(tarball))) as archive:
+        names = sorted(m.name for m in archive.getmembers())
+        assert names == ["a.txt", "sub", "sub/b.txt"]
+        member = archive.extractfile("sub/b.txt")
+        assert member is not None and member.read() == b"b\n"
+        assert {m.mtime for m in archive.getmembers()} == {0}
+
+    # Same content, other directory and times: the same bytes.
+    copy = tmp_path / "copy"
+    (copy / "sub").mkdir(parents=True)
+    (copy / "sub" / "b.txt").write_text("b\n")
+    (copy / "a.txt").write_text("a\n")
+    assert context_tarball(copy) == tarball
+
+
+def test_an_oversized_context_is_refused_with_the_fix(context: Path) -> None:
+    import os
+
+    (context / "big.bin").write_bytes(os.urandom(1024 * 1024))
+    with pytest.raises(BuildFailed, match=r"over the .* a ConfigMap can carry .* use the buildah"):
+        KanikoBuilder(namespace="builds").config_map_manifest(make_request(context), "cm")
+
+
+def test_failed_step_is_found_in_kaniko_output() -> None:
+    lines = [
+        "INFO[0000] Retrieving image manifest 127.0.0.1:5000/base/busybox:1",
+        "INFO[0001] RUN echo hi",
+        "hi",
+        "INFO[0002] RUN exit 3",
+        "error building image: error building stage: failed to execute command: exit status 3",
+    ]
+    assert failed_step(lines) == "RUN exit 3"
+
+
+@pytest.mark.k8s
+def test_job_runs_to_completion_on_the_api_server(
+    k8s_namespace: K8sNamespace,
+    registry: RegistryServer,
+    buildah_builder: BuildahBuilder,
+    context: Path,
+) -> None:
+    from kubernetes import client
+
+    target = f"{registry.host}/shop/kaniko:cc-0001"
+    request = make_request(context, target)
+    # What the Kaniko pod would push; KWOK only marks the pod Succeeded.
+    pushed = buildah_builder.build_and_push(request, lambda line: None)
+
+    lines: list[str] = []
+    builder = KanikoBuilder(
+        namespace=k8s_namespace.name,
+        api_client_factory=k8s_namespace.api_client,
+        registry=registry.client(),
+        timeout=120,
+    )
+    result = builder.build_and_push(request, lines.append)
+
+    assert result == pushed
+    assert any("Kaniko Job" in line and "created" in line for line in lines)
+    name = job_name_for(request)
+    with k8s_namespace.api_client() as api:
+        job: Any = client.BatchV1Api(api).read_namespaced_job(name, k8s_namespace.name)
+        assert job.status.succeeded == 1
+        config_map: Any = client.CoreV1Api(api).read_namespaced_config_map(name, k8s_namespace.name)
+        (owner,) = config_map.metadata.owner_references
+        assert (owner.kind, owner.name, owner.uid) == ("Job", name, job.metadata.uid)
+
+    # Running the same target again replaces the finished Job instead of failing on a conflict.
+    again = builder.build_and_push(request, lambda line: None)
+    assert again == pushed
+
+
+@pytest.mark.k8s
+def test_a_job_that_never_finishes_times_out_cleanly(
+    k8s_namespace: K8sNamespace, context: Path
+) -> None:
+    builder = KanikoBuilder(
+        namespace=k8s_namespace.name,
+        api_client_factory=k8s_namespace.api_client,
+        image=f"example.invalid/{NEVER_READY_IMAGE_MARK}/kaniko:1",
+        timeout=3,
+    )
+    with pytest.raises(BuildFailed, match=r"Kaniko build of Shop_API failed .*timed out after 3s"):
+        builder.build_and_push(make_request(context), lambda line: None)
+
+
+@pytest.mark.k8s
+def test_a_missing_namespace_is_a_clear_error(k8s_namespace: K8sNamespace, context: Path) -> None:
+    builder = KanikoBuilder(
+        namespace=k8s_namespace.name + "-missing", api_client_factory=k8s_namespace.api_client
+    )
+    with pytest.raises(BuildFailed, match="check that the namespace exists"):
+        builder.build_and_push(make_request(context), lambda line: None)

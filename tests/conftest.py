@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.gitlab_fixtures",
     "tests.support.registry_fixtures",
     "tests.support.postgres_fixtures",
+    "tests.support.deployrepo_fixtures",
 ]

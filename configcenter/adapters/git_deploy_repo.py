@@ -1,0 +1,729 @@
+"""The deploy repo on Git: a bare cache of one remote branch, written with git plumbing.
+
+Why this shape:
+
+* The cache is a bare repository with no working tree, so a crash can never leave a
+  half-written file; a commit is either fully in the object store or not referenced.
+* A commit is one ``git fast-import`` stream (blobs, deletions, commit object), which
+  writes 7,500 files in a fraction of a second where an index-based ``add`` takes
+  seconds. The stream must end with ``done``, so a stream cut short by a crash is
+  refused as a whole and no ref moves.
+* Reads of many files are one ``git cat-file --batch`` round trip.
+* The remote URL is passed on each command line and never stored in the cache's
+  config or ``FETCH_HEAD``, and is redacted in every error, so a token in an https URL
+  does not land on disk or in logs.
+* GitPython reads refs straight from the ref files (no process per ``head()``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import git
+
+from configcenter.crashpoints import crash_point
+from configcenter.ports.deploy_repo import (
+    Changes,
+    CommitInfo,
+    DeployRepoError,
+    DeployRepoLockTimeout,
+    DeployRepoUnreachable,
+    InvalidDeployPath,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_AUTHOR = "configcenter <configcenter@localhost>"
+DEFAULT_LOCK_EXPIRY = 600.0
+DEFAULT_NETWORK_TIMEOUT = 300.0
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+LOCK_FILE = "configcenter.lock"
+
+# Every crash point in this adapter, in the order an apply passes them. The crash
+# tests run one child process per name, so a new step boundary must be listed here.
+CRASH_POINTS: tuple[str, ...] = (
+    "deploy_repo.lock.acquired",
+    "deploy_repo.sync.after_ls_remote",
+    "deploy_repo.sync.after_fetch",
+    "deploy_repo.commit.before_import",
+    "deploy_repo.commit.mid_import",
+    "deploy_repo.commit.after_import",
+    "deploy_repo.push.before_push",
+    "deploy_repo.push.after_push",
+    "deploy_repo.push.after_ref_update",
+    "deploy_repo.lock.before_release",
+)
+
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_URL_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@]*)@")
+_SCP_LIKE = re.compile(r"^[^/:]+:")
+_AUTHOR = re.compile(r"^(?P<name>[^<>\n]+?)\s*<(?P<email>[^<>\n]*)>$")
+_BATCH_HEADER = re.compile(rb"^[0-9a-f]{40,64} (?P<type>blob|tree|commit|tag) (?P<size>\d+)$")
+_BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_BAD_REV_CHARS = re.compile(r"[\x00-\x20\x7f:?*\[\\]")
+_LOG_FIELDS = 6
+_LOG_FORMAT = (
+    "%H%x00%an <%ae>%x00%aI%x00%s%x00%b%x00"
+    "%(trailers:only,unfold,separator=%x1f,key_value_separator=%x1e)"
+)
+# Variables that would point our git commands at some other repository or index.
+_GIT_ENV_DROP = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_COMMON_DIR",
+    "GIT_PREFIX",
+)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password or token in it replaced by ``***``."""
+    match = _URL_USERINFO.match(url)
+    if not match:
+        return url
+    user, sep, _secret = match["userinfo"].partition(":")
+    shown = f"{user}:***" if sep else "***"
+    return f"{match['scheme']}{shown}@{url[match.end() :]}"
+
+
+def default_cache_dir(url: str) -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/configcenter/deploy/<sha256(url)[:16]>``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(base) / "configcenter" / "deploy" / digest
+
+
+def _check_url(url: str) -> None:
+    if not url or url != url.strip() or "\n" in url:
+        raise DeployRepoError(
+            f"deploy repo url {redact_url(url)!r} is empty or has surrounding whitespace; "
+            "set deploy_repo.url in configcenter.yaml to a path or git URL"
+        )
+    if _URL_SCHEME.match(url) or _SCP_LIKE.match(url) or os.path.isabs(url):
+        return
+    raise DeployRepoError(
+        f"deploy repo url {url!r} is a relative path; resolve it against the config "
+        "repo directory (an absolute path) before opening the deploy repo"
+    )
+
+
+def _check_branch(branch: str) -> None:
+    bad = (
+        not branch
+        or _BAD_REF_CHARS.search(branch) is not None
+        or branch.startswith(("-", "/"))
+        or branch.endswith(("/", ".", ".lock"))
+        or ".." in branch
+        or "//" in branch
+        or "@{" in branch
+    )
+    if bad:
+        raise DeployRepoError(
+            f"deploy repo branch {branch!r} is not a valid git branch name; "
+            "set deploy_repo.branch in configcenter.yaml to a name such as 'main'"
+        )
+
+
+def _check_path(path: object, what: str = "path") -> str:
+    """A clean repository-relative path, or an error saying what is wrong with it."""
+    if not isinstance(path, str) or not path:
+        raise InvalidDeployPath(f"deploy repo {what} must be a non-empty string, got {path!r}")
+    if any(ord(c) < 32 or c == "\x7f" for c in path):
+        raise InvalidDeployPath(
+            f"deploy repo {what} {path!r} contains a control character (newline, tab, ...); "
+            "rename the file"
+        )
+    parts = path.split("/")
+    if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InvalidDeployPath(
+            f"deploy repo {what} {path!r} must be relative and normalised, like "
+            "'dev/api/app.env' (no leading '/', no empty, '.' or '..' parts)"
+        )
+    if any(p.lower() == ".git" for p in parts):
+        raise InvalidDeployPath(f"deploy repo {what} {path!r} has a '.git' part, which git refuses")
+    return path
+
+
+def _check_prefix(prefix: str | None) -> str:
+    """A directory prefix ('' for the whole repo), with any trailing '/' removed."""
+    if prefix is None or prefix.strip("/") == "":
+        return ""
+    return _check_path(prefix.rstrip("/"), "prefix")
+
+
+def _check_rev(rev: str) -> str:
+    if not rev or rev.startswith("-") or _BAD_REV_CHARS.search(rev):
+        raise DeployRepoError(
+            f"revision {rev!r} is not a commit sha or ref name; pass a sha from head() or log()"
+        )
+    return rev
+
+
+def _quote(path: str) -> bytes:
+    """A C-style quoted path for fast-import, safe for any character we allow."""
+    raw = path.encode("utf-8").replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    return b'"' + raw + b'"'
+
+
+def _ident(author: str) -> tuple[str, str]:
+    match = _AUTHOR.match(author.strip())
+    if not match:
+        raise DeployRepoError(
+            f"commit author {author!r} must look like 'Name <email>', e.g. "
+            "'configcenter <configcenter@example.com>'"
+        )
+    return match["name"], match["email"]
+
+
+def _split_changes(
+    changes: Changes,
+) -> tuple[list[str], list[str], list[tuple[str, bytes]]]:
+    """Prefix deletions, file deletions and writes, each checked."""
+    prefixes: list[str] = []
+    deletes: list[str] = []
+    writes: list[tuple[str, bytes]] = []
+    for key, value in changes.items():
+        if isinstance(key, str) and key.endswith("/"):
+            if value is not None:
+                raise InvalidDeployPath(
+                    f"change {key!r} ends with '/', so it names a directory: only None "
+                    "(delete the directory) is allowed; write files at paths like "
+                    f"'{key}app.env'"
+                )
+            if not key.strip("/"):
+                raise InvalidDeployPath(
+                    f"change {key!r} would delete the whole repository; delete each "
+                    "directory with delete_prefix('<env>/<service>') instead"
+                )
+            prefixes.append(_check_prefix(key))
+        elif value is None:
+            deletes.append(_check_path(key))
+        elif isinstance(value, bytes | bytearray | memoryview):
+            writes.append((_check_path(key), bytes(value)))
+        else:
+            raise InvalidDeployPath(
+                f"content for {key!r} must be bytes (encode text with .encode('utf-8')) "
+                f"or None to delete it, got {type(value).__name__}"
+            )
+    written = {path for path, _ in writes}
+    for path in written:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in written:
+                raise InvalidDeployPath(
+                    f"changes write both file {parent!r} and {path!r} inside it; "
+                    "a path cannot be a file and a directory at once"
+                )
+    return prefixes, deletes, writes
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of ``pid`` from /proc, to spot zombies and reused pids."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True
+    state, started = stat
+    return state not in ("Z", "X") and (start is None or started == start)
+
+
+class GitDeployRepo:
+    """The deploy repo port on a Git remote (a bare repo path or any git URL)."""
+
+    def __init__(
+        self,
+        url: str,
+        branch: str,
+        cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        author: str = DEFAULT_AUTHOR,
+        lock_expiry: float = DEFAULT_LOCK_EXPIRY,
+        network_timeout: float = DEFAULT_NETWORK_TIMEOUT,
+    ) -> None:
+        _check_url(url)
+        _check_branch(branch)
+        _ident(author)
+        self.url = url
+        self.branch = branch
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(url)
+        self.author = author
+        self.lock_expiry = lock_expiry
+        self.network_timeout = network_timeout
+        self._tracking_ref = f"refs/remotes/origin/{branch}"
+        self._staged_ref = f"refs/configcenter/staged/{branch}"
+        self._repo: git.Repo | None = None
+        self._lock_token: str | None = None
+        self._env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
+        self._env.update({"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
+
+    def __repr__(self) -> str:
+        return f"GitDeployRepo({redact_url(self.url)!r}, {self.branch!r}, {str(self.cache_dir)!r})"
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        """Text from git with the URL's credentials removed, however git printed them."""
+        text = text.replace(self.url, redact_url(self.url))
+        match = _URL_USERINFO.match(self.url)
+        if match:
+            secret = match["userinfo"].partition(":")[2] or match["userinfo"]
+            if len(secret) >= 3:
+                text = text.replace(secret, "***")
+        return text
+
+    def _ensure_cache(self) -> git.Repo:
+        if self._repo is None:
+            if not (self.cache_dir / "HEAD").exists():
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                repo = git.Repo.init(self.cache_dir, bare=True)
+                with repo.config_writer() as cfg:
+                    # Auto-gc in the foreground, so it never races our next command.
+                    cfg.set_value("gc", "autoDetach", "false")
+                repo.close()
+            self._repo = git.Repo(self.cache_dir)
+        return self._repo
+
+    def _git(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        self._ensure_cache()
+        cmd = ["git", f"--git-dir={self.cache_dir}", *args]
+        try:
+            proc = subprocess.run(
+                cmd, input=stdin, capture_output=True, env=self._env, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DeployRepoUnreachable(
+                f"git {args[0]} against deploy repo {redact_url(self.url)} did not finish "
+                f"within {timeout:.0f}s; check the network and the deploy_repo.url"
+            ) from exc
+        if check and proc.returncode != 0:
+            raise DeployRepoError(
+                f"git {args[0]} failed in deploy repo cache {self.cache_dir}: {self._stderr(proc)}"
+            )
+        return proc
+
+    def _stderr(self, proc: subprocess.CompletedProcess[bytes]) -> str:
+        text = proc.stderr.decode("utf-8", "replace").strip() or f"exit {proc.returncode}"
+        return self._redact(text)
+
+    def _rev_or_head(self, rev: str | None) -> str | None:
+        return self.head() if rev is None else _check_rev(rev)
+
+    # -- remote -------------------------------------------------------------------
+
+    def sync(self) -> str | None:
+        """Fetch the remote branch; ls-remote first, because only it tells "empty" apart."""
+        remote_ref = f"refs/heads/{self.branch}"
+        probe = self._git(
+            "ls-remote", "--exit-code", self.url, remote_ref,
+            check=False, timeout=self.network_timeout,
+        )  # fmt: skip
+        crash_point("deploy_repo.sync.after_ls_remote")
+        if probe.returncode == 2:
+            if self.head() is not None:
+                self._git("update-ref", "-d", self._tracking_ref)
+            return None
+        if probe.returncode != 0:
+            raise DeployRepoUnreachable(
+                f"cannot reach deploy repo {redact_url(self.url)}: {self._stderr(probe)}. "
+                "Check deploy_repo.url in configcenter.yaml, the network and credentials"
+            )
+        fetch = self._git(
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
+            self.url, f"+{remote_ref}:{self._tracking_ref}",
+            check=False, timeout=self.network_timeout,
+        )  # fmt: skip
+        if fetch.returncode != 0:
+            raise DeployRepoUnreachable(
+                f"cannot fetch branch {self.branch!r} from deploy repo "
+                f"{redact_url(self.url)}: {self._stderr(fetch)}"
+            )
+        crash_point("deploy_repo.sync.after_fetch")
+        return self.head()
+
+    def head(self) -> str | None:
+        """Read from the ref files by GitPython: no process, so it is cheap to call often."""
+        if self._repo is None and not (self.cache_dir / "HEAD").exists():
+            return None
+        repo = self._ensure_cache()
+        try:
+            return git.SymbolicReference.dereference_recursive(repo, self._tracking_ref)
+        except ValueError:
+            return None
+
+    def push(self, sha: str) -> bool:
+        """Push and read the outcome from ``--porcelain`` flags, not from prose."""
+        target = f"refs/heads/{self.branch}"
+        crash_point("deploy_repo.push.before_push")
+        proc = self._git(
+            "push", "--porcelain", self.url, f"{sha}:{target}",
+            check=False, timeout=self.network_timeout,
+        )  # fmt: skip
+        status = None
+        for line in proc.stdout.decode("utf-8", "replace").splitlines():
+            fields = line.split("\t")
+            if len(fields) >= 3 and len(fields[0]) == 1 and fields[1].endswith(":" + target):
+                status = (fields[0], fields[2])
+        if status is None:
+            raise DeployRepoUnreachable(
+                f"cannot push to deploy repo {redact_url(self.url)}: {self._stderr(proc)}"
+            )
+        flag, summary = status
+        if flag == "!":
+            if summary.startswith("[rejected]") and (
+                "non-fast-forward" in summary or "fetch first" in summary
+            ):
+                return False
+            raise DeployRepoError(
+                f"deploy repo {redact_url(self.url)} refused the push to {self.branch!r}: "
+                f"{self._redact(summary)}; {self._stderr(proc)}"
+            )
+        crash_point("deploy_repo.push.after_push")
+        self._git("update-ref", self._tracking_ref, sha)
+        crash_point("deploy_repo.push.after_ref_update")
+        return True
+
+    # -- reading ------------------------------------------------------------------
+
+    def read(self, path: str, rev: str | None = None) -> bytes | None:
+        return self.read_many([path], rev).get(path)
+
+    def read_many(self, paths: Sequence[str], rev: str | None = None) -> dict[str, bytes]:
+        """One ``cat-file --batch`` for all paths; its first request checks ``rev`` exists."""
+        wanted = list(dict.fromkeys(_check_path(p) for p in paths))
+        start = self._rev_or_head(rev)
+        if start is None or not wanted:
+            return {}
+        requests = [f"{start}^{{commit}}"] + [f"{start}:{p}" for p in wanted]
+        out = self._git(
+            "cat-file", "--batch", "--buffer", stdin=("\n".join(requests) + "\n").encode()
+        ).stdout
+        pos = 0
+        found: dict[str, bytes] = {}
+        for index, request in enumerate(requests):
+            end = out.index(b"\n", pos)
+            header = _BATCH_HEADER.match(out[pos:end])
+            pos = end + 1
+            if header is None:
+                if index == 0:
+                    raise DeployRepoError(
+                        f"revision {rev!r} is not a commit in deploy repo cache "
+                        f"{self.cache_dir}; pass a sha from head() or log(), after sync()"
+                    )
+                continue
+            size = int(header["size"])
+            if index > 0 and header["type"] == b"blob":
+                found[request[len(start) + 1 :]] = out[pos : pos + size]
+            pos += size + 1
+        return found
+
+    def list_files(self, prefix: str = "", rev: str | None = None) -> list[str]:
+        clean = _check_prefix(prefix)
+        start = self._rev_or_head(rev)
+        if start is None:
+            return []
+        args = ["ls-tree", "-r", "-z", "--name-only", start]
+        if clean:
+            args += ["--", clean]
+        proc = self._git(*args, check=False)
+        if proc.returncode != 0:
+            raise DeployRepoError(
+                f"cannot list {clean or 'files'} at revision {start!r} in deploy repo cache "
+                f"{self.cache_dir}: {self._stderr(proc)}; pass a sha from head() or log()"
+            )
+        names = [n.decode("utf-8", "surrogateescape") for n in proc.stdout.split(b"\0") if n]
+        if clean:
+            names = [n for n in names if n == clean or n.startswith(clean + "/")]
+        return sorted(names)
+
+    def log(
+        self,
+        prefix: str | None = None,
+        limit: int | None = 50,
+        grep: str | None = None,
+        rev: str | None = None,
+    ) -> list[CommitInfo]:
+        """One ``git log`` with NUL-separated fields and trailers parsed by git itself."""
+        clean = _check_prefix(prefix)
+        if limit is not None and limit < 1:
+            raise DeployRepoError(f"log limit must be at least 1 (None for all), got {limit}")
+        start = self._rev_or_head(rev)
+        if start is None:
+            return []
+        args = ["log", "-z", f"--format={_LOG_FORMAT}"]
+        if limit is not None:
+            args.append(f"--max-count={limit}")
+        if grep is not None:
+            args += ["--fixed-strings", f"--grep={grep}"]
+        args += [start, "--"]
+        if clean:
+            args.append(clean)
+        proc = self._git(*args, check=False)
+        if proc.returncode != 0:
+            raise DeployRepoError(
+                f"cannot read history at revision {start!r} in deploy repo cache "
+                f"{self.cache_dir}: {self._stderr(proc)}"
+            )
+        fields = proc.stdout.decode("utf-8", "replace").split("\0")
+        if fields and fields[-1] == "":
+            fields.pop()
+        commits = []
+        for i in range(0, len(fields) - _LOG_FIELDS + 1, _LOG_FIELDS):
+            sha, author, date, subject, body, trailers = fields[i : i + _LOG_FIELDS]
+            pairs = tuple(
+                (key.strip(), value.strip())
+                for key, _sep, value in (t.partition("\x1e") for t in trailers.split("\x1f"))
+                if key.strip()
+            )
+            commits.append(
+                CommitInfo(
+                    sha=sha.strip(),
+                    author=author,
+                    date=datetime.fromisoformat(date),
+                    subject=subject,
+                    body=body.strip(),
+                    trailers=pairs,
+                )
+            )
+        return commits
+
+    # -- writing ------------------------------------------------------------------
+
+    def commit(
+        self,
+        changes: Changes,
+        message: str,
+        parent: str | None,
+        author: str | None = None,
+    ) -> str | None:
+        """Write blobs, deletions and the commit as one ``fast-import`` stream."""
+        prefixes, deletes, writes = _split_changes(changes)
+        if not message.strip():
+            raise DeployRepoError("commit message is empty; say what the commit changes")
+        if parent is not None:
+            _check_rev(parent)
+        name, email = _ident(author or self.author)
+        now = datetime.now().astimezone()
+        offset = now.strftime("%z")
+        stamp = f"{name} <{email}> {int(now.timestamp())} {offset}".encode()
+        body = message.encode("utf-8")
+        head: list[bytes] = [
+            b"reset " + self._staged_ref.encode() + b"\n",
+            b"commit " + self._staged_ref.encode() + b"\n",
+            b"author " + stamp + b"\n",
+            b"committer " + stamp + b"\n",
+            b"data %d\n" % len(body),
+            body + b"\n",
+        ]
+        if parent is not None:
+            head.append(b"from " + parent.encode() + b"\n")
+        for path in prefixes + deletes:
+            head.append(b"D " + _quote(path) + b"\n")
+        blobs: list[bytes] = []
+        for path, data in writes:
+            blobs.append(b"M 100644 inline " + _quote(path) + b"\ndata %d\n" % len(data))
+            blobs.append(data)
+            blobs.append(b"\n")
+        half = len(blobs) // 2
+        first = b"".join(head + blobs[:half])
+        second = b"".join([*blobs[half:], b"\ndone\n"])
+
+        self._ensure_cache()
+        crash_point("deploy_repo.commit.before_import")
+        self._fast_import(first, second, parent)
+        crash_point("deploy_repo.commit.after_import")
+        revs = [self._staged_ref, f"{self._staged_ref}^{{tree}}"]
+        if parent is not None:
+            revs.append(f"{parent}^{{tree}}")
+        out = self._git("rev-parse", *revs).stdout.decode().split()
+        sha, tree = out[0], out[1]
+        parent_tree = out[2] if parent is not None else EMPTY_TREE
+        return None if tree == parent_tree else sha
+
+    def _fast_import(self, first: bytes, second: bytes, parent: str | None) -> None:
+        cmd = [
+            "git", f"--git-dir={self.cache_dir}", "fast-import",
+            "--quiet", "--done", "--force", "--date-format=raw",
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self._env,
+        )
+        assert proc.stdin is not None and proc.stderr is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(first)
+            proc.stdin.flush()
+            crash_point("deploy_repo.commit.mid_import")
+            proc.stdin.write(second)
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+        err = proc.stderr.read().decode("utf-8", "replace").strip()
+        proc.stderr.close()
+        if proc.wait() == 0:
+            return
+        probe = f"{parent}^{{commit}}"
+        if parent is not None and self._git("cat-file", "-e", probe, check=False).returncode:
+            raise DeployRepoError(
+                f"parent {parent!r} is not a commit in deploy repo cache {self.cache_dir}; "
+                "call sync() and commit on the head it returns"
+            )
+        raise DeployRepoError(
+            f"git fast-import failed in deploy repo cache {self.cache_dir}: {self._redact(err)}"
+        )
+
+    # -- locking ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float = 60.0) -> Iterator[None]:
+        """Hold the cache lock; dead or expired owners are taken over with a warning."""
+        if self._lock_token is not None:
+            raise DeployRepoError(
+                f"lock() on {self.cache_dir} is already held by this object; it is not "
+                "reentrant, so take it once around the whole apply"
+            )
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        token = self._acquire(timeout)
+        self._lock_token = token
+        try:
+            crash_point("deploy_repo.lock.acquired")
+            yield
+            crash_point("deploy_repo.lock.before_release")
+        finally:
+            self._lock_token = None
+            self._release(token)
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A short flock serialising inspect-and-take, so two takeovers cannot both win."""
+        with open(self.cache_dir / (LOCK_FILE + ".guard"), "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _read_lock(self) -> dict[str, Any] | None:
+        try:
+            raw = (self.cache_dir / LOCK_FILE).read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            int(record["pid"]), str(record["host"]), float(record["time"])
+        except (ValueError, KeyError, TypeError):
+            return {"corrupt": raw[:200]}
+        return record
+
+    def _stale_reason(self, record: dict[str, Any]) -> str | None:
+        if "corrupt" in record:
+            return f"its content is unreadable ({record['corrupt']!r})"
+        age = time.time() - float(record["time"])
+        if age > self.lock_expiry:
+            return f"it is {age:.0f}s old, past the {self.lock_expiry:.0f}s expiry"
+        if record["host"] == socket.gethostname() and not _pid_alive(
+            int(record["pid"]), record.get("pid_start")
+        ):
+            return f"its owner pid {record['pid']} is no longer running"
+        return None
+
+    @staticmethod
+    def _describe(record: dict[str, Any]) -> str:
+        if "corrupt" in record:
+            return "an unreadable owner"
+        since = (
+            datetime.fromtimestamp(float(record["time"])).astimezone().isoformat(timespec="seconds")
+        )
+        return f"pid {record['pid']} on host {record['host']} since {since}"
+
+    def _acquire(self, timeout: float) -> str:
+        token = uuid.uuid4().hex
+        pid = os.getpid()
+        stat = _proc_stat(pid)
+        mine = {
+            "pid": pid,
+            "host": socket.gethostname(),
+            "time": time.time(),
+            "pid_start": stat[1] if stat else None,
+            "token": token,
+        }
+        path = self.cache_dir / LOCK_FILE
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            with self._guard():
+                record = self._read_lock()
+                reason = None if record is None else self._stale_reason(record)
+                if record is None or reason is not None:
+                    if record is not None:
+                        logger.warning(
+                            "taking over the deploy repo cache lock %s held by %s: %s",
+                            path, self._describe(record), reason,
+                        )  # fmt: skip
+                    mine["time"] = time.time()
+                    tmp = path.with_name(f"{LOCK_FILE}.{token}.tmp")
+                    tmp.write_text(json.dumps(mine))
+                    os.replace(tmp, path)
+                    return token
+            if time.monotonic() >= deadline:
+                raise DeployRepoLockTimeout(
+                    f"deploy repo cache {self.cache_dir} is locked by {self._describe(record)} "
+                    f"(lock file {path}); waited {timeout:.0f}s. Wait for that apply to finish, "
+                    f"or remove the lock file if that process is gone"
+                )
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.5)
+
+    def _release(self, token: str) -> None:
+        path = self.cache_dir / LOCK_FILE
+        with self._guard():
+            record = self._read_lock()
+            if record is not None and record.get("token") == token:
+                path.unlink()
+                return
+        logger.warning(
+            "deploy repo cache lock %s was taken over by %s while we held it; "
+            "raise lock_expiry if applies take longer",
+            path, "nobody" if record is None else self._describe(record),
+        )  # fmt: skip

@@ -637,15 +637,44 @@ class MarathonDouble:
         }
 
     def _info(self) -> JSON:
+        """Shaped like v2/examples/info.json."""
+        port = int(self.url.rsplit(":", 1)[1])
         return {
             "name": "marathon",
             "version": "1.11.24",
             "buildref": "test-double",
             "elected": True,
-            "leader": self.url.removeprefix("http://"),
-            "frameworkId": "test-double-framework",
-            "marathon_config": {"features": ["secrets"], "mesos_role": "*"},
-            "http_config": {"http_port": int(self.url.rsplit(":", 1)[1])},
+            "leader": f"127.0.0.1:{port}",
+            "frameworkId": "test-double-framework-0000",
+            "marathon_config": {
+                "master": "127.0.0.1:5050",
+                "failover_timeout": 604800,
+                "framework_name": "marathon",
+                "ha": False,
+                "checkpoint": True,
+                "local_port_min": 10000,
+                "local_port_max": 20000,
+                "executor": "//cmd",
+                "hostname": "127.0.0.1",
+                "webui_url": None,
+                "mesos_role": None,
+                "task_launch_timeout": 300000,
+                "reconciliation_initial_delay": 15000,
+                "reconciliation_interval": 300000,
+                "mesos_user": "root",
+                "leader_proxy_connection_timeout_ms": 5000,
+                "leader_proxy_read_timeout_ms": 10000,
+                "mesos_leader_ui_url": None,
+                "features": ["secrets"],
+            },
+            "zookeeper_config": {
+                "zk": "zk://127.0.0.1:2181/marathon",
+                "zk_timeout": 10000,
+                "zk_session_timeout": 1800000,
+                "zk_max_versions": 25,
+            },
+            "event_subscriber": None,
+            "http_config": {"assets_path": None, "http_port": port, "https_port": 8443},
         }
 
     def _secret(self, method: str, rest: str, body: str) -> tuple[int, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 import traceback
 
 import pytest
@@ -264,3 +266,15 @@ def test_merging_in_the_double_merges_the_bare_repo_and_sends_a_verifiable_hook(
     assert event.merge_commit_sha == merge_commit
     assert event.project == GITLAB_PROJECT_PATH
     assert event.delivery_id == delivery.headers["X-Gitlab-Event-UUID"]
+
+
+def test_importing_the_forges_loads_no_client_library() -> None:
+    code = (
+        "import sys, configcenter.adapters.gitlab_forge, configcenter.adapters.local_forge, "
+        "configcenter.usecases.webhooks; "
+        "print(sorted(m for m in ('gitlab', 'requests', 'git') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -87,7 +87,11 @@ class _Loader:
                 )
             return None
         project = self._project(doc)
-        environments = {name: self._environment(project, name) for name in project.environments}
+        # Read once: every environment layers on it, and its problems are reported once.
+        defaults = self._read_doc("environments/_defaults.yaml", schema.DEFAULTS)
+        environments = {
+            name: self._environment(project, name, defaults) for name in project.environments
+        }
         self._check_env_dirs(project)
         self._check_dependencies(environments)
         return Config(self.root, self.source.head_commit(), project, environments)
@@ -145,8 +149,7 @@ class _Loader:
 
     # -- environments --------------------------------------------------------------------------
 
-    def _environment(self, project: Project, name: str) -> Environment:
-        defaults = self._read_doc("environments/_defaults.yaml", schema.DEFAULTS)
+    def _environment(self, project: Project, name: str, defaults: YamlDoc | None) -> Environment:
         env_doc = self._read_doc(f"environments/{name}/_env.yaml", schema.ENVIRONMENT)
         env_data: dict[str, Any] = env_doc.data if env_doc else {}
         platform = env_data.get("platform")
@@ -268,7 +271,8 @@ class _Loader:
                     f"add {key}: under values: in {service.file} or "
                     f"environments/{service.env}/_env.yaml",
                 )
-        own = service.doc.data.get("values") or {}
+        own = service.doc.data.get("values")
+        own = own if isinstance(own, dict) else {}
         for key in own:
             if str(key) not in declared:
                 close = difflib.get_close_matches(str(key), sorted(declared), n=1)

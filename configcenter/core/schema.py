@@ -102,7 +102,8 @@ class ListOf(Spec):
 
     def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
         if not isinstance(value, list):
-            _type_error(doc, path, problems, f"a list of {self.item.name}s", value)
+            plural = self.item.name.removeprefix("a ").removeprefix("an ") + "s"
+            _type_error(doc, path, problems, f"a list of {plural}", value)
             return
         for index, item in enumerate(value):
             self.item.check(doc, item, (*path, index), problems)
@@ -198,7 +199,32 @@ class Obj(Spec):
             spec.check(doc, item, (*path, str(key)), problems)
 
 
-ANY_VALUES = MapOf()
+@dataclass
+class ValueTree(Spec):
+    """Free-form values; any `{secret: ...}` inside must still be a valid reference.
+
+    Without this a typo such as `vault:db` would load as a secret no adapter can resolve.
+    """
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if not isinstance(value, dict):
+            _type_error(doc, path, problems, "a mapping", value)
+            return
+        self._walk(doc, value, path, problems)
+
+    def _walk(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if isinstance(value, dict):
+            if set(value) == {"secret"}:
+                check_secret(doc, value, path, problems)
+                return
+            for key, item in value.items():
+                self._walk(doc, item, (*path, str(key)), problems)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self._walk(doc, item, (*path, index), problems)
+
+
+ANY_VALUES = ValueTree()
 
 PROJECT = Obj(
     {

@@ -62,7 +62,8 @@ class Layered:
     entries: dict[Key, Entry] = field(default_factory=dict)
 
     def merge(self, layer: str, doc: YamlDoc, values: Mapping[str, Any] | None) -> None:
-        if values:
+        # Anything but a mapping was already reported by the schema; layer nothing from it.
+        if values and isinstance(values, Mapping):
             self._merge(self.tree, (), layer, doc, values)
 
     def _merge(

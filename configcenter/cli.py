@@ -46,12 +46,26 @@ def handle_errors(fn: F) -> F:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ValueError, FileNotFoundError]
-    try:
-        from configcenter.ports.deploy_repo import DeployRepoError
+    """Errors that explain themselves: printed as one message, no traceback."""
+    from configcenter.ports.deploy_repo import DeployRepoError
+    from configcenter.ports.platform import PlatformError
+    from configcenter.ports.runstore import RunStoreError
+    from configcenter.usecases.apply import ApplyError
 
-        errors.append(DeployRepoError)
-    except ImportError:
+    errors: list[type[BaseException]] = [
+        ValueError,
+        FileNotFoundError,
+        DeployRepoError,
+        PlatformError,
+        RunStoreError,
+        ApplyError,
+    ]
+    try:
+        from configcenter.ports.builder import BuildFailed
+        from configcenter.usecases.build import BuildsFailed
+
+        errors += [BuildFailed, BuildsFailed]
+    except ImportError:  # builds are optional at import time
         pass
     return tuple(errors)
 
@@ -240,6 +254,238 @@ def template_release(ws: Workspace, service: str, version: str, dry_run: bool) -
         f"[green]{verb}[/green] {released.tag} at {released.commit[:10]} (rendered for {envs})"
     )
     print_problems([])
+
+
+class _PrintingReporter:
+    """Prints apply/deploy progress as it happens."""
+
+    def __init__(self, verbose: bool = False) -> None:
+        from configcenter.output import err
+
+        self.console = err
+        self.verbose = verbose
+        self._last: dict[str, str] = {}
+
+    def message(self, text: str) -> None:
+        self.console.print(f"[dim]·[/dim] {text}", markup=True, highlight=False)
+
+    def plan_ready(self, plan: Any) -> None:
+        from configcenter.output import print_plan
+
+        print_plan(plan)
+
+    def build_log(self, service: str, line: str) -> None:
+        if self.verbose:
+            self.console.print(f"[dim]{service} |[/dim] {line}", markup=True, highlight=False)
+
+    def rollout(self, service: str, status: Any) -> None:
+        line = (
+            f"{service}: {status.state} {status.updated}/{status.desired} updated, "
+            f"{status.ready} ready, {status.available} available"
+            + (f" ({status.reason})" if status.reason else "")
+        )
+        if self._last.get(service) != line:
+            self._last[service] = line
+            self.console.print(f"[cyan]↻[/cyan] {line}", markup=True, highlight=False)
+
+
+def _print_results(results: list[Any]) -> None:
+    from rich.table import Table
+
+    from configcenter.output import out
+
+    if not results:
+        return
+    style = {
+        "healthy": "green",
+        "committed": "green",
+        "rolled_back": "yellow",
+        "failed": "red",
+        "skipped": "magenta",
+        "blocked": "magenta",
+        "noop": "dim",
+    }
+    table = Table(show_edge=False, title="result", title_justify="left")
+    for column in ("service", "action", "outcome", "release", "reason"):
+        table.add_column(column)
+    for r in results:
+        colour = style.get(r.outcome, "")
+        table.add_row(
+            r.service, r.action, f"[{colour}]{r.outcome}[/{colour}]", r.release or "", r.reason
+        )
+    out.print(table)
+
+
+@cli.command()
+@click.argument("env")
+@click.option("--service", "-s", "services", multiple=True, help="Only this service (repeatable).")
+@click.option("--no-build", is_flag=True, help="Do not build images; fail if one is needed.")
+@click.option("--no-rollout", is_flag=True, help="Commit to the deploy repo only.")
+@click.option(
+    "--retry", multiple=True, metavar="SERVICE", help="Deploy SERVICE although it failed."
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--jobs", "-j", default=2, show_default=True, help="Parallel builds/rollouts.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@click.option("--verbose", "-v", is_flag=True, help="Stream build output.")
+@pass_ws
+@handle_errors
+def apply(
+    ws: Workspace,
+    env: str,
+    services: tuple[str, ...],
+    no_build: bool,
+    no_rollout: bool,
+    retry: tuple[str, ...],
+    dry_run: bool,
+    jobs: int,
+    as_json: bool,
+    verbose: bool,
+) -> None:
+    """Commit ENV's plan to the deploy repo, build, roll out, verify, roll back on failure."""
+    from configcenter.usecases.apply import ApplyOptions, apply_env
+
+    options = ApplyOptions(
+        services=services or None,
+        retry=retry,
+        build=not no_build,
+        rollout=not no_rollout,
+        dry_run=dry_run,
+        jobs=jobs,
+    )
+    reporter = _QuietReporter() if as_json else _PrintingReporter(verbose)
+    result = apply_env(ws, env, options, reporter)  # type: ignore[arg-type]
+    if as_json:
+        from configcenter.output import print_json
+
+        print_json(
+            {
+                "env": env,
+                "run": result.run_id,
+                "commit": result.commit,
+                "dry_run": result.dry_run,
+                "plan": result.plan.to_json(),
+                "results": [r.__dict__ for r in result.results],
+                "exit_code": result.exit_code,
+            }
+        )
+    elif not dry_run:
+        _print_results([r for r in result.results if r.outcome != "noop"])
+        if result.commit:
+            click.echo(f"deploy repo commit {result.commit[:10]} (run {result.run_id})")
+    sys.exit(result.exit_code)
+
+
+class _QuietReporter(_PrintingReporter):
+    def message(self, text: str) -> None:
+        return None
+
+    def plan_ready(self, plan: Any) -> None:
+        return None
+
+    def rollout(self, service: str, status: Any) -> None:
+        return None
+
+
+@cli.command()
+@click.argument("env")
+@click.argument("service")
+@click.option("--dry-run", is_flag=True, help="Server-side dry run; change nothing.")
+@pass_ws
+@handle_errors
+def deploy(ws: Workspace, env: str, service: str, dry_run: bool) -> None:
+    """Roll out what the deploy repo says for SERVICE in ENV, alone."""
+    from configcenter.usecases.apply import deploy_service
+
+    result = deploy_service(ws, env, service, _PrintingReporter(), dry_run=dry_run)  # type: ignore[arg-type]
+    _print_results([result])
+    sys.exit({"rolled_back": 3, "failed": 1}.get(result.outcome, 0))
+
+
+@cli.command()
+@click.argument("env")
+@click.argument("service")
+@click.option(
+    "--to", "to", metavar="RELEASE", help="A release id from `history` (default: last good)."
+)
+@click.option("--no-rollout", is_flag=True, help="Restore the deploy repo only.")
+@click.option("--dry-run", is_flag=True, help="Say what would be restored; change nothing.")
+@pass_ws
+@handle_errors
+def rollback(
+    ws: Workspace, env: str, service: str, to: str | None, no_rollout: bool, dry_run: bool
+) -> None:
+    """Back to the last good (or named) release: image and config, as a new commit."""
+    from configcenter.usecases.apply import rollback_service
+
+    result = rollback_service(
+        ws,
+        env,
+        service,
+        to,
+        rollout=not no_rollout,
+        dry_run=dry_run,
+        reporter=_PrintingReporter(),  # type: ignore[arg-type]
+    )
+    verb = "would roll back" if dry_run else "rolled back"
+    click.echo(f"{service} in {env}: {verb} to {result.release} ({result.outcome})")
+
+
+@cli.command()
+@click.argument("env")
+@click.option("--service", "-s", help="Only this service.")
+@click.option("--limit", default=50, show_default=True, help="How many releases.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ws
+@handle_errors
+def history(ws: Workspace, env: str, service: str | None, limit: int, as_json: bool) -> None:
+    """Releases in ENV, newest first: deploy repo commits joined with runs."""
+    from configcenter.usecases.history import history as run_history
+
+    entries = run_history(ws, env, service, limit)
+    if as_json:
+        from configcenter.output import print_json
+
+        print_json([e.__dict__ for e in entries])
+        return
+    from rich.table import Table
+
+    from configcenter.output import out
+
+    if not entries:
+        out.print(f"no releases in {env} yet")
+        return
+    table = Table(show_edge=False, box=None)
+    for column in ("release", "at", "outcome", "template", "image", "commit", "by"):
+        table.add_column(column, overflow="fold", no_wrap=column != "image")
+    for e in entries:
+        by = " ".join(x for x in (e.trigger, e.actor) if x)
+        outcome = e.outcome + (f" ({e.reason})" if e.reason else "")
+        table.add_row(
+            e.release, e.at.replace("T", " "), outcome, e.template_tag, e.image, e.commit[:8], by
+        )
+    out.print(table)
+
+
+@cli.command()
+@click.argument("env")
+@click.argument("service")
+@click.option("--verbose", "-v", is_flag=True, help="Stream build output.")
+@pass_ws
+@handle_errors
+def build(ws: Workspace, env: str, service: str, verbose: bool) -> None:
+    """Build SERVICE's image for ENV if its inputs changed, and push it."""
+    from configcenter.usecases.images import build_service
+
+    reporter = _PrintingReporter(verbose=True)
+
+    def log(svc: str, line: str) -> None:
+        if verbose:
+            reporter.build_log(svc, line)
+
+    outcome = build_service(ws, env, service, log)
+    state = "built and pushed" if outcome.built else "image up to date"
+    click.echo(f"{service}: {state}: {outcome.reference}")
 
 
 def main() -> None:

@@ -333,8 +333,9 @@ def _plan_service(
         and not retry
     ):
         plan.action = "blocked"
+        verb = "was rolled back" if failed.outcome == "rolled_back" else "failed"
         plan.blocked = (
-            f"release {failed.id} with these inputs failed at {failed.at}"
+            f"release {failed.id} with these inputs {verb} at {failed.at}"
             + (f": {failed.reason}" if failed.reason else "")
             + f"; change its inputs or run apply --retry {service.name}"
         )

@@ -55,6 +55,7 @@ class ServiceState:
     inputs_digest: str
     files: dict[str, str]  # output -> sha256
     platform: str | None = None
+    env_keys: list[str] = field(default_factory=list)  # the template's ENV list
     release: Release | None = None
     last_good: Release | None = None
     last_failed: Release | None = None
@@ -84,6 +85,7 @@ class ServiceState:
             inputs_digest=str(data.get("inputs_digest", "")),
             files={str(k): str(v) for k, v in (data.get("files") or {}).items()},
             platform=data.get("platform"),
+            env_keys=[str(k) for k in data.get("env_keys") or []],
             release=Release.from_dict(data.get("release")),
             last_good=Release.from_dict(data.get("last_good")),
             last_failed=Release.from_dict(data.get("last_failed")),

@@ -13,6 +13,7 @@ from configcenter.adapters.git_config_repo import GitConfigRepo
 from configcenter.core.errors import ProblemList
 from configcenter.core.load import load_config
 from configcenter.core.model import Config
+from configcenter.core.redact import Redactor
 from configcenter.core.render import Renderer
 from configcenter.core.state import STATE_FILE, EnvState
 
@@ -47,6 +48,11 @@ class Workspace:
         return config
 
     @cached_property
+    def redactor(self) -> Redactor:
+        """Shared by every adapter: secrets resolved anywhere are masked everywhere."""
+        return Redactor()
+
+    @cached_property
     def renderer(self) -> Renderer:
         return Renderer(cache_home() / "jinja")
 
@@ -74,7 +80,9 @@ class Workspace:
     def run_store(self) -> RunStore:
         from configcenter.adapters.runstores import open_run_store
 
-        return open_run_store(self.run_store_url or self.config.project.run_store_url)
+        return open_run_store(
+            self.run_store_url or self.config.project.run_store_url, self.redactor
+        )
 
     def deploy_repo_exists(self) -> bool:
         url = self.resolved_deploy_url()

@@ -1,0 +1,823 @@
+"""apply, deploy and rollback: the one place each of these flows lives.
+
+apply: plan -> build what changed -> one commit per env (pushed, retried on a
+concurrent push) -> roll out in dependency order -> record the outcome, rolling
+a failed service back to its last good release. The CLI and `serve` both call
+these functions, so a webhook-triggered apply is the CLI's apply.
+"""
+
+from __future__ import annotations
+
+import getpass
+import random
+import re
+import socket
+import time
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from configcenter.core.errors import ConfigError
+from configcenter.core.model import Config
+from configcenter.core.order import dependents_of
+from configcenter.core.plan import Plan, ResolvedImage, ServicePlan, files_digest, make_plan
+from configcenter.core.state import STATE_FILE, EnvState, Release, ServiceState
+from configcenter.core.values import canonical
+from configcenter.crashpoints import crash_point
+from configcenter.ports.deploy_repo import CommitInfo, DeployRepo, compose_message, delete_prefix
+from configcenter.ports.platform import Deployable, Platform, RolloutStatus
+from configcenter.usecases.inspect import check_env
+from configcenter.usecases.platforms import deployable, open_platform
+from configcenter.usecases.workspace import Workspace
+
+MAX_PUSH_ATTEMPTS = 8
+DEFAULT_ROLLOUT_TIMEOUT = 300.0
+
+
+class ApplyError(Exception):
+    """apply could not finish; the deploy repo is before or after a whole commit."""
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+class Reporter:
+    """Progress callbacks; the CLI prints them, serve stores them. Defaults do nothing."""
+
+    def message(self, text: str) -> None:
+        """A line for humans (also stored in the run's log)."""
+
+    def plan_ready(self, plan: Plan) -> None:
+        """The plan apply is about to carry out."""
+
+    def build_log(self, service: str, line: str) -> None:
+        """One line of a build's output."""
+
+    def rollout(self, service: str, status: RolloutStatus) -> None:
+        """A rollout's progress changed."""
+
+
+@dataclass
+class ServiceResult:
+    service: str
+    action: str
+    outcome: str  # committed | healthy | failed | rolled_back | skipped | blocked | noop
+    release: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class ApplyResult:
+    env: str
+    run_id: str | None
+    plan: Plan
+    commit: str | None = None
+    results: list[ServiceResult] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        outcomes = {r.outcome for r in self.results}
+        if "rolled_back" in outcomes:
+            return 3
+        if "failed" in outcomes:
+            return 1
+        return 0
+
+    @property
+    def outcome(self) -> str:
+        code = self.exit_code
+        if code == 3:
+            return "rolled_back"
+        if code == 1:
+            return "failed"
+        return "succeeded" if self.commit or self.results else "noop"
+
+
+@dataclass
+class ApplyOptions:
+    services: Collection[str] | None = None
+    retry: Collection[str] = ()
+    build: bool = True
+    rollout: bool = True
+    dry_run: bool = False
+    trigger: str = "cli"
+    actor: str = ""
+    jobs: int = 2
+    force: bool = False
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class _RunLog:
+    """Every message goes to the reporter and, redacted, to the run's log."""
+
+    def __init__(self, ws: Workspace, run_id: str | None, reporter: Reporter) -> None:
+        self.ws = ws
+        self.run_id = run_id
+        self.reporter = reporter
+
+    def __call__(self, text: str) -> None:
+        text = self.ws.redactor.redact(text)
+        self.reporter.message(text)
+        if self.run_id is not None:
+            self.ws.run_store.append_log(self.run_id, text + "\n")
+
+    def build_line(self, service: str, line: str) -> None:
+        line = self.ws.redactor.redact(line)
+        self.reporter.build_log(service, line)
+        if self.run_id is not None:
+            self.ws.run_store.append_log(self.run_id, f"[build {service}] {line}\n")
+
+
+# -- apply -------------------------------------------------------------------------------------
+
+
+def apply_env(
+    ws: Workspace, env: str, options: ApplyOptions, reporter: Reporter | None = None
+) -> ApplyResult:
+    reporter = reporter or Reporter()
+    config = ws.config
+    check_env(config, env)
+    if options.dry_run:
+        from configcenter.usecases.inspect import plan_env
+
+        plan = plan_env(ws, env, only=options.services, retry=options.retry)
+        reporter.plan_ready(plan)
+        return ApplyResult(env, None, plan, dry_run=True)
+    repo = ws.deploy_repo
+    store = ws.run_store
+    run = store.start(
+        "apply",
+        env,
+        sorted(options.services or []),
+        options.trigger,
+        options.actor or default_actor(),
+        {"config_commit": config.commit},
+    )
+    log = _RunLog(ws, run.id, reporter)
+    try:
+        with repo.lock():
+            plan, sha, state = _commit_release(ws, env, options, run.id, log, reporter)
+            result = ApplyResult(env, run.id, plan, sha)
+            result.results = [
+                ServiceResult(s.service, s.action, s.action if s.action == "blocked" else "noop")
+                for s in plan.services
+                if s.action in ("noop", "blocked")
+            ]
+            if sha is not None:
+                committed = [s for s in plan.changes]
+                if options.rollout and _rolls_out(config, env, committed):
+                    result.results += _rollout(ws, env, state, committed, options, log, reporter)
+                else:
+                    result.results += [
+                        ServiceResult(
+                            s.service,
+                            s.action,
+                            "committed",
+                            _release_of(state, s.service),
+                        )
+                        for s in committed
+                    ]
+        details: dict[str, object] = {
+            "commit": sha,
+            "results": [r.__dict__ for r in result.results if r.outcome != "noop"],
+        }
+        store.finish(run.id, result.outcome, details)
+        return result
+    except BaseException as exc:
+        store.finish(run.id, "failed", {"error": ws.redactor.redact(str(exc))})
+        raise
+
+
+def _release_of(state: EnvState, service: str) -> str | None:
+    current = state.services.get(service)
+    return current.release.id if current and current.release else None
+
+
+def _rolls_out(config: Config, env: str, plans: list[ServicePlan]) -> bool:
+    """An environment rolls out when its services have a platform."""
+    return any(
+        s.config is not None and s.config.platform for s in plans if s.action != "delete"
+    ) or any(s.action == "delete" for s in plans)
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _commit_release(
+    ws: Workspace,
+    env: str,
+    options: ApplyOptions,
+    run_id: str,
+    log: _RunLog,
+    reporter: Reporter,
+) -> tuple[Plan, str | None, EnvState]:
+    """Plan, build, commit and push; on a rejected push, fetch, re-plan and retry."""
+    config = ws.config
+    repo = ws.deploy_repo
+    resolved: dict[str, ResolvedImage] = {}
+    announced = False
+    for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
+        head = repo.sync()
+        state = _state_at(repo, env, head)
+        plan = _plan(ws, env, state, head, options, resolved)
+        pending = [s for s in plan.services if _needs_build(s)]
+        if pending:
+            if not options.build:
+                names = ", ".join(s.service for s in pending)
+                raise ApplyError(
+                    f"{names}: the image must be built first (its source or Dockerfile inputs "
+                    f"changed); run without --no-build, or `configcenter build {env} SERVICE`"
+                )
+            from configcenter.usecases.images import build_images
+
+            log(f"building {len(pending)} image(s): " + ", ".join(s.service for s in pending))
+            resolved.update(
+                build_images(config, pending, ws.redactor, log.build_line, jobs=options.jobs)
+            )
+            plan = _plan(ws, env, state, head, options, resolved)
+        if not announced:
+            reporter.plan_ready(plan)
+            announced = True
+        if not plan.changes:
+            log(f"{env}: nothing to do")
+            return plan, None, state
+        new_state, changes = _changes(env, plan, state, run_id, _will_roll_out(config, options))
+        message = _message(env, plan, new_state, run_id, config.commit)
+        sha = repo.commit(changes, message, parent=head)
+        if sha is None:
+            return plan, None, state
+        crash_point("apply:before-push")
+        if repo.push(sha):
+            crash_point("apply:after-push")
+            log(f"{env}: committed {sha[:10]} and pushed ({len(plan.changes)} service(s))")
+            return plan, sha, new_state
+        delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+        log(f"push rejected (attempt {attempt}): the deploy repo moved; re-planning")
+        time.sleep(delay)  # backoff before retrying against the new remote head
+    raise ApplyError(
+        f"gave up after {MAX_PUSH_ATTEMPTS} attempts: the deploy repo kept moving under us; "
+        "nothing was lost, run apply again"
+    )
+
+
+def _needs_build(plan: ServicePlan) -> bool:
+    from configcenter.usecases.images import needs_build
+
+    return needs_build(plan)
+
+
+def _will_roll_out(config: Config, options: ApplyOptions) -> bool:
+    return options.rollout
+
+
+def _plan(
+    ws: Workspace,
+    env: str,
+    state: EnvState,
+    head: str | None,
+    options: ApplyOptions,
+    resolved: Mapping[str, ResolvedImage],
+) -> Plan:
+    repo = ws.deploy_repo
+
+    def previous(path: str) -> bytes | None:
+        return repo.read(path) if head else None
+
+    return make_plan(
+        ws.config,
+        env,
+        state,
+        ws.renderer,
+        previous,
+        only=options.services,
+        retry=options.retry,
+        resolved_images=resolved,
+    )
+
+
+def _state_at(repo: DeployRepo, env: str, rev: str | None) -> EnvState:
+    if rev is None:
+        return EnvState(env)
+    return EnvState.from_yaml(env, repo.read(f"{env}/{STATE_FILE}", rev))
+
+
+def _changes(
+    env: str, plan: Plan, state: EnvState, run_id: str, rolls_out: bool
+) -> tuple[EnvState, dict[str, bytes | None]]:
+    now = _now()
+    new_state = EnvState(env, dict(state.services))
+    changes: dict[str, bytes | None] = {}
+    for sp in plan.changes:
+        changes.update(delete_prefix(f"{env}/{sp.service}"))
+        if sp.action == "delete":
+            new_state.services.pop(sp.service, None)
+            continue
+        assert sp.files is not None and sp.config is not None and sp.image is not None
+        for name, data in sp.files.items():
+            changes[f"{env}/{sp.service}/{name}"] = data
+        rendered_digest, per_file = files_digest(sp.files)
+        release = Release(
+            id=release_id(sp.service, run_id),
+            outcome="committed",
+            at=now,
+            run=run_id,
+            template_tag=sp.config.template.tag,
+            image=sp.image.ref,
+            values_digest=sp.values_digest,
+            rendered_digest=rendered_digest,
+            inputs_digest=sp.inputs_digest,
+        )
+        previous = sp.previous
+        new_state.services[sp.service] = ServiceState(
+            template_tag=sp.config.template.tag,
+            template_commit=sp.config.template.commit,
+            template_tree=sp.config.template.tree_id,
+            values_digest=sp.values_digest,
+            values=canonical(sp.config.values.tree),
+            replicas=sp.config.replicas,
+            image=sp.image.ref,
+            image_digest=sp.image.digest,
+            build_key=sp.image.build_key,
+            rendered_digest=rendered_digest,
+            inputs_digest=sp.inputs_digest,
+            files=per_file,
+            platform=sp.config.platform,
+            env_keys=list(sp.config.template.env_keys),
+            release=release,
+            # Never rolled out: the newest committed release is the last good one.
+            last_good=release
+            if not (rolls_out and sp.config.platform)
+            else (previous.last_good if previous else None),
+            last_failed=previous.last_failed if previous else None,
+        )
+    changes[f"{env}/{STATE_FILE}"] = new_state.to_yaml()
+    return new_state, changes
+
+
+def release_id(service: str, run_id: str) -> str:
+    """Short, sortable, unique per run: api-20261123.044600-3f4e82 (time and run suffix)."""
+    digits = re.sub(r"\D", "", run_id[: run_id.find("Z")] if "Z" in run_id else run_id)
+    stamp = f"{digits[:8]}.{digits[8:14]}" if len(digits) >= 14 else digits
+    return f"{service}-{stamp}-{run_id[-6:]}"
+
+
+def _message(env: str, plan: Plan, state: EnvState, run_id: str, config_commit: str | None) -> str:
+    parts = [
+        f"{s.service} ({s.action}" + (f": {', '.join(s.reasons)}" if s.reasons else "") + ")"
+        for s in plan.changes
+    ]
+    subject = f"apply {env}: " + ", ".join(parts)
+    if len(subject) > 200:
+        subject = f"apply {env}: {len(plan.changes)} services"
+    body = "\n".join(
+        f"- {s.service}: {s.action}"
+        + (f" [{', '.join(s.reasons)}]" if s.reasons else "")
+        + (f" template {s.template_from or '-'} -> {s.template_to or '-'}" if s.template_to else "")
+        + (f", image {s.image_to}" if s.image_to and "image" in s.reasons else "")
+        for s in plan.changes
+    )
+    trailers = [("Configcenter-Env", env), ("Configcenter-Run", run_id)]
+    if config_commit:
+        trailers.append(("Configcenter-Config-Commit", config_commit))
+    for s in plan.changes:
+        release = state.services.get(s.service)
+        if release and release.release:
+            trailers.append(("Configcenter-Release", f"{s.service} {release.release.id}"))
+    return compose_message(subject, body, trailers)
+
+
+# -- rollout -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    """How one service's release ended, and what the state record should become."""
+
+    result: ServiceResult
+    state: ServiceState | None  # None: remove the service from the state
+    files: dict[str, bytes] | None  # None: leave the files as they are
+
+
+def rollout_timeout(config: Config, env: str) -> float:
+    raw = config.environment(env).rollout_timeout
+    if not raw:
+        return DEFAULT_ROLLOUT_TIMEOUT
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(raw))
+    if not match:
+        raise ConfigError([])  # validated at load time; unreachable for valid input
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _rollout(
+    ws: Workspace,
+    env: str,
+    state: EnvState,
+    committed: list[ServicePlan],
+    options: ApplyOptions,
+    log: _RunLog,
+    reporter: Reporter,
+) -> list[ServiceResult]:
+    config = ws.config
+    environment = config.environment(env)
+    deps = {
+        name: [d for d in svc.template.depends_on if d in environment.services]
+        for name, svc in environment.services.items()
+    }
+    timeout = rollout_timeout(config, env)
+    outcomes: dict[str, _Outcome] = {}
+    blocked: set[str] = set()
+    for sp in [s for s in committed if s.action == "delete"]:
+        previous = sp.previous
+        if previous and previous.platform:
+            open_platform(config, env, previous.platform, ws.redactor).delete(sp.service)
+            log(f"{sp.service}: deleted from {previous.platform}")
+        outcomes[sp.service] = _Outcome(
+            ServiceResult(sp.service, "delete", "committed"), None, None
+        )
+    todo = [s for s in committed if s.action != "delete"]
+    by_name = {s.service: s for s in todo}
+    done: set[str] = set()
+    while len(done) < len(todo):
+        wave = [
+            s
+            for s in todo
+            if s.service not in done
+            and all(d in done or d not in by_name for d in deps.get(s.service, []))
+        ]
+        runnable = [s for s in wave if s.service not in blocked]
+        for s in wave:
+            if s.service in blocked:
+                current = state.services[s.service]
+                reason = "skipped: a service it depends on failed"
+                log(f"{s.service}: {reason}")
+                restored = s.previous
+                outcomes[s.service] = _Outcome(
+                    ServiceResult(
+                        s.service,
+                        s.action,
+                        "skipped",
+                        current.release.id if current.release else None,
+                        reason,
+                    ),
+                    restored,
+                    _files_of(ws.deploy_repo, env, s.service, restored) if restored else None,
+                )
+                done.add(s.service)
+        with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+            futures = {
+                s.service: pool.submit(
+                    _deploy_one,
+                    ws,
+                    env,
+                    s.service,
+                    state.services[s.service],
+                    timeout,
+                    log,
+                    reporter,
+                )
+                for s in runnable
+            }
+            for name, future in futures.items():
+                outcome = future.result()
+                outcomes[name] = outcome
+                done.add(name)
+                if outcome.result.outcome in ("failed", "rolled_back"):
+                    blocked |= dependents_of(deps, name)
+    _record(ws, env, outcomes, log)
+    return [outcomes[s.service].result for s in committed if s.service in outcomes]
+
+
+def _files_of(
+    repo: DeployRepo, env: str, service: str, snapshot: ServiceState, rev: str | None = None
+) -> dict[str, bytes]:
+    paths = [f"{env}/{service}/{name}" for name in snapshot.files]
+    found = repo.read_many(paths, rev)
+    return {path.rsplit("/", 1)[1]: data for path, data in found.items()}
+
+
+def _deploy_one(
+    ws: Workspace,
+    env: str,
+    service: str,
+    current: ServiceState,
+    timeout: float,
+    log: _RunLog,
+    reporter: Reporter,
+) -> _Outcome:
+    """Roll out `current`; on failure roll back to its last good release."""
+    config = ws.config
+    repo = ws.deploy_repo
+    release = current.release
+    assert release is not None
+    platform = open_platform(config, env, current.platform or "", ws.redactor)
+    files = _files_of(repo, env, service, current)
+    status = _apply_and_wait(
+        platform,
+        deployable(env, service, current, files, release.id),
+        timeout,
+        service,
+        log,
+        reporter,
+    )
+    if status.state == "healthy":
+        good = replace(release, outcome="healthy")
+        log(f"{service}: healthy ({release.id})")
+        return _Outcome(
+            ServiceResult(service, "deploy", "healthy", release.id),
+            replace(current, release=good, last_good=good),
+            None,
+        )
+    reason = status.reason + (f": {status.message}" if status.message else "")
+    log(f"{service}: rollout of {release.id} failed ({reason})")
+    last_good = current.last_good
+    if last_good is None or last_good.id == release.id:
+        failed = replace(release, outcome="failed", reason=reason)
+        log(f"{service}: no earlier good release to roll back to; left failed")
+        return _Outcome(
+            ServiceResult(service, "deploy", "failed", release.id, reason),
+            replace(current, release=failed, last_failed=failed),
+            None,
+        )
+    snapshot, good_files = release_snapshot(repo, env, service, last_good.id)
+    log(f"{service}: rolling back to {last_good.id} (image {snapshot.image})")
+    back = _apply_and_wait(
+        platform,
+        deployable(env, service, snapshot, good_files, last_good.id),
+        timeout,
+        service,
+        log,
+        reporter,
+    )
+    failed = replace(release, outcome="rolled_back", reason=reason)
+    if back.state != "healthy":
+        why = back.reason + (f": {back.message}" if back.message else "")
+        log(f"{service}: rollback to {last_good.id} did not become healthy ({why})")
+        return _Outcome(
+            ServiceResult(service, "deploy", "failed", release.id, f"{reason}; rollback: {why}"),
+            replace(
+                current,
+                release=replace(release, outcome="failed", reason=reason),
+                last_failed=failed,
+            ),
+            None,
+        )
+    restored_release = replace(last_good, outcome="healthy")
+    return _Outcome(
+        ServiceResult(service, "deploy", "rolled_back", release.id, reason),
+        replace(snapshot, release=restored_release, last_good=restored_release, last_failed=failed),
+        good_files,
+    )
+
+
+def _apply_and_wait(
+    platform: Platform,
+    item: Deployable,
+    timeout: float,
+    service: str,
+    log: _RunLog,
+    reporter: Reporter,
+) -> RolloutStatus:
+    try:
+        platform.apply(item)
+    except Exception as exc:  # the platform refused it: a failed rollout, not a crash
+        return RolloutStatus("failed", type(exc).__name__, str(exc))
+    return platform.wait(item, timeout=timeout, progress=lambda st: reporter.rollout(service, st))
+
+
+def release_snapshot(
+    repo: DeployRepo, env: str, service: str, release_id: str
+) -> tuple[ServiceState, dict[str, bytes]]:
+    """The state record and files a release was committed with, from deploy repo history."""
+    commit = find_release_commit(repo, env, service, release_id)
+    state = _state_at(repo, env, commit.sha)
+    snapshot = state.services.get(service)
+    if snapshot is None:
+        raise ApplyError(
+            f"release {release_id}: commit {commit.sha[:10]} has no state for {service}"
+        )
+    return snapshot, _files_of(repo, env, service, snapshot, commit.sha)
+
+
+def find_release_commit(repo: DeployRepo, env: str, service: str, release_id: str) -> CommitInfo:
+    for info in repo.log(prefix=f"{env}/", limit=None, grep=release_id):
+        if f"{service} {release_id}" in info.trailer_values("Configcenter-Release"):
+            return info
+    raise ApplyError(
+        f"release {release_id} of {service} is not in the deploy repo's history of {env}; "
+        f"`configcenter history {env} --service {service}` lists releases"
+    )
+
+
+def _record(ws: Workspace, env: str, outcomes: Mapping[str, _Outcome], log: _RunLog) -> None:
+    """Commit the rollout's outcome (state, and restored files on rollback), retrying on races."""
+    repo = ws.deploy_repo
+    if not outcomes:
+        return
+    for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
+        head = repo.sync()
+        state = _state_at(repo, env, head)
+        changes: dict[str, bytes | None] = {}
+        parts: list[str] = []
+        trailers: list[tuple[str, str]] = [("Configcenter-Env", env)]
+        for service, outcome in outcomes.items():
+            parts.append(f"{service} {outcome.result.outcome}")
+            if outcome.state is None:
+                state.services.pop(service, None)
+            else:
+                state.services[service] = outcome.state
+                if outcome.state.release:
+                    trailers.append(
+                        ("Configcenter-Release", f"{service} {outcome.state.release.id}")
+                    )
+            if outcome.files is not None:
+                changes.update(delete_prefix(f"{env}/{service}"))
+                for name, data in outcome.files.items():
+                    changes[f"{env}/{service}/{name}"] = data
+        changes[f"{env}/{STATE_FILE}"] = state.to_yaml()
+        kind = "rollback" if any(o.files is not None for o in outcomes.values()) else "record"
+        message = compose_message(f"{kind} {env}: " + ", ".join(parts), "", trailers)
+        sha = repo.commit(changes, message, parent=head)
+        if sha is None or repo.push(sha):
+            return
+        time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+    raise ApplyError("could not record the rollout outcome: the deploy repo kept moving")
+
+
+# -- deploy and rollback -----------------------------------------------------------------------
+
+
+def _current(ws: Workspace, env: str, service: str) -> tuple[EnvState, ServiceState]:
+    repo = ws.deploy_repo
+    head = repo.sync()
+    state = _state_at(repo, env, head)
+    current = state.services.get(service)
+    if current is None or current.release is None:
+        raise ApplyError(
+            f"{service} has no release in {env} yet: "
+            f"run `configcenter apply {env} --service {service}`"
+        )
+    return state, current
+
+
+def deploy_service(
+    ws: Workspace,
+    env: str,
+    service: str,
+    reporter: Reporter | None = None,
+    *,
+    dry_run: bool = False,
+    trigger: str = "cli",
+    actor: str = "",
+) -> ServiceResult:
+    """Roll out what the deploy repo says for one service, alone."""
+    reporter = reporter or Reporter()
+    check_env(ws.config, env)
+    _, current = _current(ws, env, service)
+    assert current.release is not None
+    if dry_run:
+        platform = open_platform(ws.config, env, current.platform or "", ws.redactor)
+        files = _files_of(ws.deploy_repo, env, service, current)
+        platform.apply(deployable(env, service, current, files, current.release.id), dry_run=True)
+        return ServiceResult(service, "deploy", "dry-run", current.release.id)
+    run = ws.run_store.start("deploy", env, [service], trigger, actor or default_actor())
+    log = _RunLog(ws, run.id, reporter)
+    try:
+        with ws.deploy_repo.lock():
+            outcome = _deploy_one(
+                ws, env, service, current, rollout_timeout(ws.config, env), log, reporter
+            )
+            _record(ws, env, {service: outcome}, log)
+    except BaseException as exc:
+        ws.run_store.finish(run.id, "failed", {"error": ws.redactor.redact(str(exc))})
+        raise
+    ws.run_store.finish(
+        run.id, _run_outcome(outcome.result.outcome), {"result": outcome.result.__dict__}
+    )
+    return outcome.result
+
+
+def _previous_good(ws: Workspace, env: str, service: str, current: ServiceState) -> str | None:
+    """The newest good release other than the current one.
+
+    Where releases are verified on a platform only `healthy` counts; where the
+    environment is never rolled out, a `committed` release is good too.
+    """
+    assert current.release is not None
+    if current.last_good and current.last_good.id != current.release.id:
+        return current.last_good.id
+    from configcenter.usecases.history import history
+
+    verified = current.release.outcome != "committed"
+    good = {"healthy"} if verified else {"healthy", "committed"}
+    for entry in history(ws, env, service, limit=200):
+        if entry.release != current.release.id and entry.outcome in good:
+            return entry.release
+    return None
+
+
+def _run_outcome(outcome: str) -> str:
+    return {"healthy": "succeeded", "committed": "succeeded"}.get(outcome, outcome)
+
+
+def rollback_service(
+    ws: Workspace,
+    env: str,
+    service: str,
+    to: str | None = None,
+    *,
+    rollout: bool = True,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+    trigger: str = "cli",
+    actor: str = "",
+) -> ServiceResult:
+    """Restore the last good (or named) release's files and state as a new commit."""
+    reporter = reporter or Reporter()
+    check_env(ws.config, env)
+    repo = ws.deploy_repo
+    _, current = _current(ws, env, service)
+    assert current.release is not None
+    target = to or _previous_good(ws, env, service, current)
+    if target is None:
+        raise ApplyError(
+            f"{service} in {env} has no earlier good release to roll back to "
+            f"(`configcenter history {env} --service {service}` lists its releases)"
+        )
+    if target == current.release.id:
+        raise ApplyError(
+            f"{service} in {env} already runs {target}; name an older one with --to "
+            f"(see `configcenter history {env} --service {service}`)"
+        )
+    snapshot, files = release_snapshot(repo, env, service, target)
+    if dry_run:
+        return ServiceResult(service, "rollback", "dry-run", target)
+    run = ws.run_store.start("rollback", env, [service], trigger, actor or default_actor())
+    log = _RunLog(ws, run.id, reporter)
+    try:
+        with repo.lock():
+            result_outcome = "committed"
+            state_release = replace(
+                snapshot.release or Release(target, "committed", _now()), id=target
+            )
+            if rollout and snapshot.platform:
+                platform = open_platform(ws.config, env, snapshot.platform, ws.redactor)
+                status = _apply_and_wait(
+                    platform,
+                    deployable(env, service, snapshot, files, target),
+                    rollout_timeout(ws.config, env),
+                    service,
+                    log,
+                    reporter,
+                )
+                if status.state != "healthy":
+                    raise ApplyError(
+                        f"rollback of {service} to {target} did not become healthy: "
+                        f"{status.reason} {status.message}".strip()
+                    )
+                result_outcome = "healthy"
+            good = replace(
+                state_release,
+                outcome="healthy" if result_outcome == "healthy" else state_release.outcome,
+            )
+            # The release rolled back from stays blocked until its inputs change or --retry.
+            left = replace(
+                current.release,
+                outcome="rolled_back",
+                reason=f"rolled back to {target} by {actor or default_actor()}",
+            )
+            new = replace(
+                snapshot,
+                release=good,
+                last_good=good if result_outcome == "healthy" else current.last_good,
+                last_failed=left,
+            )
+            log(f"{service}: rolled back to {target}")
+            _record(
+                ws,
+                env,
+                {
+                    service: _Outcome(
+                        ServiceResult(service, "rollback", result_outcome, target), new, files
+                    )
+                },
+                log,
+            )
+    except BaseException as exc:
+        ws.run_store.finish(run.id, "failed", {"error": ws.redactor.redact(str(exc))})
+        raise
+    ws.run_store.finish(run.id, "succeeded", {"release": target})
+    return ServiceResult(service, "rollback", result_outcome, target)
+
+
+Callback = Callable[[str], None]

@@ -1,0 +1,134 @@
+"""From plans to image builds: which services need one, and what to build."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from configcenter.core.model import Config
+from configcenter.core.plan import ResolvedImage, ServicePlan
+from configcenter.core.redact import Redactor
+from configcenter.core.values import SecretRef
+from configcenter.usecases.build import BuildOutcome, ImageBuildSpec, build_many
+from configcenter.usecases.workspace import cache_home
+
+
+def needs_build(plan: ServicePlan) -> bool:
+    return (
+        plan.action in ("create", "update") and plan.image is not None and plan.image.pending_build
+    )
+
+
+def build_spec(config: Config, plan: ServicePlan) -> ImageBuildSpec:
+    service = plan.config
+    assert service is not None and service.image is not None and plan.files is not None
+    build = service.template.build or {}
+    dockerfile = plan.files[str(build.get("dockerfile", "Dockerfile"))].decode()
+    args: dict[str, str] = {}
+    for name in build.get("args") or []:
+        value = service.values.tree.get(name)
+        if value is None or isinstance(value, SecretRef | dict | list):
+            raise ValueError(
+                f"{service.file}: build arg {name} of {service.name} needs a plain value in "
+                f"{service.env} (it has {'none' if value is None else 'a secret or a map'})"
+            )
+        args[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    repo = str(service.image.repo)
+    if "://" not in repo and not repo.startswith("git@") and not Path(repo).is_absolute():
+        repo = str((config.root / repo).resolve())
+    registry = config.project.registry
+    host = str(registry.get("url", "")).removeprefix("http://").removeprefix("https://")
+    return ImageBuildSpec(
+        service=service.name,
+        source_repo=repo,
+        source_ref=service.image.source_ref,
+        dockerfile=dockerfile,
+        build_args=args,
+        registry_host=host.rstrip("/"),
+        repository=f"{config.project.name}/{service.name}",
+        insecure=bool(registry.get("insecure", False)),
+        context_dir=service.image.context,
+    )
+
+
+def open_builder(config: Config) -> Any:
+    settings = config.project.builder
+    kind = settings.get("kind", "buildah")
+    if kind == "buildah":
+        from configcenter.adapters.buildah import BuildahBuilder
+
+        return BuildahBuilder(
+            storage_driver=settings.get("storage_driver", "vfs"),
+            isolation=settings.get("isolation", "chroot"),
+        )
+    if kind == "docker":
+        from configcenter.adapters.docker_builder import DockerBuilder
+
+        return DockerBuilder()
+    raise ValueError(
+        f"builder kind '{kind}' cannot run from this command yet; use buildah or docker"
+    )
+
+
+def open_registry(config: Config, redactor: Redactor) -> Any:
+    from configcenter.adapters.oci_registry import OciRegistry, RegistryCredentials
+    from configcenter.adapters.secrets import resolve_secret
+
+    registry = config.project.registry
+    host = str(registry.get("url", "")).removeprefix("http://").removeprefix("https://")
+    credentials = None
+    if registry.get("username") and registry.get("password"):
+        user = registry["username"]
+        if isinstance(user, dict):
+            user = resolve_secret(user["secret"])
+        password = resolve_secret(registry["password"]["secret"])
+        redactor.register(password)
+        credentials = RegistryCredentials(str(user), password)
+    return OciRegistry(
+        host.rstrip("/"), insecure=bool(registry.get("insecure", False)), credentials=credentials
+    )
+
+
+def build_images(
+    config: Config,
+    plans: Iterable[ServicePlan],
+    redactor: Redactor,
+    log: Callable[[str, str], None],
+    jobs: int = 2,
+) -> dict[str, ResolvedImage]:
+    """Build (or find already built) the images of `plans`; by service name."""
+    chosen = list(plans)
+    specs = [build_spec(config, p) for p in chosen]
+    keys = {p.service: p.image.build_key if p.image else None for p in chosen}
+    outcomes: list[BuildOutcome] = build_many(
+        specs,
+        open_builder(config),
+        open_registry(config, redactor),
+        cache_home() / "sources",
+        log,
+        jobs=jobs,
+    )
+    return {o.service: ResolvedImage(o.reference, o.digest, keys.get(o.service)) for o in outcomes}
+
+
+def build_service(ws: Any, env: str, service: str, log: Callable[[str, str], None]) -> BuildOutcome:
+    """`configcenter build ENV SERVICE`: build (or find) one service's image, alone."""
+    from configcenter.usecases.inspect import plan_env, service_config
+
+    svc = service_config(ws.config, env, service)
+    if svc.image is None or not svc.image.is_build:
+        raise ValueError(
+            f"{svc.file}: {service} in {env} uses a given image (image.ref), nothing to build; "
+            "image.source: {repo, ref} builds from source"
+        )
+    plan = plan_env(ws, env, only=[service], render_all=True).services[0]
+    outcome: BuildOutcome = build_many(
+        [build_spec(ws.config, plan)],
+        open_builder(ws.config),
+        open_registry(ws.config, ws.redactor),
+        cache_home() / "sources",
+        log,
+        jobs=1,
+    )[0]
+    return outcome

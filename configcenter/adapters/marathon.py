@@ -177,7 +177,13 @@ class MarathonPlatform:
     def apply(
         self, deployable: Deployable, *, dry_run: bool = False, force: bool | None = None
     ) -> None:
-        """PUT the app (creating it if new); a no-op when Marathon already runs this definition."""
+        """PUT the app (creating it if new); a no-op when Marathon already runs this definition.
+
+        A 409 (app locked by a running deployment) is an error unless `force`
+        (per call, or the platform default) is set; the one exception is a lock
+        held by a rollout this adapter's `wait` reported failed, which a
+        rollback may cancel without asking, since it is known to be broken.
+        """
         app_id = self.app_id(deployable.service)
         definition, secrets = self._definition(deployable)
         if dry_run:
@@ -222,7 +228,12 @@ class MarathonPlatform:
     def wait(
         self, deployable: Deployable, *, timeout: float, progress: ProgressCallback | None = None
     ) -> RolloutStatus:
-        """Poll until our deployment left /v2/deployments and every new task is healthy."""
+        """Poll until our deployment left /v2/deployments and every new task is healthy.
+
+        Healthy means tasksRunning == tasksHealthy == instances, all on the
+        latest config version. Marathon counts no task healthy when the app
+        has no health checks, so there running tasks are the measure.
+        """
         app_id = self.app_id(deployable.service)
         deadline = time.monotonic() + max(timeout, 0.0)
         deployment_id = self._pending.get(app_id) or None

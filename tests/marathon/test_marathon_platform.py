@@ -405,3 +405,32 @@ def test_bad_rendered_files_are_named(marathon_platform: MarathonFactory) -> Non
         platform.apply(broken)
     with pytest.raises(MarathonSettingsError, match="cannot be a Marathon app id"):
         platform.apply(release("r1", service="Bad_Name"))
+
+
+def test_apps_without_health_checks_are_healthy_when_all_tasks_run(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    # Marathon reports tasksHealthy == 0 without health checks; running tasks count instead.
+    app = {k: v for k, v in APP_TEMPLATE.items() if k != "healthChecks"}
+    platform = marathon_platform()
+    good, bad = release("r1", app=app), release("r2", app=app, image=BROKEN_IMAGE)
+
+    platform.apply(good)
+    status = platform.wait(good, timeout=10)
+    assert status.state == "healthy", status
+    assert marathon_server.app_json("/shop/dev/api")["tasksHealthy"] == 0
+
+    platform.apply(bad)
+    assert platform.wait(bad, timeout=0.6).state == "failed"
+
+
+def test_importing_the_adapter_leaves_heavy_clients_unloaded() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, configcenter.adapters.marathon, configcenter.adapters.secrets;"
+        "print(sorted(m for m in ('marathon', 'requests') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -708,6 +708,8 @@ class MarathonDouble:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Buffer the response so headers and body leave in one segment (no Nagle stall).
+    wbufsize = 1 << 16
     double: MarathonDouble
 
     def _serve(self) -> None:

@@ -135,10 +135,20 @@ def _rev_parse(mirror: Path, expr: str) -> str | None:
     return out.strip() or None
 
 
+def fetch_source(url: str, cache_root: Path = DEFAULT_CACHE) -> None:
+    """Bring the cached mirror of `url` up to date (clone it the first time)."""
+    base = cache_dir_for(url, cache_root)
+    with _locked(base.with_suffix(".lock")):
+        _fetch(url, base / "repo.git")
+
+
 def resolve_source(
-    url: str, ref: str, cache_root: Path = DEFAULT_CACHE, subdir: str = "."
+    url: str, ref: str, cache_root: Path = DEFAULT_CACHE, subdir: str = ".", *, fetch: bool = True
 ) -> ResolvedSource:
-    """Fetch `url` into the cache and pin `ref` (branch, tag or commit) to a commit."""
+    """Pin `ref` (branch, tag or commit) to a commit, fetching `url` first unless told not to.
+
+    `fetch=False` is for batches that fetched each repository once already.
+    """
     if not url:
         raise SourceCheckoutError("image.source.repo is empty: give a git URL or path")
     if not ref:
@@ -149,7 +159,8 @@ def resolve_source(
     base = cache_dir_for(url, cache_root)
     mirror = base / "repo.git"
     with _locked(base.with_suffix(".lock")):
-        _fetch(url, mirror)
+        if fetch or not (mirror / "HEAD").exists():
+            _fetch(url, mirror)
         commit = _resolve_ref(mirror, ref)
         if commit is None and _HEX_RE.match(ref):
             # A commit no branch or tag reaches: some servers still hand it out by id.
@@ -163,8 +174,8 @@ def resolve_source(
             f"source repo {redact_url(url)} has no branch, tag or commit {ref!r}: "
             "push it, or fix image.source.ref"
         )
-    tree = _rev_parse(mirror, f"{commit}:{sub}" if sub else f"{commit}^{{tree}}")
-    if tree is None or _object_type(mirror, tree) != "tree":
+    tree = _rev_parse(mirror, f"{commit}:{sub}^{{tree}}" if sub else f"{commit}^{{tree}}")
+    if tree is None:
         raise SourceCheckoutError(
             f"source repo {redact_url(url)} at {ref} ({commit[:12]}) has no directory "
             f"{sub!r}: fix the build context directory"
@@ -185,13 +196,6 @@ def _resolve_ref(mirror: Path, ref: str) -> str | None:
         if commit:
             return commit
     return None
-
-
-def _object_type(mirror: Path, oid: str) -> str:
-    import git
-
-    out: str = git.Repo(mirror).git.cat_file("-t", oid)
-    return out.strip()
 
 
 def export_tree(source: ResolvedSource) -> Path:

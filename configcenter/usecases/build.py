@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from configcenter.adapters.source_checkout import export_tree, resolve_source
+from configcenter.adapters.source_checkout import export_tree, fetch_source, resolve_source
 from configcenter.ports.builder import Builder, BuildRequest, LogSink
 from configcenter.ports.registry import Registry, validate_repository
 
@@ -122,10 +122,17 @@ def build_image(
     registry: Registry,
     sources_cache: Path,
     log: LogSink,
+    *,
+    fetch: bool = True,
 ) -> BuildOutcome:
-    """Build and push `spec`'s image unless the registry already has these inputs."""
+    """Build and push `spec`'s image unless the registry already has these inputs.
+
+    `fetch=False` skips fetching the source repository (the caller just did).
+    """
     validate_spec(spec)
-    source = resolve_source(spec.source_repo, spec.source_ref, sources_cache, spec.context_dir)
+    source = resolve_source(
+        spec.source_repo, spec.source_ref, sources_cache, spec.context_dir, fetch=fetch
+    )
     digest_of_inputs = inputs_digest(source.commit, source.tree, spec)
     tag = tag_for(digest_of_inputs)
     image = f"{spec.registry_host}/{spec.repository}"
@@ -207,12 +214,28 @@ def build_many(
 
         return sink
 
+    fetched: dict[str, Exception | None] = {}
+
     def one(spec: ImageBuildSpec) -> BuildOutcome:
-        return build_image(spec, builder, registry, sources_cache, sink_for(spec.service))
+        error = fetched.get(spec.source_repo)
+        if error is not None:
+            raise error
+        return build_image(
+            spec, builder, registry, sources_cache, sink_for(spec.service), fetch=False
+        )
+
+    def fetch(url: str) -> None:
+        try:
+            fetch_source(url, sources_cache)
+            fetched[url] = None
+        except Exception as exc:  # every service built from this repository reports it
+            fetched[url] = exc
 
     outcomes: list[BuildOutcome] = []
     failures: dict[str, Exception] = {}
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cc-build") as pool:
+        # Each source repository is fetched once per batch, however many services use it.
+        list(pool.map(fetch, dict.fromkeys(spec.source_repo for spec in spec_list)))
         futures = [(spec.service, pool.submit(one, spec)) for spec in spec_list]
         for service, future in futures:
             try:

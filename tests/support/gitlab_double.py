@@ -765,6 +765,9 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     server_double: GitLabDouble
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, keep-alive clients
+    # wait ~40 ms for a delayed ACK on every call.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: tests read `GitLabDouble.requests` instead of stderr."""

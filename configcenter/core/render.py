@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 from configcenter.core.errors import Problem, Source
 from configcenter.core.model import Config, ServiceConfig, Template
@@ -50,7 +50,9 @@ class _TreeLoader(jinja2.BaseLoader):
 
 class Renderer:
     def __init__(self, bytecode_cache_dir: Path | None = None) -> None:
-        self._environments: dict[str, SandboxedEnvironment] = {}
+        # Keyed by template label too: byte-identical templates of two services share a tree
+        # id, and error locations must name the service's own template files.
+        self._environments: dict[tuple[str, str], SandboxedEnvironment] = {}
         self._bytecode_cache = (
             jinja2.FileSystemBytecodeCache(str(bytecode_cache_dir)) if bytecode_cache_dir else None
         )
@@ -58,9 +60,12 @@ class Renderer:
             bytecode_cache_dir.mkdir(parents=True, exist_ok=True)
 
     def _environment(self, template: Template) -> SandboxedEnvironment:
-        env = self._environments.get(template.tree_id)
+        key = (template.label, template.tree_id)
+        env = self._environments.get(key)
         if env is None:
-            env = SandboxedEnvironment(
+            # Immutable: a template must not be able to change the values it is given
+            # (values.update(...) would alter digests and later renders).
+            env = ImmutableSandboxedEnvironment(
                 loader=_TreeLoader(template),
                 undefined=jinja2.StrictUndefined,
                 keep_trailing_newline=True,
@@ -69,7 +74,7 @@ class Renderer:
                 auto_reload=False,
             )
             env.filters["tojson_compact"] = _tojson_compact
-            self._environments[template.tree_id] = env
+            self._environments[key] = env
         return env
 
     def render(self, config: Config, service: ServiceConfig, image: str) -> Rendered:

@@ -1,0 +1,139 @@
+"""Rendering: Jinja errors point at the template file and line; the sandbox holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from configcenter.core.errors import ConfigError, Problem, Source
+from configcenter.core.plan import make_plan
+from configcenter.core.render import Renderer
+from configcenter.core.state import EnvState
+from configcenter.usecases.inspect import render, validate
+from configcenter.usecases.workspace import Workspace
+from tests.support.configrepo import ConfigRepo
+
+API_ENV = "templates/api/app.env.j2"
+
+
+def head_api(repo: ConfigRepo, app_env: str) -> None:
+    """Pin dev's api to the work tree and give it this app.env template."""
+    repo.write("environments/dev/api.yaml", "template: HEAD\nimage: {ref: x}\n")
+    repo.write(API_ENV, app_env)
+
+
+def render_problems(repo: ConfigRepo) -> list[Problem]:
+    with pytest.raises(ConfigError) as caught:
+        validate(Workspace(repo.root))
+    return caught.value.problems
+
+
+def test_renders_values_and_context(repo: ConfigRepo) -> None:
+    (db, api) = render(Workspace(repo.root), "dev")
+    assert (db.service, api.service) == ("db", "api")
+    assert api.files["app.env"] == (
+        b"# api in dev (1.0.0)\nLOG_LEVEL=debug\nDB_HOST=db\n"
+        b"DB_PASSWORD=${secret:env:SHOP_DB_PASSWORD}\n"
+    )
+    assert api.files["deployment.yaml"] == (
+        b"kind: Deployment\nmetadata: {name: api, namespace: shop-dev}\nspec:\n"
+        b"  replicas: 1\n  image: registry.example.com/shop/api:1.0\n"
+    )
+
+
+def test_syntax_error_names_template_file_and_line(repo: ConfigRepo) -> None:
+    head_api(repo, "A=1\nB=2\nLOG_LEVEL={{ LOG_LEVEL }\n")
+    (problem,) = render_problems(repo)
+    assert problem.source == Source(API_ENV, 3)
+    assert problem.message.startswith("template syntax error: unexpected '}'")
+    assert problem.hint == "fix the Jinja2 syntax on this line"
+
+
+def test_syntax_error_in_tagged_template(repo: ConfigRepo) -> None:
+    repo.release("api", "1.1.0", {"app.env.j2": "{% if LOG_LEVEL %}\nX=1\n"})
+    repo.write("environments/dev/api.yaml", "template: 1.1.0\nimage: {ref: x}\n")
+    (problem,) = render_problems(repo)
+    assert problem.source.file == "templates/api@1.1.0/app.env.j2"
+    assert "Unexpected end of template" in problem.message
+    assert "needs to be closed is 'if'" in problem.message
+
+
+def test_undefined_variable_names_template_file_and_line(repo: ConfigRepo) -> None:
+    head_api(repo, "LOG_LEVEL={{ LOG_LEVEL }}\n\nCACHE={{ CACHE_URL }}\n")
+    (problem,) = render_problems(repo)
+    assert problem.source == Source(API_ENV, 3)
+    assert problem.message == (
+        "undefined variable while rendering api for dev: 'CACHE_URL' is undefined"
+    )
+    assert "add it under values:" in problem.hint
+
+
+def test_undefined_attribute(repo: ConfigRepo) -> None:
+    head_api(repo, "X={{ values.LOG_LEVEL }}\nY={{ values.NOPE }}\n")
+    (problem,) = render_problems(repo)
+    assert problem.source == Source(API_ENV, 2)
+    assert "has no attribute 'NOPE'" in problem.message
+
+
+def test_undefined_variable_when_services_share_identical_templates(repo: ConfigRepo) -> None:
+    # Two services whose template dirs are byte-identical have the same git tree id.
+    template = {"template.yaml": "outputs: [app.env]\n", "app.env.j2": "A=1\nB={{ MISSING }}\n"}
+    repo.release("alpha", "1.0.0", template)
+    repo.release("beta", "1.0.0", template)
+    repo.write("environments/dev/alpha.yaml", "template: 1.0.0\n")
+    repo.write("environments/dev/beta.yaml", "template: 1.0.0\n")
+    config = repo.load()
+    renderer = Renderer()
+    for name in ("alpha", "beta"):
+        with pytest.raises(ConfigError) as caught:
+            make_plan(config, "dev", EnvState("dev"), renderer, lambda p: None, only=[name])
+        (problem,) = caught.value.problems
+        assert problem.source == Source(f"templates/{name}@1.0.0/app.env.j2", 2)
+
+
+def test_plan_reports_render_errors_of_every_service(repo: ConfigRepo) -> None:
+    head_api(repo, "X={{ NOPE }}\n")
+    repo.write("templates/db/app.env.j2", "{{ broken\n")
+    repo.write("environments/dev/db.yaml", "template: HEAD\n")
+    with pytest.raises(ConfigError) as caught:
+        make_plan(repo.load(), "dev", EnvState("dev"), Renderer(), lambda p: None)
+    assert [p.source.file for p in caught.value.problems] == [API_ENV, "templates/db/app.env.j2"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "attribute"),
+    [
+        ("''.__class__.__mro__", "__class__"),
+        ("''.__class__.__mro__[1].__subclasses__()", "__class__"),
+        ("values.__class__", "__class__"),
+        ("cycler.__init__.__globals__", "__init__"),
+        ("lipsum.__globals__['os']", "__globals__"),
+        ("self.__init__", "__init__"),
+    ],
+)
+def test_sandbox_refuses_escapes(repo: ConfigRepo, expression: str, attribute: str) -> None:
+    head_api(repo, "SAFE=1\nPWN={{ " + expression + " }}\n")
+    (problem,) = render_problems(repo)
+    assert problem.source == Source(API_ENV, 2)
+    assert f"access to attribute '{attribute}'" in problem.message
+    assert "is unsafe" in problem.message
+
+
+@pytest.mark.parametrize(
+    "expression", ["values.clear()", "values.update({'LOG_LEVEL': 'x'})", "values.pop('DB_HOST')"]
+)
+def test_templates_cannot_change_values(repo: ConfigRepo, expression: str) -> None:
+    head_api(repo, "X={{ " + expression + " }}\n")
+    (problem,) = render_problems(repo)
+    assert problem.source == Source(API_ENV, 1)
+    assert "of 'dict' object is unsafe" in problem.message
+
+
+def test_bytecode_cache_renders_the_same(repo: ConfigRepo, tmp_path: Path) -> None:
+    config = repo.load()
+    service = config.environment("dev").services["api"]
+    cold = Renderer(tmp_path / "bc").render(config, service, "img:1")
+    assert any((tmp_path / "bc").iterdir())
+    warm = Renderer(tmp_path / "bc").render(config, service, "img:1")
+    assert warm == cold

@@ -109,7 +109,12 @@ class _Loader:
         platforms = {}
         for name, spec in (data.get("platforms") or {}).items():
             if isinstance(spec, dict) and isinstance(spec.get("kind"), str):
-                settings = {k: str(v) for k, v in spec.items() if k != "kind"}
+                settings = {
+                    # A secret setting keeps its reference ("env:NAME"), resolved by the adapter.
+                    k: str(v["secret"]) if isinstance(v, dict) and "secret" in v else str(v)
+                    for k, v in spec.items()
+                    if k != "kind"
+                }
                 platforms[str(name)] = PlatformSpec(str(name), spec["kind"], settings)
         repo = data.get("deploy_repo") or {}
         run_store = data.get("run_store") or {}

@@ -258,6 +258,10 @@ PROJECT = Obj(
                     "namespace": Str(),
                     "url": Str(),
                     "group": Str(),
+                    "secrets_url": Str(),
+                    "secret_store": Str(),
+                    "token": SecretOrStr(allow_plain=False),
+                    "verify": Bool(),
                 },
                 required=("kind",),
             )

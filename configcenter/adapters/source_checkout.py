@@ -174,7 +174,7 @@ def resolve_source(
             f"source repo {redact_url(url)} has no branch, tag or commit {ref!r}: "
             "push it, or fix image.source.ref"
         )
-    tree = _rev_parse(mirror, f"{commit}:{sub}^{{tree}}" if sub else f"{commit}^{{tree}}")
+    tree = _tree_id(mirror, commit, sub)
     if tree is None:
         raise SourceCheckoutError(
             f"source repo {redact_url(url)} at {ref} ({commit[:12]}) has no directory "
@@ -196,6 +196,18 @@ def _resolve_ref(mirror: Path, ref: str) -> str | None:
         if commit:
             return commit
     return None
+
+
+def _tree_id(mirror: Path, commit: str, subdir: str) -> str | None:
+    """The tree id of `subdir` in `commit`, None when it is missing or not a directory."""
+    import git
+
+    root = git.Repo(mirror).commit(commit).tree
+    try:
+        node = root / subdir if subdir else root
+    except KeyError:
+        return None
+    return node.hexsha if node.type == "tree" else None
 
 
 def export_tree(source: ResolvedSource) -> Path:

@@ -72,10 +72,14 @@ _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _URL_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@]*)@")
 _SCP_LIKE = re.compile(r"^[^/:]+:")
 _AUTHOR = re.compile(r"^(?P<name>[^<>\n]+?)\s*<(?P<email>[^<>\n]*)>$")
-_BATCH_HEADER = re.compile(rb"^[0-9a-f]{40,64} (?P<type>blob|tree|commit|tag) (?P<size>\d+)$")
+_BATCH_HEADER = re.compile(rb"[0-9a-f]{40,64} (?P<type>blob|tree|commit|tag) (?P<size>\d+)$")
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_REV_CHARS = re.compile(r"[\x00-\x20\x7f:?*\[\\]")
 _LOG_FIELDS = 6
+# Up to this many paths, read_many asks cat-file for "rev:path" directly (one process);
+# beyond it, resolving blob ids with one ls-tree first is much faster.
+_DIRECT_LOOKUPS = 32
 _LOG_FORMAT = (
     "%H%x00%an <%ae>%x00%aI%x00%s%x00%b%x00"
     "%(trailers:only,unfold,separator=%x1f,key_value_separator=%x1e)"
@@ -145,18 +149,20 @@ def _check_path(path: object, what: str = "path") -> str:
     """A clean repository-relative path, or an error saying what is wrong with it."""
     if not isinstance(path, str) or not path:
         raise InvalidDeployPath(f"deploy repo {what} must be a non-empty string, got {path!r}")
-    if any(ord(c) < 32 or c == "\x7f" for c in path):
+    if _CONTROL.search(path):
         raise InvalidDeployPath(
             f"deploy repo {what} {path!r} contains a control character (newline, tab, ...); "
             "rename the file"
         )
-    parts = path.split("/")
-    if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    # Substring tests on "/path/" instead of a loop over parts: this runs for every
+    # one of thousands of files in a bulk commit or read.
+    wrapped = f"/{path}/"
+    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
         raise InvalidDeployPath(
             f"deploy repo {what} {path!r} must be relative and normalised, like "
             "'dev/api/app.env' (no leading '/', no empty, '.' or '..' parts)"
         )
-    if any(p.lower() == ".git" for p in parts):
+    if "/.git/" in wrapped.lower():
         raise InvalidDeployPath(f"deploy repo {what} {path!r} has a '.git' part, which git refuses")
     return path
 
@@ -286,7 +292,8 @@ class GitDeployRepo:
         self._repo: git.Repo | None = None
         self._lock_token: str | None = None
         self._env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
-        self._env.update({"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
+        # Literal pathspecs: a prefix like "dev/*" or ":x" names a path, not a pattern.
+        self._env.update({"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_LITERAL_PATHSPECS": "1"})
 
     def __repr__(self) -> str:
         return f"GitDeployRepo({redact_url(self.url)!r}, {self.branch!r}, {str(self.cache_dir)!r})"
@@ -426,33 +433,66 @@ class GitDeployRepo:
         return self.read_many([path], rev).get(path)
 
     def read_many(self, paths: Sequence[str], rev: str | None = None) -> dict[str, bytes]:
-        """One ``cat-file --batch`` for all paths; its first request checks ``rev`` exists."""
+        """All paths in one ``cat-file --batch`` round.
+
+        Few paths are looked up as ``rev:path``. Many are first resolved to blob ids by
+        one ``ls-tree``, because git walks the trees from the commit for every
+        ``rev:path`` request: 7,500 such lookups take ~1 s, the two-step way ~0.1 s.
+        """
         wanted = list(dict.fromkeys(_check_path(p) for p in paths))
         start = self._rev_or_head(rev)
         if start is None or not wanted:
             return {}
-        requests = [f"{start}^{{commit}}"] + [f"{start}:{p}" for p in wanted]
-        out = self._git(
-            "cat-file", "--batch", "--buffer", stdin=("\n".join(requests) + "\n").encode()
-        ).stdout
+        if len(wanted) <= _DIRECT_LOOKUPS:
+            requests = [f"{start}^{{commit}}".encode()]
+            requests += [f"{start}:{p}".encode() for p in wanted]
+            objects = self._cat_batch(requests)
+            if objects[0] is None or objects[0][0] != b"commit":
+                raise DeployRepoError(
+                    f"revision {rev!r} is not a commit in deploy repo cache "
+                    f"{self.cache_dir}; pass a sha from head() or log(), after sync()"
+                )
+            pairs = zip(wanted, objects[1:], strict=True)
+            return {p: obj[1] for p, obj in pairs if obj is not None and obj[0] == b"blob"}
+        blobs = self._blob_ids(start, sorted({p.split("/", 1)[0] for p in wanted}))
+        present = [p for p in wanted if p in blobs]
+        objects = self._cat_batch([blobs[p] for p in present])
+        pairs = zip(present, objects, strict=True)
+        return {p: obj[1] for p, obj in pairs if obj is not None and obj[0] == b"blob"}
+
+    def _cat_batch(self, requests: list[bytes]) -> list[tuple[bytes, bytes] | None]:
+        """(type, content) of each requested object, None where git has no such object."""
+        out = self._git("cat-file", "--batch", "--buffer", stdin=b"\n".join(requests) + b"\n")
+        data = out.stdout
         pos = 0
-        found: dict[str, bytes] = {}
-        for index, request in enumerate(requests):
-            end = out.index(b"\n", pos)
-            header = _BATCH_HEADER.match(out[pos:end])
+        result: list[tuple[bytes, bytes] | None] = []
+        for _request in requests:
+            end = data.index(b"\n", pos)
+            header = _BATCH_HEADER.match(data, pos, end)
             pos = end + 1
-            if header is None:
-                if index == 0:
-                    raise DeployRepoError(
-                        f"revision {rev!r} is not a commit in deploy repo cache "
-                        f"{self.cache_dir}; pass a sha from head() or log(), after sync()"
-                    )
+            if header is None:  # "<request> missing" (or ambiguous): no content follows
+                result.append(None)
                 continue
             size = int(header["size"])
-            if index > 0 and header["type"] == b"blob":
-                found[request[len(start) + 1 :]] = out[pos : pos + size]
+            result.append((header["type"], data[pos : pos + size]))
             pos += size + 1
-        return found
+        return result
+
+    def _blob_ids(self, start: str, tops: list[str]) -> dict[str, bytes]:
+        """Path -> blob id for every file under the top-level entries ``tops`` at ``start``."""
+        proc = self._git("ls-tree", "-r", "-z", start, "--", *tops, check=False)
+        if proc.returncode != 0:
+            raise DeployRepoError(
+                f"revision {start!r} is not a commit in deploy repo cache {self.cache_dir}: "
+                f"{self._stderr(proc)}; pass a sha from head() or log(), after sync()"
+            )
+        blobs: dict[str, bytes] = {}
+        for record in proc.stdout.split(b"\0"):
+            meta, _tab, name = record.partition(b"\t")
+            fields = meta.split(b" ")
+            if len(fields) == 3 and fields[1] == b"blob":
+                blobs[name.decode("utf-8", "surrogateescape")] = fields[2]
+        return blobs
 
     def list_files(self, prefix: str = "", rev: str | None = None) -> list[str]:
         clean = _check_prefix(prefix)

@@ -427,4 +427,38 @@ def test_bulk_reads_and_writes_use_one_git_process_each(
 
     git_calls.write_text("")
     assert repo.read_many(list(files)) == files
+    assert git_calls.read_text().split() == ["ls-tree", "cat-file"]
+
+    git_calls.write_text("")
+    few = list(files)[:5]
+    assert repo.read_many(few) == {p: files[p] for p in few}
     assert git_calls.read_text().split() == ["cat-file"]
+
+
+def test_many_reads_at_an_older_revision_skip_missing_paths_and_directories(
+    deploy_repo: GitDeployRepo,
+) -> None:
+    v1 = {f"{env}/svc{i:02d}/app.env": f"{env} {i} v1".encode() for env in ("dev", "prod")
+          for i in range(40)}  # fmt: skip
+    old = _apply(deploy_repo, {**v1, "top.txt": b"top"}, "v1")
+    v2 = {p: d.replace(b"v1", b"v2") for p, d in v1.items() if not p.startswith("prod/svc00/")}
+    _apply(deploy_repo, {**v2, **delete_prefix("prod/svc00")}, "v2")
+
+    wanted = [*v1, "top.txt", "dev/svc01", "staging/x", "dev/svc99/app.env"]
+    assert deploy_repo.read_many(wanted, rev=old) == {**v1, "top.txt": b"top"}
+    now = deploy_repo.read_many(wanted)
+    assert now == {**v2, "top.txt": b"top"}
+    with pytest.raises(DeployRepoError, match="not a commit"):
+        deploy_repo.read_many(wanted, rev="0123456789" * 4)
+
+
+def test_paths_with_pattern_characters_are_literal(deploy_repo: GitDeployRepo) -> None:
+    sha = _apply(
+        deploy_repo, {"a*/x": b"star", "ab/x": b"ab", ":(glob)q/y": b"magic", "a?/z": b"q"}, "odd"
+    )
+    assert deploy_repo.list_files("a*") == ["a*/x"]
+    assert deploy_repo.list_files(":(glob)q") == [":(glob)q/y"]
+    assert [c.sha for c in deploy_repo.log(prefix="a?")] == [sha]
+    assert [c.sha for c in deploy_repo.log(prefix="a[b]")] == []
+    many = [f"{p}{i}" for p in ("a*/", "ab/") for i in range(40)] + ["a*/x", ":(glob)q/y"]
+    assert deploy_repo.read_many(many) == {"a*/x": b"star", ":(glob)q/y": b"magic"}

@@ -1,0 +1,312 @@
+"""Planning against a deploy state: every action and reason, JSON shape, masking, ordering."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from configcenter.core.errors import ConfigError, Source
+from configcenter.core.order import CycleError, dependency_order, dependents_of
+from configcenter.core.plan import Plan, ServicePlan, make_plan
+from configcenter.core.render import Renderer
+from configcenter.core.state import EnvState, Release
+from tests.support.configrepo import ConfigRepo, deploy_files, state_after
+
+API_DEV = "environments/dev/api.yaml"
+SENTINEL = "s3nt1nel-Pa55w0rd-never-shown"
+
+
+class Deployed:
+    """What the deploy repo holds after applying a plan: its state and its rendered files."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.state = state_after(plan)
+        self.files = deploy_files(plan)
+
+    def previous_file(self) -> Callable[[str], bytes | None]:
+        return self.files.get
+
+
+def plan_of(repo: ConfigRepo, state: EnvState | None = None, **kwargs: object) -> Plan:
+    deployed_files: dict[str, bytes] = kwargs.pop("files", {})  # type: ignore[assignment]
+    return make_plan(
+        repo.load(),
+        "dev",
+        state or EnvState("dev"),
+        Renderer(),
+        deployed_files.get,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def applied(repo: ConfigRepo) -> Deployed:
+    return Deployed(plan_of(repo))
+
+
+def replan(repo: ConfigRepo, deployed: Deployed, **kwargs: object) -> dict[str, ServicePlan]:
+    plan = plan_of(repo, deployed.state, files=deployed.files, **kwargs)
+    return {s.service: s for s in plan.services}
+
+
+def test_create(repo: ConfigRepo) -> None:
+    plan = plan_of(repo)
+    assert [(s.service, s.action) for s in plan.services] == [("db", "create"), ("api", "create")]
+    api = plan.services[1]
+    assert api.reasons == ["template", "values", "image"]
+    assert (api.template_from, api.template_to) == (None, "1.0.0")
+    assert (api.image_from, api.image_to) == (None, "registry.example.com/shop/api:1.0")
+    assert api.added["LOG_LEVEL"].after == "debug"
+    assert api.added["LOG_LEVEL"].source == "environments/dev/_env.yaml:4"
+    assert api.added["DB_PASSWORD"].after == "***"
+    assert sorted(api.diffs) == ["app.env", "deployment.yaml"]
+    assert api.diffs["app.env"].startswith(
+        "--- /dev/null\n+++ b/dev/api/app.env\n@@ -0,0 +1,4 @@\n"
+    )
+    assert plan.changes == plan.services
+
+
+def test_noop_renders_nothing(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    renderer = Renderer()
+    plan = make_plan(repo.load(), "dev", deployed.state, renderer, deployed.previous_file())
+    assert [(s.service, s.action, s.reasons) for s in plan.services] == [
+        ("db", "noop", []),
+        ("api", "noop", []),
+    ]
+    for service in plan.services:
+        assert service.files is None  # decided from digests alone
+        assert service.diffs == {}
+        assert service.rendered_digest == deployed.state.services[service.service].rendered_digest
+    assert plan.changes == []
+
+
+def test_noop_survives_a_round_trip_through_state_yaml(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    deployed.state = EnvState.from_yaml("dev", deployed.state.to_yaml())
+    assert {s.action for s in replan(repo, deployed).values()} == {"noop"}
+
+
+def test_values_change(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    repo.write(
+        API_DEV,
+        "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\nreplicas: 1\n"
+        "values:\n  LOG_LEVEL: trace\n",
+    )
+    plans = replan(repo, deployed)
+    assert plans["db"].action == "noop"
+    api = plans["api"]
+    assert (api.action, api.reasons) == ("update", ["values"])
+    (key,) = api.changed
+    change = api.changed[key]
+    assert (key, change.before, change.after) == ("LOG_LEVEL", "debug", "trace")
+    assert change.source == f"{API_DEV}:5"
+    assert (api.added, api.removed) == ({}, {})
+    assert list(api.diffs) == ["app.env"]  # deployment.yaml renders the same
+    assert "-LOG_LEVEL=debug\n+LOG_LEVEL=trace\n" in api.diffs["app.env"]
+    assert api.diffs["app.env"].startswith("--- a/dev/api/app.env\n+++ b/dev/api/app.env\n")
+
+
+def test_values_added_and_removed(repo: ConfigRepo) -> None:
+    defaults = "values:\n  LOG_LEVEL: info\n  DB_HOST: db\n  DB_NAME: shop\n"
+    repo.write("environments/_defaults.yaml", defaults + "  LEGACY: old\n")
+    deployed = applied(repo)
+    repo.write("environments/_defaults.yaml", defaults + "  EXTRA: 1\n")
+    api = replan(repo, deployed)["api"]
+    assert api.reasons == ["values"]
+    assert api.added["EXTRA"].after == 1
+    assert api.added["EXTRA"].source == "environments/_defaults.yaml:5"
+    assert api.removed["LEGACY"].before == "old"
+    assert api.diffs == {}  # the templates do not use them
+
+
+def test_replicas_change_is_a_values_change(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    repo.write(
+        API_DEV, "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\nreplicas: 4\n"
+    )
+    api = replan(repo, deployed)["api"]
+    assert (api.action, api.reasons, api.replicas) == ("update", ["values"], (1, 4))
+    assert api.to_json()["replicas"] == {"from": 1, "to": 4}
+    assert "-  replicas: 1\n+  replicas: 4\n" in api.diffs["deployment.yaml"]
+
+
+def test_template_change(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    repo.release("api", "1.1.0", {"app.env.j2": "LOG_LEVEL={{ LOG_LEVEL }}\n"})
+    repo.write(API_DEV, "template: 1.1.0\nimage: {ref: registry.example.com/shop/api:1.0}\n")
+    api = replan(repo, deployed)["api"]
+    assert (api.action, api.reasons) == ("update", ["template"])
+    assert (api.template_from, api.template_to) == ("1.0.0", "1.1.0")
+    assert list(api.diffs) == ["app.env"]
+
+
+def test_image_change(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    repo.write(API_DEV, "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.1}\n")
+    api = replan(repo, deployed)["api"]
+    assert (api.action, api.reasons) == ("update", ["image"])
+    assert api.image_from == "registry.example.com/shop/api:1.0"
+    assert api.image_to == "registry.example.com/shop/api:1.1"
+    assert "+  image: registry.example.com/shop/api:1.1\n" in api.diffs["deployment.yaml"]
+
+
+def test_several_reasons_at_once(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    repo.release("api", "1.1.0", {"app.env.j2": "LOG_LEVEL={{ LOG_LEVEL }}\n"})
+    repo.write(
+        API_DEV,
+        "template: 1.1.0\nimage: {ref: registry.example.com/shop/api:2}\nvalues: {LOG_LEVEL: x}\n",
+    )
+    assert replan(repo, deployed)["api"].reasons == ["template", "values", "image"]
+
+
+def test_delete(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    repo.remove(API_DEV)
+    plans = replan(repo, deployed)
+    api = plans["api"]
+    assert (api.action, api.template_from, api.template_to) == ("delete", "1.0.0", None)
+    assert sorted(api.diffs) == ["app.env", "deployment.yaml"]
+    assert api.diffs["app.env"].startswith("--- a/dev/api/app.env\n+++ /dev/null\n")
+    assert api.removed["DB_PASSWORD"].before == "***"
+    assert plans["db"].action == "noop"
+
+
+def test_blocked_after_a_failed_release_and_retry_unblocks(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    repo.write(API_DEV, "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:2.0}\n")
+    wanted = replan(repo, deployed)["api"]
+    assert wanted.action == "update"
+    failed = Release(
+        id="r7",
+        outcome="rolled_back",
+        at="2024-05-01T10:00:00Z",
+        inputs_digest=wanted.inputs_digest,
+        reason="readiness probe failed",
+    )
+    deployed.state.services["api"] = replace(deployed.state.services["api"], last_failed=failed)
+    api = replan(repo, deployed)["api"]
+    assert api.action == "blocked"
+    assert api.blocked == (
+        "release r7 with these inputs was rolled back at 2024-05-01T10:00:00Z: readiness probe "
+        "failed; "
+        "change its inputs or run apply --retry api"
+    )
+    assert api.to_json()["blocked"] == api.blocked
+    assert replan(repo, deployed, retry=["api"])["api"].action == "update"
+    # Any change to its inputs unblocks it too.
+    repo.write(API_DEV, "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:2.1}\n")
+    assert replan(repo, deployed)["api"].action == "update"
+
+
+def test_failed_release_does_not_block_a_noop(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    api_state = deployed.state.services["api"]
+    failed = Release(id="r2", outcome="failed", at="t", inputs_digest=api_state.inputs_digest)
+    deployed.state.services["api"] = replace(api_state, last_failed=failed)
+    assert replan(repo, deployed)["api"].action == "noop"
+
+
+def test_moved_tag_is_an_error(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    recorded = deployed.state.services["api"].template_commit
+    assert recorded is not None
+    repo.write("templates/api/app.env.j2", "MOVED=1\n")
+    moved = repo.commit("rewrite 1.0.0")
+    repo.tag("api/1.0.0", force=True)
+    with pytest.raises(ConfigError) as caught:
+        plan_of(repo, deployed.state, files=deployed.files)
+    (problem,) = caught.value.problems
+    assert problem.source == Source(API_DEV, 1)
+    assert problem.message == (
+        f"template tag api/1.0.0 moved: the deploy repo recorded commit {recorded[:12]}, "
+        f"the tag now points at {moved[:12]}"
+    )
+    assert problem.hint == "released tags must not move; release a new version instead"
+
+
+def test_json_shape_is_the_documented_one(repo: ConfigRepo) -> None:
+    deployed = applied(repo)
+    repo.write(
+        API_DEV,
+        "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\nreplicas: 1\n"
+        "values:\n  LOG_LEVEL: trace\n",
+    )
+    data = json.loads(json.dumps(plan_of(repo, deployed.state, files=deployed.files).to_json()))
+    assert set(data) == {"env", "services"}
+    assert data["env"] == "dev"
+    db, api = data["services"]
+    assert set(api) == {"service", "action", "reasons", "template", "image", "values", "files"}
+    assert api["service"] == "api"
+    assert api["action"] == "update"
+    assert api["reasons"] == ["values"]
+    assert api["template"] == {"from": "1.0.0", "to": "1.0.0"}
+    assert api["image"] == {
+        "from": "registry.example.com/shop/api:1.0",
+        "to": "registry.example.com/shop/api:1.0",
+    }
+    assert api["values"] == {
+        "changed": {"LOG_LEVEL": {"from": "debug", "to": "trace", "source": f"{API_DEV}:5"}},
+        "added": {},
+        "removed": {},
+    }
+    assert list(api["files"]) == ["app.env"]
+    assert api["files"]["app.env"].startswith("--- a/dev/api/app.env\n+++ b/dev/api/app.env\n")
+    assert db["action"] == "noop"
+    assert db["values"] == {"changed": {}, "added": {}, "removed": {}}
+    assert db["files"] == {}
+
+
+def test_secrets_are_masked_and_never_resolved(
+    repo: ConfigRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOP_DB_PASSWORD", SENTINEL)
+    monkeypatch.setenv("SHOP_DB_PASSWORD_V2", SENTINEL + "-v2")
+    deployed = applied(repo)
+    repo.write(
+        API_DEV,
+        "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\n"
+        "values:\n  DB_PASSWORD: {secret: 'env:SHOP_DB_PASSWORD_V2'}\n",
+    )
+    plan = plan_of(repo, deployed.state, files=deployed.files)
+    text = json.dumps(plan.to_json())
+    api = plan.services[1]
+    assert api.changed["DB_PASSWORD"].before == "***"
+    assert api.changed["DB_PASSWORD"].after == "***"
+    assert "+DB_PASSWORD=${secret:env:SHOP_DB_PASSWORD_V2}" in api.diffs["app.env"]
+    stored = b"".join(deployed.files.values()) + deployed.state.to_yaml()
+    assert SENTINEL not in text
+    assert SENTINEL.encode() not in stored
+    assert SENTINEL.encode() not in b"".join((api.files or {}).values())
+
+
+def test_services_in_dependency_order(repo: ConfigRepo) -> None:
+    repo.write("templates/alpha/template.yaml", "outputs: [app.env]\ndepends_on: [api]\n")
+    repo.write("templates/alpha/app.env.j2", "A=1\n")
+    repo.write("templates/zeta/template.yaml", "outputs: [app.env]\n")
+    repo.write("templates/zeta/app.env.j2", "Z=1\n")
+    repo.write("environments/dev/alpha.yaml", "template: HEAD\n")
+    repo.write("environments/dev/zeta.yaml", "template: HEAD\n")
+    names = [s.service for s in plan_of(repo).services]
+    assert names == ["db", "api", "alpha", "zeta"]
+
+
+def test_only_some_services(repo: ConfigRepo) -> None:
+    assert [s.service for s in plan_of(repo, only=["api"]).services] == ["api"]
+    with pytest.raises(ConfigError) as caught:
+        plan_of(repo, only=["nope"])
+    assert caught.value.problems[0].message == "service 'nope' is not deployed in dev"
+
+
+def test_dependency_order_function() -> None:
+    deps = {"web": ["api"], "api": ["db", "cache"], "db": [], "cache": [], "batch": ["db", "x"]}
+    assert dependency_order(deps) == ["cache", "db", "api", "batch", "web"]
+    assert dependents_of(deps, "db") == {"api", "web", "batch"}
+    with pytest.raises(CycleError) as caught:
+        dependency_order({"a": ["b"], "b": ["c"], "c": ["a"]})
+    assert caught.value.cycle == ["a", "b", "c", "a"]
+    assert str(caught.value) == "dependency cycle: a -> b -> c -> a"

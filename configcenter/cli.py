@@ -448,23 +448,31 @@ def history(ws: Workspace, env: str, service: str | None, limit: int, as_json: b
 
         print_json([e.__dict__ for e in entries])
         return
-    from rich.table import Table
-
-    from configcenter.output import out
-
     if not entries:
-        out.print(f"no releases in {env} yet")
+        click.echo(f"no releases in {env} yet")
         return
-    table = Table(show_edge=False, box=None)
-    for column in ("release", "at", "outcome", "template", "image", "commit", "by"):
-        table.add_column(column, overflow="fold", no_wrap=column != "image")
+    rows = [("RELEASE", "AT", "OUTCOME", "TEMPLATE", "COMMIT", "BY", "IMAGE")]
     for e in entries:
-        by = " ".join(x for x in (e.trigger, e.actor) if x)
-        outcome = e.outcome + (f" ({e.reason})" if e.reason else "")
-        table.add_row(
-            e.release, e.at.replace("T", " "), outcome, e.template_tag, e.image, e.commit[:8], by
+        by = " ".join(x for x in (e.trigger, e.actor) if x) or "-"
+        rows.append(
+            (
+                e.release,
+                e.at.replace("T", " "),
+                e.outcome,
+                e.template_tag,
+                e.commit[:8],
+                by,
+                e.image,
+            )
         )
-    out.print(table)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        )
+        reason = next((e.reason for e in entries if e.release == row[0] and e.reason), "")
+        if reason:
+            click.echo(f"    {reason}")
 
 
 @cli.command()

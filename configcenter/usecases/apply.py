@@ -796,12 +796,8 @@ def rollback_service(
                 outcome="rolled_back",
                 reason=f"rolled back to {target} by {actor or default_actor()}",
             )
-            new = replace(
-                snapshot,
-                release=good,
-                last_good=good if result_outcome == "healthy" else current.last_good,
-                last_failed=left,
-            )
+            # The restored release was good before and is what runs (or is committed) now.
+            new = replace(snapshot, release=good, last_good=good, last_failed=left)
             log(f"{service}: rolled back to {target}")
             _record(
                 ws,

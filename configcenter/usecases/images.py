@@ -52,27 +52,9 @@ def build_spec(config: Config, plan: ServicePlan) -> ImageBuildSpec:
     )
 
 
-def open_builder(config: Config) -> Any:
-    settings = config.project.builder
-    kind = settings.get("kind", "buildah")
-    if kind == "buildah":
-        from configcenter.adapters.buildah import BuildahBuilder
-
-        return BuildahBuilder(
-            storage_driver=settings.get("storage_driver", "vfs"),
-            isolation=settings.get("isolation", "chroot"),
-        )
-    if kind == "docker":
-        from configcenter.adapters.docker_builder import DockerBuilder
-
-        return DockerBuilder()
-    raise ValueError(
-        f"builder kind '{kind}' cannot run from this command yet; use buildah or docker"
-    )
-
-
-def open_registry(config: Config, redactor: Redactor) -> Any:
-    from configcenter.adapters.oci_registry import OciRegistry, RegistryCredentials
+def _registry_settings(config: Config, redactor: Redactor) -> tuple[str, bool, Any]:
+    """Host, insecure flag and credentials (secrets resolved now, registered for masking)."""
+    from configcenter.adapters.oci_registry import RegistryCredentials
     from configcenter.adapters.secrets import resolve_secret
 
     registry = config.project.registry
@@ -81,13 +63,41 @@ def open_registry(config: Config, redactor: Redactor) -> Any:
     if registry.get("username") and registry.get("password"):
         user = registry["username"]
         if isinstance(user, dict):
-            user = resolve_secret(user["secret"])
-        password = resolve_secret(registry["password"]["secret"])
-        redactor.register(password)
+            user = resolve_secret(user["secret"], on_resolved=redactor.register)
+        password = resolve_secret(registry["password"]["secret"], on_resolved=redactor.register)
         credentials = RegistryCredentials(str(user), password)
-    return OciRegistry(
-        host.rstrip("/"), insecure=bool(registry.get("insecure", False)), credentials=credentials
+    return host.rstrip("/"), bool(registry.get("insecure", False)), credentials
+
+
+def open_builder(config: Config, redactor: Redactor) -> Any:
+    settings = config.project.builder
+    kind = settings.get("kind", "buildah")
+    host, insecure, credentials = _registry_settings(config, redactor)
+    creds = {host: credentials} if credentials else {}
+    if kind == "buildah":
+        from configcenter.adapters.buildah import BuildahBuilder
+
+        return BuildahBuilder(
+            storage_driver=settings.get("storage_driver", "vfs"),
+            isolation=settings.get("isolation", "chroot"),
+            insecure_registries=frozenset({host}) if insecure else frozenset(),
+            credentials=creds,
+        )
+    if kind == "docker":
+        from configcenter.adapters.docker_builder import DockerBuilder
+
+        return DockerBuilder(credentials=creds)
+    raise ValueError(
+        f"builder kind '{kind}' is not available from the CLI yet (the kaniko adapter needs "
+        "a cluster namespace and push secret); use buildah or docker"
     )
+
+
+def open_registry(config: Config, redactor: Redactor) -> Any:
+    from configcenter.adapters.oci_registry import OciRegistry
+
+    host, insecure, credentials = _registry_settings(config, redactor)
+    return OciRegistry(host, insecure=insecure, credentials=credentials)
 
 
 def build_images(
@@ -103,7 +113,7 @@ def build_images(
     keys = {p.service: p.image.build_key if p.image else None for p in chosen}
     outcomes: list[BuildOutcome] = build_many(
         specs,
-        open_builder(config),
+        open_builder(config, redactor),
         open_registry(config, redactor),
         cache_home() / "sources",
         log,
@@ -125,7 +135,7 @@ def build_service(ws: Any, env: str, service: str, log: Callable[[str, str], Non
     plan = plan_env(ws, env, only=[service], render_all=True).services[0]
     outcome: BuildOutcome = build_many(
         [build_spec(ws.config, plan)],
-        open_builder(ws.config),
+        open_builder(ws.config, ws.redactor),
         open_registry(ws.config, ws.redactor),
         cache_home() / "sources",
         log,

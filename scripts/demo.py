@@ -1,0 +1,173 @@
+"""The configcenter demo: the example config repo, from validate to a rollback.
+
+Builds a scratch workspace in ./demo-workspace (config repo with template tags,
+a bare deploy repo, the api's source repo), starts a real OCI registry, builds
+a busybox base image with buildah and, when Go is here, starts the real
+Kubernetes test bed. Then it runs the commands a user would, printing each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import k8s_testbed  # noqa: E402  (test-bed helpers double as demo helpers)
+from tests.support.registry_fixtures import start_registry, stop_registry  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def banner(text: str) -> None:
+    print(f"\n\033[1;36m## {text}\033[0m", flush=True)
+
+
+def cc(*args: str, cwd: Path, env: dict[str, str], expect: int = 0) -> int:
+    print(f"\033[1m$ configcenter {shlex.join(args)}\033[0m", flush=True)
+    code = subprocess.run([str(BIN / "configcenter"), *args], cwd=cwd, env=env).returncode
+    if code != expect:
+        print(f"(exit {code}, expected {expect})", flush=True)
+        sys.exit(1)
+    if code:
+        print(f"(exit {code}, as expected)", flush=True)
+    return code
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    if old not in text:
+        raise SystemExit(f"demo: {path} has no {old!r}")
+    path.write_text(text.replace(old, new))
+
+
+def build_base_image(host: str, workspace: Path) -> None:
+    from configcenter.adapters.buildah import BuildahBuilder
+    from configcenter.ports.builder import BuildRequest
+
+    context = workspace / "busybox-base"
+    context.mkdir()
+    shutil.copy2("/bin/busybox", context / "busybox")
+    BuildahBuilder(insecure_registries=frozenset({host})).build_and_push(
+        BuildRequest(
+            service="busybox-base",
+            context_dir=context,
+            dockerfile=(
+                "FROM scratch\nCOPY busybox /bin/busybox\n"
+                'RUN ["/bin/busybox", "mkdir", "-p", "/usr/bin", "/sbin", "/usr/sbin", "/tmp"]\n'
+                'RUN ["/bin/busybox", "--install", "-s"]\n'
+            ),
+            build_args={},
+            target=f"{host}/base/busybox:latest",
+        ),
+        log=lambda line: None,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--keep", action="store_true", help="leave the registry and cluster up")
+    parser.add_argument("--no-k8s", action="store_true", help="skip the Kubernetes part")
+    args = parser.parse_args()
+
+    workspace = ROOT / "demo-workspace"
+    if workspace.exists():
+        k8s_testbed.main(["down", "--state-dir", str(workspace / "k8s")])
+        shutil.rmtree(workspace)
+    banner("A scratch workspace from the example config repo")
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make-example-repo"), str(workspace)], check=True
+    )
+    config = workspace / "shop-config"
+    env = dict(os.environ)
+    env.update(
+        XDG_STATE_HOME=str(workspace / "state"),
+        XDG_CACHE_HOME=str(workspace / "cache"),
+        SHOP_DEV_DB_PASSWORD="demo-dev-password",
+        PATH=f"{BIN}:{env.get('PATH', '')}",
+    )
+    registry = start_registry(workspace / "registry")
+    cluster = None
+    try:
+        banner(f"A real OCI registry on {registry.host}; a busybox base image built with buildah")
+        build_base_image(registry.host, workspace)
+        edit(config / "configcenter.yaml", "127.0.0.1:5000", registry.host)
+        edit(config / "environments/_defaults.yaml", "127.0.0.1:5000", registry.host)
+        git("commit", "-qam", f"demo: registry on {registry.host}", cwd=config)
+
+        banner("Validate, explain, render, plan")
+        cc("validate", cwd=config, env=env)
+        cc("explain", "dev", "api", "LOG_LEVEL", cwd=config, env=env)
+        cc("render", "dev", "--out", "out", cwd=config, env=env)
+        cc("plan", "prod", "--service", "api", cwd=config, env=env)
+        print("$ configcenter plan dev --json --exit-code | head -c 600")
+        result = subprocess.run(
+            [str(BIN / "configcenter"), "plan", "dev", "--json", "--exit-code"],
+            cwd=config,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        print(f"{result.stdout[:600]}...\n(exit {result.returncode}: changes pending)")
+
+        rollout = not args.no_k8s and shutil.which("go") is not None
+        if rollout:
+            banner(
+                "The real Kubernetes control plane (kube-apiserver, controller-manager, "
+                "scheduler, etcd, KWOK)"
+            )
+            k8s_testbed.main(["up", "--state-dir", str(workspace / "k8s")])
+            cluster = workspace / "k8s"
+            env["KUBECONFIG"] = str(next(cluster.glob("*.kubeconfig")))
+        else:
+            print("(no Go toolchain: commits only, no rollout)")
+
+        extra = [] if rollout else ["--no-rollout"]
+        banner("Apply dev: build api from source, commit, roll out in dependency order")
+        cc("apply", "dev", *extra, cwd=config, env=env)
+        banner("Apply again: nothing changed, nothing happens")
+        cc("apply", "dev", *extra, cwd=config, env=env)
+
+        banner("A value change: only worker is updated")
+        edit(config / "environments/dev/worker.yaml", "shop-dev-jobs", "shop-dev-jobs-v2")
+        git("commit", "-qam", "dev: new worker queue", cwd=config)
+        cc("plan", "dev", cwd=config, env=env, expect=0)
+        cc("apply", "dev", *extra, cwd=config, env=env)
+
+        if rollout:
+            banner("A broken image: the rollout misses its deadline and rolls back (exit 3)")
+            edit(config / "environments/dev/web.yaml", "web:3.0.1", "web:3.1.0-never-ready")
+            git("commit", "-qam", "dev: web 3.1.0", cwd=config)
+            cc("apply", "dev", cwd=config, env=env, expect=3)
+            banner("No retry loop: the failed release is blocked until its inputs change")
+            cc("plan", "dev", cwd=config, env=env)
+        else:
+            banner("Roll the worker's config back to its previous release")
+            cc("rollback", "dev", "worker", "--no-rollout", cwd=config, env=env)
+        banner("History")
+        cc("history", "dev", cwd=config, env=env)
+        print(
+            f"\nThe workspace is in {workspace}; the deploy repo is "
+            f"{workspace / 'shop-deploy.git'} (try: git -C {workspace / 'shop-deploy.git'} log)"
+        )
+    finally:
+        if not args.keep:
+            stop_registry(registry)
+            if cluster is not None:
+                k8s_testbed.main(["down", "--state-dir", str(cluster)])
+        else:
+            print(f"registry {registry.host} and the cluster are still up (--keep)")
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -350,6 +351,9 @@ class GitDeployRepo:
         text = proc.stderr.decode("utf-8", "replace").strip() or f"exit {proc.returncode}"
         return self._redact(text)
 
+    def _is_commit(self, rev: str) -> bool:
+        return self._git("cat-file", "-e", f"{rev}^{{commit}}", check=False).returncode == 0
+
     def _rev_or_head(self, rev: str | None) -> str | None:
         return self.head() if rev is None else _check_rev(rev)
 
@@ -397,6 +401,11 @@ class GitDeployRepo:
 
     def push(self, sha: str) -> bool:
         """Push and read the outcome from ``--porcelain`` flags, not from prose."""
+        if not self._is_commit(_check_rev(sha)):
+            raise DeployRepoError(
+                f"cannot push {sha!r}: it is not a commit in deploy repo cache {self.cache_dir}; "
+                "push the sha that commit() returned"
+            )
         target = f"refs/heads/{self.branch}"
         crash_point("deploy_repo.push.before_push")
         proc = self._git(
@@ -575,8 +584,11 @@ class GitDeployRepo:
     ) -> str | None:
         """Write blobs, deletions and the commit as one ``fast-import`` stream."""
         prefixes, deletes, writes = _split_changes(changes)
-        if not message.strip():
-            raise DeployRepoError("commit message is empty; say what the commit changes")
+        if not message.strip() or "\0" in message:
+            raise DeployRepoError(
+                "commit message is empty or contains a NUL byte; say in text what the commit "
+                "changes (compose_message builds one with trailers)"
+            )
         if parent is not None:
             _check_rev(parent)
         name, email = _ident(author or self.author)
@@ -641,8 +653,7 @@ class GitDeployRepo:
         proc.stderr.close()
         if proc.wait() == 0:
             return
-        probe = f"{parent}^{{commit}}"
-        if parent is not None and self._git("cat-file", "-e", probe, check=False).returncode:
+        if parent is not None and not self._is_commit(parent):
             raise DeployRepoError(
                 f"parent {parent!r} is not a commit in deploy repo cache {self.cache_dir}; "
                 "call sync() and commit on the head it returns"
@@ -655,7 +666,12 @@ class GitDeployRepo:
 
     @contextlib.contextmanager
     def lock(self, timeout: float = 60.0) -> Iterator[None]:
-        """Hold the cache lock; dead or expired owners are taken over with a warning."""
+        """Hold the cache lock; dead or expired owners are taken over with a warning.
+
+        While held, a heartbeat thread refreshes the lock's time every quarter of the
+        expiry, so expiry means "owner silent for that long" (gone, or on another host
+        and stuck), never "this apply is merely slow".
+        """
         if self._lock_token is not None:
             raise DeployRepoError(
                 f"lock() on {self.cache_dir} is already held by this object; it is not "
@@ -664,17 +680,24 @@ class GitDeployRepo:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         token = self._acquire(timeout)
         self._lock_token = token
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(token, stop), name="deploy-repo-lock", daemon=True
+        )
+        beat.start()
         try:
             crash_point("deploy_repo.lock.acquired")
             yield
             crash_point("deploy_repo.lock.before_release")
         finally:
+            stop.set()
+            beat.join()
             self._lock_token = None
             self._release(token)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
-        """A short flock serialising inspect-and-take, so two takeovers cannot both win."""
+        """A short flock serialising inspect-and-write, so two takeovers cannot both win."""
         with open(self.cache_dir / (LOCK_FILE + ".guard"), "a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -696,12 +719,21 @@ class GitDeployRepo:
             return {"corrupt": raw[:200]}
         return record
 
+    def _write_lock(self, record: dict[str, Any]) -> None:
+        """Write-then-rename, so the lock file is never seen half-written."""
+        path = self.cache_dir / LOCK_FILE
+        tmp = path.with_name(f"{LOCK_FILE}.{record['token']}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
     def _stale_reason(self, record: dict[str, Any]) -> str | None:
         if "corrupt" in record:
             return f"its content is unreadable ({record['corrupt']!r})"
-        age = time.time() - float(record["time"])
-        if age > self.lock_expiry:
-            return f"it is {age:.0f}s old, past the {self.lock_expiry:.0f}s expiry"
+        silent = time.time() - float(record["time"])
+        if silent > self.lock_expiry:
+            return (
+                f"its owner has been silent {silent:.0f}s, past the {self.lock_expiry:.0f}s expiry"
+            )
         if record["host"] == socket.gethostname() and not _pid_alive(
             int(record["pid"]), record.get("pid_start")
         ):
@@ -712,23 +744,14 @@ class GitDeployRepo:
     def _describe(record: dict[str, Any]) -> str:
         if "corrupt" in record:
             return "an unreadable owner"
-        since = (
-            datetime.fromtimestamp(float(record["time"])).astimezone().isoformat(timespec="seconds")
-        )
-        return f"pid {record['pid']} on host {record['host']} since {since}"
+        since = float(record.get("since", record["time"]))
+        stamp = datetime.fromtimestamp(since).astimezone().isoformat(timespec="seconds")
+        return f"pid {record['pid']} on host {record['host']} since {stamp}"
 
     def _acquire(self, timeout: float) -> str:
         token = uuid.uuid4().hex
         pid = os.getpid()
         stat = _proc_stat(pid)
-        mine = {
-            "pid": pid,
-            "host": socket.gethostname(),
-            "time": time.time(),
-            "pid_start": stat[1] if stat else None,
-            "token": token,
-        }
-        path = self.cache_dir / LOCK_FILE
         deadline = time.monotonic() + timeout
         delay = 0.02
         while True:
@@ -739,21 +762,38 @@ class GitDeployRepo:
                     if record is not None:
                         logger.warning(
                             "taking over the deploy repo cache lock %s held by %s: %s",
-                            path, self._describe(record), reason,
+                            self.cache_dir / LOCK_FILE, self._describe(record), reason,
                         )  # fmt: skip
-                    mine["time"] = time.time()
-                    tmp = path.with_name(f"{LOCK_FILE}.{token}.tmp")
-                    tmp.write_text(json.dumps(mine))
-                    os.replace(tmp, path)
+                    now = time.time()
+                    self._write_lock(
+                        {
+                            "pid": pid,
+                            "host": socket.gethostname(),
+                            "pid_start": stat[1] if stat else None,
+                            "since": now,
+                            "time": now,
+                            "token": token,
+                        }
+                    )
                     return token
             if time.monotonic() >= deadline:
                 raise DeployRepoLockTimeout(
                     f"deploy repo cache {self.cache_dir} is locked by {self._describe(record)} "
-                    f"(lock file {path}); waited {timeout:.0f}s. Wait for that apply to finish, "
-                    f"or remove the lock file if that process is gone"
+                    f"(lock file {self.cache_dir / LOCK_FILE}); waited {timeout:.0f}s. Wait for "
+                    "that apply to finish, or remove the lock file if that process is gone"
                 )
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.5)
+
+    def _heartbeat(self, token: str, stop: threading.Event) -> None:
+        interval = min(max(self.lock_expiry / 4, 0.05), 60.0)
+        while not stop.wait(interval):
+            with self._guard():
+                record = self._read_lock()
+                if record is None or record.get("token") != token:
+                    return  # taken over: _release reports it
+                record["time"] = time.time()
+                self._write_lock(record)
 
     def _release(self, token: str) -> None:
         path = self.cache_dir / LOCK_FILE
@@ -764,6 +804,6 @@ class GitDeployRepo:
                 return
         logger.warning(
             "deploy repo cache lock %s was taken over by %s while we held it; "
-            "raise lock_expiry if applies take longer",
-            path, "nobody" if record is None else self._describe(record),
+            "its owner judged us gone (lock_expiry %.0fs)",
+            path, "nobody" if record is None else self._describe(record), self.lock_expiry,
         )  # fmt: skip

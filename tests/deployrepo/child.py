@@ -1,6 +1,7 @@
 """A separate process for the lock and crash tests: the real adapter, no test hooks.
 
-``hold URL BRANCH CACHE``: take the lock, print "locked", hold it until stdin closes.
+``hold URL BRANCH CACHE [EXPIRY]``: take the lock, print "locked", hold it until stdin
+closes.
 ``apply URL BRANCH CACHE SPEC``: what the apply use case does with the deploy repo:
 under the lock, sync, commit the change set on the head, push, and on a rejected
 push sync and try again. SPEC is a JSON file: {"message": ..., "changes": {path:
@@ -18,12 +19,13 @@ from configcenter.adapters.git_deploy_repo import GitDeployRepo
 
 def main(argv: list[str]) -> int:
     mode, url, branch, cache = argv[:4]
-    repo = GitDeployRepo(url, branch, cache)
     if mode == "hold":
+        repo = GitDeployRepo(url, branch, cache, lock_expiry=float(argv[4]) if argv[4:] else 600)
         with repo.lock(timeout=30):
             print("locked", flush=True)
             sys.stdin.read()
         return 0
+    repo = GitDeployRepo(url, branch, cache)
     spec = json.loads(Path(argv[4]).read_text())
     changes = {k: None if v is None else v.encode() for k, v in spec["changes"].items()}
     with repo.lock(timeout=30):

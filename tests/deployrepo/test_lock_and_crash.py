@@ -37,10 +37,12 @@ def _child(repo: GitDeployRepo, mode: str, *extra: str) -> list[str]:
             str(repo.cache_dir), *extra]  # fmt: skip
 
 
-def _hold(repo: GitDeployRepo, crash_at: str | None = None) -> subprocess.Popen[str]:
+def _hold(
+    repo: GitDeployRepo, crash_at: str | None = None, expiry: float = 600
+) -> subprocess.Popen[str]:
     """A child process holding ``repo``'s lock once it has printed "locked"."""
     proc = subprocess.Popen(
-        _child(repo, "hold"),
+        _child(repo, "hold", str(expiry)),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -104,6 +106,25 @@ def test_expired_lock_of_a_live_process_is_taken_over(
         _out, err = holder.communicate(timeout=30)
     assert holder.returncode == 0
     assert "was taken over" in err
+
+
+def test_a_live_holder_keeps_its_lock_past_the_expiry_by_heartbeat(
+    deploy_repo_factory: Factory,
+) -> None:
+    expiry = 0.4
+    holder = _hold(deploy_repo_factory("shared"), expiry=expiry)
+    waiter = deploy_repo_factory("shared", lock_expiry=expiry)
+    try:
+        # Waiting three expiries: without heartbeats the lock would have gone stale.
+        owner = f"pid {holder.pid}"
+        with pytest.raises(DeployRepoLockTimeout, match=owner), waiter.lock(timeout=3 * expiry):
+            pytest.fail("took over a lock whose owner is alive and heartbeating")
+    finally:
+        _out, err = holder.communicate(timeout=30)
+    assert holder.returncode == 0, err
+    assert "taken over" not in err
+    with waiter.lock(timeout=0):
+        pass
 
 
 def test_lock_held_on_another_host_is_waited_for_not_taken(deploy_repo: GitDeployRepo) -> None:

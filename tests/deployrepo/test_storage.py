@@ -266,6 +266,22 @@ def test_racing_first_commits_on_an_empty_remote(
     assert bare_remote.head() == a
 
 
+def test_pushing_something_that_is_not_a_local_commit_is_an_error(
+    deploy_repo: GitDeployRepo,
+) -> None:
+    deploy_repo.sync()
+    with pytest.raises(DeployRepoError, match="push the sha that commit"):
+        deploy_repo.push("0123456789" * 4)
+    with pytest.raises(DeployRepoError, match="not a commit sha or ref"):
+        deploy_repo.push("--force")
+
+
+def test_commit_message_must_be_text(deploy_repo: GitDeployRepo) -> None:
+    for bad in ("", "  \n", "a\0b"):
+        with pytest.raises(DeployRepoError, match="commit message"):
+            deploy_repo.commit({"a": b"a"}, bad, None)
+
+
 def test_pushing_the_remote_head_again_is_a_success(deploy_repo: GitDeployRepo) -> None:
     sha = _apply(deploy_repo, {"a": b"a"}, "one")
     assert deploy_repo.push(sha) is True

@@ -274,6 +274,7 @@ def service_state(plan: ServicePlan, *, release_id: str = "r1") -> ServiceState:
         inputs_digest=plan.inputs_digest,
         files=per_file,
         platform=service.platform,
+        env_keys=list(service.template.env_keys),
         release=release,
         last_good=release,
     )

@@ -77,6 +77,7 @@ _BATCH_HEADER = re.compile(rb"[0-9a-f]{40,64} (?P<type>blob|tree|commit|tag) (?P
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_REV_CHARS = re.compile(r"[\x00-\x20\x7f:?*\[\\]")
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _LOG_FIELDS = 6
 # Up to this many paths, read_many asks cat-file for "rev:path" directly (one process);
 # beyond it, resolving blob ids with one ls-tree first is much faster.
@@ -120,6 +121,11 @@ def _check_url(url: str) -> None:
         raise DeployRepoError(
             f"deploy repo url {redact_url(url)!r} is empty or has surrounding whitespace; "
             "set deploy_repo.url in configcenter.yaml to a path or git URL"
+        )
+    if url.startswith("-"):
+        raise DeployRepoError(
+            f"deploy repo url {redact_url(url)!r} starts with '-', which git would read as an "
+            "option; set deploy_repo.url to a path or git URL"
         )
     if _URL_SCHEME.match(url) or _SCP_LIKE.match(url) or os.path.isabs(url):
         return
@@ -353,6 +359,15 @@ class GitDeployRepo:
 
     def _is_commit(self, rev: str) -> bool:
         return self._git("cat-file", "-e", f"{rev}^{{commit}}", check=False).returncode == 0
+
+    def _resolve_commit(self, rev: str) -> str:
+        proc = self._git("rev-parse", "--verify", "-q", f"{rev}^{{commit}}", check=False)
+        if proc.returncode != 0:
+            raise DeployRepoError(
+                f"{rev!r} is not a commit in deploy repo cache {self.cache_dir}; call sync() "
+                "and commit on the head it returns"
+            )
+        return proc.stdout.decode().strip()
 
     def _rev_or_head(self, rev: str | None) -> str | None:
         return self.head() if rev is None else _check_rev(rev)
@@ -589,8 +604,9 @@ class GitDeployRepo:
                 "commit message is empty or contains a NUL byte; say in text what the commit "
                 "changes (compose_message builds one with trailers)"
             )
-        if parent is not None:
-            _check_rev(parent)
+        if parent is not None and not _FULL_SHA.fullmatch(parent):
+            # fast-import's "from" takes a sha or a ref, not a revision expression.
+            parent = self._resolve_commit(_check_rev(parent))
         name, email = _ident(author or self.author)
         now = datetime.now().astimezone()
         offset = now.strftime("%z")

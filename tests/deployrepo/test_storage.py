@@ -216,6 +216,17 @@ def test_log_newest_first_with_trailers_prefix_and_grep(deploy_repo: GitDeployRe
     assert [c.sha for c in deploy_repo.log(rev=second)] == [second, first]
 
 
+def test_commit_parent_may_be_a_revision_expression(deploy_repo: GitDeployRepo) -> None:
+    first = _apply(deploy_repo, {"a": b"1"}, "one")
+    second = _apply(deploy_repo, {"a": b"2"}, "two")
+    branch = deploy_repo.commit({"b": b"b"}, "on first", f"{second}~1")
+    assert branch is not None
+    assert deploy_repo.log(rev=branch, limit=2)[1].sha == first
+    assert deploy_repo.read("a", rev=branch) == b"1"
+    with pytest.raises(DeployRepoError, match="call sync"):
+        deploy_repo.commit({"b": b"b"}, "x", f"{first}~5")
+
+
 def test_commit_author_is_recorded(deploy_repo: GitDeployRepo) -> None:
     head = deploy_repo.sync()
     sha = deploy_repo.commit({"a": b"a"}, "x", head, author="Ops Person <ops@example.com>")
@@ -345,6 +356,7 @@ def test_push_to_an_unreachable_remote_is_an_error(deploy_repo: GitDeployRepo) -
         ("../shop-deploy.git", "relative path"),
         ("", "empty"),
         (" /srv/x.git", "whitespace"),
+        ("--upload-pack=touch /tmp/pwned:x", "option"),
     ],
 )
 def test_bad_url_is_rejected(url: str, match: str, tmp_path: Path) -> None:

@@ -307,11 +307,12 @@ def _print_results(results: list[Any]) -> None:
     }
     table = Table(show_edge=False, title="result", title_justify="left")
     for column in ("service", "action", "outcome", "release", "reason"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "reason")
     for r in results:
         colour = style.get(r.outcome, "")
+        reason = r.reason if len(r.reason) <= 90 else r.reason[:87] + "..."
         table.add_row(
-            r.service, r.action, f"[{colour}]{r.outcome}[/{colour}]", r.release or "", r.reason
+            r.service, r.action, f"[{colour}]{r.outcome}[/{colour}]", r.release or "", reason
         )
     out.print(table)
 

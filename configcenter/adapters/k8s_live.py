@@ -1,0 +1,113 @@
+"""Live objects reduced to what someone actually set, for drift comparison.
+
+The API server fills in defaults (strategy, dnsPolicy, clusterIP, ...) and
+controllers add status and bookkeeping; comparing those with a manifest would
+report drift on every object. `managedFields` records exactly which fields each
+writer set, so a live object projected onto the union of those field sets is
+the manifest as applied, plus any change someone made by hand (`kubectl edit`,
+`kubectl scale`), and nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from configcenter.adapters.k8s_manifests import MASK
+
+#: Bookkeeping annotations written by tools and controllers, never by a template.
+NOISE_ANNOTATIONS = frozenset(
+    {
+        "deployment.kubernetes.io/revision",
+        "kubectl.kubernetes.io/last-applied-configuration",
+    }
+)
+_SERVER_METADATA = (
+    "managedFields",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "selfLink",
+)
+
+
+def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The live object minus status, server metadata, defaults; Secret values masked."""
+    meta = obj.get("metadata") or {}
+    fields: dict[str, Any] = {}
+    for entry in meta.get("managedFields") or []:
+        # Status writes are the controllers'; the scale subresource is `kubectl scale`
+        # changing spec.replicas, which is exactly the drift worth seeing.
+        if entry.get("subresource") == "status":
+            continue
+        _merge(fields, entry.get("fieldsV1") or {})
+    if fields:
+        out = _project(obj, fields)
+    else:
+        out = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
+    out_meta = out.setdefault("metadata", {})
+    for key in _SERVER_METADATA:
+        out_meta.pop(key, None)
+    out_meta["name"] = meta.get("name")
+    if meta.get("namespace"):
+        out_meta["namespace"] = meta["namespace"]
+    annotations = {
+        k: v for k, v in (out_meta.get("annotations") or {}).items() if k not in NOISE_ANNOTATIONS
+    }
+    if annotations:
+        out_meta["annotations"] = annotations
+    else:
+        out_meta.pop("annotations", None)
+    result = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), **out}
+    result.pop("status", None)
+    if result.get("kind") == "Secret":
+        for key in ("data", "stringData"):
+            if isinstance(result.get(key), dict):
+                result[key] = {name: MASK for name in result[key]}
+    return result
+
+
+def _merge(into: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    for key, sub in fields.items():
+        _merge(into.setdefault(key, {}), sub or {})
+
+
+def _project(value: Any, fields: Mapping[str, Any]) -> Any:
+    children = {k: v for k, v in fields.items() if k != "."}
+    if not children:
+        return copy.deepcopy(value)
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, sub in children.items():
+            name = key[2:]
+            if key.startswith("f:") and name in value:
+                out[name] = _project(value[name], sub)
+        return out
+    if isinstance(value, list):
+        items: list[Any] = []
+        for index, item in enumerate(value):
+            for key, sub in children.items():
+                if _list_item_matches(key, index, item):
+                    items.append(_project(item, sub))
+                    break
+        return items
+    return copy.deepcopy(value)
+
+
+def _list_item_matches(key: str, index: int, item: Any) -> bool:
+    """Whether a fieldsV1 list key (`k:{...}`, `v:...`, `i:N`) names this item."""
+    kind, _, raw = key.partition(":")
+    if kind == "i":
+        return raw == str(index)
+    try:
+        wanted = json.loads(raw)
+    except ValueError:
+        return False
+    if kind == "k":
+        return isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items())
+    if kind == "v":
+        return bool(item == wanted)
+    return False

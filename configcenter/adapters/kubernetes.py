@@ -1,0 +1,700 @@
+"""The Kubernetes platform: server-side apply, watch-based rollout wait, observe, delete.
+
+Talks to the API server through the official `kubernetes` client (imported
+only when a `KubernetesPlatform` first needs it). Objects are built by
+`k8s_manifests` (pure), rollout health is judged by `k8s_rollout` (pure), and
+live objects are trimmed for drift comparison by `k8s_live`. Secret values are
+resolved here, at apply time, registered with a `Redactor`, and never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from configcenter.adapters.k8s_live import clean_live
+from configcenter.adapters.k8s_manifests import (
+    DIGEST_ANNOTATION,
+    FIELD_MANAGER,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    RELEASE_ANNOTATION,
+    SERVICE_LABEL,
+    ManifestError,
+    SourcedObject,
+    build_objects,
+    check_namespace,
+    env_selector,
+    parse_manifests,
+    pod_templates,
+    service_selector,
+)
+from configcenter.adapters.k8s_rollout import (
+    REVISION_ANNOTATION,
+    TEMPLATE_HASH_LABEL,
+    combine,
+    deployment_status,
+    generation_observed,
+    pod_failure,
+)
+from configcenter.adapters.secrets import SecretError, resolve_secret, secret_scheme
+from configcenter.core.redact import Redactor
+from configcenter.ports.platform import (
+    Deployable,
+    ObservedService,
+    PlatformError,
+    PlatformTarget,
+    ProgressCallback,
+    RolloutStatus,
+)
+
+log = logging.getLogger(__name__)
+
+#: The kinds `observe` lists: what drift detection compares.
+OBSERVED_KINDS = (
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+)
+#: Longest single watch request; the watch is resumed from its resourceVersion after.
+WATCH_CHUNK_SECONDS = 240
+
+
+class KubernetesPlatform:
+    """One namespace of one cluster, as named by a `PlatformTarget`.
+
+    `redactor` lets the caller share one Redactor across adapters so every log
+    line and record it writes masks the secrets this adapter resolved.
+    """
+
+    def __init__(
+        self,
+        target: PlatformTarget,
+        kubeconfig: str | None = None,
+        *,
+        redactor: Redactor | None = None,
+    ) -> None:
+        if target.kind != "kubernetes":
+            raise PlatformError(
+                f"platform {target.name!r} is of kind {target.kind!r}, not 'kubernetes'; "
+                "pick the adapter that matches platforms.<name>.kind"
+            )
+        self.target = target
+        self.namespace = check_namespace(target.settings.get("namespace", ""), target.name)
+        self.context = target.settings.get("context") or None
+        self.kubeconfig = kubeconfig
+        self.redactor = redactor if redactor is not None else Redactor()
+        self._dynamic: Any = None
+        self._lock = threading.Lock()
+        self._hash_cache: dict[tuple[str, str], str | None] = {}
+
+    # -- apply -------------------------------------------------------------------------
+
+    def apply(self, deployable: Deployable, *, dry_run: bool = False) -> None:
+        """Server-side apply of the release's objects (field manager `configcenter`)."""
+        self._check_env(deployable)
+        values = self._resolve_secrets(deployable)
+        objects = build_objects(deployable, self.namespace, values)
+        resources = [(obj, self._resource_for(obj)) for obj in objects]
+        namespace_exists = self._ensure_namespace(dry_run)
+        if dry_run and not namespace_exists:
+            log.warning(
+                "dry run: namespace %s does not exist yet, so the server cannot check %s's "
+                "objects in it; they were checked for shape only",
+                self.namespace,
+                deployable.service,
+            )
+            return
+        for obj, resource in resources:
+            self._call(
+                f"{obj.source}: apply {obj.ref}",
+                resource.server_side_apply,
+                body=obj.body,
+                name=obj.name,
+                namespace=self.namespace,
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+                dry_run="All" if dry_run else None,
+                query_params=[("fieldValidation", "Strict")],
+            )
+            log.info(
+                "%s %s in namespace %s (release %s)",
+                "dry run: would apply" if dry_run else "applied",
+                obj.ref,
+                self.namespace,
+                deployable.release_id,
+            )
+
+    def _check_env(self, deployable: Deployable) -> None:
+        if deployable.env != self.target.env:
+            raise PlatformError(
+                f"{deployable.service}: release is for env {deployable.env!r} but platform "
+                f"{self.target.name!r} was set up for env {self.target.env!r}; "
+                "build the platform from that environment's target"
+            )
+
+    def _resolve_secrets(self, deployable: Deployable) -> dict[str, str]:
+        """Read every secret now, registering each value (and its base64) for masking."""
+        values: dict[str, str] = {}
+        for key, ref in sorted(deployable.secrets.items()):
+            try:
+                if secret_scheme(ref) == "k8s":
+                    value = self._read_cluster_secret(ref)
+                else:
+                    value = resolve_secret(ref)
+            except SecretError as exc:
+                raise PlatformError(
+                    f"{deployable.service}: value {key}: {self.redactor.redact(str(exc))}"
+                ) from None
+            self.redactor.register(value)
+            self.redactor.register(base64.b64encode(value.encode("utf-8")).decode("ascii"))
+            values[key] = value
+        return values
+
+    def _read_cluster_secret(self, ref: str) -> str:
+        parts = ref.partition(":")[2].split("/")
+        if len(parts) != 3 or not all(parts):
+            raise SecretError(ref, "expected k8s:namespace/name/key", "name all three parts")
+        namespace, name, key = parts
+        resource = self._resource("v1", "Secret")
+        try:
+            secret = self._get_json(resource, name=name, namespace=namespace)
+        except Exception as exc:
+            status = getattr(exc, "status", None)
+            if status == 404:
+                raise SecretError(
+                    ref,
+                    f"Secret {namespace}/{name} does not exist",
+                    "create it or fix the reference",
+                ) from None
+            if status == 403:
+                raise SecretError(
+                    ref,
+                    f"not allowed to read Secret {namespace}/{name}",
+                    "grant this context `get` on secrets in that namespace",
+                ) from None
+            raise
+        data = secret.get("data") or {}
+        if key not in data:
+            known = ", ".join(sorted(data)) or "none"
+            raise SecretError(
+                ref, f"Secret {namespace}/{name} has no key {key!r} (keys: {known})", "fix the key"
+            )
+        try:
+            return base64.b64decode(data[key], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise SecretError(
+                ref, f"key {key!r} of Secret {namespace}/{name} is not UTF-8 text"
+            ) from None
+
+    def _ensure_namespace(self, dry_run: bool) -> bool:
+        """Create the target namespace if missing; True when it exists (now)."""
+        resource = self._resource("v1", "Namespace")
+        try:
+            self._get_json(resource, name=self.namespace)
+            return True
+        except Exception as exc:
+            status = getattr(exc, "status", None)
+            if status == 403:
+                # Namespaced credentials may not read namespaces; applying will tell.
+                return True
+            if status != 404:
+                raise self._api_error(f"read namespace {self.namespace}", exc) from None
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": self.namespace,
+                "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+            },
+        }
+        try:
+            resource.create(body=body, dry_run="All" if dry_run else None)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 409:
+                return True
+            raise self._api_error(f"create namespace {self.namespace}", exc) from None
+        if not dry_run:
+            log.info("created namespace %s", self.namespace)
+        return not dry_run
+
+    # -- wait --------------------------------------------------------------------------
+
+    def wait(
+        self, deployable: Deployable, *, timeout: float, progress: ProgressCallback | None = None
+    ) -> RolloutStatus:
+        """Watch the service's Deployments and pods until healthy, failed, or timed out."""
+        self._check_env(deployable)
+        names = sorted(o.name for o in parse_manifests(deployable.files) if o.kind == "Deployment")
+        if not names:
+            status = combine([])
+            if progress is not None:
+                progress(status)
+            return status
+        deadline = time.monotonic() + timeout
+        events: queue.Queue[_Event] = queue.Queue()
+        selector = service_selector(deployable.env, deployable.service)
+        watchers = [
+            _Watcher(self, self._resource("apps/v1", "Deployment"), selector, events, deadline),
+            _Watcher(self, self._resource("v1", "Pod"), selector, events, deadline),
+        ]
+        state = _RolloutState()
+        last: RolloutStatus | None = None
+        for watcher in watchers:
+            watcher.start()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    status = _timed_out(last, timeout)
+                    if progress is not None:
+                        progress(status)
+                    return status
+                try:
+                    event = events.get(timeout=remaining)
+                except queue.Empty:
+                    continue
+                if event.error is not None:
+                    raise self._api_error(f"watch {event.kind}s", event.error) from None
+                state.fold(event)
+                if not state.synced:
+                    continue
+                status = self._evaluate(names, state)
+                if status != last:
+                    last = status
+                    log.info("%s: %s %s", deployable.service, status.state, status.message)
+                    if progress is not None:
+                        progress(status)
+                if status.state != "progressing":
+                    return status
+        finally:
+            for watcher in watchers:
+                watcher.stop()
+            for watcher in watchers:
+                watcher.join(timeout=10)
+
+    def _evaluate(self, names: Iterable[str], state: _RolloutState) -> RolloutStatus:
+        statuses = []
+        for name in names:
+            deployment = state.objects["Deployment"].get(name)
+            failing: list[tuple[str, str]] = []
+            if deployment is not None and generation_observed(deployment):
+                stuck = [
+                    (pod, failure)
+                    for pod in state.objects["Pod"].values()
+                    if (failure := pod_failure(pod)) is not None
+                ]
+                if stuck:
+                    current = self._current_template_hash(deployment)
+                    failing = [
+                        failure
+                        for pod, failure in stuck
+                        if current is not None
+                        and (pod["metadata"].get("labels") or {}).get(TEMPLATE_HASH_LABEL)
+                        == current
+                    ]
+            statuses.append(deployment_status(deployment, name, failing))
+        return combine(statuses)
+
+    def _current_template_hash(self, deployment: Mapping[str, Any]) -> str | None:
+        """The pod-template-hash of the Deployment's newest ReplicaSet (by revision)."""
+        meta = deployment["metadata"]
+        revision = (meta.get("annotations") or {}).get(REVISION_ANNOTATION)
+        if not revision:
+            return None
+        key = (str(meta.get("uid")), str(revision))
+        if key in self._hash_cache:
+            return self._hash_cache[key]
+        listing = self._call(
+            f"list ReplicaSets of Deployment {meta['name']}",
+            self._get_json,
+            self._resource("apps/v1", "ReplicaSet"),
+            namespace=self.namespace,
+        )
+        found: str | None = None
+        for rs in listing.get("items") or []:
+            rs_meta = rs["metadata"]
+            owners = {o.get("uid") for o in rs_meta.get("ownerReferences") or []}
+            rs_revision = (rs_meta.get("annotations") or {}).get(REVISION_ANNOTATION)
+            if meta.get("uid") in owners and rs_revision == revision:
+                found = (rs_meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL)
+        if found is not None:
+            self._hash_cache[key] = found
+        return found
+
+    # -- observe / delete --------------------------------------------------------------
+
+    def observe(self) -> Mapping[str, ObservedService]:
+        """What configcenter manages in the namespace now: one list call per kind."""
+        selector = env_selector(self.target.env)
+        by_service: dict[str, dict[str, dict[str, Any]]] = {}
+        live: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for api_version, kind in OBSERVED_KINDS:
+            listing = self._call(
+                f"list {kind}s",
+                self._get_json,
+                self._resource(api_version, kind),
+                namespace=self.namespace,
+                label_selector=selector,
+            )
+            for item in listing.get("items") or []:
+                item = {"apiVersion": api_version, "kind": kind, **item}
+                labels = item["metadata"].get("labels") or {}
+                service = labels.get(SERVICE_LABEL)
+                if not service:
+                    continue
+                ref = f"{kind}/{item['metadata']['name']}"
+                by_service.setdefault(service, {})[ref] = clean_live(item)
+                live.setdefault(service, {}).setdefault(kind, []).append(item)
+        return {
+            service: _observed(service, live.get(service, {}), objects)
+            for service, objects in sorted(by_service.items())
+        }
+
+    def delete(self, service: str) -> None:
+        """Delete every object of the service in the namespace, of any kind, by label."""
+        selector = service_selector(self.target.env, service)
+        deleted = []
+        for resource in self._deletable_resources():
+            self._call(
+                f"delete {resource.kind}s of {service}",
+                resource.delete,
+                namespace=self.namespace,
+                label_selector=selector,
+                propagation_policy="Background",
+            )
+            deleted.append(resource.kind)
+        log.info("deleted %s's objects in namespace %s", service, self.namespace)
+
+    def _deletable_resources(self) -> list[Any]:
+        from kubernetes.dynamic.resource import ResourceList, Subresource
+
+        found = []
+        for resource in self._client().resources.search():
+            if isinstance(resource, ResourceList | Subresource) or not resource.namespaced:
+                continue
+            if not resource.preferred or "deletecollection" not in (resource.verbs or []):
+                continue
+            if "/" in (resource.name or ""):
+                continue
+            found.append(resource)
+        # Workloads first: their pods stop before the config they read goes away.
+        workloads = {"Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job"}
+        found.sort(key=lambda r: (r.kind not in workloads, r.group or "", r.kind))
+        return found
+
+    # -- client plumbing ---------------------------------------------------------------
+
+    def _client(self) -> Any:
+        """The dynamic client, built on first use so constructing the adapter is cheap."""
+        with self._lock:
+            if self._dynamic is None:
+                from kubernetes import config, dynamic
+
+                try:
+                    api = config.new_client_from_config(
+                        config_file=self.kubeconfig, context=self.context
+                    )
+                except Exception as exc:
+                    if self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                        api = _in_cluster_client()
+                    else:
+                        where = self.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+                        raise PlatformError(
+                            f"platform {self.target.name!r}: cannot load kubeconfig {where}"
+                            f"{f' context {self.context!r}' if self.context else ''}: {exc}; "
+                            "point KUBECONFIG at a valid file or fix platforms."
+                            f"{self.target.name}.context"
+                        ) from None
+                try:
+                    self._dynamic = dynamic.DynamicClient(api)
+                except Exception as exc:
+                    raise self._api_error("discover the API", exc) from None
+            return self._dynamic
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        try:
+            return self._client().resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            raise ManifestError(
+                f"the cluster serves no {kind} in {api_version}; check apiVersion and kind"
+            ) from None
+        except PlatformError:
+            raise
+        except Exception as exc:
+            raise self._api_error(f"discover {kind} ({api_version})", exc) from None
+
+    def _resource_for(self, obj: SourcedObject) -> Any:
+        try:
+            resource = self._resource(str(obj.body["apiVersion"]), obj.kind)
+        except ManifestError as exc:
+            raise ManifestError(f"{obj.source}: {obj.ref}: {exc}") from None
+        if not resource.namespaced:
+            raise ManifestError(
+                f"{obj.source}: {obj.ref} is cluster-scoped; configcenter manages only objects "
+                "inside the target namespace, so create it outside the service's templates"
+            )
+        return resource
+
+    def _get_json(self, resource: Any, **kwargs: Any) -> dict[str, Any]:
+        response = resource.get(serialize=False, **kwargs)
+        try:
+            data: dict[str, Any] = json.loads(response.data)
+        finally:
+            response.release_conn()
+        return data
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PlatformError:
+            raise
+        except Exception as exc:
+            raise self._api_error(what, exc) from None
+
+    def _api_error(self, what: str, exc: BaseException) -> PlatformError:
+        """A PlatformError naming the failed step, with the API's own message, masked."""
+        status = getattr(exc, "status", None)
+        if status is None:
+            host = ""
+            if self._dynamic is not None:
+                host = f" at {self._dynamic.configuration.host}"
+            text = (
+                f"platform {self.target.name!r}: {what}: cannot talk to the Kubernetes API{host} "
+                f"({type(exc).__name__}: {exc}); check that the cluster is up and the kubeconfig"
+            )
+            return PlatformError(self.redactor.redact(text))
+        message = str(getattr(exc, "reason", "") or "")
+        body = getattr(exc, "body", None)
+        if body:
+            try:
+                message = json.loads(body).get("message") or message
+            except (ValueError, AttributeError):
+                message = str(body)
+        hint = {
+            401: "check the credentials in the kubeconfig",
+            403: "grant the kubeconfig's user the missing permission (RBAC)",
+            404: "check the namespace and names",
+            409: "another writer changed it at the same time; apply again",
+            422: "fix the template that renders it",
+        }.get(int(status), "")
+        text = f"platform {self.target.name!r}: {what}: HTTP {status}: {message}"
+        return PlatformError(self.redactor.redact(f"{text}; {hint}" if hint else text))
+
+
+def _template_hash(pod: Mapping[str, Any]) -> str | None:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    value = labels.get(TEMPLATE_HASH_LABEL)
+    return None if value is None else str(value)
+
+
+def _in_cluster_client() -> Any:
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_incluster_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def _observed(
+    service: str, live: Mapping[str, list[dict[str, Any]]], objects: Mapping[str, Any]
+) -> ObservedService:
+    """Summarise a service: its main Deployment (named like the service, else the first)."""
+    deployments = sorted(live.get("Deployment", []), key=lambda d: d["metadata"]["name"])
+    main = next((d for d in deployments if d["metadata"]["name"] == service), None)
+    if main is None and deployments:
+        main = deployments[0]
+    image = replicas = digest = release = None
+    if main is not None:
+        annotations = main["metadata"].get("annotations") or {}
+        release = annotations.get(RELEASE_ANNOTATION)
+        digest = annotations.get(DIGEST_ANNOTATION)
+        replicas = (main.get("spec") or {}).get("replicas")
+        for template in pod_templates(main):
+            containers = (template.get("spec") or {}).get("containers") or []
+            if containers:
+                image = containers[0].get("image")
+            digest = ((template.get("metadata") or {}).get("annotations") or {}).get(
+                DIGEST_ANNOTATION, digest
+            )
+    else:
+        for kind in ("ConfigMap", "Secret", "Service"):
+            for item in live.get(kind, []):
+                annotations = item["metadata"].get("annotations") or {}
+                release = release or annotations.get(RELEASE_ANNOTATION)
+                digest = digest or annotations.get(DIGEST_ANNOTATION)
+    return ObservedService(
+        service=service,
+        image=image,
+        replicas=None if replicas is None else int(replicas),
+        config_digest=digest,
+        release_id=release,
+        objects=dict(sorted(objects.items())),
+    )
+
+
+def _timed_out(last: RolloutStatus | None, timeout: float) -> RolloutStatus:
+    counts = last or RolloutStatus("progressing")
+    detail = f"; last seen: {last.message}" if last is not None and last.message else ""
+    return RolloutStatus(
+        "failed",
+        "Timeout",
+        f"not healthy within {timeout:g}s{detail}",
+        desired=counts.desired,
+        updated=counts.updated,
+        ready=counts.ready,
+        available=counts.available,
+    )
+
+
+@dataclass
+class _Event:
+    """What a watcher thread hands the waiting thread: a listing, a change, or an error."""
+
+    kind: str
+    type: str  # LIST | ADDED | MODIFIED | DELETED | ERROR
+    items: list[dict[str, Any]] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@dataclass
+class _RolloutState:
+    objects: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: {"Deployment": {}, "Pod": {}}
+    )
+    listed: set[str] = field(default_factory=set)
+
+    @property
+    def synced(self) -> bool:
+        return self.listed >= {"Deployment", "Pod"}
+
+    def fold(self, event: _Event) -> None:
+        bucket = self.objects[event.kind]
+        if event.type == "LIST":
+            bucket.clear()
+            self.listed.add(event.kind)
+        for item in event.items:
+            name = item["metadata"]["name"]
+            if event.type == "DELETED":
+                bucket.pop(name, None)
+            else:
+                bucket[name] = item
+
+
+class _Watcher(threading.Thread):
+    """Lists, then watches from that resourceVersion; re-lists on 410 Gone.
+
+    `start_version` resumes from a resourceVersion the caller already has,
+    instead of listing first.
+
+    Runs in its own thread so the Deployment and its pods are watched at once;
+    `stop` shuts the open stream down so the thread ends without waiting for
+    the server to close it.
+    """
+
+    def __init__(
+        self,
+        platform: KubernetesPlatform,
+        resource: Any,
+        selector: str,
+        out: queue.Queue[_Event],
+        deadline: float,
+        start_version: str | None = None,
+    ) -> None:
+        super().__init__(name=f"configcenter-watch-{resource.kind}", daemon=True)
+        self._platform = platform
+        self._resource = resource
+        self._kind = str(resource.kind)
+        self._selector = selector
+        self._out = out
+        self._deadline = deadline
+        self._start_version = start_version
+        self._stopping = threading.Event()
+        self._response: Any = None
+        self._response_lock = threading.Lock()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._response_lock:
+            response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.shutdown()
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:
+            if not self._stopping.is_set():
+                self._out.put(_Event(self._kind, "ERROR", error=exc))
+
+    def _loop(self) -> None:
+        from kubernetes.watch.watch import iter_resp_lines
+
+        version = self._start_version
+        while not self._stopping.is_set():
+            if version is None:
+                listing = self._platform._get_json(
+                    self._resource,
+                    namespace=self._platform.namespace,
+                    label_selector=self._selector,
+                )
+                version = str(listing["metadata"]["resourceVersion"])
+                self._out.put(_Event(self._kind, "LIST", list(listing.get("items") or [])))
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                response = self._resource.get(
+                    namespace=self._platform.namespace,
+                    label_selector=self._selector,
+                    watch=True,
+                    resource_version=version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=max(1, int(min(remaining + 1, WATCH_CHUNK_SECONDS))),
+                    serialize=False,
+                )
+            except Exception as exc:
+                if getattr(exc, "status", None) == 410:
+                    version = None
+                    continue
+                raise
+            with self._response_lock:
+                self._response = response
+            try:
+                if self._stopping.is_set():
+                    return
+                for line in iter_resp_lines(response):
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        if obj.get("code") == 410:
+                            version = None
+                            break
+                        raise PlatformError(f"watching {self._kind}s: {obj.get('message')}")
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                    if event.get("type") != "BOOKMARK":
+                        self._out.put(_Event(self._kind, str(event.get("type")), [obj]))
+                    if self._stopping.is_set():
+                        return
+            finally:
+                with self._response_lock:
+                    self._response = None
+                # Close before releasing: a half-read stream must never go back to the
+                # pool, or the next request on that connection reads its leftovers.
+                with contextlib.suppress(Exception):
+                    response.close()
+                    response.release_conn()

@@ -1,0 +1,96 @@
+"""Trimming live objects to what was set, via managedFields (no cluster needed)."""
+
+from __future__ import annotations
+
+from configcenter.adapters.k8s_live import clean_live
+
+LIVE_SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {
+        "name": "api",
+        "namespace": "ns",
+        "uid": "u",
+        "resourceVersion": "7",
+        "creationTimestamp": "t",
+        "labels": {"app": "api"},
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+        "managedFields": [
+            {
+                "manager": "configcenter",
+                "operation": "Apply",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {
+                    "f:metadata": {"f:labels": {"f:app": {}}},
+                    "f:spec": {
+                        "f:ports": {
+                            'k:{"port":80,"protocol":"TCP"}': {
+                                ".": {},
+                                "f:port": {},
+                                "f:targetPort": {},
+                            }
+                        },
+                        "f:selector": {},
+                    },
+                },
+            },
+            {
+                "manager": "kube-controller-manager",
+                "operation": "Update",
+                "subresource": "status",
+                "fieldsV1": {"f:status": {"f:loadBalancer": {}}},
+            },
+        ],
+    },
+    "spec": {
+        "clusterIP": "10.0.0.1",
+        "ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}],
+        "selector": {"app": "api"},
+        "sessionAffinity": "None",
+        "type": "ClusterIP",
+    },
+    "status": {"loadBalancer": {}},
+}
+
+
+def test_defaults_status_and_server_metadata_are_dropped() -> None:
+    assert clean_live(LIVE_SERVICE) == {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "api", "namespace": "ns", "labels": {"app": "api"}},
+        "spec": {"ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": "api"}},
+    }
+
+
+def test_hand_edits_by_another_manager_are_kept() -> None:
+    edited = {
+        **LIVE_SERVICE,
+        "metadata": {
+            **LIVE_SERVICE["metadata"],  # type: ignore[dict-item]
+            "managedFields": [
+                *LIVE_SERVICE["metadata"]["managedFields"],  # type: ignore[index]
+                {
+                    "manager": "kubectl-edit",
+                    "operation": "Update",
+                    "fieldsV1": {"f:spec": {"f:sessionAffinity": {}}},
+                },
+            ],
+        },
+    }
+    assert clean_live(edited)["spec"]["sessionAffinity"] == "None"
+
+
+def test_secret_values_are_masked_and_objects_without_managed_fields_still_clean() -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s", "uid": "u", "resourceVersion": "1"},
+        "data": {"A": "c2VjcmV0"},
+        "status": {},
+    }
+    assert clean_live(secret) == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s"},
+        "data": {"A": "***"},
+    }

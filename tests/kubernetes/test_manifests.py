@@ -1,0 +1,243 @@
+"""Building the objects a release consists of (no cluster needed)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from configcenter.adapters.k8s_manifests import (
+    DIGEST_ANNOTATION,
+    ENV_LABEL,
+    MANAGED_BY_LABEL,
+    RELEASE_ANNOTATION,
+    SERVICE_LABEL,
+    ManifestError,
+    build_objects,
+    check_namespace,
+    parse_env_file,
+    parse_manifests,
+)
+from configcenter.adapters.kubernetes import KubernetesPlatform
+from configcenter.ports.platform import PlatformError
+from tests.kubernetes.conftest import make_deployable, target_for
+
+
+def objects_by_ref(objs: list[Any]) -> dict[str, dict[str, Any]]:
+    return {o.ref: o.body for o in objs}
+
+
+def test_objects_come_in_apply_order_with_labels_and_annotations() -> None:
+    release = make_deployable(release_id="r9", secrets={"DB_PASSWORD": "env:X"})
+    objs = build_objects(release, "shop-dev", {"DB_PASSWORD": "s3cret"})
+
+    assert [o.ref for o in objs] == [
+        "ConfigMap/api-config",
+        "Secret/api-secrets",
+        "Service/api",
+        "Deployment/api",
+    ]
+    for obj in objs:
+        meta = obj.body["metadata"]
+        assert meta["namespace"] == "shop-dev"
+        assert meta["labels"][MANAGED_BY_LABEL] == "configcenter"
+        assert meta["labels"][ENV_LABEL] == "dev"
+        assert meta["labels"][SERVICE_LABEL] == "api"
+        assert meta["annotations"][RELEASE_ANNOTATION] == "r9"
+        assert meta["annotations"][DIGEST_ANNOTATION] == release.config_digest
+    assert objs[-1].body["metadata"]["labels"]["app"] == "api", "the template's labels stay"
+
+
+def test_deployment_gets_image_env_sources_and_digest_on_pod_template() -> None:
+    release = make_deployable()
+    deployment = objects_by_ref(build_objects(release, "ns", {}))["Deployment/api"]
+    template = deployment["spec"]["template"]
+    container = template["spec"]["containers"][0]
+
+    assert container["image"] == release.image
+    assert container["envFrom"] == [
+        {"configMapRef": {"name": "api-config"}},
+        {"secretRef": {"name": "api-secrets"}},
+    ]
+    assert template["metadata"]["annotations"] == {DIGEST_ANNOTATION: release.config_digest}
+    assert RELEASE_ANNOTATION not in template["metadata"]["annotations"], (
+        "a release id on the pod template would stop rollbacks from reusing the old ReplicaSet"
+    )
+    assert template["metadata"]["labels"][SERVICE_LABEL] == "api"
+    assert template["metadata"]["labels"]["app"] == "api"
+
+
+def test_pod_template_depends_only_on_config_digest_and_image() -> None:
+    one = make_deployable(release_id="r1")
+    again = make_deployable(release_id="r5")
+    changed = make_deployable(release_id="r6", env_file="LOG_LEVEL=debug\n")
+
+    def template(release: Any) -> Any:
+        return objects_by_ref(build_objects(release, "ns", {}))["Deployment/api"]["spec"][
+            "template"
+        ]
+
+    assert template(one) == template(again)
+    assert template(one) != template(changed)
+
+
+def test_image_in_the_manifest_is_kept() -> None:
+    release = make_deployable(manifest_image="registry.test/shop/api:pinned")
+    deployment = objects_by_ref(build_objects(release, "ns", {}))["Deployment/api"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "registry.test/shop/api:pinned"
+    )
+
+
+def test_config_map_merges_values_and_env_files_without_secrets() -> None:
+    release = make_deployable(
+        values={"REGION": "eu", "LOG_LEVEL": "warn"},
+        env_file="# comment\nexport LOG_LEVEL=debug\nQUOTED='a b'\nURL=http://x/#frag\n"
+        "DB_PASSWORD=env:DB\n",
+        secrets={"DB_PASSWORD": "env:DB"},
+    )
+    objs = objects_by_ref(build_objects(release, "ns", {"DB_PASSWORD": "pw-123"}))
+    assert objs["ConfigMap/api-config"]["data"] == {
+        "REGION": "eu",
+        "LOG_LEVEL": "debug",
+        "QUOTED": "a b",
+        "URL": "http://x/#frag",
+    }
+    secret = objs["Secret/api-secrets"]
+    assert secret["type"] == "Opaque"
+    assert base64.b64decode(secret["data"]["DB_PASSWORD"]).decode() == "pw-123"
+
+
+def test_secret_is_masked_when_values_are_not_given() -> None:
+    release = make_deployable(secrets={"DB_PASSWORD": "env:DB"})
+    secret = objects_by_ref(build_objects(release, "ns", None))["Secret/api-secrets"]
+    assert secret["data"] == {"DB_PASSWORD": "***"}
+
+
+def test_replicas_come_from_the_release_when_the_manifest_has_none() -> None:
+    manifest = (
+        b"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec:\n"
+        b"  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n"
+        b"    spec: {containers: [{name: app}]}\n"
+    )
+    release = make_deployable(replicas=4)
+    release = type(release)(**{**release.__dict__, "files": {"deployment.yaml": manifest}})
+    deployment = objects_by_ref(build_objects(release, "ns", {}))["Deployment/api"]
+    assert deployment["spec"]["replicas"] == 4
+
+
+def test_yaml_outputs_that_are_not_kubernetes_objects_are_skipped() -> None:
+    files = {
+        "conf/app.yaml": b"server:\n  port: 8080\n",
+        "deployment.yaml": b"apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\n",
+        "notes.txt": b"apiVersion: v1",
+    }
+    assert [o.ref for o in parse_manifests(files)] == ["Service/a"]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"d.yaml": b"a: [unclosed\n"}, r"d\.yaml: not valid YAML"),
+        (
+            {"d.yaml": b"apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\nfoo: 1\n"},
+            r"d\.yaml: document 2 is not a Kubernetes object",
+        ),
+        (
+            {"d.yml": b"apiVersion: v1\nkind: List\nmetadata: {name: a}\nitems: []\n"},
+            r"d\.yml: kind List is not supported",
+        ),
+    ],
+)
+def test_bad_manifest_files_name_the_file(files: dict[str, bytes], message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        parse_manifests(files)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: api-config}\n",
+            r"extra\.yaml: ConfigMap/api-config is the name configcenter gives",
+        ),
+        (
+            b"apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: other}\n",
+            r"extra\.yaml: Service/s declares namespace 'other' but the target namespace is 'ns'",
+        ),
+        (
+            b"apiVersion: v1\nkind: Namespace\nmetadata: {name: ns}\n",
+            r"extra\.yaml: Namespace/ns: configcenter creates the target's namespace",
+        ),
+        (
+            b"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: w}\n"
+            b"spec: {template: {spec: {containers: []}}}\n",
+            r"extra\.yaml: Deployment/w has a pod template without containers",
+        ),
+    ],
+)
+def test_manifests_configcenter_cannot_own_are_refused(extra: bytes, message: str) -> None:
+    release = make_deployable(extra_files={"extra.yaml": extra})
+    with pytest.raises(ManifestError, match=message):
+        build_objects(release, "ns", {})
+
+
+def test_container_without_image_needs_one_from_the_release() -> None:
+    release = make_deployable(image="")
+    with pytest.raises(ManifestError, match="container app has no image"):
+        build_objects(release, "ns", {})
+
+
+def test_env_file_rules() -> None:
+    assert parse_env_file("a.env", b'A=1\n\n# c\nexport B = two words \nC="q"\nD=x=y\n') == {
+        "A": "1",
+        "B": "two words",
+        "C": "q",
+        "D": "x=y",
+    }
+    with pytest.raises(ManifestError, match=r"a\.env:2: expected KEY=VALUE"):
+        parse_env_file("a.env", b"A=1\njust text\n")
+    with pytest.raises(ManifestError, match=r"a\.env:1: '1A' is not a valid variable name"):
+        parse_env_file("a.env", b"1A=1\n")
+
+
+def test_label_unsafe_names_are_refused() -> None:
+    with pytest.raises(
+        ManifestError, match="service name 'Api Server' cannot be a Kubernetes label"
+    ):
+        build_objects(make_deployable(service="Api Server"), "ns", {})
+
+
+@pytest.mark.parametrize("namespace", ["", "Shop_Dev", "x" * 64, "-a"])
+def test_target_namespace_must_be_a_valid_name(namespace: str) -> None:
+    with pytest.raises(ManifestError, match="platform 'local'"):
+        check_namespace(namespace, "local")
+
+
+def test_adapter_refuses_wrong_kind_and_env_before_touching_a_cluster() -> None:
+    from configcenter.ports.platform import PlatformTarget
+
+    with pytest.raises(PlatformError, match="of kind 'marathon', not 'kubernetes'"):
+        KubernetesPlatform(PlatformTarget("m", "marathon", "dev", {"url": "http://m"}))
+    platform = KubernetesPlatform(target_for("shop-prod", env="prod"), kubeconfig="/nonexistent")
+    with pytest.raises(PlatformError, match="release is for env 'dev' but platform 'local'"):
+        platform.apply(make_deployable())
+
+
+def test_missing_kubeconfig_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    platform = KubernetesPlatform(target_for("shop-dev"), kubeconfig="/nonexistent/kubeconfig")
+    with pytest.raises(PlatformError, match="cannot load kubeconfig /nonexistent/kubeconfig"):
+        platform.apply(make_deployable())
+
+
+def test_wait_without_deployments_is_healthy_at_once() -> None:
+    platform = KubernetesPlatform(target_for("shop-dev"), kubeconfig="/nonexistent")
+    release = make_deployable()
+    only_service = {"svc.yaml": b"apiVersion: v1\nkind: Service\nmetadata: {name: a}\n"}
+    release = type(release)(**{**release.__dict__, "files": only_service})
+    seen: list[Any] = []
+    status = platform.wait(release, timeout=1, progress=seen.append)
+    assert (status.state, status.reason) == ("healthy", "NoDeployment")
+    assert seen == [status]

@@ -1,0 +1,470 @@
+"""KubernetesPlatform against the real API server and controller-manager of the test bed.
+
+Pods are simulated by KWOK: ready at once, except pods labelled
+`testbed.configcenter.io/never-ready: "true"` (stay ContainerCreating) and pods
+whose image contains `never-ready` (stay ImagePullBackOff).
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from configcenter.adapters.k8s_manifests import (
+    DIGEST_ANNOTATION,
+    ENV_LABEL,
+    MANAGED_BY_LABEL,
+    RELEASE_ANNOTATION,
+    SERVICE_LABEL,
+)
+from configcenter.adapters.kubernetes import KubernetesPlatform
+from configcenter.ports.platform import PlatformError, RolloutStatus
+from tests.kubernetes.conftest import make_deployable, target_for
+
+pytestmark = pytest.mark.k8s
+
+NEVER_READY_LABEL = "testbed.configcenter.io/never-ready"
+
+
+class Cluster:
+    """Read-only views of the namespace through the plain client, to check what landed."""
+
+    def __init__(self, ns: Any) -> None:
+        from kubernetes import client
+
+        self.namespace: str = ns.name
+        self._api = ns.api_client()
+        self.apps = client.AppsV1Api(self._api)
+        self.core = client.CoreV1Api(self._api)
+
+    def close(self) -> None:
+        self._api.close()
+
+    def deployment(self, name: str = "api") -> Any:
+        return self.apps.read_namespaced_deployment(name, self.namespace)
+
+    def replica_sets(self, service: str = "api") -> dict[str, Any]:
+        items = self.apps.list_namespaced_replica_set(
+            self.namespace, label_selector=f"{SERVICE_LABEL}={service}"
+        ).items
+        return {rs.metadata.labels["pod-template-hash"]: rs for rs in items}
+
+    def current_hash(self, name: str = "api") -> str:
+        revision = self.deployment(name).metadata.annotations["deployment.kubernetes.io/revision"]
+        for template_hash, rs in self.replica_sets().items():
+            if rs.metadata.annotations["deployment.kubernetes.io/revision"] == revision:
+                return template_hash
+        raise AssertionError(f"no ReplicaSet with revision {revision}")
+
+    def config_map(self, name: str = "api-config") -> Any:
+        return self.core.read_namespaced_config_map(name, self.namespace)
+
+    def secret(self, name: str = "api-secrets") -> Any:
+        return self.core.read_namespaced_secret(name, self.namespace)
+
+    def exists(self, kind: str, name: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        read = {
+            "Deployment": self.apps.read_namespaced_deployment,
+            "ConfigMap": self.core.read_namespaced_config_map,
+            "Secret": self.core.read_namespaced_secret,
+            "Service": self.core.read_namespaced_service,
+        }[kind]
+        try:
+            read(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+
+@pytest.fixture
+def cluster(k8s_namespace: Any) -> Iterator[Cluster]:
+    view = Cluster(k8s_namespace)
+    yield view
+    view.close()
+
+
+@pytest.fixture
+def platform(k8s_namespace: Any) -> KubernetesPlatform:
+    return KubernetesPlatform(
+        target_for(k8s_namespace.name), kubeconfig=str(k8s_namespace.kubeconfig)
+    )
+
+
+def test_new_deployment_rolls_out_healthy(platform: KubernetesPlatform, cluster: Cluster) -> None:
+    release = make_deployable(values={"REGION": "eu"}, env_file="LOG_LEVEL=info\n")
+    seen: list[RolloutStatus] = []
+
+    started = time.monotonic()
+    platform.apply(release)
+    status = platform.wait(release, timeout=60, progress=seen.append)
+    elapsed = time.monotonic() - started
+
+    assert status.state == "healthy", status
+    assert (status.desired, status.updated, status.ready, status.available) == (2, 2, 2, 2)
+    assert seen and seen[-1] == status
+    assert all(a != b for a, b in itertools.pairwise(seen)), "progress only on change"
+    deployment = cluster.deployment()
+    container = deployment.spec.template.spec.containers[0]
+    assert container.image == release.image
+    assert [
+        s.config_map_ref.name if s.config_map_ref else s.secret_ref.name for s in container.env_from
+    ] == [
+        "api-config",
+        "api-secrets",
+    ]
+    assert deployment.spec.template.metadata.annotations[DIGEST_ANNOTATION] == release.config_digest
+    assert deployment.metadata.annotations[RELEASE_ANNOTATION] == "r1"
+    assert cluster.config_map().data == {"REGION": "eu", "LOG_LEVEL": "info"}
+    for kind, name in [("Deployment", "api"), ("Service", "api"), ("ConfigMap", "api-config")]:
+        assert cluster.exists(kind, name)
+    labels = cluster.core.read_namespaced_service("api", cluster.namespace).metadata.labels
+    assert labels[MANAGED_BY_LABEL] == "configcenter"
+    assert labels[ENV_LABEL] == "dev"
+    assert labels[SERVICE_LABEL] == "api"
+    print(f"new deployment of 2 replicas healthy in {elapsed:.2f}s")
+
+
+def test_apply_creates_missing_namespace(k8s_namespace: Any, cluster: Cluster) -> None:
+    fresh = f"{k8s_namespace.name}-new"
+    platform = KubernetesPlatform(target_for(fresh), kubeconfig=str(k8s_namespace.kubeconfig))
+    release = make_deployable(replicas=1)
+    try:
+        platform.apply(release)
+        assert platform.wait(release, timeout=60).state == "healthy"
+        ns = cluster.core.read_namespace(fresh)
+        assert ns.metadata.labels[MANAGED_BY_LABEL] == "configcenter"
+    finally:
+        cluster.core.delete_namespace(fresh, propagation_policy="Background")
+
+
+def test_value_only_change_rolls_pods_and_unchanged_apply_does_not(
+    platform: KubernetesPlatform, cluster: Cluster
+) -> None:
+    first = make_deployable(release_id="r1", env_file="LOG_LEVEL=info\n")
+    platform.apply(first)
+    assert platform.wait(first, timeout=60).state == "healthy"
+    first_hash = cluster.current_hash()
+
+    second = make_deployable(release_id="r2", env_file="LOG_LEVEL=debug\n")
+    assert second.image == first.image and second.config_digest != first.config_digest
+    platform.apply(second)
+    assert platform.wait(second, timeout=60).state == "healthy"
+    second_hash = cluster.current_hash()
+    assert second_hash != first_hash, "a value-only change must roll the pods"
+    assert set(cluster.replica_sets()) == {first_hash, second_hash}
+    assert cluster.config_map().data["LOG_LEVEL"] == "debug"
+    generation = cluster.deployment().metadata.generation
+
+    platform.apply(second)
+    status = platform.wait(second, timeout=60)
+    assert status.state == "healthy"
+    assert cluster.deployment().metadata.generation == generation, "unchanged apply changed spec"
+    assert set(cluster.replica_sets()) == {first_hash, second_hash}
+    assert cluster.current_hash() == second_hash
+
+
+def test_never_ready_pods_fail_with_progress_deadline_exceeded(
+    platform: KubernetesPlatform,
+) -> None:
+    release = make_deployable(replicas=1, deadline=5, pod_labels={NEVER_READY_LABEL: "true"})
+    seen: list[RolloutStatus] = []
+    platform.apply(release)
+    started = time.monotonic()
+    status = platform.wait(release, timeout=120, progress=seen.append)
+    elapsed = time.monotonic() - started
+
+    assert status.state == "failed"
+    assert status.reason == "ProgressDeadlineExceeded"
+    assert "timed out progressing" in status.message
+    assert status.ready == 0
+    assert seen[-1] == status
+    assert elapsed < 60
+    print(f"ProgressDeadlineExceeded (deadline 5s) reported after {elapsed:.2f}s")
+
+
+def test_image_that_cannot_be_pulled_fails_fast(platform: KubernetesPlatform) -> None:
+    release = make_deployable(replicas=1, deadline=600, image="registry.test/never-ready/api:9")
+    platform.apply(release)
+    started = time.monotonic()
+    status = platform.wait(release, timeout=120)
+    elapsed = time.monotonic() - started
+
+    assert status.state == "failed"
+    assert status.reason == "ImagePullBackOff"
+    assert "never-ready/api:9" in status.message
+    assert elapsed < 30, "must not wait out the 600s progress deadline"
+    print(f"ImagePullBackOff reported after {elapsed:.2f}s")
+
+
+def test_wait_times_out_as_failed(platform: KubernetesPlatform) -> None:
+    release = make_deployable(replicas=1, deadline=600, pod_labels={NEVER_READY_LABEL: "true"})
+    platform.apply(release)
+    started = time.monotonic()
+    status = platform.wait(release, timeout=3)
+    elapsed = time.monotonic() - started
+    assert status.state == "failed"
+    assert status.reason == "Timeout"
+    assert "not healthy within 3s" in status.message
+    assert 3 <= elapsed < 15
+
+
+def test_reapplying_previous_release_rolls_back_to_old_replicaset(
+    platform: KubernetesPlatform, cluster: Cluster
+) -> None:
+    good = make_deployable(release_id="r1", deadline=600)
+    platform.apply(good)
+    assert platform.wait(good, timeout=60).state == "healthy"
+    good_hash = cluster.current_hash()
+
+    bad = make_deployable(release_id="r2", image="registry.test/never-ready/api:2", deadline=600)
+    platform.apply(bad)
+    failed = platform.wait(bad, timeout=60)
+    assert failed.state == "failed", failed
+    assert cluster.current_hash() != good_hash
+
+    started = time.monotonic()
+    platform.apply(good)
+    status = platform.wait(good, timeout=60)
+    elapsed = time.monotonic() - started
+
+    assert status.state == "healthy", status
+    assert cluster.current_hash() == good_hash, "rollback must reuse the old ReplicaSet"
+    assert len(cluster.replica_sets()) == 2
+    deployment = cluster.deployment()
+    assert deployment.spec.template.spec.containers[0].image == good.image
+    assert deployment.metadata.annotations[RELEASE_ANNOTATION] == "r1"
+    print(f"rollback to the old ReplicaSet healthy in {elapsed:.2f}s")
+
+
+def test_secret_values_land_in_the_cluster_secret_and_nowhere_else(
+    platform: KubernetesPlatform,
+    cluster: Cluster,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Any,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    env_value = f"pw-{uuid.uuid4().hex}"
+    file_value = f"token-{uuid.uuid4().hex}"
+    cluster_value = f"cluster-{uuid.uuid4().hex}"
+    monkeypatch.setenv("CC_TEST_DB_PASSWORD", env_value)
+    token_file = tmp_path / "token"
+    token_file.write_text(file_value + "\n")
+    from kubernetes import client
+
+    cluster.core.create_namespaced_secret(
+        cluster.namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="upstream"), string_data={"key": cluster_value}
+        ),
+    )
+    release = make_deployable(
+        env_file="LOG_LEVEL=info\nDB_PASSWORD=env:CC_TEST_DB_PASSWORD\n",
+        secrets={
+            "DB_PASSWORD": "env:CC_TEST_DB_PASSWORD",
+            "API_TOKEN": f"file:{token_file}",
+            "UPSTREAM_KEY": f"k8s:{cluster.namespace}/upstream/key",
+        },
+    )
+    platform.apply(release)
+    assert platform.wait(release, timeout=60).state == "healthy"
+    observed = platform.observe()
+
+    data = {k: base64.b64decode(v).decode() for k, v in cluster.secret().data.items()}
+    assert data == {
+        "DB_PASSWORD": env_value,
+        "API_TOKEN": file_value,
+        "UPSTREAM_KEY": cluster_value,
+    }
+    assert "DB_PASSWORD" not in cluster.config_map().data
+    assert observed["api"].objects["Secret/api-secrets"]["data"] == {
+        "API_TOKEN": "***",
+        "DB_PASSWORD": "***",
+        "UPSTREAM_KEY": "***",
+    }
+
+    # A rejected apply whose Secret carries the values: the error names the problem only.
+    broken = make_deployable(
+        secrets=release.secrets,
+        extra_files={
+            "extra.yaml": b"apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {bogus: 1}\n"
+        },
+    )
+    with pytest.raises(PlatformError) as excinfo:
+        platform.apply(broken)
+    assert "extra.yaml" in str(excinfo.value) and "bogus" in str(excinfo.value)
+
+    out, err = capsys.readouterr()
+    texts = [caplog.text, out, err, str(excinfo.value), repr(excinfo.value), repr(observed)]
+    for value in (env_value, file_value, cluster_value):
+        encoded = base64.b64encode(value.encode()).decode()
+        for text in texts:
+            assert value not in text
+            assert encoded not in text
+
+
+def test_unresolvable_secret_is_a_clear_error_without_changes(
+    platform: KubernetesPlatform, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CC_TEST_MISSING", raising=False)
+    release = make_deployable(secrets={"DB_PASSWORD": "env:CC_TEST_MISSING"})
+    with pytest.raises(PlatformError, match=r"DB_PASSWORD.*CC_TEST_MISSING is not set"):
+        platform.apply(release)
+    missing = make_deployable(secrets={"KEY": f"k8s:{cluster.namespace}/nope/key"})
+    with pytest.raises(PlatformError, match=f"Secret {cluster.namespace}/nope does not exist"):
+        platform.apply(missing)
+    assert not cluster.exists("Deployment", "api")
+
+
+def test_dry_run_changes_nothing_but_shows_server_errors(
+    platform: KubernetesPlatform, cluster: Cluster
+) -> None:
+    release = make_deployable()
+    platform.apply(release, dry_run=True)
+    for kind, name in [("Deployment", "api"), ("Service", "api"), ("ConfigMap", "api-config")]:
+        assert not cluster.exists(kind, name), f"dry run created {kind}/{name}"
+
+    platform.apply(release)
+    assert platform.wait(release, timeout=60).state == "healthy"
+    before = cluster.deployment()
+    changed = make_deployable(release_id="r2", env_file="LOG_LEVEL=debug\n", replicas=3)
+    platform.apply(changed, dry_run=True)
+    after = cluster.deployment()
+    assert after.metadata.generation == before.metadata.generation
+    assert after.spec.replicas == 2
+    assert cluster.config_map().data["LOG_LEVEL"] == "info"
+
+    invalid = make_deployable(
+        extra_files={
+            "worker.yaml": b"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: worker}\n"
+            b"spec: {replicas: -1, selector: {matchLabels: {a: b}},"
+            b" template: {metadata: {labels: {a: b}}, spec: {containers: [{name: w}]}}}\n"
+        }
+    )
+    with pytest.raises(
+        PlatformError, match=r"worker\.yaml: apply Deployment/worker: HTTP 422: .*spec\.replicas"
+    ):
+        platform.apply(invalid, dry_run=True)
+    assert not cluster.exists("Deployment", "worker")
+
+
+def test_dry_run_into_missing_namespace_creates_nothing(
+    k8s_namespace: Any, cluster: Cluster
+) -> None:
+    fresh = f"{k8s_namespace.name}-dry"
+    platform = KubernetesPlatform(target_for(fresh), kubeconfig=str(k8s_namespace.kubeconfig))
+    platform.apply(make_deployable(), dry_run=True)
+    names = [ns.metadata.name for ns in cluster.core.list_namespace().items]
+    assert fresh not in names
+
+
+def test_observe_reports_image_replicas_digest_and_clean_objects(
+    platform: KubernetesPlatform, cluster: Cluster
+) -> None:
+    api = make_deployable(service="api", release_id="r7", replicas=2)
+    worker = make_deployable(service="worker", release_id="r3", replicas=1, image="reg/worker:2")
+    for release in (api, worker):
+        platform.apply(release)
+    for release in (api, worker):
+        assert platform.wait(release, timeout=60).state == "healthy"
+
+    started = time.monotonic()
+    observed = platform.observe()
+    elapsed = time.monotonic() - started
+
+    assert set(observed) == {"api", "worker"}
+    svc = observed["api"]
+    assert (svc.image, svc.replicas, svc.config_digest, svc.release_id) == (
+        api.image,
+        2,
+        api.config_digest,
+        "r7",
+    )
+    assert observed["worker"].image == "reg/worker:2"
+    assert set(svc.objects) == {
+        "ConfigMap/api-config",
+        "Deployment/api",
+        "Secret/api-secrets",
+        "Service/api",
+    }
+    deployment = svc.objects["Deployment/api"]
+    assert "status" not in deployment
+    assert set(deployment["metadata"]) <= {"name", "namespace", "labels", "annotations"}
+    assert "deployment.kubernetes.io/revision" not in deployment["metadata"]["annotations"]
+    assert "dnsPolicy" not in deployment["spec"]["template"]["spec"], "defaults are noise"
+    assert deployment["spec"]["replicas"] == 2
+    service = svc.objects["Service/api"]
+    assert "clusterIP" not in service["spec"]
+    assert service["spec"]["ports"] == [{"port": 80, "targetPort": 8080}]
+    print(f"observe of 2 services (4 kinds) took {elapsed * 1000:.0f}ms")
+
+    # Drift made by hand shows up as a value, not as noise.
+    cluster.apps.patch_namespaced_deployment_scale(
+        "api", cluster.namespace, {"spec": {"replicas": 3}}
+    )
+    assert platform.observe()["api"].replicas == 3
+
+
+def test_delete_removes_only_that_services_objects(
+    platform: KubernetesPlatform, cluster: Cluster
+) -> None:
+    api = make_deployable(service="api", replicas=1)
+    worker = make_deployable(service="worker", replicas=1)
+    for release in (api, worker):
+        platform.apply(release)
+
+    started = time.monotonic()
+    platform.delete("worker")
+    elapsed = time.monotonic() - started
+
+    assert set(platform.observe()) == {"api"}
+    for kind, name in [
+        ("Deployment", "worker"),
+        ("Service", "worker"),
+        ("ConfigMap", "worker-config"),
+        ("Secret", "worker-secrets"),
+    ]:
+        assert not cluster.exists(kind, name)
+    assert cluster.exists("Deployment", "api")
+    print(f"delete by label over every namespaced kind took {elapsed:.2f}s")
+
+
+def test_watch_relists_when_its_resource_version_is_gone(
+    platform: KubernetesPlatform, cluster: Cluster
+) -> None:
+    import queue
+
+    from configcenter.adapters.kubernetes import _Event, _Watcher
+
+    release = make_deployable(replicas=1)
+    platform.apply(release)
+    events: queue.Queue[_Event] = queue.Queue()
+    watcher = _Watcher(
+        platform,
+        platform._resource("apps/v1", "Deployment"),
+        f"{SERVICE_LABEL}=api",
+        events,
+        time.monotonic() + 30,
+        start_version="1",
+    )
+    watcher.start()
+    try:
+        event = events.get(timeout=30)
+    finally:
+        watcher.stop()
+        watcher.join(timeout=10)
+    assert event.error is None, event.error
+    assert event.type == "LIST"
+    assert [item["metadata"]["name"] for item in event.items] == ["api"]

@@ -451,7 +451,7 @@ def test_bulk_reads_and_writes_use_one_git_process_each(
     assert sha is not None
     assert git_calls.read_text().split() == ["fast-import", "rev-parse"]
     assert repo.push(sha)
-    assert len(bare_remote.files()) == 2000
+    assert sorted(bare_remote.names()) == sorted(files)
 
     git_calls.write_text("")
     assert repo.read_many(list(files)) == files

@@ -38,13 +38,18 @@ class BareRemote:
         )  # fmt: skip
         return proc.stdout.decode().strip() if proc.returncode == 0 else None
 
-    def files(self, rev: str | None = None) -> dict[str, bytes]:
-        """Every file at ``rev`` (default: the branch head), read with plain git."""
+    def names(self, rev: str | None = None) -> list[str]:
+        """Every file path at ``rev`` (default: the branch head)."""
         rev = rev or self.head()
         if rev is None:
-            return {}
-        names = [n for n in self.git("ls-tree", "-r", "-z", "--name-only", rev).split(b"\0") if n]
-        return {n.decode(): self.git("cat-file", "blob", f"{rev}:{n.decode()}") for n in names}
+            return []
+        out = self.git("ls-tree", "-r", "-z", "--name-only", rev)
+        return [n.decode() for n in out.split(b"\0") if n]
+
+    def files(self, rev: str | None = None) -> dict[str, bytes]:
+        """Every file at ``rev`` with its bytes, read with plain git (one process per file)."""
+        rev = rev or self.head()
+        return {n: self.git("cat-file", "blob", f"{rev}:{n}") for n in self.names(rev)}
 
     def parents(self, rev: str) -> list[str]:
         return self.git("rev-list", "--parents", "-n1", rev).decode().split()[1:]

@@ -497,5 +497,43 @@ def build(ws: Workspace, env: str, service: str, verbose: bool) -> None:
     click.echo(f"{service}: {state}: {outcome.reference}")
 
 
+@cli.command()
+@click.argument("env")
+@click.option("--heal", is_flag=True, help="Re-apply the deploy repo's state where it drifted.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.option("--exit-code", is_flag=True, help="Exit 2 when drift was found.")
+@pass_ws
+@handle_errors
+def reconcile(ws: Workspace, env: str, heal: bool, as_json: bool, exit_code: bool) -> None:
+    """Report (and with --heal, fix) drift between ENV's platform and the deploy repo."""
+    from configcenter.usecases.reconcile import reconcile as run_reconcile
+
+    reporter = _QuietReporter() if as_json else _PrintingReporter()
+    report = run_reconcile(ws, env, heal=heal, reporter=reporter)  # type: ignore[arg-type]
+    if as_json:
+        from configcenter.output import print_json
+
+        print_json(report.to_json())
+    else:
+        from rich.table import Table
+
+        from configcenter.output import out
+
+        if report.has_drift:
+            table = Table(show_edge=False, title=f"drift in {env}", title_justify="left")
+            for column in ("service", "field", "desired", "live"):
+                table.add_column(column, overflow="fold")
+            for d in report.drifts:
+                table.add_row(d.service, d.field, d.desired or "-", d.live or "-")
+            out.print(table)
+        else:
+            out.print(f"[green]no drift[/green] in {env} ({len(report.services)} service(s))")
+        _print_results(report.healed)
+    if report.outcome in ("failed", "rolled_back"):
+        sys.exit(EXIT_ROLLED_BACK if report.outcome == "rolled_back" else EXIT_ERROR)
+    if exit_code and report.has_drift:
+        sys.exit(EXIT_CHANGES)
+
+
 def main() -> None:
     cli(prog_name="configcenter")

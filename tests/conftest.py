@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.registry_fixtures",
     "tests.support.postgres_fixtures",
     "tests.support.deployrepo_fixtures",
+    "tests.support.serve_fixtures",
 ]

@@ -1,0 +1,433 @@
+"""reconcile: compare what runs on the platform with what the deploy repo says, and heal.
+
+The deploy repo's `<env>/state.yaml` is the desired state; each platform's
+`observe()` (one list call per kind per namespace) is the live state. Only what
+someone set counts: the Kubernetes adapter projects live objects onto their
+managed fields, so defaults and status never show up as drift. `heal` goes
+through the very rollout path `deploy` uses (`_deploy_one` + `_record`), so a
+healed service is recorded and rolled back exactly like a deployed one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from configcenter.core.state import EnvState, ServiceState
+from configcenter.ports.platform import Deployable, ObservedService, Platform
+from configcenter.usecases.apply import (
+    Reporter,
+    ServiceResult,
+    _deploy_one,
+    _files_of,
+    _record,
+    _RunLog,
+    _state_at,
+    default_actor,
+    rollout_timeout,
+)
+from configcenter.usecases.inspect import check_env
+from configcenter.usecases.platforms import config_digest, deployable, open_platform
+from configcenter.usecases.workspace import Workspace
+
+DriftKind = Literal["changed", "missing", "orphan"]
+
+#: Annotations that carry the release and digest: reported once per service, not per object.
+_SUMMARY_ANNOTATIONS = ("configcenter.io/release", "configcenter.io/config-digest")
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One difference between the deploy repo and the platform."""
+
+    service: str
+    field: str  # image | replicas | config_digest | release | service | "<Kind/name> <path>"
+    desired: str | None
+    live: str | None
+    kind: DriftKind = "changed"
+
+
+@dataclass
+class ServiceDrift:
+    """One service as reconcile saw it: desired and live summary plus its drifts."""
+
+    service: str
+    platform: str | None
+    status: str  # in_sync | drifted | missing | orphan | not_deployed
+    desired_image: str | None = None
+    live_image: str | None = None
+    desired_replicas: int | None = None
+    live_replicas: int | None = None
+    release: str | None = None
+    live_release: str | None = None
+    drifts: list[Drift] = field(default_factory=list)
+
+
+@dataclass
+class DriftReport:
+    env: str
+    run_id: str | None
+    services: list[ServiceDrift] = field(default_factory=list)
+    healed: list[ServiceResult] = field(default_factory=list)
+    heal: bool = False
+    seconds: float = 0.0
+
+    @property
+    def drifts(self) -> list[Drift]:
+        return [d for s in self.services for d in s.drifts]
+
+    @property
+    def has_drift(self) -> bool:
+        return bool(self.drifts)
+
+    @property
+    def outcome(self) -> str:
+        """The run outcome: noop (in sync), succeeded (drift reported or healed), or failed."""
+        outcomes = {r.outcome for r in self.healed}
+        if "rolled_back" in outcomes:
+            return "rolled_back"
+        if "failed" in outcomes:
+            return "failed"
+        return "succeeded" if self.has_drift else "noop"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "run": self.run_id,
+            "drift": self.has_drift,
+            "drift_count": len(self.drifts),
+            "heal": self.heal,
+            "seconds": round(self.seconds, 3),
+            "services": [
+                {**asdict(s), "drifts": [asdict(d) for d in s.drifts]} for s in self.services
+            ],
+            "healed": [asdict(r) for r in self.healed],
+        }
+
+
+class ReconcileError(Exception):
+    """reconcile could not compare: the message names the platform or repo that failed."""
+
+
+def reconcile(
+    ws: Workspace,
+    env: str,
+    heal: bool = False,
+    *,
+    reporter: Reporter | None = None,
+    trigger: str = "cli",
+    actor: str = "",
+    record: bool = True,
+) -> DriftReport:
+    """Report drift in ENV (and heal it through the deploy path when `heal`)."""
+    reporter = reporter or Reporter()
+    check_env(ws.config, env)
+    started = time.monotonic()
+    run_id: str | None = None
+    if record:
+        run = ws.run_store.start(
+            "reconcile",
+            env,
+            [],
+            trigger,
+            actor or default_actor(),
+            {"heal": heal, "config_commit": ws.config.commit},
+        )
+        run_id = run.id
+    log = _RunLog(ws, run_id, reporter)
+    report = DriftReport(env, run_id, heal=heal)
+    try:
+        state = ws.read_state(env)
+        report.services = _compare(ws, env, state, log)
+        for item in report.services:
+            for drift in item.drifts:
+                log(
+                    f"drift: {drift.service}: {drift.field}: desired {drift.desired or '-'}, "
+                    f"live {drift.live or '-'}"
+                )
+        if not report.has_drift:
+            log(f"{env}: no drift ({len(report.services)} service(s) checked)")
+        if heal:
+            todo = [s.service for s in report.services if s.status in ("drifted", "missing")]
+            if todo:
+                report.healed = _heal(ws, env, todo, log, reporter)
+            orphans = [s.service for s in report.services if s.status == "orphan"]
+            if orphans:
+                log(
+                    "not healed: orphans "
+                    + ", ".join(orphans)
+                    + " (not in the deploy repo; heal never deletes: delete them on the "
+                    "platform, or add them back to the config repo)"
+                )
+        report.seconds = time.monotonic() - started
+        if run_id is not None:
+            ws.run_store.finish(
+                run_id,
+                report.outcome,
+                {
+                    "drift_count": len(report.drifts),
+                    "services": {
+                        s.service: {
+                            "status": s.status,
+                            "drifts": [asdict(d) for d in s.drifts],
+                        }
+                        for s in report.services
+                    },
+                    "healed": [asdict(r) for r in report.healed],
+                    "seconds": round(report.seconds, 3),
+                },
+            )
+        return report
+    except BaseException as exc:
+        if run_id is not None:
+            ws.run_store.finish(run_id, "failed", {"error": ws.redactor.redact(str(exc))})
+        raise
+
+
+# -- comparing ---------------------------------------------------------------------------------
+
+
+def _compare(ws: Workspace, env: str, state: EnvState, log: _RunLog) -> list[ServiceDrift]:
+    config = ws.config
+    by_platform: dict[str, list[str]] = {}
+    results: dict[str, ServiceDrift] = {}
+    for name in sorted(state.services):
+        current = state.services[name]
+        if not current.platform or current.release is None:
+            results[name] = ServiceDrift(
+                name,
+                None,
+                "not_deployed",
+                desired_image=current.image,
+                desired_replicas=current.replicas,
+                release=current.release.id if current.release else None,
+            )
+            continue
+        by_platform.setdefault(current.platform, []).append(name)
+    # Platforms the config names for this env are observed too: orphans live there.
+    environment = config.environment(env)
+    named = [environment.platform, *(s.platform for s in environment.services.values())]
+    for platform_name in named:
+        if platform_name and platform_name in config.project.platforms:
+            by_platform.setdefault(platform_name, [])
+    files = _desired_files(ws, env, state, [n for names in by_platform.values() for n in names])
+    for platform_name in sorted(by_platform):
+        platform = open_platform(config, env, platform_name, ws.redactor)
+        live = platform.observe()
+        log(f"observed {len(live)} service(s) on platform {platform_name}")
+        for name in by_platform[platform_name]:
+            current = state.services[name]
+            assert current.release is not None
+            desired = deployable(env, name, current, files.get(name, {}), current.release.id)
+            results[name] = _compare_service(
+                platform, platform_name, desired, current, live.get(name)
+            )
+        for name, observed in live.items():
+            if name in state.services:
+                continue
+            results[name] = ServiceDrift(
+                name,
+                platform_name,
+                "orphan",
+                live_image=observed.image,
+                live_replicas=observed.replicas,
+                live_release=observed.release_id,
+                drifts=[
+                    Drift(
+                        name,
+                        "service",
+                        None,
+                        ", ".join(sorted(observed.objects)) or "running",
+                        "orphan",
+                    )
+                ],
+            )
+    return [results[name] for name in sorted(results)]
+
+
+def _desired_files(
+    ws: Workspace, env: str, state: EnvState, services: list[str]
+) -> dict[str, dict[str, bytes]]:
+    """Every deployed service's rendered files, in one batched read of the deploy repo."""
+    if not services:
+        return {}
+    repo = ws.deploy_repo
+    return {name: _files_of(repo, env, name, state.services[name]) for name in services}
+
+
+def _compare_service(
+    platform: Platform,
+    platform_name: str,
+    desired: Deployable,
+    current: ServiceState,
+    observed: ObservedService | None,
+) -> ServiceDrift:
+    objects = _desired_objects(platform, desired)
+    image, replicas = _desired_summary(objects, desired)
+    item = ServiceDrift(
+        desired.service,
+        platform_name,
+        "in_sync",
+        desired_image=image,
+        desired_replicas=replicas,
+        release=desired.release_id,
+    )
+    if observed is None:
+        item.status = "missing"
+        item.drifts.append(Drift(desired.service, "service", "running", None, "missing"))
+        return item
+    item.live_image = observed.image
+    item.live_replicas = observed.replicas
+    item.live_release = observed.release_id
+    summary = [
+        ("image", image, observed.image),
+        ("replicas", _text(replicas), _text(observed.replicas)),
+        ("config_digest", config_digest(current), observed.config_digest),
+        ("release", desired.release_id, observed.release_id),
+    ]
+    for name, want, have in summary:
+        if want is not None and want != have:
+            item.drifts.append(Drift(desired.service, name, want, have))
+    if objects is not None:
+        pairs = {(d.desired, d.live) for d in item.drifts}
+        for drift in _object_drifts(desired.service, objects, observed.objects):
+            if (drift.desired, drift.live) not in pairs:
+                item.drifts.append(drift)
+    if item.drifts:
+        item.status = "drifted"
+    return item
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _desired_objects(
+    platform: Platform, desired: Deployable
+) -> dict[str, Mapping[str, Any]] | None:
+    """The objects the platform would apply, keyed like `observe()` keys them (Kubernetes only)."""
+    from configcenter.adapters.kubernetes import OBSERVED_KINDS, KubernetesPlatform
+
+    if not isinstance(platform, KubernetesPlatform):
+        return None
+    from configcenter.adapters.k8s_manifests import build_objects
+
+    kinds = {kind for _, kind in OBSERVED_KINDS}
+    built = build_objects(desired, platform.namespace, None)
+    return {obj.ref: obj.body for obj in built if obj.kind in kinds}
+
+
+def _desired_summary(
+    objects: Mapping[str, Mapping[str, Any]] | None, desired: Deployable
+) -> tuple[str | None, int | None]:
+    """Image and replicas of the main Deployment as applied (templates may set both)."""
+    if objects is not None:
+        deployments = sorted(k for k in objects if k.startswith("Deployment/"))
+        main = f"Deployment/{desired.service}"
+        key = main if main in objects else (deployments[0] if deployments else None)
+        if key is None:
+            return None, None
+        body = objects[key]
+        spec = body.get("spec") or {}
+        containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+        image = containers[0].get("image") if containers else desired.image
+        replicas = spec.get("replicas")
+        return (
+            str(image) if image else desired.image,
+            int(replicas) if replicas is not None else desired.replicas,
+        )
+    return desired.image or None, desired.replicas
+
+
+def _object_drifts(
+    service: str,
+    desired: Mapping[str, Mapping[str, Any]],
+    live: Mapping[str, Mapping[str, Any]],
+) -> list[Drift]:
+    drifts: list[Drift] = []
+    for ref in sorted(desired):
+        if ref not in live:
+            drifts.append(Drift(service, ref, "present", None, "missing"))
+            continue
+        want = _flatten(_strip(desired[ref]))
+        have = _flatten(_strip(live[ref]))
+        for path in sorted(set(want) | set(have)):
+            if path.startswith(("apiVersion", "kind")):
+                continue
+            a, b = want.get(path), have.get(path)
+            if a != b:
+                drifts.append(Drift(service, f"{ref} {path}", _show(a), _show(b), "changed"))
+    for ref in sorted(set(live) - set(desired)):
+        drifts.append(Drift(service, ref, None, "present", "orphan"))
+    return drifts
+
+
+def _strip(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Without server metadata and the release/digest annotations summarised elsewhere."""
+    out = {k: v for k, v in body.items() if k not in ("status",)}
+    meta = dict(out.get("metadata") or {})
+    for key in ("namespace", "managedFields", "resourceVersion", "uid", "creationTimestamp"):
+        meta.pop(key, None)
+    out["metadata"] = meta
+    return out
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaf paths: maps by key, lists of named maps by name, other lists by index."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict):
+        if not value and prefix:
+            return out  # an empty map sets nothing
+        for key, item in value.items():
+            if key in _SUMMARY_ANNOTATIONS and prefix.endswith("annotations"):
+                continue
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(i, dict) for i in value):
+        named = all("name" in i for i in value)
+        for index, item in enumerate(value):
+            label = item["name"] if named else index
+            out.update(_flatten(item, f"{prefix}[{label}]"))
+        return out
+    out[prefix] = value
+    return out
+
+
+def _show(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+# -- healing -----------------------------------------------------------------------------------
+
+
+def _heal(
+    ws: Workspace, env: str, services: list[str], log: _RunLog, reporter: Reporter
+) -> list[ServiceResult]:
+    """Roll the drifted services out again, as `deploy` would, and record the outcome."""
+    repo = ws.deploy_repo
+    results: list[ServiceResult] = []
+    with repo.lock():
+        state = _state_at(repo, env, repo.sync())
+        timeout = rollout_timeout(ws.config, env)
+        outcomes = {}
+        for name in services:
+            current = state.services.get(name)
+            if current is None or current.release is None:
+                log(f"{name}: left the deploy repo while reconciling; not healed")
+                continue
+            log(f"{name}: healing: re-applying {current.release.id}")
+            outcome = _deploy_one(ws, env, name, current, timeout, log, reporter)
+            outcomes[name] = outcome
+            results.append(
+                ServiceResult(
+                    name,
+                    "heal",
+                    outcome.result.outcome,
+                    outcome.result.release,
+                    outcome.result.reason,
+                )
+            )
+        _record(ws, env, outcomes, log)
+    return results

@@ -38,10 +38,12 @@ def history(
     latest: dict[str, Release] = {}  # release id -> newest record of it
     introduced: dict[str, tuple[str, str]] = {}  # release id -> (service, commit)
     order: list[str] = []
-    position: dict[str, int] = {}  # release id -> index of the oldest commit naming it
+    # release id -> (index of the oldest commit naming it, its place among that commit's
+    # trailers): releases of one commit keep the order the commit lists them in.
+    position: dict[str, tuple[int, int]] = {}
     for index, info in enumerate(repo.log(prefix=f"{env}/", limit=max(limit * 4, 50))):
         state = EnvState.from_yaml(env, repo.read(f"{env}/{STATE_FILE}", info.sha))
-        for value in info.trailer_values("Configcenter-Release"):
+        for slot, value in enumerate(info.trailer_values("Configcenter-Release")):
             svc, _, release_id = value.partition(" ")
             if service and svc != service:
                 continue
@@ -54,7 +56,7 @@ def history(
             if release_id not in order:
                 order.append(release_id)
             introduced[release_id] = (svc, info.sha)  # oldest commit naming it wins
-            position[release_id] = index
+            position[release_id] = (index, slot)
         # Later outcome commits name the release again; states also hold last_good/last_failed.
         for svc, snapshot in state.services.items():
             if service and svc != service:

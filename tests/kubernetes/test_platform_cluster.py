@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import itertools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -114,6 +115,8 @@ def test_new_deployment_rolls_out_healthy(platform: KubernetesPlatform, cluster:
     assert (status.desired, status.updated, status.ready, status.available) == (2, 2, 2, 2)
     assert seen and seen[-1] == status
     assert all(a != b for a, b in itertools.pairwise(seen)), "progress only on change"
+    watchers = [t for t in threading.enumerate() if t.name.startswith("configcenter-watch")]
+    assert watchers == [], "wait must stop its watch threads before returning"
     deployment = cluster.deployment()
     container = deployment.spec.template.spec.containers[0]
     assert container.image == release.image
@@ -358,6 +361,27 @@ def test_dry_run_changes_nothing_but_shows_server_errors(
     ):
         platform.apply(invalid, dry_run=True)
     assert not cluster.exists("Deployment", "worker")
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (
+            b"apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
+            r"extra\.yaml: Widget/w: the cluster serves no Widget in example\.com/v1",
+        ),
+        (
+            b"apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\n",
+            r"extra\.yaml: ClusterRole/r is cluster-scoped",
+        ),
+    ],
+)
+def test_objects_the_namespace_cannot_hold_are_refused_before_any_change(
+    platform: KubernetesPlatform, cluster: Cluster, manifest: bytes, message: str
+) -> None:
+    with pytest.raises(PlatformError, match=message):
+        platform.apply(make_deployable(extra_files={"extra.yaml": manifest}))
+    assert not cluster.exists("ConfigMap", "api-config")
 
 
 def test_dry_run_into_missing_namespace_creates_nothing(

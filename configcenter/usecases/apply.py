@@ -25,11 +25,17 @@ from configcenter.core.plan import Plan, ResolvedImage, ServicePlan, files_diges
 from configcenter.core.state import STATE_FILE, EnvState, Release, ServiceState
 from configcenter.core.values import canonical
 from configcenter.crashpoints import crash_point
-from configcenter.ports.deploy_repo import CommitInfo, DeployRepo, compose_message, delete_prefix
+from configcenter.ports.deploy_repo import (
+    CommitInfo,
+    DeployRepo,
+    DeployRepoError,
+    compose_message,
+    delete_prefix,
+)
 from configcenter.ports.platform import Deployable, Platform, RolloutStatus
 from configcenter.usecases.inspect import check_env
 from configcenter.usecases.platforms import deployable, open_platform
-from configcenter.usecases.workspace import Workspace
+from configcenter.usecases.workspace import PreviousFiles, Workspace
 
 MAX_PUSH_ATTEMPTS = 8
 DEFAULT_ROLLOUT_TIMEOUT = 300.0
@@ -164,28 +170,28 @@ def apply_env(
     )
     log = _RunLog(ws, run.id, reporter)
     try:
-        with repo.lock():
+        with repo.lock():  # the cache dir, for sync + commit + push only
             plan, sha, state = _commit_release(ws, env, options, run.id, log, reporter)
-            result = ApplyResult(env, run.id, plan, sha)
-            result.results = [
-                ServiceResult(s.service, s.action, s.action if s.action == "blocked" else "noop")
-                for s in plan.services
-                if s.action in ("noop", "blocked")
-            ]
-            if sha is not None:
-                committed = [s for s in plan.changes]
-                if options.rollout and _rolls_out(config, env, committed):
-                    result.results += _rollout(ws, env, state, committed, options, log, reporter)
-                else:
-                    result.results += [
-                        ServiceResult(
-                            s.service,
-                            s.action,
-                            "committed",
-                            _release_of(state, s.service),
-                        )
-                        for s in committed
-                    ]
+        result = ApplyResult(env, run.id, plan, sha)
+        result.results = [
+            ServiceResult(s.service, s.action, s.action if s.action == "blocked" else "noop")
+            for s in plan.services
+            if s.action in ("noop", "blocked")
+        ]
+        if sha is not None:
+            committed = [s for s in plan.changes]
+            if options.rollout and _rolls_out(config, env, committed):
+                result.results += _rollout(ws, env, state, committed, options, log, reporter)
+            else:
+                result.results += [
+                    ServiceResult(
+                        s.service,
+                        s.action,
+                        "committed",
+                        _release_of(state, s.service),
+                    )
+                    for s in committed
+                ]
         details: dict[str, object] = {
             "commit": sha,
             "results": [r.__dict__ for r in result.results if r.outcome != "noop"],
@@ -257,7 +263,7 @@ def _commit_release(
         if sha is None:
             return plan, None, state
         crash_point("apply:before-push")
-        if repo.push(sha):
+        if _push(repo, sha, head):
             crash_point("apply:after-push")
             log(f"{env}: committed {sha[:10]} and pushed ({len(plan.changes)} service(s))")
             return plan, sha, new_state
@@ -268,6 +274,28 @@ def _commit_release(
         f"gave up after {MAX_PUSH_ATTEMPTS} attempts: the deploy repo kept moving under us; "
         "nothing was lost, run apply again"
     )
+
+
+def _push(repo: DeployRepo, sha: str, parent: str | None) -> bool:
+    """Push `sha`; False when we lost a race to another writer, so the caller re-plans.
+
+    A concurrent push can also fail the remote's ref update itself ("cannot lock ref
+    ... is at X but expected Y") instead of being refused as non-fast-forward. Either
+    way the branch moved under us: when the remote is no longer at our parent, the
+    failure is a lost race, not an error.
+    """
+    try:
+        return repo.push(sha)
+    except DeployRepoError:
+        try:
+            now = repo.sync()
+        except DeployRepoError:
+            now = parent
+        if now == sha:  # it landed after all
+            return True
+        if now != parent:
+            return False
+        raise
 
 
 def _needs_build(plan: ServicePlan) -> bool:
@@ -288,11 +316,7 @@ def _plan(
     options: ApplyOptions,
     resolved: Mapping[str, ResolvedImage],
 ) -> Plan:
-    repo = ws.deploy_repo
-
-    def previous(path: str) -> bytes | None:
-        return repo.read(path) if head else None
-
+    previous = PreviousFiles(ws.deploy_repo, head) if head else _no_file
     return make_plan(
         ws.config,
         env,
@@ -303,6 +327,10 @@ def _plan(
         retry=options.retry,
         resolved_images=resolved,
     )
+
+
+def _no_file(path: str) -> bytes | None:
+    return None
 
 
 def _state_at(repo: DeployRepo, env: str, rev: str | None) -> EnvState:
@@ -624,6 +652,11 @@ def _record(ws: Workspace, env: str, outcomes: Mapping[str, _Outcome], log: _Run
     repo = ws.deploy_repo
     if not outcomes:
         return
+    with repo.lock():
+        _record_locked(repo, env, outcomes)
+
+
+def _record_locked(repo: DeployRepo, env: str, outcomes: Mapping[str, _Outcome]) -> None:
     for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
         head = repo.sync()
         state = _state_at(repo, env, head)
@@ -648,7 +681,7 @@ def _record(ws: Workspace, env: str, outcomes: Mapping[str, _Outcome], log: _Run
         kind = "rollback" if any(o.files is not None for o in outcomes.values()) else "record"
         message = compose_message(f"{kind} {env}: " + ", ".join(parts), "", trailers)
         sha = repo.commit(changes, message, parent=head)
-        if sha is None or repo.push(sha):
+        if sha is None or _push(repo, sha, head):
             return
         time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
     raise ApplyError("could not record the rollout outcome: the deploy repo kept moving")
@@ -693,11 +726,10 @@ def deploy_service(
     run = ws.run_store.start("deploy", env, [service], trigger, actor or default_actor())
     log = _RunLog(ws, run.id, reporter)
     try:
-        with ws.deploy_repo.lock():
-            outcome = _deploy_one(
-                ws, env, service, current, rollout_timeout(ws.config, env), log, reporter
-            )
-            _record(ws, env, {service: outcome}, log)
+        outcome = _deploy_one(
+            ws, env, service, current, rollout_timeout(ws.config, env), log, reporter
+        )
+        _record(ws, env, {service: outcome}, log)
     except BaseException as exc:
         ws.run_store.finish(run.id, "failed", {"error": ws.redactor.redact(str(exc))})
         raise
@@ -765,50 +797,47 @@ def rollback_service(
     run = ws.run_store.start("rollback", env, [service], trigger, actor or default_actor())
     log = _RunLog(ws, run.id, reporter)
     try:
-        with repo.lock():
-            result_outcome = "committed"
-            state_release = replace(
-                snapshot.release or Release(target, "committed", _now()), id=target
-            )
-            if rollout and snapshot.platform:
-                platform = open_platform(ws.config, env, snapshot.platform, ws.redactor)
-                status = _apply_and_wait(
-                    platform,
-                    deployable(env, service, snapshot, files, target),
-                    rollout_timeout(ws.config, env),
-                    service,
-                    log,
-                    reporter,
-                )
-                if status.state != "healthy":
-                    raise ApplyError(
-                        f"rollback of {service} to {target} did not become healthy: "
-                        f"{status.reason} {status.message}".strip()
-                    )
-                result_outcome = "healthy"
-            good = replace(
-                state_release,
-                outcome="healthy" if result_outcome == "healthy" else state_release.outcome,
-            )
-            # The release rolled back from stays blocked until its inputs change or --retry.
-            left = replace(
-                current.release,
-                outcome="rolled_back",
-                reason=f"rolled back to {target} by {actor or default_actor()}",
-            )
-            # The restored release was good before and is what runs (or is committed) now.
-            new = replace(snapshot, release=good, last_good=good, last_failed=left)
-            log(f"{service}: rolled back to {target}")
-            _record(
-                ws,
-                env,
-                {
-                    service: _Outcome(
-                        ServiceResult(service, "rollback", result_outcome, target), new, files
-                    )
-                },
+        result_outcome = "committed"
+        state_release = replace(snapshot.release or Release(target, "committed", _now()), id=target)
+        if rollout and snapshot.platform:
+            platform = open_platform(ws.config, env, snapshot.platform, ws.redactor)
+            status = _apply_and_wait(
+                platform,
+                deployable(env, service, snapshot, files, target),
+                rollout_timeout(ws.config, env),
+                service,
                 log,
+                reporter,
             )
+            if status.state != "healthy":
+                raise ApplyError(
+                    f"rollback of {service} to {target} did not become healthy: "
+                    f"{status.reason} {status.message}".strip()
+                )
+            result_outcome = "healthy"
+        good = replace(
+            state_release,
+            outcome="healthy" if result_outcome == "healthy" else state_release.outcome,
+        )
+        # The release rolled back from stays blocked until its inputs change or --retry.
+        left = replace(
+            current.release,
+            outcome="rolled_back",
+            reason=f"rolled back to {target} by {actor or default_actor()}",
+        )
+        # The restored release was good before and is what runs (or is committed) now.
+        new = replace(snapshot, release=good, last_good=good, last_failed=left)
+        log(f"{service}: rolled back to {target}")
+        _record(
+            ws,
+            env,
+            {
+                service: _Outcome(
+                    ServiceResult(service, "rollback", result_outcome, target), new, files
+                )
+            },
+            log,
+        )
     except BaseException as exc:
         ws.run_store.finish(run.id, "failed", {"error": ws.redactor.redact(str(exc))})
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,6 +21,11 @@ from configcenter.core.state import STATE_FILE, EnvState
 if TYPE_CHECKING:
     from configcenter.ports.deploy_repo import DeployRepo
     from configcenter.ports.runstore import RunStore
+
+
+def is_remote_url(url: str) -> bool:
+    """scheme://... or scp-like [user@]host:path (a ':' before any '/')."""
+    return "://" in url or re.match(r"^[^/]+:", url) is not None
 
 
 def cache_home() -> Path:
@@ -60,7 +66,7 @@ class Workspace:
         url = self.deploy_repo_url or self.config.project.deploy_repo_url
         if url is None:
             return None
-        if "://" in url or url.startswith("git@") or Path(url).is_absolute():
+        if is_remote_url(url) or Path(url).is_absolute():
             return url
         return str((self.root / url).resolve())
 
@@ -88,7 +94,7 @@ class Workspace:
         url = self.resolved_deploy_url()
         if url is None:
             return False
-        return "://" in url or url.startswith("git@") or Path(url).exists()
+        return is_remote_url(url) or Path(url).exists()
 
     def read_state(self, env: str, rev: str | None = None) -> EnvState:
         """The env's state record; empty when the deploy repo, branch or env does not exist yet."""
@@ -106,7 +112,29 @@ class Workspace:
         repo = self.deploy_repo
         if repo.head() is None and rev is None:
             return _absent
-        return lambda path: repo.read(path, rev)
+        return PreviousFiles(repo, rev)
+
+
+class PreviousFiles:
+    """Rendered files of one deploy repo revision, read in one batch per environment.
+
+    The first file asked for under `<env>/` loads every file under it (two git
+    processes), instead of one process per file.
+    """
+
+    def __init__(self, repo: DeployRepo, rev: str | None) -> None:
+        self.repo = repo
+        self.rev = rev
+        self._loaded: dict[str, dict[str, bytes]] = {}
+
+    def __call__(self, path: str) -> bytes | None:
+        env = path.split("/", 1)[0]
+        files = self._loaded.get(env)
+        if files is None:
+            paths = self.repo.list_files(env, self.rev)
+            files = self.repo.read_many(paths, self.rev) if paths else {}
+            self._loaded[env] = files
+        return files.get(path)
 
 
 def _absent(path: str) -> bytes | None:

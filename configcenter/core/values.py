@@ -83,7 +83,13 @@ class Layered:
                 self._merge(target[key], path, layer, doc, raw)
                 continue
             overrode: list[Override] = []
-            for old_path in [p for p in self.entries if p[: len(path)] == path]:
+            # Entries below `path` exist only where the lower layer had a map there; scanning
+            # every entry for every key made layering quadratic in the number of values.
+            if isinstance(target.get(key), dict):
+                replaced = [p for p in self.entries if p[: len(path)] == path]
+            else:
+                replaced = [path] if path in self.entries else []
+            for old_path in replaced:
                 old = self.entries.pop(old_path)
                 overrode.extend(old.overrode)
                 overrode.append(Override(old.value, old.source, old.layer))
@@ -138,8 +144,16 @@ def masked(value: Any) -> Any:
 
 
 def digest(value: Any) -> str:
-    data = json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), default=str)
+    # The same bytes as json.dumps(canonical(value), sort_keys=True, ...), without first
+    # copying the whole tree: secrets are turned into {secret: ref} as the encoder meets them.
+    data = json.dumps(value, sort_keys=True, separators=(",", ":"), default=_canonical_leaf)
     return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+
+
+def _canonical_leaf(value: Any) -> Any:
+    if isinstance(value, SecretRef):
+        return {"secret": value.ref}
+    return str(value)
 
 
 def from_canonical(value: Any) -> Any:

@@ -7,5 +7,6 @@ pytest_plugins = [
     "tests.support.registry_fixtures",
     "tests.support.postgres_fixtures",
     "tests.support.deployrepo_fixtures",
+    "tests.support.promote_fixtures",
     "tests.support.serve_fixtures",
 ]

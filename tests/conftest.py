@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.support.deployrepo_fixtures",
     "tests.support.promote_fixtures",
     "tests.support.serve_fixtures",
+    "tests.support.e2e_fixtures",
 ]

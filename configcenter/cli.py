@@ -535,5 +535,82 @@ def reconcile(ws: Workspace, env: str, heal: bool, as_json: bool, exit_code: boo
         sys.exit(EXIT_CHANGES)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option(
+    "--run-store",
+    "run_store",
+    metavar="URL",
+    help="sqlite:///path or postgresql://... for runs and the job queue.",
+)
+@click.option("--kubeconfig", metavar="PATH", help="Cluster for the leader Lease.")
+@click.option("--lease-namespace", metavar="NS", help="Namespace of the leader Lease.")
+@click.option("--lease-name", default="configcenter-serve", show_default=True)
+@click.option("--lease-duration", default=15.0, show_default=True, help="Seconds a lease lasts.")
+@click.option("--workers", default=2, show_default=True, help="Runs at once (one per env).")
+@click.option("--identity", metavar="NAME", help="This replica's name (default: host-pid).")
+@pass_ws
+@handle_errors
+def serve(
+    ws: Workspace,
+    host: str,
+    port: int,
+    run_store: str | None,
+    kubeconfig: str | None,
+    lease_namespace: str | None,
+    lease_name: str,
+    lease_duration: float,
+    workers: int,
+    identity: str | None,
+) -> None:
+    """Webhooks, the reconcile schedule, the status API and the status page."""
+    from configcenter.serve import ServeOptions, run_server
+
+    if run_store:
+        ws.run_store_url = run_store
+    run_server(
+        ws,
+        ServeOptions(
+            host=host,
+            port=port,
+            kubeconfig=kubeconfig,
+            lease_namespace=lease_namespace,
+            lease_name=lease_name,
+            lease_duration=lease_duration,
+            workers=workers,
+            identity=identity,
+        ),
+    )
+
+
+@cli.command()
+@click.argument("source", metavar="FROM")
+@click.argument("target", metavar="TO")
+@click.option("--service", "-s", help="Only this service (branch promote/FROM-to-TO/SERVICE).")
+@click.option("--dry-run", is_flag=True, help="Print the merge request; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@pass_ws
+@handle_errors
+def promote(
+    ws: Workspace, source: str, target: str, service: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Open (or update) a merge request carrying FROM's last good pins to TO."""
+    from configcenter.usecases.promote import promote as run_promote
+
+    result = run_promote(ws, source, target, service=service, dry_run=dry_run)
+    if as_json:
+        from configcenter.output import print_json
+
+        print_json(result.to_json())
+        return
+    if result.status == "dry-run":
+        click.echo(f"title:   {'Draft: ' if result.draft else ''}{result.title}")
+        click.echo(f"branch:  {result.branch} -> {result.target_branch}")
+        click.echo(f"labels:  {', '.join(result.labels)}")
+        click.echo("\n" + result.description)
+    click.echo(result.message)
+
+
 def main() -> None:
     cli(prog_name="configcenter")

@@ -278,6 +278,18 @@ PROJECT = Obj(
         ),
         "promotion": Obj({"allow_skip": Bool(), "approvals": Int()}),
         "run_store": Obj({"url": Str()}),
+        # `configcenter serve`: shared secrets only, never plain text in the repo.
+        "serve": Obj(
+            {
+                "webhook_token": SecretOrStr(allow_plain=False),
+                "registry_token": SecretOrStr(allow_plain=False),
+                "api_token": SecretOrStr(allow_plain=False),
+                "basic_auth": Obj(
+                    {"username": Str(), "password": SecretOrStr(allow_plain=False)},
+                    required=("username", "password"),
+                ),
+            }
+        ),
     },
     required=("project", "environments"),
 )

@@ -1,0 +1,109 @@
+"""`configcenter serve`: webhooks, the reconcile schedule, the status API and page.
+
+One process with SQLite serves a team. Past one machine, point every replica
+at one PostgreSQL run store (runs and the job queue live there) and give them
+a Lease (`--lease-namespace`): only the lease holder runs the schedule, and an
+advisory lock per environment keeps two replicas from running one env at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from configcenter.serve.engine import Engine
+    from configcenter.usecases.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    kubeconfig: str | None = None
+    lease_namespace: str | None = None
+    lease_name: str = "configcenter-serve"
+    lease_duration: float = 15.0
+    workers: int = 2
+    identity: str | None = None
+
+
+def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
+    """The engine and the app, not started: settings are checked here, before listening."""
+    from configcenter.serve.app import create_app
+    from configcenter.serve.engine import Engine, default_identity, parse_interval
+    from configcenter.serve.jobs import JobStore
+    from configcenter.serve.leader import Leadership, LeaseLeader, SoleLeader
+    from configcenter.serve.metrics import Metrics
+    from configcenter.serve.settings import load_settings
+
+    config = ws.config
+    settings = load_settings(config, ws.redactor)
+    for env in config.project.environments:
+        raw = config.environment(env).reconcile_interval
+        if raw:
+            parse_interval(raw, f"environments/{env}/_env.yaml reconcile.interval")
+    identity = options.identity or default_identity()
+    leader: Leadership = SoleLeader()
+    if options.lease_namespace:
+        leader = LeaseLeader(
+            identity,
+            options.lease_namespace,
+            options.lease_name,
+            kubeconfig=options.kubeconfig,
+            duration=options.lease_duration,
+        )
+    elif options.kubeconfig:
+        raise ValueError(
+            "--kubeconfig is only used for the leader Lease: add --lease-namespace NS "
+            "(platforms keep their own kubeconfig in configcenter.yaml)"
+        )
+    run_store_url = ws.run_store_url or config.project.run_store_url
+    jobs = JobStore(run_store_url)
+    metrics = Metrics()
+
+    def collect(m: Metrics) -> None:
+        for state, count in jobs.counts().items():
+            m.set("configcenter_jobs", float(count), state=state)
+        m.set("configcenter_leader", 1.0 if leader.is_leader() else 0.0)
+
+    metrics.collectors.append(collect)
+    engine = Engine(ws, jobs, leader, metrics, identity=identity, workers=options.workers)
+    app = create_app(engine, settings)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(engine.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(engine.stop)
+            jobs.close()
+
+    app.router.lifespan_context = lifespan
+    return engine, app
+
+
+def run_server(ws: Workspace, options: ServeOptions) -> None:
+    """Serve until SIGINT/SIGTERM; running jobs get up to 30 s to finish."""
+    import uvicorn
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _, app = build(ws, options)
+    uvicorn.run(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )

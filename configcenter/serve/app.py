@@ -1,0 +1,421 @@
+"""The ASGI app: webhooks in, status out.
+
+Webhooks are checked (shared secret, constant-time compare), parsed, stored as
+a job and answered 202 before anything slow happens. The API, the page and
+/metrics sit behind a bearer token or basic auth when one is configured.
+Endpoints are sync functions, so Starlette runs them in its thread pool and
+Git or database calls never block the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.schemas import SchemaGenerator
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from configcenter.serve import page, status
+from configcenter.serve.engine import Engine
+from configcenter.serve.handlers import gitlab_job, registry_jobs
+from configcenter.serve.metrics import CONTENT_TYPE
+from configcenter.serve.settings import ServeSettings
+from configcenter.usecases.webhooks import (
+    UnsupportedEvent,
+    WebhookError,
+    parse_gitlab_event,
+    verify_gitlab_token,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 25 * 1024 * 1024  # GitLab caps webhook payloads at 25 MB
+OPEN_PATHS = ("/healthz", "/hooks/")
+
+SCHEMAS = SchemaGenerator(
+    {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "configcenter serve",
+            "version": "1",
+            "description": "Webhooks, runs, environments and drift of one configcenter project.",
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic"},
+                "gitlabToken": {"type": "apiKey", "in": "header", "name": "X-Gitlab-Token"},
+            }
+        },
+    }
+)
+
+
+class _Auth:
+    """Bearer token or basic auth in front of everything but /healthz and the webhooks."""
+
+    def __init__(self, app: ASGIApp, settings: ServeSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.settings.api_protected:
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path.startswith(OPEN_PATHS):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self._allowed(headers.get("authorization", "")):
+            await self.app(scope, receive, send)
+            return
+        challenge = 'Bearer realm="configcenter"'
+        if self.settings.basic_password:
+            challenge = 'Basic realm="configcenter", charset="UTF-8"'
+        response = JSONResponse(
+            {
+                "error": "unauthorized",
+                "fix": "send Authorization: Bearer <serve.api_token>"
+                + (" or basic auth (serve.basic_auth)" if self.settings.basic_password else ""),
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": challenge},
+        )
+        await response(scope, receive, send)
+
+    def _allowed(self, header: str) -> bool:
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        s = self.settings
+        if scheme == "bearer" and s.api_token:
+            return hmac.compare_digest(value.strip().encode(), s.api_token.encode())
+        if scheme == "basic" and s.basic_password and s.basic_user:
+            try:
+                user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            ok_user = hmac.compare_digest(user.encode(), s.basic_user.encode())
+            ok_password = hmac.compare_digest(password.encode(), s.basic_password.encode())
+            return ok_user and ok_password
+        return False
+
+
+def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
+    """The app for one engine; the engine's lifecycle is the caller's."""
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY:
+            raise WebhookError(f"body of {declared} bytes is over the {MAX_BODY}-byte limit")
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise WebhookError(f"body of {len(body)} bytes is over the {MAX_BODY}-byte limit")
+        return body
+
+    def delivery(source: str, result: str) -> None:
+        engine.metrics.inc("configcenter_webhook_deliveries_total", source=source, result=result)
+
+    async def gitlab_hook(request: Request) -> Response:
+        """
+        summary: GitLab webhook (Push Hook, Merge Request Hook)
+        description: >-
+          Verified by X-Gitlab-Token (constant-time), deduplicated by Idempotency-Key
+          (else X-Gitlab-Event-UUID), stored and answered 202; a worker applies
+          environments with auto_apply on a push to the followed branch.
+        security: [{gitlabToken: []}]
+        responses:
+          202: {description: "accepted (or a duplicate: {duplicate: true})"}
+          400: {description: not a usable GitLab webhook}
+          401: {description: missing or wrong X-Gitlab-Token}
+          503: {description: no webhook secret configured}
+        """
+        if not settings.webhook_token:
+            delivery("gitlab", "disabled")
+            return _error(
+                503,
+                "no GitLab webhook secret configured",
+                'set serve: {webhook_token: {secret: "env:NAME"}} in configcenter.yaml',
+            )
+        if not verify_gitlab_token(settings.webhook_token, request.headers.get("x-gitlab-token")):
+            delivery("gitlab", "unauthorized")
+            return _error(
+                401,
+                "X-Gitlab-Token is missing or wrong",
+                "enter serve.webhook_token as the webhook's Secret token in GitLab",
+            )
+        try:
+            body = await read_body(request)
+            event = parse_gitlab_event(dict(request.headers), body)
+        except UnsupportedEvent as exc:
+            delivery("gitlab", "ignored")
+            return JSONResponse({"accepted": False, "ignored": str(exc)}, status_code=202)
+        except WebhookError as exc:
+            delivery("gitlab", "invalid")
+            return _error(400, str(exc), "send GitLab's webhook request unchanged")
+        job = gitlab_job(event, dict(request.headers), body)
+        return await _enqueue(request, engine, [job], "gitlab", delivery)
+
+    async def registry_hook(request: Request) -> Response:
+        """
+        summary: Distribution (registry) notifications
+        description: >-
+          Authorization Bearer <serve.registry_token> (constant-time); one job per
+          manifest push event, deduplicated by event id; environments with
+          auto_apply whose services use the pushed repository are applied.
+        security: [{bearer: []}]
+        responses:
+          202: {description: accepted; duplicates and non-push events are counted, not run}
+          400: {description: not a notification envelope}
+          401: {description: missing or wrong token}
+          503: {description: no registry secret configured}
+        """
+        if not settings.registry_token:
+            delivery("registry", "disabled")
+            return _error(
+                503,
+                "no registry notification secret configured",
+                'set serve: {registry_token: {secret: "env:NAME"}} in configcenter.yaml',
+            )
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), settings.registry_token.encode()
+        ):
+            delivery("registry", "unauthorized")
+            return _error(
+                401,
+                "Authorization: Bearer <token> is missing or wrong",
+                "set notifications.endpoints[].headers.Authorization in the registry's config",
+            )
+        try:
+            jobs = registry_jobs(await read_body(request))
+        except WebhookError as exc:
+            delivery("registry", "invalid")
+            return _error(400, str(exc), "send the registry's notification envelope unchanged")
+        if not jobs:
+            delivery("registry", "ignored")
+            return JSONResponse({"accepted": 0, "duplicates": 0}, status_code=202)
+        return await _enqueue(request, engine, jobs, "registry", delivery)
+
+    def healthz(request: Request) -> Response:
+        """
+        summary: Liveness, and whether this replica is the leader
+        responses: {200: {description: "{ok, leader, identity}"}}
+        """
+        return JSONResponse(
+            {"ok": True, "leader": engine.leader.is_leader(), "identity": engine.identity}
+        )
+
+    def api_environments(request: Request) -> Response:
+        """
+        summary: Environments with their platform, auto_apply and reconcile settings
+        security: [{bearer: []}, {basic: []}]
+        responses: {200: {description: list of environments}}
+        """
+        return JSONResponse(status.environments(engine.fresh_workspace()))
+
+    def api_services(request: Request) -> Response:
+        """
+        summary: Services of one environment
+        description: template tag, image, last release, health and drift (from the last reconcile)
+        parameters:
+          - {name: env, in: path, required: true, schema: {type: string}}
+        security: [{bearer: []}, {basic: []}]
+        responses:
+          200: {description: list of services}
+          404: {description: no such environment}
+        """
+        env = request.path_params["env"]
+        ws = engine.fresh_workspace()
+        if env not in ws.config.environments:
+            return _error(
+                404,
+                f"no environment {env!r}",
+                "use one of " + ", ".join(ws.config.project.environments),
+            )
+        return JSONResponse(status.services(ws, env))
+
+    def api_matrix(request: Request) -> Response:
+        """
+        summary: The environment x service matrix
+        security: [{bearer: []}, {basic: []}]
+        responses: {200: {description: "{environments, services, cells: {env: {service: ...}}}"}}
+        """
+        return JSONResponse(status.matrix(engine.fresh_workspace()))
+
+    def api_runs(request: Request) -> Response:
+        """
+        summary: Runs, newest first
+        parameters:
+          - {name: env, in: query, schema: {type: string}}
+          - {name: kind, in: query, schema: {type: string}}
+          - {name: limit, in: query, schema: {type: integer, default: 50}}
+          - {name: before, in: query, schema: {type: string}, description: a run id to page from}
+          - {name: log, in: query, schema: {type: boolean}, description: include logs}
+        security: [{bearer: []}, {basic: []}]
+        responses: {200: {description: list of runs}, 400: {description: bad query}}
+        """
+        q = request.query_params
+        try:
+            limit = int(q.get("limit", "50"))
+        except ValueError:
+            return _error(400, f"limit {q.get('limit')!r} is not a number", "pass e.g. limit=50")
+        from configcenter.ports.runstore import RunStoreError
+
+        try:
+            runs = engine.run_store.list(
+                env=q.get("env") or None,
+                kind=q.get("kind") or None,
+                limit=limit,
+                before=q.get("before") or None,
+                with_log=q.get("log") in ("1", "true", "yes"),
+            )
+        except RunStoreError as exc:
+            return _error(400, str(exc), "fix the query")
+        with_log = q.get("log") in ("1", "true", "yes")
+        return JSONResponse([status.run_json(r, with_log) for r in runs])
+
+    def api_run(request: Request) -> Response:
+        """
+        summary: One run with its log
+        parameters: [{name: run, in: path, required: true, schema: {type: string}}]
+        security: [{bearer: []}, {basic: []}]
+        responses: {200: {description: the run}, 404: {description: no such run}}
+        """
+        run = engine.run_store.get(request.path_params["run"])
+        if run is None:
+            return _error(404, "no such run", "GET /api/runs lists runs")
+        return JSONResponse(status.run_json(run, with_log=True))
+
+    def api_jobs(request: Request) -> Response:
+        """
+        summary: Webhook deliveries and scheduled jobs, newest first
+        parameters:
+          - {name: source, in: query, schema: {type: string, enum: [gitlab, registry, schedule]}}
+          - {name: limit, in: query, schema: {type: integer, default: 100}}
+        security: [{bearer: []}, {basic: []}]
+        responses: {200: {description: "{counts, jobs}"}}
+        """
+        q = request.query_params
+        limit = int(q["limit"]) if q.get("limit", "").isdigit() else 100
+        jobs = engine.jobs.recent(limit, q.get("source") or None)
+        return JSONResponse({"counts": engine.jobs.counts(), "jobs": [j.to_json() for j in jobs]})
+
+    def metrics(request: Request) -> Response:
+        """
+        summary: Prometheus metrics (text format 0.0.4)
+        security: [{bearer: []}, {basic: []}]
+        responses: {200: {description: metrics}}
+        """
+        return PlainTextResponse(engine.metrics.render(), media_type=CONTENT_TYPE)
+
+    def openapi(request: Request) -> Response:
+        """
+        summary: This API's OpenAPI document
+        responses: {200: {description: OpenAPI 3 JSON}}
+        """
+        return JSONResponse(SCHEMAS.get_schema(routes=app.routes))
+
+    def index(request: Request) -> Response:
+        """
+        summary: Status page (HTML)
+        security: [{bearer: []}, {basic: []}]
+        responses: {200: {description: html}}
+        """
+        ws = engine.fresh_workspace()
+        return HTMLResponse(
+            page.render_index(
+                project=ws.config.project.name,
+                identity=engine.identity,
+                leader=engine.leader.is_leader(),
+                jobs=engine.jobs.counts(),
+                matrix=status.matrix(ws),
+                runs=engine.run_store.list(limit=30, with_log=True),
+            )
+        )
+
+    def run_page(request: Request) -> Response:
+        """
+        summary: One run's log (HTML)
+        parameters: [{name: run, in: path, required: true, schema: {type: string}}]
+        security: [{bearer: []}, {basic: []}]
+        responses: {200: {description: html}, 404: {description: no such run}}
+        """
+        run = engine.run_store.get(request.path_params["run"])
+        if run is None:
+            return HTMLResponse("<p>no such run</p>", status_code=404)
+        details = json.dumps(run.details, indent=2, sort_keys=True)
+        return HTMLResponse(page.render_run(run=run, details=details))
+
+    app = Starlette(
+        routes=[
+            Route("/", index, methods=["GET"]),
+            Route("/runs/{run}", run_page, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/hooks/gitlab", gitlab_hook, methods=["POST"]),
+            Route("/hooks/registry", registry_hook, methods=["POST"]),
+            Route("/api/environments", api_environments, methods=["GET"]),
+            Route("/api/environments/{env}/services", api_services, methods=["GET"]),
+            Route("/api/matrix", api_matrix, methods=["GET"]),
+            Route("/api/runs", api_runs, methods=["GET"]),
+            Route("/api/runs/{run}", api_run, methods=["GET"]),
+            Route("/api/jobs", api_jobs, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+        ],
+        exception_handlers={Exception: _server_error(engine)},
+    )
+    app.add_middleware(_Auth, settings=settings)
+    return app
+
+
+async def _enqueue(
+    request: Request,
+    engine: Engine,
+    jobs: list[Any],
+    source: str,
+    delivery: Callable[[str, str], None],
+) -> Response:
+    from starlette.concurrency import run_in_threadpool
+
+    new = 0
+    for job in jobs:
+        if await run_in_threadpool(engine.submit, job):
+            new += 1
+            delivery(source, "accepted")
+        else:
+            delivery(source, "duplicate")
+    return JSONResponse(
+        {
+            "accepted": new,
+            "duplicates": len(jobs) - new,
+            "jobs": [j.id for j in jobs],
+            "duplicate": new == 0,
+        },
+        status_code=202,
+    )
+
+
+def _error(status_code: int, message: str, fix: str) -> JSONResponse:
+    return JSONResponse({"error": message, "fix": fix}, status_code=status_code)
+
+
+def _server_error(engine: Engine) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handle(request: Request, exc: Exception) -> Response:
+        text = engine.redactor.redact(f"{type(exc).__name__}: {exc}")
+        log.error("%s %s: %s", request.method, request.url.path, text)
+        return JSONResponse(
+            {"error": text, "fix": "see the serve log; the request changed nothing"},
+            status_code=500,
+        )
+
+    return handle

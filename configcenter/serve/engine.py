@@ -1,0 +1,272 @@
+"""serve's engine: workers that carry out queued jobs, and the reconcile schedule.
+
+Jobs call the same use cases the CLI calls (`apply_env`, `reconcile`), each in
+a fresh Workspace so every run sees the config repo as it is now. One run at a
+time per environment: a lock per env in this process and, with PostgreSQL, an
+advisory lock per env across replicas. Only the leader enqueues and runs the
+schedule; any replica takes webhook jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from configcenter.core.redact import Redactor
+from configcenter.serve.jobs import Job, JobStore
+from configcenter.serve.leader import Leadership
+from configcenter.serve.metrics import Metrics
+from configcenter.usecases.workspace import Workspace
+
+if TYPE_CHECKING:
+    from configcenter.ports.runstore import RunStore
+
+log = logging.getLogger(__name__)
+
+_INTERVAL = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: A replica that has not beaten for this long is gone; its running jobs are queued again.
+STALE_REPLICA_SECONDS = 60.0
+
+
+def parse_interval(raw: str, where: str) -> float:
+    """`30s`, `5m`, `1h` (a bare number is seconds)."""
+    match = _INTERVAL.fullmatch(str(raw))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(
+            f"{where}: reconcile interval {raw!r} is not a duration: write e.g. 30s, 5m or 1h"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ServeWorkspace(Workspace):
+    """A Workspace whose run store and redactor are the server's, shared by every run."""
+
+    def __init__(self, base: Workspace, store: RunStore, redactor: Redactor) -> None:
+        super().__init__(base.root, base.deploy_repo_url, base.run_store_url, base.strict)
+        self._store = store
+        self._shared_redactor = redactor
+
+    @property
+    def run_store(self) -> RunStore:
+        return self._store
+
+    @property
+    def redactor(self) -> Redactor:
+        return self._shared_redactor
+
+
+@dataclass
+class EngineStatus:
+    started: float = field(default_factory=time.monotonic)
+    last_schedule: dict[str, float] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(
+        self,
+        base: Workspace,
+        jobs: JobStore,
+        leader: Leadership,
+        metrics: Metrics,
+        *,
+        identity: str,
+        workers: int = 2,
+    ) -> None:
+        self.base = base
+        self.jobs = jobs
+        self.leader = leader
+        self.metrics = metrics
+        self.identity = identity
+        self.workers = max(1, workers)
+        self.redactor = base.redactor
+        self.status = EngineStatus()
+        self._stop = threading.Event()
+        self._wake = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._env_locks: dict[str, threading.Lock] = {}
+        self._env_locks_guard = threading.Lock()
+        self._config_lock = threading.Lock()
+
+    @cached_property
+    def run_store(self) -> RunStore:
+        return self.base.run_store
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        requeued = self.jobs.requeue_mine(self.identity)
+        if not self.jobs.postgres:
+            # One process owns a SQLite queue: whatever was running died with the last one.
+            requeued += self.jobs.requeue_orphaned(0)
+        if requeued:
+            log.info("requeued %d job(s) left running by a previous start", len(requeued))
+        self.leader.start()
+        self.jobs.heartbeat(self.identity, self.leader.is_leader())
+        for index in range(self.workers):
+            thread = threading.Thread(
+                target=self._work, name=f"configcenter-worker-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        ticker = threading.Thread(target=self._tick, name="configcenter-schedule", daemon=True)
+        ticker.start()
+        self._threads.append(ticker)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self.wake()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        self.leader.stop()
+
+    def wake(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    def submit(self, job: Job) -> bool:
+        """Queue a job; False for a duplicate. Workers are woken at once."""
+        new = self.jobs.add(job)
+        if new:
+            self.wake()
+        return new
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        while not self._stop.is_set():
+            try:
+                leader = self.leader.is_leader()
+                self.jobs.heartbeat(self.identity, leader)
+                self.metrics.set("configcenter_leader", 1.0 if leader else 0.0)
+                if leader:
+                    self.jobs.requeue_orphaned(STALE_REPLICA_SECONDS)
+                    self._schedule()
+            except Exception as exc:
+                log.warning("schedule: %s", self.redactor.redact(str(exc)))
+            self._stop.wait(0.5)
+
+    def _schedule(self) -> None:
+        """Queue `schedule:<env>:<slot>` once per interval; the id dedupes across replicas."""
+        config = self.fresh_workspace().config
+        now = time.time()
+        for env in config.project.environments:
+            raw = config.environment(env).reconcile_interval
+            if not raw:
+                continue
+            interval = parse_interval(raw, f"environments/{env}/_env.yaml")
+            slot = math.floor(now / interval)
+            job = Job(
+                id=f"schedule:{env}:{interval:g}:{slot}",
+                source="schedule",
+                kind="reconcile",
+                env=env,
+                payload={"heal": config.environment(env).reconcile_heal},
+            )
+            if self.submit(job):
+                self.status.last_schedule[env] = now
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.jobs.claim(self.identity, schedule=self.leader.is_leader())
+            except Exception as exc:
+                log.warning("claiming a job: %s", self.redactor.redact(str(exc)))
+                job = None
+            if job is None:
+                with self._wake:
+                    self._wake.wait(timeout=1.0)
+                continue
+            self._execute(job)
+
+    def _execute(self, job: Job) -> None:
+        from configcenter.serve import handlers
+
+        try:
+            state, runs, note = handlers.run_job(self, job)
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            state, runs, note = "failed", [], self.redactor.redact(f"{type(exc).__name__}: {exc}")
+        self.jobs.finish(job.id, state, runs, note[:2000])
+
+    def record_run(self, kind: str, outcome: str, seconds: float) -> None:
+        self.metrics.inc("configcenter_runs_total", kind=kind, outcome=outcome)
+        self.metrics.observe_duration(seconds, kind=kind)
+
+    # -- helpers for handlers --------------------------------------------------------------
+
+    def fresh_workspace(self) -> ServeWorkspace:
+        """A Workspace that loads the config repo anew (as it is on disk now)."""
+        ws = ServeWorkspace(self.base, self.run_store, self.redactor)
+        with self._config_lock:
+            _ = ws.config
+        return ws
+
+    @contextmanager
+    def env_lock(self, env: str) -> Iterator[None]:
+        with self._env_locks_guard:
+            lock = self._env_locks.setdefault(env, threading.Lock())
+        with lock, self.jobs.env_lock(env):
+            yield
+
+    def update_config_repo(self) -> str:
+        """Fast-forward the config repo's branch to its upstream; returns a note."""
+        root = self.base.root
+        with self._config_lock:
+            if not (root / ".git").exists():
+                return "the config repo is not a Git clone; used as it is"
+            upstream = _git(root, "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}")
+            if upstream is None:
+                return "the config repo's branch has no upstream; used as it is"
+            remote = upstream.split("/", 1)[0]
+            fetched = _git(root, "fetch", "--quiet", "--tags", "--force", remote)
+            if fetched is None:
+                raise RuntimeError(
+                    f"git fetch {remote} failed in {root}: check the remote URL and credentials"
+                )
+            merged = _git(root, "merge", "--ff-only", "--quiet", "@{u}")
+            if merged is None:
+                raise RuntimeError(
+                    f"{root} cannot fast-forward to {upstream}: it has local commits; "
+                    "serve needs a clean clone of the config repo"
+                )
+            head = _git(root, "rev-parse", "HEAD") or "?"
+            return f"config repo at {head[:10]} ({upstream})"
+
+    def current_branch(self) -> str | None:
+        return _git(self.base.root, "symbolic-ref", "--short", "-q", "HEAD")
+
+
+def _git(root: Path, *args: str) -> str | None:
+    proc = subprocess.run(
+        ["git", "-C", str(root), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    return job.to_json()

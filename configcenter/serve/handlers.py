@@ -1,0 +1,279 @@
+"""From deliveries to jobs, and from jobs to use-case calls.
+
+The request side (`gitlab_job`, `registry_jobs`) only parses and names the
+job, so a webhook is answered in milliseconds; the worker side (`run_job`)
+does the slow part: fetch the config repo, decide environments, call
+`apply_env` or `reconcile` (the CLI's own functions) under the env's lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from configcenter.serve.jobs import Job
+from configcenter.usecases.webhooks import GitLabEvent, WebhookError
+
+if TYPE_CHECKING:
+    from configcenter.serve.engine import Engine
+
+REGISTRY_MEDIA_TYPES = (
+    "application/vnd.docker.distribution.events.v1+json",
+    "application/vnd.docker.distribution.events.v2+json",
+    "application/json",
+)
+
+JobOutcome = tuple[str, list[str], str]
+
+
+# -- deliveries -> jobs ------------------------------------------------------------------------
+
+
+def gitlab_job(event: GitLabEvent, headers: Mapping[str, str], body: bytes) -> Job:
+    """The job for one GitLab delivery, named by the id GitLab keeps across retries."""
+    key = event.idempotency_key or event.delivery_id or hashlib.sha256(body).hexdigest()
+    payload: dict[str, Any] = {
+        "project": event.project,
+        "event_uuid": event.delivery_id,
+        "actor": _gitlab_user(body),
+    }
+    if event.kind == "push":
+        payload.update(ref=event.ref, before=event.before, after=event.after)
+    else:
+        payload.update(
+            iid=event.iid,
+            action=event.action,
+            state=event.state,
+            source_branch=event.source_branch,
+            target_branch=event.target_branch,
+            merged=event.merged,
+            merge_commit_sha=event.merge_commit_sha,
+        )
+    return Job(id=f"gitlab:{key}", source="gitlab", kind=event.kind, payload=payload)
+
+
+def _gitlab_user(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "gitlab"
+    user = data.get("user_username") or (data.get("user") or {}).get("username")
+    return f"gitlab:{user}" if isinstance(user, str) and user else "gitlab"
+
+
+def registry_jobs(body: bytes) -> list[Job]:
+    """One job per manifest push in a Distribution notification envelope."""
+    try:
+        envelope = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WebhookError(
+            f"registry notification is not JSON ({exc}): point the registry's "
+            "notifications endpoint at /hooks/registry"
+        ) from None
+    events = envelope.get("events") if isinstance(envelope, dict) else None
+    if not isinstance(events, list):
+        raise WebhookError(
+            "registry notification has no 'events' list: this is not a Distribution "
+            "notification envelope"
+        )
+    jobs = []
+    for index, event in enumerate(events):
+        if not isinstance(event, dict) or not isinstance(event.get("id"), str):
+            raise WebhookError(f"registry notification event {index} has no string 'id'")
+        target = event.get("target") or {}
+        media = str(target.get("mediaType") or "")
+        is_manifest = "manifest" in media or "image.index" in media or bool(target.get("tag"))
+        if event.get("action") != "push" or not is_manifest:
+            continue  # layer pushes and pulls: nothing to deploy
+        repository = target.get("repository")
+        if not isinstance(repository, str) or not repository:
+            raise WebhookError(
+                f"registry notification event {event['id']} has no target.repository"
+            )
+        request = event.get("request") or {}
+        jobs.append(
+            Job(
+                id=f"registry:{event['id']}",
+                source="registry",
+                kind="image",
+                payload={
+                    "repository": repository,
+                    "tag": target.get("tag"),
+                    "digest": target.get("digest"),
+                    "host": request.get("host"),
+                    "actor": (event.get("actor") or {}).get("name") or "registry",
+                },
+            )
+        )
+    return jobs
+
+
+# -- jobs -> use cases -------------------------------------------------------------------------
+
+
+def run_job(engine: Engine, job: Job) -> JobOutcome:
+    if job.kind == "reconcile":
+        return _reconcile(engine, job)
+    if job.source == "gitlab" and job.kind == "push":
+        return _push(engine, job)
+    if job.source == "gitlab" and job.kind == "merge_request":
+        return _merge_request(engine, job)
+    if job.source == "registry":
+        return _image(engine, job)
+    return "ignored", [], f"no handler for {job.source} {job.kind} jobs"
+
+
+def _reconcile(engine: Engine, job: Job) -> JobOutcome:
+    from configcenter.usecases.reconcile import reconcile
+
+    ws = engine.fresh_workspace()
+    env = job.env
+    heal = bool(job.payload.get("heal"))
+    started = time.monotonic()
+    with engine.env_lock(env):
+        try:
+            report = reconcile(ws, env, heal=heal, trigger="schedule", actor=engine.identity)
+        except Exception:
+            engine.record_run("reconcile", "failed", time.monotonic() - started)
+            raise
+    engine.record_run("reconcile", report.outcome, time.monotonic() - started)
+    engine.metrics.set("configcenter_drift", float(len(report.drifts)), env=env)
+    runs = [report.run_id] if report.run_id else []
+    note = f"{len(report.drifts)} drift(s)" + (f", healed {len(report.healed)}" if heal else "")
+    return ("failed" if report.outcome == "failed" else "done"), runs, note
+
+
+def _push(engine: Engine, job: Job) -> JobOutcome:
+    branch = str(job.payload.get("ref") or "").removeprefix("refs/heads/")
+    followed = engine.current_branch()
+    if not branch or branch != followed:
+        return (
+            "ignored",
+            [],
+            f"push to {branch or job.payload.get('ref')!r}; serve follows {followed!r}",
+        )
+    covered_up_to = engine.jobs.last_seq()
+    note = engine.update_config_repo()
+    ws = engine.fresh_workspace()
+    config = ws.config
+    envs = [e for e in config.project.environments if config.environment(e).auto_apply]
+    if not envs:
+        return "ignored", [], f"{note}; no environment has auto_apply: true"
+    runs, state, notes = _apply_envs(engine, ws, envs, None, str(job.payload.get("actor")), job)
+    engine.jobs.finish_covered("gitlab", "push", covered_up_to, runs, f"covered by {job.id}")
+    return state, runs, "; ".join([note, *notes])
+
+
+def _image(engine: Engine, job: Job) -> JobOutcome:
+    repository = str(job.payload["repository"])
+    tag = job.payload.get("tag")
+    ws = engine.fresh_workspace()
+    config = ws.config
+    targets: dict[str, list[str]] = {}
+    for env in config.project.environments:
+        environment = config.environment(env)
+        if not environment.auto_apply:
+            continue
+        for name, service in environment.services.items():
+            ref = service.image.ref if service.image else None
+            if ref and _same_repository(ref, repository, tag if isinstance(tag, str) else None):
+                targets.setdefault(env, []).append(name)
+    if not targets:
+        return "ignored", [], f"no auto_apply environment runs {repository}"
+    runs: list[str] = []
+    notes: list[str] = []
+    state = "done"
+    for env, services in targets.items():
+        env_runs, env_state, env_notes = _apply_envs(
+            engine, ws, [env], services, str(job.payload.get("actor")), job
+        )
+        runs += env_runs
+        notes += env_notes
+        state = "failed" if env_state == "failed" else state
+    return state, runs, "; ".join(notes)
+
+
+def _same_repository(ref: str, repository: str, tag: str | None) -> bool:
+    """Whether an image reference names this registry repository (and tag, when pushed)."""
+    name, _, _digest = ref.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    ref_tag = last.split(":", 1)[1] if ":" in last else "latest"
+    path = name[: len(name) - len(ref_tag) - 1] if ":" in last else name
+    first, _, rest = path.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        path = rest  # drop the registry host
+    return path == repository and (tag is None or tag == ref_tag)
+
+
+def _apply_envs(
+    engine: Engine,
+    ws: Any,
+    envs: list[str],
+    services: list[str] | None,
+    actor: str,
+    job: Job,
+) -> tuple[list[str], str, list[str]]:
+    from configcenter.usecases.apply import ApplyOptions, apply_env
+
+    runs: list[str] = []
+    notes: list[str] = []
+    state = "done"
+    for env in envs:
+        started = time.monotonic()
+        options = ApplyOptions(
+            services=services, trigger=f"webhook:{job.source}", actor=actor or job.source
+        )
+        with engine.env_lock(env):
+            try:
+                result = apply_env(engine.fresh_workspace(), env, options)
+            except Exception as exc:
+                engine.record_run("apply", "failed", time.monotonic() - started)
+                notes.append(f"{env}: failed: {engine.redactor.redact(str(exc))}")
+                state = "failed"
+                continue
+        engine.record_run("apply", result.outcome, time.monotonic() - started)
+        if result.run_id:
+            runs.append(result.run_id)
+        notes.append(f"{env}: {result.outcome}")
+        if result.outcome in ("failed", "rolled_back"):
+            state = "failed"
+    return runs, state, notes
+
+
+def _merge_request(engine: Engine, job: Job) -> JobOutcome:
+    """Promotion merge requests belong to `usecases.promote.handle_gitlab_event` when present.
+
+    A merged MR also reaches serve as a push to its target branch; that push is
+    what applies, so without the promotion handler nothing is lost.
+    """
+    try:
+        promote = importlib.import_module("configcenter.usecases.promote")
+    except ImportError:
+        promote = None
+    handler = getattr(promote, "handle_gitlab_event", None)
+    if handler is None:
+        return "ignored", [], "merge request events are handled by promotion (not installed)"
+    from configcenter.usecases.webhooks import GitLabEvent as Event
+
+    p = job.payload
+    event = Event(
+        kind="merge_request",
+        delivery_id=p.get("event_uuid"),
+        project=p.get("project"),
+        idempotency_key=job.id.removeprefix("gitlab:"),
+        iid=p.get("iid"),
+        action=p.get("action"),
+        state=p.get("state"),
+        source_branch=p.get("source_branch"),
+        target_branch=p.get("target_branch"),
+        merged=bool(p.get("merged")),
+        merge_commit_sha=p.get("merge_commit_sha"),
+    )
+    engine.update_config_repo()
+    result = handler(engine.fresh_workspace(), event)
+    runs = [r for r in getattr(result, "runs", []) or [] if isinstance(r, str)]
+    return "done", runs, str(getattr(result, "summary", "") or result or "handled")

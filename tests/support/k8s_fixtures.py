@@ -89,9 +89,9 @@ def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8sCluster
     existing = os.environ.get(EXISTING_KUBECONFIG_ENV)
     if existing:
         kubeconfig = Path(existing).expanduser().resolve()
-        probe = K8sCluster(kubeconfig, api_url="")
-        with probe.api_client() as api:
-            yield K8sCluster(kubeconfig, api_url=api.configuration.host)
+        with K8sCluster(kubeconfig, api_url="").api_client() as api:
+            api_url = api.configuration.host
+        yield K8sCluster(kubeconfig, api_url)
         return
     if not k8s_testbed.is_built():
         if shutil.which("go") is None:
@@ -127,7 +127,19 @@ def k8s_namespace(
         metadata=client.V1ObjectMeta(name=name, labels={NAMESPACE_LABEL: "true"})
     )
     with k8s_cluster.api_client() as api:
-        client.CoreV1Api(api).create_namespace(body)
+        core = client.CoreV1Api(api)
+        core.create_namespace(body)
+        # Clusters that keep the ServiceAccount admission plugin (not the bed)
+        # refuse pods until the namespace's "default" ServiceAccount exists.
+        wait_until(
+            lambda: (
+                core.list_namespaced_service_account(
+                    name, field_selector="metadata.name=default"
+                ).items
+            ),
+            30,
+            f"ServiceAccount {name}/default",
+        )
     try:
         yield K8sNamespace(k8s_cluster.kubeconfig, k8s_cluster.api_url, name)
     finally:

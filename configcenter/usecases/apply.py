@@ -158,6 +158,7 @@ def apply_env(
         plan = plan_env(ws, env, only=options.services, retry=options.retry)
         reporter.plan_ready(plan)
         return ApplyResult(env, None, plan, dry_run=True)
+    _check_names(ws, env, options)
     repo = ws.deploy_repo
     store = ws.run_store
     run = store.start(
@@ -201,6 +202,27 @@ def apply_env(
     except BaseException as exc:
         store.finish(run.id, "failed", {"error": ws.redactor.redact(str(exc))})
         raise
+
+
+def _check_names(ws: Workspace, env: str, options: ApplyOptions) -> None:
+    """Refuse a mistyped --service/--retry before a run is recorded: bad input writes nothing.
+
+    A name only the deploy repo knows (a service removed from the config, to delete)
+    is fine, so the state is read only when the config does not know a name.
+    """
+    known = ws.config.environment(env).services
+    named = [*(options.services or ()), *options.retry]
+    unknown = [s for s in named if s not in known]
+    if not unknown:
+        return
+    state = ws.read_state(env)
+    unknown = [s for s in dict.fromkeys(unknown) if s not in state.services]
+    if unknown:
+        names = sorted({*known, *state.services})
+        raise ApplyError(
+            f"{', '.join(repr(s) for s in unknown)}: no such service in {env} "
+            f"(known: {', '.join(names) or 'none'}); check --service/--retry"
+        )
 
 
 def _release_of(state: EnvState, service: str) -> str | None:

@@ -194,7 +194,8 @@ def test_deleted_service_loses_its_files_and_state(world: World) -> None:
     actions = {s["service"]: s["action"] for s in plan["services"]}
     assert actions == {"db": "noop", "api": "noop", "worker": "delete"}
 
-    result = world.ok("apply", "dev", "--no-rollout", "--json")
+    # Named alone: the config no longer knows worker, the deploy repo does.
+    result = world.ok("apply", "dev", "--no-rollout", "--json", "-s", "worker")
 
     outcome = {r["service"]: r for r in json.loads(result.stdout)["results"]}
     assert outcome["worker"]["action"] == "delete"

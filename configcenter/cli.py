@@ -143,6 +143,7 @@ def validate(ws: Workspace, as_json: bool) -> None:
 @handle_errors
 def explain(ws: Workspace, env: str, service: str, key: str | None, as_json: bool) -> None:
     """Merged values of SERVICE in ENV, each with the file:line it came from."""
+    ws.focus = (env,)
     from configcenter.core.values import masked
     from configcenter.usecases.inspect import explain as run_explain
 
@@ -183,6 +184,7 @@ def explain(ws: Workspace, env: str, service: str, key: str | None, as_json: boo
 @handle_errors
 def render(ws: Workspace, env: str, services: tuple[str, ...], out: Path | None) -> None:
     """Render ENV's files as apply would, without side effects."""
+    ws.focus = (env,)
     from configcenter.usecases.inspect import render as run_render
     from configcenter.usecases.inspect import write_rendered
 
@@ -214,6 +216,7 @@ def plan(
     retry: tuple[str, ...],
 ) -> None:
     """What apply would do in ENV, and why."""
+    ws.focus = (env,)
     from configcenter.usecases.inspect import plan_env
 
     result = plan_env(ws, env, only=services or None, retry=retry)
@@ -344,6 +347,7 @@ def apply(
     verbose: bool,
 ) -> None:
     """Commit ENV's plan to the deploy repo, build, roll out, verify, roll back on failure."""
+    ws.focus = (env,)
     from configcenter.usecases.apply import ApplyOptions, apply_env
 
     options = ApplyOptions(
@@ -396,6 +400,7 @@ class _QuietReporter(_PrintingReporter):
 @handle_errors
 def deploy(ws: Workspace, env: str, service: str, dry_run: bool) -> None:
     """Roll out what the deploy repo says for SERVICE in ENV, alone."""
+    ws.focus = (env,)
     from configcenter.usecases.apply import deploy_service
 
     result = deploy_service(ws, env, service, _PrintingReporter(), dry_run=dry_run)  # type: ignore[arg-type]
@@ -417,6 +422,7 @@ def rollback(
     ws: Workspace, env: str, service: str, to: str | None, no_rollout: bool, dry_run: bool
 ) -> None:
     """Back to the last good (or named) release: image and config, as a new commit."""
+    ws.focus = (env,)
     from configcenter.usecases.apply import rollback_service
 
     result = rollback_service(
@@ -441,6 +447,7 @@ def rollback(
 @handle_errors
 def history(ws: Workspace, env: str, service: str | None, limit: int, as_json: bool) -> None:
     """Releases in ENV, newest first: deploy repo commits joined with runs."""
+    ws.focus = (env,)
     from configcenter.usecases.history import history as run_history
 
     entries = run_history(ws, env, service, limit)
@@ -484,6 +491,7 @@ def history(ws: Workspace, env: str, service: str | None, limit: int, as_json: b
 @handle_errors
 def build(ws: Workspace, env: str, service: str, verbose: bool) -> None:
     """Build SERVICE's image for ENV if its inputs changed, and push it."""
+    ws.focus = (env,)
     from configcenter.usecases.images import build_service
 
     reporter = _PrintingReporter(verbose=True)

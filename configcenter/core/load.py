@@ -7,6 +7,7 @@ fixes a config in one go rather than one error per run.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection
 from typing import Any
 
 from configcenter.core import schema
@@ -32,10 +33,17 @@ RESERVED_NAMES = frozenset(
 )
 
 
-def load_config(source: ConfigSource, problems: ProblemList | None = None) -> Config:
-    """Load everything; raises ConfigError when there are errors (warnings are kept)."""
+def load_config(
+    source: ConfigSource,
+    problems: ProblemList | None = None,
+    environments: Collection[str] | None = None,
+) -> Config:
+    """Load everything (or only `environments`, for commands about one environment).
+
+    Raises ConfigError when there are errors (warnings are kept).
+    """
     problems = problems if problems is not None else ProblemList()
-    loader = _Loader(source, problems)
+    loader = _Loader(source, problems, environments)
     config = loader.load()
     problems.raise_if_errors()
     assert config is not None
@@ -43,7 +51,13 @@ def load_config(source: ConfigSource, problems: ProblemList | None = None) -> Co
 
 
 class _Loader:
-    def __init__(self, source: ConfigSource, problems: ProblemList) -> None:
+    def __init__(
+        self,
+        source: ConfigSource,
+        problems: ProblemList,
+        only: Collection[str] | None = None,
+    ) -> None:
+        self.only = set(only) if only is not None else None
         self.source = source
         self.problems = problems
         self.root = source.root
@@ -90,7 +104,9 @@ class _Loader:
         # Read once: every environment layers on it, and its problems are reported once.
         defaults = self._read_doc("environments/_defaults.yaml", schema.DEFAULTS)
         environments = {
-            name: self._environment(project, name, defaults) for name in project.environments
+            name: self._environment(project, name, defaults)
+            for name in project.environments
+            if self.only is None or name in self.only
         }
         self._check_env_dirs(project)
         self._check_dependencies(environments)

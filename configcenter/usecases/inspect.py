@@ -16,7 +16,7 @@ from configcenter.usecases.workspace import Workspace
 
 
 def check_env(config: Config, env: str) -> None:
-    if env not in config.environments:
+    if env not in config.project.environments:
         raise ConfigError(
             [
                 Problem(

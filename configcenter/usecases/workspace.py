@@ -38,6 +38,9 @@ class Workspace:
     deploy_repo_url: str | None = None  # overrides configcenter.yaml
     run_store_url: str | None = None  # overrides configcenter.yaml / the default SQLite file
     strict: bool = False
+    # Commands about one environment load only it: a broken prod file does not block dev,
+    # and a plan of one environment does not pay for loading the others.
+    focus: tuple[str, ...] | None = None
 
     @cached_property
     def source(self) -> GitConfigRepo:
@@ -49,7 +52,7 @@ class Workspace:
 
     @cached_property
     def config(self) -> Config:
-        config = load_config(self.source, self.problems)
+        config = load_config(self.source, self.problems, self.focus)
         self.problems.raise_if_errors(self.strict)
         return config
 

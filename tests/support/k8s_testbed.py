@@ -53,6 +53,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -159,6 +160,12 @@ def bin_dir() -> Path:
     return cache_root() / kubernetes_version()
 
 
+# -trimpath and -s -w: smaller binaries and a faster link; CGO off as upstream.
+GO_BUILD_FLAGS = ("-trimpath",)
+BASE_LDFLAGS = ("-s", "-w")
+STAMP_NAME = "stamp.json"
+
+
 def _build_inputs_digest(builds: Sequence[GoBuild]) -> str:
     """Hash of everything that decides the binaries, for the cache stamp."""
     digest = hashlib.sha256()
@@ -168,12 +175,6 @@ def _build_inputs_digest(builds: Sequence[GoBuild]) -> str:
         digest.update(json.dumps([build.packages, build.binaries, build.ldflags]).encode())
     digest.update(json.dumps([GO_BUILD_FLAGS, BASE_LDFLAGS]).encode())
     return digest.hexdigest()
-
-
-# -trimpath and -s -w: smaller binaries and a faster link; CGO off as upstream.
-GO_BUILD_FLAGS = ("-trimpath",)
-BASE_LDFLAGS = ("-s", "-w")
-STAMP_NAME = "stamp.json"
 
 
 def is_built(target: Path | None = None) -> bool:
@@ -236,7 +237,7 @@ def build(force: bool = False) -> Path:
         env = dict(os.environ, CGO_ENABLED="0")
         nice = ["nice", "-n", "10"] if shutil.which("nice") else []
         log(f"building Kubernetes {kubernetes_version()}, etcd and kwok into {target}")
-        log("a cold build takes about 8 minutes on 2 cores; later runs reuse the cache")
+        log("a cold build takes 7-16 minutes on 2 cores; later runs reuse the cache")
         started = time.monotonic()
         for spec in builds:
             ldflags = " ".join((*BASE_LDFLAGS, *spec.ldflags))
@@ -336,34 +337,24 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+def _openssl(command: str, cwd: Path) -> None:
+    """Run one openssl command line (arguments never contain spaces here)."""
+    result = subprocess.run(["openssl", *shlex.split(command)], cwd=cwd, capture_output=True)
     if result.returncode != 0:
-        raise TestbedError(f"openssl {' '.join(args)} failed:\n{result.stderr}")
+        raise TestbedError(f"openssl {command} failed:\n{result.stderr.decode(errors='replace')}")
 
 
 def make_pki(pki: Path) -> None:
-    """A throwaway CA, an apiserver serving cert, an admin client cert
-    (O=system:masters) and the ServiceAccount signing key, all with openssl."""
+    """A throwaway CA, an apiserver serving cert, client certs for the admin
+    (O=system:masters) and the front proxy, and the ServiceAccount signing
+    key, all with openssl. EC keys: quick to generate."""
     pki.mkdir(parents=True, exist_ok=True)
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    new_ec_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
     _openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "3650",
-        "-subj",
-        "/CN=configcenter-testbed-ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=pki,
+        f"req -x509 {new_ec_key} -keyout ca.key -out ca.crt -days 3650"
+        " -subj /CN=configcenter-testbed-ca -addext basicConstraints=critical,CA:TRUE"
+        " -addext keyUsage=critical,keyCertSign,cRLSign",
+        pki,
     )
     leaves = {
         "apiserver": (
@@ -377,41 +368,17 @@ def make_pki(pki: Path) -> None:
         "front-proxy-client": ("/CN=front-proxy-client", "extendedKeyUsage=clientAuth"),
     }
     for name, (subject, extensions) in leaves.items():
-        _openssl(
-            "req",
-            "-new",
-            *ec,
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            subject,
-            cwd=pki,
-        )
+        _openssl(f"req -new {new_ec_key} -keyout {name}.key -out {name}.csr -subj {subject}", pki)
         (pki / f"{name}.ext").write_text(
             f"{extensions}\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         )
         _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "3650",
-            "-extfile",
-            f"{name}.ext",
-            "-out",
-            f"{name}.crt",
-            cwd=pki,
+            f"x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650"
+            f" -extfile {name}.ext -out {name}.crt",
+            pki,
         )
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+    _openssl("genrsa -out sa.key 2048", pki)
+    _openssl("rsa -in sa.key -pubout -out sa.pub", pki)
 
 
 def write_kubeconfig(path: Path, api_url: str, pki: Path) -> None:

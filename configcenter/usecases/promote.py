@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -563,8 +564,15 @@ def promote(
             )
         result.status = "unchanged" if result.commit is None else "updated"
     result.merge_request = mr
-    result.message = _done_message(result, mr)
+    result.message = _done_message(result, mr, ws.root, refs.remote)
     return result
+
+
+def handle_gitlab_event(ws_source: Any, event: Any, reporter: Any = None) -> Any:
+    """`configcenter.usecases.triggers.handle_gitlab_event`, where serve looks for it."""
+    from configcenter.usecases.triggers import handle_gitlab_event as handle
+
+    return handle(ws_source, event, reporter)
 
 
 def _sync(git: ConfigGit, branch: str) -> _Refs:
@@ -751,14 +759,19 @@ def _nothing_message(source: str, target: str, skipped: Sequence[Skipped]) -> st
     return text
 
 
-def _done_message(result: PromotionResult, mr: MergeRequest) -> str:
+def _done_message(
+    result: PromotionResult, mr: MergeRequest, root: Path, pushed_to_origin: bool
+) -> str:
     verb = {"opened": "Opened", "updated": "Updated", "unchanged": "Unchanged:"}[result.status]
     draft = " (draft: see the missing ENV keys)" if result.draft else ""
     if result.forge_kind == "local":
-        return (
+        text = (
             f"{verb} local merge request !{mr.iid} for {result.branch} -> {result.target_branch}"
             f"{draft}. To merge it: {mr.web_url}"
         )
+        if pushed_to_origin:
+            text += f" && git -C {shlex.quote(str(root))} push origin {result.target_branch}"
+        return text
     return f"{verb} merge request !{mr.iid}{draft}: {mr.web_url}"
 
 

@@ -292,3 +292,52 @@ def test_one_service_gets_its_own_branch(gitlab_bed: tuple[PromotionBed, GitLabD
     assert gitlab.merge_requests(GITLAB_PROJECT)[0]["source_branch"] == result.branch
     with pytest.raises(PromotionError, match="'cache' is not deployed in demo"):
         promote(bed.ws(), "dev", "demo", service="cache")
+
+
+def test_a_branch_that_conflicts_with_main_is_rebuilt_from_it_with_a_lease(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    bed, gitlab = gitlab_bed
+    promote(bed.ws(), "dev", "demo")
+    old_tip = bed.log(BRANCH)[0]
+    # Someone edits the very lines the promotion changed, on main.
+    bed.change(
+        DEMO_API,
+        "# The api in demo: reviewed by the shop team.\n"
+        "template: 1.0.0   # pinned tag (frozen for the fair)\n"
+        "image: {ref: registry.example.com/shop/api:1.0}   # frozen too\n"
+        "replicas: 2\n",
+        "demo: freeze api",
+    )
+
+    result = promote(bed.ws(), "dev", "demo")
+
+    assert result.rebuilt and result.status == "updated"
+    assert old_tip not in bed.log(BRANCH)
+    assert bed.log(BRANCH)[1] == bed.log("main")[0]  # one commit on top of main
+    assert len(gitlab.merge_requests(GITLAB_PROJECT)) == 1
+    mr = gitlab.merge_requests(GITLAB_PROJECT)[0]
+    assert "rebuilt from it" in mr["description"]
+    promoted = bed.origin_file(BRANCH, DEMO_API)
+    assert "template: 1.1.0   # pinned tag (frozen for the fair)" in promoted
+    gitlab.merge(GITLAB_PROJECT, mr["iid"])
+
+
+def test_a_head_template_is_not_promoted_where_head_is_not_allowed(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    bed, gitlab = gitlab_bed
+    bed.change(
+        "environments/dev/api.yaml",
+        "template: HEAD\nimage: {ref: registry.example.com/shop/api:1.1}\n"
+        "values:\n  FEATURE_FLAGS: checkout-v2\n",
+        "dev: api from the work tree",
+    )
+    bed.apply("dev")
+
+    result = promote(bed.ws(), "dev", "demo")
+
+    assert result.status == "nothing"
+    assert "runs its template from the work tree (HEAD)" in result.message
+    assert "configcenter template release api VERSION" in result.message
+    assert gitlab.merge_requests(GITLAB_PROJECT) == []

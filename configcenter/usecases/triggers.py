@@ -1,0 +1,153 @@
+"""What GitLab events make happen: a merged promotion applies its target, a push applies dev.
+
+`serve` receives `POST /hooks/gitlab` and calls `handle_gitlab_webhook` with the
+raw headers and body. The token is checked first (nothing runs for a wrong
+one), then the config repo checkout that `ws_factory` opens is fast-forwarded
+to the merged default branch, and the environment is applied through
+`apply_env`, the same code path as `configcenter apply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from configcenter.usecases.apply import ApplyOptions, ApplyResult, Reporter, apply_env
+from configcenter.usecases.promote import ConfigGit, PromotionError, parse_branch
+from configcenter.usecases.webhooks import (
+    GitLabEvent,
+    UnsupportedEvent,
+    parse_gitlab_event,
+    verify_gitlab_token,
+)
+from configcenter.usecases.workspace import Workspace
+
+WorkspaceFactory = Callable[[], Workspace]
+
+
+class WebhookUnauthorized(Exception):
+    """The request did not carry the webhook secret (answer 401); nothing was run."""
+
+    status = 401
+
+
+def webhook_secret(ws: Workspace) -> str:
+    """forge.webhook_token from configcenter.yaml, resolved and registered for masking."""
+    from configcenter.adapters.secrets import SecretError, resolve_secret
+
+    settings = ws.config.project.forge or {}
+    ref = settings.get("webhook_token")
+    if not isinstance(ref, dict) or "secret" not in ref:
+        raise PromotionError(
+            "forge.webhook_token is not set as a secret reference: add "
+            'webhook_token: {secret: "env:GITLAB_WEBHOOK_TOKEN"} under forge: in '
+            "configcenter.yaml and enter the same value as the webhook's Secret token in GitLab"
+        )
+    try:
+        return resolve_secret(str(ref["secret"]), on_resolved=ws.redactor.register)
+    except SecretError as error:
+        raise PromotionError(f"forge.webhook_token: {error}") from None
+
+
+def handle_gitlab_webhook(
+    ws_factory: WorkspaceFactory,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    secret: str | None = None,
+    reporter: Reporter | None = None,
+) -> TriggerResults:
+    """Check the token, parse the event, act on it. `secret` overrides forge.webhook_token."""
+    expected = secret if secret is not None else webhook_secret(ws_factory())
+    given = {k.lower(): v for k, v in headers.items()}.get("x-gitlab-token")
+    if not verify_gitlab_token(expected, given):
+        raise WebhookUnauthorized(
+            "X-Gitlab-Token is missing or wrong: nothing was run. Set the webhook's Secret "
+            "token in GitLab to the value forge.webhook_token points at"
+        )
+    try:
+        event = parse_gitlab_event(headers, body)
+    except UnsupportedEvent:
+        return TriggerResults()
+    return handle_gitlab_event(ws_factory, event, reporter)
+
+
+class TriggerResults(list[ApplyResult]):
+    """The applies an event caused, in order; `runs` and `summary` are for serve's job log."""
+
+    @property
+    def runs(self) -> list[str]:
+        return [r.run_id for r in self if r.run_id]
+
+    @property
+    def summary(self) -> str:
+        if not self:
+            return "nothing to apply"
+        return "; ".join(
+            f"{r.env}: {r.outcome}" + (f" ({r.commit[:10]})" if r.commit else "") for r in self
+        )
+
+
+def handle_gitlab_event(
+    ws_source: WorkspaceFactory | Workspace,
+    event: GitLabEvent,
+    reporter: Reporter | None = None,
+) -> TriggerResults:
+    """Apply what the event asks for; an empty list for events that ask for nothing.
+
+    A merged promotion request applies its target environment; a push to the
+    default branch applies every environment with `auto_apply: true`. Given a
+    factory, the checkout it opens is fast-forwarded first and a fresh
+    Workspace reads the merged config; given a Workspace, the caller has
+    already updated the checkout (serve does) and it is only checked.
+    """
+    factory: WorkspaceFactory = ws_source if callable(ws_source) else (lambda: ws_source)
+    ws = factory()
+    config = ws.config
+    forge = config.project.forge or {}
+    if (
+        forge.get("kind") == "gitlab"
+        and event.project is not None
+        and event.project != str(forge.get("project", "")).strip("/")
+    ):
+        return TriggerResults()  # another project's hook pointed here
+    git = ConfigGit(ws.root)
+    default = git.default_branch()
+    fetch = callable(ws_source)
+    if event.kind == "merge_request":
+        if not event.merged or event.target_branch != default or event.source_branch is None:
+            return TriggerResults()
+        parsed = parse_branch(event.source_branch, config.project.environments)
+        if parsed is None:
+            return TriggerResults()
+        pull(git, default, event.merge_commit_sha, fetch=fetch)
+        options = ApplyOptions(trigger="webhook", actor=f"gitlab merge request !{event.iid}")
+        return TriggerResults([apply_env(factory(), parsed[1], options, reporter)])
+    if event.branch != default:
+        return TriggerResults()
+    pull(git, default, event.after, fetch=fetch)
+    fresh = factory()
+    envs = [e for e in fresh.config.project.environments if fresh.config.environment(e).auto_apply]
+    options = ApplyOptions(trigger="webhook", actor=f"gitlab push to {default}")
+    return TriggerResults(apply_env(fresh, env, options, reporter) for env in envs)
+
+
+def pull(git: ConfigGit, default: str, expect: str | None, *, fetch: bool = True) -> None:
+    """Fast-forward the checkout to origin's default branch, which must contain `expect`."""
+    if fetch and git.has_origin():
+        git.run("fetch", "--quiet", "--tags", "origin")
+        current = git.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        if current != default:
+            raise PromotionError(
+                f"the config repo checkout {git.root} is on {current or 'a detached HEAD'}, "
+                f"not {default}: check out {default} there (serve applies the default branch)"
+            )
+        if not git.ok("merge", "--ff-only", "--quiet", f"refs/remotes/origin/{default}"):
+            raise PromotionError(
+                f"cannot fast-forward {git.root} to origin/{default}: the checkout has local "
+                "commits or changes; serve's checkout must only follow the remote"
+            )
+    if expect and not git.ok("merge-base", "--is-ancestor", expect, "HEAD"):
+        raise PromotionError(
+            f"commit {expect[:12]} from the webhook is not on {default} in {git.root} "
+            "after fetching: check that the checkout's origin is the project that sent it"
+        )

@@ -1,0 +1,143 @@
+"""Webhooks from the GitLab double: a merged promotion applies its target, a push applies dev."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from configcenter.usecases import promote as promote_module
+from configcenter.usecases.promote import PromotionError, promote
+from configcenter.usecases.triggers import WebhookUnauthorized, handle_gitlab_webhook
+from configcenter.usecases.webhooks import parse_gitlab_event
+from configcenter.usecases.workspace import Workspace
+from tests.support.configrepo import git
+from tests.support.gitlab_double import GitLabDouble
+from tests.support.promote_fixtures import GITLAB_PROJECT, PromotionBed
+
+
+def factory(bed: PromotionBed) -> Callable[[], Workspace]:
+    checkout = bed.serve_checkout()
+
+    def make() -> Workspace:
+        return Workspace(checkout)
+
+    return make
+
+
+def test_merging_a_promotion_applies_the_target_environment(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    bed, gitlab = gitlab_bed
+    make = factory(bed)
+    opened = promote(bed.ws(), "dev", "demo")
+    assert opened.merge_request is not None
+    deploy_before = bed.deploy_head()
+    assert bed.state("demo").services["api"].template_tag == "1.0.0"
+
+    delivery = gitlab.merge(GITLAB_PROJECT, opened.merge_request.iid)
+    results = handle_gitlab_webhook(make, delivery.headers, delivery.body)
+
+    assert [r.env for r in results] == ["demo"]
+    assert results[0].commit is not None and results[0].commit == bed.deploy_head()
+    assert bed.deploy_head() != deploy_before
+    api = bed.state("demo").services["api"]
+    assert (api.template_tag, api.image) == ("1.1.0", "registry.example.com/shop/api:1.1")
+    message = git(bed.deploy, "log", "-1", "--format=%B", "main")
+    assert "Configcenter-Env: demo" in message
+    # the serve checkout followed the merge
+    merged = git(bed.origin, "rev-parse", "main").strip()
+    assert git(bed.serve_checkout(), "rev-parse", "HEAD").strip() == merged
+    # and the same delivery again is a no-op apply, not a second commit
+    again = handle_gitlab_webhook(make, delivery.headers, delivery.body)
+    assert again[0].commit is None and bed.deploy_head() == results[0].commit
+
+
+def test_a_wrong_webhook_token_runs_nothing(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    bed, gitlab = gitlab_bed
+    make = factory(bed)
+    opened = promote(bed.ws(), "dev", "demo")
+    assert opened.merge_request is not None
+    delivery = gitlab.merge(GITLAB_PROJECT, opened.merge_request.iid)
+    serve_head = git(bed.serve_checkout(), "rev-parse", "HEAD").strip()
+    deploy_before = bed.deploy_head()
+
+    forged = {**delivery.headers, "X-Gitlab-Token": "guessed"}
+    with pytest.raises(WebhookUnauthorized) as caught:
+        handle_gitlab_webhook(make, forged, delivery.body)
+    assert caught.value.status == 401
+    assert gitlab.webhook_token is not None
+    assert gitlab.webhook_token not in str(caught.value)
+    missing = {k: v for k, v in delivery.headers.items() if k != "X-Gitlab-Token"}
+    with pytest.raises(WebhookUnauthorized):
+        handle_gitlab_webhook(make, missing, delivery.body)
+
+    assert bed.deploy_head() == deploy_before
+    assert git(bed.serve_checkout(), "rev-parse", "HEAD").strip() == serve_head
+
+
+def test_a_push_to_the_default_branch_applies_auto_apply_environments(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    bed, gitlab = gitlab_bed
+    make = factory(bed)
+    before = git(bed.origin, "rev-parse", "main").strip()
+    bed.change(
+        "environments/dev/api.yaml",
+        "template: 1.2.0\nimage: {ref: registry.example.com/shop/api:1.2}\n"
+        "values:\n  FEATURE_FLAGS: checkout-v2\n",
+        "dev: api 1.2.0",
+    )
+
+    delivery = gitlab.push_event(GITLAB_PROJECT, "main", before)
+    results = handle_gitlab_webhook(make, delivery.headers, delivery.body)
+
+    assert [r.env for r in results] == ["dev"]  # only dev has auto_apply: true
+    assert bed.state("dev").services["api"].template_tag == "1.2.0"
+    assert bed.state("demo").services["api"].template_tag == "1.0.0"
+
+
+def test_events_that_ask_for_nothing_do_nothing(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    bed, gitlab = gitlab_bed
+    make = factory(bed)
+    deploy_before = bed.deploy_head()
+    work = bed.root / "feature-work"
+    git(bed.root, "clone", "-q", str(bed.origin), str(work))
+    git(work, "checkout", "-q", "-b", "feature/readme")
+    (work / "README").write_text("notes\n")
+    git(work, "add", "README")
+    git(work, "commit", "-q", "-m", "notes")
+    git(work, "push", "-q", "origin", "feature/readme")
+    gitlab.insert_open_merge_request(GITLAB_PROJECT, "feature/readme", "main", "Notes")
+
+    merged = gitlab.merge(GITLAB_PROJECT, 1)  # not a promotion branch
+    push = gitlab.push_event(GITLAB_PROJECT, "feature/readme", "0" * 40)  # not the default
+
+    assert handle_gitlab_webhook(make, merged.headers, merged.body) == []
+    assert handle_gitlab_webhook(make, push.headers, push.body) == []
+    assert bed.deploy_head() == deploy_before
+
+
+def test_serve_passes_a_workspace_it_already_updated(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    bed, gitlab = gitlab_bed
+    checkout = bed.serve_checkout()
+    opened = promote(bed.ws(), "dev", "demo")
+    assert opened.merge_request is not None
+    delivery = gitlab.merge(GITLAB_PROJECT, opened.merge_request.iid)
+    event = parse_gitlab_event(delivery.headers, delivery.body)
+
+    with pytest.raises(PromotionError, match="is not on main"):
+        promote_module.handle_gitlab_event(Workspace(checkout), event)  # not pulled yet
+    git(checkout, "pull", "-q", "--ff-only")
+    results = promote_module.handle_gitlab_event(Workspace(checkout), event)
+
+    assert [r.env for r in results] == ["demo"]
+    assert results.runs == [results[0].run_id]
+    assert results.summary.startswith("demo: succeeded (")
+    assert bed.state("demo").services["api"].template_tag == "1.1.0"

@@ -175,7 +175,12 @@ def apply_env(
             plan, sha, state = _commit_release(ws, env, options, run.id, log, reporter)
         result = ApplyResult(env, run.id, plan, sha)
         result.results = [
-            ServiceResult(s.service, s.action, s.action if s.action == "blocked" else "noop")
+            ServiceResult(
+                s.service,
+                s.action,
+                s.action if s.action == "blocked" else "noop",
+                reason=s.blocked or "",
+            )
             for s in plan.services
             if s.action in ("noop", "blocked")
         ]
@@ -675,16 +680,20 @@ def _record(ws: Workspace, env: str, outcomes: Mapping[str, _Outcome], log: _Run
     if not outcomes:
         return
     with repo.lock():
-        _record_locked(repo, env, outcomes)
+        _record_locked(repo, env, outcomes, log.run_id)
 
 
-def _record_locked(repo: DeployRepo, env: str, outcomes: Mapping[str, _Outcome]) -> None:
+def _record_locked(
+    repo: DeployRepo, env: str, outcomes: Mapping[str, _Outcome], run_id: str | None
+) -> None:
     for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
         head = repo.sync()
         state = _state_at(repo, env, head)
         changes: dict[str, bytes | None] = {}
         parts: list[str] = []
         trailers: list[tuple[str, str]] = [("Configcenter-Env", env)]
+        if run_id is not None:
+            trailers.append(("Configcenter-Run", run_id))
         for service, outcome in outcomes.items():
             parts.append(f"{service} {outcome.result.outcome}")
             if outcome.state is None:

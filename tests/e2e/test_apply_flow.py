@@ -238,6 +238,9 @@ def test_rollback_restores_config_as_a_new_commit_and_blocks_until_retry(world: 
     assert api["last_failed"]["id"] == bad_release
     assert api["last_failed"]["outcome"] == "rolled_back"
     assert ("Configcenter-Env", "dev") in world.trailers()
+    rollback_run = world.runs()[-1]
+    assert rollback_run[1:] == ("rollback", "dev", "cli", "succeeded")
+    assert ("Configcenter-Run", rollback_run[0]) in world.trailers()
 
     # The config repo still asks for the rolled-back release: blocked, not re-applied.
     plan = json.loads(world.ok("plan", "dev", "--json").stdout)
@@ -249,6 +252,7 @@ def test_rollback_restores_config_as_a_new_commit_and_blocks_until_retry(world: 
     blocked = world.ok("apply", "dev", "--no-rollout", "--json")
     results = {r["service"]: r for r in json.loads(blocked.stdout)["results"]}
     assert results["api"]["outcome"] == "blocked"
+    assert bad_release in results["api"]["reason"]
     assert world.head() == head
 
     world.ok("apply", "dev", "--no-rollout", "--retry", "api")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -56,6 +57,7 @@ LABEL = "promotion"
 MARKER = "configcenter-promotion"
 #: GitLab rejects descriptions over 1,048,576 characters; diffs are cut well before.
 MAX_DIFF_CHARS = 200_000
+URL_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
 DEFAULT_IDENTITY = {"name": "configcenter", "email": "configcenter@localhost"}
 
 Status = Literal["nothing", "dry-run", "opened", "updated", "unchanged"]
@@ -191,7 +193,7 @@ def choose_pin(
     """What promoting `service` carries, from the source's state record; Skipped says why not."""
     target_cfg = config.environment(target).services[service]
     if state is None:
-        return Skipped(service, f"{source} has never released it (not in {source}/state.yaml)")
+        return Skipped(service, f"{source} has never released it: apply {source} first")
     good = state.last_good
     failed = state.last_failed
     if good is None:
@@ -357,6 +359,7 @@ class ConfigGit:
             raise PromotionError("git is not installed: install git to promote") from None
         if check and proc.returncode != 0:
             detail = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
+            detail = URL_USERINFO.sub(r"\1***@", detail)  # a token in the remote's URL
             raise PromotionError(f"git {args[0]} failed in {cwd or self.root}: {detail}")
         return proc.stdout.strip() if proc.returncode == 0 else ""
 
@@ -458,7 +461,7 @@ def promote(
     names = [service] if service else [s for s in target_env.order if s in state.services]
     pins: list[Pin] = []
     skipped = [
-        Skipped(s, f"{source} does not deploy it")
+        Skipped(s, f"{source} has never released it: apply {source} first")
         for s in ([] if service else target_env.order)
         if s not in state.services
     ]
@@ -480,7 +483,7 @@ def promote(
     pins = [p for p in pins if _differs(git, refs.base, target, p)]
     result.pins = pins
     if not pins:
-        result.message = _nothing_message(source, target, skipped)
+        result.message = _nothing_message(source, target, skipped, len(all_pins))
         if refs.branch_tip is not None and not dry_run:
             forge = forge or open_forge(ws)
             stale = _forge(lambda: forge.find_open(branch, refs.default))
@@ -578,7 +581,13 @@ def handle_gitlab_event(ws_source: Any, event: Any, reporter: Any = None) -> Any
 def _sync(git: ConfigGit, branch: str) -> _Refs:
     """Fetch, and find the default branch's tip and the promotion branch's tip."""
     if git.has_origin():
-        git.run("fetch", "--quiet", "--tags", "--prune", "origin")
+        try:
+            git.run("fetch", "--quiet", "--tags", "--prune", "origin")
+        except PromotionError as error:
+            raise PromotionError(
+                f"{error}; check the config repo's origin (git remote -v), its credentials "
+                "and the network, then promote again"
+            ) from None
         default = git.default_branch()
         base = git.rev(f"refs/remotes/origin/{default}")
         tip = git.rev(f"refs/remotes/origin/{branch}")
@@ -749,11 +758,14 @@ def _commit_message(source: str, target: str, pins: Sequence[Pin], rebuilt: bool
     return compose_message(_title(source, target, pins), "\n".join(lines), trailers)
 
 
-def _nothing_message(source: str, target: str, skipped: Sequence[Skipped]) -> str:
-    text = (
-        f"Nothing to promote from {source} to {target}: {target} already pins what "
-        f"{source} runs successfully."
-    )
+def _nothing_message(source: str, target: str, skipped: Sequence[Skipped], candidates: int) -> str:
+    if candidates:
+        text = (
+            f"Nothing to promote from {source} to {target}: {target} already pins what "
+            f"{source} runs successfully."
+        )
+    else:
+        text = f"Nothing to promote from {source} to {target}: no good release to carry."
     if skipped:
         text += " Skipped: " + "; ".join(f"{s.service}: {s.reason}" for s in skipped) + "."
     return text

@@ -108,7 +108,7 @@ def test_nothing_to_promote_opens_nothing(gitlab_bed: tuple[PromotionBed, GitLab
     result = promote(bed.ws(), "demo", "prod")  # demo and prod both run api/db 1.0.0
 
     assert result.status == "nothing"
-    assert "Nothing to promote from demo to prod" in result.message
+    assert "Nothing to promote from demo to prod: prod already pins what demo" in result.message
     assert gitlab.merge_requests(GITLAB_PROJECT) == []
     assert bed.origin_branches() == ["main"]
 
@@ -341,3 +341,25 @@ def test_a_head_template_is_not_promoted_where_head_is_not_allowed(
     assert "runs its template from the work tree (HEAD)" in result.message
     assert "configcenter template release api VERSION" in result.message
     assert gitlab.merge_requests(GITLAB_PROJECT) == []
+
+
+def test_a_service_branch_cannot_sit_beside_the_whole_env_branch(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    bed, gitlab = gitlab_bed
+    promote(bed.ws(), "dev", "demo")
+    with pytest.raises(PromotionError, match=r"cannot coexist with .*promote/dev-to-demo"):
+        promote(bed.ws(), "dev", "demo", service="api")
+    assert len(gitlab.merge_requests(GITLAB_PROJECT)) == 1
+
+
+def test_git_errors_never_show_credentials_from_the_remote_url(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    bed, _ = gitlab_bed
+    secret_url = "https://ops:glpat-s3cr3t-value@127.0.0.1:9/ops/shop-config.git"
+    git(bed.config, "remote", "set-url", "origin", secret_url)
+    with pytest.raises(PromotionError) as caught:
+        promote(bed.ws(), "dev", "demo")
+    assert "glpat-s3cr3t-value" not in str(caught.value)
+    assert "check the config repo's origin (git remote -v)" in str(caught.value)

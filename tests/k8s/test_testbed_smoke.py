@@ -147,19 +147,29 @@ def test_job_pods_complete(k8s_namespace: K8sNamespace) -> None:
         assert pod.status.container_statuses[0].state.terminated.exit_code == 0
 
 
-def test_never_ready_label_keeps_pod_pending(k8s_namespace: K8sNamespace) -> None:
+@pytest.mark.parametrize(
+    ("labels", "image", "reason"),
+    [
+        ({NEVER_READY_LABEL: "true"}, GOOD_IMAGE, "ContainerCreating"),
+        ({}, f"127.0.0.1:5000/{NEVER_READY_IMAGE_MARK}/api:1.0.0", "ImagePullBackOff"),
+    ],
+    ids=["label", "image-path"],
+)
+def test_marked_pods_stay_pending(
+    k8s_namespace: K8sNamespace, labels: dict[str, str], image: str, reason: str
+) -> None:
     ns = k8s_namespace.name
 
-    def pod(name: str, labels: dict[str, str]) -> client.V1Pod:
+    def pod(name: str, labels: dict[str, str], image: str) -> client.V1Pod:
         return client.V1Pod(
             metadata=client.V1ObjectMeta(name=name, labels=labels),
-            spec=client.V1PodSpec(containers=[client.V1Container(name="c", image=GOOD_IMAGE)]),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="c", image=image)]),
         )
 
     with k8s_namespace.api_client() as api:
         core = client.CoreV1Api(api)
-        core.create_namespaced_pod(ns, pod("plain", {}))
-        core.create_namespaced_pod(ns, pod("marked", {NEVER_READY_LABEL: "true"}))
+        core.create_namespaced_pod(ns, pod("plain", {}, GOOD_IMAGE))
+        core.create_namespaced_pod(ns, pod("marked", labels, image))
 
         def ready(name: str) -> str | None:
             status = core.read_namespaced_pod_status(name, ns).status
@@ -177,4 +187,4 @@ def test_never_ready_label_keeps_pod_pending(k8s_namespace: K8sNamespace) -> Non
         status = wait_until(settled, TIMEOUT, "marked pod handled by kwok")
         assert status.phase == "Pending"
         assert ready("marked") == "False"
-        assert status.container_statuses[0].state.waiting.reason == "ContainerCreating"
+        assert status.container_statuses[0].state.waiting.reason == reason

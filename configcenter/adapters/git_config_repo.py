@@ -7,7 +7,10 @@ tagged template files costs a round trip each, not a process each.
 from __future__ import annotations
 
 import hashlib
+import os
+import pickle
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +48,61 @@ class WorkTreeTemplate:
         return self._files
 
 
+CACHE_VERSION = 1
+CACHE_LIMIT = 50_000  # entries per table; past it a table starts afresh
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "configcenter" / "config-repos"
+
+
+class _DiskCache:
+    """Content-addressed tables kept across runs: git objects by sha, YAML parses by digest.
+
+    Every key names immutable content, so an entry can never be stale; a cache
+    that cannot be read is simply rebuilt. Lives in the user's own cache dir (0700).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tables: dict[str, dict[Any, Any]] | None = None
+        self._sizes: dict[str, int] = {}
+
+    def table(self, name: str) -> dict[Any, Any]:
+        if self._tables is None:
+            self._tables = self._load()
+            self._sizes = {k: len(v) for k, v in self._tables.items()}
+        return self._tables.setdefault(name, {})
+
+    def _load(self) -> dict[str, dict[Any, Any]]:
+        try:
+            with open(self.path, "rb") as handle:
+                data = pickle.load(handle)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+            return {}
+        tables = data.get("tables")
+        return {k: v for k, v in tables.items() if len(v) < CACHE_LIMIT} if tables else {}
+
+    def save(self) -> None:
+        """Write back, atomically, only when something was added."""
+        if self._tables is None:
+            return
+        if all(len(v) == self._sizes.get(k, 0) for k, v in self._tables.items()):
+            return
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as handle:
+                pickle.dump({"version": CACHE_VERSION, "tables": self._tables}, handle, 5)
+            os.replace(tmp, self.path)
+        except OSError:
+            return  # a cache is an optimisation: never fail a command over it
+        self._sizes = {k: len(v) for k, v in self._tables.items()}
+
+
 class _ObjectReader:
     """Git objects by sha through GitPython's persistent `cat-file --batch`, parsed trees cached.
 
@@ -53,19 +111,25 @@ class _ObjectReader:
     (4 s of a 4.7 s load). Trees here are parsed once per sha, blobs read once per sha.
     """
 
-    def __init__(self, repo: Any) -> None:
+    SMALL_BLOB = 64 * 1024  # larger blobs are read each time, not kept on disk
+
+    def __init__(self, repo: Any, cache: _DiskCache) -> None:
         self._repo = repo
-        self._trees: dict[str, dict[str, tuple[bool, str]]] = {}
-        self._blobs: dict[str, bytes] = {}
+        self._commits: dict[str, str] = cache.table("commit_tree")
+        self._trees: dict[str, dict[str, tuple[bool, str]]] = cache.table("trees")
+        self._blobs: dict[str, bytes] = cache.table("blobs")
 
     def _data(self, sha: str) -> tuple[str, bytes]:
         _, kind, _, data = self._repo.git.get_object_data(sha)
         return kind.decode() if isinstance(kind, bytes) else str(kind), data
 
     def commit_tree(self, commit: str) -> str:
-        _, data = self._data(commit)
-        first = data.split(b"\n", 1)[0]
-        return first.removeprefix(b"tree ").decode()
+        tree = self._commits.get(commit)
+        if tree is None:
+            _, data = self._data(commit)
+            tree = data.split(b"\n", 1)[0].removeprefix(b"tree ").decode()
+            self._commits[commit] = tree
+        return tree
 
     def tree(self, sha: str) -> dict[str, tuple[bool, str]]:
         """Entries of a tree object: name -> (is a tree, sha)."""
@@ -87,7 +151,8 @@ class _ObjectReader:
         data = self._blobs.get(sha)
         if data is None:
             _, data = self._data(sha)
-            self._blobs[sha] = data
+            if len(data) <= self.SMALL_BLOB:
+                self._blobs[sha] = data
         return data
 
     def lookup(self, tree: str, path: str) -> tuple[bool, str] | None:
@@ -200,8 +265,21 @@ class GitConfigRepo:
         return GitTemplate(reader, entry[1])
 
     @cached_property
+    def _disk_cache(self) -> _DiskCache:
+        key = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        return _DiskCache(_cache_dir() / f"{key}.pickle")
+
+    @property
+    def parse_cache(self) -> dict[Any, Any]:
+        """YAML parses by content digest, for the core's loader."""
+        return self._disk_cache.table("yaml")
+
+    def save_caches(self) -> None:
+        self._disk_cache.save()
+
+    @cached_property
     def _reader(self) -> _ObjectReader:
-        return _ObjectReader(self.repo)
+        return _ObjectReader(self.repo, self._disk_cache)
 
     def create_tag(self, name: str, message: str) -> str:
         """Create an annotated tag at HEAD; refuses to move an existing one."""

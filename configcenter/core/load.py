@@ -25,7 +25,7 @@ from configcenter.core.model import (
 from configcenter.core.order import CycleError, dependency_order
 from configcenter.core.source import ConfigSource
 from configcenter.core.values import Layered
-from configcenter.core.yamldoc import YamlDoc, parse_yaml
+from configcenter.core.yamldoc import ParseCache, YamlDoc, parse_yaml
 
 PROJECT_FILE = "configcenter.yaml"
 RESERVED_NAMES = frozenset(
@@ -59,6 +59,8 @@ class _Loader:
     ) -> None:
         self.only = set(only) if only is not None else None
         self.source = source
+        # Optional: an adapter may keep parses across runs, keyed by content digest.
+        self.parse_cache: ParseCache | None = getattr(source, "parse_cache", None)
         self.problems = problems
         self.root = source.root
         self._templates: dict[tuple[str, str], Template | None] = {}
@@ -78,7 +80,7 @@ class _Loader:
         return self._parse(text, rel, spec)
 
     def _parse(self, text: str, rel: str, spec: schema.Spec) -> YamlDoc | None:
-        doc = parse_yaml(text, rel, self.problems)
+        doc = parse_yaml(text, rel, self.problems, self.parse_cache)
         if doc is None:
             return None
         if doc.data is None:

@@ -7,12 +7,15 @@ times slower and is only needed where we write a user's YAML back.)
 
 from __future__ import annotations
 
+import copy
+import hashlib
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from configcenter.core.errors import ProblemList, Source
+from configcenter.core.errors import Problem, ProblemList, Source
 
 try:
     _Loader: type = yaml.CSafeLoader
@@ -38,8 +41,38 @@ class YamlDoc:
         return Source(self.file, self.lines.get(p, 1))
 
 
-def parse_yaml(text: str, file: str, problems: ProblemList) -> YamlDoc | None:
-    """Parse `text`; on a syntax error, record it and return None."""
+ParseCache = MutableMapping[str, tuple[Any, dict[Path, int], list[Problem]]]
+
+
+def parse_yaml(
+    text: str, file: str, problems: ProblemList, cache: ParseCache | None = None
+) -> YamlDoc | None:
+    """Parse `text`; on a syntax error, record it and return None.
+
+    `cache` maps a digest of (file, text) to an earlier parse of exactly that
+    input, so it can never be stale; the caller decides where it lives.
+    """
+    if cache is None:
+        return _parse(text, file, problems)
+    key = hashlib.sha256(file.encode() + b"\0" + text.encode()).hexdigest()
+    hit = cache.get(key)
+    if hit is None:
+        found = ProblemList()
+        doc = _parse(text, file, found)
+        hit = (_FAILED if doc is None else doc.data, {} if doc is None else doc.lines, found.items)
+        cache[key] = hit
+    data, lines, found_problems = hit
+    problems.items.extend(found_problems)
+    if data is _FAILED or data == _FAILED:
+        return None
+    # A copy, so nothing a caller does to the data can reach the cache.
+    return YamlDoc(file, copy.deepcopy(data), dict(lines))
+
+
+_FAILED = "\0configcenter: unparsable\0"
+
+
+def _parse(text: str, file: str, problems: ProblemList) -> YamlDoc | None:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()

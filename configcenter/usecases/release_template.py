@@ -130,6 +130,9 @@ class _WithPendingTag:
     def create_tag(self, name: str, message: str) -> str:
         return self.inner.create_tag(name, message)
 
+    def save_caches(self) -> None:
+        self.inner.save_caches()
+
 
 def _work_tree_template(ws: Workspace, service: str) -> Template:
     root = ws.root / "templates" / service

@@ -52,7 +52,12 @@ class Workspace:
 
     @cached_property
     def config(self) -> Config:
-        config = load_config(self.source, self.problems, self.focus)
+        try:
+            config = load_config(self.source, self.problems, self.focus)
+        finally:
+            save = getattr(self.source, "save_caches", None)
+            if save is not None:
+                save()
         self.problems.raise_if_errors(self.strict)
         return config
 

@@ -187,7 +187,7 @@ def apply_env(
         if sha is not None:
             committed = [s for s in plan.changes]
             if options.rollout and _rolls_out(config, env, committed):
-                result.results += _rollout(ws, env, state, committed, options, log, reporter)
+                result.results += _rollout(ws, env, state, sha, committed, options, log, reporter)
             else:
                 result.results += [
                     ServiceResult(
@@ -478,6 +478,7 @@ def _rollout(
     ws: Workspace,
     env: str,
     state: EnvState,
+    sha: str,
     committed: list[ServicePlan],
     options: ApplyOptions,
     log: _RunLog,
@@ -516,6 +517,8 @@ def _rollout(
                 current = state.services[s.service]
                 reason = "skipped: a service it depends on failed"
                 log(f"{s.service}: {reason}")
+                # Back to what the deploy repo held before this apply's commit (`sha`
+                # holds the new files), or nothing at all for a service that is new.
                 restored = s.previous
                 outcomes[s.service] = _Outcome(
                     ServiceResult(
@@ -526,7 +529,9 @@ def _rollout(
                         reason,
                     ),
                     restored,
-                    _files_of(ws.deploy_repo, env, s.service, restored) if restored else None,
+                    _files_of(ws.deploy_repo, env, s.service, restored, f"{sha}^")
+                    if restored
+                    else {},
                 )
                 done.add(s.service)
         with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
@@ -618,13 +623,10 @@ def _deploy_one(
     if back.state != "healthy":
         why = back.reason + (f": {back.message}" if back.message else "")
         log(f"{service}: rollback to {last_good.id} did not become healthy ({why})")
+        not_back = replace(release, outcome="failed", reason=f"{reason}; rollback: {why}")
         return _Outcome(
-            ServiceResult(service, "deploy", "failed", release.id, f"{reason}; rollback: {why}"),
-            replace(
-                current,
-                release=replace(release, outcome="failed", reason=reason),
-                last_failed=failed,
-            ),
+            ServiceResult(service, "deploy", "failed", release.id, not_back.reason),
+            replace(current, release=not_back, last_failed=not_back),
             None,
         )
     restored_release = replace(last_good, outcome="healthy")

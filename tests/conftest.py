@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.support.promote_fixtures",
     "tests.support.serve_fixtures",
     "tests.support.e2e_fixtures",
+    "tests.support.rollout_fixtures",
 ]

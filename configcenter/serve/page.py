@@ -50,7 +50,7 @@ INDEX = """<!doctype html>
     {% if c.release %}<div class="{{ 'ok' if c.release.outcome in ('healthy', 'committed')
       else 'bad' }}">{{ c.health }}</div>{% else %}<div class="muted">{{ c.health }}</div>
     {% endif %}
-    {% if c.drift and c.drift.count %}<span class="drift" title="{% for d in c.drift.items
+    {% if c.drift and c.drift.count %}<span class="drift" title="{% for d in c.drift['items']
       %}{{ d.field }}: {{ d.desired }} → {{ d.live }}&#10;{% endfor %}">⚠ drift
       {{ c.drift.count }}</span>{% elif c.drift %}<span class="ok">in sync</span>{% endif %}
   {% else %}<span class="muted">—</span>{% endif %}

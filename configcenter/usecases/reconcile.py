@@ -408,26 +408,26 @@ def _heal(
     """Roll the drifted services out again, as `deploy` would, and record the outcome."""
     repo = ws.deploy_repo
     results: list[ServiceResult] = []
-    with repo.lock():
-        state = _state_at(repo, env, repo.sync())
-        timeout = rollout_timeout(ws.config, env)
-        outcomes = {}
-        for name in services:
-            current = state.services.get(name)
-            if current is None or current.release is None:
-                log(f"{name}: left the deploy repo while reconciling; not healed")
-                continue
-            log(f"{name}: healing: re-applying {current.release.id}")
-            outcome = _deploy_one(ws, env, name, current, timeout, log, reporter)
-            outcomes[name] = outcome
-            results.append(
-                ServiceResult(
-                    name,
-                    "heal",
-                    outcome.result.outcome,
-                    outcome.result.release,
-                    outcome.result.reason,
-                )
+    # As `deploy_service` does: `_record` takes the deploy repo's lock for its commit.
+    state = _state_at(repo, env, repo.sync())
+    timeout = rollout_timeout(ws.config, env)
+    outcomes = {}
+    for name in services:
+        current = state.services.get(name)
+        if current is None or current.release is None:
+            log(f"{name}: left the deploy repo while reconciling; not healed")
+            continue
+        log(f"{name}: healing: re-applying {current.release.id}")
+        outcome = _deploy_one(ws, env, name, current, timeout, log, reporter)
+        outcomes[name] = outcome
+        results.append(
+            ServiceResult(
+                name,
+                "heal",
+                outcome.result.outcome,
+                outcome.result.release,
+                outcome.result.reason,
             )
-        _record(ws, env, outcomes, log)
+        )
+    _record(ws, env, outcomes, log)
     return results

@@ -73,13 +73,21 @@ def start_served(
     processes: list[ServeProcess],
     env_text: str = "auto_apply: true\n",
     *extra_args: str,
+    namespace: str | None = None,
+    kubeconfig: Path | None = None,
 ) -> Served:
     tokens = {
         "webhook": f"whsec-{secrets.token_urlsafe(12)}",
         "registry": f"regsec-{secrets.token_urlsafe(12)}",
         "api": f"apisec-{secrets.token_urlsafe(12)}",
     }
-    world = make_shop_world(root, envs={"dev": env_text}, serve=SERVE_SECTION)
+    world = make_shop_world(
+        root,
+        envs={"dev": env_text},
+        serve=SERVE_SECTION,
+        namespace=namespace,
+        kubeconfig=kubeconfig,
+    )
     world.env.update(
         {
             "CC_WEBHOOK_TOKEN": tokens["webhook"],

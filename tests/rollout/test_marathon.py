@@ -1,0 +1,167 @@
+"""apply end to end on Marathon: the REST double, driven through apply_env and the CLI.
+
+The double follows Marathon's published REST contract (apps, versions,
+deployments, 409 locks, 422 validation); images containing `never-ready` run
+but never pass their health checks, so their deployment never completes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from configcenter.usecases.apply import ApplyOptions, apply_env
+from tests.support.e2e_fixtures import World
+from tests.support.marathon_double import MarathonDouble
+from tests.support.rollout_fixtures import SENTINEL, make_rollout_world, set_service, workspace
+
+APP = "/shop/dev/worker"
+
+
+def mesos_world(tmp_path: Path, server: MarathonDouble, **kwargs: Any) -> World:
+    kwargs.setdefault("services", ("worker",))
+    kwargs.setdefault("timeout", "6s")
+    return make_rollout_world(
+        tmp_path / "world", kind="marathon", marathon_url=server.url, **kwargs
+    )
+
+
+def record(world: World, service: str = "worker") -> dict[str, Any]:
+    found = world.state("dev")["services"][service]
+    assert isinstance(found, dict)
+    return found
+
+
+def healthy_tasks(app: dict[str, Any]) -> list[dict[str, Any]]:
+    """Running tasks of the app's current config version whose health checks pass."""
+    version = app["versionInfo"]["lastConfigChangeAt"]
+    return [
+        t
+        for t in app.get("tasks") or []
+        if t["state"] == "TASK_RUNNING"
+        and t["version"] >= version
+        and all(r["alive"] for r in t.get("healthCheckResults") or [{"alive": False}])
+    ]
+
+
+def test_new_app_rolls_out_healthy_and_a_value_change_deploys_a_new_version(
+    tmp_path: Path, marathon_server: MarathonDouble, rollout_xdg: Path
+) -> None:
+    world = mesos_world(tmp_path, marathon_server, replicas={"worker": 2})
+
+    first = apply_env(workspace(world), "dev", ApplyOptions())
+
+    assert [(r.service, r.outcome) for r in first.results] == [("worker", "healthy")]
+    good = record(world)["release"]
+    assert good["outcome"] == "healthy" and record(world)["last_good"]["id"] == good["id"]
+    app = marathon_server.app_json(APP)
+    assert app["labels"]["configcenter.io/release"] == good["id"]
+    assert app["env"]["LOG_LEVEL"] == "info" and app["instances"] == 2
+    assert len(healthy_tasks(app)) == 2
+    version = app["version"]
+
+    set_service(world, "worker", LOG_LEVEL="debug")
+    changed = apply_env(workspace(world), "dev", ApplyOptions())
+
+    assert [(r.service, r.outcome) for r in changed.results] == [("worker", "healthy")]
+    app = marathon_server.app_json(APP)
+    assert app["version"] != version and app["env"]["LOG_LEVEL"] == "debug"
+    assert app["labels"]["configcenter.io/release"] == record(world)["release"]["id"]
+    assert len(healthy_tasks(app)) == 2
+
+    again = apply_env(workspace(world), "dev", ApplyOptions())
+    assert again.commit is None and marathon_server.app_json(APP)["version"] == app["version"]
+
+
+def test_failing_image_rolls_back_to_the_old_version_healthy_exit_3(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    world = mesos_world(tmp_path, marathon_server)
+    world.ok("apply", "dev")
+    good = record(world)["release"]["id"]
+    good_app = marathon_server.app_json(APP)
+
+    set_service(world, "worker", image="registry.test/shop/worker:1.1-never-ready")
+    failed = world.cc("apply", "dev")
+
+    assert failed.code == 3, failed.output
+    assert (
+        "ProgressDeadlineExceeded" in failed.output and f"rolling back to {good}" in failed.output
+    )
+    app = marathon_server.app_json(APP)
+    assert app["container"]["docker"]["image"] == "registry.test/shop/worker:1.0"
+    assert app["labels"]["configcenter.io/release"] == good
+    assert app["env"] == good_app["env"]
+    assert len(healthy_tasks(app)) == 1 and not app["deployments"]
+    state = record(world)
+    assert state["release"]["id"] == good and state["release"]["outcome"] == "healthy"
+    assert state["last_failed"]["outcome"] == "rolled_back"
+    assert state["last_failed"]["image"] == "registry.test/shop/worker:1.1-never-ready"
+    assert world.cc("plan", "dev").stdout.count("blocked") >= 1
+
+
+def test_app_locked_by_another_deployment_is_reported_and_not_forced(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    world = mesos_world(tmp_path, marathon_server)
+    world.ok("apply", "dev")
+    # Someone else's rollout that never finishes holds the app's lock.
+    other = dict(marathon_server.app_json(APP))
+    definition = {k: other[k] for k in ("id", "cpus", "mem", "container", "env", "labels")}
+    definition["container"] = {"type": "DOCKER", "docker": {"image": "ops/hotfix:never-ready"}}
+    definition["healthChecks"] = other["healthChecks"]
+    definition["secrets"] = other.get("secrets") or {}
+    response = requests.put(f"{marathon_server.url}/v2/apps{APP}", json=definition, timeout=10)
+    assert response.status_code == 200, response.text
+    lock = response.json()["deploymentId"]
+
+    set_service(world, "worker", LOG_LEVEL="debug")
+    result = world.cc("apply", "dev")
+
+    assert result.code == 1, result.output
+    assert "locked by running deployment(s)" in result.output and lock in result.output
+    assert "Wait for the rollout to finish" in result.output
+    assert "Traceback" not in result.output
+    # Not forced: the other deployment still runs, and nothing was cancelled.
+    running = requests.get(f"{marathon_server.url}/v2/deployments", timeout=10).json()
+    assert lock in {d["id"] for d in running}
+    assert marathon_server.app_json(APP)["container"]["docker"]["image"] == "ops/hotfix:never-ready"
+    state = record(world)
+    assert state["release"]["outcome"] == "failed"
+    assert "locked" in state["release"]["reason"]
+
+
+def test_invalid_app_definition_shows_marathons_422_message(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    world = mesos_world(tmp_path, marathon_server)
+    world.ok("apply", "dev")
+    good = record(world)["release"]["id"]
+    version = marathon_server.app_json(APP)["version"]
+
+    set_service(world, "worker", CPUS="0")
+    result = world.cc("apply", "dev")
+
+    assert result.code == 3, result.output
+    assert "rejected the app definition: Object is not valid" in result.output
+    assert "/cpus: got 0, expected 0.001 or more" in result.output
+    assert "fix the service's marathon.json.j2" in result.output
+    assert marathon_server.app_json(APP)["version"] == version
+    state = record(world)
+    assert state["release"]["id"] == good
+    assert "Object is not valid" in state["last_failed"]["reason"]
+
+
+def test_secret_goes_to_the_secret_store_only(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    world = mesos_world(tmp_path, marathon_server, services=("db", "api"))
+    result = world.ok("apply", "dev")
+
+    assert marathon_server.secret_values[("default", "shop/dev/api/DB_PASSWORD")] == SENTINEL
+    assert all(SENTINEL not in body for body in marathon_server.marathon_bodies())
+    assert SENTINEL not in result.output
+    assert SENTINEL.encode() not in world.all_objects()
+    assert SENTINEL not in world.run_store_dump()

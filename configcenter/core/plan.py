@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from configcenter.core.errors import ConfigError, Problem, ProblemList
+from configcenter.core.errors import ConfigError, Problem, ProblemList, Source
 from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.render import Renderer, RenderError, platform_settings
 from configcenter.core.state import EnvState, ServiceState
@@ -214,11 +214,9 @@ def make_plan(
             raise ConfigError(
                 [
                     Problem(
-                        environment.services[next(iter(environment.services))].doc.source()
-                        if environment.services
-                        else config.project.doc.source(),
-                        f"service '{u}' is not deployed in {env}",
-                        "known: " + ", ".join(sorted(environment.services)),
+                        Source(f"environments/{env}/{u}.yaml"),
+                        f"service '{u}' is not deployed in {env} (no such file)",
+                        "known: " + (", ".join(sorted(environment.services)) or "none"),
                     )
                     for u in unknown
                 ]

@@ -437,7 +437,13 @@ def _message(env: str, plan: Plan, state: EnvState, run_id: str, config_commit: 
     body = "\n".join(
         f"- {s.service}: {s.action}"
         + (f" [{', '.join(s.reasons)}]" if s.reasons else "")
-        + (f" template {s.template_from or '-'} -> {s.template_to or '-'}" if s.template_to else "")
+        + (
+            f" template {s.template_to}"
+            if s.template_to and s.template_from in (None, s.template_to)
+            else f" template {s.template_from} -> {s.template_to}"
+            if s.template_to
+            else ""
+        )
         + (f", image {s.image_to}" if s.image_to and "image" in s.reasons else "")
         for s in plan.changes
     )

@@ -215,7 +215,7 @@ def make_plan(
                 [
                     Problem(
                         Source(f"environments/{env}/{u}.yaml"),
-                        f"service '{u}' is not deployed in {env} (no such file)",
+                        f"service '{u}' is not deployed in {env}",
                         "known: " + (", ".join(sorted(environment.services)) or "none"),
                     )
                     for u in unknown

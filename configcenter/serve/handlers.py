@@ -8,6 +8,7 @@ does the slow part: fetch the config repo, decide environments, call
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -118,10 +119,13 @@ def registry_jobs(body: bytes) -> list[Job]:
 def run_job(engine: Engine, job: Job) -> JobOutcome:
     if job.kind == "reconcile":
         return _reconcile(engine, job)
-    if job.source == "gitlab" and job.kind == "push":
-        return _push(engine, job)
-    if job.source == "gitlab" and job.kind == "merge_request":
-        return _merge_request(engine, job)
+    if job.source == "gitlab":
+        handler = _promotion_handler()
+        if handler is not None:
+            return _via_promotion(engine, job, handler)
+        if job.kind == "push":
+            return _push(engine, job)
+        return "ignored", [], "merge request events need the promotion handler (not installed)"
     if job.source == "registry":
         return _image(engine, job)
     return "ignored", [], f"no handler for {job.source} {job.kind} jobs"
@@ -244,23 +248,28 @@ def _apply_envs(
     return runs, state, notes
 
 
-def _merge_request(engine: Engine, job: Job) -> JobOutcome:
-    """Promotion merge requests belong to `usecases.promote.handle_gitlab_event` when present.
-
-    A merged MR also reaches serve as a push to its target branch; that push is
-    what applies, so without the promotion handler nothing is lost.
-    """
+def _promotion_handler() -> Any:
+    """`usecases.promote.handle_gitlab_event` (push and merge request events), if installed."""
     try:
         promote = importlib.import_module("configcenter.usecases.promote")
     except ImportError:
-        promote = None
-    handler = getattr(promote, "handle_gitlab_event", None)
-    if handler is None:
-        return "ignored", [], "merge request events are handled by promotion (not installed)"
-    from configcenter.usecases.webhooks import GitLabEvent as Event
+        return None
+    return getattr(promote, "handle_gitlab_event", None)
 
+
+def _event_of(job: Job) -> GitLabEvent:
     p = job.payload
-    event = Event(
+    if job.kind == "push":
+        return GitLabEvent(
+            kind="push",
+            delivery_id=p.get("event_uuid"),
+            project=p.get("project"),
+            idempotency_key=job.id.removeprefix("gitlab:"),
+            ref=p.get("ref"),
+            before=p.get("before"),
+            after=p.get("after"),
+        )
+    return GitLabEvent(
         kind="merge_request",
         delivery_id=p.get("event_uuid"),
         project=p.get("project"),
@@ -273,7 +282,36 @@ def _merge_request(engine: Engine, job: Job) -> JobOutcome:
         merged=bool(p.get("merged")),
         merge_commit_sha=p.get("merge_commit_sha"),
     )
-    engine.update_config_repo()
-    result = handler(engine.fresh_workspace(), event)
-    runs = [r for r in getattr(result, "runs", []) or [] if isinstance(r, str)]
-    return "done", runs, str(getattr(result, "summary", "") or result or "handled")
+
+
+def _via_promotion(engine: Engine, job: Job, handler: Any) -> JobOutcome:
+    """Hand the event to the promotion use case, after fetching the config repo.
+
+    It may apply any environment, so every environment's lock is held (in a
+    fixed order, so two workers never deadlock) while it runs.
+    """
+    covered_up_to = engine.jobs.last_seq()
+    note = engine.update_config_repo()
+    ws = engine.fresh_workspace()
+    envs = sorted(ws.config.project.environments)
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        for env in envs:
+            stack.enter_context(engine.env_lock(env))
+        try:
+            results = handler(ws, _event_of(job))
+        except Exception:
+            engine.record_run("apply", "failed", time.monotonic() - started)
+            raise
+    elapsed = time.monotonic() - started
+    results = list(results or [])
+    runs = [r.run_id for r in results if getattr(r, "run_id", None)]
+    for result in results:
+        engine.record_run("apply", str(result.outcome), elapsed / len(results))
+    if job.kind == "push":
+        engine.jobs.finish_covered("gitlab", "push", covered_up_to, runs, f"covered by {job.id}")
+    if not results:
+        return "ignored", [], f"{note}; nothing to apply for this {job.kind} event"
+    failed = any(str(r.outcome) in ("failed", "rolled_back") for r in results)
+    summary = "; ".join(f"{r.env}: {r.outcome}" for r in results)
+    return ("failed" if failed else "done"), runs, f"{note}; {summary}"

@@ -75,6 +75,7 @@ def start_served(
     *extra_args: str,
     namespace: str | None = None,
     kubeconfig: Path | None = None,
+    envs: dict[str, str] | None = None,
 ) -> Served:
     tokens = {
         "webhook": f"whsec-{secrets.token_urlsafe(12)}",
@@ -83,7 +84,7 @@ def start_served(
     }
     world = make_shop_world(
         root,
-        envs={"dev": env_text},
+        envs=envs or {"dev": env_text},
         serve=SERVE_SECTION,
         namespace=namespace,
         kubeconfig=kubeconfig,

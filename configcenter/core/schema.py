@@ -134,7 +134,13 @@ class SecretOrStr(Spec):
         if isinstance(value, dict):
             check_secret(doc, value, path, problems)
         elif not self.allow_plain or not isinstance(value, str):
-            _type_error(doc, path, problems, '{secret: "env:NAME"}', value)
+            # Never echo what was written here: it may be the secret itself.
+            key = str(path[-1]) if path else "value"
+            problems.error(
+                doc.source(*path),
+                f"'{key}' must be a secret reference, not a plain value",
+                f'write {key}: {{secret: "env:NAME"}} and put the value in $NAME',
+            )
 
 
 SECRET_SCHEMES = ("env", "file", "k8s")

@@ -307,6 +307,7 @@ def _print_results(results: list[Any]) -> None:
         "skipped": "magenta",
         "blocked": "magenta",
         "noop": "dim",
+        "dry-run": "dim",
     }
     table = Table(show_edge=False, title="result", title_justify="left")
     for column in ("service", "action", "outcome", "release", "reason"):

@@ -7,6 +7,7 @@ start) are unit-tested without a cluster.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -53,12 +54,22 @@ def generation_observed(deployment: Mapping[str, Any]) -> bool:
     return int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
 
 
+def _names_other_replicaset(condition: Mapping[str, Any], current: str | None) -> bool:
+    match = re.search(r'ReplicaSet "([^"]+)"', str(condition.get("message") or ""))
+    return current is not None and match is not None and match.group(1) != current
+
+
 def deployment_status(
     deployment: Mapping[str, Any] | None,
     name: str,
     failing_pods: Iterable[tuple[str, str]] = (),
+    current_replicaset: str | None = None,
 ) -> RolloutStatus:
     """Where one Deployment's rollout stands.
+
+    `current_replicaset` names the Deployment's newest ReplicaSet, when known: after a
+    rollback the controller can keep, for one more sync, a ProgressDeadlineExceeded
+    condition about the ReplicaSet rolled away from; that one is not this rollout's.
 
     `failing_pods` holds `pod_failure` results for pods of the Deployment's
     current ReplicaSet only: pods of old ReplicaSets are on their way out and
@@ -91,6 +102,7 @@ def deployment_status(
             condition.get("type") == "Progressing"
             and condition.get("status") == "False"
             and condition.get("reason") == "ProgressDeadlineExceeded"
+            and not _names_other_replicaset(condition, current_replicaset)
         ):
             return RolloutStatus(
                 "failed",

@@ -289,7 +289,11 @@ class KubernetesPlatform:
         for name in names:
             deployment = state.objects["Deployment"].get(name)
             failing: list[tuple[str, str]] = []
+            current_rs: str | None = None
             if deployment is not None and generation_observed(deployment):
+                if _has_deadline_condition(deployment):
+                    current_hash = self._current_template_hash(deployment)
+                    current_rs = f"{name}-{current_hash}" if current_hash else None
                 stuck = [
                     (pod, failure)
                     for pod in state.objects["Pod"].values()
@@ -304,7 +308,7 @@ class KubernetesPlatform:
                         and (pod["metadata"].get("labels") or {}).get(TEMPLATE_HASH_LABEL)
                         == current
                     ]
-            statuses.append(deployment_status(deployment, name, failing))
+            statuses.append(deployment_status(deployment, name, failing, current_rs))
         return combine(statuses)
 
     def _current_template_hash(self, deployment: Mapping[str, Any]) -> str | None:
@@ -493,6 +497,11 @@ class KubernetesPlatform:
         }.get(int(status), "")
         text = f"platform {self.target.name!r}: {what}: HTTP {status}: {message}"
         return PlatformError(self.redactor.redact(f"{text}; {hint}" if hint else text))
+
+
+def _has_deadline_condition(deployment: Mapping[str, Any]) -> bool:
+    conditions = (deployment.get("status") or {}).get("conditions") or []
+    return any(c.get("reason") == "ProgressDeadlineExceeded" for c in conditions)
 
 
 def _template_hash(pod: Mapping[str, Any]) -> str | None:

@@ -186,15 +186,6 @@ def test_value_change_rolls_the_pods_and_an_unchanged_apply_touches_nothing(
 # -- failures and rollback -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason=(
-        "racy: after a rollback the Deployment controller may keep the stale "
-        "ProgressDeadlineExceeded condition (naming the failed ReplicaSet) for one sync "
-        "after observing the new generation, and k8s_rollout.deployment_status judges "
-        "that stale condition as the rollback failing"
-    ),
-    strict=False,
-)
 def test_missed_progress_deadline_rolls_back_image_and_config(
     tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
 ) -> None:

@@ -7,7 +7,6 @@ one of them creates the schema and the others find it done.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -16,26 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 from configcenter.adapters.runstores import (
     MIGRATIONS,
+    RUN_COLUMNS,
+    SELECT_RUNS,
     Migration,
     check_migrations,
-    clean_text,
-    dump_details,
-    load_details,
+    details_to_add,
+    finished_details,
+    group_by_run,
+    list_query,
+    log_chunk,
     mask_url,
     migration_failed,
-    newer_schema_error,
+    new_run,
+    pending_migrations,
+    run_from_row,
 )
 from configcenter.core.redact import Redactor
-from configcenter.ports.runstore import (
-    Run,
-    RunNotFoundError,
-    RunStoreError,
-    check_kind,
-    check_limit,
-    check_outcome,
-    check_start,
-    new_run_id,
-)
+from configcenter.ports.runstore import Run, RunNotFoundError, RunStoreError, check_outcome
 
 if TYPE_CHECKING:
     import psycopg
@@ -43,9 +39,10 @@ if TYPE_CHECKING:
 #: pg_advisory_xact_lock key held while migrating ("ccRuns" in ASCII).
 MIGRATION_LOCK_KEY = 0x636352756E73
 
-_RUN_COLUMNS = (
-    "r.id, r.kind, r.env, r.trigger, r.actor, r.started_at, r.ended_at, r.outcome, r.details"
-)
+
+def _to_datetime(value: datetime) -> datetime:
+    """TIMESTAMPTZ comes back in the session's time zone; runs are in UTC."""
+    return value.astimezone(UTC)
 
 
 class PostgresRunStore:
@@ -141,7 +138,6 @@ class PostgresRunStore:
     def _migrate(self, migrations: Sequence[Migration]) -> None:
         import psycopg
 
-        known = migrations[-1].version if migrations else 0
         with self._tx() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             conn.execute(
@@ -150,11 +146,7 @@ class PostgresRunStore:
             )
             row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
             found = int(row[0]) if row else 0
-            if found > known:
-                raise newer_schema_error(self.where, found, known)
-            for step in migrations:
-                if step.version <= found:
-                    continue
+            for step in pending_migrations(migrations, found, self.where):
                 try:
                     for statement in step.postgres:
                         conn.execute(statement)
@@ -186,64 +178,44 @@ class PostgresRunStore:
         actor: str,
         details: dict[str, object] | None = None,
     ) -> Run:
-        check_kind(kind)
-        names = check_start(env, services, trigger, actor)
-        run_id, started = new_run_id()
-        details_json = dump_details(run_id, details or {}, self._redactor)
+        new = new_run(kind, env, services, trigger, actor, details, self._redactor)
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO runs (id, kind, env, trigger, actor, started_at, ended_at, outcome,"
-                " details) VALUES (%s, %s, %s, %s, %s, %s, NULL, 'running', %s::jsonb)",
-                (
-                    run_id,
-                    kind,
-                    env,
-                    clean_text(trigger, self._redactor),
-                    clean_text(actor, self._redactor),
-                    started,
-                    details_json,
-                ),
+                f"INSERT INTO runs ({RUN_COLUMNS})"
+                " VALUES (%s, %s, %s, %s, %s, %s, NULL, 'running', %s::jsonb)",
+                new.row(new.started),
             )
-            if names:
+            if new.services:
                 with conn.cursor() as cur:
                     cur.executemany(
                         "INSERT INTO run_services (run_id, position, service) VALUES (%s, %s, %s)",
-                        [(run_id, i, name) for i, name in enumerate(names)],
+                        new.service_rows(),
                     )
-        run = self.get(run_id)
+        run = self.get(new.id)
         assert run is not None  # just written by this process
         return run
 
     def append_log(self, run_id: str, text: str) -> None:
-        if not isinstance(text, str):
-            raise RunStoreError(f"log text for run {run_id} must be str, got {type(text).__name__}")
+        chunk = log_chunk(run_id, text, self._redactor)
         with self._tx() as conn:
             cursor = conn.execute(
                 "INSERT INTO run_log (run_id, text) SELECT id, %s FROM runs WHERE id = %s",
-                (clean_text(text, self._redactor), run_id),
+                (chunk, run_id),
             )
             if cursor.rowcount == 0:
                 raise RunNotFoundError(run_id)
 
     def finish(self, run_id: str, outcome: str, details: dict[str, object] | None = None) -> Run:
         check_outcome(outcome)
-        extra = json.loads(dump_details(run_id, details or {}, self._redactor))
+        extra = details_to_add(run_id, details, self._redactor)
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT outcome, details FROM runs WHERE id = %s FOR UPDATE", (run_id,)
             ).fetchone()
-            if row is None:
-                raise RunNotFoundError(run_id)
-            if row[0] != "running":
-                raise RunStoreError(
-                    f"run {run_id} already finished with outcome {row[0]!r}: a run ends "
-                    "once; start a new run for a new attempt"
-                )
-            merged = load_details(row[1])
-            merged.update(extra)
+            merged = finished_details(run_id, row, extra)
             conn.execute(
                 "UPDATE runs SET outcome = %s, ended_at = %s, details = %s::jsonb WHERE id = %s",
-                (outcome, datetime.now(UTC), json.dumps(merged, sort_keys=True), run_id),
+                (outcome, datetime.now(UTC), merged, run_id),
             )
         run = self.get(run_id)
         assert run is not None
@@ -251,14 +223,12 @@ class PostgresRunStore:
 
     def get(self, run_id: str) -> Run | None:
         with self._tx() as conn:
-            row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.id = %s", (run_id,)
-            ).fetchone()
+            row = conn.execute(f"{SELECT_RUNS} WHERE r.id = %s", (run_id,)).fetchone()
             if row is None:
                 return None
             services = self._services(conn, [run_id])
             logs = self._logs(conn, [run_id])
-        return self._run(row, services.get(run_id, []), logs.get(run_id, ""))
+        return run_from_row(row, services, logs, self._redactor, _to_datetime)
 
     def close(self) -> None:
         with self._lock:
@@ -274,17 +244,14 @@ class PostgresRunStore:
 
     @staticmethod
     def _services(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
         if not ids:
-            return found
+            return {}
         rows = conn.execute(
             "SELECT run_id, service FROM run_services WHERE run_id = ANY(%s) "
             "ORDER BY run_id, position",
             (list(ids),),
         )
-        for run_id, service in rows:
-            found.setdefault(run_id, []).append(service)
-        return found
+        return group_by_run(rows)
 
     @staticmethod
     def _logs(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict[str, str]:
@@ -297,23 +264,6 @@ class PostgresRunStore:
         )
         return {run_id: text for run_id, text in rows}
 
-    def _run(self, row: Sequence[Any], services: list[str], log: str) -> Run:
-        run_id, kind, env, trigger, actor, started, ended, outcome, details = row
-        return Run(
-            id=run_id,
-            kind=kind,
-            env=env,
-            services=services,
-            trigger=trigger,
-            actor=actor,
-            started_at=started.astimezone(UTC),
-            ended_at=ended.astimezone(UTC) if ended is not None else None,
-            outcome=outcome,
-            # Also masks secrets registered after the text was stored.
-            log=self._redact(log),
-            details=load_details(details),
-        )
-
     # Last in the class: below this, `list` would name the method, not the type.
     def list(
         self,
@@ -324,33 +274,10 @@ class PostgresRunStore:
         before: str | None = None,
         with_log: bool = False,
     ) -> list[Run]:
-        check_limit(limit)
-        if kind is not None:
-            check_kind(kind)
-        where: list[str] = []
-        params: list[object] = []
-        if env is not None:
-            where.append("r.env = %s")
-            params.append(env)
-        if kind is not None:
-            where.append("r.kind = %s")
-            params.append(kind)
-        if service is not None:
-            where.append(
-                "EXISTS (SELECT 1 FROM run_services s WHERE s.run_id = r.id AND s.service = %s)"
-            )
-            params.append(service)
-        if before is not None:
-            where.append("r.id < %s")
-            params.append(before)
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs r"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY r.id DESC LIMIT %s"
-        params.append(limit)
+        sql, params = list_query("%s", env, kind, limit, service, before)
         with self._tx() as conn:
             rows = conn.execute(sql, params).fetchall()
             ids = [row[0] for row in rows]
             services = self._services(conn, ids)
             logs = self._logs(conn, ids) if with_log else {}
-        return [self._run(row, services.get(row[0], []), logs.get(row[0], "")) for row in rows]
+        return [run_from_row(row, services, logs, self._redactor, _to_datetime) for row in rows]

@@ -8,7 +8,6 @@ the busy timeout makes a writer wait its turn instead of failing.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -20,28 +19,28 @@ from pathlib import Path
 
 from configcenter.adapters.runstores import (
     MIGRATIONS,
+    RUN_COLUMNS,
+    SELECT_RUNS,
     Migration,
     check_migrations,
-    clean_text,
     default_sqlite_path,
-    dump_details,
-    load_details,
+    details_to_add,
+    finished_details,
+    group_by_run,
+    list_query,
+    log_chunk,
     migration_failed,
-    newer_schema_error,
+    new_run,
+    pending_migrations,
+    run_from_row,
 )
 from configcenter.core.redact import Redactor
-from configcenter.ports.runstore import (
-    Run,
-    RunNotFoundError,
-    RunStoreError,
-    check_kind,
-    check_limit,
-    check_outcome,
-    check_start,
-    new_run_id,
-)
+from configcenter.ports.runstore import Run, RunNotFoundError, RunStoreError, check_outcome
 
-_RUN_COLUMNS = "id, kind, env, trigger, actor, started_at, ended_at, outcome, details"
+
+def _to_datetime(value: object) -> datetime:
+    """Timestamps are stored as ISO 8601 text with their UTC offset."""
+    return datetime.fromisoformat(str(value))
 
 
 class SqliteRunStore:
@@ -117,7 +116,6 @@ class SqliteRunStore:
             return
 
     def _migrate(self, migrations: Sequence[Migration]) -> None:
-        known = migrations[-1].version if migrations else 0
         with self._write() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version ("
@@ -125,11 +123,7 @@ class SqliteRunStore:
             )
             current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
             found = int(current.fetchone()[0])
-            if found > known:
-                raise newer_schema_error(str(self.path), found, known)
-            for step in migrations:
-                if step.version <= found:
-                    continue
+            for step in pending_migrations(migrations, found, str(self.path)):
                 try:
                     for statement in step.sqlite:
                         conn.execute(statement)
@@ -167,9 +161,6 @@ class SqliteRunStore:
 
     # -- the port ------------------------------------------------------------
 
-    def _redact(self, text: str) -> str:
-        return self._redactor.redact(text) if self._redactor is not None else text
-
     def start(
         self,
         kind: str,
@@ -179,66 +170,41 @@ class SqliteRunStore:
         actor: str,
         details: dict[str, object] | None = None,
     ) -> Run:
-        check_kind(kind)
-        names = check_start(env, services, trigger, actor)
-        run_id, started = new_run_id()
-        details_json = dump_details(run_id, details or {}, self._redactor)
+        new = new_run(kind, env, services, trigger, actor, details, self._redactor)
         with self._write() as conn:
             conn.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, 'running', ?)",
-                (
-                    run_id,
-                    kind,
-                    env,
-                    clean_text(trigger, self._redactor),
-                    clean_text(actor, self._redactor),
-                    started.isoformat(),
-                    details_json,
-                ),
+                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, 'running', ?)",
+                new.row(new.started.isoformat()),
             )
             conn.executemany(
                 "INSERT INTO run_services (run_id, position, service) VALUES (?, ?, ?)",
-                [(run_id, i, name) for i, name in enumerate(names)],
+                new.service_rows(),
             )
-        run = self.get(run_id)
+        run = self.get(new.id)
         assert run is not None  # just written in this process
         return run
 
     def append_log(self, run_id: str, text: str) -> None:
-        if not isinstance(text, str):
-            raise RunStoreError(f"log text for run {run_id} must be str, got {type(text).__name__}")
+        chunk = log_chunk(run_id, text, self._redactor)
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO run_log (run_id, text) SELECT id, ? FROM runs WHERE id = ?",
-                (clean_text(text, self._redactor), run_id),
+                (chunk, run_id),
             )
             if cursor.rowcount == 0:
                 raise RunNotFoundError(run_id)
 
     def finish(self, run_id: str, outcome: str, details: dict[str, object] | None = None) -> Run:
         check_outcome(outcome)
-        extra = json.loads(dump_details(run_id, details or {}, self._redactor))
+        extra = details_to_add(run_id, details, self._redactor)
         with self._write() as conn:
             row = conn.execute(
                 "SELECT outcome, details FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
-            if row is None:
-                raise RunNotFoundError(run_id)
-            if row[0] != "running":
-                raise RunStoreError(
-                    f"run {run_id} already finished with outcome {row[0]!r}: a run ends "
-                    "once; start a new run for a new attempt"
-                )
-            merged = load_details(row[1])
-            merged.update(extra)
+            merged = finished_details(run_id, row, extra)
             conn.execute(
                 "UPDATE runs SET outcome = ?, ended_at = ?, details = ? WHERE id = ?",
-                (
-                    outcome,
-                    datetime.now(UTC).isoformat(),
-                    json.dumps(merged, sort_keys=True),
-                    run_id,
-                ),
+                (outcome, datetime.now(UTC).isoformat(), merged, run_id),
             )
         run = self.get(run_id)
         assert run is not None
@@ -246,14 +212,12 @@ class SqliteRunStore:
 
     def get(self, run_id: str) -> Run | None:
         with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
-            ).fetchone()
+            row = self._conn.execute(f"{SELECT_RUNS} WHERE r.id = ?", (run_id,)).fetchone()
             if row is None:
                 return None
             services = self._services([run_id])
             logs = self._logs([run_id])
-        return self._run(row, services.get(run_id, []), logs.get(run_id, ""))
+        return run_from_row(row, services, logs, self._redactor, _to_datetime)
 
     def close(self) -> None:
         with self._lock:
@@ -268,21 +232,17 @@ class SqliteRunStore:
     # -- reading helpers (call with the lock held) ----------------------------
 
     def _services(self, ids: Sequence[str]) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
         if not ids:
-            return found
+            return {}
         marks = ", ".join("?" * len(ids))
         rows = self._conn.execute(
             f"SELECT run_id, service FROM run_services WHERE run_id IN ({marks}) "
             "ORDER BY run_id, position",
             list(ids),
         )
-        for run_id, service in rows:
-            found.setdefault(run_id, []).append(service)
-        return found
+        return group_by_run(rows)
 
     def _logs(self, ids: Sequence[str]) -> dict[str, str]:
-        chunks: dict[str, list[str]] = {}
         if not ids:
             return {}
         marks = ", ".join("?" * len(ids))
@@ -290,26 +250,7 @@ class SqliteRunStore:
             f"SELECT run_id, text FROM run_log WHERE run_id IN ({marks}) ORDER BY seq",
             list(ids),
         )
-        for run_id, text in rows:
-            chunks.setdefault(run_id, []).append(text)
-        return {run_id: "".join(parts) for run_id, parts in chunks.items()}
-
-    def _run(self, row: Sequence[object], services: list[str], log: str) -> Run:
-        run_id, kind, env, trigger, actor, started, ended, outcome, details = row
-        return Run(
-            id=str(run_id),
-            kind=str(kind),
-            env=str(env),
-            services=services,
-            trigger=str(trigger),
-            actor=str(actor),
-            started_at=datetime.fromisoformat(str(started)),
-            ended_at=datetime.fromisoformat(str(ended)) if ended is not None else None,
-            outcome=str(outcome),
-            # Also masks secrets registered after the text was stored.
-            log=self._redact(log),
-            details=load_details(details),
-        )
+        return {run_id: "".join(parts) for run_id, parts in group_by_run(rows).items()}
 
     # Last in the class: below this, `list` would name the method, not the type.
     def list(
@@ -321,33 +262,10 @@ class SqliteRunStore:
         before: str | None = None,
         with_log: bool = False,
     ) -> list[Run]:
-        check_limit(limit)
-        if kind is not None:
-            check_kind(kind)
-        where: list[str] = []
-        params: list[object] = []
-        if env is not None:
-            where.append("r.env = ?")
-            params.append(env)
-        if kind is not None:
-            where.append("r.kind = ?")
-            params.append(kind)
-        if service is not None:
-            where.append(
-                "EXISTS (SELECT 1 FROM run_services s WHERE s.run_id = r.id AND s.service = ?)"
-            )
-            params.append(service)
-        if before is not None:
-            where.append("r.id < ?")
-            params.append(before)
-        sql = f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS.split(', '))} FROM runs r"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY r.id DESC LIMIT ?"
-        params.append(limit)
+        sql, params = list_query("?", env, kind, limit, service, before)
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
             ids = [row[0] for row in rows]
             services = self._services(ids)
             logs = self._logs(ids) if with_log else {}
-        return [self._run(row, services.get(row[0], []), logs.get(row[0], "")) for row in rows]
+        return [run_from_row(row, services, logs, self._redactor, _to_datetime) for row in rows]

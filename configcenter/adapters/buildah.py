@@ -17,7 +17,8 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +135,67 @@ def failure_message(tool: str, service: str, outcome: ProcessOutcome, timeout: f
     return f"{tool} build of {service} failed{step} (exit status {outcome.returncode}){detail}"
 
 
+# The CLI builders (buildah, docker) run the same steps around their own command
+# lines: the helpers below are those steps, so both fail and report alike.
+
+
+def check_build_inputs(request: BuildRequest, executable: str, install: str) -> str:
+    """Refuse before any work when the tool or the context is missing; the target's repository."""
+    repository, _tag = split_target(request.target)
+    if shutil.which(executable) is None:
+        raise BuildFailed(
+            f"{executable!r} is not installed: {install}, or pick "
+            "another builder (builder.kind in configcenter.yaml)"
+        )
+    if not request.context_dir.is_dir():
+        raise BuildFailed(f"build context {request.context_dir} is not a directory")
+    return repository
+
+
+@contextmanager
+def build_workspace(prefix: str, request: BuildRequest) -> Iterator[tuple[Path, Path]]:
+    """A private temporary directory holding the rendered Dockerfile, gone after the build."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        dockerfile = work / "Dockerfile"
+        dockerfile.write_text(request.dockerfile)
+        yield work, dockerfile
+
+
+@dataclass(frozen=True)
+class BuildSteps:
+    """Build then push one request with a CLI tool, both streaming into one log."""
+
+    tool: str
+    request: BuildRequest
+    log: LogSink
+    tail_lines: int
+    timeout: float | None
+
+    def build(self, command: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        """Run the build command; a failure names the step that broke."""
+        build = run_streaming(
+            command, self.log, env=env, tail_lines=self.tail_lines, timeout=self.timeout
+        )
+        if build.returncode != 0:
+            raise BuildFailed(
+                failure_message(self.tool, self.request.service, build, self.timeout),
+                "\n".join(build.tail),
+            )
+
+    def push(self, command: Sequence[str]) -> ProcessOutcome:
+        """Run the push command; the outcome's tail may carry the pushed digest."""
+        push = run_streaming(command, self.log, tail_lines=self.tail_lines, timeout=self.timeout)
+        if push.returncode != 0:
+            last = push.tail[-1].strip() if push.tail else ""
+            raise BuildFailed(
+                f"{self.tool} push of {self.request.service} to {self.request.target} failed "
+                f"(exit status {push.returncode}): {last}",
+                "\n".join(push.tail),
+            )
+        return push
+
+
 @dataclass
 class BuildahBuilder:
     """Builds with buildah; defaults suit a root CI machine without overlayfs."""
@@ -201,44 +263,13 @@ class BuildahBuilder:
         )
 
     def build_and_push(self, request: BuildRequest, log: LogSink) -> BuildResult:
-        repository, _tag = split_target(request.target)
-        if shutil.which(self.executable) is None:
-            raise BuildFailed(
-                f"{self.executable!r} is not installed: apt-get install buildah, or pick "
-                "another builder (builder.kind in configcenter.yaml)"
-            )
-        if not request.context_dir.is_dir():
-            raise BuildFailed(f"build context {request.context_dir} is not a directory")
-        with tempfile.TemporaryDirectory(prefix="cc-buildah-") as tmp:
-            work = Path(tmp)
-            dockerfile = work / "Dockerfile"
-            dockerfile.write_text(request.dockerfile)
+        repository = check_build_inputs(request, self.executable, "apt-get install buildah")
+        with build_workspace("cc-buildah-", request) as (work, dockerfile):
             authfile = write_auth_file(work, self.credentials) if self.credentials else None
-            build = run_streaming(
-                self.build_command(request, dockerfile, authfile),
-                log,
-                tail_lines=self.tail_lines,
-                timeout=self.timeout,
-            )
-            if build.returncode != 0:
-                raise BuildFailed(
-                    failure_message("buildah", request.service, build, self.timeout),
-                    "\n".join(build.tail),
-                )
+            steps = BuildSteps("buildah", request, log, self.tail_lines, self.timeout)
+            steps.build(self.build_command(request, dockerfile, authfile))
             digestfile = work / "digest"
-            push = run_streaming(
-                self.push_command(request, digestfile, authfile),
-                log,
-                tail_lines=self.tail_lines,
-                timeout=self.timeout,
-            )
-            if push.returncode != 0:
-                last = push.tail[-1].strip() if push.tail else ""
-                raise BuildFailed(
-                    f"buildah push of {request.service} to {request.target} failed "
-                    f"(exit status {push.returncode}): {last}",
-                    "\n".join(push.tail),
-                )
+            steps.push(self.push_command(request, digestfile, authfile))
             digest = digestfile.read_text().strip() if digestfile.exists() else ""
         if not _DIGEST_RE.match(digest):
             raise BuildFailed(

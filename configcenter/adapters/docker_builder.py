@@ -11,16 +11,14 @@ Credentials go into a private `--config` directory, never onto the command line.
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from configcenter.adapters.buildah import (
-    failure_message,
-    run_streaming,
-    split_target,
+    BuildSteps,
+    build_workspace,
+    check_build_inputs,
     write_auth_file,
 )
 from configcenter.adapters.oci_registry import RegistryCredentials
@@ -71,48 +69,16 @@ class DockerBuilder:
         return [*cmd, "push", request.target]
 
     def build_and_push(self, request: BuildRequest, log: LogSink) -> BuildResult:
-        repository, _tag = split_target(request.target)
-        if shutil.which(self.executable) is None:
-            raise BuildFailed(
-                f"{self.executable!r} is not installed: install the docker CLI, or pick "
-                "another builder (builder.kind in configcenter.yaml)"
-            )
-        if not request.context_dir.is_dir():
-            raise BuildFailed(f"build context {request.context_dir} is not a directory")
-        with tempfile.TemporaryDirectory(prefix="cc-docker-") as tmp:
-            work = Path(tmp)
-            dockerfile = work / "Dockerfile"
-            dockerfile.write_text(request.dockerfile)
+        repository = check_build_inputs(request, self.executable, "install the docker CLI")
+        with build_workspace("cc-docker-", request) as (work, dockerfile):
             config_dir: Path | None = None
             if self.credentials:
                 config_dir = work / "config"
                 config_dir.mkdir(mode=0o700)
                 write_auth_file(config_dir, self.credentials)
-            build = run_streaming(
-                self.build_command(request, dockerfile, config_dir),
-                log,
-                env=self.environment(),
-                tail_lines=self.tail_lines,
-                timeout=self.timeout,
-            )
-            if build.returncode != 0:
-                raise BuildFailed(
-                    failure_message("docker", request.service, build, self.timeout),
-                    "\n".join(build.tail),
-                )
-            push = run_streaming(
-                self.push_command(request, config_dir),
-                log,
-                tail_lines=self.tail_lines,
-                timeout=self.timeout,
-            )
-        if push.returncode != 0:
-            last = push.tail[-1].strip() if push.tail else ""
-            raise BuildFailed(
-                f"docker push of {request.service} to {request.target} failed "
-                f"(exit status {push.returncode}): {last}",
-                "\n".join(push.tail),
-            )
+            steps = BuildSteps("docker", request, log, self.tail_lines, self.timeout)
+            steps.build(self.build_command(request, dockerfile, config_dir), self.environment())
+            push = steps.push(self.push_command(request, config_dir))
         digest = digest_from_push_output(push.tail)
         if digest is None:
             raise BuildFailed(

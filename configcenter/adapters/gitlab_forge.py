@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from configcenter.adapters.local_forge import check_branches, check_note, clean_labels
 from configcenter.ports.forge import (
     ForgeAuthError,
     ForgeError,
@@ -53,16 +54,13 @@ def gitlab_title(title: str, draft: bool) -> str:
 
 def labels_param(labels: Sequence[str]) -> str:
     """GitLab takes labels as one comma-separated string, so a comma cannot be in a name."""
-    cleaned: list[str] = []
     for label in labels:
         if "," in label:
             raise ForgeError(
                 f"label {label!r} contains a comma, which GitLab reads as a separator: "
                 "rename the label"
             )
-        if label.strip() and label.strip() not in cleaned:
-            cleaned.append(label.strip())
-    return ",".join(cleaned)
+    return ",".join(clean_labels(labels))
 
 
 def to_merge_request(data: Mapping[str, Any]) -> MergeRequest:
@@ -158,11 +156,7 @@ class GitLabForge:
     ) -> MergeRequest:
         import gitlab.exceptions
 
-        if source_branch == target_branch:
-            raise ForgeError(
-                f"cannot open a merge request from {source_branch!r} into itself: "
-                "promote between two different branches"
-            )
+        check_branches(source_branch, target_branch)
         project = self._project()
         data = {
             "source_branch": source_branch,
@@ -215,8 +209,7 @@ class GitLabForge:
         return to_merge_request(mr.attributes)
 
     def add_note(self, iid: int, body: str) -> None:
-        if not body.strip():
-            raise ForgeError(f"refusing to add an empty note to merge request !{iid}")
+        check_note(iid, body)
         project = self._project()
         with self._errors(f"adding a note to merge request !{iid}", iid=iid):
             project.mergerequests.get(iid, lazy=True).notes.create({"body": body})

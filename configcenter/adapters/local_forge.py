@@ -66,11 +66,7 @@ class LocalForge:
         labels: Sequence[str],
         draft: bool,
     ) -> MergeRequest:
-        if source_branch == target_branch:
-            raise ForgeError(
-                f"cannot open a merge request from {source_branch!r} into itself: "
-                "promote between two different branches"
-            )
+        check_branches(source_branch, target_branch)
         for branch in (source_branch, target_branch):
             if self._branch_sha(branch) is None:
                 raise ForgeError(
@@ -81,39 +77,26 @@ class LocalForge:
             existing = self._find_open(source_branch, target_branch)
             if existing is not None:
                 return self.update(existing.iid, title, description, labels, draft)
-            return self._create_open(
-                source_branch, target_branch, title, description, labels, draft
-            )
-
-    def _create_open(
-        self,
-        source_branch: str,
-        target_branch: str,
-        title: str,
-        description: str,
-        labels: Sequence[str],
-        draft: bool,
-    ) -> MergeRequest:
-        now = _now()
-        record: dict[str, Any] = {
-            "version": FORMAT_VERSION,
-            "source_branch": source_branch,
-            "target_branch": target_branch,
-            "title": _check_title(title),
-            "description": description,
-            "labels": _clean_labels(labels),
-            "draft": draft,
-            "state": "opened",
-            # The target's tip when recorded: a merge moves it, which is how
-            # "merged" is told apart from "nothing to merge yet".
-            "target_sha": self._branch_sha(target_branch),
-            "source_sha": self._branch_sha(source_branch),
-            "created_at": now,
-            "updated_at": now,
-            "notes": [],
-        }
-        record["iid"] = self._create(record)
-        return self._to_merge_request(record)
+            now = _now()
+            record: dict[str, Any] = {
+                "version": FORMAT_VERSION,
+                "source_branch": source_branch,
+                "target_branch": target_branch,
+                "title": _check_title(title),
+                "description": description,
+                "labels": clean_labels(labels),
+                "draft": draft,
+                "state": "opened",
+                # The target's tip when recorded: a merge moves it, which is how
+                # "merged" is told apart from "nothing to merge yet".
+                "target_sha": self._branch_sha(target_branch),
+                "source_sha": self._branch_sha(source_branch),
+                "created_at": now,
+                "updated_at": now,
+                "notes": [],
+            }
+            record["iid"] = self._create(record)
+            return self._to_merge_request(record)
 
     def update(
         self, iid: int, title: str, description: str, labels: Sequence[str], draft: bool
@@ -123,7 +106,7 @@ class LocalForge:
             record.update(
                 title=_check_title(title),
                 description=description,
-                labels=_clean_labels(labels),
+                labels=clean_labels(labels),
                 draft=draft,
                 updated_at=_now(),
             )
@@ -137,8 +120,7 @@ class LocalForge:
             return self._to_merge_request(self._refresh_state(self._read(iid)))
 
     def add_note(self, iid: int, body: str) -> None:
-        if not body.strip():
-            raise ForgeError(f"refusing to add an empty note to merge request !{iid}")
+        check_note(iid, body)
         with self._locked():
             record = self._read(iid)
             record["notes"].append({"body": body, "created_at": _now()})
@@ -323,7 +305,27 @@ def _check_title(title: str) -> str:
     return title.strip()
 
 
-def _clean_labels(labels: Sequence[str]) -> list[str]:
+# The checks every forge makes before it talks to anything (the GitLab forge
+# imports them), so both refuse the same input with the same words.
+
+
+def check_branches(source_branch: str, target_branch: str) -> None:
+    """A merge request into its own source branch could never merge anything."""
+    if source_branch == target_branch:
+        raise ForgeError(
+            f"cannot open a merge request from {source_branch!r} into itself: "
+            "promote between two different branches"
+        )
+
+
+def check_note(iid: int, body: str) -> None:
+    """An empty comment says nothing on the request and only notifies its watchers."""
+    if not body.strip():
+        raise ForgeError(f"refusing to add an empty note to merge request !{iid}")
+
+
+def clean_labels(labels: Sequence[str]) -> list[str]:
+    """Labels stripped, blank ones dropped, repeats kept once, first order kept."""
     cleaned: list[str] = []
     for label in labels:
         if label.strip() and label.strip() not in cleaned:

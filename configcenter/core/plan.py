@@ -293,8 +293,29 @@ def _plan_service(
             "released tags must not move; release a new version instead",
         )
         return plan
-    if previous is not None and previous.inputs_digest == plan.inputs_digest and not render_all:
+    # The deploy repo holds exactly these inputs, but their release failed and nothing
+    # was rolled back (a first deploy, or a rollback that failed too): blocked, not noop.
+    failed_here = (
+        previous is not None
+        and previous.inputs_digest == plan.inputs_digest
+        and previous.release is not None
+        and previous.release.outcome == "failed"
+    )
+    if (
+        previous is not None
+        and previous.inputs_digest == plan.inputs_digest
+        and not render_all
+        and not (failed_here and retry)
+    ):
         plan.rendered_digest = previous.rendered_digest
+        if failed_here and previous.release is not None:
+            plan.action = "blocked"
+            plan.blocked = (
+                f"release {previous.release.id} with these inputs failed at "
+                f"{previous.release.at}"
+                + (f": {previous.release.reason}" if previous.release.reason else "")
+                + f"; change its inputs or run apply --retry {service.name}"
+            )
         return plan
     rendered = renderer.render(config, service, image.ref)
     plan.files = rendered.files
@@ -314,7 +335,7 @@ def _plan_service(
             plan.reasons.append("image")
         if previous.rendered_digest != plan.rendered_digest and not plan.reasons:
             plan.reasons.append("template")  # settings or engine changed the output
-        plan.action = "update" if plan.reasons else "noop"
+        plan.action = "update" if plan.reasons or (failed_here and retry) else "noop"
     if plan.action != "noop":
         env_dir = f"{service.env}/{service.name}/"
         old_names = set(previous.files) if previous else set()

@@ -310,3 +310,27 @@ def test_dependency_order_function() -> None:
         dependency_order({"a": ["b"], "b": ["c"], "c": ["a"]})
     assert caught.value.cycle == ["a", "b", "c", "a"]
     assert str(caught.value) == "dependency cycle: a -> b -> c -> a"
+
+
+def test_a_release_left_failed_is_blocked_not_noop(repo: ConfigRepo) -> None:
+    """A first deploy that failed (nothing to roll back to) leaves the deploy repo holding
+    exactly the failed inputs; planning them again is `blocked`, and --retry redeploys."""
+    deployed = applied(repo)
+    api_state = deployed.state.services["api"]
+    failed = Release(
+        id="r3",
+        outcome="failed",
+        at="2024-05-01T10:00:00Z",
+        inputs_digest=api_state.inputs_digest,
+        reason="ProgressDeadlineExceeded",
+    )
+    deployed.state.services["api"] = replace(api_state, release=failed, last_failed=failed)
+    api = replan(repo, deployed)["api"]
+    assert api.action == "blocked"
+    assert api.blocked == (
+        "release r3 with these inputs failed at 2024-05-01T10:00:00Z: "
+        "ProgressDeadlineExceeded; change its inputs or run apply --retry api"
+    )
+    retried = replan(repo, deployed, retry=["api"])["api"]
+    assert retried.action == "update"
+    assert retried.files is not None

@@ -330,6 +330,7 @@ def _print_results(results: list[Any]) -> None:
     "--retry", multiple=True, metavar="SERVICE", help="Deploy SERVICE although it failed."
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--force", is_flag=True, help="Cancel a deployment that holds an app (Marathon 409).")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Parallel builds/rollouts.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 @click.option("--verbose", "-v", is_flag=True, help="Stream build output.")
@@ -343,6 +344,7 @@ def apply(
     no_rollout: bool,
     retry: tuple[str, ...],
     dry_run: bool,
+    force: bool,
     jobs: int,
     as_json: bool,
     verbose: bool,
@@ -358,6 +360,7 @@ def apply(
         rollout=not no_rollout,
         dry_run=dry_run,
         jobs=jobs,
+        force=force,
     )
     reporter = _QuietReporter() if as_json else _PrintingReporter(verbose)
     result = apply_env(ws, env, options, reporter)  # type: ignore[arg-type]
@@ -397,14 +400,15 @@ class _QuietReporter(_PrintingReporter):
 @click.argument("env")
 @click.argument("service")
 @click.option("--dry-run", is_flag=True, help="Server-side dry run; change nothing.")
+@click.option("--force", is_flag=True, help="Cancel a deployment that holds the app (Marathon).")
 @pass_ws
 @handle_errors
-def deploy(ws: Workspace, env: str, service: str, dry_run: bool) -> None:
+def deploy(ws: Workspace, env: str, service: str, dry_run: bool, force: bool) -> None:
     """Roll out what the deploy repo says for SERVICE in ENV, alone."""
     ws.focus = (env,)
     from configcenter.usecases.apply import deploy_service
 
-    result = deploy_service(ws, env, service, _PrintingReporter(), dry_run=dry_run)  # type: ignore[arg-type]
+    result = deploy_service(ws, env, service, _PrintingReporter(), dry_run=dry_run, force=force)  # type: ignore[arg-type]
     _print_results([result])
     sys.exit({"rolled_back": 3, "failed": 1}.get(result.outcome, 0))
 

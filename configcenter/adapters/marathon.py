@@ -635,7 +635,7 @@ class MarathonPlatform:
             return MarathonConflictError(
                 f"{what}: Marathon at {self.url} says the app is locked by running deployment(s) "
                 f"{', '.join(ids) or '?'} ({message}). Wait for the rollout to finish, or re-run "
-                "with force to cancel it",
+                "with --force (configcenter apply/deploy --force) to cancel it",
                 ids,
             )
         if status in (400, 422):

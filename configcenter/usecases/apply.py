@@ -551,6 +551,7 @@ def _rollout(
                     timeout,
                     log,
                     reporter,
+                    options.force,
                 )
                 for s in runnable
             }
@@ -580,13 +581,18 @@ def _deploy_one(
     timeout: float,
     log: _RunLog,
     reporter: Reporter,
+    force: bool = False,
 ) -> _Outcome:
-    """Roll out `current`; on failure roll back to its last good release."""
+    """Roll out `current`; on failure roll back to its last good release.
+
+    `force` lets a platform cancel a deployment that holds the app (Marathon's 409).
+    """
     config = ws.config
     repo = ws.deploy_repo
     release = current.release
     assert release is not None
-    platform = open_platform(config, env, current.platform or "", ws.redactor)
+    options = {"force": True} if force else {}
+    platform = open_platform(config, env, current.platform or "", ws.redactor, **options)
     files = _files_of(repo, env, service, current)
     status = _apply_and_wait(
         platform,
@@ -751,6 +757,7 @@ def deploy_service(
     dry_run: bool = False,
     trigger: str = "cli",
     actor: str = "",
+    force: bool = False,
 ) -> ServiceResult:
     """Roll out what the deploy repo says for one service, alone."""
     reporter = reporter or Reporter()
@@ -766,7 +773,7 @@ def deploy_service(
     log = _RunLog(ws, run.id, reporter)
     try:
         outcome = _deploy_one(
-            ws, env, service, current, rollout_timeout(ws.config, env), log, reporter
+            ws, env, service, current, rollout_timeout(ws.config, env), log, reporter, force
         )
         _record(ws, env, {service: outcome}, log)
     except BaseException as exc:

@@ -132,6 +132,21 @@ def test_app_locked_by_another_deployment_is_reported_and_not_forced(
     assert state["release"]["outcome"] == "failed"
     assert "locked" in state["release"]["reason"]
 
+    # The failed release is blocked, not retried by itself ...
+    again = world.cc("apply", "dev")
+    assert again.code == 0, again.output
+    assert "blocked" in again.output
+    assert lock in {
+        d["id"] for d in requests.get(f"{marathon_server.url}/v2/deployments", timeout=10).json()
+    }
+    # ... and --retry with --force cancels the deployment holding the app and rolls out.
+    forced = world.cc("apply", "dev", "--retry", "worker", "--force")
+    assert forced.code == 0, forced.output
+    running = requests.get(f"{marathon_server.url}/v2/deployments", timeout=10).json()
+    assert lock not in {d["id"] for d in running}
+    assert marathon_server.app_json(APP)["container"]["docker"]["image"] != "ops/hotfix:never-ready"
+    assert record(world)["release"]["outcome"] == "healthy"
+
 
 def test_invalid_app_definition_shows_marathons_422_message(
     tmp_path: Path, marathon_server: MarathonDouble

@@ -145,17 +145,21 @@ def main() -> None:
         cc("apply", "dev", *extra, cwd=config, env=env)
 
         if rollout:
-            banner("A broken image: the rollout misses its deadline and rolls back (exit 3)")
+            banner("A broken image: the rollout fails and is rolled back to the last good (exit 3)")
             edit(config / "environments/dev/web.yaml", "web:3.0.1", "web:3.1.0-never-ready")
             git("commit", "-qam", "dev: web 3.1.0", cwd=config)
             cc("apply", "dev", cwd=config, env=env, expect=3)
             banner("No retry loop: the failed release is blocked until its inputs change")
             cc("plan", "dev", cwd=config, env=env)
+            banner("Drift: what runs matches the deploy repo")
+            cc("reconcile", "dev", cwd=config, env=env)
         else:
             banner("Roll the worker's config back to its previous release")
             cc("rollback", "dev", "worker", "--no-rollout", cwd=config, env=env)
         banner("History")
         cc("history", "dev", cwd=config, env=env)
+        banner("Promote what dev runs successfully to demo (a merge request; here the local forge)")
+        cc("promote", "dev", "demo", cwd=config, env=env)
         print(
             f"\nThe workspace is in {workspace}; the deploy repo is "
             f"{workspace / 'shop-deploy.git'} (try: git -C {workspace / 'shop-deploy.git'} log)"

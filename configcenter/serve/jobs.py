@@ -25,14 +25,14 @@ from configcenter.adapters.runstores import default_sqlite_path, mask_url
 
 JOB_STATES = ("queued", "running", "done", "failed", "ignored")
 
-_SQLITE_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS serve_jobs (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+# The job tables are the same on both databases but for how `seq` counts up.
+_JOBS_TABLE = """CREATE TABLE IF NOT EXISTS serve_jobs (
+        seq {seq},
         id TEXT NOT NULL UNIQUE,
         source TEXT NOT NULL,
         kind TEXT NOT NULL,
         env TEXT NOT NULL DEFAULT '',
-        payload TEXT NOT NULL DEFAULT '{}',
+        payload TEXT NOT NULL DEFAULT '{{}}',
         received_at TEXT NOT NULL,
         state TEXT NOT NULL,
         claimed_by TEXT,
@@ -40,7 +40,8 @@ _SQLITE_SCHEMA = (
         finished_at TEXT,
         runs TEXT NOT NULL DEFAULT '[]',
         note TEXT NOT NULL DEFAULT ''
-    )""",
+    )"""
+_SHARED_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS serve_jobs_state ON serve_jobs (state, seq)",
     """CREATE TABLE IF NOT EXISTS serve_replicas (
         identity TEXT PRIMARY KEY,
@@ -48,28 +49,10 @@ _SQLITE_SCHEMA = (
         leader INTEGER NOT NULL DEFAULT 0
     )""",
 )
+_SQLITE_SCHEMA = (_JOBS_TABLE.format(seq="INTEGER PRIMARY KEY AUTOINCREMENT"), *_SHARED_SCHEMA)
 _POSTGRES_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS serve_jobs (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        source TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        env TEXT NOT NULL DEFAULT '',
-        payload TEXT NOT NULL DEFAULT '{}',
-        received_at TEXT NOT NULL,
-        state TEXT NOT NULL,
-        claimed_by TEXT,
-        claimed_at TEXT,
-        finished_at TEXT,
-        runs TEXT NOT NULL DEFAULT '[]',
-        note TEXT NOT NULL DEFAULT ''
-    )""",
-    "CREATE INDEX IF NOT EXISTS serve_jobs_state ON serve_jobs (state, seq)",
-    """CREATE TABLE IF NOT EXISTS serve_replicas (
-        identity TEXT PRIMARY KEY,
-        seen_at TEXT NOT NULL,
-        leader INTEGER NOT NULL DEFAULT 0
-    )""",
+    _JOBS_TABLE.format(seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+    *_SHARED_SCHEMA,
 )
 _COLUMNS = (
     "seq, id, source, kind, env, payload, received_at, state, claimed_by, claimed_at, "

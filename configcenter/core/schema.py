@@ -252,6 +252,9 @@ PROJECT = Obj(
                 "storage_driver": Str(),
                 "isolation": Str(),
                 "namespace": Str(),
+                "push_secret": Str(),
+                "kubeconfig": Str(),
+                "context": Str(),
                 "jobs": Int(minimum=1),
             }
         ),

@@ -87,10 +87,25 @@ def open_builder(config: Config, redactor: Redactor) -> Any:
         from configcenter.adapters.docker_builder import DockerBuilder
 
         return DockerBuilder(credentials=creds)
-    raise ValueError(
-        f"builder kind '{kind}' is not available from the CLI yet (the kaniko adapter needs "
-        "a cluster namespace and push secret); use buildah or docker"
-    )
+    if kind == "kaniko":
+        from configcenter.adapters.kaniko import KanikoBuilder
+
+        namespace = settings.get("namespace")
+        if not namespace:
+            raise ValueError(
+                "builder: {kind: kaniko} needs namespace: (where the build Jobs run) in "
+                "configcenter.yaml, and push_secret: naming a kubernetes.io/dockerconfigjson "
+                "Secret there unless the registry takes anonymous pushes"
+            )
+        return KanikoBuilder(
+            namespace=str(namespace),
+            kubeconfig=settings.get("kubeconfig"),
+            kube_context=settings.get("context"),
+            push_secret=settings.get("push_secret"),
+            insecure_registries=frozenset({host}) if insecure else frozenset(),
+            registry=open_registry(config, redactor),
+        )
+    raise ValueError(f"unknown builder kind '{kind}': use buildah, docker or kaniko")
 
 
 def open_registry(config: Config, redactor: Redactor) -> Any:

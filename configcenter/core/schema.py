@@ -54,7 +54,14 @@ class Str(Spec):
     name = "a string"
 
     def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
-        if not isinstance(value, str) or value == "":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            key = str(path[-1]) if path else "value"
+            problems.error(
+                doc.source(*path),
+                f"'{key}' must be a string, and YAML read {value} as a number",
+                f'quote it: {key}: "{value}" (YAML reads 1.10 as the number 1.1)',
+            )
+        elif not isinstance(value, str) or value == "":
             _type_error(doc, path, problems, "a non-empty string", value)
 
 

@@ -339,7 +339,8 @@ def test_numeric_pin_is_a_type_error(repo: ConfigRepo) -> None:
     # YAML reads 1.10 as the number 1.1: the user must quote versions that look like numbers.
     repo.write(API_DEV, "template: 1.10\nimage: {ref: x}\n")
     problems = [p for p in repo.problems() if p.source == Source(API_DEV, 1)]
-    assert problems[0].message == "'template' must be a non-empty string, not a number (1.1)"
+    assert problems[0].message == "'template' must be a string, and YAML read 1.1 as a number"
+    assert problems[0].hint == 'quote it: template: "1.1" (YAML reads 1.10 as the number 1.1)'
 
 
 def test_head_pin_refused_outside_allowing_env(repo: ConfigRepo) -> None:

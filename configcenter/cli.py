@@ -259,40 +259,8 @@ def template_release(ws: Workspace, service: str, version: str, dry_run: bool) -
     print_problems([])
 
 
-class _PrintingReporter:
-    """Prints apply/deploy progress as it happens."""
-
-    def __init__(self, verbose: bool = False) -> None:
-        from configcenter.output import err
-
-        self.console = err
-        self.verbose = verbose
-        self._last: dict[str, str] = {}
-
-    def message(self, text: str) -> None:
-        self.console.print(f"[dim]·[/dim] {text}", markup=True, highlight=False)
-
-    def plan_ready(self, plan: Any) -> None:
-        from configcenter.output import print_plan
-
-        print_plan(plan)
-
-    def build_log(self, service: str, line: str) -> None:
-        if self.verbose:
-            self.console.print(f"[dim]{service} |[/dim] {line}", markup=True, highlight=False)
-
-    def rollout(self, service: str, status: Any) -> None:
-        line = (
-            f"{service}: {status.state} {status.updated}/{status.desired} updated, "
-            f"{status.ready} ready, {status.available} available"
-            + (f" ({status.reason})" if status.reason else "")
-        )
-        if self._last.get(service) != line:
-            self._last[service] = line
-            self.console.print(f"[cyan]↻[/cyan] {line}", markup=True, highlight=False)
-
-
 def _print_results(results: list[Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from configcenter.output import out
@@ -315,8 +283,9 @@ def _print_results(results: list[Any]) -> None:
     for r in results:
         colour = style.get(r.outcome, "")
         reason = r.reason if len(r.reason) <= 90 else r.reason[:87] + "..."
+        outcome = f"[{colour}]{r.outcome}[/{colour}]" if colour else escape(r.outcome)
         table.add_row(
-            r.service, r.action, f"[{colour}]{r.outcome}[/{colour}]", r.release or "", reason
+            escape(r.service), escape(r.action), outcome, escape(r.release or ""), escape(reason)
         )
     out.print(table)
 
@@ -350,6 +319,8 @@ def apply(
     verbose: bool,
 ) -> None:
     """Commit ENV's plan to the deploy repo, build, roll out, verify, roll back on failure."""
+    from configcenter.output import PrintingReporter, QuietReporter
+
     ws.focus = (env,)
     from configcenter.usecases.apply import ApplyOptions, apply_env
 
@@ -362,8 +333,8 @@ def apply(
         jobs=jobs,
         force=force,
     )
-    reporter = _QuietReporter() if as_json else _PrintingReporter(verbose)
-    result = apply_env(ws, env, options, reporter)  # type: ignore[arg-type]
+    reporter = QuietReporter() if as_json else PrintingReporter(verbose)
+    result = apply_env(ws, env, options, reporter)
     if as_json:
         from configcenter.output import print_json
 
@@ -385,17 +356,6 @@ def apply(
     sys.exit(result.exit_code)
 
 
-class _QuietReporter(_PrintingReporter):
-    def message(self, text: str) -> None:
-        return None
-
-    def plan_ready(self, plan: Any) -> None:
-        return None
-
-    def rollout(self, service: str, status: Any) -> None:
-        return None
-
-
 @cli.command()
 @click.argument("env")
 @click.argument("service")
@@ -405,10 +365,12 @@ class _QuietReporter(_PrintingReporter):
 @handle_errors
 def deploy(ws: Workspace, env: str, service: str, dry_run: bool, force: bool) -> None:
     """Roll out what the deploy repo says for SERVICE in ENV, alone."""
+    from configcenter.output import PrintingReporter
+
     ws.focus = (env,)
     from configcenter.usecases.apply import deploy_service
 
-    result = deploy_service(ws, env, service, _PrintingReporter(), dry_run=dry_run, force=force)  # type: ignore[arg-type]
+    result = deploy_service(ws, env, service, PrintingReporter(), dry_run=dry_run, force=force)
     _print_results([result])
     sys.exit({"rolled_back": 3, "failed": 1}.get(result.outcome, 0))
 
@@ -427,6 +389,8 @@ def rollback(
     ws: Workspace, env: str, service: str, to: str | None, no_rollout: bool, dry_run: bool
 ) -> None:
     """Back to the last good (or named) release: image and config, as a new commit."""
+    from configcenter.output import PrintingReporter
+
     ws.focus = (env,)
     from configcenter.usecases.apply import rollback_service
 
@@ -437,7 +401,7 @@ def rollback(
         to,
         rollout=not no_rollout,
         dry_run=dry_run,
-        reporter=_PrintingReporter(),  # type: ignore[arg-type]
+        reporter=PrintingReporter(),
     )
     verb = "would roll back" if dry_run else "rolled back"
     click.echo(f"{service} in {env}: {verb} to {result.release} ({result.outcome})")
@@ -496,10 +460,12 @@ def history(ws: Workspace, env: str, service: str | None, limit: int, as_json: b
 @handle_errors
 def build(ws: Workspace, env: str, service: str, verbose: bool) -> None:
     """Build SERVICE's image for ENV if its inputs changed, and push it."""
+    from configcenter.output import PrintingReporter
+
     ws.focus = (env,)
     from configcenter.usecases.images import build_service
 
-    reporter = _PrintingReporter(verbose=True)
+    reporter = PrintingReporter(verbose=True)
 
     def log(svc: str, line: str) -> None:
         if verbose:
@@ -519,15 +485,17 @@ def build(ws: Workspace, env: str, service: str, verbose: bool) -> None:
 @handle_errors
 def reconcile(ws: Workspace, env: str, heal: bool, as_json: bool, exit_code: bool) -> None:
     """Report (and with --heal, fix) drift between ENV's platform and the deploy repo."""
+    from configcenter.output import PrintingReporter, QuietReporter
     from configcenter.usecases.reconcile import reconcile as run_reconcile
 
-    reporter = _QuietReporter() if as_json else _PrintingReporter()
-    report = run_reconcile(ws, env, heal=heal, reporter=reporter)  # type: ignore[arg-type]
+    reporter = QuietReporter() if as_json else PrintingReporter()
+    report = run_reconcile(ws, env, heal=heal, reporter=reporter)
     if as_json:
         from configcenter.output import print_json
 
         print_json(report.to_json())
     else:
+        from rich.markup import escape
         from rich.table import Table
 
         from configcenter.output import out
@@ -537,7 +505,7 @@ def reconcile(ws: Workspace, env: str, heal: bool, as_json: bool, exit_code: boo
             for column in ("service", "field", "desired", "live"):
                 table.add_column(column, overflow="fold")
             for d in report.drifts:
-                table.add_row(d.service, d.field, d.desired or "-", d.live or "-")
+                table.add_row(*(escape(x or "-") for x in (d.service, d.field, d.desired, d.live)))
             out.print(table)
         else:
             out.print(f"[green]no drift[/green] in {env} ({len(report.services)} service(s))")

@@ -8,11 +8,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from configcenter.core.errors import Problem
 from configcenter.core.plan import Plan, ServicePlan, ValueChange
 from configcenter.core.values import masked
+from configcenter.ports.platform import RolloutStatus
+from configcenter.usecases.apply import Reporter
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -130,3 +133,47 @@ def print_explain(rows: Iterable[Any], env: str, service: str) -> None:
                     style="dim",
                 )
             )
+
+
+class PrintingReporter(Reporter):
+    """Prints apply/deploy progress as it happens."""
+
+    def __init__(self, verbose: bool = False) -> None:
+        self.console = err
+        self.verbose = verbose
+        self._last: dict[str, str] = {}
+
+    def message(self, text: str) -> None:
+        self.console.print(f"[dim]·[/dim] {escape(text)}", markup=True, highlight=False)
+
+    def plan_ready(self, plan: Plan) -> None:
+        print_plan(plan)
+
+    def build_log(self, service: str, line: str) -> None:
+        if self.verbose:
+            self.console.print(
+                f"[dim]{escape(service)} |[/dim] {escape(line)}", markup=True, highlight=False
+            )
+
+    def rollout(self, service: str, status: RolloutStatus) -> None:
+        line = (
+            f"{service}: {status.state} {status.updated}/{status.desired} updated, "
+            f"{status.ready} ready, {status.available} available"
+            + (f" ({status.reason})" if status.reason else "")
+        )
+        if self._last.get(service) != line:
+            self._last[service] = line
+            self.console.print(f"[cyan]↻[/cyan] {escape(line)}", markup=True, highlight=False)
+
+
+class QuietReporter(PrintingReporter):
+    """For --json: nothing but the JSON on stdout."""
+
+    def message(self, text: str) -> None:
+        return None
+
+    def plan_ready(self, plan: Plan) -> None:
+        return None
+
+    def rollout(self, service: str, status: RolloutStatus) -> None:
+        return None

@@ -60,13 +60,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         RunStoreError,
         ApplyError,
     ]
-    try:
-        from configcenter.ports.builder import BuildFailed
-        from configcenter.usecases.build import BuildsFailed
+    from configcenter.ports.builder import BuildFailed
+    from configcenter.usecases.build import BuildsFailed
 
-        errors += [BuildFailed, BuildsFailed]
-    except ImportError:  # builds are optional at import time
-        pass
+    errors += [BuildFailed, BuildsFailed]
     return tuple(errors)
 
 

@@ -185,7 +185,7 @@ def apply_env(
             if s.action in ("noop", "blocked")
         ]
         if sha is not None:
-            committed = [s for s in plan.changes]
+            committed = list(plan.changes)
             if options.rollout and _rolls_out(config, env, committed):
                 result.results += _rollout(ws, env, state, sha, committed, options, log, reporter)
             else:
@@ -284,7 +284,7 @@ def _commit_release(
         if not plan.changes:
             log(f"{env}: nothing to do")
             return plan, None, state
-        new_state, changes = _changes(env, plan, state, run_id, _will_roll_out(config, options))
+        new_state, changes = _changes(env, plan, state, run_id, options.rollout)
         message = _message(env, plan, new_state, run_id, config.commit)
         sha = repo.commit(changes, message, parent=head)
         if sha is None:
@@ -329,10 +329,6 @@ def _needs_build(plan: ServicePlan) -> bool:
     from configcenter.usecases.images import needs_build
 
     return needs_build(plan)
-
-
-def _will_roll_out(config: Config, options: ApplyOptions) -> bool:
-    return options.rollout
 
 
 def _plan(
@@ -507,7 +503,10 @@ def _rollout(
         outcomes[sp.service] = _Outcome(
             ServiceResult(sp.service, "delete", "committed"), None, None
         )
-    todo = [s for s in committed if s.action != "delete"]
+    # A service without a platform is committed, not rolled out (its release is already good).
+    deploying = [s for s in committed if s.action != "delete"]
+    unplaced = [s for s in deploying if not state.services[s.service].platform]
+    todo = [s for s in deploying if state.services[s.service].platform]
     by_name = {s.service: s for s in todo}
     done: set[str] = set()
     while len(done) < len(todo):
@@ -562,7 +561,12 @@ def _rollout(
                 if outcome.result.outcome in ("failed", "rolled_back"):
                     blocked |= dependents_of(deps, name)
     _record(ws, env, outcomes, log)
-    return [outcomes[s.service].result for s in committed if s.service in outcomes]
+    results = {name: outcome.result for name, outcome in outcomes.items()}
+    for s in unplaced:
+        results[s.service] = ServiceResult(
+            s.service, s.action, "committed", _release_of(state, s.service)
+        )
+    return [results[s.service] for s in committed if s.service in results]
 
 
 def _files_of(

@@ -180,3 +180,25 @@ def test_secret_goes_to_the_secret_store_only(
     assert SENTINEL not in result.output
     assert SENTINEL.encode() not in world.all_objects()
     assert SENTINEL not in world.run_store_dump()
+
+
+def test_a_service_without_a_platform_is_committed_while_the_others_roll_out(
+    tmp_path: Path, marathon_server: MarathonDouble, rollout_xdg: Path
+) -> None:
+    world = mesos_world(tmp_path, marathon_server, services=("db", "worker"))
+    env_file = "environments/dev/_env.yaml"
+    world.config.write(env_file, world.config.read(env_file).replace("platform: mesos\n", ""))
+    worker = "environments/dev/worker.yaml"
+    world.config.write(worker, world.config.read(worker) + "platform: mesos\n")
+    world.config.commit("only worker runs on Marathon; db is config only")
+
+    result = world.cc("apply", "dev")
+
+    assert result.code == 0, result.output
+    assert record(world, "worker")["release"]["outcome"] == "healthy"
+    db = record(world, "db")
+    assert db["release"]["outcome"] == "committed"
+    assert db["last_good"]["id"] == db["release"]["id"]  # never rolled out: committed is good
+    assert healthy_tasks(marathon_server.app_json(APP))
+    apps = requests.get(f"{marathon_server.url}/v2/apps", timeout=10).json()["apps"]
+    assert [a["id"] for a in apps] == [APP]  # nothing was deployed for db

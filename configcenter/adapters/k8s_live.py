@@ -15,13 +15,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from configcenter.adapters.k8s_manifests import MASK
+from configcenter.adapters.k8s_manifests import APPLIED_KINDS_ANNOTATION, MASK
 
-#: Bookkeeping annotations written by tools and controllers, never by a template.
+#: Bookkeeping annotations written by tools, controllers and the adapter's own
+#: prune record, never by a template.
 NOISE_ANNOTATIONS = frozenset(
     {
         "deployment.kubernetes.io/revision",
         "kubectl.kubernetes.io/last-applied-configuration",
+        APPLIED_KINDS_ANNOTATION,
     }
 )
 _SERVER_METADATA = (

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import posixpath
 import re
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,15 @@ ENV_LABEL = "configcenter.io/env"
 SERVICE_LABEL = "configcenter.io/service"
 RELEASE_ANNOTATION = "configcenter.io/release"
 DIGEST_ANNOTATION = "configcenter.io/config-digest"
+#: On a workload: where the service's config files are mounted instead of the default.
+FILES_MOUNT_ANNOTATION = "configcenter.io/files-mount-path"
+#: On the `<service>-config` ConfigMap: every kind configcenter applied for the
+#: service, so pruning lists exactly those kinds (the record only grows).
+APPLIED_KINDS_ANNOTATION = "configcenter.io/applied-kinds"
+#: The pod volume that carries the `<service>-files` ConfigMap.
+FILES_VOLUME = "configcenter-files"
+#: What the API server accepts in one ConfigMap (data plus binaryData values).
+CONFIG_MAP_MAX_BYTES = 1024 * 1024
 MASK = "***"
 
 #: Kinds whose objects others consume are applied first, workloads last, so a
@@ -50,6 +61,10 @@ _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_KEY_UNSAFE = re.compile(r"[^-._a-zA-Z0-9]")
+_MAX_KEY = 253
+#: Build inputs: they make the image, the pod has no use for them.
+_BUILD_FILES = ("Dockerfile", "Containerfile")
 
 
 class ManifestError(PlatformError):
@@ -82,6 +97,14 @@ def config_map_name(service: str) -> str:
 
 def secret_name(service: str) -> str:
     return f"{service}-secrets"
+
+
+def files_config_map_name(service: str) -> str:
+    return f"{service}-files"
+
+
+def default_files_mount_path(service: str) -> str:
+    return f"/etc/configcenter/{service}"
 
 
 def env_selector(env: str) -> str:
@@ -117,6 +140,11 @@ def is_env_file(name: str) -> bool:
     return base == ".env" or base.endswith(".env")
 
 
+def is_build_file(name: str) -> bool:
+    base = posixpath.basename(name)
+    return base in _BUILD_FILES or base.endswith(tuple(f".{b}" for b in _BUILD_FILES))
+
+
 def parse_manifests(files: Mapping[str, bytes]) -> list[SourcedObject]:
     """Every Kubernetes object in the `*.yaml`/`*.yml` outputs, in file order.
 
@@ -128,26 +156,36 @@ def parse_manifests(files: Mapping[str, bytes]) -> list[SourcedObject]:
     for name in sorted(files):
         if not is_manifest_file(name):
             continue
-        try:
-            docs = [d for d in yaml.safe_load_all(files[name]) if d is not None]
-        except yaml.YAMLError as exc:
-            raise ManifestError(
-                f"{name}: not valid YAML ({_one_line(str(exc))}); fix the template that renders it"
-            ) from None
-        objects = [d for d in docs if _looks_like_object(d)]
-        if not objects:
-            continue
-        if len(objects) != len(docs):
-            bad = next(i for i, d in enumerate(docs, 1) if not _looks_like_object(d))
-            raise ManifestError(
-                f"{name}: document {bad} is not a Kubernetes object while others are; "
-                "give every document apiVersion, kind and metadata.name, or move it to another file"
-            )
-        for doc in objects:
-            if doc.get("kind") == "List":
-                raise ManifestError(f"{name}: kind List is not supported; write one document each")
+        for doc in _yaml_objects(name, files[name]) or []:
             found.append(SourcedObject(name, doc))
     return found
+
+
+def _yaml_objects(name: str, data: bytes) -> list[dict[str, Any]] | None:
+    """The objects of one YAML output; None when it is an application's YAML instead.
+
+    A file with no documents at all is a manifest that rendered empty (a
+    template like `{% if env == 'prod' %}...`), not a config file.
+    """
+    try:
+        docs = [d for d in yaml.safe_load_all(data) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ManifestError(
+            f"{name}: not valid YAML ({_one_line(str(exc))}); fix the template that renders it"
+        ) from None
+    objects = [d for d in docs if _looks_like_object(d)]
+    if docs and not objects:
+        return None
+    if len(objects) != len(docs):
+        bad = next(i for i, d in enumerate(docs, 1) if not _looks_like_object(d))
+        raise ManifestError(
+            f"{name}: document {bad} is not a Kubernetes object while others are; "
+            "give every document apiVersion, kind and metadata.name, or move it to another file"
+        )
+    for doc in objects:
+        if doc.get("kind") == "List":
+            raise ManifestError(f"{name}: kind List is not supported; write one document each")
+    return objects
 
 
 def _looks_like_object(doc: object) -> bool:
@@ -219,6 +257,102 @@ def config_data(deployable: Deployable) -> dict[str, str]:
     return data
 
 
+def config_files(deployable: Deployable) -> dict[str, bytes]:
+    """The outputs the pods read as files, by output path.
+
+    Everything but the manifests (YAML outputs holding Kubernetes objects, or
+    rendered empty), the `.env` outputs (they become environment variables) and
+    build inputs (Dockerfile, Containerfile: they make the image).
+    """
+    found: dict[str, bytes] = {}
+    for name in sorted(deployable.files):
+        if is_env_file(name) or is_build_file(name):
+            continue
+        data = deployable.files[name]
+        if is_manifest_file(name) and _yaml_objects(name, data) is not None:
+            continue
+        _check_file_path(deployable.service, name)
+        found[name] = data
+    return found
+
+
+def _check_file_path(service: str, name: str) -> None:
+    parts = name.split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0][:2] == "..":
+        raise ManifestError(
+            f"{service}: output {name!r} cannot be placed in the pod's config directory; "
+            "name outputs by a relative path without '.', '..' or empty parts "
+            "(and not starting with '..') in template.yaml"
+        )
+
+
+def config_file_keys(paths: Iterable[str]) -> dict[str, str]:
+    """Each output path -> its ConfigMap key: the path with every unsafe character as `_`.
+
+    The key need only be valid and unique (the volume's `items` put each file
+    back at its path), so it stays readable; a key two paths would share, or
+    one too long or starting with '..', gets a hash of its path appended.
+    """
+    plain = {path: _KEY_UNSAFE.sub("_", path) for path in sorted(set(paths))}
+    counts = Counter(plain.values())
+    keys: dict[str, str] = {}
+    for path, key in plain.items():
+        if counts[key] > 1 or len(key) > _MAX_KEY or key == "." or key.startswith(".."):
+            suffix = "-" + hashlib.sha256(path.encode("utf-8")).hexdigest()[:12]
+            key = key.lstrip(".")[: _MAX_KEY - len(suffix)] + suffix
+        keys[path] = key
+    owners: dict[str, str] = {}
+    for path, key in keys.items():
+        if key in owners:
+            raise ManifestError(
+                f"outputs {owners[key]!r} and {path!r} map to the same ConfigMap key {key!r}; "
+                "rename one of them in template.yaml"
+            )
+        owners[key] = path
+    return keys
+
+
+def files_config_map(deployable: Deployable) -> tuple[SourcedObject, dict[str, Any]] | None:
+    """The `<service>-files` ConfigMap and the pod volume that mounts it; None without files.
+
+    UTF-8 files go to `data` (readable in `kubectl get -o yaml`), others to
+    `binaryData`. Over the API server's 1 MiB limit is refused here, naming the
+    files, rather than as an opaque 422 halfway through an apply.
+    """
+    files = config_files(deployable)
+    if not files:
+        return None
+    name = files_config_map_name(deployable.service)
+    total = sum(len(data) for data in files.values())
+    if total > CONFIG_MAP_MAX_BYTES:
+        largest = sorted(files.items(), key=lambda item: (-len(item[1]), item[0]))
+        listing = ", ".join(f"{path} ({len(data)} bytes)" for path, data in largest)
+        raise ManifestError(
+            f"{deployable.service}: config files total {total} bytes, over the "
+            f"{CONFIG_MAP_MAX_BYTES} bytes (1 MiB) the ConfigMap {name} can hold: {listing}; "
+            "make them smaller or ship the large ones in the image"
+        )
+    keys = config_file_keys(files)
+    data: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    for path, raw in files.items():
+        try:
+            data[keys[path]] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            binary[keys[path]] = base64.b64encode(raw).decode("ascii")
+    body = _metadata_only("v1", "ConfigMap", name) | {"data": data}
+    if binary:
+        body["binaryData"] = binary
+    volume = {
+        "name": FILES_VOLUME,
+        "configMap": {
+            "name": name,
+            "items": [{"key": keys[path], "path": path} for path in sorted(files)],
+        },
+    }
+    return SourcedObject("(config files)", body), volume
+
+
 def build_objects(
     deployable: Deployable,
     namespace: str,
@@ -248,23 +382,40 @@ def build_objects(
             | {"type": "Opaque", "data": _secret_data(deployable, secret_values)},
         ),
     ]
+    files = files_config_map(deployable)
+    volume = None
+    if files is not None:
+        objects.append(files[0])
+        volume = files[1]
+    reserved = {
+        ("ConfigMap", cm_name): "the ENV values go there automatically",
+        ("Secret", secret): "the secret values go there automatically",
+        ("ConfigMap", files_config_map_name(deployable.service)): (
+            "the config files go there automatically"
+        ),
+    }
     for item in parse_manifests(deployable.files):
-        if (item.kind, item.name) in {("ConfigMap", cm_name), ("Secret", secret)}:
+        if (item.kind, item.name) in reserved:
             raise ManifestError(
                 f"{item.source}: {item.ref} is the name configcenter gives the service's own "
-                f"{item.kind}; rename it (the ENV values go there automatically)"
+                f"{item.kind}; rename it ({reserved[item.kind, item.name]})"
             )
         body = copy.deepcopy(item.body)
         _place_in_namespace(item, body, namespace)
-        _prepare_pod_spec(item, body, deployable)
+        _prepare_pod_spec(item, body, deployable, volume)
         objects.append(SourcedObject(item.source, body))
     for obj in objects:
         meta = obj.body.setdefault("metadata", {})
         meta["namespace"] = namespace
         meta["labels"] = {**(meta.get("labels") or {}), **deployable.labels, **labels}
         meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
-    objects.sort(key=lambda o: _APPLY_ORDER.get(o.kind, _DEFAULT_ORDER))
+    objects.sort(key=lambda o: apply_rank(o.kind))
     return objects
+
+
+def apply_rank(kind: str) -> int:
+    """Where a kind goes in apply order (lower first); deletes go the other way round."""
+    return _APPLY_ORDER.get(kind, _DEFAULT_ORDER)
 
 
 def managed_labels(deployable: Deployable) -> dict[str, str]:
@@ -331,12 +482,18 @@ def pod_templates(body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             yield inner
 
 
-def _prepare_pod_spec(item: SourcedObject, body: dict[str, Any], deployable: Deployable) -> None:
-    """Wire a workload to the release: image, ENV sources, labels, config digest.
+def _prepare_pod_spec(
+    item: SourcedObject,
+    body: dict[str, Any],
+    deployable: Deployable,
+    files_volume: Mapping[str, Any] | None,
+) -> None:
+    """Wire a workload to the release: image, ENV sources, config files, labels, digest.
 
     Only the config digest (not the release id) goes on the pod template, so a
     value-only change rolls the pods while re-applying an older release yields
     the very same template and the Deployment scales its old ReplicaSet back up.
+    The digest covers every rendered file, so a changed config file rolls them too.
     """
     if item.kind == "Deployment":
         body.setdefault("spec", {}).setdefault("replicas", deployable.replicas)
@@ -372,6 +529,53 @@ def _prepare_pod_spec(item: SourcedObject, body: dict[str, Any], deployable: Dep
                 container["image"] = deployable.image
             env_from = [s for s in container.get("envFrom") or [] if s not in sources]
             container["envFrom"] = [*sources, *env_from]
+        if files_volume is not None:
+            _mount_files(item, pod, files_volume, files_mount_path(item, deployable.service))
+
+
+def files_mount_path(item: SourcedObject, service: str) -> str:
+    """Where a workload's containers see the config files: its annotation, else the default."""
+    annotations = item.body["metadata"].get("annotations") or {}
+    wanted = annotations.get(FILES_MOUNT_ANNOTATION)
+    if wanted is None:
+        return default_files_mount_path(service)
+    raw = wanted if isinstance(wanted, str) else ""
+    path = posixpath.normpath(raw) if raw else ""
+    if not path.startswith("/") or path.startswith("//") or path == "/" or ".." in raw.split("/"):
+        raise ManifestError(
+            f"{item.source}: {item.ref}: annotation {FILES_MOUNT_ANNOTATION}: {wanted!r} is not "
+            "a directory to mount the config files at; give an absolute path other than '/' "
+            "without '..', e.g. /etc/nginx"
+        )
+    return path
+
+
+def _mount_files(
+    item: SourcedObject, pod: dict[str, Any], volume: Mapping[str, Any], mount_path: str
+) -> None:
+    """Add the files volume and mount it read-only in every container, init containers too."""
+    volumes = pod.get("volumes") or []
+    if any(isinstance(v, dict) and v.get("name") == FILES_VOLUME for v in volumes):
+        raise ManifestError(
+            f"{item.source}: {item.ref}: the pod volume name {FILES_VOLUME!r} is configcenter's "
+            "(it carries the config files); rename the template's volume"
+        )
+    pod["volumes"] = [*volumes, copy.deepcopy(dict(volume))]
+    for container in [*pod["containers"], *(pod.get("initContainers") or [])]:
+        mounts = container.get("volumeMounts") or []
+        for mount in mounts:
+            if isinstance(mount, dict) and posixpath.normpath(str(mount.get("mountPath"))) == (
+                mount_path
+            ):
+                raise ManifestError(
+                    f"{item.source}: {item.ref}: container {container['name']} already mounts "
+                    f"{mount.get('name')!r} at {mount_path}, where configcenter mounts the config "
+                    f"files; set the annotation {FILES_MOUNT_ANNOTATION} to another directory"
+                )
+        container["volumeMounts"] = [
+            *mounts,
+            {"name": FILES_VOLUME, "mountPath": mount_path, "readOnly": True},
+        ]
 
 
 def _one_line(text: str) -> str:

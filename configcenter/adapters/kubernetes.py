@@ -1,10 +1,17 @@
-"""The Kubernetes platform: server-side apply, watch-based rollout wait, observe, delete.
+"""The Kubernetes platform: server-side apply and prune, watch-based rollout wait, observe, delete.
 
 Talks to the API server through the official `kubernetes` client (imported
 only when a `KubernetesPlatform` first needs it). Objects are built by
 `k8s_manifests` (pure), rollout health is judged by `k8s_rollout` (pure), and
 live objects are trimmed for drift comparison by `k8s_live`. Secret values are
 resolved here, at apply time, registered with a `Redactor`, and never logged.
+
+Pruning: after a release's objects were all applied, objects of the same env
+and service that the release no longer renders are deleted, so the namespace
+matches the deploy repo. Only objects carrying configcenter's labels for that
+env and service, that configcenter itself applied (its field manager did an
+Apply) and that no controller owns are candidates, and only of the kinds it
+ever applied for the service (recorded on the `<service>-config` ConfigMap).
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from typing import Any
 
 from configcenter.adapters.k8s_live import clean_live
 from configcenter.adapters.k8s_manifests import (
+    APPLIED_KINDS_ANNOTATION,
     DIGEST_ANNOTATION,
+    ENV_LABEL,
     FIELD_MANAGER,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -32,8 +41,10 @@ from configcenter.adapters.k8s_manifests import (
     SERVICE_LABEL,
     ManifestError,
     SourcedObject,
+    apply_rank,
     build_objects,
     check_namespace,
+    config_map_name,
     env_selector,
     parse_manifests,
     pod_templates,
@@ -102,7 +113,11 @@ class KubernetesPlatform:
     # -- apply -------------------------------------------------------------------------
 
     def apply(self, deployable: Deployable, *, dry_run: bool = False) -> None:
-        """Server-side apply of the release's objects (field manager `configcenter`)."""
+        """Server-side apply of the release's objects (field manager `configcenter`), then prune.
+
+        A dry run applies with the server's dry run and prunes nothing: it logs
+        what it would prune.
+        """
         self._check_env(deployable)
         values = self._resolve_secrets(deployable)
         objects = build_objects(deployable, self.namespace, values)
@@ -116,6 +131,12 @@ class KubernetesPlatform:
                 deployable.service,
             )
             return
+        # Recorded before anything is applied, so a crash halfway still leaves
+        # every kind that may now exist in the record the next apply prunes from.
+        kinds = self._recorded_kinds(deployable.service) | {
+            (str(obj.body["apiVersion"]), obj.kind) for obj in objects
+        }
+        _record_kinds(objects, config_map_name(deployable.service), kinds)
         for obj, resource in resources:
             self._call(
                 f"{obj.source}: apply {obj.ref}",
@@ -135,6 +156,102 @@ class KubernetesPlatform:
                 self.namespace,
                 deployable.release_id,
             )
+        self._prune(deployable, objects, kinds, dry_run=dry_run)
+
+    def _prune(
+        self,
+        deployable: Deployable,
+        objects: Iterable[SourcedObject],
+        kinds: Iterable[tuple[str, str]],
+        *,
+        dry_run: bool = False,
+    ) -> list[str]:
+        """Delete the service's objects that `objects` (the applied release) no longer has.
+
+        Call only after `objects` were applied. Returns the pruned (or, in a dry
+        run, prunable) objects as `Kind/name`, workloads first.
+        """
+        wanted = {(_group(str(o.body["apiVersion"])), o.kind, o.name) for o in objects}
+        selector = service_selector(deployable.env, deployable.service)
+        found: list[tuple[Any, dict[str, Any]]] = []
+        seen: set[str] = set()
+        for api_version, kind in sorted({*kinds, *OBSERVED_KINDS}):
+            try:
+                resource = self._resource(api_version, kind)
+            except ManifestError:
+                continue  # no longer served (its CRD is gone), so nothing of it exists
+            if not resource.namespaced:
+                continue
+            listing = self._call(
+                f"list {kind}s of {deployable.service} to prune",
+                self._get_json,
+                resource,
+                namespace=self.namespace,
+                label_selector=selector,
+            )
+            for item in listing.get("items") or []:
+                uid = str(item["metadata"].get("uid"))
+                key = (_group(api_version), kind, str(item["metadata"]["name"]))
+                if uid in seen or key in wanted:
+                    continue
+                if _prunable(item, kind, deployable.env, deployable.service):
+                    seen.add(uid)
+                    found.append((resource, item))
+        found.sort(key=lambda pair: (-apply_rank(pair[0].kind), pair[0].kind))
+        pruned: list[str] = []
+        for resource, item in found:
+            ref = f"{resource.kind}/{item['metadata']['name']}"
+            if dry_run:
+                log.info(
+                    "dry run: would prune %s in namespace %s (%s's templates no longer render it)",
+                    ref,
+                    self.namespace,
+                    deployable.service,
+                )
+                pruned.append(ref)
+                continue
+            if self._delete_object(resource, item, f"prune {ref} of {deployable.service}"):
+                log.info(
+                    "pruned %s in namespace %s (%s's templates no longer render it)",
+                    ref,
+                    self.namespace,
+                    deployable.service,
+                )
+                pruned.append(ref)
+        return pruned
+
+    def _delete_object(self, resource: Any, item: Mapping[str, Any], what: str) -> bool:
+        """Delete exactly this object (by uid); False when it is gone or was replaced."""
+        meta = item["metadata"]
+        try:
+            resource.delete(
+                name=meta["name"],
+                namespace=self.namespace,
+                body={"preconditions": {"uid": meta.get("uid")}},
+                propagation_policy="Background",
+            )
+        except Exception as exc:
+            # 404: already gone; 409: a different object of that name now stands there.
+            if getattr(exc, "status", None) in (404, 409):
+                return False
+            raise self._api_error(what, exc) from None
+        return True
+
+    def _recorded_kinds(self, service: str) -> set[tuple[str, str]]:
+        """The kinds earlier applies recorded for the service (none before the first)."""
+        name = config_map_name(service)
+        try:
+            config_map = self._get_json(
+                self._resource("v1", "ConfigMap"), name=name, namespace=self.namespace
+            )
+        except PlatformError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return set()
+            raise self._api_error(f"read ConfigMap {name}", exc) from None
+        annotations = (config_map.get("metadata") or {}).get("annotations") or {}
+        return _parse_kinds(str(annotations.get(APPLIED_KINDS_ANNOTATION) or ""))
 
     def _check_env(self, deployable: Deployable) -> None:
         if deployable.env != self.target.env:
@@ -497,6 +614,49 @@ class KubernetesPlatform:
         }.get(int(status), "")
         text = f"platform {self.target.name!r}: {what}: HTTP {status}: {message}"
         return PlatformError(self.redactor.redact(f"{text}; {hint}" if hint else text))
+
+
+def _group(api_version: str) -> str:
+    """The API group of an apiVersion: one object is listed the same under every version."""
+    return api_version.rpartition("/")[0]
+
+
+def _record_kinds(
+    objects: Iterable[SourcedObject], config_map: str, kinds: Iterable[tuple[str, str]]
+) -> None:
+    record = ",".join(sorted(f"{api_version}/{kind}" for api_version, kind in kinds))
+    for obj in objects:
+        if obj.kind == "ConfigMap" and obj.name == config_map:
+            obj.body["metadata"].setdefault("annotations", {})[APPLIED_KINDS_ANNOTATION] = record
+
+
+def _parse_kinds(record: str) -> set[tuple[str, str]]:
+    kinds: set[tuple[str, str]] = set()
+    for entry in record.split(","):
+        api_version, _, kind = entry.strip().rpartition("/")
+        if api_version and kind:
+            kinds.add((api_version, kind))
+    return kinds
+
+
+def _prunable(item: Mapping[str, Any], kind: str, env: str, service: str) -> bool:
+    """Whether configcenter applied this object for this env and service, and nothing owns it."""
+    meta = item.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if kind == "Namespace" or (
+        labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE
+        or labels.get(ENV_LABEL) != env
+        or labels.get(SERVICE_LABEL) != service
+    ):
+        return False
+    # ReplicaSets and pods inherit the labels from the pod template: their
+    # controller owns them, and they go when it goes.
+    if any(owner.get("controller") for owner in meta.get("ownerReferences") or []):
+        return False
+    return any(
+        entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply"
+        for entry in meta.get("managedFields") or []
+    )
 
 
 def _has_deadline_condition(deployment: Mapping[str, Any]) -> bool:

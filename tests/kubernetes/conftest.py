@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 
+from configcenter.adapters.k8s_manifests import SERVICE_LABEL
+from configcenter.adapters.kubernetes import KubernetesPlatform
 from configcenter.ports.platform import Deployable, PlatformTarget
 
 DEPLOYMENT = """\
@@ -81,7 +83,11 @@ def make_deployable(
     vals = dict(values if values is not None else {"REGION": "eu"})
     digest = hashlib.sha256(
         json.dumps(
-            {"files": {k: v.decode() for k, v in files.items()}, "values": vals, "s": secrets},
+            {
+                "files": {k: hashlib.sha256(v).hexdigest() for k, v in files.items()},
+                "values": vals,
+                "s": secrets,
+            },
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
@@ -112,3 +118,77 @@ def target_for(namespace: str, env: str = "dev", **settings: str) -> PlatformTar
 def strip(obj: Any) -> Any:
     """JSON round trip: plain dicts and lists for comparisons."""
     return json.loads(json.dumps(obj))
+
+
+class Cluster:
+    """Read-only views of the namespace through the plain client, to check what landed."""
+
+    def __init__(self, ns: Any) -> None:
+        from kubernetes import client
+
+        self.namespace: str = ns.name
+        self._api = ns.api_client()
+        self.apps = client.AppsV1Api(self._api)
+        self.core = client.CoreV1Api(self._api)
+
+    def close(self) -> None:
+        self._api.close()
+
+    def deployment(self, name: str = "api") -> Any:
+        return self.apps.read_namespaced_deployment(name, self.namespace)
+
+    def replica_sets(self, service: str = "api") -> dict[str, Any]:
+        items: list[Any] = self.apps.list_namespaced_replica_set(
+            self.namespace, label_selector=f"{SERVICE_LABEL}={service}"
+        ).items
+        return {rs.metadata.labels["pod-template-hash"]: rs for rs in items}
+
+    def current_hash(self, name: str = "api") -> str:
+        revision = self.deployment(name).metadata.annotations["deployment.kubernetes.io/revision"]
+        for template_hash, rs in self.replica_sets().items():
+            if rs.metadata.annotations["deployment.kubernetes.io/revision"] == revision:
+                return template_hash
+        raise AssertionError(f"no ReplicaSet with revision {revision}")
+
+    def pods(self, template_hash: str, service: str = "api") -> list[Any]:
+        """The pods of one ReplicaSet of the service (by its pod-template-hash)."""
+        selector = f"{SERVICE_LABEL}={service},pod-template-hash={template_hash}"
+        return list(self.core.list_namespaced_pod(self.namespace, label_selector=selector).items)
+
+    def config_map(self, name: str = "api-config") -> Any:
+        return self.core.read_namespaced_config_map(name, self.namespace)
+
+    def secret(self, name: str = "api-secrets") -> Any:
+        return self.core.read_namespaced_secret(name, self.namespace)
+
+    def exists(self, kind: str, name: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        read = {
+            "Deployment": self.apps.read_namespaced_deployment,
+            "ConfigMap": self.core.read_namespaced_config_map,
+            "Secret": self.core.read_namespaced_secret,
+            "Service": self.core.read_namespaced_service,
+            "ServiceAccount": self.core.read_namespaced_service_account,
+        }[kind]
+        try:
+            read(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+
+@pytest.fixture
+def cluster(k8s_namespace: Any) -> Iterator[Cluster]:
+    view = Cluster(k8s_namespace)
+    yield view
+    view.close()
+
+
+@pytest.fixture
+def platform(k8s_namespace: Any) -> KubernetesPlatform:
+    return KubernetesPlatform(
+        target_for(k8s_namespace.name), kubeconfig=str(k8s_namespace.kubeconfig)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from configcenter.adapters.k8s_live import clean_live
+from configcenter.adapters.k8s_manifests import APPLIED_KINDS_ANNOTATION
 
 LIVE_SERVICE = {
     "apiVersion": "v1",
@@ -93,4 +94,23 @@ def test_secret_values_are_masked_and_objects_without_managed_fields_still_clean
         "kind": "Secret",
         "metadata": {"name": "s"},
         "data": {"A": "***"},
+    }
+
+
+def test_the_prune_record_is_bookkeeping_not_drift() -> None:
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "api-config",
+            "annotations": {
+                APPLIED_KINDS_ANNOTATION: "apps/v1/Deployment,v1/ConfigMap",
+                "configcenter.io/release": "r1",
+            },
+        },
+        "data": {"A": "1"},
+    }
+    assert clean_live(config_map)["metadata"] == {
+        "name": "api-config",
+        "annotations": {"configcenter.io/release": "r1"},
     }

@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,79 +26,11 @@ from configcenter.adapters.k8s_manifests import (
 )
 from configcenter.adapters.kubernetes import KubernetesPlatform
 from configcenter.ports.platform import PlatformError, RolloutStatus
-from tests.kubernetes.conftest import make_deployable, target_for
+from tests.kubernetes.conftest import Cluster, make_deployable, target_for
 
 pytestmark = pytest.mark.k8s
 
 NEVER_READY_LABEL = "testbed.configcenter.io/never-ready"
-
-
-class Cluster:
-    """Read-only views of the namespace through the plain client, to check what landed."""
-
-    def __init__(self, ns: Any) -> None:
-        from kubernetes import client
-
-        self.namespace: str = ns.name
-        self._api = ns.api_client()
-        self.apps = client.AppsV1Api(self._api)
-        self.core = client.CoreV1Api(self._api)
-
-    def close(self) -> None:
-        self._api.close()
-
-    def deployment(self, name: str = "api") -> Any:
-        return self.apps.read_namespaced_deployment(name, self.namespace)
-
-    def replica_sets(self, service: str = "api") -> dict[str, Any]:
-        items = self.apps.list_namespaced_replica_set(
-            self.namespace, label_selector=f"{SERVICE_LABEL}={service}"
-        ).items
-        return {rs.metadata.labels["pod-template-hash"]: rs for rs in items}
-
-    def current_hash(self, name: str = "api") -> str:
-        revision = self.deployment(name).metadata.annotations["deployment.kubernetes.io/revision"]
-        for template_hash, rs in self.replica_sets().items():
-            if rs.metadata.annotations["deployment.kubernetes.io/revision"] == revision:
-                return template_hash
-        raise AssertionError(f"no ReplicaSet with revision {revision}")
-
-    def config_map(self, name: str = "api-config") -> Any:
-        return self.core.read_namespaced_config_map(name, self.namespace)
-
-    def secret(self, name: str = "api-secrets") -> Any:
-        return self.core.read_namespaced_secret(name, self.namespace)
-
-    def exists(self, kind: str, name: str) -> bool:
-        from kubernetes.client.exceptions import ApiException
-
-        read = {
-            "Deployment": self.apps.read_namespaced_deployment,
-            "ConfigMap": self.core.read_namespaced_config_map,
-            "Secret": self.core.read_namespaced_secret,
-            "Service": self.core.read_namespaced_service,
-        }[kind]
-        try:
-            read(name, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
-
-@pytest.fixture
-def cluster(k8s_namespace: Any) -> Iterator[Cluster]:
-    view = Cluster(k8s_namespace)
-    yield view
-    view.close()
-
-
-@pytest.fixture
-def platform(k8s_namespace: Any) -> KubernetesPlatform:
-    return KubernetesPlatform(
-        target_for(k8s_namespace.name), kubeconfig=str(k8s_namespace.kubeconfig)
-    )
 
 
 def test_new_deployment_rolls_out_healthy(platform: KubernetesPlatform, cluster: Cluster) -> None:

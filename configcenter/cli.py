@@ -462,13 +462,7 @@ def build(ws: Workspace, env: str, service: str, verbose: bool) -> None:
     ws.focus = (env,)
     from configcenter.usecases.images import build_service
 
-    reporter = PrintingReporter(verbose=True)
-
-    def log(svc: str, line: str) -> None:
-        if verbose:
-            reporter.build_log(svc, line)
-
-    outcome = build_service(ws, env, service, log)
+    outcome = build_service(ws, env, service, PrintingReporter(verbose).build_log)
     state = "built and pushed" if outcome.built else "image up to date"
     click.echo(f"{service}: {state}: {outcome.reference}")
 

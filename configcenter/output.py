@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -135,6 +136,9 @@ def print_explain(rows: Iterable[Any], env: str, service: str) -> None:
             )
 
 
+_BUILD_STEP = re.compile(r"\bSTEP \d+/\d+|^#\d+ \[|^Step \d+/\d+|Writing manifest|Pushing|digest:")
+
+
 class PrintingReporter(Reporter):
     """Prints apply/deploy progress as it happens."""
 
@@ -150,6 +154,15 @@ class PrintingReporter(Reporter):
         print_plan(plan)
 
     def build_log(self, service: str, line: str) -> None:
+        if not self.verbose:
+            # One progress line per build step; the whole log is in the run (and -v).
+            if _BUILD_STEP.search(line):
+                self.console.print(
+                    f"[dim]{escape(service)} |[/dim] {escape(line.strip()[:120])}",
+                    markup=True,
+                    highlight=False,
+                )
+            return
         if self.verbose:
             self.console.print(
                 f"[dim]{escape(service)} |[/dim] {escape(line)}", markup=True, highlight=False

@@ -201,8 +201,9 @@ class KubernetesPlatform:
         pruned: list[str] = []
         for resource, item in found:
             ref = f"{resource.kind}/{item['metadata']['name']}"
+            # Warnings, not info: deleting is worth seeing without turning logging up.
             if dry_run:
-                log.info(
+                log.warning(
                     "dry run: would prune %s in namespace %s (%s's templates no longer render it)",
                     ref,
                     self.namespace,
@@ -211,7 +212,7 @@ class KubernetesPlatform:
                 pruned.append(ref)
                 continue
             if self._delete_object(resource, item, f"prune {ref} of {deployable.service}"):
-                log.info(
+                log.warning(
                     "pruned %s in namespace %s (%s's templates no longer render it)",
                     ref,
                     self.namespace,

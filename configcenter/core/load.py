@@ -375,6 +375,14 @@ class _Loader:
         data = doc.data
         outputs = [o for o in data.get("outputs") or [] if isinstance(o, str)]
         for index, output in enumerate(outputs):
+            parts = output.split("/")
+            if output.startswith("/") or any(p in ("", ".", "..") for p in parts):
+                self.problems.error(
+                    doc.source("outputs", index),
+                    f"output '{output}' is not a relative path inside the service's folder",
+                    "name outputs like app.env or conf/nginx.conf (no leading /, no . or ..)",
+                )
+                continue
             if not tree.has(output + ".j2"):
                 self.problems.error(
                     doc.source("outputs", index),

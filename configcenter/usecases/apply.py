@@ -572,9 +572,10 @@ def _rollout(
 def _files_of(
     repo: DeployRepo, env: str, service: str, snapshot: ServiceState, rev: str | None = None
 ) -> dict[str, bytes]:
-    paths = [f"{env}/{service}/{name}" for name in snapshot.files]
-    found = repo.read_many(paths, rev)
-    return {path.rsplit("/", 1)[1]: data for path, data in found.items()}
+    prefix = f"{env}/{service}/"
+    found = repo.read_many([prefix + name for name in snapshot.files], rev)
+    # Output names keep their folders: dev/api/conf/app.conf is the output conf/app.conf.
+    return {path[len(prefix) :]: data for path, data in found.items()}
 
 
 def _deploy_one(

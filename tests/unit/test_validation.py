@@ -371,6 +371,18 @@ def test_output_without_source(repo: ConfigRepo) -> None:
     )
 
 
+@pytest.mark.parametrize("output", ["../escape.env", "/etc/passwd", "conf//x.conf", "./app.env"])
+def test_output_must_be_a_relative_path_inside_the_service(repo: ConfigRepo, output: str) -> None:
+    repo.write(API_DEV, "template: HEAD\nimage: {ref: x}\n")
+    text = repo.read("templates/api/template.yaml").replace("outputs: [", f"outputs: [{output}, ")
+    repo.write("templates/api/template.yaml", text)
+    problem = only_problem(repo.problems())
+    assert problem.source == Source("templates/api/template.yaml", 1)
+    assert problem.message == (
+        f"output '{output}' is not a relative path inside the service's folder"
+    )
+
+
 # -- dependencies ------------------------------------------------------------------------------
 
 

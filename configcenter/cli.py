@@ -453,16 +453,20 @@ def history(ws: Workspace, env: str, service: str | None, limit: int, as_json: b
 @click.argument("env")
 @click.argument("service")
 @click.option("--verbose", "-v", is_flag=True, help="Stream build output.")
+@click.option("--dry-run", is_flag=True, help="Say whether a build is needed; build nothing.")
 @pass_ws
 @handle_errors
-def build(ws: Workspace, env: str, service: str, verbose: bool) -> None:
+def build(ws: Workspace, env: str, service: str, verbose: bool, dry_run: bool) -> None:
     """Build SERVICE's image for ENV if its inputs changed, and push it."""
     from configcenter.output import PrintingReporter
 
     ws.focus = (env,)
     from configcenter.usecases.images import build_service
 
-    outcome = build_service(ws, env, service, PrintingReporter(verbose).build_log)
+    outcome = build_service(ws, env, service, PrintingReporter(verbose).build_log, dry_run)
+    if outcome.would_build:
+        click.echo(f"{service}: would build {outcome.reference} (inputs changed)")
+        return
     state = "built and pushed" if outcome.built else "image up to date"
     click.echo(f"{service}: {state}: {outcome.reference}")
 

@@ -55,6 +55,7 @@ class BuildOutcome:
     inputs_digest: str  # "sha256:..."
     source_commit: str
     built: bool  # False: an image with these inputs already existed
+    would_build: bool = False  # dry run: these inputs have no image yet
 
 
 class BuildsFailed(Exception):
@@ -124,10 +125,12 @@ def build_image(
     log: LogSink,
     *,
     fetch: bool = True,
+    dry_run: bool = False,
 ) -> BuildOutcome:
     """Build and push `spec`'s image unless the registry already has these inputs.
 
-    `fetch=False` skips fetching the source repository (the caller just did).
+    `fetch=False` skips fetching the source repository (the caller just did);
+    `dry_run` stops before building and says whether a build would happen.
     """
     validate_spec(spec)
     source = resolve_source(
@@ -147,6 +150,18 @@ def build_image(
             inputs_digest=digest_of_inputs,
             source_commit=source.commit,
             built=False,
+        )
+    if dry_run:
+        log(f"{spec.service}: would build {image}:{tag} from {spec.source_ref}")
+        return BuildOutcome(
+            service=spec.service,
+            reference=f"{image}:{tag}",
+            digest="",
+            tag=tag,
+            inputs_digest=digest_of_inputs,
+            source_commit=source.commit,
+            built=False,
+            would_build=True,
         )
     log(f"{spec.service}: building {image}:{tag} from {spec.source_ref} ({source.commit[:12]})")
     tree = export_tree(source)

@@ -10,7 +10,7 @@ from configcenter.core.model import Config
 from configcenter.core.plan import ResolvedImage, ServicePlan
 from configcenter.core.redact import Redactor
 from configcenter.core.values import SecretRef
-from configcenter.usecases.build import BuildOutcome, ImageBuildSpec, build_many
+from configcenter.usecases.build import BuildOutcome, ImageBuildSpec, build_image, build_many
 from configcenter.usecases.workspace import cache_home
 
 
@@ -137,7 +137,9 @@ def build_images(
     return {o.service: ResolvedImage(o.reference, o.digest, keys.get(o.service)) for o in outcomes}
 
 
-def build_service(ws: Any, env: str, service: str, log: Callable[[str, str], None]) -> BuildOutcome:
+def build_service(
+    ws: Any, env: str, service: str, log: Callable[[str, str], None], dry_run: bool = False
+) -> BuildOutcome:
     """`configcenter build ENV SERVICE`: build (or find) one service's image, alone."""
     from configcenter.usecases.inspect import plan_env, service_config
 
@@ -148,6 +150,15 @@ def build_service(ws: Any, env: str, service: str, log: Callable[[str, str], Non
             "image.source: {repo, ref} builds from source"
         )
     plan = plan_env(ws, env, only=[service], render_all=True).services[0]
+    if dry_run:
+        return build_image(
+            build_spec(ws.config, plan),
+            open_builder(ws.config, ws.redactor),
+            open_registry(ws.config, ws.redactor),
+            cache_home() / "sources",
+            lambda line: log(service, line),
+            dry_run=True,
+        )
     outcome: BuildOutcome = build_many(
         [build_spec(ws.config, plan)],
         open_builder(ws.config, ws.redactor),

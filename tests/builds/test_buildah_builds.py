@@ -344,3 +344,25 @@ def test_build_many_runs_concurrently_streams_logs_and_reports_failures(
     assert set(failed.value.failures) == {"batch-broken"}
     assert isinstance(failed.value.failures["batch-broken"], BuildFailed)
     assert [o.built for o in failed.value.outcomes] == [False, False, False]
+
+
+def test_dry_run_says_a_build_is_needed_and_builds_nothing(
+    registry: RegistryServer,
+    buildah_builder: BuildahBuilder,
+    source_repo: SourceRepo,
+    tmp_path: Path,
+) -> None:
+    source_repo.commit({"hello.txt": "dry\n"})
+    client = registry.client()
+    spec = spec_for(registry, source_repo, SCRATCH_DOCKERFILE, service="dry")
+
+    log = Log()
+    planned = build_image(spec, buildah_builder, client, tmp_path, log, dry_run=True)
+
+    assert planned.would_build is True and planned.built is False
+    assert client.manifest_digest("shop/dry", planned.tag) is None  # nothing was pushed
+    assert log.steps() == []
+    built = build_image(spec, buildah_builder, client, tmp_path, Log())
+    assert built.tag == planned.tag  # the dry run named the tag the build then pushed
+    again = build_image(spec, buildah_builder, client, tmp_path, Log(), dry_run=True)
+    assert (again.would_build, again.built, again.digest) == (False, False, built.digest)

@@ -284,6 +284,8 @@ def _commit_release(
         if not plan.changes:
             log(f"{env}: nothing to do")
             return plan, None, state
+        if options.rollout and attempt == 1:
+            _preflight(ws, env, plan.changes, log)
         new_state, changes = _changes(env, plan, state, run_id, options.rollout)
         message = _message(env, plan, new_state, run_id, config.commit)
         sha = repo.commit(changes, message, parent=head)
@@ -301,6 +303,33 @@ def _commit_release(
         f"gave up after {MAX_PUSH_ATTEMPTS} attempts: the deploy repo kept moving under us; "
         "nothing was lost, run apply again"
     )
+
+
+def _preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: _RunLog) -> None:
+    """Reach every platform the release will roll out to before committing anything.
+
+    A missing kubeconfig context or an unreachable Marathon is a setup problem, not a
+    failed release: it must not leave a commit behind that later plans call blocked.
+    """
+    names = sorted(
+        {
+            (s.config.platform if s.config else None)
+            or (s.previous.platform if s.previous else None)
+            or ""
+            for s in changes
+        }
+        - {""}
+    )
+    for name in names:
+        try:
+            open_platform(ws.config, env, name, ws.redactor).observe()
+        except Exception as exc:
+            raise ApplyError(
+                f"platform '{name}' for {env} cannot be reached: {ws.redactor.redact(str(exc))}; "
+                "nothing was committed (fix the platform settings or connection, or use "
+                "--no-rollout to commit only)"
+            ) from None
+        log(f"{env}: platform {name} reachable")
 
 
 def _push(repo: DeployRepo, sha: str, parent: str | None) -> bool:

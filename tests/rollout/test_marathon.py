@@ -202,3 +202,29 @@ def test_a_service_without_a_platform_is_committed_while_the_others_roll_out(
     assert healthy_tasks(marathon_server.app_json(APP))
     apps = requests.get(f"{marathon_server.url}/v2/apps", timeout=10).json()["apps"]
     assert [a["id"] for a in apps] == [APP]  # nothing was deployed for db
+
+
+def test_an_unreachable_platform_stops_apply_before_anything_is_committed(
+    tmp_path: Path, rollout_xdg: Path
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    world = make_rollout_world(
+        tmp_path / "world",
+        kind="marathon",
+        marathon_url=f"http://127.0.0.1:{closed}",
+        services=("worker",),
+    )
+
+    result = world.cc("apply", "dev")
+
+    assert result.code == 1, result.output
+    assert "platform 'mesos' for dev cannot be reached" in result.output
+    assert "nothing was committed" in result.output
+    assert world.commit_count() == 0
+    # Once it is reachable the same inputs are a plain create, not a blocked release.
+    plan = world.cc("plan", "dev", "--json")
+    assert '"action": "create"' in plan.output

@@ -161,7 +161,7 @@ def apply_env(
     _check_names(ws, env, options)
     repo = ws.deploy_repo
     store = ws.run_store
-    run = store.start(
+    run = ws.start_run(
         "apply",
         env,
         sorted(options.services or []),
@@ -803,7 +803,7 @@ def deploy_service(
         files = _files_of(ws.deploy_repo, env, service, current)
         platform.apply(deployable(env, service, current, files, current.release.id), dry_run=True)
         return ServiceResult(service, "deploy", "dry-run", current.release.id)
-    run = ws.run_store.start("deploy", env, [service], trigger, actor or default_actor())
+    run = ws.start_run("deploy", env, [service], trigger, actor or default_actor())
     log = _RunLog(ws, run.id, reporter)
     try:
         outcome = _deploy_one(
@@ -874,7 +874,7 @@ def rollback_service(
     snapshot, files = release_snapshot(repo, env, service, target)
     if dry_run:
         return ServiceResult(service, "rollback", "dry-run", target)
-    run = ws.run_store.start("rollback", env, [service], trigger, actor or default_actor())
+    run = ws.start_run("rollback", env, [service], trigger, actor or default_actor())
     log = _RunLog(ws, run.id, reporter)
     try:
         result_outcome = "committed"

@@ -127,7 +127,7 @@ def reconcile(
     started = time.monotonic()
     run_id: str | None = None
     if record:
-        run = ws.run_store.start(
+        run = ws.start_run(
             "reconcile",
             env,
             [],

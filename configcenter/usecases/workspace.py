@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +21,17 @@ from configcenter.core.state import STATE_FILE, EnvState
 
 if TYPE_CHECKING:
     from configcenter.ports.deploy_repo import DeployRepo
-    from configcenter.ports.runstore import RunStore
+    from configcenter.ports.runstore import Run, RunStore
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def is_remote_url(url: str) -> bool:
@@ -97,6 +108,49 @@ class Workspace:
         return open_run_store(
             self.run_store_url or self.config.project.run_store_url, self.redactor
         )
+
+    def start_run(
+        self,
+        kind: str,
+        env: str,
+        services: Sequence[str],
+        trigger: str,
+        actor: str,
+        details: dict[str, object] | None = None,
+    ) -> Run:
+        """Record a new run, tagged with this process, after reaping runs whose process died."""
+        self.reap_stale_runs(env)
+        owner: dict[str, object] = {"pid": os.getpid(), "host": socket.gethostname()}
+        return self.run_store.start(
+            kind, env, services, trigger, actor, {**owner, **(details or {})}
+        )
+
+    def reap_stale_runs(self, env: str) -> list[str]:
+        """Finish as failed the runs left `running` by a process of this host that died.
+
+        A SIGKILLed apply cannot record its own end; without this its run would show
+        as running forever. A process on another host, or one still alive, is left alone.
+        """
+        from configcenter.ports.runstore import RunStoreError
+
+        host = socket.gethostname()
+        reaped = []
+        for run in self.run_store.list(env=env, limit=200):
+            pid = run.details.get("pid")
+            if run.outcome != "running" or run.details.get("host") != host:
+                continue
+            if not isinstance(pid, int) or _pid_alive(pid):
+                continue
+            try:
+                self.run_store.finish(
+                    run.id,
+                    "failed",
+                    {"error": f"the process running it (pid {pid} on {host}) died before it ended"},
+                )
+            except RunStoreError:  # another process reaped it first
+                continue
+            reaped.append(run.id)
+        return reaped
 
     def deploy_repo_exists(self) -> bool:
         url = self.resolved_deploy_url()

@@ -115,3 +115,22 @@ def test_apply_killed_at_a_crash_point_leaves_a_whole_commit_and_reruns_clean(
 def tree_of(bare: Path) -> tuple[str, dict[str, Any]]:
     probe = World(bare.parent, None, bare, bare.parent, bare.parent)  # type: ignore[arg-type]
     return tree(probe, "refs/heads/main")
+
+
+def test_the_run_of_a_killed_apply_is_ended_by_the_next_one(world: World) -> None:
+    world.ok("apply", "dev", "--no-rollout")
+    text = world.config.read("environments/dev/api.yaml")
+    world.config.write("environments/dev/api.yaml", text.replace("debug", "warn"))
+    world.config.commit("api at warn")
+
+    crashed = world.cc("apply", "dev", "--no-rollout", extra_env={CRASH_ENV: "apply:before-push"})
+    assert crashed.code == -signal.SIGKILL, crashed.output
+    killed = [r for r in world.runs() if r[4] == "running"]
+    assert len(killed) == 1  # it could not record its own end
+
+    world.ok("apply", "dev", "--no-rollout")
+
+    outcomes = {run_id: outcome for run_id, _, _, _, outcome in world.runs()}
+    assert outcomes[killed[0][0]] == "failed"
+    assert "running" not in outcomes.values()
+    assert "died before it ended" in world.run_store_dump()

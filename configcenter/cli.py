@@ -425,7 +425,7 @@ def history(ws: Workspace, env: str, service: str | None, limit: int, as_json: b
     if not entries:
         click.echo(f"no releases in {env} yet")
         return
-    rows = [("RELEASE", "AT", "OUTCOME", "TEMPLATE", "COMMIT", "BY", "IMAGE")]
+    rows = [("RELEASE", "AT", "OUTCOME", "TEMPLATE", "VALUES", "COMMIT", "BY", "IMAGE")]
     for e in entries:
         by = " ".join(x for x in (e.trigger, e.actor) if x) or "-"
         rows.append(
@@ -434,6 +434,7 @@ def history(ws: Workspace, env: str, service: str | None, limit: int, as_json: b
                 e.at.replace("T", " "),
                 e.outcome,
                 e.template_tag,
+                e.values_digest.removeprefix("sha256:")[:10] or "-",
                 e.commit[:8],
                 by,
                 e.image,

@@ -492,10 +492,11 @@ def _prepare_pod_spec(
 
     Only the config digest (not the release id) goes on the pod template, so a
     value-only change rolls the pods while re-applying an older release yields
-    the very same template and the Deployment scales its old ReplicaSet back up.
+    the very same template and the Deployment scales its old ReplicaSet back up
+    (a StatefulSet or DaemonSet returns to its old ControllerRevision).
     The digest covers every rendered file, so a changed config file rolls them too.
     """
-    if item.kind == "Deployment":
+    if item.kind in ("Deployment", "StatefulSet"):
         body.setdefault("spec", {}).setdefault("replicas", deployable.replicas)
     sources = [
         {"configMapRef": {"name": config_map_name(deployable.service)}},

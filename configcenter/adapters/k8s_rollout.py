@@ -1,4 +1,4 @@
-"""Rollout health of Deployments, judged from their live status and their pods.
+"""Rollout health of Deployments, StatefulSets and DaemonSets, judged from status and pods.
 
 Pure functions over the JSON the API server returns, so the rules (the same
 ones `kubectl rollout status` applies, plus failing fast on pods that cannot
@@ -26,6 +26,11 @@ FAILING_WAIT_REASONS = frozenset(
 )
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH_LABEL = "pod-template-hash"
+#: On StatefulSet and DaemonSet pods (and their ControllerRevisions): which revision
+#: made the pod. A StatefulSet's pods carry the revision's name, a DaemonSet's its hash.
+REVISION_HASH_LABEL = "controller-revision-hash"
+#: The kinds `wait` follows, and what the rollout waits on for each.
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
 
 def pod_failure(pod: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -48,10 +53,18 @@ def pod_failure(pod: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def generation_observed(deployment: Mapping[str, Any]) -> bool:
-    meta = deployment.get("metadata") or {}
-    status = deployment.get("status") or {}
+def generation_observed(workload: Mapping[str, Any]) -> bool:
+    meta = workload.get("metadata") or {}
+    status = workload.get("status") or {}
     return int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+
+
+def pod_is_ready(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod's Ready condition is True (and it is not being deleted)."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _names_other_replicaset(condition: Mapping[str, Any], current: str | None) -> bool:
@@ -131,11 +144,155 @@ def deployment_status(
     return RolloutStatus("progressing", "Progressing", f"Deployment {name}: {message}", **counts)
 
 
+def _count(status: Mapping[str, Any], key: str) -> int:
+    return int(status.get(key) or 0)
+
+
+def _missing(kind: str, name: str) -> RolloutStatus:
+    return RolloutStatus(
+        "failed", "NotFound", f"{kind} {name} does not exist; apply the release first"
+    )
+
+
+def _failing(
+    kind: str, name: str, failing_pods: Iterable[tuple[str, str]], counts: Mapping[str, int]
+) -> RolloutStatus | None:
+    for reason, message in failing_pods:
+        return RolloutStatus("failed", reason, f"{kind} {name}: {message}", **counts)
+    return None
+
+
+def statefulset_status(
+    statefulset: Mapping[str, Any] | None,
+    name: str,
+    failing_pods: Iterable[tuple[str, str]] = (),
+) -> RolloutStatus:
+    """Where one StatefulSet's rollout stands.
+
+    RollingUpdate is done when every pod runs the update revision (only the
+    ordinals at or above `partition` when one is set: the others stay on the
+    old revision on purpose) and all replicas are ready and available. OnDelete
+    replaces pods only when someone deletes them, so there only readiness counts.
+    `failing_pods` holds `pod_failure` results for pods of the update revision.
+    There is no progress deadline for StatefulSets: the caller's timeout applies.
+    """
+    kind = "StatefulSet"
+    if statefulset is None:
+        return _missing(kind, name)
+    spec = statefulset.get("spec") or {}
+    status = statefulset.get("status") or {}
+    replicas = spec.get("replicas")
+    desired = 1 if replicas is None else int(replicas)
+    counts = {
+        "desired": desired,
+        "updated": _count(status, "updatedReplicas"),
+        "ready": _count(status, "readyReplicas"),
+        "available": _count(status, "availableReplicas"),
+    }
+    if not generation_observed(statefulset):
+        return RolloutStatus(
+            "progressing",
+            "ObservedGenerationBehind",
+            f"{kind} {name}: waiting for the controller to observe the new spec",
+            **counts,
+        )
+    failed = _failing(kind, name, failing_pods, counts)
+    if failed is not None:
+        return failed
+    strategy = spec.get("updateStrategy") or {}
+    rolling = strategy.get("type", "RollingUpdate") == "RollingUpdate"
+    partition = int((strategy.get("rollingUpdate") or {}).get("partition") or 0)
+    updated, ready, available = counts["updated"], counts["ready"], counts["available"]
+    total = _count(status, "replicas")
+    must_update = max(0, desired - partition) if rolling else 0
+    message = ""
+    if rolling and updated < must_update:
+        message = f"{updated} of {must_update} pods on the update revision"
+    elif (
+        rolling and partition == 0 and status.get("updateRevision") != status.get("currentRevision")
+    ):
+        message = (
+            f"current revision {status.get('currentRevision')} is not yet the update "
+            f"revision {status.get('updateRevision')}"
+        )
+    elif ready < desired or available < desired:
+        message = f"{available} of {desired} replicas available, {ready} ready"
+    elif total != desired:
+        message = f"{total} replicas running, {desired} desired"
+    if message:
+        return RolloutStatus("progressing", "Progressing", f"{kind} {name}: {message}", **counts)
+    note = f" ({must_update} updated at partition {partition})" if partition else ""
+    if not rolling:
+        note = " (OnDelete: pods take the new revision only when deleted)"
+    return RolloutStatus(
+        "healthy",
+        "RolloutComplete",
+        f"{kind} {name}: {desired} of {desired} replicas ready and available{note}",
+        **counts,
+    )
+
+
+def daemonset_status(
+    daemonset: Mapping[str, Any] | None,
+    name: str,
+    failing_pods: Iterable[tuple[str, str]] = (),
+) -> RolloutStatus:
+    """Where one DaemonSet's rollout stands: every scheduled node runs an available new pod.
+
+    OnDelete replaces pods only when someone deletes them, so there only
+    availability counts. `failing_pods` holds `pod_failure` results for pods of
+    the current revision. There is no progress deadline: the caller's timeout applies.
+    """
+    kind = "DaemonSet"
+    if daemonset is None:
+        return _missing(kind, name)
+    spec = daemonset.get("spec") or {}
+    status = daemonset.get("status") or {}
+    desired = _count(status, "desiredNumberScheduled")
+    counts = {
+        "desired": desired,
+        "updated": _count(status, "updatedNumberScheduled"),
+        "ready": _count(status, "numberReady"),
+        "available": _count(status, "numberAvailable"),
+    }
+    if not generation_observed(daemonset):
+        return RolloutStatus(
+            "progressing",
+            "ObservedGenerationBehind",
+            f"{kind} {name}: waiting for the controller to observe the new spec",
+            **counts,
+        )
+    failed = _failing(kind, name, failing_pods, counts)
+    if failed is not None:
+        return failed
+    rolling = (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate"
+    updated, available = counts["updated"], counts["available"]
+    unavailable = _count(status, "numberUnavailable")
+    message = ""
+    if rolling and updated != desired:
+        message = f"{updated} of {desired} scheduled pods updated"
+    elif available != desired or unavailable:
+        message = f"{available} of {desired} scheduled pods available, {unavailable} unavailable"
+    if message:
+        return RolloutStatus("progressing", "Progressing", f"{kind} {name}: {message}", **counts)
+    note = "" if rolling else " (OnDelete: pods take the new revision only when deleted)"
+    return RolloutStatus(
+        "healthy",
+        "RolloutComplete",
+        f"{kind} {name}: {desired} of {desired} scheduled pods updated and available{note}",
+        **counts,
+    )
+
+
 def combine(statuses: Iterable[RolloutStatus]) -> RolloutStatus:
-    """One status for a service with several Deployments: the worst one decides."""
+    """One status for a service with several workloads: the worst one decides."""
     items = list(statuses)
     if not items:
-        return RolloutStatus("healthy", "NoDeployment", "nothing to roll out: no Deployment")
+        return RolloutStatus(
+            "healthy",
+            "NoDeployment",
+            "nothing to roll out: no Deployment, StatefulSet or DaemonSet",
+        )
     if len(items) == 1:
         return items[0]
     rank = {"failed": 0, "progressing": 1, "healthy": 2}

@@ -52,11 +52,16 @@ from configcenter.adapters.k8s_manifests import (
 )
 from configcenter.adapters.k8s_rollout import (
     REVISION_ANNOTATION,
+    REVISION_HASH_LABEL,
     TEMPLATE_HASH_LABEL,
+    WORKLOAD_KINDS,
     combine,
+    daemonset_status,
     deployment_status,
     generation_observed,
     pod_failure,
+    pod_is_ready,
+    statefulset_status,
 )
 from configcenter.adapters.secrets import SecretError, resolve_secret, secret_scheme
 from configcenter.core.redact import Redactor
@@ -352,30 +357,43 @@ class KubernetesPlatform:
     def wait(
         self, deployable: Deployable, *, timeout: float, progress: ProgressCallback | None = None
     ) -> RolloutStatus:
-        """Watch the service's Deployments and pods until healthy, failed, or timed out."""
+        """Watch the service's Deployments, StatefulSets, DaemonSets and pods until all are
+        healthy, one failed, or the timeout passed.
+
+        StatefulSets and DaemonSets have no progress deadline, so for them only
+        `timeout` ends a rollout that does not finish. A StatefulSet with the
+        default OrderedReady policy never replaces an unready pod of an older
+        revision by itself (Kubernetes' "forced rollback"), so such pods are
+        deleted here and the controller recreates them on the update revision.
+        """
         self._check_env(deployable)
-        names = sorted(o.name for o in parse_manifests(deployable.files) if o.kind == "Deployment")
-        if not names:
+        workloads = sorted(
+            (o.kind, o.name) for o in parse_manifests(deployable.files) if o.kind in WORKLOAD_KINDS
+        )
+        if not workloads:
             status = combine([])
             if progress is not None:
                 progress(status)
             return status
+        kinds = sorted({kind for kind, _ in workloads})
         deadline = time.monotonic() + timeout
         events: queue.Queue[_Event] = queue.Queue()
         selector = service_selector(deployable.env, deployable.service)
         watchers = [
-            _Watcher(self, self._resource("apps/v1", "Deployment"), selector, events, deadline),
-            _Watcher(self, self._resource("v1", "Pod"), selector, events, deadline),
+            _Watcher(self, self._resource("apps/v1", kind), selector, events, deadline)
+            for kind in kinds
         ]
-        state = _RolloutState()
+        watchers.append(_Watcher(self, self._resource("v1", "Pod"), selector, events, deadline))
+        state = _RolloutState({kind: {} for kind in [*kinds, "Pod"]})
         last: RolloutStatus | None = None
+        no_deadline = [kind for kind in kinds if kind != "Deployment"]
         for watcher in watchers:
             watcher.start()
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    status = _timed_out(last, timeout)
+                    status = _timed_out(last, timeout, no_deadline)
                     if progress is not None:
                         progress(status)
                     return status
@@ -388,7 +406,7 @@ class KubernetesPlatform:
                 state.fold(event)
                 if not state.synced:
                     continue
-                status = self._evaluate(names, state)
+                status = self._evaluate(workloads, state)
                 if status != last:
                     last = status
                     log.info("%s: %s %s", deployable.service, status.state, status.message)
@@ -396,38 +414,65 @@ class KubernetesPlatform:
                         progress(status)
                 if status.state != "progressing":
                     return status
+                self._unblock_statefulsets(workloads, state)
         finally:
             for watcher in watchers:
                 watcher.stop()
             for watcher in watchers:
                 watcher.join(timeout=10)
 
-    def _evaluate(self, names: Iterable[str], state: _RolloutState) -> RolloutStatus:
+    def _evaluate(
+        self, workloads: Iterable[tuple[str, str]], state: _RolloutState
+    ) -> RolloutStatus:
         statuses = []
-        for name in names:
-            deployment = state.objects["Deployment"].get(name)
+        for kind, name in workloads:
+            workload = state.objects[kind].get(name)
+            if kind == "Deployment":
+                statuses.append(self._deployment_status(name, workload, state))
+                continue
             failing: list[tuple[str, str]] = []
-            current_rs: str | None = None
-            if deployment is not None and generation_observed(deployment):
-                if _has_deadline_condition(deployment):
-                    current_hash = self._current_template_hash(deployment)
-                    current_rs = f"{name}-{current_hash}" if current_hash else None
+            if workload is not None and generation_observed(workload):
                 stuck = [
                     (pod, failure)
-                    for pod in state.objects["Pod"].values()
+                    for pod in _owned_pods(workload, state)
                     if (failure := pod_failure(pod)) is not None
                 ]
                 if stuck:
-                    current = self._current_template_hash(deployment)
+                    current = self._current_revision(kind, workload)
                     failing = [
                         failure
                         for pod, failure in stuck
-                        if current is not None
-                        and (pod["metadata"].get("labels") or {}).get(TEMPLATE_HASH_LABEL)
-                        == current
+                        if current is not None and _pod_revision(pod) == current
                     ]
-            statuses.append(deployment_status(deployment, name, failing, current_rs))
+            if kind == "StatefulSet":
+                statuses.append(statefulset_status(workload, name, failing))
+            else:
+                statuses.append(daemonset_status(workload, name, failing))
         return combine(statuses)
+
+    def _deployment_status(
+        self, name: str, deployment: dict[str, Any] | None, state: _RolloutState
+    ) -> RolloutStatus:
+        failing: list[tuple[str, str]] = []
+        current_rs: str | None = None
+        if deployment is not None and generation_observed(deployment):
+            if _has_deadline_condition(deployment):
+                current_hash = self._current_template_hash(deployment)
+                current_rs = f"{name}-{current_hash}" if current_hash else None
+            stuck = [
+                (pod, failure)
+                for pod in state.objects["Pod"].values()
+                if (failure := pod_failure(pod)) is not None
+            ]
+            if stuck:
+                current = self._current_template_hash(deployment)
+                failing = [
+                    failure
+                    for pod, failure in stuck
+                    if current is not None
+                    and (pod["metadata"].get("labels") or {}).get(TEMPLATE_HASH_LABEL) == current
+                ]
+        return deployment_status(deployment, name, failing, current_rs)
 
     def _current_template_hash(self, deployment: Mapping[str, Any]) -> str | None:
         """The pod-template-hash of the Deployment's newest ReplicaSet (by revision)."""
@@ -454,6 +499,86 @@ class KubernetesPlatform:
         if found is not None:
             self._hash_cache[key] = found
         return found
+
+    def _current_revision(self, kind: str, workload: Mapping[str, Any]) -> str | None:
+        """The `controller-revision-hash` that pods of the workload's newest revision carry."""
+        if kind == "StatefulSet":
+            revision = (workload.get("status") or {}).get("updateRevision")
+            return None if revision is None else str(revision)
+        return self._daemonset_hash(workload)
+
+    def _daemonset_hash(self, daemonset: Mapping[str, Any]) -> str | None:
+        """The hash of the DaemonSet's newest ControllerRevision (its status does not say)."""
+        meta = daemonset["metadata"]
+        observed = (daemonset.get("status") or {}).get("observedGeneration")
+        key = (str(meta.get("uid")), f"generation {observed}")
+        if key in self._hash_cache:
+            return self._hash_cache[key]
+        listing = self._call(
+            f"list ControllerRevisions of DaemonSet {meta['name']}",
+            self._get_json,
+            self._resource("apps/v1", "ControllerRevision"),
+            namespace=self.namespace,
+        )
+        newest: tuple[int, str | None] | None = None
+        for revision in listing.get("items") or []:
+            rev_meta = revision["metadata"]
+            owners = {o.get("uid") for o in rev_meta.get("ownerReferences") or []}
+            if meta.get("uid") not in owners:
+                continue
+            number = int(revision.get("revision") or 0)
+            if newest is None or number > newest[0]:
+                newest = (number, (rev_meta.get("labels") or {}).get(REVISION_HASH_LABEL))
+        found = None if newest is None else newest[1]
+        if found is not None:
+            self._hash_cache[key] = found
+        return found
+
+    def _unblock_statefulsets(
+        self, workloads: Iterable[tuple[str, str]], state: _RolloutState
+    ) -> None:
+        """Delete unready pods of an older revision that an OrderedReady StatefulSet waits on.
+
+        The controller waits for every pod to be Running and Ready before it
+        replaces any, so a pod stuck on a bad revision blocks a rollback (or a
+        fix) forever. Only pods at or above the partition, which the controller
+        would replace next anyway, are deleted, each once (by uid).
+        """
+        for kind, name in workloads:
+            workload = state.objects[kind].get(name) if kind == "StatefulSet" else None
+            if workload is None or not generation_observed(workload):
+                continue
+            spec = workload.get("spec") or {}
+            strategy = spec.get("updateStrategy") or {}
+            if spec.get("podManagementPolicy", "OrderedReady") != "OrderedReady" or (
+                strategy.get("type", "RollingUpdate") != "RollingUpdate"
+            ):
+                continue
+            update = (workload.get("status") or {}).get("updateRevision")
+            partition = int((strategy.get("rollingUpdate") or {}).get("partition") or 0)
+            for pod in _owned_pods(workload, state):
+                meta = pod["metadata"]
+                uid = str(meta.get("uid"))
+                if (
+                    update is None
+                    or uid in state.deleted
+                    or _pod_revision(pod) in (None, update)
+                    or pod_is_ready(pod)
+                    or _ordinal(str(meta["name"])) < partition
+                ):
+                    continue
+                state.deleted.add(uid)
+                if self._delete_object(
+                    self._resource("v1", "Pod"), pod, f"delete stuck pod {meta['name']}"
+                ):
+                    log.warning(
+                        "deleted pod %s of StatefulSet %s: it is not ready on revision %s, and "
+                        "the controller waits for it before rolling to %s",
+                        meta["name"],
+                        name,
+                        _pod_revision(pod),
+                        update,
+                    )
 
     # -- observe / delete --------------------------------------------------------------
 
@@ -665,10 +790,29 @@ def _has_deadline_condition(deployment: Mapping[str, Any]) -> bool:
     return any(c.get("reason") == "ProgressDeadlineExceeded" for c in conditions)
 
 
-def _template_hash(pod: Mapping[str, Any]) -> str | None:
+def _pod_revision(pod: Mapping[str, Any]) -> str | None:
     labels = (pod.get("metadata") or {}).get("labels") or {}
-    value = labels.get(TEMPLATE_HASH_LABEL)
+    value = labels.get(REVISION_HASH_LABEL)
     return None if value is None else str(value)
+
+
+def _owned_pods(workload: Mapping[str, Any], state: _RolloutState) -> list[dict[str, Any]]:
+    """The pods the workload itself controls (StatefulSet and DaemonSet pods have no RS)."""
+    uid = (workload.get("metadata") or {}).get("uid")
+    return [
+        pod
+        for pod in state.objects["Pod"].values()
+        if any(
+            o.get("uid") == uid and o.get("controller")
+            for o in pod["metadata"].get("ownerReferences") or []
+        )
+    ]
+
+
+def _ordinal(pod_name: str) -> int:
+    """A StatefulSet pod's ordinal: the number after its last '-'."""
+    tail = pod_name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
 
 
 def _in_cluster_client() -> Any:
@@ -716,13 +860,22 @@ def _observed(
     )
 
 
-def _timed_out(last: RolloutStatus | None, timeout: float) -> RolloutStatus:
+def _timed_out(
+    last: RolloutStatus | None, timeout: float, no_deadline: Iterable[str] = ()
+) -> RolloutStatus:
     counts = last or RolloutStatus("progressing")
     detail = f"; last seen: {last.message}" if last is not None and last.message else ""
+    kinds = sorted(set(no_deadline))
+    why = ""
+    if kinds:
+        why = (
+            f" ({' and '.join(f'{k}s' for k in kinds)} have no progress deadline, "
+            "so the rollout timeout is what ends this wait)"
+        )
     return RolloutStatus(
         "failed",
         "Timeout",
-        f"not healthy within {timeout:g}s{detail}",
+        f"not healthy within {timeout:g}s{why}{detail}",
         desired=counts.desired,
         updated=counts.updated,
         ready=counts.ready,
@@ -742,14 +895,16 @@ class _Event:
 
 @dataclass
 class _RolloutState:
-    objects: dict[str, dict[str, dict[str, Any]]] = field(
-        default_factory=lambda: {"Deployment": {}, "Pod": {}}
-    )
+    """What the watches have shown so far: objects by kind and name."""
+
+    objects: dict[str, dict[str, dict[str, Any]]]
     listed: set[str] = field(default_factory=set)
+    #: Pods `wait` deleted to unblock a StatefulSet, by uid: each is deleted once.
+    deleted: set[str] = field(default_factory=set)
 
     @property
     def synced(self) -> bool:
-        return self.listed >= {"Deployment", "Pod"}
+        return self.listed >= set(self.objects)
 
     def fold(self, event: _Event) -> None:
         bucket = self.objects[event.kind]
@@ -770,7 +925,7 @@ class _Watcher(threading.Thread):
     `start_version` resumes from a resourceVersion the caller already has,
     instead of listing first.
 
-    Runs in its own thread so the Deployment and its pods are watched at once;
+    Runs in its own thread so the workloads and their pods are watched at once;
     `stop` shuts the open stream down so the thread ends without waiting for
     the server to close it.
     """

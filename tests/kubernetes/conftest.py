@@ -65,17 +65,25 @@ def make_deployable(
     deadline: int = 600,
     pod_labels: Mapping[str, str] | None = None,
     extra_files: Mapping[str, bytes] | None = None,
+    manifest: str | None = None,
 ) -> Deployable:
-    """A release as the use case hands it over; the digest covers files and values."""
+    """A release as the use case hands it over; the digest covers files and values.
+
+    `manifest` replaces the Deployment + Service written to deployment.yaml.
+    """
     labels = {"app": service, **(pod_labels or {})}
     image_line = f"image: {manifest_image}" if manifest_image else "imagePullPolicy: IfNotPresent"
     files = {
-        "deployment.yaml": DEPLOYMENT.format(
-            service=service,
-            replicas=replicas,
-            deadline=deadline,
-            pod_labels=json.dumps(labels),
-            image_line=image_line,
+        "deployment.yaml": (
+            manifest
+            if manifest is not None
+            else DEPLOYMENT.format(
+                service=service,
+                replicas=replicas,
+                deadline=deadline,
+                pod_labels=json.dumps(labels),
+                image_line=image_line,
+            )
         ).encode(),
         "app.env": env_file.encode(),
         **(extra_files or {}),

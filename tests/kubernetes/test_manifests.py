@@ -232,6 +232,63 @@ def test_missing_kubeconfig_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
         platform.apply(make_deployable())
 
 
+STATEFUL_AND_DAEMON = b"""\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      initContainers: [{name: init}]
+      containers: [{name: app}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: registry.test/agent:3}]
+"""
+
+
+def test_statefulset_and_daemonset_pods_get_digest_env_sources_files_and_image() -> None:
+    release = make_deployable(
+        replicas=3,
+        extra_files={"workloads.yaml": STATEFUL_AND_DAEMON, "conf/app.ini": b"[main]\n"},
+    )
+    objs = objects_by_ref(build_objects(release, "ns", {}))
+    sources = [{"configMapRef": {"name": "api-config"}}, {"secretRef": {"name": "api-secrets"}}]
+    for ref in ("StatefulSet/db", "DaemonSet/agent"):
+        template = objs[ref]["spec"]["template"]
+        assert template["metadata"]["annotations"][DIGEST_ANNOTATION] == release.config_digest
+        assert template["metadata"]["labels"][SERVICE_LABEL] == "api"
+        pod = template["spec"]
+        assert [v["name"] for v in pod["volumes"]] == ["configcenter-files"]
+        for container in [*pod["containers"], *(pod.get("initContainers") or [])]:
+            assert container["envFrom"] == sources, (ref, container["name"])
+            assert container["volumeMounts"] == [
+                {
+                    "name": "configcenter-files",
+                    "mountPath": "/etc/configcenter/api",
+                    "readOnly": True,
+                }
+            ]
+    assert objs["StatefulSet/db"]["spec"]["replicas"] == 3, "the release's replicas"
+    assert "replicas" not in objs["DaemonSet/agent"]["spec"], "a DaemonSet has no replicas"
+    assert objs["StatefulSet/db"]["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        release.image
+    )
+    assert objs["DaemonSet/agent"]["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "registry.test/agent:3"
+    )
+
+
 def test_wait_without_deployments_is_healthy_at_once() -> None:
     platform = KubernetesPlatform(target_for("shop-dev"), kubeconfig="/nonexistent")
     release = make_deployable()

@@ -250,6 +250,8 @@ PROJECT = Obj(
                 "insecure": Bool(),
                 "username": SecretOrStr(),
                 "password": SecretOrStr(allow_plain=False),
+                # Given images (image.ref) on this registry deploy by digest; false: as written.
+                "pin_digests": Bool(),
             },
             required=("url",),
         ),

@@ -255,9 +255,14 @@ def _commit_release(
     reporter: Reporter,
 ) -> tuple[Plan, str | None, EnvState]:
     """Plan, build, commit and push; on a rejected push, fetch, re-plan and retry."""
+    from configcenter.usecases.images import resolve_given_images
+
     config = ws.config
     repo = ws.deploy_repo
-    resolved: dict[str, ResolvedImage] = {}
+    # Given images on our registry deploy as the digest their tag names now (builds join later).
+    resolved: dict[str, ResolvedImage] = resolve_given_images(
+        config, env, ws.redactor, only=options.services
+    )
     announced = False
     for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
         head = repo.sync()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from configcenter.core.model import Config
+from configcenter.core.errors import ConfigError, Problem
+from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.plan import ResolvedImage, ServicePlan
 from configcenter.core.redact import Redactor
 from configcenter.core.values import SecretRef
@@ -168,3 +171,145 @@ def build_service(
         jobs=1,
     )[0]
     return outcome
+
+
+# -- given images (image.ref) on our registry: pinned by digest ---------------------------------
+
+#: Concurrent manifest lookups: enough to hide round trips for 50 services, gentle on a registry.
+RESOLVE_JOBS = 8
+
+
+class ImageResolveError(ValueError):
+    """Our registry could not say which image a tag names (unreachable, refused)."""
+
+
+@dataclass(frozen=True)
+class ImageName:
+    """`host/repository[:tag][@digest]`, split as Distribution's reference grammar does."""
+
+    ref: str  # as written
+    host: str | None
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    @classmethod
+    def parse(cls, ref: str) -> ImageName:
+        name, _, digest = ref.partition("@")
+        tag: str | None = None
+        slash = name.rfind("/")
+        colon = name.rfind(":")
+        if colon > slash:
+            name, tag = name[:colon], name[colon + 1 :]
+        first, sep, rest = name.partition("/")
+        if sep and ("." in first or ":" in first or first == "localhost"):
+            return cls(ref, first.lower(), rest, tag, digest or None)
+        return cls(ref, None, name, tag, digest or None)
+
+    def pinned(self, digest: str) -> str:
+        """`host/repo:tag@digest`: the runtime pulls by digest, people still see the tag."""
+        tag = f":{self.tag}" if self.tag else ""
+        return f"{self.host}/{self.repository}{tag}@{digest}"
+
+
+def _registry_host(config: Config) -> str:
+    url = str(config.project.registry.get("url", ""))
+    return url.removeprefix("http://").removeprefix("https://").rstrip("/").lower()
+
+
+def given_on_registry(config: Config, service: ServiceConfig) -> ImageName | None:
+    """The service's image.ref when it names our own registry (the only one we can ask)."""
+    if service.image is None or service.image.is_build or not service.image.ref:
+        return None
+    host = _registry_host(config)
+    name = ImageName.parse(service.image.ref)
+    return name if host and name.host == host else None
+
+
+def resolve_given_images(
+    config: Config,
+    env: str,
+    redactor: Redactor,
+    *,
+    only: Collection[str] | None = None,
+    registry: Any = None,
+    jobs: int = RESOLVE_JOBS,
+) -> dict[str, ResolvedImage]:
+    """Pin every image.ref on our registry to the digest its tag names right now.
+
+    A tag can be pushed again; deploying the tag would let the plan miss the new
+    image and let the cluster run either. Images on other registries stay as
+    written: we hold credentials for our registry only. One HEAD per distinct
+    tag, concurrently; an unknown tag is a ConfigError at the service's image line.
+    """
+    if not config.project.registry.get("pin_digests", True):
+        return {}
+    wanted: dict[str, tuple[ServiceConfig, ImageName]] = {}
+    for name, service in config.environment(env).services.items():
+        if only and name not in only:
+            continue
+        image = given_on_registry(config, service)
+        if image is not None:
+            wanted[name] = (service, image)
+    if not wanted:
+        return {}
+    resolved: dict[str, ResolvedImage] = {}
+    lookups: dict[tuple[str, str], list[str]] = {}  # (repository, tag) -> services
+    for name, (_, image) in wanted.items():
+        if image.digest is not None:  # already pinned: nothing to ask
+            resolved[name] = ResolvedImage(image.ref, image.digest)
+        else:
+            lookups.setdefault((image.repository, image.tag or "latest"), []).append(name)
+    if not lookups:
+        return resolved
+    client = registry if registry is not None else open_registry(config, redactor)
+    keys = list(lookups)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(keys)))) as pool:
+            outcomes = list(pool.map(lambda key: _lookup(client, *key), keys))
+    finally:
+        if registry is None:
+            client.close()
+    problems: list[Problem] = []
+    failures: list[str] = []
+    for key, (digest, error) in zip(keys, outcomes, strict=True):
+        for name in lookups[key]:
+            service, image = wanted[name]
+            where = service.source("image", "ref")
+            if error is not None:
+                failures.append(f"{where}: {name} ({image.repository}:{key[1]}): {error}")
+            elif digest is None:
+                problems.append(
+                    Problem(
+                        where,
+                        f"image tag '{key[1]}' of {image.host}/{key[0]} does not exist on the "
+                        f"registry ({name} in {env})",
+                        "push the image first or fix the tag; a ref by digest "
+                        "(@sha256:...) is used as written",
+                    )
+                )
+            else:
+                resolved[name] = ResolvedImage(image.pinned(digest), digest)
+    if problems:
+        raise ConfigError(problems)
+    if failures:
+        raise ImageResolveError(
+            redactor.redact(
+                "cannot pin given images to their digests: "
+                + "; ".join(failures)
+                + " (check the registry settings in configcenter.yaml, or set "
+                "registry: {pin_digests: false} to deploy tags as written)"
+            )
+        )
+    return resolved
+
+
+def _lookup(registry: Any, repository: str, tag: str) -> tuple[str | None, str | None]:
+    """(digest or None when absent, error text); errors are kept apart from absence."""
+    from configcenter.ports.registry import RegistryError
+
+    try:
+        digest = registry.manifest_digest(repository, tag)
+    except RegistryError as exc:
+        return None, str(exc)
+    return (str(digest) if digest else None), None

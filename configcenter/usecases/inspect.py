@@ -128,8 +128,12 @@ def plan_env(
     resolved_images: dict[str, ResolvedImage] | None = None,
     render_all: bool = False,
 ) -> Plan:
+    from configcenter.usecases.images import resolve_given_images
+
     check_env(ws.config, env)
     state = ws.read_state(env)
+    # Given images on our registry plan as the digest their tag names now, as apply deploys.
+    pinned = resolve_given_images(ws.config, env, ws.redactor, only=only)
     return make_plan(
         ws.config,
         env,
@@ -138,6 +142,6 @@ def plan_env(
         ws.previous_file(),
         only=only,
         retry=retry,
-        resolved_images=resolved_images,
+        resolved_images={**pinned, **(resolved_images or {})},
         render_all=render_all,
     )

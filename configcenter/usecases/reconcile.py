@@ -10,9 +10,11 @@ healed service is recorded and rolled back exactly like a deployed one.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 from configcenter.core.state import EnvState, ServiceState
@@ -36,6 +38,13 @@ DriftKind = Literal["changed", "missing", "orphan"]
 
 #: Annotations that carry the release and digest: reported once per service, not per object.
 _SUMMARY_ANNOTATIONS = ("configcenter.io/release", "configcenter.io/config-digest")
+#: Flattened paths (under `spec`) whose values are Kubernetes quantities, which the API
+#: server stores in canonical form (`cpu: 0.5` comes back as `500m`, `1024Mi` as
+#: `1Gi`): container and pod `resources`, PVC and volumeClaimTemplate storage
+#: requests, and emptyDir `sizeLimit`.
+_QUANTITY_PATH = re.compile(
+    r"spec\.(?:.*\.)?(?:resources\.(?:requests|limits)\.[^.\[\]]+|emptyDir\.sizeLimit)"
+)
 
 
 @dataclass(frozen=True)
@@ -357,11 +366,35 @@ def _object_drifts(
             if path.startswith(("apiVersion", "kind")):
                 continue
             a, b = want.get(path), have.get(path)
-            if a != b:
+            if a != b and not _same_quantity(path, a, b):
                 drifts.append(Drift(service, f"{ref} {path}", _show(a), _show(b), "changed"))
     for ref in sorted(set(live) - set(desired)):
         drifts.append(Drift(service, ref, None, "present", "orphan"))
     return drifts
+
+
+def _same_quantity(path: str, desired: Any, live: Any) -> bool:
+    """Whether two values at a quantity path are the same amount, however written.
+
+    Anything else (and a value that is not a quantity at all) is compared exactly.
+    """
+    if not _QUANTITY_PATH.fullmatch(path):
+        return False
+    a, b = _quantity(desired), _quantity(live)
+    return a is not None and a == b
+
+
+def _quantity(value: Any) -> Decimal | None:
+    """The exact amount of a Kubernetes quantity (`500m`, `1Gi`, `0.5`, `2`); None if not one."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    from kubernetes.utils.quantity import parse_quantity
+
+    try:
+        # str() first: Decimal(0.1) is 0.1000000000000000055..., but YAML's 0.1 means 100m.
+        return Decimal(parse_quantity(str(value)))
+    except (ValueError, ArithmeticError):
+        return None
 
 
 def _strip(body: Mapping[str, Any]) -> dict[str, Any]:

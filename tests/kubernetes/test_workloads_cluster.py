@@ -268,3 +268,26 @@ def test_deployment_and_statefulset_release_is_healthy_only_when_both_are(
     assert "Deployment api:" in healthy.message and "StatefulSet db:" in healthy.message
     assert (healthy.desired, healthy.available) == (2, 2)
     assert all(s.state != "healthy" for s in seen[:-1])
+
+
+def test_reapplying_the_previous_release_brings_the_old_daemonset_revision_back(
+    platform: KubernetesPlatform, cluster: Cluster
+) -> None:
+    manifest = DAEMONSET.format(name="agent")
+    good = make_deployable(release_id="r1", manifest=manifest)
+    platform.apply(good)
+    assert platform.wait(good, timeout=60).state == "healthy"
+    bad = make_deployable(
+        release_id="r2", manifest=manifest, image="registry.test/never-ready/agent:2"
+    )
+    platform.apply(bad)
+    failed = platform.wait(bad, timeout=60)
+    assert (failed.state, failed.reason) == ("failed", "ImagePullBackOff"), failed
+
+    platform.apply(good)
+    status = platform.wait(good, timeout=60)
+
+    assert status.state == "healthy", status
+    pods = live_pods(cluster, "agent")
+    assert len(pods) == len(fake_nodes(cluster))
+    assert {p.spec.containers[0].image for p in pods} == {good.image}

@@ -32,12 +32,14 @@ from configcenter.ports.deploy_repo import (
     compose_message,
     delete_prefix,
 )
-from configcenter.ports.platform import Deployable, Platform, RolloutStatus
+from configcenter.ports.platform import Deployable, Platform, PlatformError, RolloutStatus
 from configcenter.usecases.inspect import check_env
 from configcenter.usecases.platforms import deployable, open_platform
 from configcenter.usecases.workspace import PreviousFiles, Workspace
 
 MAX_PUSH_ATTEMPTS = 8
+# What a platform raises when a release cannot be rolled out (as opposed to our own bugs).
+PLATFORM_FAILURES: tuple[type[Exception], ...] = (PlatformError, ValueError, OSError)
 DEFAULT_ROLLOUT_TIMEOUT = 300.0
 
 
@@ -531,70 +533,77 @@ def _rollout(
     blocked: set[str] = set()
     for sp in [s for s in committed if s.action == "delete"]:
         previous = sp.previous
+        result = ServiceResult(sp.service, "delete", "committed")
         if previous and previous.platform:
-            open_platform(config, env, previous.platform, ws.redactor).delete(sp.service)
-            log(f"{sp.service}: deleted from {previous.platform}")
-        outcomes[sp.service] = _Outcome(
-            ServiceResult(sp.service, "delete", "committed"), None, None
-        )
+            try:
+                open_platform(config, env, previous.platform, ws.redactor).delete(sp.service)
+                log(f"{sp.service}: deleted from {previous.platform}")
+            except PLATFORM_FAILURES as exc:
+                reason = ws.redactor.redact(f"{type(exc).__name__}: {exc}")
+                log(f"{sp.service}: could not delete it from {previous.platform} ({reason})")
+                result = ServiceResult(sp.service, "delete", "failed", reason=reason)
+        outcomes[sp.service] = _Outcome(result, None, None)
     # A service without a platform is committed, not rolled out (its release is already good).
     deploying = [s for s in committed if s.action != "delete"]
     unplaced = [s for s in deploying if not state.services[s.service].platform]
     todo = [s for s in deploying if state.services[s.service].platform]
     by_name = {s.service: s for s in todo}
     done: set[str] = set()
-    while len(done) < len(todo):
-        wave = [
-            s
-            for s in todo
-            if s.service not in done
-            and all(d in done or d not in by_name for d in deps.get(s.service, []))
-        ]
-        runnable = [s for s in wave if s.service not in blocked]
-        for s in wave:
-            if s.service in blocked:
-                current = state.services[s.service]
-                reason = "skipped: a service it depends on failed"
-                log(f"{s.service}: {reason}")
-                # Back to what the deploy repo held before this apply's commit (`sha`
-                # holds the new files), or nothing at all for a service that is new.
-                restored = s.previous
-                outcomes[s.service] = _Outcome(
-                    ServiceResult(
+    try:
+        while len(done) < len(todo):
+            wave = [
+                s
+                for s in todo
+                if s.service not in done
+                and all(d in done or d not in by_name for d in deps.get(s.service, []))
+            ]
+            runnable = [s for s in wave if s.service not in blocked]
+            for s in wave:
+                if s.service in blocked:
+                    current = state.services[s.service]
+                    reason = "skipped: a service it depends on failed"
+                    log(f"{s.service}: {reason}")
+                    # Back to what the deploy repo held before this apply's commit (`sha`
+                    # holds the new files), or nothing at all for a service that is new.
+                    restored = s.previous
+                    outcomes[s.service] = _Outcome(
+                        ServiceResult(
+                            s.service,
+                            s.action,
+                            "skipped",
+                            current.release.id if current.release else None,
+                            reason,
+                        ),
+                        restored,
+                        _files_of(ws.deploy_repo, env, s.service, restored, f"{sha}^")
+                        if restored
+                        else {},
+                    )
+                    done.add(s.service)
+            with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+                futures = {
+                    s.service: pool.submit(
+                        _deploy_one,
+                        ws,
+                        env,
                         s.service,
-                        s.action,
-                        "skipped",
-                        current.release.id if current.release else None,
-                        reason,
-                    ),
-                    restored,
-                    _files_of(ws.deploy_repo, env, s.service, restored, f"{sha}^")
-                    if restored
-                    else {},
-                )
-                done.add(s.service)
-        with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-            futures = {
-                s.service: pool.submit(
-                    _deploy_one,
-                    ws,
-                    env,
-                    s.service,
-                    state.services[s.service],
-                    timeout,
-                    log,
-                    reporter,
-                    options.force,
-                )
-                for s in runnable
-            }
-            for name, future in futures.items():
-                outcome = future.result()
-                outcomes[name] = outcome
-                done.add(name)
-                if outcome.result.outcome in ("failed", "rolled_back"):
-                    blocked |= dependents_of(deps, name)
-    _record(ws, env, outcomes, log)
+                        state.services[s.service],
+                        timeout,
+                        log,
+                        reporter,
+                        options.force,
+                    )
+                    for s in runnable
+                }
+                for name, future in futures.items():
+                    outcome = future.result()
+                    outcomes[name] = outcome
+                    done.add(name)
+                    if outcome.result.outcome in ("failed", "rolled_back"):
+                        blocked |= dependents_of(deps, name)
+    finally:
+        # Whatever happens, what did finish is recorded (and restored files written).
+        _record(ws, env, outcomes, log)
     results = {name: outcome.result for name, outcome in outcomes.items()}
     for s in unplaced:
         results[s.service] = ServiceResult(
@@ -698,9 +707,13 @@ def _apply_and_wait(
 ) -> RolloutStatus:
     try:
         platform.apply(item)
-    except Exception as exc:  # the platform refused it: a failed rollout, not a crash
-        return RolloutStatus("failed", type(exc).__name__, str(exc))
-    return platform.wait(item, timeout=timeout, progress=lambda st: reporter.rollout(service, st))
+        return platform.wait(
+            item, timeout=timeout, progress=lambda st: reporter.rollout(service, st)
+        )
+    except PLATFORM_FAILURES as exc:
+        # Refused, unreachable mid-rollout, a secret that cannot be resolved: this release
+        # failed (and is rolled back and recorded); a bug in our code still raises.
+        return RolloutStatus("failed", type(exc).__name__, log.ws.redactor.redact(str(exc)))
 
 
 def release_snapshot(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from configcenter.adapters.k8s_manifests import APPLIED_KINDS_ANNOTATION, MASK
@@ -34,6 +34,57 @@ _SERVER_METADATA = (
     "creationTimestamp",
     "selfLink",
 )
+#: Workload kinds in the order a service's main one is picked from.
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def main_workload(service: str, refs: Iterable[str]) -> str | None:
+    """The `Kind/name` that stands for the service in the image/replicas summary.
+
+    The workload named like the service wins (a Deployment before a StatefulSet
+    before a DaemonSet); failing that, the first by name of the first kind present.
+    Desired and live are summarised by this one rule, so they name the same object.
+    """
+    present = set(refs)
+    for kind in WORKLOAD_KINDS:
+        if f"{kind}/{service}" in present:
+            return f"{kind}/{service}"
+    for kind in WORKLOAD_KINDS:
+        mine = sorted(ref for ref in present if ref.startswith(f"{kind}/"))
+        if mine:
+            return mine[0]
+    return None
+
+
+def without_claim_defaults(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A StatefulSet without what the server adds to its `volumeClaimTemplates`.
+
+    That list is atomic, so managedFields marks it whole and its items come back
+    with `apiVersion`/`kind`, a `status`, and `volumeMode: Filesystem` filled in.
+    Apply this to desired and live alike: a template that writes the default
+    itself then matches too. Other kinds are returned as they are (copied).
+    """
+    out = copy.deepcopy(dict(obj))
+    if out.get("kind") != "StatefulSet":
+        return out
+    claims = (out.get("spec") or {}).get("volumeClaimTemplates")
+    if not isinstance(claims, list):
+        return out
+    for claim in claims:
+        if not isinstance(claim, dict):
+            continue
+        if claim.get("apiVersion") == "v1":
+            claim.pop("apiVersion")
+        if claim.get("kind") == "PersistentVolumeClaim":
+            claim.pop("kind")
+        claim.pop("status", None)
+        meta = claim.get("metadata")
+        if isinstance(meta, dict):
+            meta.pop("creationTimestamp", None)
+        spec = claim.get("spec")
+        if isinstance(spec, dict) and spec.get("volumeMode") == "Filesystem":
+            spec.pop("volumeMode")
+    return out
 
 
 def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,7 +114,9 @@ def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
         out_meta["annotations"] = annotations
     else:
         out_meta.pop("annotations", None)
-    result = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), **out}
+    result = without_claim_defaults(
+        {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), **out}
+    )
     result.pop("status", None)
     if result.get("kind") == "Secret":
         for key in ("data", "stringData"):

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from configcenter.adapters.k8s_live import clean_live
+from configcenter.adapters.k8s_live import clean_live, main_workload
 from configcenter.adapters.k8s_manifests import (
     APPLIED_KINDS_ANNOTATION,
     DIGEST_ANNOTATION,
@@ -79,6 +79,8 @@ log = logging.getLogger(__name__)
 #: The kinds `observe` lists: what drift detection compares.
 OBSERVED_KINDS = (
     ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "DaemonSet"),
     ("v1", "Service"),
     ("v1", "ConfigMap"),
     ("v1", "Secret"),
@@ -826,17 +828,19 @@ def _in_cluster_client() -> Any:
 def _observed(
     service: str, live: Mapping[str, list[dict[str, Any]]], objects: Mapping[str, Any]
 ) -> ObservedService:
-    """Summarise a service: its main Deployment (named like the service, else the first)."""
-    deployments = sorted(live.get("Deployment", []), key=lambda d: d["metadata"]["name"])
-    main = next((d for d in deployments if d["metadata"]["name"] == service), None)
-    if main is None and deployments:
-        main = deployments[0]
+    """Summarise a service by its main workload (see `main_workload`)."""
+    workloads = {
+        f"{kind}/{item['metadata']['name']}": item for kind, items in live.items() for item in items
+    }
+    ref = main_workload(service, workloads)
+    main = workloads[ref] if ref is not None else None
     image = replicas = digest = release = None
     if main is not None:
         annotations = main["metadata"].get("annotations") or {}
         release = annotations.get(RELEASE_ANNOTATION)
         digest = annotations.get(DIGEST_ANNOTATION)
-        replicas = (main.get("spec") or {}).get("replicas")
+        if main.get("kind") != "DaemonSet":
+            replicas = (main.get("spec") or {}).get("replicas")
         for template in pod_templates(main):
             containers = (template.get("spec") or {}).get("containers") or []
             if containers:

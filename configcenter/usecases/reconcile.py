@@ -321,27 +321,33 @@ def _desired_objects(
 
     if not isinstance(platform, KubernetesPlatform):
         return None
+    from configcenter.adapters.k8s_live import without_claim_defaults
     from configcenter.adapters.k8s_manifests import build_objects
 
     kinds = {kind for _, kind in OBSERVED_KINDS}
     built = build_objects(desired, platform.namespace, None)
-    return {obj.ref: obj.body for obj in built if obj.kind in kinds}
+    return {obj.ref: without_claim_defaults(obj.body) for obj in built if obj.kind in kinds}
 
 
 def _desired_summary(
     objects: Mapping[str, Mapping[str, Any]] | None, desired: Deployable
 ) -> tuple[str | None, int | None]:
-    """Image and replicas of the main Deployment as applied (templates may set both)."""
+    """Image and replicas of the main workload as applied (templates may set both).
+
+    A DaemonSet has no replica count: its replicas are None on both sides.
+    """
     if objects is not None:
-        deployments = sorted(k for k in objects if k.startswith("Deployment/"))
-        main = f"Deployment/{desired.service}"
-        key = main if main in objects else (deployments[0] if deployments else None)
+        from configcenter.adapters.k8s_live import main_workload
+
+        key = main_workload(desired.service, objects)
         if key is None:
             return None, None
         body = objects[key]
         spec = body.get("spec") or {}
         containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
         image = containers[0].get("image") if containers else desired.image
+        if key.startswith("DaemonSet/"):
+            return (str(image) if image else desired.image), None
         replicas = spec.get("replicas")
         return (
             str(image) if image else desired.image,

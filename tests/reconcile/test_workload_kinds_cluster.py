@@ -29,6 +29,7 @@ metadata:
 spec:
   replicas: {{ replicas }}
   serviceName: {{ service }}
+  updateStrategy: {type: RollingUpdate}
   selector:
     matchLabels: {app: {{ service }}}
   template:
@@ -55,6 +56,7 @@ kind: DaemonSet
 metadata:
   name: {{ service }}-agent
 spec:
+  revisionHistoryLimit: 5
   selector:
     matchLabels: {app: {{ service }}-agent}
   template:
@@ -212,11 +214,71 @@ def test_hand_changes_to_statefulset_and_daemonset_are_drift_and_heal_fixes_them
 def test_a_setting_we_made_is_compared_even_where_the_server_has_a_default(
     deployed: ShopWorld, k8s_namespace: Any
 ) -> None:
-    """revisionHistoryLimit is only drift once someone sets it (here: by hand, to 3)."""
-    apps(k8s_namespace).patch_namespaced_stateful_set(
+    """revisionHistoryLimit is drift once someone sets it: by hand, or in the template."""
+    api = apps(k8s_namespace)
+    api.patch_namespaced_stateful_set(
         "api", k8s_namespace.name, {"spec": {"revisionHistoryLimit": 3}}
+    )
+    api.patch_namespaced_daemon_set(
+        "api-agent", k8s_namespace.name, {"spec": {"revisionHistoryLimit": 7}}
     )
     report = reconcile(deployed.workspace(), "dev")
     assert [(d.field, d.desired, d.live) for d in report.drifts] == [
-        ("StatefulSet/api spec.revisionHistoryLimit", None, "3")
+        ("DaemonSet/api-agent spec.revisionHistoryLimit", "5", "7"),
+        ("StatefulSet/api spec.revisionHistoryLimit", None, "3"),
     ], report.to_json()
+
+
+AGENT_ONLY = """\
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: {{ service }}
+spec:
+  selector:
+    matchLabels: {app: {{ service }}}
+  template:
+    metadata:
+      labels: {app: {{ service }}}
+    spec:
+      nodeSelector: {type: kwok}
+      tolerations:
+      - {key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}
+      containers:
+      - name: agent
+        image: {{ image }}
+"""
+
+
+def test_a_service_run_by_a_daemonset_reports_its_image_and_no_replicas(
+    tmp_path: Path, k8s_namespace: Any, private_xdg: Path
+) -> None:
+    world = make_shop_world(
+        tmp_path / "w", namespace=k8s_namespace.name, kubeconfig=k8s_namespace.kubeconfig
+    )
+    world.config.write("templates/api/deployment.yaml.j2", AGENT_ONLY)
+    world.config.commit("api 1.2.0: a node agent")
+    world.config.tag("api/1.2.0")
+    world.config.write(
+        "environments/dev/api.yaml", "template: 1.2.0\nimage: {ref: registry.test/shop/api:1.0}\n"
+    )
+    world.config.commit("dev: api 1.2.0")
+    world.push_config()
+    result = apply_env(world.workspace(), "dev", ApplyOptions(build=False))
+    assert [(r.service, r.outcome) for r in result.results] == [("api", "healthy")]
+
+    report = reconcile(world.workspace(), "dev")
+    assert report.drifts == [], report.to_json()
+    [api] = report.services
+    assert (api.desired_image, api.live_image) == ("registry.test/shop/api:1.0",) * 2
+    assert (api.desired_replicas, api.live_replicas) == (None, None)
+
+    apps(k8s_namespace).patch_namespaced_daemon_set(
+        "api",
+        k8s_namespace.name,
+        {"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": EVIL}]}}}},
+    )
+    drifted = reconcile(world.workspace(), "dev")
+    assert [(d.field, d.desired, d.live) for d in drifted.drifts] == [
+        ("image", "registry.test/shop/api:1.0", EVIL)
+    ], drifted.to_json()

@@ -103,13 +103,9 @@ def deployment_status(
         "ready": int(status.get("readyReplicas") or 0),
         "available": int(status.get("availableReplicas") or 0),
     }
-    if not generation_observed(deployment):
-        return RolloutStatus(
-            "progressing",
-            "ObservedGenerationBehind",
-            f"Deployment {name}: waiting for the controller to observe the new spec",
-            **counts,
-        )
+    behind = _generation_behind("Deployment", name, deployment, counts)
+    if behind is not None:
+        return behind
     for condition in status.get("conditions") or []:
         if (
             condition.get("type") == "Progressing"
@@ -154,6 +150,20 @@ def _missing(kind: str, name: str) -> RolloutStatus:
     )
 
 
+def _generation_behind(
+    kind: str, name: str, workload: Mapping[str, Any], counts: Mapping[str, int]
+) -> RolloutStatus | None:
+    """Status fields describe an older spec until the controller observes the new one."""
+    if generation_observed(workload):
+        return None
+    return RolloutStatus(
+        "progressing",
+        "ObservedGenerationBehind",
+        f"{kind} {name}: waiting for the controller to observe the new spec",
+        **counts,
+    )
+
+
 def _failing(
     kind: str, name: str, failing_pods: Iterable[tuple[str, str]], counts: Mapping[str, int]
 ) -> RolloutStatus | None:
@@ -189,13 +199,9 @@ def statefulset_status(
         "ready": _count(status, "readyReplicas"),
         "available": _count(status, "availableReplicas"),
     }
-    if not generation_observed(statefulset):
-        return RolloutStatus(
-            "progressing",
-            "ObservedGenerationBehind",
-            f"{kind} {name}: waiting for the controller to observe the new spec",
-            **counts,
-        )
+    behind = _generation_behind(kind, name, statefulset, counts)
+    if behind is not None:
+        return behind
     failed = _failing(kind, name, failing_pods, counts)
     if failed is not None:
         return failed
@@ -255,13 +261,9 @@ def daemonset_status(
         "ready": _count(status, "numberReady"),
         "available": _count(status, "numberAvailable"),
     }
-    if not generation_observed(daemonset):
-        return RolloutStatus(
-            "progressing",
-            "ObservedGenerationBehind",
-            f"{kind} {name}: waiting for the controller to observe the new spec",
-            **counts,
-        )
+    behind = _generation_behind(kind, name, daemonset, counts)
+    if behind is not None:
+        return behind
     failed = _failing(kind, name, failing_pods, counts)
     if failed is not None:
         return failed

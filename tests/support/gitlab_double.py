@@ -55,10 +55,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+from tests.support.loopback_http import LoopbackServer
 
 DRAFT_TITLE = re.compile(r"^\s*(\[draft\]|\(draft\)|draft:)\s*", re.IGNORECASE)
 CONFLICT_MESSAGE = "Another open merge request already exists for this source branch: !{iid}"
@@ -235,17 +237,16 @@ class GitLabDouble:
         self._next_project_id = 1
         self._next_mr_id = 1
         self._next_note_id = 1
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackServer("gitlab-double")
 
     # -- lifecycle -----------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        if self._server is None:
+        port = self._http.port
+        if port is None:
             raise GitLabDoubleError("the GitLab double is not started: call start() first")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://127.0.0.1:{port}"
 
     def start(self) -> None:
         double = self
@@ -253,24 +254,10 @@ class GitLabDouble:
         class Handler(ApiHandler):
             server_double = double
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="gitlab-double",
-            daemon=True,
-        )
-        self._thread.start()
+        self._http.start(Handler)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
+        self._http.stop()
 
     # -- test-side helpers ---------------------------------------------------------
 

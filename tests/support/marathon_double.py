@@ -45,9 +45,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.support.loopback_http import LoopbackServer
 
 JSON = dict[str, Any]
 
@@ -209,8 +211,7 @@ class MarathonDouble:
         self.requests: list[RecordedRequest] = []
         self._last_version = datetime(2000, 1, 1, tzinfo=UTC)
         self._task_seq = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackServer("marathon-double")
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -221,30 +222,17 @@ class MarathonDouble:
             pass
 
         Handler.double = double
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="marathon-double",
-            daemon=True,
-        )
-        self._thread.start()
+        self._http.start(Handler)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
+        self._http.stop()
 
     @property
     def url(self) -> str:
-        if self._server is None:
+        port = self._http.port
+        if port is None:
             raise RuntimeError("the Marathon double is not running; call start()")
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return f"http://127.0.0.1:{port}"
 
     # -- helpers for tests ---------------------------------------------------------
 

@@ -70,6 +70,35 @@ _READ_ONLY = (
     "taskStats",
     "readinessCheckResults",
 )
+#: Fields Marathon fills in (defaults or assigned values) when a definition leaves
+#: them out: their presence on a running app says nothing about what was sent.
+_FILLED_BY_MARATHON = frozenset(
+    {
+        "id",
+        "instances",
+        "cpus",
+        "mem",
+        "disk",
+        "gpus",
+        "backoffSeconds",
+        "backoffFactor",
+        "maxLaunchDelaySeconds",
+        "upgradeStrategy",
+        "unreachableStrategy",
+        "killSelection",
+        "portDefinitions",
+        "ports",
+        "requirePorts",
+        "networks",
+        "role",
+        "executor",
+        "user",
+        "acceptedResourceRoles",
+        "taskKillGracePeriodSeconds",
+        "ipAddress",
+        "residency",
+    }
+)
 _SEGMENT = re.compile(
     r"^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$"
 )
@@ -193,7 +222,7 @@ class MarathonPlatform:
         for key, (source, ref) in secrets.items():
             self._store_secret(deployable.service, key, source, ref)
         current = self._get_app(app_id, embed=("app.deployments",))
-        if current is not None and _contains(current, definition):
+        if current is not None and _runs(current, definition):
             running = [d["id"] for d in current.get("deployments") or []]
             if running:
                 self._pending[app_id] = running[0]
@@ -669,10 +698,17 @@ class MarathonPlatform:
         return app if isinstance(app, dict) else None
 
     def _put_app(self, app_id: str, definition: JSON, *, force: bool) -> JSON:
+        # Marathon's PUT is a partial update unless told otherwise: fields the
+        # definition leaves out (a health check or constraint a failed release
+        # added, a field removed from the template) would survive. The rendered
+        # definition is the whole app, so it replaces the whole app.
+        params = {"partialUpdate": "false"}
+        if force:
+            params["force"] = "true"
         response = self._request(
             "PUT",
             f"/v2/apps{app_id}",
-            params={"force": "true"} if force else None,
+            params=params,
             body=definition,
             what=f"deploy {app_id}",
         )
@@ -756,6 +792,29 @@ def _image(app: Mapping[str, Any]) -> str | None:
 def _task_healthy(task: Mapping[str, Any]) -> bool:
     results = task.get("healthCheckResults") or []
     return bool(results) and all(r.get("alive") for r in results)
+
+
+def _runs(current: Mapping[str, Any], wanted: JSON) -> bool:
+    """Whether the app Marathon returns is exactly the definition we would PUT.
+
+    Every field we send must be there with our values (`_contains`, as Marathon
+    adds defaults inside objects); `env`, `labels` and `secrets` must have no
+    extra keys; and a field we do not send must be empty or one Marathon fills
+    in itself, so a health check, constraint or fetch URI added by hand (or left
+    by a partial update) is a difference that the next PUT removes.
+    """
+    if not _contains(current, wanted):
+        return False
+    for key in ("env", "labels", "secrets"):
+        if set(current.get(key) or {}) != set(wanted.get(key) or {}):
+            return False
+    return all(
+        key in wanted
+        or key in _READ_ONLY
+        or key in _FILLED_BY_MARATHON
+        or value in (None, [], {}, "", False)
+        for key, value in current.items()
+    )
 
 
 def _contains(actual: Any, wanted: Any) -> bool:

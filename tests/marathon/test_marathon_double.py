@@ -152,3 +152,43 @@ def test_groups_and_app_listing(marathon_server: MarathonDouble) -> None:
     assert all("tasks" not in a for a in listed["apps"])
     missing = requests.get(f"{marathon_server.url}/v2/groups/nope", timeout=5)
     assert missing.status_code == 404 and "does not exist" in missing.json()["message"]
+
+
+def test_put_is_a_partial_update_unless_partial_update_is_false(
+    marathon_server: MarathonDouble,
+) -> None:
+    """apps.raml, PUT /v2/apps/{app_id}: `partialUpdate` defaults to true ("values not
+    defined in the JSON will not change"); a field the body sets replaces the old one whole."""
+    url = f"{marathon_server.url}/v2/apps/shop/dev/api"
+    added = dict(APP, constraints=[["hostname", "UNIQUE"]], env={"A": "1", "B": "2"})
+    requests.put(url, json=added, timeout=5)
+    settle(marathon_server)
+
+    requests.put(url, json={"instances": 1, "env": {"A": "3"}}, timeout=5)
+    settle(marathon_server)
+    partial = requests.get(url, timeout=5).json()["app"]
+    requests.put(
+        url,
+        params={"partialUpdate": "false"},
+        json={"container": APP["container"], "instances": 1},
+        timeout=5,
+    )
+    settle(marathon_server)
+    replaced = requests.get(url, timeout=5).json()["app"]
+
+    assert partial["instances"] == 1 and partial["env"] == {"A": "3"}
+    assert partial["constraints"] == [["hostname", "UNIQUE"]]
+    assert partial["healthChecks"] == APP["healthChecks"]
+    assert replaced["constraints"] == [] and replaced["healthChecks"] == []
+    assert replaced["env"] == {} and replaced["container"] == APP["container"]
+    # The list form takes the same parameter.
+    listed = requests.put(
+        f"{marathon_server.url}/v2/apps",
+        json=[{"id": "/shop/dev/api", "constraints": [["hostname", "UNIQUE"]]}],
+        timeout=5,
+    )
+    assert listed.status_code == 200
+    settle(marathon_server)
+    again = requests.get(url, timeout=5).json()["app"]
+    assert again["constraints"] == [["hostname", "UNIQUE"]]
+    assert again["container"] == APP["container"]

@@ -167,6 +167,56 @@ def test_failing_image_fails_and_reapplying_the_last_good_release_heals(
     assert marathon_server.deployments == {}
 
 
+def test_rolling_back_removes_what_the_failed_release_added(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    """Marathon's PUT merges unless `partialUpdate=false`: a rollback must replace the app."""
+    platform = marathon_platform()
+    good = release("r1", app={k: v for k, v in APP_TEMPLATE.items() if k != "healthChecks"})
+    added = dict(
+        APP_TEMPLATE,
+        constraints=[["hostname", "UNIQUE"]],
+        env={"STATIC": "from-template", "EXTRA": "only-in-r2"},
+        fetch=[{"uri": "https://example.com/r2.tgz"}],
+    )
+    bad = release("r2", image=BROKEN_IMAGE, app=added, values={"LOG_LEVEL": "debug"})
+    platform.apply(good)
+    assert platform.wait(good, timeout=10).state == "healthy"
+    platform.apply(bad)
+    assert platform.wait(bad, timeout=0.5).state == "failed"
+
+    platform.apply(good)
+    healed = platform.wait(good, timeout=10)
+
+    assert healed.state == "healthy", healed
+    app = marathon_server.app_json("/shop/dev/api")
+    assert app["labels"][LABEL_RELEASE] == "r1"
+    assert app["healthChecks"] == [] and app["constraints"] == [] and "fetch" not in app
+    assert app["env"] == {"STATIC": "from-template", "LOG_LEVEL": "info"}
+    puts = [r for r in marathon_server.requests if r.method == "PUT" and r.path.startswith("/v2")]
+    assert puts and all("partialUpdate=false" in r.query for r in puts)
+
+
+def test_a_field_added_by_hand_is_drift_that_the_next_apply_removes(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    platform = marathon_platform()
+    r1 = release("r1")
+    platform.apply(r1)
+    assert platform.wait(r1, timeout=10).state == "healthy"
+    url = f"{marathon_server.url}/v2/apps/shop/dev/api"
+    hand = requests.put(url, json={"constraints": [["hostname", "UNIQUE"]]}, timeout=5)
+    assert hand.status_code == 200
+    assert platform.wait(r1, timeout=10).state == "healthy"
+
+    platform.apply(r1)
+    assert platform.wait(r1, timeout=10).state == "healthy"
+
+    app = marathon_server.app_json("/shop/dev/api")
+    assert app["constraints"] == []
+    assert app["env"] == {"STATIC": "from-template", "LOG_LEVEL": "info"}
+
+
 def test_locked_app_gives_a_clear_error_and_force_overrides(
     marathon_server: MarathonDouble, marathon_platform: MarathonFactory
 ) -> None:

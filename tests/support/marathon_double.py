@@ -25,6 +25,10 @@ What it models:
   checks they never leave TASK_STAGING), so their deployment never
   completes, exactly like a real stuck rollout; tasks whose secrets are
   missing from the secret store never start either;
+* `PUT /v2/apps/{id}` and `PUT /v2/apps` as partial updates unless the query
+  says `partialUpdate=false` (apps.raml: "values not defined in the JSON
+  will not change"): top-level fields the body leaves out keep their current
+  value, a field it sets replaces the current one whole;
 * 409 for a change to an app locked by a deployment (unless `?force=true`,
   which cancels the running deployment), 422 `{"message", "details"}` for
   invalid definitions, 404 `{"message"}` for unknown ids;
@@ -291,7 +295,7 @@ class MarathonDouble:
             if method == "POST":
                 return self._create_app(_parse_json(body), headers)
             if method == "PUT":
-                return self._put_apps(_parse_json(body), force, headers)
+                return self._put_apps(_parse_json(body), force, _partial(query), headers)
             raise HttpError(405, {"message": f"{method} is not allowed on /v2/apps"})
         match = re.fullmatch(r"/v2/apps(/.+?)/versions(?:/([^/]+))?/?", path)
         if match and method == "GET":
@@ -316,7 +320,7 @@ class MarathonDouble:
                 tasks = "app.tasks" in embed or "app.failures" in embed
                 return 200, {"app": self._app_view(self._app(app_id), tasks=tasks)}
             if method == "PUT":
-                return self._put_app(app_id, _parse_json(body), force, headers)
+                return self._put_app(app_id, _parse_json(body), force, _partial(query), headers)
             if method == "DELETE":
                 return self._delete_app(app_id, force, headers)
             raise HttpError(405, {"message": f"{method} is not allowed on {path}"})
@@ -375,10 +379,10 @@ class MarathonDouble:
         return 201, self._app_view(self.apps[app_id], tasks=False)
 
     def _put_app(
-        self, path_id: str, data: Any, force: bool, headers: dict[str, str]
+        self, path_id: str, data: Any, force: bool, partial: bool, headers: dict[str, str]
     ) -> tuple[int, Any]:
-        definition = _as_app_object(data)
         app_id = _normalise_id(path_id)
+        definition = self._updated(app_id, _as_app_object(data), partial)
         body_id = definition.get("id")
         if body_id is not None and _normalise_id(str(body_id)) != app_id:
             raise HttpError(
@@ -402,7 +406,9 @@ class MarathonDouble:
             "version": deployment.version,
         }
 
-    def _put_apps(self, data: Any, force: bool, headers: dict[str, str]) -> tuple[int, Any]:
+    def _put_apps(
+        self, data: Any, force: bool, partial: bool, headers: dict[str, str]
+    ) -> tuple[int, Any]:
         if not isinstance(data, list):
             raise HttpError(
                 400,
@@ -415,6 +421,7 @@ class MarathonDouble:
         for index, item in enumerate(data):
             definition = _as_app_object(item)
             app_id = _normalise_id(str(definition.get("id", "")))
+            definition = self._updated(app_id, definition, partial)
             try:
                 _validate(definition, app_id)
             except HttpError as exc:
@@ -427,6 +434,22 @@ class MarathonDouble:
         deployment = self._deploy(items)
         headers["Marathon-Deployment-Id"] = deployment.id
         return 200, {"deploymentId": deployment.id, "version": deployment.version}
+
+    def _updated(self, app_id: str, update: JSON, partial: bool) -> JSON:
+        """What a PUT stores: Marathon's `partialUpdate` (default true) keeps every top-level
+        field the body leaves out; `partialUpdate=false` replaces the whole definition.
+
+        AppsResource.replace parses a partial body as an AppUpdate and copies each
+        field it does not define from the current app (a field it defines, e.g.
+        `env`, replaces the current one as a whole); a complete replacement is
+        parsed as a new app, so absent fields take their defaults.
+        """
+        existing = self.apps.get(app_id)
+        if not partial or existing is None:
+            return update
+        merged = dict(existing.definition)
+        merged.update(update)
+        return merged
 
     def _delete_app(self, path_id: str, force: bool, headers: dict[str, str]) -> tuple[int, Any]:
         app = self._app(path_id)
@@ -760,6 +783,11 @@ def _with_defaults(definition: JSON) -> JSON:
 
 def _without(definition: JSON, key: str) -> JSON:
     return {k: v for k, v in definition.items() if k != key}
+
+
+def _partial(query: dict[str, list[str]]) -> bool:
+    """`partialUpdate` as AppsResource reads it: true unless given as false."""
+    return (query.get("partialUpdate") or ["true"])[0].lower() != "false"
 
 
 def _flag(query: dict[str, list[str]], name: str) -> bool:

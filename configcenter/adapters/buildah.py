@@ -21,9 +21,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from configcenter.adapters.oci_registry import RegistryCredentials
-from configcenter.ports.builder import BuildFailed, BuildRequest, BuildResult, LogSink
+from configcenter.ports.builder import (
+    BuilderContext,
+    BuildFailed,
+    BuildRequest,
+    BuildResult,
+    LogSink,
+)
 
 # Step headers: buildah "STEP 2/3: RUN x", docker classic "Step 2/3 : RUN x",
 # BuildKit plain progress "#7 [2/3] RUN x" (or "#7 [stage 2/3] RUN x").
@@ -276,3 +283,13 @@ class BuildahBuilder:
                 f"buildah push of {request.service} wrote no manifest digest (got {digest!r})"
             )
         return BuildResult(reference=f"{repository}@{digest}", digest=digest)
+
+
+def open_builder(settings: Mapping[str, Any], context: BuilderContext) -> BuildahBuilder:
+    """The registry's factory (`configcenter.core.kinds`) for `builder: {kind: buildah}`."""
+    return BuildahBuilder(
+        storage_driver=settings.get("storage_driver", "vfs"),
+        isolation=settings.get("isolation", "chroot"),
+        insecure_registries=context.registry.insecure_hosts,
+        credentials=context.registry.credentials_by_host,
+    )

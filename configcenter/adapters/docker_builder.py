@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from configcenter.adapters.buildah import (
     BuildSteps,
@@ -22,7 +23,13 @@ from configcenter.adapters.buildah import (
     write_auth_file,
 )
 from configcenter.adapters.oci_registry import RegistryCredentials
-from configcenter.ports.builder import BuildFailed, BuildRequest, BuildResult, LogSink
+from configcenter.ports.builder import (
+    BuilderContext,
+    BuildFailed,
+    BuildRequest,
+    BuildResult,
+    LogSink,
+)
 
 _PUSH_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
@@ -86,3 +93,8 @@ class DockerBuilder:
                 "\n".join(push.tail),
             )
         return BuildResult(reference=f"{repository}@{digest}", digest=digest)
+
+
+def open_builder(settings: Mapping[str, Any], context: BuilderContext) -> DockerBuilder:
+    """The registry's factory (`configcenter.core.kinds`) for `builder: {kind: docker}`."""
+    return DockerBuilder(credentials=context.registry.credentials_by_host)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from configcenter.adapters.local_forge import check_branches, check_note, clean_labels
 from configcenter.ports.forge import (
     ForgeAuthError,
+    ForgeContext,
     ForgeError,
     MergeRequest,
     MergeRequestNotFound,
@@ -278,3 +279,15 @@ class GitLabForge:
                 f"({type(error).__name__}: {self._scrub(str(error))}): "
                 "check forge.url and that GitLab is reachable from here"
             ) from None
+
+
+def open_forge(settings: Mapping[str, Any], context: ForgeContext) -> GitLabForge:
+    """The registry's factory (`configcenter.core.kinds`); the token is resolved now."""
+    token = settings.get("token")
+    if not isinstance(token, dict) or "secret" not in token:
+        raise ForgeError(
+            "forge.token in configcenter.yaml must be a secret reference, never a token in "
+            'Git: write token: {secret: "env:GITLAB_TOKEN"}'
+        )
+    value = context.resolve_secret(str(token["secret"]), "forge.token")
+    return GitLabForge(str(settings.get("url", "")), str(settings.get("project", "")), value)

@@ -18,13 +18,19 @@ import io
 import re
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from configcenter.adapters.buildah import split_target
-from configcenter.ports.builder import BuildFailed, BuildRequest, BuildResult, LogSink
+from configcenter.ports.builder import (
+    BuilderContext,
+    BuildFailed,
+    BuildRequest,
+    BuildResult,
+    LogSink,
+)
 from configcenter.ports.registry import Registry
 
 if TYPE_CHECKING:
@@ -376,3 +382,22 @@ class KanikoBuilder:
             "check that the namespace exists and the build service account may manage "
             "Jobs, ConfigMaps and read pod logs there"
         )
+
+
+def open_builder(settings: Mapping[str, Any], context: BuilderContext) -> KanikoBuilder:
+    """The registry's factory (`configcenter.core.kinds`) for `builder: {kind: kaniko}`."""
+    namespace = settings.get("namespace")
+    if not namespace:
+        raise ValueError(
+            "builder: {kind: kaniko} needs namespace: (where the build Jobs run) in "
+            "configcenter.yaml, and push_secret: naming a kubernetes.io/dockerconfigjson "
+            "Secret there unless the registry takes anonymous pushes"
+        )
+    return KanikoBuilder(
+        namespace=str(namespace),
+        kubeconfig=settings.get("kubeconfig"),
+        kube_context=settings.get("context"),
+        push_secret=settings.get("push_secret"),
+        insecure_registries=context.registry.insecure_hosts,
+        registry=context.open_registry(),
+    )

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from configcenter.adapters.k8s_live import clean_live, main_workload
+from configcenter.adapters.k8s_live import clean_live, main_workload, without_claim_defaults
 from configcenter.adapters.k8s_manifests import (
     APPLIED_KINDS_ANNOTATION,
     DIGEST_ANNOTATION,
@@ -611,6 +611,12 @@ class KubernetesPlatform:
             for service, objects in sorted(by_service.items())
         }
 
+    def desired_objects(self, deployable: Deployable) -> dict[str, Mapping[str, Any]]:
+        """The objects `apply` would send, keyed like `observe()` keys them (object drift)."""
+        kinds = {kind for _, kind in OBSERVED_KINDS}
+        built = build_objects(deployable, self.namespace, None)
+        return {obj.ref: without_claim_defaults(obj.body) for obj in built if obj.kind in kinds}
+
     def delete(self, service: str) -> None:
         """Delete every object of the service in the namespace, of any kind, by label."""
         selector = service_selector(self.target.env, service)
@@ -1027,3 +1033,10 @@ class _Watcher(threading.Thread):
                 with contextlib.suppress(Exception):
                     response.close()
                     response.release_conn()
+
+
+def open_platform(
+    target: PlatformTarget, redactor: Redactor, *, force: bool = False
+) -> KubernetesPlatform:
+    """The registry's factory (`configcenter.core.kinds`); Kubernetes has no `force`."""
+    return KubernetesPlatform(target, target.settings.get("kubeconfig") or None, redactor=redactor)

@@ -18,13 +18,13 @@ import shlex
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from configcenter.ports.forge import ForgeError, MergeRequest, MergeRequestNotFound
+from configcenter.ports.forge import ForgeContext, ForgeError, MergeRequest, MergeRequestNotFound
 
 RECORD_DIR = Path("configcenter") / "merge-requests"
 FORMAT_VERSION = 1
@@ -331,3 +331,8 @@ def clean_labels(labels: Sequence[str]) -> list[str]:
         if label.strip() and label.strip() not in cleaned:
             cleaned.append(label.strip())
     return cleaned
+
+
+def open_forge(settings: Mapping[str, Any], context: ForgeContext) -> LocalForge:
+    """The registry's factory (`configcenter.core.kinds`): requests live in the config repo."""
+    return LocalForge(context.config_root)

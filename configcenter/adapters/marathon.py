@@ -49,6 +49,8 @@ from configcenter.ports.platform import (
 if TYPE_CHECKING:
     import requests
 
+    from configcenter.core.redact import Redactor
+
 log = logging.getLogger(__name__)
 
 APP_FILE = "marathon.json"
@@ -830,3 +832,10 @@ def _contains(actual: Any, wanted: Any) -> bool:
             and all(_contains(a, w) for a, w in zip(actual, wanted, strict=True))
         )
     return bool(actual == wanted)
+
+
+def open_platform(
+    target: PlatformTarget, redactor: Redactor, *, force: bool = False
+) -> MarathonPlatform:
+    """The registry's factory (`configcenter.core.kinds`); secrets it resolves are masked."""
+    return MarathonPlatform(target, force=force, on_secret=redactor.register)

@@ -13,11 +13,11 @@ import base64
 import hashlib
 import re
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from configcenter.ports.registry import (
     RegistryAuthError,
+    RegistryCredentials,
     RegistryError,
     validate_repository,
     validate_tag,
@@ -34,14 +34,6 @@ MANIFEST_MEDIA_TYPES = (
 )
 
 _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-
-
-@dataclass(frozen=True)
-class RegistryCredentials:
-    """Username and password (or token) for one registry; the secret never prints."""
-
-    username: str
-    password: str = field(repr=False)
 
 
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:

@@ -281,3 +281,10 @@ class PostgresRunStore:
             services = self._services(conn, ids)
             logs = self._logs(conn, ids) if with_log else {}
         return [run_from_row(row, services, logs, self._redactor, _to_datetime) for row in rows]
+
+
+def open_store(url: str | None, redactor: Redactor | None) -> PostgresRunStore:
+    """The registry's factory (`configcenter.core.kinds`): libpq's URL form."""
+    if url is None:
+        raise RunStoreError("a PostgreSQL run store needs a URL: postgresql://user@host/dbname")
+    return PostgresRunStore(url, redactor)

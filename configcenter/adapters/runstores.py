@@ -1,4 +1,4 @@
-"""Choosing a run store by URL, and what both run store adapters share.
+"""What both run store adapters share (`configcenter.wiring` chooses one by URL).
 
 SQLite serves one machine (the default); PostgreSQL serves several `serve`
 replicas. Both keep the same tables, created by the same ordered migrations, so
@@ -23,7 +23,6 @@ from urllib.parse import urlsplit, urlunsplit
 from configcenter.ports.runstore import (
     Run,
     RunNotFoundError,
-    RunStore,
     RunStoreError,
     check_kind,
     check_limit,
@@ -373,34 +372,3 @@ def mask_url(url: str) -> str:
     except ValueError:
         port = ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-
-
-def open_run_store(url: str | None = None, redactor: Redactor | None = None) -> RunStore:
-    """Open the run store a URL names; None means the SQLite file in the state dir.
-
-    `sqlite://PATH` (so `sqlite:///var/lib/cc/runs.sqlite3` is absolute; `~` is
-    expanded) or `postgresql://user:password@host:port/dbname` (libpq's URL
-    form; `postgres://` works too). The adapters are imported only when asked for.
-    """
-    if url is None:
-        from configcenter.adapters.sqlite_runs import SqliteRunStore
-
-        return SqliteRunStore(None, redactor)
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme == "sqlite":
-        if not url.startswith("sqlite://") or not url[len("sqlite://") :]:
-            raise RunStoreError(
-                f"run store URL {url!r} has no file path: write sqlite:///path/to/runs.sqlite3"
-            )
-        from configcenter.adapters.sqlite_runs import SqliteRunStore
-
-        return SqliteRunStore(Path(url[len("sqlite://") :]).expanduser(), redactor)
-    if scheme in ("postgresql", "postgres"):
-        from configcenter.adapters.postgres_runs import PostgresRunStore
-
-        return PostgresRunStore(url, redactor)
-    raise RunStoreError(
-        f"unsupported run store URL {mask_url(url)!r}: use sqlite:///path/to/runs.sqlite3 "
-        "or postgresql://user:password@host:5432/dbname (or omit it for the default "
-        f"SQLite file {default_sqlite_path()})"
-    )

@@ -13,11 +13,13 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from configcenter.core.kinds import REGISTRY
+
 #: Schemes this module resolves; other adapters may support more (k8s:).
 SUPPORTED_SCHEMES = ("env", "file")
 #: Every scheme a config repo may use, so a typo is told apart from a
 #: platform-specific reference.
-KNOWN_SCHEMES = ("env", "file", "k8s")
+KNOWN_SCHEMES = REGISTRY.kinds("secret_backend")
 #: A secret file larger than this is almost certainly the wrong file.
 MAX_FILE_BYTES = 1024 * 1024
 

@@ -269,3 +269,17 @@ class SqliteRunStore:
             services = self._services(ids)
             logs = self._logs(ids) if with_log else {}
         return [run_from_row(row, services, logs, self._redactor, _to_datetime) for row in rows]
+
+
+def open_store(url: str | None, redactor: Redactor | None) -> SqliteRunStore:
+    """The registry's factory (`configcenter.core.kinds`): `sqlite://PATH`, None for the default.
+
+    `sqlite:///var/lib/cc/runs.sqlite3` is absolute; `~` is expanded.
+    """
+    if url is None:
+        return SqliteRunStore(None, redactor)
+    if not url.startswith("sqlite://") or not url[len("sqlite://") :]:
+        raise RunStoreError(
+            f"run store URL {url!r} has no file path: write sqlite:///path/to/runs.sqlite3"
+        )
+    return SqliteRunStore(Path(url[len("sqlite://") :]).expanduser(), redactor)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from configcenter.core import kinds
 from configcenter.core.errors import ProblemList
 from configcenter.core.yamldoc import Path, YamlDoc
 
@@ -150,7 +151,7 @@ class SecretOrStr(Spec):
             )
 
 
-SECRET_SCHEMES = ("env", "file", "k8s")
+SECRET_SCHEMES = kinds.REGISTRY.kinds("secret_backend")
 
 
 def check_secret(doc: YamlDoc, value: Mapping[str, Any], path: Path, problems: ProblemList) -> None:
@@ -213,6 +214,37 @@ class Obj(Spec):
 
 
 @dataclass
+class AdapterBlock(Spec):
+    """The settings block of one port's adapter (platform, builder, forge).
+
+    The kinds and the settings they read come from the adapter registry
+    (`configcenter.core.kinds`) when the block is checked, so a kind added there
+    is accepted here without an edit. `common` holds keys every kind shares.
+    """
+
+    port: kinds.Port
+    common: dict[str, Spec] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    name: str = field(default="a mapping")
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        registry = kinds.REGISTRY
+        fields: dict[str, Spec] = {"kind": OneOf(registry.kinds(self.port))}
+        for key, setting in registry.settings(self.port).items():
+            fields[key] = _SETTING_SPECS[setting]
+        fields.update(self.common)
+        Obj(fields, self.required).check(doc, value, path, problems)
+
+
+_SETTING_SPECS: dict[kinds.SettingType, Spec] = {
+    "text": Str(),
+    "flag": Bool(),
+    "secret": SecretOrStr(allow_plain=False),
+    "text_or_secret": SecretOrStr(),
+}
+
+
+@dataclass
 class ValueTree(Spec):
     """Free-form values; any `{secret: ...}` inside must still be a valid reference.
 
@@ -255,45 +287,9 @@ PROJECT = Obj(
             },
             required=("url",),
         ),
-        "builder": Obj(
-            {
-                "kind": OneOf(("buildah", "docker", "kaniko")),
-                "storage_driver": Str(),
-                "isolation": Str(),
-                "namespace": Str(),
-                "push_secret": Str(),
-                "kubeconfig": Str(),
-                "context": Str(),
-                "jobs": Int(minimum=1),
-            }
-        ),
-        "platforms": MapOf(
-            Obj(
-                {
-                    "kind": OneOf(("kubernetes", "marathon")),
-                    "context": Str(),
-                    "kubeconfig": Str(),
-                    "namespace": Str(),
-                    "url": Str(),
-                    "group": Str(),
-                    "secrets_url": Str(),
-                    "secret_store": Str(),
-                    "token": SecretOrStr(allow_plain=False),
-                    "verify": Bool(),
-                },
-                required=("kind",),
-            )
-        ),
-        "forge": Obj(
-            {
-                "kind": OneOf(("gitlab", "local")),
-                "url": Str(),
-                "project": Str(),
-                "token": SecretOrStr(),
-                "webhook_token": SecretOrStr(),
-            },
-            required=("kind",),
-        ),
+        "builder": AdapterBlock("builder", {"jobs": Int(minimum=1)}),
+        "platforms": MapOf(AdapterBlock("platform", required=("kind",))),
+        "forge": AdapterBlock("forge", required=("kind",)),
         "promotion": Obj({"allow_skip": Bool(), "approvals": Int()}),
         "run_store": Obj({"url": Str()}),
         # `configcenter serve`: shared secrets only, never plain text in the repo.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from configcenter.ports.registry import Registry, RegistryCredentials
 
 
 @dataclass(frozen=True)
@@ -36,3 +38,34 @@ LogSink = Callable[[str], None]
 
 class Builder(Protocol):
     def build_and_push(self, request: BuildRequest, log: LogSink) -> BuildResult: ...
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """The project's image registry as builders need it (secrets already resolved)."""
+
+    host: str
+    insecure: bool
+    credentials: RegistryCredentials | None = field(default=None, repr=False)
+
+    @property
+    def insecure_hosts(self) -> frozenset[str]:
+        return frozenset({self.host}) if self.insecure else frozenset()
+
+    @property
+    def credentials_by_host(self) -> dict[str, RegistryCredentials]:
+        return {self.host: self.credentials} if self.credentials else {}
+
+
+@dataclass(frozen=True)
+class BuilderContext:
+    """What every builder may need besides its own settings block."""
+
+    registry: RegistryAccess
+    open_registry: Callable[[], Registry]
+
+
+class BuilderFactory(Protocol):
+    """The one signature of every builder module's `open_builder`."""
+
+    def __call__(self, settings: Mapping[str, Any], context: BuilderContext) -> Builder: ...

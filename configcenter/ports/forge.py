@@ -7,9 +7,10 @@ forge (a recorded request plus the `git merge` line to run).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -73,3 +74,19 @@ class Forge(Protocol):
     def add_note(self, iid: int, body: str) -> None:
         """Comment on merge request `iid` (plan summaries, apply outcomes)."""
         ...
+
+
+@dataclass(frozen=True)
+class ForgeContext:
+    """What every forge may need besides its own settings block."""
+
+    config_root: Path
+    # (secret reference, setting name) -> value, registered for masking; raises
+    # ForgeError naming the setting when the reference cannot be resolved.
+    resolve_secret: Callable[[str, str], str]
+
+
+class ForgeFactory(Protocol):
+    """The one signature of every forge module's `open_forge`."""
+
+    def __call__(self, settings: Mapping[str, Any], context: ForgeContext) -> Forge: ...

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from configcenter.core.redact import Redactor
+
 RolloutState = Literal["progressing", "healthy", "failed"]
 
 
@@ -77,6 +79,8 @@ class PlatformError(Exception):
 
 
 class Platform(Protocol):
+    target: PlatformTarget
+
     def apply(self, deployable: Deployable, *, dry_run: bool = False) -> None:
         """Create or update everything the release needs (idempotent)."""
         ...
@@ -94,3 +98,23 @@ class Platform(Protocol):
     def delete(self, service: str) -> None:
         """Remove a service that left the config."""
         ...
+
+
+class ObjectDriftPlatform(Platform, Protocol):
+    """A platform with the `object_drift` capability (`configcenter.core.kinds`)."""
+
+    def desired_objects(self, deployable: Deployable) -> Mapping[str, Mapping[str, object]]:
+        """The objects `apply` would send, keyed like `ObservedService.objects`."""
+        ...
+
+
+class PlatformFactory(Protocol):
+    """The one signature of every platform module's `open_platform`.
+
+    `force` asks a platform with the `force` capability to cancel a deployment
+    that holds the app; platforms without it ignore the flag.
+    """
+
+    def __call__(
+        self, target: PlatformTarget, redactor: Redactor, *, force: bool = False
+    ) -> Platform: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Protocol
 
 # The OCI distribution spec's grammar for repository names and tags.
@@ -10,6 +11,14 @@ _REPOSITORY_RE = re.compile(
     r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$"
 )
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    """Username and password (or token) for one registry; the secret never prints."""
+
+    username: str
+    password: str = field(repr=False)
 
 
 class RegistryError(Exception):
@@ -44,4 +53,8 @@ class Registry(Protocol):
         registry cannot be reached or answers something unexpected, so a caller
         never mistakes an outage for "not built yet".
         """
+        ...
+
+    def close(self) -> None:
+        """Release connections; the registry is not used afterwards."""
         ...

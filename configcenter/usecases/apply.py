@@ -639,8 +639,7 @@ def _deploy_one(
     repo = ws.deploy_repo
     release = current.release
     assert release is not None
-    options = {"force": True} if force else {}
-    platform = open_platform(config, env, current.platform or "", ws.redactor, **options)
+    platform = open_platform(config, env, current.platform or "", ws.redactor, force=force)
     files = _files_of(repo, env, service, current)
     status = _apply_and_wait(
         platform,

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from configcenter import wiring
 from configcenter.core.errors import ConfigError, Problem
 from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.plan import ResolvedImage, ServicePlan
 from configcenter.core.redact import Redactor
 from configcenter.core.values import SecretRef
+from configcenter.ports.builder import Builder, BuilderContext, RegistryAccess
+from configcenter.ports.registry import Registry, RegistryCredentials, RegistryError
 from configcenter.usecases.build import BuildOutcome, ImageBuildSpec, build_image, build_many
 from configcenter.usecases.workspace import cache_home
 
@@ -55,67 +58,31 @@ def build_spec(config: Config, plan: ServicePlan) -> ImageBuildSpec:
     )
 
 
-def _registry_settings(config: Config, redactor: Redactor) -> tuple[str, bool, Any]:
+def _registry_access(config: Config, redactor: Redactor) -> RegistryAccess:
     """Host, insecure flag and credentials (secrets resolved now, registered for masking)."""
-    from configcenter.adapters.oci_registry import RegistryCredentials
-    from configcenter.adapters.secrets import resolve_secret
-
     registry = config.project.registry
     host = str(registry.get("url", "")).removeprefix("http://").removeprefix("https://")
     credentials = None
     if registry.get("username") and registry.get("password"):
         user = registry["username"]
         if isinstance(user, dict):
-            user = resolve_secret(user["secret"], on_resolved=redactor.register)
-        password = resolve_secret(registry["password"]["secret"], on_resolved=redactor.register)
+            user = wiring.resolve_secret(user["secret"], redactor)
+        password = wiring.resolve_secret(registry["password"]["secret"], redactor)
         credentials = RegistryCredentials(str(user), password)
-    return host.rstrip("/"), bool(registry.get("insecure", False)), credentials
+    return RegistryAccess(host.rstrip("/"), bool(registry.get("insecure", False)), credentials)
 
 
-def open_builder(config: Config, redactor: Redactor) -> Any:
-    settings = config.project.builder
-    kind = settings.get("kind", "buildah")
-    host, insecure, credentials = _registry_settings(config, redactor)
-    creds = {host: credentials} if credentials else {}
-    if kind == "buildah":
-        from configcenter.adapters.buildah import BuildahBuilder
-
-        return BuildahBuilder(
-            storage_driver=settings.get("storage_driver", "vfs"),
-            isolation=settings.get("isolation", "chroot"),
-            insecure_registries=frozenset({host}) if insecure else frozenset(),
-            credentials=creds,
-        )
-    if kind == "docker":
-        from configcenter.adapters.docker_builder import DockerBuilder
-
-        return DockerBuilder(credentials=creds)
-    if kind == "kaniko":
-        from configcenter.adapters.kaniko import KanikoBuilder
-
-        namespace = settings.get("namespace")
-        if not namespace:
-            raise ValueError(
-                "builder: {kind: kaniko} needs namespace: (where the build Jobs run) in "
-                "configcenter.yaml, and push_secret: naming a kubernetes.io/dockerconfigjson "
-                "Secret there unless the registry takes anonymous pushes"
-            )
-        return KanikoBuilder(
-            namespace=str(namespace),
-            kubeconfig=settings.get("kubeconfig"),
-            kube_context=settings.get("context"),
-            push_secret=settings.get("push_secret"),
-            insecure_registries=frozenset({host}) if insecure else frozenset(),
-            registry=open_registry(config, redactor),
-        )
-    raise ValueError(f"unknown builder kind '{kind}': use buildah, docker or kaniko")
+def open_builder(config: Config, redactor: Redactor) -> Builder:
+    """The builder configcenter.yaml names (`builder.kind`, buildah by default)."""
+    context = BuilderContext(
+        _registry_access(config, redactor), lambda: open_registry(config, redactor)
+    )
+    return wiring.open_builder(config.project.builder, context)
 
 
-def open_registry(config: Config, redactor: Redactor) -> Any:
-    from configcenter.adapters.oci_registry import OciRegistry
-
-    host, insecure, credentials = _registry_settings(config, redactor)
-    return OciRegistry(host, insecure=insecure, credentials=credentials)
+def open_registry(config: Config, redactor: Redactor) -> Registry:
+    access = _registry_access(config, redactor)
+    return wiring.open_registry(access)
 
 
 def build_images(
@@ -232,7 +199,7 @@ def resolve_given_images(
     redactor: Redactor,
     *,
     only: Collection[str] | None = None,
-    registry: Any = None,
+    registry: Registry | None = None,
     jobs: int = RESOLVE_JOBS,
 ) -> dict[str, ResolvedImage]:
     """Pin every image.ref on our registry to the digest its tag names right now.
@@ -304,9 +271,8 @@ def resolve_given_images(
     return resolved
 
 
-def _lookup(registry: Any, repository: str, tag: str) -> tuple[str | None, str | None]:
+def _lookup(registry: Registry, repository: str, tag: str) -> tuple[str | None, str | None]:
     """(digest or None when absent, error text); errors are kept apart from absence."""
-    from configcenter.ports.registry import RegistryError
 
     try:
         digest = registry.manifest_digest(repository, tag)

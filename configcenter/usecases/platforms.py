@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from configcenter import wiring
+from configcenter.core import kinds
 from configcenter.core.model import Config
 from configcenter.core.redact import Redactor
 from configcenter.core.render import render_setting_map
@@ -29,20 +30,19 @@ def platform_target(config: Config, env: str, name: str) -> PlatformTarget:
 
 
 def open_platform(
-    config: Config, env: str, name: str, redactor: Redactor, **options: Any
+    config: Config, env: str, name: str, redactor: Redactor, *, force: bool = False
 ) -> Platform:
+    """The adapter for platform `name`, opened through the registry by its kind."""
     target = platform_target(config, env, name)
-    if target.kind == "kubernetes":
-        from configcenter.adapters.kubernetes import KubernetesPlatform
+    if kinds.REGISTRY.find("platform", target.kind) is None:
+        raise NoPlatform(f"platform '{name}' has unknown kind '{target.kind}'")
+    return wiring.open_platform(target, redactor, force=force)
 
-        return KubernetesPlatform(
-            target, target.settings.get("kubeconfig") or None, redactor=redactor
-        )
-    if target.kind == "marathon":
-        from configcenter.adapters.marathon import MarathonPlatform
 
-        return MarathonPlatform(target, on_secret=redactor.register, **options)
-    raise NoPlatform(f"platform '{name}' has unknown kind '{target.kind}'")
+def supports(config: Config, name: str, capability: str) -> bool:
+    """Whether platform `name`'s kind has `capability` (see `configcenter.core.kinds`)."""
+    spec = config.project.platforms.get(name)
+    return spec is not None and kinds.REGISTRY.supports("platform", spec.kind, capability)
 
 
 def deployable(

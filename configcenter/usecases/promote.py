@@ -41,12 +41,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from configcenter import wiring
 from configcenter.core.errors import ConfigError
+from configcenter.core.kinds import LOCAL_BRANCHES
 from configcenter.core.model import HEAD, Config, ImageSpec
 from configcenter.core.plan import Plan, ServicePlan, ValueChange
 from configcenter.core.state import Release, ServiceState
 from configcenter.ports.deploy_repo import compose_message
-from configcenter.ports.forge import Forge, ForgeError, MergeRequest
+from configcenter.ports.forge import Forge, ForgeContext, ForgeError, MergeRequest
 from configcenter.usecases.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -541,7 +543,7 @@ def promote(
             return result
         forge = forge or open_forge(ws)
         if result.commit is not None:
-            _push(git, refs, branch, new_head, result.rebuilt, result.forge_kind == "local")
+            _push(git, refs, branch, new_head, result.rebuilt, _local_branches(result))
     existing = _forge(lambda: forge.find_open(branch, refs.default))
     if existing is None:
         mr = _forge(
@@ -705,29 +707,17 @@ def _forge(call: Any) -> Any:
 def open_forge(ws: Workspace) -> Forge:
     """The forge configcenter.yaml names; a GitLab token is resolved now and masked everywhere."""
     settings = ws.config.project.forge or {"kind": "local"}
-    kind = settings.get("kind", "local")
-    if kind == "local":
-        from configcenter.adapters.local_forge import LocalForge
-
-        return LocalForge(ws.root)
-    from configcenter.adapters.gitlab_forge import GitLabForge
-
-    token = settings.get("token")
-    if not isinstance(token, dict) or "secret" not in token:
-        raise PromotionError(
-            "forge.token in configcenter.yaml must be a secret reference, never a token in "
-            'Git: write token: {secret: "env:GITLAB_TOKEN"}'
-        )
-    value = _resolve(ws, str(token["secret"]), "forge.token")
-    return GitLabForge(str(settings.get("url", "")), str(settings.get("project", "")), value)
+    context = ForgeContext(ws.root, lambda ref, what: _resolve(ws, ref, what))
+    try:
+        return wiring.open_forge(settings, context)
+    except ForgeError as error:
+        raise PromotionError(str(error)) from None
 
 
 def _resolve(ws: Workspace, ref: str, what: str) -> str:
-    from configcenter.adapters.secrets import SecretError, resolve_secret
-
     try:
-        return resolve_secret(ref, on_resolved=ws.redactor.register)
-    except SecretError as error:
+        return wiring.resolve_secret(ref, ws.redactor)
+    except wiring.SecretError as error:
         raise PromotionError(f"{what}: {error}") from None
 
 
@@ -771,12 +761,17 @@ def _nothing_message(source: str, target: str, skipped: Sequence[Skipped], candi
     return text
 
 
+def _local_branches(result: PromotionResult) -> bool:
+    """The forge keeps merge requests as branches of the config repo checkout."""
+    return wiring.supports("forge", result.forge_kind, LOCAL_BRANCHES)
+
+
 def _done_message(
     result: PromotionResult, mr: MergeRequest, root: Path, pushed_to_origin: bool
 ) -> str:
     verb = {"opened": "Opened", "updated": "Updated", "unchanged": "Unchanged:"}[result.status]
     draft = " (draft: see the missing ENV keys)" if result.draft else ""
-    if result.forge_kind == "local":
+    if _local_branches(result):
         text = (
             f"{verb} local merge request !{mr.iid} for {result.branch} -> {result.target_branch}"
             f"{draft}. To merge it: {mr.web_url}"

@@ -15,10 +15,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+from configcenter.core import kinds
 from configcenter.core.state import EnvState, ServiceState
-from configcenter.ports.platform import Deployable, ObservedService, Platform
+from configcenter.ports.platform import Deployable, ObjectDriftPlatform, ObservedService, Platform
 from configcenter.usecases.apply import (
     Reporter,
     ServiceResult,
@@ -316,17 +317,14 @@ def _text(value: object) -> str | None:
 def _desired_objects(
     platform: Platform, desired: Deployable
 ) -> dict[str, Mapping[str, Any]] | None:
-    """The objects the platform would apply, keyed like `observe()` keys them (Kubernetes only)."""
-    from configcenter.adapters.kubernetes import OBSERVED_KINDS, KubernetesPlatform
+    """The objects the platform would apply, keyed like `observe()` keys them.
 
-    if not isinstance(platform, KubernetesPlatform):
+    Only platforms with the object-drift capability (see `configcenter.core.kinds`)
+    can say; for the others drift is the summary fields alone.
+    """
+    if not kinds.REGISTRY.supports("platform", platform.target.kind, kinds.OBJECT_DRIFT):
         return None
-    from configcenter.adapters.k8s_live import without_claim_defaults
-    from configcenter.adapters.k8s_manifests import build_objects
-
-    kinds = {kind for _, kind in OBSERVED_KINDS}
-    built = build_objects(desired, platform.namespace, None)
-    return {obj.ref: without_claim_defaults(obj.body) for obj in built if obj.kind in kinds}
+    return dict(cast(ObjectDriftPlatform, platform).desired_objects(desired))
 
 
 def _desired_summary(

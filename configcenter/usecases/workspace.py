@@ -103,7 +103,7 @@ class Workspace:
 
     @cached_property
     def run_store(self) -> RunStore:
-        from configcenter.adapters.runstores import open_run_store
+        from configcenter.wiring import open_run_store
 
         return open_run_store(
             self.run_store_url or self.config.project.run_store_url, self.redactor

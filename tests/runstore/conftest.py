@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from configcenter.adapters.runstores import open_run_store
 from configcenter.core.redact import Redactor
 from configcenter.ports.runstore import RunStore
+from configcenter.wiring import open_run_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from configcenter.adapters.postgres_runs import PostgresRunStore
-from configcenter.adapters.runstores import MIGRATIONS, Migration, open_run_store
+from configcenter.adapters.runstores import MIGRATIONS, Migration
 from configcenter.adapters.sqlite_runs import SqliteRunStore
 from configcenter.core.redact import Redactor
 from configcenter.ports.runstore import (
@@ -20,6 +20,7 @@ from configcenter.ports.runstore import (
     RunStoreError,
     new_run_id,
 )
+from configcenter.wiring import open_run_store
 from tests.runstore import workers
 from tests.runstore.helpers import open_with_migrations, raw_contents
 

@@ -11,14 +11,11 @@ import psycopg
 import pytest
 
 from configcenter.adapters.postgres_runs import PostgresRunStore
-from configcenter.adapters.runstores import (
-    default_sqlite_path,
-    mask_url,
-    open_run_store,
-)
+from configcenter.adapters.runstores import default_sqlite_path, mask_url
 from configcenter.adapters.sqlite_runs import SqliteRunStore
 from configcenter.core.redact import Redactor
 from configcenter.ports.runstore import RunStoreError
+from configcenter.wiring import open_run_store
 from tests.support.postgres_fixtures import PostgresServer, free_port
 
 # -- choosing by URL ---------------------------------------------------------------

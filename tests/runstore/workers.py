@@ -5,7 +5,7 @@ from __future__ import annotations
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 
-from configcenter.adapters.runstores import open_run_store
+from configcenter.wiring import open_run_store
 
 
 def append_and_start(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from configcenter.adapters.runstores import open_run_store
+from configcenter.wiring import open_run_store
 from tests.serve.conftest import Served
 from tests.support.serve_fixtures import ServeProcess, http, poll
 

@@ -1,0 +1,126 @@
+"""Opening adapters by kind: the edge where the adapter registry meets the code.
+
+Use cases and `serve` never import an adapter module; they call the openers
+here, which look the kind up in `configcenter.core.kinds.REGISTRY` and import
+the module the entry names. Every adapter of a port is opened through that
+port's one factory signature:
+
+    platform   open_platform(target, redactor, *, force=False)   ports.platform.PlatformFactory
+    builder    open_builder(settings, context)                    ports.builder.BuilderFactory
+    forge      open_forge(settings, context)                      ports.forge.ForgeFactory
+    run store  open_store(url, redactor)                          RunStoreFactory below
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+from configcenter.adapters.secrets import SecretError
+from configcenter.core import kinds
+from configcenter.core.redact import Redactor
+from configcenter.ports.builder import Builder, BuilderContext, BuilderFactory, RegistryAccess
+from configcenter.ports.forge import Forge, ForgeContext, ForgeFactory
+from configcenter.ports.platform import Platform, PlatformFactory, PlatformTarget
+from configcenter.ports.registry import Registry
+from configcenter.ports.runstore import RunStore, RunStoreError
+
+
+class UnknownKind(ValueError):
+    """configcenter.yaml names a kind no adapter is registered for."""
+
+
+RunStoreFactory = Callable[[str | None, Redactor | None], RunStore]
+
+
+def entry(port: kinds.Port, kind: str) -> kinds.AdapterKind:
+    found = kinds.REGISTRY.find(port, kind)
+    if found is None or not found.factory:
+        known = [k for k in kinds.REGISTRY.kinds(port) if _opens(port, k)]
+        choices = " or ".join([", ".join(known[:-1]), known[-1]] if len(known) > 1 else known)
+        raise UnknownKind(f"unknown {port.replace('_', ' ')} kind '{kind}': use {choices}")
+    return found
+
+
+def _opens(port: kinds.Port, kind: str) -> bool:
+    found = kinds.REGISTRY.find(port, kind)
+    return found is not None and bool(found.factory)
+
+
+def factory(port: kinds.Port, kind: str) -> Callable[..., Any]:
+    """The callable the registry entry names (its module is imported now, not before)."""
+    found = entry(port, kind)
+    module = importlib.import_module(found.module)
+    return cast(Callable[..., Any], getattr(module, found.factory))
+
+
+def supports(port: kinds.Port, kind: str, capability: str) -> bool:
+    return kinds.REGISTRY.supports(port, kind, capability)
+
+
+def open_platform(target: PlatformTarget, redactor: Redactor, *, force: bool = False) -> Platform:
+    opener = cast(PlatformFactory, factory("platform", target.kind))
+    return opener(target, redactor, force=force)
+
+
+def open_builder(settings: Mapping[str, Any], context: BuilderContext) -> Builder:
+    opener = cast(BuilderFactory, factory("builder", str(settings.get("kind", "buildah"))))
+    return opener(settings, context)
+
+
+def open_forge(settings: Mapping[str, Any], context: ForgeContext) -> Forge:
+    opener = cast(ForgeFactory, factory("forge", str(settings.get("kind", "local"))))
+    return opener(settings, context)
+
+
+def open_run_store(url: str | None = None, redactor: Redactor | None = None) -> RunStore:
+    """Open the run store a URL names; None means the SQLite file in the state dir.
+
+    `sqlite://PATH` (so `sqlite:///var/lib/cc/runs.sqlite3` is absolute; `~` is
+    expanded) or `postgresql://user:password@host:port/dbname` (libpq's URL
+    form; `postgres://` works too). The adapters are imported only when asked for.
+    """
+    scheme = "sqlite" if url is None else (url.split(":", 1)[0].lower() if ":" in url else "")
+    if not _opens("run_store", scheme):
+        from configcenter.adapters.runstores import default_sqlite_path, mask_url
+
+        raise RunStoreError(
+            f"unsupported run store URL {mask_url(str(url))!r}: use "
+            "sqlite:///path/to/runs.sqlite3 or postgresql://user:password@host:5432/dbname "
+            f"(or omit it for the default SQLite file {default_sqlite_path()})"
+        )
+    opener = cast(RunStoreFactory, factory("run_store", scheme))
+    return opener(url, redactor)
+
+
+def open_registry(access: RegistryAccess) -> Registry:
+    """The project's image registry (one adapter: the OCI distribution API)."""
+    from configcenter.adapters.oci_registry import OciRegistry
+
+    return OciRegistry(access.host, insecure=access.insecure, credentials=access.credentials)
+
+
+def resolve_secret(ref: str, redactor: Redactor) -> str:
+    """The value an `env:` or `file:` reference points at, registered for masking first.
+
+    Raises `SecretError` (naming the reference, never a value) when it cannot be read.
+    """
+    from configcenter.adapters.secrets import resolve_secret as resolve
+
+    return resolve(ref, on_resolved=redactor.register)
+
+
+__all__ = [
+    "SecretError",
+    "UnknownKind",
+    "entry",
+    "factory",
+    "open_builder",
+    "open_forge",
+    "open_platform",
+    "open_registry",
+    "open_run_store",
+    "resolve_secret",
+    "supports",
+]

@@ -1,7 +1,9 @@
 """Builder adapter: `buildah build` + `buildah push`, daemonless and rootless-capable.
 
 `--timestamp 0` makes identical inputs give identical image digests, `--layers`
-keeps a warm cache between builds, and push writes the pushed manifest's
+keeps a warm cache between builds, `--cache-from`/`--cache-to` share those layers
+through a cache repository on the registry (so a fresh CI machine starts warm),
+and push writes the pushed manifest's
 digest to a file (`--digestfile`), so nothing has to be parsed from output.
 Registry credentials go through a private auth file, never the command line.
 """
@@ -238,7 +240,12 @@ class BuildahBuilder:
             cmd += ["--isolation", self.isolation]
         if self.timestamp is not None:
             cmd += ["--timestamp", str(self.timestamp)]
-        cmd.append("--layers" if self.layers else "--layers=false")
+        if self.layers and request.cache:
+            cmd.append("--layers")
+            if request.cache_repo:
+                cmd += ["--cache-from", request.cache_repo, "--cache-to", request.cache_repo]
+        else:
+            cmd += ["--layers=false", "--no-cache"]
         if host in self.insecure_registries or self._any_insecure(request.dockerfile):
             cmd.append("--tls-verify=false")
         if authfile:

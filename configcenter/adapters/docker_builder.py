@@ -6,6 +6,8 @@ metadata reproducible. The digest is read from `docker push`'s output (the
 daemon prints `<tag>: digest: sha256:... size: N`). Insecure registries are a
 daemon setting (`insecure-registries` in daemon.json), not a flag here.
 Credentials go into a private `--config` directory, never onto the command line.
+The layer cache is the daemon's own (local to that daemon); `build: {cache: false}`
+adds `--no-cache`.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class DockerBuilder:
             cmd += ["--config", str(config_dir)]
         # --progress=plain gives one line per step event, like buildah's STEP lines.
         cmd += ["build", "--progress=plain"] if self.buildkit else ["build"]
+        if not request.cache:
+            cmd.append("--no-cache")
         for key in sorted(request.build_args):
             cmd += ["--build-arg", f"{key}={request.build_args[key]}"]
         cmd += ["-f", str(dockerfile), "-t", request.target, str(request.context_dir)]

@@ -103,7 +103,7 @@ class KanikoBuilder:
     image: str = DEFAULT_IMAGE
     push_secret: str | None = None  # a kubernetes.io/dockerconfigjson Secret for the registry
     insecure_registries: frozenset[str] = frozenset()
-    cache_repo: str | None = None  # e.g. "registry/cache": Kaniko's remote layer cache
+    cache_repo: str | None = None  # overrides the request's cache repository
     service_account: str | None = None
     timeout: float = 3600.0
     ttl_seconds_after_finished: int = 3600
@@ -129,8 +129,13 @@ class KanikoBuilder:
             args += [f"--insecure-registry={host}", f"--skip-tls-verify-registry={host}"]
         for registry in sorted(self.insecure_registries - {host}):
             args += [f"--insecure-registry={registry}", f"--skip-tls-verify-registry={registry}"]
-        if self.cache_repo:
-            args += ["--cache=true", f"--cache-repo={self.cache_repo}"]
+        cache_repo = self.cache_repo or request.cache_repo
+        if request.cache and cache_repo:
+            args += ["--cache=true", f"--cache-repo={cache_repo}"]
+        elif request.cache:
+            args.append("--cache=true")  # Kaniko's default repository: <destination>/cache
+        else:
+            args.append("--cache=false")
         return args
 
     def config_map_manifest(self, request: BuildRequest, name: str) -> dict[str, Any]:

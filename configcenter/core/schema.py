@@ -312,7 +312,9 @@ TEMPLATE = Obj(
     {
         "outputs": ListOf(Str()),
         "env": ListOf(Str()),
-        "build": Obj({"dockerfile": Str(), "args": ListOf(Str()), "context": Str()}),
+        "build": Obj(
+            {"dockerfile": Str(), "args": ListOf(Str()), "context": Str(), "cache": Bool()}
+        ),
         "depends_on": ListOf(Str()),
         "description": Str(),
     },

@@ -17,6 +17,12 @@ class BuildRequest:
     dockerfile: str  # rendered Dockerfile text
     build_args: Mapping[str, str]
     target: str  # where to push, "registry/repo:tag"
+    # Layer cache: on unless the template says `build: {cache: false}`. `cache_repo`
+    # ("registry/repo", no tag) is where layers are shared between builders; None: the
+    # builder's own local cache only. Cache keys come from the Dockerfile steps, the
+    # context and the build args, which are plain values (secrets are refused as args).
+    cache: bool = True
+    cache_repo: str | None = None
 
 
 @dataclass(frozen=True)

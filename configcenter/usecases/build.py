@@ -44,6 +44,11 @@ class ImageBuildSpec:
     context_dir: str = "."  # build context inside the source repository
     # Extra files laid over the context (e.g. rendered config the Dockerfile COPYs).
     context_files: Mapping[str, bytes] = field(default_factory=dict)
+    # Layer cache (`build: {cache: false}` turns it off); `cache_repository` is a
+    # repository on `registry_host` where layers are shared ("" : local cache only).
+    # Not an input of the image: the cache changes how fast it builds, not what.
+    cache: bool = True
+    cache_repository: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ def validate_spec(spec: ImageBuildSpec) -> None:
             "e.g. 127.0.0.1:5000"
         )
     validate_repository(spec.repository)
+    if spec.cache_repository:
+        validate_repository(spec.cache_repository)
     for key, value in spec.build_args.items():
         if not _ARG_RE.match(key):
             raise ValueError(
@@ -184,6 +191,12 @@ def build_image(
                 dockerfile=spec.dockerfile,
                 build_args=dict(spec.build_args),
                 target=f"{image}:{tag}",
+                cache=spec.cache,
+                cache_repo=(
+                    f"{spec.registry_host}/{spec.cache_repository}"
+                    if spec.cache and spec.cache_repository
+                    else None
+                ),
             ),
             log,
         )

@@ -19,6 +19,10 @@ from configcenter.ports.registry import Registry, RegistryCredentials, RegistryE
 from configcenter.usecases.build import BuildOutcome, ImageBuildSpec, build_image, build_many
 from configcenter.usecases.workspace import cache_home
 
+#: The project's layer cache on its registry, shared by its services: three path
+#: components, so no service's own repository (`<project>/<service>`) can be named so.
+CACHE_REPOSITORY = "build-cache/layers"
+
 
 def needs_build(plan: ServicePlan) -> bool:
     return (
@@ -55,6 +59,8 @@ def build_spec(config: Config, plan: ServicePlan) -> ImageBuildSpec:
         repository=f"{config.project.name}/{service.name}",
         insecure=bool(registry.get("insecure", False)),
         context_dir=service.image.context,
+        cache=build.get("cache", True) is not False,
+        cache_repository=f"{config.project.name}/{CACHE_REPOSITORY}",
     )
 
 

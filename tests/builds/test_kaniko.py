@@ -78,6 +78,7 @@ def test_job_manifest(context: Path) -> None:
         "--build-arg=VERSION=3",
         "--insecure-registry=127.0.0.1:5000",
         "--skip-tls-verify-registry=127.0.0.1:5000",
+        "--cache=true",  # no cache repository in the request: Kaniko's <destination>/cache
     ]
     assert {v["name"]: v for v in pod["volumes"]} == {
         "build-input": {"name": "build-input", "configMap": {"name": name}},

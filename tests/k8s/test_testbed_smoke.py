@@ -3,7 +3,7 @@
 They pin down the behaviour other tests rely on: the real controller-manager
 rolls Deployments out, reports ``ProgressDeadlineExceeded`` for a template
 whose pods never become ready (the bed's never-ready convention), recovers on
-rollback, and Jobs complete.
+rollback, Jobs complete, and Jobs whose image is marked fails-job fail.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import pytest
 from kubernetes import client
 
 from tests.support.k8s_fixtures import (
+    FAILS_JOB_IMAGE_MARK,
+    FAILS_JOB_LOG_ANNOTATION,
     NEVER_READY_IMAGE_MARK,
     NEVER_READY_LABEL,
     K8sNamespace,
@@ -145,6 +147,56 @@ def test_job_pods_complete(k8s_namespace: K8sNamespace) -> None:
         (pod,) = core.list_namespaced_pod(ns, label_selector="job-name=build").items
         assert pod.status.phase == "Succeeded"
         assert pod.status.container_statuses[0].state.terminated.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("annotations", "message"),
+    [
+        ({}, f"test bed: image 127.0.0.1:5000/shop/migrate:{FAILS_JOB_IMAGE_MARK} is marked"),
+        ({FAILS_JOB_LOG_ANNOTATION: "ERROR: relation users exists"}, "ERROR: relation users"),
+    ],
+    ids=["default-message", "annotated-log"],
+)
+def test_jobs_marked_fails_job_fail(
+    k8s_namespace: K8sNamespace, annotations: dict[str, str], message: str
+) -> None:
+    ns = k8s_namespace.name
+
+    def job(name: str, image: str) -> client.V1Job:
+        return client.V1Job(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1JobSpec(
+                backoff_limit=0,
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(annotations=annotations),
+                    spec=client.V1PodSpec(
+                        restart_policy="Never",
+                        containers=[client.V1Container(name="migrate", image=image)],
+                    ),
+                ),
+            ),
+        )
+
+    with k8s_namespace.api_client() as api:
+        batch = client.BatchV1Api(api)
+        core = client.CoreV1Api(api)
+        batch.create_namespaced_job(ns, job("good", "127.0.0.1:5000/shop/migrate:1.0"))
+        batch.create_namespaced_job(
+            ns, job("bad", f"127.0.0.1:5000/shop/migrate:{FAILS_JOB_IMAGE_MARK}")
+        )
+
+        def condition(name: str, kind: str) -> bool:
+            j = batch.read_namespaced_job_status(name, ns)
+            return {c.type: c.status for c in j.status.conditions or []}.get(kind) == "True"
+
+        wait_until(lambda: condition("bad", "Failed"), TIMEOUT, "the marked Job to fail")
+        wait_until(lambda: condition("good", "Complete"), TIMEOUT, "the plain Job to complete")
+        assert not condition("bad", "Complete") and not condition("good", "Failed")
+        (pod,) = core.list_namespaced_pod(ns, label_selector="job-name=bad").items
+        assert pod.status.phase == "Failed"
+        terminated = pod.status.container_statuses[0].state.terminated
+        assert (terminated.exit_code, terminated.reason) == (1, "Error")
+        assert terminated.message.startswith(message)
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,12 @@ Pod behaviour (KWOK stages in ``scripts/k8s-testbed.d/kwok/stages.yaml``):
   controller-manager once its ``progressDeadlineSeconds`` pass.
 * A Running pod owned by a Job completes (``Succeeded``, exit code 0), so Jobs
   (e.g. a Kaniko build) complete.
+* **Fails-job convention**: a Running pod owned by a Job whose container or
+  init-container images contain ``fails-job`` fails instead (``Failed``, the
+  marked containers terminated with exit code 1, reason ``Error``, and a
+  termination message: the pod annotation ``testbed.configcenter.io/log`` when
+  set, else a line naming the image), so a Job with ``backoffLimit: 0`` gets
+  ``Failed=True`` from the real Job controller.
 * A pod being deleted is removed at once.
 
 The ServiceAccount admission plugin is disabled so ReplicaSets can create pods
@@ -76,6 +82,8 @@ STAGES_FILE = GO_MODULES_DIR / "kwok" / "stages.yaml"
 
 NEVER_READY_LABEL = "testbed.configcenter.io/never-ready"
 NEVER_READY_IMAGE_MARK = "never-ready"
+FAILS_JOB_IMAGE_MARK = "fails-job"
+FAILS_JOB_LOG_ANNOTATION = "testbed.configcenter.io/log"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 FAKE_NODE_LABEL = "testbed.configcenter.io/fake-node"
 

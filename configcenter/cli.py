@@ -3,23 +3,120 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from configcenter.core.errors import ConfigError
+from configcenter.core.errors import ConfigError, Problem, Source
 from configcenter.usecases.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_ROLLED_BACK = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_ROLLED_BACK, EXIT_USAGE = 0, 1, 2, 3, 64
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0   success
+  1   error: bad input, a failed step (nothing was changed when the input was bad)
+  2   plan/reconcile --exit-code: there are changes (or drift); used for nothing else
+  3   a rollout or verification failed and was rolled back
+  64  usage error: unknown option, missing argument, bad option value
+
+\b
+Environment variables (the global options, for CI):
+  CONFIGCENTER_CONFIG_REPO  -C      CONFIGCENTER_DEPLOY_REPO  --deploy-repo
+  CONFIGCENTER_RUN_STORE    --run-store   CONFIGCENTER_STRICT=1  --strict
+
+The config repo is found upward from the current directory (like git) unless -C is given.
+Global options may also be given after the command name."""
+
+# Global options that take a value, and flags; hoisted when given after the command name.
+GLOBAL_VALUE_OPTIONS = ("-C", "--deploy-repo", "--run-store")
+GLOBAL_FLAGS = ("--strict",)
 
 
 class UserError(click.ClickException):
     """An error the user can fix; printed without a traceback, exit 1."""
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("configcenter")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def problem_json(p: Problem) -> dict[str, Any]:
+    return {
+        "file": p.source.file or None,
+        "line": p.source.line or None,
+        "message": p.message,
+        "hint": p.hint,
+        "severity": p.severity,
+    }
+
+
+def emit(data: dict[str, Any], ok: bool = True) -> None:
+    """One JSON object on stdout: `ok` and `version` first, then the command's data."""
+    from configcenter.output import print_json
+
+    print_json({"ok": ok, "version": version(), **data})
+
+
+def wants_json() -> bool:
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.params.get("as_json"):
+            return True
+        ctx = ctx.parent
+    return False
+
+
+def fail(
+    problems: Sequence[Problem], code: int = EXIT_ERROR, as_json: bool | None = None
+) -> NoReturn:
+    """Report problems (JSON on stdout with --json, text on stderr otherwise) and exit."""
+    if as_json if as_json is not None else wants_json():
+        ctx = click.get_current_context(silent=True)
+        command = ctx.command_path.split(" ", 1)[1] if ctx and " " in ctx.command_path else None
+        emit(
+            {
+                "command": command,
+                "exit_code": code,
+                "problems": [problem_json(p) for p in problems],
+            },
+            ok=False,
+        )
+    else:
+        from configcenter.output import err, print_problems
+
+        print_problems(problems)
+        errors = sum(1 for p in problems if p.severity == "error")
+        err.print(f"{errors or len(problems)} problem(s); nothing was changed.")
+    sys.exit(code)
+
+
+def _strict(problems: Sequence[Problem]) -> list[Problem]:
+    """Under --strict the warnings that stopped the command are errors: say so, and why."""
+    from dataclasses import replace
+
+    return [
+        replace(
+            p,
+            severity="error",
+            hint=(p.hint + "; " if p.hint else "") + "--strict turns warnings into errors",
+        )
+        if p.severity == "warning"
+        else p
+        for p in problems
+    ]
 
 
 def handle_errors(fn: F) -> F:
@@ -28,18 +125,16 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            from configcenter.output import err, print_problems
-
-            print_problems(exc.problems)
-            errors = sum(1 for p in exc.problems if p.severity == "error")
-            err.print(f"{errors or len(exc.problems)} problem(s); nothing was changed.")
-            sys.exit(EXIT_ERROR)
+            fail(_strict(exc.problems))
         except (click.ClickException, click.exceptions.Exit, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
             known = _known_errors()
             if isinstance(exc, known):
-                raise UserError(str(exc)) from None
+                message = str(exc)
+                if wants_json():
+                    fail([Problem(Source(""), message, getattr(exc, "hint", ""))])
+                raise UserError(message) from None
             raise
 
     return wrapper  # type: ignore[return-value]
@@ -47,59 +142,244 @@ def handle_errors(fn: F) -> F:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Errors that explain themselves: printed as one message, no traceback."""
+    from configcenter.ports.builder import BuildFailed
     from configcenter.ports.deploy_repo import DeployRepoError
     from configcenter.ports.platform import PlatformError
     from configcenter.ports.runstore import RunStoreError
     from configcenter.usecases.apply import ApplyError
+    from configcenter.usecases.build import BuildsFailed
+    from configcenter.usecases.release_template import TagPushError
 
-    errors: list[type[BaseException]] = [
+    return (
         ValueError,
         FileNotFoundError,
         DeployRepoError,
         PlatformError,
         RunStoreError,
         ApplyError,
-    ]
-    from configcenter.ports.builder import BuildFailed
-    from configcenter.usecases.build import BuildsFailed
-
-    errors += [BuildFailed, BuildsFailed]
-    return tuple(errors)
+        BuildFailed,
+        BuildsFailed,
+        TagPushError,
+    )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def find_config_repo(start: Path) -> Path | None:
+    """The nearest directory at or above `start` holding configcenter.yaml (like git)."""
+    start = start.resolve()
+    for candidate in (start, *start.parents):
+        if (candidate / "configcenter.yaml").is_file():
+            return candidate
+    return None
+
+
+def hoist_global_options(group: click.Group, args: list[str]) -> list[str]:
+    """Move global options written after the command name in front of it.
+
+    `configcenter plan dev --strict` means `configcenter --strict plan dev`. An option the
+    command defines itself (serve --run-store) stays with the command; `--` ends the scan.
+    """
+    front: list[str] = []
+    index = 0
+    while index < len(args):  # skip the group's own options up to the command name
+        token = args[index]
+        if token in GLOBAL_VALUE_OPTIONS:
+            front += args[index : index + 2]
+            index += 2
+        elif token.startswith("-"):
+            front.append(token)
+            index += 1
+        else:
+            break
+    if index >= len(args):
+        return args
+    command_path = [args[index]]
+    command: click.Command | None = group.commands.get(args[index])
+    rest = args[index + 1 :]
+    own: set[str] = set()
+    sub = command
+    position = 0
+    while isinstance(sub, click.Group) and position < len(rest) and rest[position] in sub.commands:
+        command_path.append(rest[position])
+        sub = sub.commands[rest[position]]
+        position += 1
+    if sub is not None:
+        for param in sub.params:
+            own.update(getattr(param, "opts", ()))
+    hoisted: list[str] = []
+    kept: list[str] = rest[:position]
+    index = position
+    while index < len(rest):
+        token = rest[index]
+        name = token.split("=", 1)[0]
+        if token == "--":
+            kept += rest[index:]
+            break
+        if name in GLOBAL_VALUE_OPTIONS and name not in own:
+            if "=" in token:
+                hoisted.append(token)
+                index += 1
+            else:
+                hoisted += rest[index : index + 2]
+                index += 2
+            continue
+        if token.startswith("-C") and len(token) > 2 and "-C" not in own:
+            hoisted.append(token)
+            index += 1
+            continue
+        if token in GLOBAL_FLAGS and token not in own:
+            hoisted.append(token)
+            index += 1
+            continue
+        kept.append(token)
+        index += 1
+    return [*front, *hoisted, *command_path[:1], *kept]
+
+
+class ConfigcenterCLI(click.Group):
+    """Usage errors exit 64 (2 means "there are changes"); with --json they are JSON too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(self, list(args)))
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        as_json = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
+        try:
+            return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            if as_json:
+                hint = "see --help"
+                if exc.ctx is not None:
+                    hint = f"see {exc.ctx.command_path} --help"
+                fail([Problem(Source(""), exc.format_message(), hint)], EXIT_USAGE, as_json=True)
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            if as_json:
+                fail([Problem(Source(""), exc.format_message())], exc.exit_code, as_json=True)
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_ERROR)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+
+
+@click.group(
+    cls=ConfigcenterCLI,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
 @click.option(
     "-C",
     "config_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=".",
-    show_default=True,
-    help="The config repo.",
+    envvar="CONFIGCENTER_CONFIG_REPO",
+    show_envvar=True,
+    help="The config repo (default: found upward from the current directory).",
 )
 @click.option(
-    "--deploy-repo", metavar="URL", help="Deploy repo path or URL (overrides configcenter.yaml)."
+    "--deploy-repo",
+    metavar="URL",
+    envvar="CONFIGCENTER_DEPLOY_REPO",
+    show_envvar=True,
+    help="Deploy repo path or URL (overrides configcenter.yaml).",
 )
-@click.option("--run-store", metavar="URL", help="sqlite:///path or postgresql://... for runs.")
-@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option(
+    "--run-store",
+    metavar="URL",
+    envvar="CONFIGCENTER_RUN_STORE",
+    show_envvar=True,
+    help="sqlite:///path or postgresql://... for runs.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    envvar="CONFIGCENTER_STRICT",
+    show_envvar=True,
+    help="Treat warnings as errors.",
+)
 @click.version_option(package_name="configcenter")
 @click.pass_context
 def cli(
     ctx: click.Context,
-    config_dir: Path,
+    config_dir: Path | None,
     deploy_repo: str | None,
     run_store: str | None,
     strict: bool,
 ) -> None:
     """configcenter: plan, render, commit, build, roll out and roll back services
     across environments, from templates and values kept in a Git config repo."""
+    if config_dir is None:
+        config_dir = find_config_repo(Path.cwd()) or Path(".")
     ctx.obj = Workspace(config_dir, deploy_repo, run_store, strict)
 
 
 pass_ws = click.make_pass_decorator(Workspace)
 
 
+def json_option(fn: F) -> F:
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="One JSON object on stdout, on failure too ({ok: false, problems: [...]}).",
+    )(fn)
+
+
+# -- shell completion: environment and service names from the config repo -----------------
+
+
+def _completion_root(ctx: click.Context) -> Path | None:
+    root = ctx.find_root()
+    config_dir = root.params.get("config_dir") if root.params else None
+    if config_dir:
+        return Path(config_dir)
+    env_dir = os.environ.get("CONFIGCENTER_CONFIG_REPO")
+    return Path(env_dir) if env_dir else find_config_repo(Path.cwd())
+
+
+def complete_envs(ctx: click.Context, incomplete: str) -> list[str]:
+    """Environment names of the config repo (from configcenter.yaml, without loading it all)."""
+    root = _completion_root(ctx)
+    if root is None:
+        return []
+    from configcenter.core.errors import ProblemList as Problems
+    from configcenter.core.yamldoc import parse_yaml
+
+    try:
+        raw = (root / "configcenter.yaml").read_text()
+    except OSError:
+        return []
+    doc = parse_yaml(raw, "configcenter.yaml", Problems())
+    envs = doc.data.get("environments") if doc is not None and isinstance(doc.data, dict) else None
+    if not isinstance(envs, list):
+        return []
+    return [str(e) for e in envs if str(e).startswith(incomplete)]
+
+
+def complete_services(ctx: click.Context, incomplete: str) -> list[str]:
+    """Services of the environment on the command line (else of every environment)."""
+    root = _completion_root(ctx)
+    if root is None:
+        return []
+    env = ctx.params.get("env") or ctx.params.get("source")
+    base = root / "environments"
+    dirs = [base / env] if isinstance(env, str) else [p for p in base.glob("*") if p.is_dir()]
+    names = {p.stem for d in dirs for p in d.glob("*.yaml") if not p.name.startswith("_")}
+    return sorted(n for n in names if n.startswith(incomplete))
+
+
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_ws
 @handle_errors
 def validate(ws: Workspace, as_json: bool) -> None:
@@ -108,17 +388,11 @@ def validate(ws: Workspace, as_json: bool) -> None:
 
     report = run_validate(ws)
     if as_json:
-        from configcenter.output import print_json
-
-        print_json(
+        emit(
             {
-                "ok": True,
                 "environments": report.environments,
                 "services": report.services,
-                "warnings": [
-                    {"source": str(w.source), "message": w.message, "hint": w.hint}
-                    for w in report.warnings
-                ],
+                "warnings": [problem_json(w) for w in report.warnings],
             }
         )
         return
@@ -132,10 +406,10 @@ def validate(ws: Workspace, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("env")
-@click.argument("service")
+@click.argument("env", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.argument("service", shell_complete=lambda c, p, i: complete_services(c, i))
 @click.argument("key", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_ws
 @handle_errors
 def explain(ws: Workspace, env: str, service: str, key: str | None, as_json: bool) -> None:
@@ -146,22 +420,24 @@ def explain(ws: Workspace, env: str, service: str, key: str | None, as_json: boo
 
     rows = run_explain(ws, env, service, key)
     if as_json:
-        from configcenter.output import print_json
-
-        print_json(
-            [
-                {
-                    "key": r.key,
-                    "value": masked(r.entry.value),
-                    "source": str(r.entry.source),
-                    "layer": r.entry.layer,
-                    "overrides": [
-                        {"value": masked(o.value), "source": str(o.source), "layer": o.layer}
-                        for o in r.entry.overrode
-                    ],
-                }
-                for r in rows
-            ]
+        emit(
+            {
+                "env": env,
+                "service": service,
+                "values": [
+                    {
+                        "key": r.key,
+                        "value": masked(r.entry.value),
+                        "source": str(r.entry.source),
+                        "layer": r.entry.layer,
+                        "overrides": [
+                            {"value": masked(o.value), "source": str(o.source), "layer": o.layer}
+                            for o in r.entry.overrode
+                        ],
+                    }
+                    for r in rows
+                ],
+            }
         )
         return
     from configcenter.output import print_explain
@@ -170,24 +446,57 @@ def explain(ws: Workspace, env: str, service: str, key: str | None, as_json: boo
 
 
 @cli.command()
-@click.argument("env")
-@click.option("--service", "-s", "services", multiple=True, help="Only this service (repeatable).")
+@click.argument("env", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.option(
+    "--service",
+    "-s",
+    "services",
+    multiple=True,
+    help="Only this service (repeatable).",
+    shell_complete=lambda c, p, i: complete_services(c, i),
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Write files to DIR/<service>/<file> instead of printing them.",
 )
+@json_option
 @pass_ws
 @handle_errors
-def render(ws: Workspace, env: str, services: tuple[str, ...], out: Path | None) -> None:
+def render(
+    ws: Workspace, env: str, services: tuple[str, ...], out: Path | None, as_json: bool
+) -> None:
     """Render ENV's files as apply would, without side effects."""
     ws.focus = (env,)
-    from configcenter.usecases.inspect import render as run_render
-    from configcenter.usecases.inspect import write_rendered
+    from configcenter.usecases.inspect import render_env, write_rendered
 
-    rendered = run_render(ws, env, services or None)
+    result = render_env(ws, env, services or None)
+    rendered = result.rendered
+    written = write_rendered(rendered, out) if out is not None else []
+    if as_json:
+        emit(
+            {
+                "env": env,
+                "warnings": [problem_json(w) for w in result.warnings],
+                "services": [
+                    {
+                        "service": item.service,
+                        "image": result.images.get(item.service),
+                        "files": {
+                            name: data.decode("utf-8", "replace")
+                            for name, data in item.files.items()
+                        },
+                    }
+                    for item in rendered
+                ],
+                "written": [str(p) for p in written],
+            }
+        )
+        return
+    from configcenter.output import print_problems
+
+    print_problems(result.warnings)
     if out is not None:
-        written = write_rendered(rendered, out)
         click.echo(f"wrote {len(written)} files for {len(rendered)} services to {out}")
         return
     for item in rendered:
@@ -197,11 +506,21 @@ def render(ws: Workspace, env: str, services: tuple[str, ...], out: Path | None)
 
 
 @cli.command()
-@click.argument("env")
-@click.option("--service", "-s", "services", multiple=True, help="Only this service (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (DESIGN §5).")
+@click.argument("env", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.option(
+    "--service",
+    "-s",
+    "services",
+    multiple=True,
+    help="Only this service (repeatable).",
+    shell_complete=lambda c, p, i: complete_services(c, i),
+)
+@json_option
 @click.option("--exit-code", is_flag=True, help="Exit 2 when there are changes.")
 @click.option("--retry", multiple=True, help="Plan SERVICE even though its inputs failed before.")
+@click.option(
+    "--full", is_flag=True, help="Show every value and unchanged services, not only changes."
+)
 @pass_ws
 @handle_errors
 def plan(
@@ -211,20 +530,32 @@ def plan(
     as_json: bool,
     exit_code: bool,
     retry: tuple[str, ...],
+    full: bool,
 ) -> None:
-    """What apply would do in ENV, and why."""
+    """What apply would do in ENV, and why.
+
+    Prints what changes: values changed/added/removed and rendered file diffs
+    (--full: everything). With --json, one object: env, services (action,
+    reasons, template, image, values, files), warnings, unverified images.
+    """
     ws.focus = (env,)
-    from configcenter.usecases.inspect import plan_env
+    from configcenter.usecases.inspect import plan_env_checked
 
-    result = plan_env(ws, env, only=services or None, retry=retry)
+    checked = plan_env_checked(ws, env, only=services or None, retry=retry)
+    result = checked.plan
     if as_json:
-        from configcenter.output import print_json
-
-        print_json(result.to_json())
+        emit(
+            {
+                **result.to_json(),
+                "unverified": checked.unverified,
+                "warnings": [problem_json(w) for w in checked.warnings],
+            }
+        )
     else:
-        from configcenter.output import print_plan
+        from configcenter.output import print_plan, print_problems
 
-        print_plan(result)
+        print_problems(checked.warnings)
+        print_plan(result, full=full, unverified=checked.unverified)
     if exit_code and result.changes:
         sys.exit(EXIT_CHANGES)
 
@@ -235,61 +566,126 @@ def template() -> None:
 
 
 @template.command("release")
-@click.argument("service")
-@click.argument("version")
+@click.argument("args", nargs=-1, metavar="[SERVICE]... VERSION")
+@click.option(
+    "--all", "all_", is_flag=True, help="Release every template in templates/ as VERSION."
+)
 @click.option("--dry-run", is_flag=True, help="Validate only; create no tag.")
+@click.option(
+    "--push/--no-push",
+    default=True,
+    show_default=True,
+    help="Push the new tags to the config repo's remote (when it has one).",
+)
+@json_option
 @pass_ws
 @handle_errors
-def template_release(ws: Workspace, service: str, version: str, dry_run: bool) -> None:
-    """Validate templates/SERVICE as committed and tag it SERVICE/VERSION."""
-    from configcenter.output import out, print_problems
-    from configcenter.usecases.release_template import release_template
+def template_release(
+    ws: Workspace, args: tuple[str, ...], all_: bool, dry_run: bool, push: bool, as_json: bool
+) -> None:
+    """Validate templates/SERVICE as committed and tag it SERVICE/VERSION.
 
-    released = release_template(ws, service, version, dry_run=dry_run)
-    for note in released.notes:
-        out.print(f"[yellow]note[/yellow]: {note.source}: {note.message} ({note.hint})")
-    envs = ", ".join(released.rendered_for) or "no environment"
-    verb = "would tag" if dry_run else "tagged"
-    out.print(
-        f"[green]{verb}[/green] {released.tag} at {released.commit[:10]} (rendered for {envs})"
+    Several services (or --all) are released together: environments are checked as if
+    every new tag existed, so a fresh repo whose environments already pin VERSION can
+    release its first templates in one step:
+    configcenter template release --all 1.0.0
+    """
+    from configcenter.output import out
+    from configcenter.usecases.release_template import (
+        all_templates,
+        push_tags,
+        release_templates,
+        tag_remote,
     )
-    print_problems([])
+
+    if not args:
+        raise click.UsageError("missing VERSION")
+    *services, version = args
+    if all_ and services:
+        raise click.UsageError("give SERVICE names or --all, not both")
+    if not all_ and not services:
+        raise click.UsageError("missing SERVICE (or --all)")
+    chosen = all_templates(ws) if all_ else services
+    released = release_templates(ws, chosen, version, dry_run=dry_run)
+    tags = [r.tag for r in released]
+    remote = tag_remote(ws)
+    pushed = False
+    if not dry_run and push and remote is not None:
+        push_tags(ws, remote, tags)
+        pushed = True
+    if remote is None:
+        advice = "the config repo has no remote: after `git remote add origin URL`, run " + (
+            "git push origin " + " ".join(tags)
+        )
+    elif pushed:
+        advice = f"pushed to {remote}"
+    else:
+        advice = f"not pushed: git push {remote} " + " ".join(tags)
+    if as_json:
+        emit(
+            {
+                "dry_run": dry_run,
+                "released": [
+                    {
+                        "tag": r.tag,
+                        "commit": r.commit,
+                        "rendered_for": r.rendered_for,
+                        "notes": [problem_json(n) for n in r.notes],
+                    }
+                    for r in released
+                ],
+                "remote": remote,
+                "pushed": pushed,
+            }
+        )
+        return
+    verb = "would tag" if dry_run else "tagged"
+    for r in released:
+        for note in r.notes:
+            out.print(f"[yellow]note[/yellow]: {note.source}: {note.message} ({note.hint})")
+        envs = ", ".join(r.rendered_for) or "no environment"
+        out.print(f"[green]{verb}[/green] {r.tag} at {r.commit[:10]} (rendered for {envs})")
+    if not dry_run:
+        from configcenter.output import err
+
+        err.print(advice, markup=False, highlight=False)
+
+
+RESULT_STYLE = {
+    "healthy": "green",
+    "committed": "green",
+    "rolled_back": "yellow",
+    "failed": "red",
+    "skipped": "magenta",
+    "blocked": "magenta",
+    "noop": "dim",
+    "dry-run": "dim",
+}
 
 
 def _print_results(results: list[Any]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from configcenter.output import out
+    from configcenter.output import print_table
 
     if not results:
         return
-    style = {
-        "healthy": "green",
-        "committed": "green",
-        "rolled_back": "yellow",
-        "failed": "red",
-        "skipped": "magenta",
-        "blocked": "magenta",
-        "noop": "dim",
-        "dry-run": "dim",
-    }
-    table = Table(show_edge=False, title="result", title_justify="left")
-    for column in ("service", "action", "outcome", "release", "reason"):
-        table.add_column(column, no_wrap=column != "reason")
-    for r in results:
-        colour = style.get(r.outcome, "")
-        reason = r.reason if len(r.reason) <= 90 else r.reason[:87] + "..."
-        outcome = f"[{colour}]{r.outcome}[/{colour}]" if colour else escape(r.outcome)
-        table.add_row(
-            escape(r.service), escape(r.action), outcome, escape(r.release or ""), escape(reason)
-        )
-    out.print(table)
+    print_table(
+        "result",
+        ("service", "action", "outcome", "release", "reason"),
+        [(r.service, r.action, r.outcome, r.release or "", r.reason) for r in results],
+        styles={2: RESULT_STYLE},
+    )
 
 
 @cli.command()
-@click.argument("env")
-@click.option("--service", "-s", "services", multiple=True, help="Only this service (repeatable).")
+@click.argument("env", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.option(
+    "--service",
+    "-s",
+    "services",
+    multiple=True,
+    help="Only this service (repeatable).",
+    shell_complete=lambda c, p, i: complete_services(c, i),
+)
 @click.option("--no-build", is_flag=True, help="Do not build images; fail if one is needed.")
 @click.option("--no-rollout", is_flag=True, help="Commit to the deploy repo only.")
 @click.option(
@@ -298,7 +694,7 @@ def _print_results(results: list[Any]) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--force", is_flag=True, help="Cancel a deployment that holds an app (Marathon 409).")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Parallel builds/rollouts.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@json_option
 @click.option("--verbose", "-v", is_flag=True, help="Stream build output.")
 @pass_ws
 @handle_errors
@@ -333,9 +729,7 @@ def apply(
     reporter = QuietReporter() if as_json else PrintingReporter(verbose)
     result = apply_env(ws, env, options, reporter)
     if as_json:
-        from configcenter.output import print_json
-
-        print_json(
+        emit(
             {
                 "env": env,
                 "run": result.run_id,
@@ -344,7 +738,8 @@ def apply(
                 "plan": result.plan.to_json(),
                 "results": [r.__dict__ for r in result.results],
                 "exit_code": result.exit_code,
-            }
+            },
+            ok=result.exit_code == 0,
         )
     elif not dry_run:
         _print_results([r for r in result.results if r.outcome != "noop"])
@@ -354,39 +749,54 @@ def apply(
 
 
 @cli.command()
-@click.argument("env")
-@click.argument("service")
+@click.argument("env", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.argument("service", shell_complete=lambda c, p, i: complete_services(c, i))
 @click.option("--dry-run", is_flag=True, help="Server-side dry run; change nothing.")
 @click.option("--force", is_flag=True, help="Cancel a deployment that holds the app (Marathon).")
+@json_option
 @pass_ws
 @handle_errors
-def deploy(ws: Workspace, env: str, service: str, dry_run: bool, force: bool) -> None:
+def deploy(
+    ws: Workspace, env: str, service: str, dry_run: bool, force: bool, as_json: bool
+) -> None:
     """Roll out what the deploy repo says for SERVICE in ENV, alone."""
-    from configcenter.output import PrintingReporter
+    from configcenter.output import PrintingReporter, QuietReporter
 
     ws.focus = (env,)
     from configcenter.usecases.apply import deploy_service
 
-    result = deploy_service(ws, env, service, PrintingReporter(), dry_run=dry_run, force=force)
-    _print_results([result])
-    sys.exit({"rolled_back": 3, "failed": 1}.get(result.outcome, 0))
+    reporter = QuietReporter() if as_json else PrintingReporter()
+    result = deploy_service(ws, env, service, reporter, dry_run=dry_run, force=force)
+    code = {"rolled_back": EXIT_ROLLED_BACK, "failed": EXIT_ERROR}.get(result.outcome, EXIT_OK)
+    if as_json:
+        emit({"env": env, "result": result.__dict__, "exit_code": code}, ok=code == 0)
+    else:
+        _print_results([result])
+    sys.exit(code)
 
 
 @cli.command()
-@click.argument("env")
-@click.argument("service")
+@click.argument("env", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.argument("service", shell_complete=lambda c, p, i: complete_services(c, i))
 @click.option(
     "--to", "to", metavar="RELEASE", help="A release id from `history` (default: last good)."
 )
 @click.option("--no-rollout", is_flag=True, help="Restore the deploy repo only.")
 @click.option("--dry-run", is_flag=True, help="Say what would be restored; change nothing.")
+@json_option
 @pass_ws
 @handle_errors
 def rollback(
-    ws: Workspace, env: str, service: str, to: str | None, no_rollout: bool, dry_run: bool
+    ws: Workspace,
+    env: str,
+    service: str,
+    to: str | None,
+    no_rollout: bool,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Back to the last good (or named) release: image and config, as a new commit."""
-    from configcenter.output import PrintingReporter
+    from configcenter.output import PrintingReporter, QuietReporter
 
     ws.focus = (env,)
     from configcenter.usecases.apply import rollback_service
@@ -398,34 +808,52 @@ def rollback(
         to,
         rollout=not no_rollout,
         dry_run=dry_run,
-        reporter=PrintingReporter(),
+        reporter=QuietReporter() if as_json else PrintingReporter(),
     )
+    if as_json:
+        emit({"env": env, "dry_run": dry_run, "result": result.__dict__})
+        return
     verb = "would roll back" if dry_run else "rolled back"
     click.echo(f"{service} in {env}: {verb} to {result.release} ({result.outcome})")
 
 
 @cli.command()
-@click.argument("env")
-@click.option("--service", "-s", help="Only this service.")
+@click.argument("env", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.option(
+    "--service",
+    "-s",
+    help="Only this service.",
+    shell_complete=lambda c, p, i: complete_services(c, i),
+)
 @click.option("--limit", default=50, show_default=True, help="How many releases.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_ws
 @handle_errors
-def history(ws: Workspace, env: str, service: str | None, limit: int, as_json: bool) -> None:
+def history(
+    ws: Workspace,
+    env: str,
+    service: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """Releases in ENV, newest first: deploy repo commits joined with runs."""
     ws.focus = (env,)
     from configcenter.usecases.history import history as run_history
 
     entries = run_history(ws, env, service, limit)
-    if as_json:
-        from configcenter.output import print_json
+    if service is not None and not entries:
+        from configcenter.usecases.inspect import check_service_known
 
-        print_json([e.__dict__ for e in entries])
+        check_service_known(ws, env, service)  # a typo is an error, not "no releases"
+    if as_json:
+        emit({"env": env, "service": service, "releases": [e.__dict__ for e in entries]})
         return
     if not entries:
-        click.echo(f"no releases in {env} yet")
+        click.echo(f"no releases in {env}" + (f" for {service}" if service else "") + " yet")
         return
-    rows = [("RELEASE", "AT", "OUTCOME", "TEMPLATE", "VALUES", "COMMIT", "BY", "IMAGE")]
+    from configcenter.output import print_table
+
+    rows = []
     for e in entries:
         by = " ".join(x for x in (e.trigger, e.actor) if x) or "-"
         rows.append(
@@ -438,33 +866,47 @@ def history(ws: Workspace, env: str, service: str | None, limit: int, as_json: b
                 e.commit[:8],
                 by,
                 e.image,
+                e.reason,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        click.echo(
-            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
-        )
-        reason = next((e.reason for e in entries if e.release == row[0] and e.reason), "")
-        if reason:
-            click.echo(f"    {reason}")
+    print_table(
+        None,
+        ("RELEASE", "AT", "OUTCOME", "TEMPLATE", "VALUES", "COMMIT", "BY", "IMAGE", "REASON"),
+        rows,
+        styles={2: RESULT_STYLE},
+    )
 
 
 @cli.command()
-@click.argument("env")
-@click.argument("service")
+@click.argument("env", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.argument("service", shell_complete=lambda c, p, i: complete_services(c, i))
 @click.option("--verbose", "-v", is_flag=True, help="Stream build output.")
 @click.option("--dry-run", is_flag=True, help="Say whether a build is needed; build nothing.")
+@json_option
 @pass_ws
 @handle_errors
-def build(ws: Workspace, env: str, service: str, verbose: bool, dry_run: bool) -> None:
+def build(
+    ws: Workspace, env: str, service: str, verbose: bool, dry_run: bool, as_json: bool
+) -> None:
     """Build SERVICE's image for ENV if its inputs changed, and push it."""
-    from configcenter.output import PrintingReporter
+    from configcenter.output import PrintingReporter, QuietReporter
 
     ws.focus = (env,)
     from configcenter.usecases.images import build_service
 
-    outcome = build_service(ws, env, service, PrintingReporter(verbose).build_log, dry_run)
+    reporter = QuietReporter() if as_json else PrintingReporter(verbose)
+    outcome = build_service(ws, env, service, reporter.build_log, dry_run)
+    if as_json:
+        emit(
+            {
+                "env": env,
+                "service": service,
+                "reference": outcome.reference,
+                "built": outcome.built,
+                "would_build": outcome.would_build,
+            }
+        )
+        return
     if outcome.would_build:
         click.echo(f"{service}: would build {outcome.reference} (inputs changed)")
         return
@@ -473,9 +915,9 @@ def build(ws: Workspace, env: str, service: str, verbose: bool, dry_run: bool) -
 
 
 @cli.command()
-@click.argument("env")
+@click.argument("env", shell_complete=lambda c, p, i: complete_envs(c, i))
 @click.option("--heal", is_flag=True, help="Re-apply the deploy repo's state where it drifted.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@json_option
 @click.option("--exit-code", is_flag=True, help="Exit 2 when drift was found.")
 @pass_ws
 @handle_errors
@@ -486,30 +928,29 @@ def reconcile(ws: Workspace, env: str, heal: bool, as_json: bool, exit_code: boo
 
     reporter = QuietReporter() if as_json else PrintingReporter()
     report = run_reconcile(ws, env, heal=heal, reporter=reporter)
+    code = EXIT_OK
+    if report.outcome in ("failed", "rolled_back"):
+        code = EXIT_ROLLED_BACK if report.outcome == "rolled_back" else EXIT_ERROR
+    elif exit_code and report.has_drift:
+        code = EXIT_CHANGES
     if as_json:
-        from configcenter.output import print_json
-
-        print_json(report.to_json())
+        emit({**report.to_json(), "exit_code": code}, ok=code in (EXIT_OK, EXIT_CHANGES))
     else:
-        from rich.markup import escape
-        from rich.table import Table
-
-        from configcenter.output import out
+        from configcenter.output import out, print_table
 
         if report.has_drift:
-            table = Table(show_edge=False, title=f"drift in {env}", title_justify="left")
-            for column in ("service", "field", "desired", "live"):
-                table.add_column(column, overflow="fold")
-            for d in report.drifts:
-                table.add_row(*(escape(x or "-") for x in (d.service, d.field, d.desired, d.live)))
-            out.print(table)
+            print_table(
+                f"drift in {env}",
+                ("service", "field", "desired", "live"),
+                [
+                    tuple(x or "-" for x in (d.service, d.field, d.desired, d.live))
+                    for d in report.drifts
+                ],
+            )
         else:
             out.print(f"[green]no drift[/green] in {env} ({len(report.services)} service(s))")
         _print_results(report.healed)
-    if report.outcome in ("failed", "rolled_back"):
-        sys.exit(EXIT_ROLLED_BACK if report.outcome == "rolled_back" else EXIT_ERROR)
-    if exit_code and report.has_drift:
-        sys.exit(EXIT_CHANGES)
+    sys.exit(code)
 
 
 @cli.command()
@@ -562,11 +1003,16 @@ def serve(
 
 
 @cli.command()
-@click.argument("source", metavar="FROM")
-@click.argument("target", metavar="TO")
-@click.option("--service", "-s", help="Only this service (branch promote/FROM-to-TO/SERVICE).")
+@click.argument("source", metavar="FROM", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.argument("target", metavar="TO", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.option(
+    "--service",
+    "-s",
+    help="Only this service (branch promote/FROM-to-TO/SERVICE).",
+    shell_complete=lambda c, p, i: complete_services(c, i),
+)
 @click.option("--dry-run", is_flag=True, help="Print the merge request; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@json_option
 @pass_ws
 @handle_errors
 def promote(
@@ -577,9 +1023,7 @@ def promote(
 
     result = run_promote(ws, source, target, service=service, dry_run=dry_run)
     if as_json:
-        from configcenter.output import print_json
-
-        print_json(result.to_json())
+        emit(result.to_json())
         return
     if result.status == "dry-run":
         click.echo(f"title:   {'Draft: ' if result.draft else ''}{result.title}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -34,16 +34,61 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def print_problems(problems: Iterable[Problem]) -> None:
-    for p in problems:
+PROBLEM_LIMIT = 20  # problems printed as text; the rest are counted (--json lists them all)
+LINE_LIMIT = 400  # characters of one message or hint printed as text
+
+
+def _clip(text: str) -> str:
+    if len(text) <= LINE_LIMIT:
+        return text
+    return text[:LINE_LIMIT] + f"... ({len(text) - LINE_LIMIT} more characters; --json has all)"
+
+
+def print_problems(problems: Iterable[Problem], limit: int = PROBLEM_LIMIT) -> None:
+    items = list(problems)
+    for p in items[:limit]:
         style = "red" if p.severity == "error" else "yellow"
         line = Text()
         line.append(f"{p.source}: ", style="bold")
         line.append(f"{p.severity}: ", style=style)
-        line.append(p.message)
+        line.append(_clip(p.message))
         err.print(line)
         if p.hint:
-            err.print(Text(f"    hint: {p.hint}", style="dim"))
+            err.print(Text(f"    hint: {_clip(p.hint)}", style="dim"))
+    if len(items) > limit:
+        err.print(
+            Text(f"... and {len(items) - limit} more problem(s) (--json lists them all)", "dim")
+        )
+
+
+def print_table(
+    title: str | None,
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    styles: Mapping[int, Mapping[str, str]] | None = None,
+) -> None:
+    """A table: rich on a terminal; plain, aligned and never truncated otherwise (pipes, CI)."""
+    rows = [tuple(str(c) for c in row) for row in rows]
+    if out.is_terminal:
+        from rich.table import Table
+
+        table = Table(show_edge=False, title=title, title_justify="left")
+        for index, column in enumerate(headers):
+            table.add_column(column, overflow="fold", no_wrap=index < len(headers) - 1)
+        for row in rows:
+            cells = []
+            for index, cell in enumerate(row):
+                colour = (styles or {}).get(index, {}).get(cell, "")
+                cells.append(f"[{colour}]{escape(cell)}[/{colour}]" if colour else escape(cell))
+            table.add_row(*cells)
+        out.print(table)
+        return
+    if title:
+        sys.stdout.write(title + "\n")
+    widths = [max(len(r[i]) for r in (tuple(headers), *rows)) for i in range(len(headers))]
+    for row in (tuple(headers), *rows):
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)] + [row[-1]]
+        sys.stdout.write("  ".join(cells).rstrip() + "\n")
 
 
 def _fmt(value: Any) -> str:
@@ -52,22 +97,38 @@ def _fmt(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def print_plan(plan: Plan, verbose_noop: bool = False) -> None:
+def print_plan(
+    plan: Plan,
+    verbose_noop: bool = False,
+    *,
+    full: bool = False,
+    unverified: Mapping[str, str] | None = None,
+) -> None:
+    """Only what changes by default; `full` lists unchanged services, every value, whole files."""
     changes = plan.changes
     blocked = [s for s in plan.services if s.action == "blocked"]
+    unchanged = [s for s in plan.services if s.action == "noop"]
     commit = f" (config {plan.config_commit[:10]})" if plan.config_commit else ""
-    summary = (
-        f"{len(changes)} to change, {len(blocked)} blocked, "
-        f"{len(plan.services) - len(changes) - len(blocked)} unchanged"
-    )
+    summary = f"{len(changes)} to change, {len(blocked)} blocked, {len(unchanged)} unchanged"
     out.print(Text.assemble(("Plan for ", "bold"), (plan.env, "bold cyan"), commit, f": {summary}"))
     for service in plan.services:
-        print_service_plan(service, verbose_noop)
+        if service.action == "noop" and not (full or verbose_noop):
+            continue
+        print_service_plan(service, verbose_noop or full, full=full, unverified=unverified)
+    if unchanged and not (full or verbose_noop):
+        names = ", ".join(s.service for s in unchanged)
+        out.print(Text(f"  = unchanged: {names}", style="dim"))
     if not changes and not blocked:
         out.print(Text("Nothing to do.", style="green"))
 
 
-def print_service_plan(s: ServicePlan, verbose_noop: bool = False) -> None:
+def print_service_plan(
+    s: ServicePlan,
+    verbose_noop: bool = False,
+    *,
+    full: bool = True,
+    unverified: Mapping[str, str] | None = None,
+) -> None:
     mark, style = ACTION_STYLE[s.action]
     head = Text.assemble(
         (f"  {mark} ", style), (s.service.ljust(16), "bold"), (s.action.ljust(8), style)
@@ -83,8 +144,23 @@ def print_service_plan(s: ServicePlan, verbose_noop: bool = False) -> None:
         out.print(f"      template {s.template_from or '(none)'} -> {s.template_to or '(none)'}")
     if s.image_from != s.image_to and (s.image_from or s.image_to):
         out.print(f"      image    {s.image_from or '(none)'} -> {s.image_to or '(none)'}")
+    if unverified and s.service in unverified:
+        out.print(
+            Text(
+                "      image    unverified: not pinned to a digest (registry unreachable)",
+                style="yellow",
+            )
+        )
     if s.replicas:
         out.print(f"      replicas {s.replicas[0]} -> {s.replicas[1]}")
+    if s.action == "create" and not full:
+        # Everything is new: counts, not every value and every line (--full lists them).
+        values = len(s.added)
+        files = ", ".join(s.diffs) or "none"
+        out.print(
+            Text(f"      {values} value(s), files: {files}   (--full lists them)", style="dim")
+        )
+        return
     for label, items, sign, colour in (
         ("changed", s.changed, "~", "yellow"),
         ("added", s.added, "+", "green"),

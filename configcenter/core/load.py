@@ -99,7 +99,8 @@ class _Loader:
                 self.problems.error(
                     Source(PROJECT_FILE),
                     f"no {PROJECT_FILE} in {self.root}: this is not a configcenter config repo",
-                    "run in the config repo, or pass -C PATH",
+                    "run in the config repo (or below it), pass -C PATH, or create one: "
+                    "configcenter init",
                 )
             return None
         project = self._project(doc)
@@ -344,13 +345,20 @@ class _Loader:
             released = sorted(
                 t.split("/", 1)[1] for t in self._tags() if t.startswith(service + "/")
             )
-            self.problems.error(
-                where,
-                f"template tag '{service}/{pin}' does not exist",
-                "released: " + ", ".join(released)
-                if released
-                else f"release one: configcenter template release {service} {pin}",
-            )
+            if released:
+                hint = "released: " + ", ".join(released)
+            elif not (self.root / "templates" / service / "template.yaml").is_file():
+                hint = (
+                    f"there is no template '{service}': create templates/{service}/"
+                    f"template.yaml and its .j2 files, commit, then release them "
+                    f"(configcenter template release {service} {pin})"
+                )
+            else:
+                hint = (
+                    f"release it: configcenter template release {service} {pin} "
+                    f"(a fresh repo: configcenter template release --all {pin})"
+                )
+            self.problems.error(where, f"template tag '{service}/{pin}' does not exist", hint)
             return None
         key = (service, pin)
         if key not in self._templates:
@@ -431,6 +439,9 @@ class _Loader:
                             else "known: " + ", ".join(sorted(known)),
                         )
                     elif dep not in environment.services:
+                        dep_file = self.root / "environments" / environment.name / f"{dep}.yaml"
+                        if dep_file.is_file():
+                            continue  # it exists but did not load: its own problem says why
                         self.problems.error(
                             service.source("template"),
                             f"{service.name} depends on {dep}, which is not deployed in "

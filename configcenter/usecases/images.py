@@ -207,6 +207,7 @@ def resolve_given_images(
     only: Collection[str] | None = None,
     registry: Registry | None = None,
     jobs: int = RESOLVE_JOBS,
+    unreachable: dict[str, str] | None = None,
 ) -> dict[str, ResolvedImage]:
     """Pin every image.ref on our registry to the digest its tag names right now.
 
@@ -214,6 +215,10 @@ def resolve_given_images(
     image and let the cluster run either. Images on other registries stay as
     written: we hold credentials for our registry only. One HEAD per distinct
     tag, concurrently; an unknown tag is a ConfigError at the service's image line.
+
+    With `unreachable` (render and plan, which work offline), a tag the registry could
+    not be asked about is recorded there (service -> why) and left unpinned instead of
+    failing; apply passes nothing, so it still requires the registry.
     """
     if not config.project.registry.get("pin_digests", True):
         return {}
@@ -245,11 +250,15 @@ def resolve_given_images(
             client.close()
     problems: list[Problem] = []
     failures: list[str] = []
-    for key, (digest, error) in zip(keys, outcomes, strict=True):
+    for key, (digest, error, offline) in zip(keys, outcomes, strict=True):
         for name in lookups[key]:
             service, image = wanted[name]
             where = service.source("image", "ref")
-            if error is not None:
+            if error is not None and offline and unreachable is not None:
+                unreachable[name] = redactor.redact(
+                    f"{image.host}/{image.repository}:{key[1]}: {error}"
+                )
+            elif error is not None:
                 failures.append(f"{where}: {name} ({image.repository}:{key[1]}): {error}")
             elif digest is None:
                 problems.append(
@@ -277,11 +286,18 @@ def resolve_given_images(
     return resolved
 
 
-def _lookup(registry: Registry, repository: str, tag: str) -> tuple[str | None, str | None]:
-    """(digest or None when absent, error text); errors are kept apart from absence."""
+def _lookup(registry: Registry, repository: str, tag: str) -> tuple[str | None, str | None, bool]:
+    """(digest or None when absent, error text, whether the registry could not be asked).
+
+    Errors are kept apart from absence; a refusal of our credentials is an answer, not
+    an unreachable registry.
+    """
+    from configcenter.ports.registry import RegistryAuthError
 
     try:
         digest = registry.manifest_digest(repository, tag)
+    except RegistryAuthError as exc:
+        return None, str(exc), False
     except RegistryError as exc:
-        return None, str(exc)
-    return (str(digest) if digest else None), None
+        return None, str(exc), True
+    return (str(digest) if digest else None), None, False

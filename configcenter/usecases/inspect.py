@@ -45,6 +45,11 @@ def service_config(config: Config, env: str, service: str) -> ServiceConfig:
     return environment.services[service]
 
 
+def check_service_known(ws: Workspace, env: str, service: str) -> None:
+    """A service name given on the command line must be one of ENV's services."""
+    service_config(ws.config, env, service)
+
+
 @dataclass
 class ValidationReport:
     environments: int
@@ -100,12 +105,64 @@ def explain(ws: Workspace, env: str, service: str, key: str | None) -> list[Expl
 
 def render(ws: Workspace, env: str, services: Collection[str] | None = None) -> list[Rendered]:
     """Render as apply would (images as the deploy repo last recorded them), without writing."""
-    plan = plan_env(ws, env, only=services, render_all=True)
-    return [
+    return render_env(ws, env, services).rendered
+
+
+@dataclass
+class RenderResult:
+    rendered: list[Rendered]
+    images: dict[str, str]  # service -> the image reference the files name
+    unverified: dict[str, str]  # service -> why its image could not be pinned to a digest
+    warnings: list[Problem]
+
+
+def render_env(ws: Workspace, env: str, services: Collection[str] | None = None) -> RenderResult:
+    """`render`: works offline; an image the registry could not pin is a warning."""
+    checked = plan_env_checked(ws, env, only=services, render_all=True)
+    rendered = [
         Rendered(s.service, dict(s.files or {}))
-        for s in plan.services
+        for s in checked.plan.services
         if s.action != "delete" and s.files is not None
     ]
+    images = {s.service: s.image.ref for s in checked.plan.services if s.image is not None}
+    return RenderResult(rendered, images, checked.unverified, checked.warnings)
+
+
+@dataclass
+class CheckedPlan:
+    plan: Plan
+    unverified: dict[str, str]  # service -> why its image is not pinned by digest
+    warnings: list[Problem]
+
+
+def plan_env_checked(
+    ws: Workspace,
+    env: str,
+    *,
+    only: Collection[str] | None = None,
+    retry: Collection[str] = (),
+    render_all: bool = False,
+) -> CheckedPlan:
+    """`plan` and `render`: like plan_env, but an unreachable registry is a warning.
+
+    Images whose tag could not be pinned to a digest plan as written and are listed as
+    unverified; apply (plan_env) still requires the registry.
+    """
+    unreachable: dict[str, str] = {}
+    plan = plan_env(ws, env, only=only, retry=retry, render_all=render_all, unreachable=unreachable)
+    warnings: list[Problem] = []
+    if unreachable:
+        config = ws.config
+        for service, why in sorted(unreachable.items()):
+            warnings.append(
+                Problem(
+                    config.environment(env).services[service].source("image", "ref"),
+                    f"{service}: image not pinned to a digest, registry unreachable ({why})",
+                    "render/plan show the tag as written; apply needs the registry",
+                    "warning",
+                )
+            )
+    return CheckedPlan(plan, unreachable, warnings)
 
 
 def write_rendered(rendered: list[Rendered], out: Path) -> list[Path]:
@@ -127,13 +184,14 @@ def plan_env(
     retry: Collection[str] = (),
     resolved_images: dict[str, ResolvedImage] | None = None,
     render_all: bool = False,
+    unreachable: dict[str, str] | None = None,
 ) -> Plan:
     from configcenter.usecases.images import resolve_given_images
 
     check_env(ws.config, env)
     state = ws.read_state(env)
     # Given images on our registry plan as the digest their tag names now, as apply deploys.
-    pinned = resolve_given_images(ws.config, env, ws.redactor, only=only)
+    pinned = resolve_given_images(ws.config, env, ws.redactor, only=only, unreachable=unreachable)
     return make_plan(
         ws.config,
         env,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from configcenter.adapters.git_config_repo import GitConfigRepo, WorkTreeTemplate
@@ -30,100 +30,171 @@ class Released:
 
 
 def release_template(ws: Workspace, service: str, version: str, dry_run: bool = False) -> Released:
-    where = Source(f"templates/{service}/template.yaml")
-    if not VERSION_RE.match(version):
+    return release_templates(ws, [service], version, dry_run)[0]
+
+
+def all_templates(ws: Workspace) -> list[str]:
+    """Every template in the work tree (templates/<service>/template.yaml)."""
+    root = ws.root / "templates"
+    return sorted(p.parent.name for p in root.glob("*/template.yaml")) if root.is_dir() else []
+
+
+def release_templates(
+    ws: Workspace, services: Sequence[str], version: str, dry_run: bool = False
+) -> list[Released]:
+    """Validate and tag SERVICE/VERSION for each service, as one step.
+
+    Environments are loaded as if all the new tags existed, so a fresh repo whose
+    environments already pin VERSION for every service can release them together.
+    """
+    if not services:
         raise ConfigError(
-            [Problem(where, f"'{version}' is not a version", "use MAJOR.MINOR.PATCH, e.g. 1.4.0")]
+            [Problem(Source("templates"), "no templates to release", "create templates/<service>/")]
         )
-    tag = f"{service}/{version}"
-    if tag in ws.source.tags():
+    if not VERSION_RE.match(version):
         raise ConfigError(
             [
                 Problem(
-                    where,
-                    f"tag {tag} already exists",
-                    "released tags never move: pick a new version",
+                    Source(f"templates/{services[0]}/template.yaml"),
+                    f"'{version}' is not a version",
+                    "use MAJOR.MINOR.PATCH, e.g. 1.4.0",
                 )
             ]
         )
     head = ws.source.head_commit()
-    if head is None:
-        raise ConfigError(
-            [
-                Problem(
-                    where, "the config repo has no commits", "commit the template, then release it"
-                )
-            ]
-        )
-    dirty = subprocess.run(
-        ["git", "-C", str(ws.root), "status", "--porcelain", "--", f"templates/{service}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    if dirty:
-        raise ConfigError(
-            [
-                Problem(
-                    where,
-                    f"templates/{service} has uncommitted changes:\n{dirty}",
-                    "commit them first: the tag points at a commit, not at the work tree",
-                )
-            ]
-        )
-    template = _work_tree_template(ws, service)
-    rendered_for = []
-    problems = ProblemList()
-    # Load as if the tag existed, so environments that already pin it validate too.
-    ws.__dict__["source"] = _WithPendingTag(ws.source, tag, head)
-    config = ws.config
-    for env, environment in config.environments.items():
-        if service not in environment.services:
-            continue
-        svc = replace(environment.services[service], template=template)
-        missing = [k for k in template.env_keys if k not in svc.values.tree]
-        for key in missing:
-            problems.error(
-                svc.source("template"),
-                f"{tag} needs ENV key '{key}', which has no value in {env}",
-                f"add {key}: under values: before pinning {env} to {version}",
+    pending: dict[str, Template] = {}
+    tags = ws.source.tags()
+    for service in services:
+        where = Source(f"templates/{service}/template.yaml")
+        tag = f"{service}/{version}"
+        if tag in tags:
+            raise ConfigError(
+                [
+                    Problem(
+                        where,
+                        f"tag {tag} already exists",
+                        "released tags never move: pick a new version",
+                    )
+                ]
             )
-        if missing:
-            continue
-        image = desired_image(config, svc, EnvState(env).services.get(service), {})
-        try:
-            ws.renderer.render(config, svc, image.ref)
-            rendered_for.append(env)
-        except RenderError as exc:
-            problems.items.append(exc.problem)
+        if head is None:
+            raise ConfigError(
+                [
+                    Problem(
+                        where,
+                        "the config repo has no commits",
+                        "commit the template, then release it",
+                    )
+                ]
+            )
+        dirty = subprocess.run(
+            ["git", "-C", str(ws.root), "status", "--porcelain", "--", f"templates/{service}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        if dirty:
+            raise ConfigError(
+                [
+                    Problem(
+                        where,
+                        f"templates/{service} has uncommitted changes:\n{dirty}",
+                        "commit them first: the tag points at a commit, not at the work tree",
+                    )
+                ]
+            )
+        pending[service] = _work_tree_template(ws, service)
+    assert head is not None
+    # Load as if the tags existed, so environments that already pin them validate too.
+    ws.__dict__["source"] = _WithPendingTags(ws.source, {f"{s}/{version}": head for s in services})
+    try:
+        config = ws.config
+    except ConfigError as exc:
+        raise ConfigError(_release_together_hints(exc.problems, services, version)) from None
+    results: list[Released] = []
+    problems = ProblemList()
+    notes: dict[str, list[Problem]] = {}
+    rendered: dict[str, list[str]] = {}
+    for service, template in pending.items():
+        tag = f"{service}/{version}"
+        rendered[service] = []
+        notes[service] = []
+        for env, environment in config.environments.items():
+            if service not in environment.services:
+                continue
+            svc = replace(environment.services[service], template=template)
+            missing = [k for k in template.env_keys if k not in svc.values.tree]
+            for key in missing:
+                notes[service].append(
+                    Problem(
+                        svc.source("template"),
+                        f"{tag} needs ENV key '{key}', which has no value in {env}",
+                        f"add {key}: under values: before pinning {env} to {version}",
+                    )
+                )
+            if missing:
+                continue
+            image = desired_image(config, svc, EnvState(env).services.get(service), {})
+            try:
+                ws.renderer.render(config, svc, image.ref)
+                rendered[service].append(env)
+            except RenderError as exc:
+                problems.items.append(exc.problem)
     # Missing keys only block environments that will pin the new version later; renders must pass.
-    render_errors = [p for p in problems.errors if "needs ENV key" not in p.message]
-    if render_errors:
-        raise ConfigError(render_errors)
-    notes = [p for p in problems.errors if p not in render_errors]
-    if dry_run:
-        return Released(tag, head, rendered_for, notes)
-    commit = ws.source.create_tag(tag, f"{service} template {version}")
-    return Released(tag, commit, rendered_for, notes)
+    problems.raise_if_errors()
+    for service in pending:
+        tag = f"{service}/{version}"
+        commit = head if dry_run else ws.source.create_tag(tag, f"{service} template {version}")
+        results.append(Released(tag, commit, rendered[service], notes[service]))
+    return results
 
 
-class _WithPendingTag:
-    """The config repo, plus the tag about to be created pointing at the work tree."""
+_MISSING_TAG = re.compile(r"^template tag '([^/']+)/([^']+)' does not exist$")
 
-    def __init__(self, inner: GitConfigRepo, tag: str, head: str) -> None:
+
+def _release_together_hints(
+    problems: Sequence[Problem], releasing: Sequence[str], version: str
+) -> list[Problem]:
+    """Other services pinned to VERSION but not released: say how to release them together."""
+    missing = sorted(
+        {
+            m.group(1)
+            for p in problems
+            if (m := _MISSING_TAG.match(p.message)) and m.group(2) == version
+        }
+    )
+    if not missing:
+        return list(problems)
+    together = " ".join(sorted({*releasing, *missing}))
+    hint = (
+        f"environments pin {version} for templates not released yet: release them together "
+        f"with configcenter template release {together} {version} "
+        f"(or template release --all {version})"
+    )
+    return [
+        replace(p, hint=hint)
+        if (m := _MISSING_TAG.match(p.message)) and m.group(2) == version
+        else p
+        for p in problems
+    ]
+
+
+class _WithPendingTags:
+    """The config repo, plus the tags about to be created pointing at the work tree."""
+
+    def __init__(self, inner: GitConfigRepo, pending: Mapping[str, str]) -> None:
         self.inner = inner
         self.root = inner.root
-        self.tag = tag
-        self.head = head
+        self.pending = dict(pending)
 
     def head_commit(self) -> str | None:
         return self.inner.head_commit()
 
     def tags(self) -> Mapping[str, str]:
-        return {**self.inner.tags(), self.tag: self.head}
+        return {**self.inner.tags(), **self.pending}
 
     def template_tree(self, service: str, tag: str | None) -> TemplateTree | None:
-        if f"{service}/{tag}" == self.tag:
+        if f"{service}/{tag}" in self.pending:
             return self.inner.template_tree(service, None)
         return self.inner.template_tree(service, tag)
 
@@ -164,3 +235,43 @@ def _work_tree_template(ws: Workspace, service: str) -> Template:
         depends_on=list(data.get("depends_on") or []),
         doc=doc,
     )
+
+
+def tag_remote(ws: Workspace) -> str | None:
+    """The remote released tags go to: the current branch's upstream, else origin, else one."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", str(ws.root), *args], capture_output=True, text=True, check=False
+        )
+
+    remotes = git("remote").stdout.split()
+    if not remotes:
+        return None
+    upstream = git("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}").stdout.strip()
+    remote = upstream.split("/", 1)[0] if upstream else ""
+    if remote in remotes:
+        return remote
+    return "origin" if "origin" in remotes else remotes[0]
+
+
+class TagPushError(Exception):
+    """The tags were created locally but could not be pushed."""
+
+
+def push_tags(ws: Workspace, remote: str, tags: Sequence[str]) -> None:
+    proc = subprocess.run(
+        ["git", "-C", str(ws.root), "push", "--quiet", remote, *(f"refs/tags/{t}" for t in tags)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        why = ws.redactor.redact(
+            proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+        )
+        raise TagPushError(
+            f"tagged {', '.join(tags)} locally, but pushing to {remote} failed: {why}; "
+            f"push them with: git push {remote} " + " ".join(tags)
+        )

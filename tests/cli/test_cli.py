@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import click
@@ -63,6 +64,7 @@ def test_validate_json(repo: ConfigRepo) -> None:
     result = run(repo, "validate", "--json")
     assert json.loads(result.stdout) == {
         "ok": True,
+        "version": version("configcenter"),
         "environments": 2,
         "services": 4,
         "warnings": [],
@@ -104,7 +106,9 @@ def test_warning_passes_unless_strict(repo: ConfigRepo) -> None:
     assert "1 warning(s)" in result.stdout
     strict = CliRunner().invoke(cli_group, ["-C", str(repo.root), "--strict", "validate"])
     assert strict.exit_code == 1
-    assert "environments/dev/api.yaml:4: warning: 'EXTRA'" in strict.stderr
+    # Under --strict the warning is what failed the command: it is labelled an error.
+    assert "environments/dev/api.yaml:4: error: 'EXTRA'" in strict.stderr
+    assert "--strict turns warnings into errors" in strict.stderr
     assert strict.stdout == ""
 
 
@@ -140,7 +144,7 @@ def test_explain_shows_winner_and_overrides(repo: ConfigRepo) -> None:
 
 def test_explain_json(repo: ConfigRepo) -> None:
     result = run(repo, "explain", "dev", "api", "--json")
-    rows = {row["key"]: row for row in json.loads(result.stdout)}
+    rows = {row["key"]: row for row in json.loads(result.stdout)["values"]}
     assert rows["LOG_LEVEL"] == {
         "key": "LOG_LEVEL",
         "value": "debug",
@@ -206,7 +210,7 @@ def test_plan_exit_code(repo: ConfigRepo) -> None:
 
 
 def test_plan_text(repo: ConfigRepo) -> None:
-    result = run(repo, "plan", "dev")
+    result = run(repo, "plan", "dev", "--full")
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Plan for dev (config ")
     assert lines[0].endswith("): 2 to change, 0 blocked, 0 unchanged")

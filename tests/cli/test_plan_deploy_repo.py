@@ -50,7 +50,9 @@ def test_noop_exits_0(repo: ConfigRepo, remote: DeployRemote) -> None:
     publish_applied(repo, remote)
     result = plan(repo, remote, "--exit-code")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.splitlines()[1:] == [
+    assert result.stdout.splitlines()[1:] == ["  = unchanged: db, api", "Nothing to do."]
+    full = plan(repo, remote, "--full")
+    assert full.stdout.splitlines()[1:] == [
         "  = db              noop    ",
         "  = api             noop    ",
         "Nothing to do.",

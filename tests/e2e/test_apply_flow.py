@@ -314,7 +314,7 @@ def test_history_lists_releases_with_outcome_trigger_tag_digest_and_image(world:
     state = world.state("dev")["services"]
     runs = {r[0]: r for r in world.runs()}
 
-    entries = json.loads(world.ok("history", "dev", "--json").stdout)
+    entries = json.loads(world.ok("history", "dev", "--json").stdout)["releases"]
 
     assert [e["service"] for e in entries] == ["api", "db", "api", "worker"]
     newest, _, oldest_api, _ = entries
@@ -333,7 +333,9 @@ def test_history_lists_releases_with_outcome_trigger_tag_digest_and_image(world:
         assert len(entry["commit"]) == 40
     assert entries[-1]["values_digest"] == state["worker"]["values_digest"]
 
-    only_api = json.loads(world.ok("history", "dev", "--service", "api", "--json").stdout)
+    only_api = json.loads(world.ok("history", "dev", "--service", "api", "--json").stdout)[
+        "releases"
+    ]
     assert [e["release"] for e in only_api] == [newest["release"], oldest_api["release"]]
 
     text = world.ok("history", "dev").stdout

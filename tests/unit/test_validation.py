@@ -332,7 +332,17 @@ def test_pin_for_service_never_released(repo: ConfigRepo) -> None:
     repo.write("environments/dev/cache.yaml", "template: 0.1.0\n")
     problem = only_problem(repo.problems())
     assert problem.message == "template tag 'cache/0.1.0' does not exist"
-    assert problem.hint == "release one: configcenter template release cache 0.1.0"
+    assert problem.hint == (
+        "release it: configcenter template release cache 0.1.0 "
+        "(a fresh repo: configcenter template release --all 0.1.0)"
+    )
+
+
+def test_pin_for_service_without_a_template(repo: ConfigRepo) -> None:
+    repo.write("environments/dev/cache.yaml", "template: 0.1.0\n")
+    problem = only_problem(repo.problems())
+    assert problem.message == "template tag 'cache/0.1.0' does not exist"
+    assert problem.hint.startswith("there is no template 'cache': create templates/cache/")
 
 
 def test_numeric_pin_is_a_type_error(repo: ConfigRepo) -> None:

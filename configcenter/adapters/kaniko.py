@@ -1,8 +1,12 @@
 """Builder adapter: a Kubernetes Job running the Kaniko executor, for building on the cluster.
 
-The rendered Dockerfile and the build context travel in a ConfigMap (the
-context as a reproducible tar.gz in binaryData; Kaniko reads it with
-`--context tar://`), owned by the Job so both are garbage-collected together.
+Small contexts travel in a ConfigMap with the rendered Dockerfile (the context
+as a reproducible tar.gz in binaryData; Kaniko reads it with `--context
+tar://`). Larger ones are fetched by the Job itself: an init container clones
+the source repository at the pinned commit into an emptyDir (credentials from
+a Secret made for the Job, never in its spec), lays the rendered context files
+over it, and Kaniko builds `--context dir://` from there. The ConfigMap and
+Secret are owned by the Job, so all are garbage-collected together.
 Kaniko writes the pushed digest to the container's termination message
 (`--digest-file /dev/termination-log`), which we read from the pod status; if
 a cluster drops it, the registry is asked for the pushed tag instead.
@@ -17,13 +21,14 @@ import hashlib
 import io
 import re
 import tarfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from configcenter.adapters.buildah import split_target
+from configcenter.adapters.k8s_jobs import JOB_KIND_LABEL, JobClient, JobError
 from configcenter.ports.builder import (
     BuilderContext,
     BuildFailed,
@@ -40,6 +45,30 @@ DEFAULT_IMAGE = "gcr.io/kaniko-project/executor:v1.23.2"
 MANAGED_BY = "configcenter"
 SERVICE_LABEL = "configcenter.io/service"
 CONTAINER = "kaniko"
+FETCH_CONTAINER = "fetch-source"
+DEFAULT_GIT_IMAGE = "docker.io/alpine/git:v2.47.2"
+FETCH_MODES = ("auto", "always", "never")
+# The init container's script. Everything it needs comes from its environment; the
+# credential helper answers git from GIT_USERNAME/GIT_PASSWORD (a Secret), so no
+# credential is in the URL, the arguments or the Job's spec. A shallow fetch of the
+# commit works on GitLab and GitHub; servers that refuse it get a full fetch.
+FETCH_SCRIPT = r"""set -eu
+git init -q /workspace/source
+cd /workspace/source
+if [ -n "${GIT_USERNAME:-}" ]; then
+  helper='!f() { test "$1" = get || exit 0; echo "username=$GIT_USERNAME";'
+  git config credential.helper "$helper"' echo "password=${GIT_PASSWORD:-}"; }; f'
+fi
+git fetch -q --depth=1 "$SOURCE_URL" "$SOURCE_COMMIT" \
+  || git fetch -q "$SOURCE_URL" '+refs/heads/*:refs/remotes/origin/*' '+refs/tags/*:refs/tags/*'
+git -c advice.detachedHead=false checkout -q "$SOURCE_COMMIT"
+test "$(git rev-parse HEAD)" = "$SOURCE_COMMIT"
+rm -rf .git
+if [ -f /build-input/overlay.tar.gz ]; then
+  tar -xzf /build-input/overlay.tar.gz -C "/workspace/source/$SOURCE_SUBDIR"
+fi
+echo "fetched $SOURCE_URL at $SOURCE_COMMIT"
+"""
 # A ConfigMap holds at most 1 MiB in all; keep room for the Dockerfile and metadata.
 MAX_CONTEXT_BYTES = 900 * 1024
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -63,6 +92,40 @@ def context_tarball(context_dir: Path) -> bytes:
             else:
                 archive.addfile(info)
     return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def files_tarball(files: Mapping[str, bytes]) -> bytes:
+    """`files` (relative path -> bytes) as a reproducible tar.gz."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size = len(files[name])
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(files[name]))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def fetchable_url(url: str) -> bool:
+    """Can a pod on the cluster clone this? Not a path on this machine."""
+    scheme = urlsplit(url).scheme
+    if scheme in ("http", "https", "ssh", "git"):
+        return True
+    # scp-like "git@host:group/repo.git"
+    return bool(re.match(r"^[\w.-]+@[\w.-]+:", url))
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """(URL without userinfo, username, password); a lone https user part is a token."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or (parts.username is None):
+        return url, None, None
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    from urllib.parse import unquote
+
+    return clean, unquote(parts.username), unquote(parts.password or "")
 
 
 def job_name_for(request: BuildRequest) -> str:
@@ -112,14 +175,29 @@ class KanikoBuilder:
     )
     registry: Registry | None = None  # asked for the digest when the pod status lacks it
     tail_lines: int = 40
+    # "auto": a context that fits travels in a ConfigMap, a larger one is fetched by the
+    # Job from the source repository; "always": the Job always fetches; "never": refuse
+    # contexts over the ConfigMap limit.
+    fetch_source: str = "auto"
+    git_image: str = DEFAULT_GIT_IMAGE
 
     # --- manifests -------------------------------------------------------------
 
-    def executor_args(self, request: BuildRequest) -> list[str]:
+    def executor_args(self, request: BuildRequest, fetched: bool = False) -> list[str]:
         host = request.target.split("/", 1)[0]
+        if fetched:
+            assert request.source is not None
+            where = "/workspace/source" + (
+                f"/{request.source.subdir}" if request.source.subdir else ""
+            )
+            context = [f"--context=dir://{where}", "--dockerfile=/build-input/Dockerfile"]
+        else:
+            context = [
+                "--context=tar:///workspace/context.tar.gz",
+                "--dockerfile=/workspace/Dockerfile",
+            ]
         args = [
-            "--context=tar:///workspace/context.tar.gz",
-            "--dockerfile=/workspace/Dockerfile",
+            *context,
             f"--destination={request.target}",
             "--digest-file=/dev/termination-log",
             "--reproducible",
@@ -138,6 +216,32 @@ class KanikoBuilder:
             args.append("--cache=false")
         return args
 
+    def fetches_source(self, request: BuildRequest) -> bool:
+        """Does this request's Job fetch the source itself (rather than get a ConfigMap)?"""
+        if self.fetch_source not in FETCH_MODES:
+            raise BuildFailed(
+                f"builder fetch_source {self.fetch_source!r} is not one of {', '.join(FETCH_MODES)}"
+            )
+        if self.fetch_source == "never":
+            return False
+        if self.fetch_source == "auto":
+            tarball = context_tarball(request.context_dir)
+            if len(tarball) + len(request.dockerfile.encode()) <= MAX_CONTEXT_BYTES:
+                return False
+        source = request.source
+        if source is None or not fetchable_url(source.url):
+            where = (
+                f"{split_credentials(source.url)[0]} is a path on this machine"
+                if source
+                else "it has no source repository"
+            )
+            raise BuildFailed(
+                f"the build context of {request.service} is too big for a ConfigMap and a "
+                f"Kaniko Job cannot fetch it ({where}): give image.source.repo as a URL the "
+                "cluster can clone (https://, ssh://), or use the buildah builder"
+            )
+        return True
+
     def config_map_manifest(self, request: BuildRequest, name: str) -> dict[str, Any]:
         import base64
 
@@ -145,8 +249,9 @@ class KanikoBuilder:
         if len(tarball) + len(request.dockerfile.encode()) > MAX_CONTEXT_BYTES:
             raise BuildFailed(
                 f"build context of {request.service} is {len(tarball)} bytes compressed, over "
-                f"the {MAX_CONTEXT_BYTES} a ConfigMap can carry to a Kaniko Job: use the "
-                "buildah builder, or keep large files out of the context"
+                f"the {MAX_CONTEXT_BYTES} a ConfigMap can carry to a Kaniko Job: give "
+                "image.source.repo as a URL the cluster can clone (the Job then fetches it), "
+                "use the buildah builder, or keep large files out of the context"
             )
         return {
             "apiVersion": "v1",
@@ -156,17 +261,93 @@ class KanikoBuilder:
             "binaryData": {"context.tar.gz": base64.b64encode(tarball).decode("ascii")},
         }
 
+    def fetch_inputs_manifest(self, request: BuildRequest, name: str) -> dict[str, Any]:
+        """The ConfigMap of a fetching Job: the Dockerfile and the files laid over the tree."""
+        import base64
+
+        assert request.source is not None
+        data: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": self.labels(request)},
+            "data": {"Dockerfile": request.dockerfile},
+        }
+        if request.source.overlay:
+            overlay = files_tarball(request.source.overlay)
+            if len(overlay) + len(request.dockerfile.encode()) > MAX_CONTEXT_BYTES:
+                raise BuildFailed(
+                    f"the rendered context files of {request.service} are {len(overlay)} bytes "
+                    f"compressed, over the {MAX_CONTEXT_BYTES} a ConfigMap can carry: use the "
+                    "buildah builder"
+                )
+            data["binaryData"] = {"overlay.tar.gz": base64.b64encode(overlay).decode("ascii")}
+        return data
+
+    def source_secret_manifest(self, request: BuildRequest, name: str) -> dict[str, Any] | None:
+        """The source repository's credentials for the fetch, None when its URL has none."""
+        assert request.source is not None
+        _url, username, password = split_credentials(request.source.url)
+        if username is None:
+            return None
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/basic-auth",
+            "metadata": {"name": f"{name}-source", "labels": self.labels(request)},
+            "stringData": {"username": username, "password": password or ""},
+        }
+
     def labels(self, request: BuildRequest) -> dict[str, str]:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.service).strip("-_.")[:63]
-        return {"app.kubernetes.io/managed-by": MANAGED_BY, SERVICE_LABEL: slug or "image"}
+        return {
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+            SERVICE_LABEL: slug or "image",
+            JOB_KIND_LABEL: "build",
+        }
 
-    def job_manifest(self, request: BuildRequest, name: str) -> dict[str, Any]:
+    def fetch_container(self, request: BuildRequest, name: str) -> dict[str, Any]:
+        assert request.source is not None
+        url, username, _password = split_credentials(request.source.url)
+        env: list[dict[str, Any]] = [
+            {"name": "SOURCE_URL", "value": url},
+            {"name": "SOURCE_COMMIT", "value": request.source.commit},
+            {"name": "SOURCE_SUBDIR", "value": request.source.subdir},
+            {"name": "GIT_TERMINAL_PROMPT", "value": "0"},
+        ]
+        if username is not None:
+            for var, key in (("GIT_USERNAME", "username"), ("GIT_PASSWORD", "password")):
+                env.append(
+                    {
+                        "name": var,
+                        "valueFrom": {"secretKeyRef": {"name": f"{name}-source", "key": key}},
+                    }
+                )
+        return {
+            "name": FETCH_CONTAINER,
+            "image": self.git_image,
+            "command": ["sh", "-c", FETCH_SCRIPT],
+            "env": env,
+            "volumeMounts": [
+                {"name": "workspace", "mountPath": "/workspace"},
+                {"name": "build-input", "mountPath": "/build-input", "readOnly": True},
+            ],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+
+    def job_manifest(
+        self, request: BuildRequest, name: str, fetched: bool = False
+    ) -> dict[str, Any]:
         volumes: list[dict[str, Any]] = [
             {"name": "build-input", "configMap": {"name": name}},
         ]
-        mounts: list[dict[str, Any]] = [
-            {"name": "build-input", "mountPath": "/workspace", "readOnly": True},
-        ]
+        if fetched:
+            volumes.append({"name": "workspace", "emptyDir": {}})
+            mounts: list[dict[str, Any]] = [
+                {"name": "workspace", "mountPath": "/workspace"},
+                {"name": "build-input", "mountPath": "/build-input", "readOnly": True},
+            ]
+        else:
+            mounts = [{"name": "build-input", "mountPath": "/workspace", "readOnly": True}]
         if self.push_secret:
             volumes.append(
                 {
@@ -184,7 +365,7 @@ class KanikoBuilder:
                 {
                     "name": CONTAINER,
                     "image": self.image,
-                    "args": self.executor_args(request),
+                    "args": self.executor_args(request, fetched),
                     "volumeMounts": mounts,
                     "resources": self.resources,
                     "terminationMessagePath": "/dev/termination-log",
@@ -193,17 +374,18 @@ class KanikoBuilder:
             ],
             "volumes": volumes,
         }
+        if fetched:
+            pod_spec["initContainers"] = [self.fetch_container(request, name)]
         if self.service_account:
             pod_spec["serviceAccountName"] = self.service_account
         labels = self.labels(request)
+        annotations = {"configcenter.io/target": request.target}
+        if request.source is not None:
+            annotations["configcenter.io/source-commit"] = request.source.commit
         return {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {
-                "name": name,
-                "labels": labels,
-                "annotations": {"configcenter.io/target": request.target},
-            },
+            "metadata": {"name": name, "labels": labels, "annotations": annotations},
             "spec": {
                 "backoffLimit": 0,  # a failed build is reported, not retried
                 "activeDeadlineSeconds": int(self.timeout),
@@ -229,55 +411,47 @@ class KanikoBuilder:
 
             return ApiClient()
 
-    def run_job(self, request: BuildRequest, log: LogSink) -> JobOutcome:
-        """Create the ConfigMap and Job, watch the Job to its end, collect pod logs."""
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-
+    def manifests(self, request: BuildRequest) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The Job and the objects it owns (its ConfigMap, and a Secret when it fetches)."""
         name = job_name_for(request)
-        config_map = self.config_map_manifest(request, name)
-        job = self.job_manifest(request, name)
+        if self.fetches_source(request):
+            owned = [self.fetch_inputs_manifest(request, name)]
+            secret = self.source_secret_manifest(request, name)
+            if secret is not None:
+                owned.append(secret)
+            return self.job_manifest(request, name, fetched=True), owned
+        return self.job_manifest(request, name), [self.config_map_manifest(request, name)]
+
+    def run_job(self, request: BuildRequest, log: LogSink) -> JobOutcome:
+        """Create the Job and what it owns, watch it to its end, collect pod logs."""
+        from kubernetes import client
+
+        job, owned = self.manifests(request)
+        name = job["metadata"]["name"]
         with self._api() as api:
-            # Typed Any: the client takes plain manifest dicts as bodies, its stubs do not say so.
-            core: Any = client.CoreV1Api(api)
-            batch: Any = client.BatchV1Api(api)
+            jobs = JobClient(
+                client.CoreV1Api(api),
+                client.BatchV1Api(api),
+                self.namespace,
+                error=lambda action, exc: self._api_error(action, exc),
+            )
             try:
-                # A finished Job of an earlier attempt at the same target: replace it.
-                batch.delete_namespaced_job(name, self.namespace, propagation_policy="Foreground")
-                self._wait_gone(batch, name)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise self._api_error("delete the old build Job", exc) from None
-            try:
-                core.delete_namespaced_config_map(name, self.namespace)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise self._api_error("delete the old build ConfigMap", exc) from None
-            try:
-                core.create_namespaced_config_map(self.namespace, config_map)
-                created = batch.create_namespaced_job(self.namespace, job)
-                core.patch_namespaced_config_map(
-                    name,
-                    self.namespace,
-                    {
-                        "metadata": {
-                            "ownerReferences": [
-                                {
-                                    "apiVersion": "batch/v1",
-                                    "kind": "Job",
-                                    "name": name,
-                                    "uid": created.metadata.uid,
-                                }
-                            ]
-                        }
-                    },
+                jobs.create(job, owned)
+                how = (
+                    "fetching its source"
+                    if len(job["spec"]["template"]["spec"].get("initContainers", []))
+                    else "context in a ConfigMap"
                 )
-            except ApiException as exc:
-                raise self._api_error("create the build Job", exc) from None
-            log(f"{request.service}: Kaniko Job {self.namespace}/{name} created")
-            succeeded, reason = self._watch(batch, name)
-            pod, message, exit_code = self._pod_result(core, name)
-            lines = self._logs(core, pod) if pod else []
+                log(f"{request.service}: Kaniko Job {self.namespace}/{name} created ({how})")
+                succeeded, reason = jobs.wait(name, self.timeout)
+                pod, ended_by, message, exit_code = jobs.pod_result(name, CONTAINER)
+                lines = (
+                    jobs.logs(pod, ended_by, message if ended_by != CONTAINER else None)
+                    if pod
+                    else []
+                )
+            except JobError as exc:
+                raise BuildFailed(str(exc)) from None
             for line in lines:
                 log(line)
         return JobOutcome(name, succeeded, reason, pod, message, exit_code, lines)
@@ -309,83 +483,12 @@ class KanikoBuilder:
             )
         return BuildResult(reference=f"{repository}@{digest}", digest=digest)
 
-    def _watch(self, batch: Any, name: str) -> tuple[bool, str]:
-        """Follow the Job with a watch until Complete/Failed or the deadline."""
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
-        deadline = time.monotonic() + self.timeout
-        resource_version: str | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False, f"timed out after {self.timeout:g}s"
-            watcher = watch.Watch()
-            kwargs: dict[str, Any] = {
-                "field_selector": f"metadata.name={name}",
-                "timeout_seconds": max(1, int(min(remaining, 60))),
-            }
-            if resource_version:
-                kwargs["resource_version"] = resource_version
-            try:
-                for event in watcher.stream(batch.list_namespaced_job, self.namespace, **kwargs):
-                    obj = event["object"]
-                    resource_version = obj.metadata.resource_version
-                    for cond in obj.status.conditions or []:
-                        if cond.status != "True":
-                            continue
-                        if cond.type == "Complete":
-                            watcher.stop()
-                            return True, "Complete"
-                        if cond.type == "Failed":
-                            watcher.stop()
-                            detail = ": ".join(x for x in (cond.reason, cond.message) if x)
-                            return False, detail or "Failed"
-            except ApiException as exc:
-                if exc.status == 410:  # our resourceVersion expired: list afresh
-                    resource_version = None
-                    continue
-                raise self._api_error("watch the build Job", exc) from None
-
-    def _wait_gone(self, batch: Any, name: str) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                batch.read_namespaced_job(name, self.namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return
-                raise
-            time.sleep(0.2)  # polling interval for the foreground deletion
-        raise BuildFailed(f"old build Job {self.namespace}/{name} was not deleted within 60s")
-
-    def _pod_result(self, core: Any, name: str) -> tuple[str | None, str | None, int | None]:
-        pods = core.list_namespaced_pod(self.namespace, label_selector=f"job-name={name}").items
-        if not pods:
-            return None, None, None
-        pod = sorted(pods, key=lambda p: p.metadata.creation_timestamp)[-1]
-        for status in pod.status.container_statuses or []:
-            if status.name == CONTAINER and status.state and status.state.terminated:
-                term = status.state.terminated
-                return pod.metadata.name, term.message, term.exit_code
-        return pod.metadata.name, None, None
-
-    def _logs(self, core: Any, pod: str) -> list[str]:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            text: str = core.read_namespaced_pod_log(pod, self.namespace, container=CONTAINER)
-        except ApiException as exc:
-            return [f"(build log of pod {pod} unavailable: HTTP {exc.status} {exc.reason})"]
-        return text.splitlines()
-
     def _api_error(self, action: str, exc: Any) -> BuildFailed:
         return BuildFailed(
-            f"cannot {action} in namespace {self.namespace}: HTTP {exc.status} {exc.reason}; "
-            "check that the namespace exists and the build service account may manage "
-            "Jobs, ConfigMaps and read pod logs there"
+            f"cannot {action.replace('the Job', 'the build Job')} in namespace "
+            f"{self.namespace}: HTTP {exc.status} {exc.reason}; check that the namespace "
+            "exists and the build service account may manage Jobs, ConfigMaps and Secrets "
+            "and read pod logs there"
         )
 
 
@@ -403,6 +506,8 @@ def open_builder(settings: Mapping[str, Any], context: BuilderContext) -> Kaniko
         kubeconfig=settings.get("kubeconfig"),
         kube_context=settings.get("context"),
         push_secret=settings.get("push_secret"),
+        fetch_source=str(settings.get("fetch_source", "auto")),
+        git_image=str(settings.get("git_image", DEFAULT_GIT_IMAGE)),
         insecure_registries=context.registry.insecure_hosts,
         registry=context.open_registry(),
     )

@@ -143,7 +143,12 @@ REGISTRY = Registry(
             "kaniko",
             "configcenter.adapters.kaniko",
             "open_builder",
-            settings={"push_secret": "text", **_KUBERNETES_SETTINGS},
+            settings={
+                "push_secret": "text",
+                "fetch_source": "text",
+                "git_image": "text",
+                **_KUBERNETES_SETTINGS,
+            },
             description="Kaniko Jobs on a Kubernetes cluster",
         ),
         AdapterKind(

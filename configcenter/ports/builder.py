@@ -11,6 +11,20 @@ from configcenter.ports.registry import Registry, RegistryCredentials
 
 
 @dataclass(frozen=True)
+class SourceOrigin:
+    """Where a build context came from, for builders that fetch it themselves (Kaniko Jobs).
+
+    `url` is the repository as configured and may carry credentials
+    (`https://user:token@host/...`): builders must split them off, never log it.
+    """
+
+    url: str = field(repr=False)
+    commit: str  # full commit id the context is the tree of
+    subdir: str  # context directory inside the repository, "" for its root
+    overlay: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # files laid over
+
+
+@dataclass(frozen=True)
 class BuildRequest:
     service: str
     context_dir: Path  # checked-out source (the build context)
@@ -23,6 +37,7 @@ class BuildRequest:
     # context and the build args, which are plain values (secrets are refused as args).
     cache: bool = True
     cache_repo: str | None = None
+    source: SourceOrigin | None = None  # None: the context exists only in context_dir
 
 
 @dataclass(frozen=True)

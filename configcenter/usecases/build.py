@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from configcenter.adapters.source_checkout import export_tree, fetch_source, resolve_source
-from configcenter.ports.builder import Builder, BuildRequest, LogSink
+from configcenter.ports.builder import Builder, BuildRequest, LogSink, SourceOrigin
 from configcenter.ports.registry import Registry, validate_repository
 
 INPUTS_VERSION = 1  # bump when the digest recipe changes, so every image rebuilds once
@@ -196,6 +196,12 @@ def build_image(
                     f"{spec.registry_host}/{spec.cache_repository}"
                     if spec.cache and spec.cache_repository
                     else None
+                ),
+                source=SourceOrigin(
+                    url=spec.source_repo,
+                    commit=source.commit,
+                    subdir=source.subdir,
+                    overlay=dict(spec.context_files),
                 ),
             ),
             log,

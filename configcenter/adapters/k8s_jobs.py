@@ -1,0 +1,262 @@
+"""Running Kubernetes Jobs to their end: the part Kaniko builds, pre-deploy jobs and
+verification jobs share.
+
+A Job is created together with the small objects it reads (ConfigMaps, Secrets),
+which are then owned by the Job, so the garbage collector removes them with it.
+The Job is followed with a watch until its `Complete` or `Failed` condition or a
+deadline; its pod's exit code and termination message are read from the pod
+status and its log from the API. When the log cannot be read (no kubelet answers,
+or the pod is gone) the termination message stands in for it: Jobs we render use
+`terminationMessagePolicy: FallbackToLogsOnError`, so a failed container's message
+is its log tail.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Label every Job this module runs carries, with the name of the Job's purpose.
+JOB_KIND_LABEL = "configcenter.io/job"
+
+
+class JobError(Exception):
+    """The API refused something (namespace missing, no permission): the message says what."""
+
+
+@dataclass
+class JobRun:
+    """How one Job ended."""
+
+    name: str
+    succeeded: bool
+    reason: str  # "Complete", the Failed condition's reason/message, or "timed out after Ns"
+    pod: str | None = None
+    termination_message: str | None = None
+    exit_code: int | None = None
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def timed_out(self) -> bool:
+        return self.reason.startswith("timed out")
+
+
+ErrorFactory = Callable[[str, Any], Exception]
+
+
+def default_error(namespace: str) -> ErrorFactory:
+    def make(action: str, exc: Any) -> Exception:
+        return JobError(
+            f"cannot {action} in namespace {namespace}: HTTP {exc.status} {exc.reason}; check "
+            "that the namespace exists and configcenter may manage Jobs, ConfigMaps and "
+            "Secrets and read pods and their logs there"
+        )
+
+    return make
+
+
+@dataclass
+class JobClient:
+    """Jobs in one namespace; `core` and `batch` are the client's CoreV1Api and BatchV1Api."""
+
+    core: Any
+    batch: Any
+    namespace: str
+    error: ErrorFactory | None = None
+    gone_timeout: float = 60.0
+
+    def _error(self, action: str, exc: Any) -> Exception:
+        return (self.error or default_error(self.namespace))(action, exc)
+
+    def delete(self, name: str, *, wait: bool = True) -> None:
+        """Delete Job `name` and its pods (absent is fine); `wait` until it is gone."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Foreground")
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise self._error(f"delete the Job {name}", exc) from None
+        if wait:
+            self._wait_gone(name)
+
+    def create(self, job: Mapping[str, Any], owned: Iterable[Mapping[str, Any]] = ()) -> str:
+        """Create `owned` objects (ConfigMap/Secret manifests), then the Job owning them.
+
+        An earlier Job of the same name, and objects of the same names, are replaced.
+        Returns the Job's uid.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        name = str(job["metadata"]["name"])
+        self.delete(name)
+        objects = list(owned)
+        for obj in objects:
+            self._replace_owned(obj)
+        try:
+            created = self.batch.create_namespaced_job(self.namespace, dict(job))
+        except ApiException as exc:
+            raise self._error(f"create the Job {name}", exc) from None
+        uid: str = created.metadata.uid
+        owner = {
+            "metadata": {
+                "ownerReferences": [
+                    {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid}
+                ]
+            }
+        }
+        for obj in objects:
+            try:
+                self._patch(obj, owner)
+            except ApiException as exc:
+                what = f"{obj['kind']} {obj['metadata']['name']}"
+                raise self._error(f"hand {what} to its Job", exc) from None
+        return uid
+
+    def _replace_owned(self, obj: Mapping[str, Any]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        kind, obj_name = obj["kind"], obj["metadata"]["name"]
+        delete = (
+            self.core.delete_namespaced_secret
+            if kind == "Secret"
+            else self.core.delete_namespaced_config_map
+        )
+        create = (
+            self.core.create_namespaced_secret
+            if kind == "Secret"
+            else self.core.create_namespaced_config_map
+        )
+        try:
+            delete(obj_name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise self._error(f"delete the old {kind} {obj_name}", exc) from None
+        try:
+            create(self.namespace, dict(obj))
+        except ApiException as exc:
+            raise self._error(f"create the {kind} {obj_name}", exc) from None
+
+    def _patch(self, obj: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if obj["kind"] == "Secret":
+            self.core.patch_namespaced_secret(name, self.namespace, dict(body))
+        else:
+            self.core.patch_namespaced_config_map(name, self.namespace, dict(body))
+
+    def wait(self, name: str, timeout: float) -> tuple[bool, str]:
+        """Follow the Job with a watch until Complete/Failed or `timeout` seconds pass."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        deadline = time.monotonic() + timeout
+        resource_version: str | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False, f"timed out after {timeout:g}s"
+            watcher = watch.Watch()
+            kwargs: dict[str, Any] = {
+                "field_selector": f"metadata.name={name}",
+                "timeout_seconds": max(1, int(min(remaining, 60))),
+            }
+            if resource_version:
+                kwargs["resource_version"] = resource_version
+            try:
+                for event in watcher.stream(
+                    self.batch.list_namespaced_job, self.namespace, **kwargs
+                ):
+                    obj = event["object"]
+                    resource_version = obj.metadata.resource_version
+                    for cond in obj.status.conditions or []:
+                        if cond.status != "True":
+                            continue
+                        if cond.type == "Complete":
+                            watcher.stop()
+                            return True, "Complete"
+                        if cond.type == "Failed":
+                            watcher.stop()
+                            detail = ": ".join(x for x in (cond.reason, cond.message) if x)
+                            return False, detail or "Failed"
+            except ApiException as exc:
+                if exc.status == 410:  # our resourceVersion expired: list afresh
+                    resource_version = None
+                    continue
+                raise self._error(f"watch the Job {name}", exc) from None
+
+    def _wait_gone(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        deadline = time.monotonic() + self.gone_timeout
+        while time.monotonic() < deadline:
+            try:
+                self.batch.read_namespaced_job(name, self.namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise self._error(f"read the Job {name}", exc) from None
+            time.sleep(0.2)  # polling interval for the foreground deletion
+        raise JobError(
+            f"old Job {self.namespace}/{name} was not deleted within {self.gone_timeout:g}s"
+        )
+
+    def pod_result(
+        self, name: str, container: str
+    ) -> tuple[str | None, str, str | None, int | None]:
+        """The newest pod of Job `name`: its name, the container that ended it (a failed
+        init container, e.g. the source fetch, else `container`), its termination message
+        and exit code."""
+        pods = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"job-name={name}"
+        ).items
+        if not pods:
+            return None, container, None, None
+        pod = sorted(pods, key=lambda p: p.metadata.creation_timestamp)[-1]
+        for status in pod.status.init_container_statuses or []:
+            term = status.state.terminated if status.state else None
+            if term is not None and term.exit_code:
+                return pod.metadata.name, status.name, term.message, term.exit_code
+        for status in pod.status.container_statuses or []:
+            if status.name == container and status.state and status.state.terminated:
+                term = status.state.terminated
+                return pod.metadata.name, container, term.message, term.exit_code
+        return pod.metadata.name, container, None, None
+
+    def logs(self, pod: str, container: str, fallback: str | None = None) -> list[str]:
+        """The container's log lines; the termination message when the log is unavailable."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            text: str = self.core.read_namespaced_pod_log(pod, self.namespace, container=container)
+        except ApiException as exc:
+            if fallback:
+                return [
+                    f"(log of pod {pod} unavailable: HTTP {exc.status}; termination message:)",
+                    *fallback.splitlines(),
+                ]
+            return [f"(log of pod {pod} unavailable: HTTP {exc.status} {exc.reason})"]
+        return text.splitlines()
+
+    def run(
+        self,
+        job: Mapping[str, Any],
+        container: str,
+        timeout: float,
+        owned: Iterable[Mapping[str, Any]] = (),
+        log: Callable[[str], None] | None = None,
+    ) -> JobRun:
+        """Create `job` (replacing an old one of its name), wait for its end, collect its log."""
+        name = str(job["metadata"]["name"])
+        self.create(job, owned)
+        if log:
+            log(f"Job {self.namespace}/{name} created")
+        succeeded, reason = self.wait(name, timeout)
+        pod, ended_by, message, exit_code = self.pod_result(name, container)
+        lines = self.logs(pod, ended_by, message) if pod else []
+        if log:
+            for line in lines:
+                log(line)
+        return JobRun(name, succeeded, reason, pod, message, exit_code, lines)

@@ -105,6 +105,9 @@ _SEGMENT = re.compile(
     r"^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$"
 )
 _RETRY_STATUS = (502, 503, 504)
+#: Marathon answers 403 with this message when `--max_running_deployments` is reached
+#: (TooManyRunningDeploymentsException), and 403 for authorization failures otherwise.
+_TOO_MANY_DEPLOYMENTS = re.compile(r"max(imum)? number of (concurrent|running) deployments", re.I)
 
 JSON = dict[str, Any]
 
@@ -123,6 +126,14 @@ class MarathonSecretError(MarathonError):
 
 class MarathonUnavailableError(MarathonError):
     """Marathon (or the secret store) could not be reached after retries."""
+
+
+class MarathonAuthError(MarathonError):
+    """The token is missing or invalid (401), or its account lacks a permission (403)."""
+
+
+class MarathonBusyError(MarathonError):
+    """Marathon refused a new deployment: too many are running (its 403). Nothing changed."""
 
 
 class MarathonConflictError(MarathonError):
@@ -615,8 +626,9 @@ class MarathonPlatform:
         body: JSON | None = None,
         ok: tuple[int, ...] = (200, 201),
         what: str | None = None,
+        retry: bool = True,
     ) -> requests.Response:
-        response = self._send(method, self.url + path, params=params, body=body)
+        response = self._send(method, self.url + path, params=params, body=body, retry=retry)
         if response.status_code in ok:
             return response
         try:
@@ -632,13 +644,20 @@ class MarathonPlatform:
         *,
         params: Mapping[str, Any] | None = None,
         body: JSON | None = None,
+        retry: bool = True,
     ) -> requests.Response:
-        """One HTTP call with retries on connection errors and 502/503/504 (leader changes)."""
+        """One HTTP call with retries on connection errors and 502/503/504 (leader changes).
+
+        Without `retry` one attempt is made: for calls that may have taken
+        effect although no good answer came back (a PUT answered 503 by a
+        leader proxy that timed out), where the caller checks before repeating.
+        """
         import requests
 
         target = url.split("?")[0]
         problem = ""
-        for attempt in range(self.retries):
+        attempts = self.retries if retry else 1
+        for attempt in range(attempts):
             try:
                 response = self._session.request(
                     method, url, params=params, json=body, timeout=self.request_timeout
@@ -648,11 +667,12 @@ class MarathonPlatform:
             else:
                 if response.status_code not in _RETRY_STATUS:
                     return response
-                problem = f"HTTP {response.status_code}"
-            if attempt + 1 < self.retries:
+                problem = f"HTTP {response.status_code}" + _message_of(response)
+            if attempt + 1 < attempts:
                 time.sleep(self.retry_delay * 2**attempt)
         raise MarathonUnavailableError(
-            f"cannot reach {target} ({method}): {problem} after {self.retries} attempts; "
+            f"cannot reach {target} ({method}): {problem} after {attempts} "
+            f"{'attempt' if attempts == 1 else 'attempts'}; "
             f"check platforms.{self.target.name} (url, secrets_url) and that the service is up"
         )
 
@@ -683,10 +703,25 @@ class MarathonPlatform:
                 message,
                 list(details),
             )
-        if status in (401, 403):
-            return MarathonError(
-                f"{what}: Marathon at {self.url} refused access (HTTP {status}: {message}); "
-                f"set platforms.{self.target.name}.token to a secret ref with a valid token"
+        if status == 403 and _TOO_MANY_DEPLOYMENTS.search(message):
+            return MarathonBusyError(
+                f"{what}: Marathon at {self.url} accepts no new deployment now (HTTP 403: "
+                f"{message}). Nothing was changed: wait for running deployments to finish "
+                "(GET /v2/deployments) and apply again, or raise Marathon's "
+                "--max_running_deployments"
+            )
+        if status == 401:
+            return MarathonAuthError(
+                f"{what}: Marathon at {self.url} did not accept the credentials (HTTP 401: "
+                f"{message}); set platforms.{self.target.name}.token to a secret ref holding a "
+                "valid, unexpired DC/OS token"
+            )
+        if status == 403:
+            return MarathonAuthError(
+                f"{what}: Marathon at {self.url} refused the action (HTTP 403: {message}): the "
+                f"token of platforms.{self.target.name} is valid but its account lacks the "
+                f"permission; grant it dcos:service:marathon:marathon:services:{self.group} "
+                "(full), or use a token of an account that has it"
             )
         return MarathonError(f"{what}: Marathon at {self.url} answered HTTP {status}: {message}")
 
@@ -707,13 +742,40 @@ class MarathonPlatform:
         params = {"partialUpdate": "false"}
         if force:
             params["force"] = "true"
-        response = self._request(
-            "PUT",
-            f"/v2/apps{app_id}",
-            params=params,
-            body=definition,
-            what=f"deploy {app_id}",
-        )
+        unavailable: MarathonUnavailableError | None = None
+        for attempt in range(self.retries):
+            try:
+                response = self._request(
+                    "PUT",
+                    f"/v2/apps{app_id}",
+                    params=params,
+                    body=definition,
+                    what=f"deploy {app_id}",
+                    retry=False,
+                )
+                break
+            except MarathonUnavailableError as exc:
+                # A 503 (or a lost answer) may come after Marathon started the
+                # deployment: repeating the PUT blindly would get 409 from our own
+                # deployment. Look first; adopt it if the app already is ours.
+                unavailable = exc
+                current = self._get_app(app_id, embed=("app.deployments",))
+                if current is not None and _runs(current, definition):
+                    running = [str(d["id"]) for d in current.get("deployments") or []]
+                    log.warning(
+                        "marathon %s: PUT %s got no good answer (%s) but Marathon took it; "
+                        "following deployment %s",
+                        self.target.name,
+                        app_id,
+                        exc,
+                        ", ".join(running) or "(already finished)",
+                    )
+                    return {"deploymentId": running[0] if running else "", "version": ""}
+                if attempt + 1 < self.retries:
+                    time.sleep(self.retry_delay * 2**attempt)
+        else:
+            assert unavailable is not None
+            raise unavailable
         result: JSON = response.json()
         if "deploymentId" not in result and response.headers.get("Marathon-Deployment-Id"):
             result["deploymentId"] = response.headers["Marathon-Deployment-Id"]
@@ -746,8 +808,50 @@ class MarathonPlatform:
             except ValueError:
                 payload = {"message": response.reason}
             # The store's answer describes the path, never the value we sent.
-            raise self._http_error(response.status_code, payload, f"{method} secret {source}")
+            raise self._secret_error(response.status_code, payload, method, source)
         return response
+
+    def _secret_error(self, status: int, payload: Any, method: str, source: str) -> MarathonError:
+        """A DC/OS secret store refusal, said as what it is (never "fix marathon.json.j2")."""
+        payload = payload if isinstance(payload, dict) else {"message": str(payload)}
+        code = str(payload.get("code") or "")
+        text = str(payload.get("description") or payload.get("message") or f"HTTP {status}")
+        said = f"HTTP {status}" + (f" {code}" if code else "") + f": {text}"
+        where = f"{method} secret {source} in store {self.secret_store!r} at {self.secrets_url}"
+        if status == 401:
+            fix = (
+                f"set platforms.{self.target.name}.token to a secret ref holding a valid, "
+                "unexpired DC/OS token"
+            )
+        elif status == 403:
+            action = "create" if method == "PUT" else "update" if method == "PATCH" else "delete"
+            fix = (
+                f"grant the token's account dcos:secrets:{self.secret_store}:{source} "
+                f"{action} (or dcos:secrets:{self.secret_store}:{self._secret_prefix('')}* )"
+            )
+        elif status == 404:
+            fix = (
+                f"check platforms.{self.target.name}.secret_store (is {self.secret_store!r}) "
+                "and secrets_url: the store or the secret does not exist"
+            )
+        elif status == 400:
+            fix = (
+                "the store rejected the secret's path or value; the path is built from the "
+                "env's group, the service and the key, so check they are valid store paths"
+            )
+        else:
+            fix = f"check the secret store at {self.secrets_url}"
+        return MarathonSecretError(f"{where}: the secret store refused ({said}); {fix}")
+
+
+def _message_of(response: requests.Response) -> str:
+    """` (Marathon's message)` from an error answer, when it has one."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return ""
+    message = payload.get("message") if isinstance(payload, dict) else None
+    return f" ({str(message)[:200]})" if message else ""
 
 
 def _resolve(ref: str, where: str, on_resolved: Callable[[str], None] | None) -> str:

@@ -35,11 +35,22 @@ JobOutcome = tuple[str, list[str], str]
 
 
 def gitlab_job(event: GitLabEvent, headers: Mapping[str, str], body: bytes) -> Job:
-    """The job for one GitLab delivery, named by the id GitLab keeps across retries."""
-    key = event.idempotency_key or event.delivery_id or hashlib.sha256(body).hexdigest()
+    """The job for one GitLab delivery, named so that a second delivery of it is a duplicate.
+
+    GitLab's `Idempotency-Key` stays the same across retries of one delivery.
+    Without it (GitLab before 17.4, a hand-made resend) the event's natural
+    key names the job: push = project, ref, before and after; merge = project,
+    MR iid and merge commit. `X-Gitlab-Event-UUID` and `X-Gitlab-Webhook-UUID`
+    are new for every request, so they never name a job. Events with neither
+    (MR updates, which apply nothing) are named by a hash of the body.
+    """
+    natural = event.natural_key or "body:" + hashlib.sha256(body).hexdigest()
+    key = event.idempotency_key or natural
     payload: dict[str, Any] = {
         "project": event.project,
+        "project_id": event.project_id,
         "event_uuid": event.delivery_id,
+        "idempotency_key": event.idempotency_key,
         "actor": _gitlab_user(body),
     }
     if event.kind == "push":
@@ -53,6 +64,7 @@ def gitlab_job(event: GitLabEvent, headers: Mapping[str, str], body: bytes) -> J
             target_branch=event.target_branch,
             merged=event.merged,
             merge_commit_sha=event.merge_commit_sha,
+            last_commit=event.last_commit,
         )
     return Job(id=f"gitlab:{key}", source="gitlab", kind=event.kind, payload=payload)
 
@@ -168,7 +180,9 @@ def _push(engine: Engine, job: Job) -> JobOutcome:
     if not envs:
         return "ignored", [], f"{note}; no environment has auto_apply: true"
     runs, state, notes = _apply_envs(engine, ws, envs, None, str(job.payload.get("actor")), job)
-    engine.jobs.finish_covered("gitlab", "push", covered_up_to, runs, f"covered by {job.id}")
+    engine.jobs.finish_covered(
+        "gitlab", "push", covered_up_to, runs, f"covered by {job.id}", ref=str(job.payload["ref"])
+    )
     return state, runs, "; ".join([note, *notes])
 
 
@@ -264,7 +278,8 @@ def _event_of(job: Job) -> GitLabEvent:
             kind="push",
             delivery_id=p.get("event_uuid"),
             project=p.get("project"),
-            idempotency_key=job.id.removeprefix("gitlab:"),
+            project_id=p.get("project_id"),
+            idempotency_key=p.get("idempotency_key"),
             ref=p.get("ref"),
             before=p.get("before"),
             after=p.get("after"),
@@ -273,7 +288,8 @@ def _event_of(job: Job) -> GitLabEvent:
         kind="merge_request",
         delivery_id=p.get("event_uuid"),
         project=p.get("project"),
-        idempotency_key=job.id.removeprefix("gitlab:"),
+        project_id=p.get("project_id"),
+        idempotency_key=p.get("idempotency_key"),
         iid=p.get("iid"),
         action=p.get("action"),
         state=p.get("state"),
@@ -281,6 +297,7 @@ def _event_of(job: Job) -> GitLabEvent:
         target_branch=p.get("target_branch"),
         merged=bool(p.get("merged")),
         merge_commit_sha=p.get("merge_commit_sha"),
+        last_commit=p.get("last_commit"),
     )
 
 
@@ -304,14 +321,23 @@ def _via_promotion(engine: Engine, job: Job, handler: Any) -> JobOutcome:
             engine.record_run("apply", "failed", time.monotonic() - started)
             raise
     elapsed = time.monotonic() - started
+    reason = str(getattr(results, "reason", "") or "")
     results = list(results or [])
     runs = [r.run_id for r in results if getattr(r, "run_id", None)]
     for result in results:
         engine.record_run("apply", str(result.outcome), elapsed / len(results))
-    if job.kind == "push":
-        engine.jobs.finish_covered("gitlab", "push", covered_up_to, runs, f"covered by {job.id}")
     if not results:
-        return "ignored", [], f"{note}; nothing to apply for this {job.kind} event"
+        # Nothing applied (another branch, a tag, another project): this job covers nothing.
+        return "ignored", [], f"{note}; {reason or f'nothing to apply for this {job.kind} event'}"
+    if job.kind == "push":
+        engine.jobs.finish_covered(
+            "gitlab",
+            "push",
+            covered_up_to,
+            runs,
+            f"covered by {job.id}",
+            ref=str(job.payload.get("ref") or ""),
+        )
     failed = any(str(r.outcome) in ("failed", "rolled_back") for r in results)
     summary = "; ".join(f"{r.env}: {r.outcome}" for r in results)
     return ("failed" if failed else "done"), runs, f"{note}; {summary}"

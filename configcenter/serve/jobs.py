@@ -242,21 +242,30 @@ class JobStore:
             return int(row[0])
 
     def finish_covered(
-        self, source: str, kind: str, up_to_seq: int, runs: Sequence[str], note: str
+        self,
+        source: str,
+        kind: str,
+        up_to_seq: int,
+        runs: Sequence[str],
+        note: str,
+        *,
+        ref: str,
     ) -> list[str]:
-        """Mark queued jobs of this kind, received before `up_to_seq`, done by the same runs.
+        """Mark queued jobs of this kind and `ref`, received before `up_to_seq`, done by `runs`.
 
         A push applies the config repo's head, so one apply covers every push
-        that had arrived before it fetched: they are recorded, not re-run.
+        to the same branch that had arrived before it fetched: they are
+        recorded, not re-run. Only a job that applied something may call this;
+        pushes to other refs are never covered.
         """
         with self._tx() as cur:
             rows = self._run(
                 cur,
-                "SELECT id FROM serve_jobs WHERE state = 'queued' AND source = ? AND kind = ? "
-                "AND seq <= ?" + (" FOR UPDATE SKIP LOCKED" if self.postgres else ""),
+                "SELECT id, payload FROM serve_jobs WHERE state = 'queued' AND source = ? "
+                "AND kind = ? AND seq <= ?" + (" FOR UPDATE SKIP LOCKED" if self.postgres else ""),
                 (source, kind, up_to_seq),
             ).fetchall()
-            ids = [str(r[0]) for r in rows]
+            ids = [str(r[0]) for r in rows if json.loads(r[1] or "{}").get("ref") == ref]
             for job_id in ids:
                 self._run(
                     cur,

@@ -562,9 +562,11 @@ def promote(
         )
         mr = existing
         if not unchanged:
+            # Labels people added to the request (review, team, ...) stay: ours are added.
+            labels = [*existing.labels, *(x for x in result.labels if x not in existing.labels)]
             mr = _forge(
                 lambda: forge.update(
-                    existing.iid, result.title, result.description, result.labels, result.draft
+                    existing.iid, result.title, result.description, labels, result.draft
                 )
             )
         result.status = "unchanged" if result.commit is None else "updated"

@@ -9,7 +9,7 @@ to the merged default branch, and the environment is applied through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from configcenter.usecases.apply import ApplyOptions, ApplyResult, Reporter, apply_env
 from configcenter.usecases.promote import ConfigGit, PromotionError, parse_branch
@@ -72,7 +72,14 @@ def handle_gitlab_webhook(
 
 
 class TriggerResults(list[ApplyResult]):
-    """The applies an event caused, in order; `runs` and `summary` are for serve's job log."""
+    """The applies an event caused, in order; `runs` and `summary` are for serve's job log.
+
+    `reason` says why an event applied nothing.
+    """
+
+    def __init__(self, results: Iterable[ApplyResult] = (), *, reason: str = "") -> None:
+        super().__init__(results)
+        self.reason = reason
 
     @property
     def runs(self) -> list[str]:
@@ -81,7 +88,7 @@ class TriggerResults(list[ApplyResult]):
     @property
     def summary(self) -> str:
         if not self:
-            return "nothing to apply"
+            return self.reason or "nothing to apply"
         return "; ".join(
             f"{r.env}: {r.outcome}" + (f" ({r.commit[:10]})" if r.commit else "") for r in self
         )
@@ -104,29 +111,44 @@ def handle_gitlab_event(
     ws = factory()
     config = ws.config
     forge = config.project.forge or {}
-    if (
-        forge.get("kind") == "gitlab"
-        and event.project is not None
-        and event.project != str(forge.get("project", "")).strip("/")
-    ):
-        return TriggerResults()  # another project's hook pointed here
+    configured = str(forge.get("project", "") or "")
+    if forge.get("kind") == "gitlab" and not event.matches_project(configured):
+        where = f"{event.project or '?'} (id {event.project_id})"
+        return TriggerResults(
+            reason=f"the event is about project {where}, not forge.project {configured!r}"
+        )
     git = ConfigGit(ws.root)
     default = git.default_branch()
     fetch = callable(ws_source)
     if event.kind == "merge_request":
-        if not event.merged or event.target_branch != default or event.source_branch is None:
-            return TriggerResults()
+        if not event.merged:
+            return TriggerResults(
+                reason=f"merge request !{event.iid} {event.action or 'event'} "
+                f"(state {event.state}) is not its merge: only the merge applies a target"
+            )
+        if event.target_branch != default or event.source_branch is None:
+            return TriggerResults(
+                reason=f"merge request !{event.iid} targets {event.target_branch!r}, "
+                f"not the default branch {default!r}"
+            )
         parsed = parse_branch(event.source_branch, config.project.environments)
         if parsed is None:
-            return TriggerResults()
+            return TriggerResults(
+                reason=f"merge request !{event.iid} from {event.source_branch!r} "
+                "is not a promotion branch"
+            )
         pull(git, default, event.merge_commit_sha, fetch=fetch)
         options = ApplyOptions(trigger="webhook", actor=f"gitlab merge request !{event.iid}")
         return TriggerResults([apply_env(factory(), parsed[1], options, reporter)])
     if event.branch != default:
-        return TriggerResults()
+        return TriggerResults(
+            reason=f"push to {event.ref!r}: only pushes to the default branch {default!r} apply"
+        )
     pull(git, default, event.after, fetch=fetch)
     fresh = factory()
     envs = [e for e in fresh.config.project.environments if fresh.config.environment(e).auto_apply]
+    if not envs:
+        return TriggerResults(reason=f"push to {default}: no environment has auto_apply: true")
     options = ApplyOptions(trigger="webhook", actor=f"gitlab push to {default}")
     return TriggerResults(apply_env(fresh, env, options, reporter) for env in envs)
 

@@ -43,19 +43,52 @@ class GitLabEvent:
     delivery_id: str | None
     project: str | None  # path_with_namespace, e.g. "ops/shop-config"
     idempotency_key: str | None = None
+    project_id: int | None = None  # the project's numeric id (project.id / project_id)
     # merge_request
     iid: int | None = None
     action: str | None = None  # open, update, merge, close, reopen, approved, ...
     state: str | None = None  # opened, merged, closed, locked
     source_branch: str | None = None
     target_branch: str | None = None
-    merged: bool = False
+    merged: bool = False  # this event is the merge itself (action "merge")
     merge_commit_sha: str | None = None
+    last_commit: str | None = None  # object_attributes.last_commit.id
     title: str | None = None
     # push
     ref: str | None = None
     before: str | None = None
     after: str | None = None
+
+    @property
+    def natural_key(self) -> str | None:
+        """What makes two deliveries the same event when GitLab sends no Idempotency-Key.
+
+        A push is the move of `ref` from `before` to `after` (a later force-push
+        back to an older commit has another `before`, so it is a new event); a
+        merge is MR `iid` merged as `merge_commit_sha` (the source head for
+        fast-forward merges, which have none). Other merge request events apply
+        nothing and have no natural key.
+        """
+        project = str(self.project_id) if self.project_id is not None else self.project or "?"
+        if self.kind == "push":
+            return f"push:{project}:{self.ref}:{self.before}:{self.after}"
+        if self.merged:
+            commit = self.merge_commit_sha or self.last_commit or "?"
+            return f"merge:{project}:!{self.iid}:{commit}"
+        return None
+
+    def matches_project(self, configured: str) -> bool:
+        """Whether the event is about forge.project, given as a numeric id or a full path.
+
+        GitLab paths are case-insensitive, so the comparison is too. An event
+        without project information matches (a hand-built test delivery).
+        """
+        wanted = configured.strip().strip("/")
+        if not wanted or (self.project is None and self.project_id is None):
+            return True
+        if wanted.isdigit():
+            return self.project_id is not None and int(wanted) == self.project_id
+        return self.project is not None and self.project.casefold() == wanted.casefold()
 
     @property
     def branch(self) -> str | None:
@@ -111,6 +144,9 @@ def parse_gitlab_event(headers: Mapping[str, str], body: bytes) -> GitLabEvent:
     project_path = (
         _optional_str(project.get("path_with_namespace")) if isinstance(project, dict) else None
     )
+    project_id = _optional_int(project.get("id")) if isinstance(project, dict) else None
+    if project_id is None:
+        project_id = _optional_int(payload.get("project_id"))
     if kind == "push":
         return GitLabEvent(
             kind="push",
@@ -120,6 +156,7 @@ def parse_gitlab_event(headers: Mapping[str, str], body: bytes) -> GitLabEvent:
             delivery_id=delivery_id,
             idempotency_key=idempotency_key,
             project=project_path,
+            project_id=project_id,
         )
     attributes = payload.get("object_attributes")
     if not isinstance(attributes, dict):
@@ -135,6 +172,7 @@ def parse_gitlab_event(headers: Mapping[str, str], body: bytes) -> GitLabEvent:
         )
     state = _required_str(attributes, "state", "merge_request object_attributes")
     action = _optional_str(attributes.get("action"))
+    last_commit = attributes.get("last_commit")
     return GitLabEvent(
         kind="merge_request",
         iid=iid,
@@ -142,13 +180,22 @@ def parse_gitlab_event(headers: Mapping[str, str], body: bytes) -> GitLabEvent:
         state=state,
         source_branch=_required_str(attributes, "source_branch", "merge_request object_attributes"),
         target_branch=_required_str(attributes, "target_branch", "merge_request object_attributes"),
-        merged=state == "merged" or action == "merge",
+        # Only the merge itself: GitLab also sends `update` (label, assignee,
+        # time spent) and other actions for MRs that are long merged, with
+        # state "merged"; those must not apply anything again.
+        merged=action == "merge",
         merge_commit_sha=_optional_str(attributes.get("merge_commit_sha")),
+        last_commit=_optional_str(last_commit.get("id")) if isinstance(last_commit, dict) else None,
         title=_optional_str(attributes.get("title")),
         delivery_id=delivery_id,
         idempotency_key=idempotency_key,
         project=project_path,
+        project_id=project_id,
     )
+
+
+def _optional_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _required_str(data: Mapping[str, Any], key: str, where: str) -> str:

@@ -16,6 +16,8 @@ from configcenter.adapters.marathon import (
     LABEL_ENV,
     LABEL_RELEASE,
     LABEL_SERVICE,
+    MarathonAuthError,
+    MarathonBusyError,
     MarathonConflictError,
     MarathonSecretError,
     MarathonSettingsError,
@@ -484,3 +486,99 @@ def test_importing_the_adapter_leaves_heavy_clients_unloaded() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_put_answered_503_after_it_took_effect_follows_its_own_deployment(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    """A leader proxy timing out answers 503 although the deployment started: no 409."""
+    platform = marathon_platform()
+    r1, r2 = release("r1"), release("r2", values={"LOG_LEVEL": "debug"})
+    platform.apply(r1)
+    assert platform.wait(r1, timeout=10).state == "healthy"
+    marathon_server.deploy_seconds = 1.0
+    marathon_server.fail_next("PUT", "/v2/apps", 503, after_effect=True)
+
+    platform.apply(r2)
+    status = platform.wait(r2, timeout=10)
+
+    assert status.state == "healthy", status
+    puts = [r for r in marathon_server.requests if r.method == "PUT" and r.path.startswith("/v2")]
+    assert len(puts) == 2, "one PUT for r1, one for r2: the 503'd one was not repeated"
+    assert marathon_server.app_json("/shop/dev/api")["labels"][LABEL_RELEASE] == "r2"
+
+
+def test_a_put_answered_503_before_it_took_effect_is_repeated(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    platform = marathon_platform()
+    r1 = release("r1")
+    marathon_server.fail_next("PUT", "/v2/apps", 503, times=2)
+
+    platform.apply(r1)
+
+    assert platform.wait(r1, timeout=10).state == "healthy"
+    puts = [r for r in marathon_server.requests if r.method == "PUT" and r.path.startswith("/v2")]
+    assert len(puts) == 3
+
+
+def test_403_is_told_apart_too_many_deployments_or_permission(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    platform = marathon_platform()
+    marathon_server.deploy_seconds = 30
+    other = release("r1", service="web")
+    platform.apply(other)
+    marathon_server.max_running_deployments = 1
+
+    with pytest.raises(MarathonBusyError) as busy:
+        platform.apply(release("r1"))
+    assert "Max number of concurrent deployments is 1" in str(busy.value)
+    assert "token" not in str(busy.value) and "/shop/dev/api" not in marathon_server.apps
+
+    marathon_server.max_running_deployments = None
+    marathon_server.token = "the-right-token"
+    with pytest.raises(MarathonAuthError, match="HTTP 401") as unauthorized:
+        platform.apply(release("r1"))
+    assert "platforms.mesos.token" in str(unauthorized.value)
+
+
+def test_secret_store_refusals_name_the_store_not_the_template(
+    marathon_server: MarathonDouble,
+    marathon_platform: MarathonFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("API_DB_PASSWORD", "s3cret-value-42")
+    platform = marathon_platform()
+    marathon_server.secret_permissions = ["shop/prod/"]
+    r1 = release("r1", secrets={"DB_PASSWORD": "env:API_DB_PASSWORD"})
+
+    with pytest.raises(MarathonSecretError) as refused:
+        platform.apply(r1)
+
+    message = str(refused.value)
+    assert "HTTP 403 ERR_FORBIDDEN" in message and "dcos:secrets:default:shop/dev/api/" in message
+    assert "marathon.json" not in message and "s3cret-value-42" not in message
+    assert "/shop/dev/api" not in marathon_server.apps
+
+
+def test_a_timeout_names_the_last_task_failure(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    platform = marathon_platform()
+    good, bad = release("r1"), release("r2", image=BROKEN_IMAGE)
+    platform.apply(good)
+    assert platform.wait(good, timeout=10).state == "healthy"
+    platform.apply(bad)
+
+    failed = platform.wait(bad, timeout=1.0)
+
+    assert failed.state == "failed"
+    assert "last task failure: Task was killed since health check failed" in failed.message
+    app = requests.get(
+        f"{marathon_server.url}/v2/apps/shop/dev/api",
+        params={"embed": "app.lastTaskFailure"},
+        timeout=5,
+    ).json()["app"]
+    assert app["lastTaskFailure"]["state"] == "TASK_KILLED"
+    assert app["lastTaskFailure"]["version"] == app["version"]

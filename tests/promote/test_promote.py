@@ -78,6 +78,8 @@ def test_promoting_again_updates_the_same_request_with_a_new_commit(
     assert first.merge_request is not None
     first_tip = bed.log(BRANCH)[0]
 
+    # A reviewer labels the request; re-running promote must keep that label.
+    gitlab.label_event(GITLAB_PROJECT, first.merge_request.iid, ["needs-qa"])
     bed.change(
         "environments/dev/api.yaml",
         "template: 1.1.0\nimage: {ref: registry.example.com/shop/api:1.1.1}\n"
@@ -97,6 +99,7 @@ def test_promoting_again_updates_the_same_request_with_a_new_commit(
     assert "ref: registry.example.com/shop/api:1.1.1" in bed.origin_file(BRANCH, DEMO_API)
     mr = gitlab.merge_requests(GITLAB_PROJECT)[0]
     assert "registry.example.com/shop/api:1.1.1" in mr["description"]
+    assert mr["labels"] == ["promotion", "env::demo", "needs-qa"]
 
     same = promote(bed.ws(), "dev", "demo")
     assert same.status == "unchanged"

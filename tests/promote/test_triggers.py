@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -141,3 +142,61 @@ def test_serve_passes_a_workspace_it_already_updated(
     assert results.runs == [results[0].run_id]
     assert results.summary.startswith("demo: succeeded (")
     assert bed.state("demo").services["api"].template_tag == "1.1.0"
+
+
+def test_an_update_of_a_merged_promotion_applies_nothing(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    """GitLab sends `action: update` with `state: merged` for a label, time spent or a
+    thread on an old MR; only the merge event itself applies the target."""
+    bed, gitlab = gitlab_bed
+    make = factory(bed)
+    opened = promote(bed.ws(), "dev", "demo")
+    assert opened.merge_request is not None
+    iid = opened.merge_request.iid
+    merged = gitlab.merge(GITLAB_PROJECT, iid)
+    assert [r.env for r in handle_gitlab_webhook(make, merged.headers, merged.body)] == ["demo"]
+    applied = bed.deploy_head()
+    # Later, main changes demo (not yet applied), and someone labels the old MR.
+    git(bed.config, "pull", "-q", "origin", "main")
+    bed.change(
+        "environments/demo/api.yaml",
+        "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\n",
+        "demo back to 1.0.0",
+    )
+    labelled = gitlab.label_event(GITLAB_PROJECT, iid, ["reviewed"])
+    event = parse_gitlab_event(labelled.headers, labelled.body)
+    assert (event.action, event.state, event.merged) == ("update", "merged", False)
+
+    results = handle_gitlab_webhook(make, labelled.headers, labelled.body)
+
+    assert results == [] and "only the merge applies" in results.summary
+    assert bed.deploy_head() == applied
+    assert bed.state("demo").services["api"].template_tag == "1.1.0"
+
+
+def test_forge_project_may_be_the_numeric_id(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    bed, gitlab = gitlab_bed
+    project_id = gitlab.project(GITLAB_PROJECT).id
+    text = (bed.config / "configcenter.yaml").read_text()
+    bed.change(
+        "configcenter.yaml",
+        text.replace(f"project: {GITLAB_PROJECT}", f'project: "{project_id}"'),
+        "forge.project by id",
+    )
+    make = factory(bed)
+    opened = promote(bed.ws(), "dev", "demo")
+    assert opened.merge_request is not None
+    merged = gitlab.merge(GITLAB_PROJECT, opened.merge_request.iid)
+
+    results = handle_gitlab_webhook(make, merged.headers, merged.body)
+
+    assert [r.env for r in results] == ["demo"]
+    assert bed.state("demo").services["api"].template_tag == "1.1.0"
+    # Another project's hook (same path spelled differently is the same project).
+    other = merged.payload
+    other["project"] = dict(other["project"], id=project_id + 100, path_with_namespace="x/y")
+    ignored = handle_gitlab_webhook(make, merged.headers, json.dumps(other).encode())
+    assert ignored == [] and f"not forge.project '{project_id}'" in ignored.summary

@@ -49,6 +49,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -111,6 +112,12 @@ class ApiError(Exception):
     body: dict[str, Any]
 
 
+class RateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class WebhookDelivery:
     """One webhook request as GitLab would send it: headers plus the raw JSON body."""
@@ -124,13 +131,29 @@ class WebhookDelivery:
         return data
 
     def post(self, url: str, timeout: float = 10.0) -> tuple[int, bytes]:
-        """POST the delivery to a receiver; returns its status code and body."""
-        request = urllib.request.Request(url, data=self.body, headers=self.headers, method="POST")
+        """POST the delivery to a receiver; returns its status code and body.
+
+        Each request carries a new `X-Gitlab-Webhook-UUID`, as GitLab's
+        WebHookService sets it (`SecureRandom.uuid` per request); a retry of
+        the same delivery keeps its `Idempotency-Key` and `X-Gitlab-Event-UUID`.
+        """
+        headers = {**self.headers, "X-Gitlab-Webhook-UUID": str(uuid.uuid4())}
+        request = urllib.request.Request(url, data=self.body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
+
+    def resend(self) -> WebhookDelivery:
+        """The delivery as "Resend request" in the webhook's Recent events sends it again.
+
+        Same body and `Idempotency-Key` (when the GitLab version sends one); a
+        new request, so a new `X-Gitlab-Event-UUID`.
+        """
+        return WebhookDelivery(
+            headers={**self.headers, "X-Gitlab-Event-UUID": str(uuid.uuid4())}, body=self.body
+        )
 
 
 @dataclass
@@ -140,7 +163,6 @@ class Project:
     repo: Path
     default_branch: str
     web_url: str
-    hook_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     next_iid: int = 1
     merge_requests: dict[int, dict[str, Any]] = field(default_factory=dict)
     notes: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
@@ -227,9 +249,21 @@ def split_labels(value: object) -> list[str]:
 class GitLabDouble:
     """The server and its state. Start with `start()`, register projects with `add_project`."""
 
-    def __init__(self, token: str, webhook_token: str | None = None) -> None:
+    def __init__(
+        self,
+        token: str,
+        webhook_token: str | None = None,
+        *,
+        idempotency_keys: bool = True,
+        path_prefix: str = "",
+    ) -> None:
         self.token = token
         self.webhook_token = webhook_token
+        #: GitLab sends `Idempotency-Key` since 17.4; False models older versions.
+        self.idempotency_keys = idempotency_keys
+        #: A relative URL root (GitLab under `https://host/gitlab`): the API is at
+        #: `<prefix>/api/v4`, and nothing answers without the prefix.
+        self.path_prefix = "/" + path_prefix.strip("/") if path_prefix.strip("/") else ""
         self.instance_uuid = str(uuid.uuid4())
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.RLock()
@@ -237,6 +271,8 @@ class GitLabDouble:
         self._next_project_id = 1
         self._next_mr_id = 1
         self._next_note_id = 1
+        self._throttled = 0
+        self._retry_after = 1
         self._http = LoopbackServer("gitlab-double")
 
     # -- lifecycle -----------------------------------------------------------------
@@ -246,7 +282,7 @@ class GitLabDouble:
         port = self._http.port
         if port is None:
             raise GitLabDoubleError("the GitLab double is not started: call start() first")
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{port}{self.path_prefix}"
 
     def start(self) -> None:
         double = self
@@ -296,6 +332,18 @@ class GitLabDouble:
     def notes(self, project: str | int, iid: int) -> list[dict[str, Any]]:
         with self._lock:
             return list(self.project(project).notes.get(iid, []))
+
+    def throttle(self, requests: int, retry_after: int = 1) -> None:
+        """Answer the next `requests` API calls with GitLab's rate-limit response.
+
+        GitLab's Rack::Attack throttle answers `429` with the plain-text body
+        `Retry later` and `Retry-After` plus the `RateLimit-*` headers
+        (https://docs.gitlab.com/ee/user/admin_area/settings/user_and_ip_rate_limits.html,
+        "Response headers").
+        """
+        with self._lock:
+            self._throttled = requests
+            self._retry_after = retry_after
 
     def count_requests(self, method: str, path_suffix: str) -> int:
         with self._lock:
@@ -350,6 +398,34 @@ class GitLabDouble:
                 merge_commit_sha=commit,
             )
             return self._merge_request_hook(proj, mr, action="merge", previous_state="opened")
+
+    def label_event(self, project: str | int, iid: int, add: list[str]) -> WebhookDelivery:
+        """Add labels to MR `iid` (in any state, merged included) as a user in the UI would.
+
+        Returns the `Merge Request Hook` GitLab sends for it: action `update`,
+        the MR's current `state` (still `merged` for a merged one) and
+        `changes.labels`.
+        """
+        with self._lock:
+            proj = self.project(project)
+            mr = proj.merge_requests.get(iid)
+            if mr is None:
+                raise GitLabDoubleError(f"no merge request !{iid} in {proj.path_with_namespace}")
+            before = list(mr["labels"])
+            mr["labels"] = split_labels([*before, *add])
+            mr["updated_at"] = now_iso()
+            delivery = self._merge_request_hook(
+                proj, mr, action="update", previous_state=mr["state"]
+            )
+            payload = delivery.payload
+            payload["changes"] = {
+                "labels": {
+                    "previous": [{"id": i + 1, "title": t} for i, t in enumerate(before)],
+                    "current": payload["labels"],
+                },
+                "updated_at": {"previous": mr["created_at"], "current": mr["updated_at"]},
+            }
+            return WebhookDelivery(headers=delivery.headers, body=json.dumps(payload).encode())
 
     def push_event(
         self, project: str | int, branch: str, before: str, after: str | None = None
@@ -493,12 +569,13 @@ class GitLabDouble:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"GitLab/{GITLAB_VERSION}",
-            "Idempotency-Key": str(uuid.uuid4()),
             "X-Gitlab-Event": event,
-            "X-Gitlab-Webhook-UUID": proj.hook_uuid,
+            "X-Gitlab-Webhook-UUID": str(uuid.uuid4()),
             "X-Gitlab-Instance": self.url,
             "X-Gitlab-Event-UUID": str(uuid.uuid4()),
         }
+        if self.idempotency_keys:
+            headers["Idempotency-Key"] = str(uuid.uuid4())
         if self.webhook_token is not None:
             headers["X-Gitlab-Token"] = self.webhook_token
         return WebhookDelivery(headers=headers, body=json.dumps(payload).encode())
@@ -645,6 +722,13 @@ class GitLabDouble:
         """Route one API call; returns status, JSON body and extra headers."""
         with self._lock:
             self.requests.append((method, path))
+            if self.path_prefix:
+                if not path.startswith(self.path_prefix + "/"):
+                    raise ApiError(404, {"error": "404 Not Found"})
+                path = path.removeprefix(self.path_prefix)
+            if self._throttled:
+                self._throttled -= 1
+                raise RateLimited(self._retry_after)
             if token != self.token:
                 raise ApiError(401, {"message": "401 Unauthorized"})
             parts = path.split("/")
@@ -775,9 +859,30 @@ class ApiHandler(BaseHTTPRequestHandler):
             )
         except ApiError as error:
             status, data, headers = error.status, error.body, {}
-        payload = json.dumps(data).encode()
+        except RateLimited as limited:
+            reset = int(time.time()) + limited.retry_after
+            self._answer(
+                429,
+                b"Retry later\n",
+                "text/plain",
+                {
+                    "Retry-After": str(limited.retry_after),
+                    "RateLimit-Name": "throttle_authenticated_api",
+                    "RateLimit-Limit": "60",
+                    "RateLimit-Observed": "61",
+                    "RateLimit-Remaining": "0",
+                    "RateLimit-Reset": str(reset),
+                    "RateLimit-ResetTime": time.strftime(
+                        "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(reset)
+                    ),
+                },
+            )
+            return
+        self._answer(status, json.dumps(data).encode(), "application/json", headers)
+
+    def _answer(self, status: int, payload: bytes, kind: str, headers: dict[str, str]) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(payload)))
         for name, value in headers.items():
             self.send_header(name, value)

@@ -32,6 +32,13 @@ What it models:
 * 409 for a change to an app locked by a deployment (unless `?force=true`,
   which cancels the running deployment), 422 `{"message", "details"}` for
   invalid definitions, 404 `{"message"}` for unknown ids;
+* 403 `{"message": "Max number of concurrent deployments is N. ..."}` once
+  `max_running_deployments` deployments run (Marathon's
+  `--max_running_deployments`, TooManyRunningDeploymentsException); with
+  `token` set, 401 from DC/OS's Admin Router for a missing or wrong
+  `Authorization: token=...`; the secret store's 403 for a path outside
+  `secret_permissions`; `fail_next()` for 502/503 answers (leader election),
+  before or after the call took effect;
 * `tasksHealthy` counts only tasks with passing health checks, so an app
   without health checks reports 0 healthy tasks, as Marathon does.
 
@@ -138,8 +145,10 @@ class App:
     last_config_change_at: str
     versions: dict[str, JSON] = field(default_factory=dict)
     tasks: list[Task] = field(default_factory=list)
+    #: app.raml TaskFailure of the last task that failed or was killed, if any.
+    last_task_failure: JSON | None = None
 
-    def to_json(self, *, tasks: bool, deployments: list[JSON]) -> JSON:
+    def to_json(self, *, tasks: bool, deployments: list[JSON], failure: bool = True) -> JSON:
         data = dict(self.definition)
         data["id"] = self.id
         data["version"] = self.version
@@ -155,6 +164,8 @@ class App:
         data["deployments"] = deployments
         if tasks:
             data["tasks"] = [t.to_json() for t in self.tasks]
+        if failure and self.last_task_failure is not None:
+            data["lastTaskFailure"] = dict(self.last_task_failure)
         return data
 
 
@@ -182,6 +193,19 @@ class Deployment:
             else:
                 steps.append({"actions": [{"action": change.action, "app": change.app_id}]})
         return steps
+
+
+_UNAVAILABLE: JSON = {"message": "Could not determine the current leader"}
+
+
+@dataclass
+class Fault:
+    method: str
+    path_prefix: str
+    status: int
+    times: int
+    after_effect: bool
+    body: JSON
 
 
 class HttpError(Exception):
@@ -215,6 +239,13 @@ class MarathonDouble:
         self.requests: list[RecordedRequest] = []
         self._last_version = datetime(2000, 1, 1, tzinfo=UTC)
         self._task_seq = 0
+        #: Marathon's --max_running_deployments (None: no limit in tests).
+        self.max_running_deployments: int | None = None
+        #: When set, every call needs `Authorization: token=<token>` (DC/OS ACS).
+        self.token: str | None = None
+        #: Secret paths (prefixes) the token's account may write; None: all of them.
+        self.secret_permissions: list[str] | None = None
+        self._faults: list[Fault] = []
         self._http = LoopbackServer("marathon-double")
 
     # -- lifecycle -----------------------------------------------------------------
@@ -244,7 +275,7 @@ class MarathonDouble:
         """The app as GET /v2/apps/{id} would show it, tasks embedded."""
         with self._lock:
             self._advance()
-            return self._app_view(self._app(app_id), tasks=True)
+            return self._app_view(self._app(app_id), tasks=True, failure=True)
 
     def marathon_bodies(self) -> list[str]:
         """Every request body sent to Marathon itself (not the secret store)."""
@@ -253,7 +284,30 @@ class MarathonDouble:
 
     # -- request dispatch ------------------------------------------------------------
 
-    def handle(self, method: str, raw_path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def fail_next(
+        self,
+        method: str,
+        path_prefix: str,
+        status: int,
+        *,
+        times: int = 1,
+        after_effect: bool = False,
+        body: JSON | None = None,
+    ) -> None:
+        """Answer the next `times` matching calls with `status` (503: a leader change).
+
+        With `after_effect` the call is carried out first and only its answer is
+        lost, as when Marathon's leader proxy times out on a PUT whose deployment
+        the leader has already started.
+        """
+        with self._lock:
+            self._faults.append(
+                Fault(method, path_prefix, status, times, after_effect, body or _UNAVAILABLE)
+            )
+
+    def handle(
+        self, method: str, raw_path: str, body: bytes, authorization: str | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
         query = parse_qs(parts.query, keep_blank_values=True)
@@ -262,8 +316,24 @@ class MarathonDouble:
             self.requests.append(RecordedRequest(method, path, parts.query, text))
             self._advance()
             headers: dict[str, str] = {}
+            fault = self._fault(method, path)
             try:
+                if self.token is not None and authorization != f"token={self.token}":
+                    # DC/OS Admin Router: no or a bad token (auth/authentication docs).
+                    headers["WWW-Authenticate"] = "acsjwt"
+                    raise HttpError(
+                        401,
+                        {
+                            "title": "Unauthorized",
+                            "description": "Please provide a valid authentication token.",
+                            "code": "ERR_INVALID_TOKEN",
+                        },
+                    )
+                if fault is not None and not fault.after_effect:
+                    raise HttpError(fault.status, fault.body)
                 status, payload = self._route(method, path, query, text, headers)
+                if fault is not None:
+                    status, payload = fault.status, fault.body
             except HttpError as exc:
                 status, payload = exc.status, exc.body
         if isinstance(payload, str):
@@ -273,6 +343,15 @@ class MarathonDouble:
             return status, headers, b""
         headers["Content-Type"] = "application/json"
         return status, headers, json.dumps(payload).encode()
+
+    def _fault(self, method: str, path: str) -> Fault | None:
+        for fault in self._faults:
+            if fault.method == method and path.startswith(fault.path_prefix) and fault.times > 0:
+                fault.times -= 1
+                if fault.times == 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
 
     def _route(
         self,
@@ -318,7 +397,9 @@ class MarathonDouble:
             if method == "GET":
                 embed = set(query.get("embed", []))
                 tasks = "app.tasks" in embed or "app.failures" in embed
-                return 200, {"app": self._app_view(self._app(app_id), tasks=tasks)}
+                failure = "app.lastTaskFailure" in embed or "app.failures" in embed
+                view = self._app_view(self._app(app_id), tasks=tasks, failure=failure)
+                return 200, {"app": view}
             if method == "PUT":
                 return self._put_app(app_id, _parse_json(body), force, _partial(query), headers)
             if method == "DELETE":
@@ -342,8 +423,8 @@ class MarathonDouble:
             raise HttpError(404, {"message": f"App '{_normalise_id(app_id)}' does not exist"})
         return app
 
-    def _app_view(self, app: App, *, tasks: bool) -> JSON:
-        return app.to_json(tasks=tasks, deployments=self._deployments_of(app.id))
+    def _app_view(self, app: App, *, tasks: bool, failure: bool = False) -> JSON:
+        return app.to_json(tasks=tasks, deployments=self._deployments_of(app.id), failure=failure)
 
     def _deployments_of(self, app_id: str) -> list[JSON]:
         return [
@@ -487,6 +568,18 @@ class MarathonDouble:
             del self.deployments[deployment.id]
 
     def _deploy(self, items: list[tuple[str, JSON]]) -> Deployment:
+        limit = self.max_running_deployments
+        if limit is not None and len(self.deployments) >= limit:
+            # TooManyRunningDeploymentsException, mapped to 403 by MarathonExceptionMapper.
+            raise HttpError(
+                403,
+                {
+                    "message": (
+                        f"Max number of concurrent deployments is {limit}. To schedule a new "
+                        "deployment, you need to wait until some running deployments finish."
+                    )
+                },
+            )
         version = self._next_version()
         changes = []
         for app_id, definition in items:
@@ -579,6 +672,20 @@ class MarathonDouble:
         if elapsed < self.deploy_seconds:
             return False
         if not all(t.ready and t.state == "TASK_RUNNING" for t in new):
+            failing = next((t for t in new if t.health_checked and not t.ready), None)
+            recorded = (app.last_task_failure or {}).get("taskId")
+            if failing is not None and failing.state == "TASK_RUNNING" and recorded != failing.id:
+                # Marathon kills a task whose health checks keep failing and records it.
+                app.last_task_failure = {
+                    "appId": app.id,
+                    "host": "127.0.0.1",
+                    "message": "Task was killed since health check failed",
+                    "state": "TASK_KILLED",
+                    "taskId": failing.id,
+                    "timestamp": self._next_version(),
+                    "version": failing.version,
+                    "slaveId": "agent-1",
+                }
             return False
         if change.action != "ScaleApplication":
             app.tasks = [t for t in app.tasks if t.version >= change.target_version]
@@ -693,6 +800,16 @@ class MarathonDouble:
         key = (store, path.strip("/"))
         if not key[1]:
             raise HttpError(400, {"code": "ERR_INVALID_PATH", "description": "no secret path"})
+        allowed = self.secret_permissions
+        permitted = allowed is None or any(key[1].startswith(prefix) for prefix in allowed)
+        if method != "GET" and not permitted:
+            raise HttpError(
+                403,
+                {
+                    "code": "ERR_FORBIDDEN",
+                    "description": f"Forbidden: no permission for secret path {key[1]}",
+                },
+            )
         if method in ("PUT", "PATCH"):
             data = _parse_json(body)
             if not isinstance(data, dict) or not isinstance(data.get("value"), str):
@@ -726,7 +843,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        status, headers, payload = self.double.handle(self.command, self.path, body)
+        status, headers, payload = self.double.handle(
+            self.command, self.path, body, self.headers.get("Authorization")
+        )
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)

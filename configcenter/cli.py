@@ -560,6 +560,59 @@ def plan(
         sys.exit(EXIT_CHANGES)
 
 
+@cli.command()
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--project", metavar="NAME", help="Project name (default: the directory's name).")
+@click.option(
+    "--service", "service", default="hello", show_default=True, help="The example service."
+)
+@click.option(
+    "--deploy-repo",
+    "deploy_repo",
+    metavar="PATH",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Bare deploy repo to create (default: DIR-deploy.git next to DIR).",
+)
+@json_option
+@handle_errors
+def init(
+    directory: Path | None,
+    project: str | None,
+    service: str,
+    deploy_repo: Path | None,
+    as_json: bool,
+) -> None:
+    """Scaffold a config repo in DIR (default: the current directory, if empty).
+
+    One service with a released template (SERVICE/0.1.0), environments dev and prod
+    pinning it, and an empty bare deploy repo. It validates, plans and applies as
+    generated: cd DIR && configcenter plan dev && configcenter apply dev --no-rollout
+    """
+    from configcenter.usecases.init_repo import init_repo
+
+    made = init_repo(directory or Path.cwd(), project, service, deploy_repo)
+    if as_json:
+        emit(
+            {
+                "root": str(made.root),
+                "deploy_repo": str(made.deploy_repo),
+                "files": made.files,
+                "tag": made.tag,
+                "commit": made.commit,
+            }
+        )
+        return
+    click.echo(f"created config repo {made.root} (commit {made.commit[:10]}, tag {made.tag})")
+    for rel in made.files:
+        click.echo(f"  {rel}")
+    click.echo(f"created deploy repo {made.deploy_repo} (bare, empty)")
+    click.echo("next:")
+    click.echo(f"  cd {made.root}")
+    click.echo("  configcenter validate")
+    click.echo("  configcenter plan dev")
+    click.echo("  configcenter apply dev --no-rollout   # render and commit; no cluster needed")
+
+
 @cli.group()
 def template() -> None:
     """Template versions (Git tags <service>/<version>)."""

@@ -311,8 +311,8 @@ def _plan_service(
         if failed_here and previous.release is not None:
             plan.action = "blocked"
             plan.blocked = (
-                f"release {previous.release.id} with these inputs failed at "
-                f"{previous.release.at}"
+                f"release {previous.release.id} (released {previous.release.at}) "
+                "with these inputs failed"
                 + (f": {previous.release.reason}" if previous.release.reason else "")
                 + f"; change its inputs or run apply --retry {service.name}"
             )
@@ -354,7 +354,8 @@ def _plan_service(
         plan.action = "blocked"
         verb = "was rolled back" if failed.outcome == "rolled_back" else "failed"
         plan.blocked = (
-            f"release {failed.id} with these inputs {verb} at {failed.at}"
+            # `at` is when the release was made, not when it failed or was rolled back.
+            f"release {failed.id} (released {failed.at}) with these inputs {verb}"
             + (f": {failed.reason}" if failed.reason else "")
             + f"; change its inputs or run apply --retry {service.name}"
         )

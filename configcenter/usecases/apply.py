@@ -280,7 +280,11 @@ def _commit_release(
                 )
             from configcenter.usecases.images import build_images
 
-            log(f"building {len(pending)} image(s): " + ", ".join(s.service for s in pending))
+            # Not "building": an image with these inputs may already be on the registry.
+            log(
+                f"looking up {len(pending)} image(s) by their inputs (built only if missing): "
+                + ", ".join(s.service for s in pending)
+            )
             resolved.update(
                 build_images(config, pending, ws.redactor, log.build_line, jobs=options.jobs)
             )

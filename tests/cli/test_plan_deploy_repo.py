@@ -112,7 +112,7 @@ def test_blocked_then_retry(repo: ConfigRepo, remote: DeployRemote) -> None:
     assert result.exit_code == 0  # blocked is not a change apply would make
     assert "  ! api             blocked  [image]" in result.stdout.splitlines()
     assert (
-        "      release api-r2 with these inputs failed at 2024-05-01T10:00:00Z: progress "
+        "      release api-r2 (released 2024-05-01T10:00:00Z) with these inputs failed: progress "
         "deadline exceeded; change its inputs or run apply --retry api"
     ) in result.stdout.splitlines()
     retried = plan(repo, remote, "--exit-code", "--retry", "api", "--json")

@@ -271,3 +271,11 @@ def test_render_and_plan_work_when_the_registry_is_unreachable(repo: ConfigRepo)
     applied = run(repo, "apply", "dev", "--no-rollout", "--deploy-repo", str(repo.root / "d.git"))
     assert applied.exit_code == 1
     assert "cannot pin given images to their digests" in applied.output
+
+
+def test_a_dependency_that_failed_to_load_is_not_called_undeployed(repo: ConfigRepo) -> None:
+    repo.write("environments/dev/db.yaml", "template: 9.9.9\nimage: {ref: x}\n")
+    data = one_json(run(repo, "validate", "--json"))
+    messages = [p["message"] for p in data["problems"]]
+    assert messages == ["template tag 'db/9.9.9' does not exist"]
+    assert data["problems"][0]["hint"] == "released: 1.0.0"

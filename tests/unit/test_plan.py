@@ -192,8 +192,8 @@ def test_blocked_after_a_failed_release_and_retry_unblocks(repo: ConfigRepo) -> 
     api = replan(repo, deployed)["api"]
     assert api.action == "blocked"
     assert api.blocked == (
-        "release r7 with these inputs was rolled back at 2024-05-01T10:00:00Z: readiness probe "
-        "failed; "
+        "release r7 (released 2024-05-01T10:00:00Z) with these inputs was rolled back: "
+        "readiness probe failed; "
         "change its inputs or run apply --retry api"
     )
     assert api.to_json()["blocked"] == api.blocked
@@ -328,7 +328,7 @@ def test_a_release_left_failed_is_blocked_not_noop(repo: ConfigRepo) -> None:
     api = replan(repo, deployed)["api"]
     assert api.action == "blocked"
     assert api.blocked == (
-        "release r3 with these inputs failed at 2024-05-01T10:00:00Z: "
+        "release r3 (released 2024-05-01T10:00:00Z) with these inputs failed: "
         "ProgressDeadlineExceeded; change its inputs or run apply --retry api"
     )
     retried = replan(repo, deployed, retry=["api"])["api"]

@@ -135,26 +135,34 @@ def handle_errors(fn: F) -> F:
                 if wants_json():
                     fail([Problem(Source(""), message, getattr(exc, "hint", ""))])
                 raise UserError(message) from None
+            exc.add_note(
+                "This is a bug in configcenter, not a problem with your input: please report "
+                "it with the traceback above and the command you ran."
+            )
             raise
 
     return wrapper  # type: ignore[return-value]
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    """Errors that explain themselves: printed as one message, no traceback."""
+    """Errors that explain themselves: printed as one message, no traceback.
+
+    A bare ValueError is not one of them: user errors are `core.errors.UserError`.
+    """
+    from configcenter.core import errors as core_errors
     from configcenter.ports.builder import BuildFailed
     from configcenter.ports.deploy_repo import DeployRepoError
-    from configcenter.ports.platform import PlatformError
     from configcenter.ports.runstore import RunStoreError
     from configcenter.usecases.apply import ApplyError
     from configcenter.usecases.build import BuildsFailed
     from configcenter.usecases.release_template import TagPushError
 
     return (
-        ValueError,
+        core_errors.UserError,
+        core_errors.PlatformFailure,
+        core_errors.TransientFailure,
         FileNotFoundError,
         DeployRepoError,
-        PlatformError,
         RunStoreError,
         ApplyError,
         BuildFailed,

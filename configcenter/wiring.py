@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from configcenter.adapters.secrets import SecretError
 from configcenter.core import kinds
+from configcenter.core.errors import UserError
 from configcenter.core.redact import Redactor
 from configcenter.ports.builder import Builder, BuilderContext, BuilderFactory, RegistryAccess
 from configcenter.ports.forge import Forge, ForgeContext, ForgeFactory
@@ -27,7 +28,7 @@ from configcenter.ports.registry import Registry
 from configcenter.ports.runstore import RunStore, RunStoreError
 
 
-class UnknownKind(ValueError):
+class UnknownKind(UserError):
     """configcenter.yaml names a kind no adapter is registered for."""
 
 

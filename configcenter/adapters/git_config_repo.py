@@ -16,6 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from configcenter.core.errors import UserError
+
 
 class WorkTreeTemplate:
     """templates/<service> as it is on disk (the HEAD pin)."""
@@ -284,7 +286,7 @@ class GitConfigRepo:
     def create_tag(self, name: str, message: str) -> str:
         """Create an annotated tag at HEAD; refuses to move an existing one."""
         if name in self._tags:
-            raise ValueError(f"tag '{name}' already exists; released tags never move")
+            raise UserError(f"tag '{name}' already exists; released tags never move")
         self.repo.create_tag(name, message=message)
         self.__dict__.pop("_tags", None)
         return self._tags[name]

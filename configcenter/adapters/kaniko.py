@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from configcenter.adapters.buildah import split_target
 from configcenter.adapters.k8s_jobs import JOB_KIND_LABEL, JobClient, JobError
+from configcenter.core.errors import UserError
 from configcenter.ports.builder import (
     BuilderContext,
     BuildFailed,
@@ -496,7 +497,7 @@ def open_builder(settings: Mapping[str, Any], context: BuilderContext) -> Kaniko
     """The registry's factory (`configcenter.core.kinds`) for `builder: {kind: kaniko}`."""
     namespace = settings.get("namespace")
     if not namespace:
-        raise ValueError(
+        raise UserError(
             "builder: {kind: kaniko} needs namespace: (where the build Jobs run) in "
             "configcenter.yaml, and push_secret: naming a kubernetes.io/dockerconfigjson "
             "Secret there unless the registry takes anonymous pushes"

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from configcenter.adapters.secrets import SecretError, resolve_secret, secret_scheme
+from configcenter.core.errors import TransientFailure
 from configcenter.ports.platform import (
     Deployable,
     ObservedService,
@@ -124,7 +125,7 @@ class MarathonSecretError(MarathonError):
     """A secret reference cannot be used on Marathon; names the ref, never the value."""
 
 
-class MarathonUnavailableError(MarathonError):
+class MarathonUnavailableError(MarathonError, TransientFailure):
     """Marathon (or the secret store) could not be reached after retries."""
 
 

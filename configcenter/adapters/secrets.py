@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from configcenter.core.errors import UserError
 from configcenter.core.kinds import REGISTRY
 
 #: Schemes this module resolves; other adapters may support more (k8s:).
@@ -24,7 +25,7 @@ KNOWN_SCHEMES = REGISTRY.kinds("secret_backend")
 MAX_FILE_BYTES = 1024 * 1024
 
 
-class SecretError(ValueError):
+class SecretError(UserError):
     """A secret reference cannot be resolved; the message names the ref, never a value."""
 
     def __init__(self, ref: str, problem: str, fix: str = "") -> None:

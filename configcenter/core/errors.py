@@ -1,4 +1,10 @@
-"""Problems found in a config repo, each pointing at a file and line."""
+"""What goes wrong, typed: problems in a config repo (each at a file and line), user
+errors, and platform failures, terminal or transient.
+
+The CLI prints a `ConfigError`'s problems and a `UserError`'s message without a
+traceback; a platform failure ends the rollout it happened in (rolled back,
+recorded). Any other exception is a bug in configcenter and shows its traceback.
+"""
 
 from __future__ import annotations
 
@@ -64,3 +70,26 @@ class ProblemList:
         bad = self.items if strict else self.errors
         if bad:
             raise ConfigError(bad)
+
+
+class UserError(ValueError):
+    """Bad input the user can fix: names the file and line when known, and the fix.
+
+    A ValueError so callers that caught ValueError keep working; but only a
+    UserError (not any ValueError) is printed as a plain message by the CLI.
+    """
+
+    def __init__(self, message: str, *, file: str = "", line: int = 0, hint: str = "") -> None:
+        self.message = message
+        self.source = Source(file, line) if file else None
+        self.hint = hint
+        text = f"{self.source}: {message}" if self.source else message
+        super().__init__(f"{text} (hint: {hint})" if hint else text)
+
+
+class PlatformFailure(Exception):
+    """A platform refused a request or cannot carry it out; trying again will not help."""
+
+
+class TransientFailure(Exception):
+    """Something configcenter talks to did not answer (network, lock); trying again may help."""

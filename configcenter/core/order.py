@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from configcenter.core.errors import UserError
 
-class CycleError(ValueError):
+
+class CycleError(UserError):
     def __init__(self, cycle: list[str]) -> None:
         self.cycle = cycle
         super().__init__("dependency cycle: " + " -> ".join(cycle))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from configcenter.core.errors import TransientFailure
+
 # A change set for ``DeployRepo.commit``: path -> new bytes, or None to delete.
 # A key ending in "/" mapped to None deletes that whole directory (see
 # ``delete_prefix``). Prefix deletions apply first, so deleting a directory and
@@ -24,11 +26,11 @@ class DeployRepoError(Exception):
     """A deploy repo operation failed; the message says what and how to fix it."""
 
 
-class DeployRepoUnreachable(DeployRepoError):
+class DeployRepoUnreachable(DeployRepoError, TransientFailure):
     """The remote could not be read or written (network, path, credentials)."""
 
 
-class DeployRepoLockTimeout(DeployRepoError):
+class DeployRepoLockTimeout(DeployRepoError, TransientFailure):
     """Another live process held the cache lock for longer than we would wait."""
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from configcenter.core.errors import PlatformFailure
 from configcenter.core.redact import Redactor
 
 RolloutState = Literal["progressing", "healthy", "failed"]
@@ -68,7 +69,7 @@ class ObservedService:
 ProgressCallback = Callable[[RolloutStatus], None]
 
 
-class PlatformError(Exception):
+class PlatformError(PlatformFailure):
     """The platform refused or could not carry out a request.
 
     A rollout that merely turns out unhealthy is not an error: `wait` returns a

@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from configcenter.core.errors import UserError
+
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
@@ -59,7 +61,7 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
             duration=options.lease_duration,
         )
     elif options.kubeconfig:
-        raise ValueError(
+        raise UserError(
             "--kubeconfig is only used for the leader Lease: add --lease-namespace NS "
             "(platforms keep their own kubeconfig in configcenter.yaml)"
         )

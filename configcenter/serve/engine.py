@@ -24,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from configcenter.core.errors import UserError
 from configcenter.core.redact import Redactor
 from configcenter.serve.jobs import Job, JobStore
 from configcenter.serve.leader import Leadership
@@ -45,7 +46,7 @@ def parse_interval(raw: str, where: str) -> float:
     """`30s`, `5m`, `1h` (a bare number is seconds)."""
     match = _INTERVAL.fullmatch(str(raw))
     if not match or float(match.group(1)) <= 0:
-        raise ValueError(
+        raise UserError(
             f"{where}: reconcile interval {raw!r} is not a duration: write e.g. 30s, 5m or 1h"
         )
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from configcenter.adapters.runstores import default_sqlite_path, mask_url
+from configcenter.core.errors import UserError
 
 JOB_STATES = ("queued", "running", "done", "failed", "ignored")
 
@@ -60,7 +61,7 @@ _COLUMNS = (
 )
 
 
-class JobStoreError(ValueError):
+class JobStoreError(UserError):
     """The job store could not be opened or used; the message names where and the fix.
 
     A ValueError so the CLI prints it as one message, like other bad-input errors.

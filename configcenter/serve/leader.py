@@ -16,6 +16,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from configcenter.core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +60,7 @@ class LeaseLeader:
         duration: float = 15.0,
     ) -> None:
         if duration < 1:
-            raise ValueError(f"--lease-duration {duration} is too short: use 1 second or more")
+            raise UserError(f"--lease-duration {duration} is too short: use 1 second or more")
         self.identity = identity
         self.namespace = namespace
         self.name = name

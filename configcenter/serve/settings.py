@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from configcenter.core.errors import UserError
 from configcenter.core.model import Config
 from configcenter.core.redact import Redactor
 
 
-class ServeSettingsError(ValueError):
+class ServeSettingsError(UserError):
     """A serve setting cannot be used; the message names it and the fix."""
 
 

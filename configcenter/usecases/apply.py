@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from configcenter.core.errors import ConfigError
+from configcenter.core.errors import ConfigError, PlatformFailure, TransientFailure, UserError
 from configcenter.core.model import Config
 from configcenter.core.order import dependents_of
 from configcenter.core.plan import Plan, ResolvedImage, ServicePlan, files_digest, make_plan
@@ -32,14 +32,16 @@ from configcenter.ports.deploy_repo import (
     compose_message,
     delete_prefix,
 )
-from configcenter.ports.platform import Deployable, Platform, PlatformError, RolloutStatus
+from configcenter.ports.platform import Deployable, Platform, RolloutStatus
 from configcenter.usecases.inspect import check_env
 from configcenter.usecases.platforms import deployable, open_platform
 from configcenter.usecases.workspace import PreviousFiles, Workspace
 
 MAX_PUSH_ATTEMPTS = 8
-# What a platform raises when a release cannot be rolled out (as opposed to our own bugs).
-PLATFORM_FAILURES: tuple[type[Exception], ...] = (PlatformError, ValueError, OSError)
+# What a platform raises when a release cannot be rolled out (as opposed to our own bugs):
+# a refusal (PlatformError is a PlatformFailure), no answer, or bad input such as a secret
+# reference that cannot be resolved.
+PLATFORM_FAILURES: tuple[type[Exception], ...] = (PlatformFailure, TransientFailure, UserError)
 DEFAULT_ROLLOUT_TIMEOUT = 300.0
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from configcenter.adapters.source_checkout import export_tree, fetch_source, resolve_source
+from configcenter.core.errors import UserError
 from configcenter.ports.builder import Builder, BuildRequest, LogSink, SourceOrigin
 from configcenter.ports.registry import Registry, validate_repository
 
@@ -77,9 +78,9 @@ def validate_spec(spec: ImageBuildSpec) -> None:
     """Catch bad input before any fetch or build, naming the field and the fix."""
     where = f"image build of {spec.service!r}"
     if not spec.dockerfile.strip():
-        raise ValueError(f"{where}: the rendered Dockerfile is empty")
+        raise UserError(f"{where}: the rendered Dockerfile is empty")
     if not spec.registry_host or "/" in spec.registry_host:
-        raise ValueError(
+        raise UserError(
             f"{where}: registry host {spec.registry_host!r} is invalid: give host[:port], "
             "e.g. 127.0.0.1:5000"
         )
@@ -88,17 +89,17 @@ def validate_spec(spec: ImageBuildSpec) -> None:
         validate_repository(spec.cache_repository)
     for key, value in spec.build_args.items():
         if not _ARG_RE.match(key):
-            raise ValueError(
+            raise UserError(
                 f"{where}: build arg name {key!r} is invalid: use letters, digits and _"
             )
         if not isinstance(value, str):
-            raise ValueError(
+            raise UserError(
                 f"{where}: build arg {key} must be a string, got {type(value).__name__}"
             )
     for name in spec.context_files:
         path = PurePosixPath(name)
         if path.is_absolute() or ".." in path.parts or not path.parts:
-            raise ValueError(
+            raise UserError(
                 f"{where}: context file {name!r} must be a relative path inside the context"
             )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from configcenter import wiring
-from configcenter.core.errors import ConfigError, Problem
+from configcenter.core.errors import ConfigError, Problem, UserError
 from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.plan import ResolvedImage, ServicePlan
 from configcenter.core.redact import Redactor
@@ -39,7 +39,7 @@ def build_spec(config: Config, plan: ServicePlan) -> ImageBuildSpec:
     for name in build.get("args") or []:
         value = service.values.tree.get(name)
         if value is None or isinstance(value, SecretRef | dict | list):
-            raise ValueError(
+            raise UserError(
                 f"{service.file}: build arg {name} of {service.name} needs a plain value in "
                 f"{service.env} (it has {'none' if value is None else 'a secret or a map'})"
             )
@@ -121,7 +121,7 @@ def build_service(
 
     svc = service_config(ws.config, env, service)
     if svc.image is None or not svc.image.is_build:
-        raise ValueError(
+        raise UserError(
             f"{svc.file}: {service} in {env} uses a given image (image.ref), nothing to build; "
             "image.source: {repo, ref} builds from source"
         )
@@ -152,7 +152,7 @@ def build_service(
 RESOLVE_JOBS = 8
 
 
-class ImageResolveError(ValueError):
+class ImageResolveError(UserError):
     """Our registry could not say which image a tag names (unreachable, refused)."""
 
 

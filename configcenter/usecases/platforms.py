@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from configcenter import wiring
 from configcenter.core import kinds
+from configcenter.core.errors import UserError
 from configcenter.core.model import Config
 from configcenter.core.redact import Redactor
 from configcenter.core.render import render_setting_map
@@ -14,7 +15,7 @@ from configcenter.core.values import digest, to_value
 from configcenter.ports.platform import Deployable, Platform, PlatformTarget
 
 
-class NoPlatform(ValueError):
+class NoPlatform(UserError):
     """A rollout was asked for a service that has no platform."""
 
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from configcenter import wiring
-from configcenter.core.errors import ConfigError
+from configcenter.core.errors import ConfigError, UserError
 from configcenter.core.kinds import LOCAL_BRANCHES
 from configcenter.core.model import HEAD, Config, ImageSpec
 from configcenter.core.plan import Plan, ServicePlan, ValueChange
@@ -65,7 +65,7 @@ DEFAULT_IDENTITY = {"name": "configcenter", "email": "configcenter@localhost"}
 Status = Literal["nothing", "dry-run", "opened", "updated", "unchanged"]
 
 
-class PromotionError(ValueError):
+class PromotionError(UserError):
     """The promotion cannot go ahead; the message says what is wrong and how to fix it."""
 
 

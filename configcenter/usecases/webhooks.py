@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from configcenter.core.errors import UserError
+
 EventKind = Literal["push", "merge_request"]
 
 #: `X-Gitlab-Event` values per payload `object_kind`; a system hook sends the
@@ -27,7 +29,7 @@ SYSTEM_HOOK = "System Hook"
 BRANCH_PREFIX = "refs/heads/"
 
 
-class WebhookError(ValueError):
+class WebhookError(UserError):
     """The request is not a usable GitLab webhook; the message says what is wrong."""
 
 

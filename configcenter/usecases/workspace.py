@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from configcenter.adapters.git_config_repo import GitConfigRepo
-from configcenter.core.errors import ProblemList
+from configcenter.core.errors import ProblemList, UserError
 from configcenter.core.load import load_config
 from configcenter.core.model import Config
 from configcenter.core.redact import Redactor
@@ -95,7 +95,7 @@ class Workspace:
 
         url = self.resolved_deploy_url()
         if url is None:
-            raise ValueError(
+            raise UserError(
                 "no deploy repo: set deploy_repo: {url: ...} in configcenter.yaml "
                 "or pass --deploy-repo"
             )

@@ -64,7 +64,7 @@ _COLUMNS = (
 class JobStoreError(UserError):
     """The job store could not be opened or used; the message names where and the fix.
 
-    A ValueError so the CLI prints it as one message, like other bad-input errors.
+    A UserError so the CLI prints it as one message, like other bad-input errors.
     """
 
 

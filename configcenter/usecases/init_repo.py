@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from configcenter.core.errors import ConfigError, Problem, Source
+from configcenter.core.errors import ConfigError, Problem, Source, UserError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 FIRST_VERSION = "0.1.0"
@@ -102,7 +102,7 @@ def _git(cwd: Path, *args: str) -> str:
         ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
     )
     if proc.returncode != 0:
-        raise ValueError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip()}")
+        raise UserError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip()}")
     return proc.stdout
 
 

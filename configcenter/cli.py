@@ -621,6 +621,97 @@ def init(
     click.echo("  configcenter apply dev --no-rollout   # render and commit; no cluster needed")
 
 
+@cli.command()
+@click.argument(
+    "envs", nargs=-1, metavar="[ENV]...", shell_complete=lambda c, p, i: complete_envs(c, i)
+)
+@json_option
+@pass_ws
+@handle_errors
+def services(ws: Workspace, envs: tuple[str, ...], as_json: bool) -> None:
+    """Services of each ENV (default: every environment): template tag, image, platform,
+    replicas, and what the deploy repo last recorded."""
+    from configcenter.usecases.compare import list_services
+
+    if envs:
+        ws.focus = envs
+    chosen = list(envs) or list(ws.config.project.environments)
+    rows = list_services(ws, chosen)
+    if as_json:
+        emit({"environments": chosen, "services": [r.to_json() for r in rows]})
+        return
+    from configcenter.output import print_table
+
+    print_table(
+        None,
+        ("ENV", "SERVICE", "TEMPLATE", "IMAGE", "PLATFORM", "REPLICAS", "DEPLOYED"),
+        [
+            (
+                r.env,
+                r.service,
+                r.template,
+                r.image or "-",
+                f"{r.platform} ({r.platform_kind})" if r.platform else "-",
+                str(r.replicas),
+                (f"{r.deployed['release']} {r.deployed['outcome']}".strip() if r.deployed else "-"),
+            )
+            for r in rows
+        ],
+    )
+
+
+@cli.command("diff")
+@click.argument("left", metavar="ENV1", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.argument("right", metavar="ENV2", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.option(
+    "--service",
+    "-s",
+    "services_",
+    multiple=True,
+    help="Only this service (repeatable).",
+    shell_complete=lambda c, p, i: complete_services(c, i),
+)
+@json_option
+@pass_ws
+@handle_errors
+def diff_cmd(
+    ws: Workspace, left: str, right: str, services_: tuple[str, ...], as_json: bool
+) -> None:
+    """What differs between ENV1 and ENV2: template tags, images, replicas, values by key
+    (with the file:line each came from) and rendered files. Secrets are masked."""
+    from configcenter.usecases.compare import diff_envs
+
+    result = diff_envs(ws, left, right, services_)
+    if as_json:
+        emit(result.to_json())
+        return
+    from configcenter.output import print_env_diff
+
+    print_env_diff(result)
+
+
+@cli.command()
+@click.argument("env", shell_complete=lambda c, p, i: complete_envs(c, i))
+@click.argument("release")
+@click.option("--files/--no-files", default=True, show_default=True, help="Print rendered files.")
+@json_option
+@pass_ws
+@handle_errors
+def show(ws: Workspace, env: str, release: str, files: bool, as_json: bool) -> None:
+    """One release of ENV (an id from `history`): outcome, template, image, replicas,
+    values (secrets masked) and its rendered files."""
+    ws.focus = (env,)
+    from configcenter.usecases.compare import find_release
+
+    view = find_release(ws, env, release)
+    if as_json:
+        emit(view.to_json(with_files=files))
+        return
+    from configcenter.output import print_release
+
+    print_release(view, files)
+
+
 @cli.group()
 def template() -> None:
     """Template versions (Git tags <service>/<version>)."""
@@ -887,6 +978,13 @@ def rollback(
     shell_complete=lambda c, p, i: complete_services(c, i),
 )
 @click.option("--limit", default=50, show_default=True, help="How many releases.")
+@click.option(
+    "--diff",
+    "diff",
+    nargs=2,
+    metavar="A B",
+    help="What changed from release A to release B.",
+)
 @json_option
 @pass_ws
 @handle_errors
@@ -895,10 +993,26 @@ def history(
     env: str,
     service: str | None,
     limit: int,
+    diff: tuple[str, str] | None,
     as_json: bool,
 ) -> None:
-    """Releases in ENV, newest first: deploy repo commits joined with runs."""
+    """Releases in ENV, newest first: deploy repo commits joined with runs.
+
+    --diff A B shows what changed from release A to release B: template, image,
+    replicas, values by key (secrets masked) and rendered file diffs.
+    """
     ws.focus = (env,)
+    if diff:
+        from configcenter.usecases.compare import diff_releases
+
+        changes = diff_releases(ws, env, *diff)
+        if as_json:
+            emit(changes.to_json())
+            return
+        from configcenter.output import print_release_diff
+
+        print_release_diff(changes)
+        return
     from configcenter.usecases.history import history as run_history
 
     entries = run_history(ws, env, service, limit)

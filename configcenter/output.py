@@ -266,3 +266,98 @@ class QuietReporter(PrintingReporter):
 
     def rollout(self, service: str, status: RolloutStatus) -> None:
         return None
+
+
+def _print_diff_lines(diff: str, indent: str = "      ") -> None:
+    for line in diff.splitlines():
+        colour = (
+            "green"
+            if line.startswith("+") and not line.startswith("+++")
+            else "red"
+            if line.startswith("-") and not line.startswith("---")
+            else "cyan"
+            if line.startswith("@@")
+            else "dim"
+        )
+        out.print(Text(indent + line, style=colour))
+
+
+def print_env_diff(result: Any) -> None:
+    """`diff ENV1 ENV2`: per service, what differs, with where each value came from."""
+    left, right = result.left, result.right
+    differing = [s for s in result.services if not s.same]
+    out.print(
+        Text.assemble(
+            ("Diff ", "bold"),
+            (left, "bold cyan"),
+            " -> ",
+            (right, "bold cyan"),
+            f": {len(differing)} service(s) differ, {len(result.services) - len(differing)} same",
+        )
+    )
+    for s in result.services:
+        if s.same:
+            out.print(Text(f"  = {s.service}", style="dim"))
+            continue
+        out.print(Text(f"  ~ {s.service}", style="bold yellow"))
+        if s.only_in:
+            out.print(f"      only in {s.only_in}")
+            continue
+        for name, (a, b) in s.fields.items():
+            out.print(f"      {name.ljust(8)} {_fmt(a)} -> {_fmt(b)}")
+        for key, (a, b) in s.values.items():
+            line = Text(f"      {key}: ", style="yellow")
+            line.append(f"{_fmt(a.value) if a else '(none)'} -> {_fmt(b.value) if b else '(none)'}")
+            where = [f"{left}: {a.source}" if a else "", f"{right}: {b.source}" if b else ""]
+            line.append("   (" + "; ".join(w for w in where if w) + ")", style="dim")
+            out.print(line)
+        for name, diff in s.files.items():
+            out.print(Text(f"      {name}:", style="bold"))
+            _print_diff_lines(diff, "        ")
+    for name, why in sorted(result.unverified.items()):
+        err.print(Text(f"warning: {name}: image not pinned to a digest ({why})", "yellow"))
+
+
+def print_release(view: Any, files: bool = True) -> None:
+    out.print(Text.assemble(("Release ", "bold"), (view.release, "bold cyan"), f" in {view.env}"))
+    for label, value in (
+        ("service", view.service),
+        ("outcome", view.outcome + (f": {view.reason}" if view.reason else "")),
+        ("at", view.at),
+        ("commit", view.commit),
+        ("template", view.template),
+        ("image", view.image),
+        ("replicas", str(view.replicas)),
+    ):
+        out.print(f"  {label.ljust(9)}{value}")
+    out.print("  values")
+    for key, value in view.values.items():
+        out.print(f"    {key} = {_fmt(value)}")
+    if files:
+        for name, data in view.files.items():
+            out.print(Text(f"# ---- {view.env}/{view.service}/{name}", style="bold"))
+            out.print(data.decode("utf-8", "replace"), end="", markup=False, highlight=False)
+    else:
+        out.print("  files    " + ", ".join(view.files))
+
+
+def print_release_diff(changes: Any) -> None:
+    a, b = changes.before, changes.after
+    out.print(
+        Text.assemble(
+            ("Changes ", "bold"), (a.release, "cyan"), " -> ", (b.release, "cyan"), f" in {a.env}"
+        )
+    )
+    if not (changes.fields or changes.changed or changes.added or changes.removed or changes.files):
+        out.print(Text("  no difference in template, image, replicas, values or files", "green"))
+    for name, (x, y) in changes.fields.items():
+        out.print(f"  {name.ljust(9)}{_fmt(x)} -> {_fmt(y)}")
+    for key, (x, y) in changes.changed.items():
+        out.print(Text(f"  ~ {key}: {_fmt(x)} -> {_fmt(y)}", style="yellow"))
+    for key, y in changes.added.items():
+        out.print(Text(f"  + {key}: {_fmt(y)}", style="green"))
+    for key, x in changes.removed.items():
+        out.print(Text(f"  - {key}: {_fmt(x)}", style="red"))
+    for name, diff in changes.files.items():
+        out.print(Text(f"  {name}:", style="bold"))
+        _print_diff_lines(diff, "    ")

@@ -70,6 +70,12 @@ BROKEN_COMMANDS = [
     ("template", "release", "api", "1.1.0"),
     ("promote", "dev", "prod", "--dry-run"),
     ("reconcile", "dev"),
+    ("services", "dev"),
+    ("diff", "dev", "prod"),
+    ("show", "dev", "api-1"),
+    ("history", "dev", "--diff", "api-1", "api-2"),
+    ("build", "dev", "api"),
+    ("deploy", "dev", "api"),
 ]
 
 

@@ -1,0 +1,357 @@
+"""Read-only comparisons: services of an environment, two environments, two releases.
+
+Secrets never appear: values are masked (`***`) as in plans, and rendered files hold
+secret references, never their values.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from configcenter.core.errors import ConfigError, Problem
+from configcenter.core.state import STATE_FILE, EnvState, ServiceState
+from configcenter.core.values import canonical, flatten, masked, to_value
+from configcenter.usecases.inspect import check_env, plan_env_checked
+from configcenter.usecases.workspace import Workspace
+
+# -- services ENV ----------------------------------------------------------------------------
+
+
+@dataclass
+class ServiceRow:
+    env: str
+    service: str
+    template: str  # the tag the config repo pins
+    image: str  # as the config repo gives it (ref, or source repo@ref to build)
+    platform: str | None
+    platform_kind: str | None
+    replicas: int
+    depends_on: list[str]
+    deployed: dict[str, str] | None  # release, outcome, template, image from the deploy repo
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def list_services(ws: Workspace, envs: Collection[str]) -> list[ServiceRow]:
+    config = ws.config
+    rows = []
+    for env in envs:
+        check_env(config, env)
+        environment = config.environment(env)
+        state = ws.read_state(env)
+        for name in environment.order or sorted(environment.services):
+            svc = environment.services[name]
+            platform = svc.platform or environment.platform
+            spec = config.project.platforms.get(platform) if platform else None
+            image = ""
+            if svc.image is not None:
+                image = (
+                    f"build {svc.image.repo}@{svc.image.source_ref}"
+                    if svc.image.is_build
+                    else svc.image.ref or ""
+                )
+            record = state.services.get(name)
+            deployed = None
+            if record is not None:
+                release = record.release
+                deployed = {
+                    "release": release.id if release else "",
+                    "outcome": release.outcome if release else "",
+                    "template": record.template_tag,
+                    "image": record.image,
+                }
+            rows.append(
+                ServiceRow(
+                    env,
+                    name,
+                    svc.template.tag,
+                    image,
+                    platform,
+                    spec.kind if spec else None,
+                    svc.replicas,
+                    list(svc.template.depends_on),
+                    deployed,
+                )
+            )
+    return rows
+
+
+# -- diff ENV1 ENV2 --------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    value: Any
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "source": self.source}
+
+
+@dataclass
+class ServiceDiff:
+    service: str
+    only_in: str | None = None  # the one environment that has it
+    fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # template, image, ...
+    values: dict[str, tuple[Side | None, Side | None]] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # name -> unified diff
+
+    @property
+    def same(self) -> bool:
+        return not (self.only_in or self.fields or self.values or self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "only_in": self.only_in,
+            "same": self.same,
+            "fields": {k: {"from": a, "to": b} for k, (a, b) in self.fields.items()},
+            "values": {
+                k: {
+                    "from": a.to_json() if a else None,
+                    "to": b.to_json() if b else None,
+                }
+                for k, (a, b) in self.values.items()
+            },
+            "files": dict(self.files),
+        }
+
+
+@dataclass
+class EnvDiff:
+    left: str
+    right: str
+    services: list[ServiceDiff]
+    unverified: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "from": self.left,
+            "to": self.right,
+            "services": [s.to_json() for s in self.services],
+            "unverified": self.unverified,
+        }
+
+
+def _file_diff(label_a: str, a: bytes | None, label_b: str, b: bytes | None) -> str:
+    def lines(data: bytes | None) -> list[str]:
+        if data is None:
+            return []
+        text = data.decode("utf-8", "replace").splitlines(keepends=True)
+        if text and not text[-1].endswith("\n"):
+            text[-1] += "\n"
+        return text
+
+    return "".join(
+        difflib.unified_diff(
+            lines(a),
+            lines(b),
+            label_a if a is not None else "/dev/null",
+            label_b if b is not None else "/dev/null",
+        )
+    )
+
+
+def diff_envs(ws: Workspace, left: str, right: str, only: Collection[str] = ()) -> EnvDiff:
+    """What differs between two environments: pins, values by key (with provenance), files."""
+    ws.focus = None
+    config = ws.config
+    check_env(config, left)
+    check_env(config, right)
+    envs = (config.environment(left), config.environment(right))
+    names = sorted(set(envs[0].services) | set(envs[1].services))
+    for name in only:
+        if name not in names:
+            raise ConfigError(
+                [
+                    Problem(
+                        config.project.doc.source("environments"),
+                        f"service '{name}' is in neither {left} nor {right}",
+                        "services: " + ", ".join(names),
+                    )
+                ]
+            )
+    chosen = [n for n in names if not only or n in only]
+    wanted = {env.name: [n for n in chosen if n in env.services] for env in envs}
+    rendered: dict[str, dict[str, dict[str, bytes]]] = {}
+    images: dict[str, dict[str, str]] = {}
+    unverified: dict[str, str] = {}
+    for env in envs:
+        if not wanted[env.name]:
+            rendered[env.name], images[env.name] = {}, {}
+            continue
+        checked = plan_env_checked(ws, env.name, only=wanted[env.name], render_all=True)
+        rendered[env.name] = {
+            s.service: dict(s.files or {}) for s in checked.plan.services if s.files is not None
+        }
+        images[env.name] = {
+            s.service: s.image.ref for s in checked.plan.services if s.image is not None
+        }
+        unverified.update({f"{env.name}/{k}": v for k, v in checked.unverified.items()})
+    out = []
+    for name in chosen:
+        a = envs[0].services.get(name)
+        b = envs[1].services.get(name)
+        diff = ServiceDiff(name)
+        if a is None or b is None:
+            diff.only_in = right if a is None else left
+            out.append(diff)
+            continue
+        pairs = {
+            "template": (a.template.tag, b.template.tag),
+            "image": (images[left].get(name), images[right].get(name)),
+            "replicas": (a.replicas, b.replicas),
+            "platform": (a.platform or envs[0].platform, b.platform or envs[1].platform),
+        }
+        diff.fields = {k: v for k, v in pairs.items() if v[0] != v[1]}
+        left_values = dict(a.values.flat())
+        right_values = dict(b.values.flat())
+        for key in sorted(set(left_values) | set(right_values)):
+            x, y = left_values.get(key), right_values.get(key)
+            if x is not None and y is not None and canonical(x.value) == canonical(y.value):
+                continue
+            diff.values[key] = (
+                Side(masked(x.value), str(x.source)) if x else None,
+                Side(masked(y.value), str(y.source)) if y else None,
+            )
+        files_a, files_b = rendered[left].get(name, {}), rendered[right].get(name, {})
+        for file in sorted(set(files_a) | set(files_b)):
+            if files_a.get(file) != files_b.get(file):
+                diff.files[file] = _file_diff(
+                    f"{left}/{name}/{file}",
+                    files_a.get(file),
+                    f"{right}/{name}/{file}",
+                    files_b.get(file),
+                )
+        out.append(diff)
+    return EnvDiff(left, right, out, unverified)
+
+
+# -- show ENV RELEASE, history --diff A B ----------------------------------------------------
+
+
+@dataclass
+class ReleaseView:
+    env: str
+    service: str
+    release: str
+    outcome: str
+    at: str
+    commit: str
+    reason: str
+    template: str
+    image: str
+    replicas: int
+    values: dict[str, Any]  # flat keys, secrets masked
+    files: dict[str, bytes]
+
+    def to_json(self, with_files: bool = True) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "files"}
+        if with_files:
+            data["files"] = {k: v.decode("utf-8", "replace") for k, v in self.files.items()}
+        return data
+
+
+def find_release(ws: Workspace, env: str, release: str) -> ReleaseView:
+    """A release as the deploy repo recorded it: pins, values (masked) and files."""
+    from configcenter.usecases.history import history
+
+    check_env(ws.config, env)
+    entries = history(ws, env, None, limit=1000)
+    entry = next((e for e in entries if e.release == release), None)
+    if entry is None:
+        known = ", ".join(e.release for e in entries[:5]) or "none yet"
+        raise ConfigError(
+            [
+                Problem(
+                    ws.config.project.doc.source("environments"),
+                    f"no release '{release}' in {env}",
+                    f"newest releases: {known} (configcenter history {env})",
+                )
+            ]
+        )
+    repo = ws.deploy_repo
+    state = EnvState.from_yaml(env, repo.read(f"{env}/{STATE_FILE}", entry.commit))
+    record: ServiceState | None = state.services.get(entry.service)
+    if record is None:
+        raise ConfigError(
+            [
+                Problem(
+                    ws.config.project.doc.source("environments"),
+                    f"release '{release}' is named by commit {entry.commit[:10]} but its "
+                    f"state record has no {entry.service}",
+                    "the deploy repo was edited by hand; compare with git log",
+                )
+            ]
+        )
+    prefix = f"{env}/{entry.service}/"
+    paths = [p for p in repo.list_files(f"{env}/{entry.service}", entry.commit)]
+    paths = [p for p in paths if p.startswith(prefix)]
+    files = repo.read_many(paths, entry.commit) if paths else {}
+    return ReleaseView(
+        env=env,
+        service=entry.service,
+        release=release,
+        outcome=entry.outcome,
+        at=entry.at,
+        commit=entry.commit,
+        reason=entry.reason,
+        template=record.template_tag,
+        image=record.image,
+        replicas=record.replicas,
+        values=masked(flatten(to_value(record.values))),
+        files={p.removeprefix(prefix): data for p, data in sorted(files.items())},
+    )
+
+
+@dataclass
+class ReleaseDiff:
+    before: ReleaseView
+    after: ReleaseView
+    fields: dict[str, tuple[Any, Any]]
+    changed: dict[str, tuple[Any, Any]]
+    added: dict[str, Any]
+    removed: dict[str, Any]
+    files: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.before.env,
+            "from": self.before.to_json(with_files=False),
+            "to": self.after.to_json(with_files=False),
+            "fields": {k: {"from": a, "to": b} for k, (a, b) in self.fields.items()},
+            "values": {
+                "changed": {k: {"from": a, "to": b} for k, (a, b) in self.changed.items()},
+                "added": {k: {"to": v} for k, v in self.added.items()},
+                "removed": {k: {"from": v} for k, v in self.removed.items()},
+            },
+            "files": dict(self.files),
+        }
+
+
+def diff_releases(ws: Workspace, env: str, a: str, b: str) -> ReleaseDiff:
+    before, after = find_release(ws, env, a), find_release(ws, env, b)
+    fields = {
+        k: (getattr(before, k), getattr(after, k))
+        for k in ("service", "template", "image", "replicas")
+        if getattr(before, k) != getattr(after, k)
+    }
+    changed, added, removed = {}, {}, {}
+    for key in sorted(set(before.values) | set(after.values)):
+        if key not in after.values:
+            removed[key] = before.values[key]
+        elif key not in before.values:
+            added[key] = after.values[key]
+        elif canonical(before.values[key]) != canonical(after.values[key]):
+            changed[key] = (before.values[key], after.values[key])
+    files = {}
+    for name in sorted(set(before.files) | set(after.files)):
+        if before.files.get(name) != after.files.get(name):
+            files[name] = _file_diff(
+                f"{a}/{name}", before.files.get(name), f"{b}/{name}", after.files.get(name)
+            )
+    return ReleaseDiff(before, after, fields, changed, added, removed, files)

@@ -92,5 +92,4 @@ def test_two_processes_racing_on_push_lose_and_duplicate_nothing(
 
     # They really raced: some pushes were rejected and retried.
     rejected = sum(r["rejected"] for lane in LANES for r in results[lane.name])
-    print(f"race: {ROUNDS} rounds x {len(LANES)} processes, {rejected} rejected pushes")
     assert rejected > 0, "no push was ever rejected: the racers did not overlap"

@@ -103,9 +103,7 @@ def test_statefulset_release_becomes_healthy_with_config_wired_in(
     release = make_deployable(manifest=statefulset(replicas=2), replicas=2)
     seen: list[RolloutStatus] = []
     platform.apply(release)
-    started = time.monotonic()
     status = platform.wait(release, timeout=60, progress=seen.append)
-    elapsed = time.monotonic() - started
 
     assert (status.state, status.reason) == ("healthy", "RolloutComplete"), status
     assert (status.desired, status.updated, status.ready, status.available) == (2, 2, 2, 2)
@@ -119,7 +117,6 @@ def test_statefulset_release_becomes_healthy_with_config_wired_in(
     assert [
         s.config_map_ref.name if s.config_map_ref else s.secret_ref.name for s in container.env_from
     ] == ["api-config", "api-secrets"]
-    print(f"StatefulSet of 2 healthy after {elapsed:.2f}s")
 
 
 def test_statefulset_with_an_image_that_cannot_be_pulled_fails_fast(
@@ -137,7 +134,6 @@ def test_statefulset_with_an_image_that_cannot_be_pulled_fails_fast(
     assert "StatefulSet db: pod db-0" in status.message
     assert "never-ready/db:1" in status.message
     assert elapsed < 30, "must fail on the pod, not wait out the 120s timeout"
-    print(f"StatefulSet ImagePullBackOff reported after {elapsed:.2f}s")
 
 
 def test_statefulset_that_never_gets_ready_times_out_and_says_why(
@@ -171,12 +167,9 @@ def test_reapplying_the_previous_release_brings_the_old_statefulset_revision_bac
     platform.apply(bad)
     failed = platform.wait(bad, timeout=60)
     assert (failed.state, failed.reason) == ("failed", "ImagePullBackOff"), failed
-
-    started = time.monotonic()
     platform.apply(good)
     with caplog.at_level(logging.WARNING, logger="configcenter.adapters.kubernetes"):
         status = platform.wait(good, timeout=60)
-    elapsed = time.monotonic() - started
 
     assert status.state == "healthy", status
     assert any("deleted pod db-1 of StatefulSet db" in r.getMessage() for r in caplog.records), (
@@ -189,7 +182,6 @@ def test_reapplying_the_previous_release_brings_the_old_statefulset_revision_bac
     assert sorted(p.metadata.name for p in pods) == ["db-0", "db-1"]
     assert {p.metadata.labels["controller-revision-hash"] for p in pods} == {good_revision}
     assert {p.spec.containers[0].image for p in pods} == {good.image}
-    print(f"StatefulSet rollback to the old revision healthy in {elapsed:.2f}s")
 
 
 def test_daemonset_on_the_fake_nodes_becomes_healthy(
@@ -199,9 +191,7 @@ def test_daemonset_on_the_fake_nodes_becomes_healthy(
     assert nodes, "the bed has fake nodes"
     release = make_deployable(manifest=DAEMONSET.format(name="agent"))
     platform.apply(release)
-    started = time.monotonic()
     status = platform.wait(release, timeout=60)
-    elapsed = time.monotonic() - started
 
     assert (status.state, status.reason) == ("healthy", "RolloutComplete"), status
     assert status.desired == status.updated == status.available == len(nodes)
@@ -217,7 +207,6 @@ def test_daemonset_on_the_fake_nodes_becomes_healthy(
     assert rolled.state == "healthy", rolled
     current = live_pods(cluster, "agent")
     assert {p.metadata.annotations[DIGEST_ANNOTATION] for p in current} == {changed.config_digest}
-    print(f"DaemonSet on {len(nodes)} nodes healthy after {elapsed:.2f}s")
 
 
 def test_daemonset_with_an_image_that_cannot_be_pulled_fails_fast(

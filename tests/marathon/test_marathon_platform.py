@@ -1,4 +1,8 @@
-"""MarathonPlatform against the Marathon REST double: apply, wait, rollback, observe, delete."""
+"""MarathonPlatform against the Marathon REST double: apply, wait, rollback, observe, delete.
+
+What every platform does is the contract suite in tests/platform (it runs on this
+double too); this file keeps what is Marathon's own.
+"""
 
 from __future__ import annotations
 
@@ -118,23 +122,6 @@ def test_value_change_rolls_a_new_version(
     found = platform.find_version("api", release_id="r1")
     assert found is not None and found.version == before["version"]
     assert found.config_digest == r1.config_digest and found.image == HEALTHY_IMAGE
-
-
-def test_reapplying_the_running_release_changes_nothing(
-    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
-) -> None:
-    platform = marathon_platform()
-    r1 = release("r1")
-    platform.apply(r1)
-    assert platform.wait(r1, timeout=10).state == "healthy"
-    version = marathon_server.app_json("/shop/dev/api")["version"]
-
-    platform.apply(r1)
-
-    puts = [r for r in marathon_server.requests if r.method == "PUT" and r.path.startswith("/v2")]
-    assert len(puts) == 1
-    assert platform.wait(r1, timeout=10).state == "healthy"
-    assert marathon_server.app_json("/shop/dev/api")["version"] == version
 
 
 def test_failing_image_fails_and_reapplying_the_last_good_release_heals(
@@ -364,15 +351,6 @@ def test_secret_problems_are_named_without_values(
     no_store = marathon_platform(settings={"secrets_url": ""})
     with pytest.raises(MarathonSettingsError, match="no secrets_url; set it"):
         no_store.apply(release("r1", secrets={"DB_PASSWORD": "env:SHOP_DB_PASSWORD"}))
-
-
-def test_dry_run_changes_nothing(
-    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
-) -> None:
-    platform = marathon_platform()
-    platform.apply(release("r1"), dry_run=True)
-    assert marathon_server.requests == []
-    assert platform.app_definition(release("r1"))["id"] == "/shop/dev/api"
 
 
 def test_cancelled_deployment_is_reported_as_superseded(

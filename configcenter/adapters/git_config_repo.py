@@ -11,27 +11,60 @@ import os
 import pickle
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from configcenter.core.errors import UserError
+from configcenter.core.limits import HARD_MAX_FILE_BYTES
+from configcenter.core.source import (
+    FileTooLarge,
+    RepoPathError,
+    read_repo_file,
+    repo_path_kind,
+    walk_repo_dir,
+)
 
 
 class WorkTreeTemplate:
-    """templates/<service> as it is on disk (the HEAD pin)."""
+    """templates/<service> as it is on disk (the HEAD pin).
 
-    def __init__(self, root: Path) -> None:
+    Links and other non-regular files are listed in `refused` and never read: a
+    committed `app.conf.j2 -> ~/.ssh/id_rsa` must not put the key into a render.
+    """
+
+    def __init__(self, root: Path, refused_self: str | None = None) -> None:
         self.root = root
+        # When templates/<service> itself is a link (or not a directory), nothing is read.
+        self._refused_self = refused_self
 
     @cached_property
+    def _scan(self) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
+        if self._refused_self is not None:
+            return {}, [("", self._refused_self)]
+        names, refused = walk_repo_dir(self.root)
+        files: dict[str, bytes] = {}
+        for name in names:
+            try:
+                data = read_repo_file(self.root, name, MAX_FILE_BYTES)
+            except RepoPathError as exc:  # replaced by a link since the walk
+                refused.append((exc.rel, exc.kind))
+                continue
+            except FileTooLarge as exc:
+                refused.append((name, f"file of {exc.size} bytes (the most is {exc.limit})"))
+                continue
+            if data is not None:
+                files[name] = data
+        return files, sorted(refused)
+
+    @property
     def _files(self) -> dict[str, bytes]:
-        return {
-            p.relative_to(self.root).as_posix(): p.read_bytes()
-            for p in sorted(self.root.rglob("*"))
-            if p.is_file()
-        }
+        return self._scan[0]
+
+    @property
+    def refused(self) -> Sequence[tuple[str, str]]:
+        return self._scan[1]
 
     @cached_property
     def tree_id(self) -> str:
@@ -50,7 +83,10 @@ class WorkTreeTemplate:
         return self._files
 
 
-CACHE_VERSION = 1
+#: No file of the config repo is read past this size, whatever configcenter.yaml says.
+MAX_FILE_BYTES = HARD_MAX_FILE_BYTES
+
+CACHE_VERSION = 2  # 2: tree entries carry their git mode
 CACHE_LIMIT = 50_000  # entries per table; past it a table starts afresh
 
 
@@ -118,7 +154,7 @@ class _ObjectReader:
     def __init__(self, repo: Any, cache: _DiskCache) -> None:
         self._repo = repo
         self._commits: dict[str, str] = cache.table("commit_tree")
-        self._trees: dict[str, dict[str, tuple[bool, str]]] = cache.table("trees")
+        self._trees: dict[str, dict[str, tuple[str, str]]] = cache.table("trees")
         self._blobs: dict[str, bytes] = cache.table("blobs")
 
     def _data(self, sha: str) -> tuple[str, bytes]:
@@ -133,8 +169,8 @@ class _ObjectReader:
             self._commits[commit] = tree
         return tree
 
-    def tree(self, sha: str) -> dict[str, tuple[bool, str]]:
-        """Entries of a tree object: name -> (is a tree, sha)."""
+    def tree(self, sha: str) -> dict[str, tuple[str, str]]:
+        """Entries of a tree object: name -> (git mode, sha); mode 40000 is a tree."""
         entries = self._trees.get(sha)
         if entries is None:
             _, data = self._data(sha)
@@ -144,7 +180,7 @@ class _ObjectReader:
                 space = data.index(b" ", pos)
                 nul = data.index(b"\0", space)
                 name = data[space + 1 : nul].decode("utf-8", "surrogateescape")
-                entries[name] = (data[pos:space] == b"40000", data[nul + 1 : nul + 21].hex())
+                entries[name] = (data[pos:space].decode(), data[nul + 1 : nul + 21].hex())
                 pos = nul + 21
             self._trees[sha] = entries
         return entries
@@ -157,51 +193,89 @@ class _ObjectReader:
                 self._blobs[sha] = data
         return data
 
-    def lookup(self, tree: str, path: str) -> tuple[bool, str] | None:
-        """(is a tree, sha) of `path` under `tree`, or None when it is not there."""
-        entry: tuple[bool, str] | None = (True, tree)
+    def lookup(self, tree: str, path: str) -> tuple[str, str] | None:
+        """(git mode, sha) of `path` under `tree`, or None when it is not there."""
+        entry: tuple[str, str] | None = (TREE_MODE, tree)
         for part in path.split("/"):
-            if entry is None or not entry[0]:
+            if entry is None or entry[0] != TREE_MODE:
                 return None
             entry = self.tree(entry[1]).get(part)
         return entry
 
 
-class GitTemplate:
-    """templates/<service> in a tagged commit; files are read on first use."""
+TREE_MODE = "40000"
+BLOB_MODES = frozenset({"100644", "100755", "100664"})
+OTHER_MODES = {"120000": "symbolic link", "160000": "submodule (gitlink)"}
 
-    def __init__(self, reader: _ObjectReader, tree_id: str) -> None:
+
+def _is_blob(entry: tuple[str, str] | None) -> bool:
+    return entry is not None and entry[0] in BLOB_MODES
+
+
+class GitTemplate:
+    """templates/<service> in a tagged commit; files are read on first use.
+
+    A link committed in the tag is refused like one in the work tree (its target
+    path is never used as content), and so is a submodule entry.
+    """
+
+    def __init__(
+        self, reader: _ObjectReader, tree_id: str, refused_self: str | None = None
+    ) -> None:
         self._reader = reader
         self._tree_id = tree_id
         self._cache: dict[str, bytes] | None = None
+        self._refused: list[tuple[str, str]] | None = None
+        self._refused_self = refused_self
 
     @property
     def tree_id(self) -> str:
         return self._tree_id
 
-    def files(self) -> Mapping[str, bytes]:
-        if self._cache is None:
-            out: dict[str, bytes] = {}
+    def _walk(self) -> None:
+        out: dict[str, bytes] = {}
+        refused: list[tuple[str, str]] = []
+        if self._refused_self is not None:
+            refused.append(("", self._refused_self))
+        else:
             pending = [("", self._tree_id)]
             while pending:
                 prefix, sha = pending.pop()
-                for name, (is_tree, child) in self._reader.tree(sha).items():
-                    if is_tree:
+                for name, (mode, child) in self._reader.tree(sha).items():
+                    if mode == TREE_MODE:
                         pending.append((f"{prefix}{name}/", child))
-                    else:
+                    elif mode in BLOB_MODES:
                         out[prefix + name] = self._reader.blob(child)
-            self._cache = dict(sorted(out.items()))
+                    else:
+                        refused.append((prefix + name, OTHER_MODES.get(mode, f"mode {mode} entry")))
+        self._cache = dict(sorted(out.items()))
+        self._refused = sorted(refused)
+
+    def files(self) -> Mapping[str, bytes]:
+        if self._cache is None:
+            self._walk()
+        assert self._cache is not None
         return self._cache
 
+    @property
+    def refused(self) -> Sequence[tuple[str, str]]:
+        if self._refused is None:
+            self._walk()
+        assert self._refused is not None
+        return self._refused
+
     def has(self, name: str) -> bool:
-        entry = self._reader.lookup(self._tree_id, name)
-        return entry is not None and not entry[0]
+        if self._refused_self is not None:
+            return False
+        return _is_blob(self._reader.lookup(self._tree_id, name))
 
     def read(self, name: str) -> bytes | None:
         if self._cache is not None:
             return self._cache.get(name)
+        if self._refused_self is not None:
+            return None
         entry = self._reader.lookup(self._tree_id, name)
-        if entry is None or entry[0]:
+        if entry is None or not _is_blob(entry):
             return None
         return self._reader.blob(entry[1])
 
@@ -254,16 +328,27 @@ class GitConfigRepo:
         return self._tags
 
     def template_tree(self, service: str, tag: str | None) -> WorkTreeTemplate | GitTemplate | None:
+        rel = f"templates/{service}"
         if tag is None:
+            try:
+                kind = repo_path_kind(self.root, rel)
+            except RepoPathError as exc:
+                kind = f"{exc.kind} on its way ({exc.rel})"
+            if kind is None:
+                return None
             path = self.root / "templates" / service
-            return WorkTreeTemplate(path) if path.is_dir() else None
+            return WorkTreeTemplate(path, None if kind == "directory" else kind)
         commit = self._tags.get(f"{service}/{tag}")
         if commit is None:
             return None
         reader = self._reader
-        entry = reader.lookup(reader.commit_tree(commit), f"templates/{service}")
-        if entry is None or not entry[0]:
+        entry = reader.lookup(reader.commit_tree(commit), rel)
+        if entry is None:
             return None
+        if entry[0] != TREE_MODE:
+            if entry[0] in BLOB_MODES:
+                return None
+            return GitTemplate(reader, "", OTHER_MODES.get(entry[0], f"mode {entry[0]} entry"))
         return GitTemplate(reader, entry[1])
 
     @cached_property

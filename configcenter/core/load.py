@@ -12,6 +12,7 @@ from typing import Any
 
 from configcenter.core import schema
 from configcenter.core.errors import ProblemList, Source
+from configcenter.core.limits import DEFAULT_LIMITS, SETTINGS, Limits, human_size, parse_size
 from configcenter.core.model import (
     HEAD,
     Config,
@@ -23,7 +24,14 @@ from configcenter.core.model import (
     Template,
 )
 from configcenter.core.order import CycleError, dependency_order
-from configcenter.core.source import ConfigSource
+from configcenter.core.source import (
+    LINK_HINT,
+    ConfigSource,
+    FileTooLarge,
+    RepoPathError,
+    list_repo_dir,
+    read_repo_file,
+)
 from configcenter.core.values import Layered
 from configcenter.core.yamldoc import ParseCache, YamlDoc, parse_yaml
 
@@ -50,6 +58,16 @@ def load_config(
     return config
 
 
+def _seconds(raw: Any) -> float | None:
+    """A duration the schema has checked (None when absent or already reported)."""
+    if raw is None:
+        return None
+    try:
+        return schema.parse_duration(raw)
+    except ValueError:
+        return None
+
+
 class _Loader:
     def __init__(
         self,
@@ -65,22 +83,52 @@ class _Loader:
         self.root = source.root
         self._templates: dict[tuple[str, str], Template | None] = {}
         self._tag_cache: dict[str, str] | None = None
+        # configcenter.yaml itself is read with the defaults; its limits: apply to the rest.
+        self.limits: Limits = DEFAULT_LIMITS
+        # secrets: {file: {allow: [...]}, k8s: {allow: [...]}} of configcenter.yaml.
+        self.allow_file: list[str] = []
+        self.allow_k8s: list[str] = []
 
     # -- files -------------------------------------------------------------------------------
 
+    def _refuse(self, rel: str, kind: str) -> None:
+        self.problems.error(Source(rel), f"{rel} is a {kind}, not a regular file", LINK_HINT)
+
     def _read_doc(self, rel: str, spec: schema.Spec) -> YamlDoc | None:
-        path = self.root / rel
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+            raw = read_repo_file(self.root, rel, self.limits.yaml_file_bytes)
+        except RepoPathError as exc:
+            self._refuse(exc.rel, exc.kind)
             return None
-        except UnicodeDecodeError:
-            self.problems.error(Source(rel, 1), "file is not UTF-8 text", "save it as UTF-8")
+        except FileTooLarge as exc:
+            self._too_large(rel, exc.size, self.limits.yaml_file_bytes, "yaml_file_size")
+            return None
+        if raw is None:
+            return None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            self.problems.error(Source(rel, line), "file is not UTF-8 text", "save it as UTF-8")
             return None
         return self._parse(text, rel, spec)
 
+    def _too_large(self, rel: str, size: int, limit: int, setting: str) -> None:
+        self.problems.error(
+            Source(rel),
+            f"{rel} is {size} bytes, over the limit of {human_size(limit)} (limits.{setting})",
+            f"split it up; if it must be this large, raise limits.{setting} in {PROJECT_FILE}",
+        )
+
     def _parse(self, text: str, rel: str, spec: schema.Spec) -> YamlDoc | None:
-        doc = parse_yaml(text, rel, self.problems, self.parse_cache)
+        doc = parse_yaml(
+            text,
+            rel,
+            self.problems,
+            self.parse_cache,
+            max_nodes=self.limits.yaml_nodes,
+            max_depth=self.limits.yaml_depth,
+        )
         if doc is None:
             return None
         if doc.data is None:
@@ -88,14 +136,49 @@ class _Loader:
         spec.check(doc, doc.data, (), self.problems)
         if not isinstance(doc.data, dict):
             return None
+        if rel == PROJECT_FILE:
+            self._read_allowlists(doc.data.get("secrets"))
+        self._check_secret_refs(doc, doc.data, ())
         return doc
+
+    def _read_allowlists(self, raw: Any) -> None:
+        raw = raw if isinstance(raw, dict) else {}
+        for scheme, target in (("file", self.allow_file), ("k8s", self.allow_k8s)):
+            section = raw.get(scheme)
+            allow = section.get("allow") if isinstance(section, dict) else None
+            if isinstance(allow, list):
+                target.extend(a for a in allow if isinstance(a, str) and a)
+
+    def _check_secret_refs(self, doc: YamlDoc, value: Any, path: tuple[str | int, ...]) -> None:
+        """file: and k8s: references must be allowed by configcenter.yaml's secrets: lists."""
+        if isinstance(value, dict):
+            ref = value.get("secret")
+            if set(value) == {"secret"} and isinstance(ref, str):
+                why = schema.secret_allowed(ref, self.allow_file, self.allow_k8s)
+                if why is not None:
+                    scheme = ref.partition(":")[0]
+                    self.problems.error(
+                        doc.source(*path, "secret"),
+                        f"secret reference '{schema.short(ref, 120)}' is refused: {why}",
+                        f"list it (or a glob matching it) under secrets: {{{scheme}: {{allow: "
+                        f"[...]}}}} in {PROJECT_FILE}; nothing is allowed by default",
+                    )
+                return
+            for key, item in value.items():
+                self._check_secret_refs(doc, item, (*path, str(key)))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self._check_secret_refs(doc, item, (*path, index))
 
     # -- project -----------------------------------------------------------------------------
 
     def load(self) -> Config | None:
         doc = self._read_doc(PROJECT_FILE, schema.PROJECT)
         if doc is None:
-            if not (self.root / PROJECT_FILE).exists():
+            if (
+                not (self.root / PROJECT_FILE).is_symlink()
+                and not (self.root / PROJECT_FILE).exists()
+            ):
                 self.problems.error(
                     Source(PROJECT_FILE),
                     f"no {PROJECT_FILE} in {self.root}: this is not a configcenter config repo",
@@ -104,6 +187,7 @@ class _Loader:
                 )
             return None
         project = self._project(doc)
+        self.limits = project.limits
         # Read once: every environment layers on it, and its problems are reported once.
         defaults = self._read_doc("environments/_defaults.yaml", schema.DEFAULTS)
         environments = {
@@ -117,7 +201,13 @@ class _Loader:
 
     def _project(self, doc: YamlDoc) -> Project:
         data = doc.data
-        envs = [e for e in data.get("environments") or [] if isinstance(e, str)]
+        # A name the schema refused (../../outside, .git, --help) is never used as a path.
+        raw_envs = data.get("environments")
+        envs = [
+            e
+            for e in (raw_envs if isinstance(raw_envs, list) else [])
+            if isinstance(e, str) and schema.name_problem(e) is None
+        ]
         seen: set[str] = set()
         for index, env in enumerate(envs):
             if env in seen:
@@ -151,23 +241,60 @@ class _Loader:
             promotion=dict(data.get("promotion") or {}),
             run_store_url=run_store.get("url") if isinstance(run_store, dict) else None,
             doc=doc,
+            limits=self._limits(data.get("limits")),
+            deploy_repo_timeout=_seconds(repo.get("timeout")) if isinstance(repo, dict) else None,
+            deploy_repo_plan_timeout=_seconds(repo.get("plan_timeout"))
+            if isinstance(repo, dict)
+            else None,
         )
 
+    @staticmethod
+    def _limits(raw: Any) -> Limits:
+        """The limits: section over the defaults (the schema reported what is out of bounds)."""
+        if not isinstance(raw, dict):
+            return DEFAULT_LIMITS
+        changes: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in SETTINGS:
+                continue
+            field_name, kind, low, high = SETTINGS[key]
+            try:
+                if kind == "duration":
+                    number: float = schema.parse_duration(value)
+                elif kind == "size":
+                    number = parse_size(value)
+                elif isinstance(value, int) and not isinstance(value, bool):
+                    number = value
+                else:
+                    continue
+            except ValueError:
+                continue
+            if low <= number <= high:
+                changes[field_name] = number
+        return Limits(**{**DEFAULT_LIMITS.__dict__, **changes})
+
+    def _list_dir(self, rel: str) -> list[tuple[str, str]]:
+        try:
+            return list_repo_dir(self.root, rel) or []
+        except RepoPathError as exc:
+            self._refuse(exc.rel, exc.kind)
+            return []
+
     def _check_env_dirs(self, project: Project) -> None:
-        env_root = self.root / "environments"
-        if not env_root.is_dir():
-            return  # a config repo with templates only: nothing is deployed yet
-        for child in sorted(env_root.iterdir()):
-            if child.is_dir() and child.name not in project.environments:
-                close = difflib.get_close_matches(child.name, project.environments, n=1)
+        # A config repo with templates only (no environments/) has nothing deployed yet.
+        for name, kind in self._list_dir("environments"):
+            if kind not in ("directory", "file"):
+                self._refuse(f"environments/{name}", kind)
+            elif kind == "directory" and name not in project.environments:
+                close = difflib.get_close_matches(name, project.environments, n=1)
                 hint = (
                     f"did you mean '{close[0]}'?"
                     if close
-                    else f"add '{child.name}' to environments: in {PROJECT_FILE}, or remove it"
+                    else f"add '{name}' to environments: in {PROJECT_FILE}, or remove it"
                 )
                 self.problems.error(
-                    Source(f"environments/{child.name}/"),
-                    f"environment '{child.name}' is not in {PROJECT_FILE}'s environments",
+                    Source(f"environments/{name}/"),
+                    f"environment '{schema.short(name)}' is not in {PROJECT_FILE}'s environments",
                     hint,
                 )
 
@@ -189,18 +316,33 @@ class _Loader:
             reconcile_heal=isinstance(reconcile, dict) and reconcile.get("heal") is True,
             rollout_timeout=(env_data.get("rollout") or {}).get("timeout"),
         )
-        env_dir = self.root / "environments" / name
-        files = sorted(env_dir.glob("*.yaml")) if env_dir.is_dir() else []
-        for path in files:
-            if path.name.startswith("_"):
-                if path.name != "_env.yaml":
+        for file, kind in self._list_dir(f"environments/{name}"):
+            rel = f"environments/{name}/{file}"
+            if not file.endswith(".yaml"):
+                if kind not in ("file", "directory"):
+                    self._refuse(rel, kind)
+                continue
+            if kind != "file":
+                self._refuse(rel, kind)
+                continue
+            if file.startswith("_"):
+                if file != "_env.yaml":
                     self.problems.error(
-                        Source(f"environments/{name}/{path.name}"),
-                        f"unknown file '{path.name}'",
+                        Source(rel),
+                        f"unknown file '{file}'",
                         "only _env.yaml may start with '_'; a service file is <service>.yaml",
                     )
                 continue
-            service = self._service(project, environment, path.stem, defaults, env_doc)
+            stem = file.removesuffix(".yaml")
+            why = schema.name_problem(stem)
+            if why is not None:
+                self.problems.error(
+                    Source(rel),
+                    f"'{schema.short(stem)}' cannot be a service name: it {why}",
+                    f"rename the file, for example to {schema.suggest_name(stem)}.yaml",
+                )
+                continue
+            service = self._service(project, environment, stem, defaults, env_doc)
             if service is not None:
                 environment.services[service.name] = service
         return environment
@@ -369,6 +511,12 @@ class _Loader:
         tag = None if pin == HEAD else pin
         tree = self.source.template_tree(service, tag)
         label = f"templates/{service}" + ("" if tag is None else f"@{pin}")
+        refused = list(getattr(tree, "refused", ()) or ()) if tree is not None else []
+        for name, kind in refused:
+            rel = f"{label}/{name}" if name else label
+            self._refuse(rel, kind)
+        if refused:
+            return None
         if tree is None or not tree.has("template.yaml"):
             self.problems.error(
                 where,
@@ -377,6 +525,11 @@ class _Loader:
             )
             return None
         raw = tree.read("template.yaml") or b""
+        if len(raw) > self.limits.template_file_bytes:
+            self._too_large(
+                f"{label}/template.yaml", len(raw), self.limits.template_file_bytes, "template_size"
+            )
+            return None
         doc = self._parse(raw.decode("utf-8", "replace"), f"{label}/template.yaml", schema.TEMPLATE)
         if doc is None:
             return None
@@ -421,7 +574,7 @@ class _Loader:
     # -- dependencies --------------------------------------------------------------------------
 
     def _check_dependencies(self, environments: dict[str, Environment]) -> None:
-        known = {p.name for p in (self.root / "templates").glob("*") if p.is_dir()}
+        known = {name for name, kind in self._list_dir("templates") if kind == "directory"}
         known |= {t.split("/", 1)[0] for t in self._tags()}
         for environment in environments.values():
             deps: dict[str, list[str]] = {}

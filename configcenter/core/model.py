@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from configcenter.core.errors import Source
+from configcenter.core.limits import Limits
 from configcenter.core.source import TemplateTree
 from configcenter.core.values import Layered
 from configcenter.core.yamldoc import YamlDoc
@@ -34,6 +35,9 @@ class Project:
     promotion: dict[str, Any]
     run_store_url: str | None
     doc: YamlDoc
+    limits: Limits = field(default_factory=Limits)
+    deploy_repo_timeout: float | None = None  # seconds; None: the adapter's default
+    deploy_repo_plan_timeout: float | None = None
 
 
 @dataclass

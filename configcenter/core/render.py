@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
+from configcenter.core import limits as bounds
 from configcenter.core.errors import Problem, Source
 from configcenter.core.model import Config, ServiceConfig, Template
 
@@ -37,8 +38,9 @@ class Rendered:
 class _TreeLoader(jinja2.BaseLoader):
     """Loads templates from one template version; names are paths inside templates/<svc>/."""
 
-    def __init__(self, template: Template) -> None:
+    def __init__(self, template: Template, limits: bounds.Limits) -> None:
         self.template = template
+        self.limits = limits
 
     def get_source(
         self, environment: jinja2.Environment, name: str
@@ -46,28 +48,33 @@ class _TreeLoader(jinja2.BaseLoader):
         data = self.template.tree.read(name)
         if data is None:
             raise jinja2.TemplateNotFound(name)
-        return data.decode("utf-8"), f"{self.template.label}/{name}", lambda: True
+        return (
+            bounds.template_source(data, f"{self.template.label}/{name}", self.limits),
+            (f"{self.template.label}/{name}"),
+            lambda: True,
+        )
 
 
 class Renderer:
     def __init__(self, bytecode_cache_dir: Path | None = None) -> None:
         # Keyed by template label too: byte-identical templates of two services share a tree
         # id, and error locations must name the service's own template files.
-        self._environments: dict[tuple[str, str], SandboxedEnvironment] = {}
+        self._environments: dict[tuple[str, str, bounds.Limits], SandboxedEnvironment] = {}
         self._bytecode_cache = (
-            jinja2.FileSystemBytecodeCache(str(bytecode_cache_dir)) if bytecode_cache_dir else None
+            bounds.BestEffortBytecodeCache(bytecode_cache_dir) if bytecode_cache_dir else None
         )
-        if bytecode_cache_dir:
-            bytecode_cache_dir.mkdir(parents=True, exist_ok=True)
 
-    def _environment(self, template: Template) -> SandboxedEnvironment:
-        key = (template.label, template.tree_id)
+    def _environment(
+        self, template: Template, limits: bounds.Limits = bounds.DEFAULT_LIMITS
+    ) -> SandboxedEnvironment:
+        key = (template.label, template.tree_id, limits)
         env = self._environments.get(key)
         if env is None:
             # Immutable: a template must not be able to change the values it is given
             # (values.update(...) would alter digests and later renders).
-            env = ImmutableSandboxedEnvironment(
-                loader=_TreeLoader(template),
+            env = bounds.BoundedSandbox(
+                limits,
+                loader=_TreeLoader(template, limits),
                 undefined=jinja2.StrictUndefined,
                 keep_trailing_newline=True,
                 autoescape=False,
@@ -79,13 +86,14 @@ class Renderer:
         return env
 
     def render(self, config: Config, service: ServiceConfig, image: str) -> Rendered:
-        env = self._environment(service.template)
+        limits = config.project.limits
+        env = self._environment(service.template, limits)
         context = template_context(config, service, image)
         files: dict[str, bytes] = {}
         for output in service.template.outputs:
             name = output + ".j2"
             try:
-                text = env.get_template(name).render(context)
+                text = bounds.render_bounded(env.get_template(name), context, limits)
             except jinja2.TemplateSyntaxError as exc:
                 raise RenderError(
                     Problem(
@@ -104,6 +112,8 @@ class Renderer:
                         "/template.yaml), or use {{ NAME | default('...') }}",
                     )
                 ) from None
+            except bounds.TemplateFileError as exc:
+                raise RenderError(Problem(exc.source, exc.message, exc.hint)) from None
             except jinja2.TemplateError as exc:
                 raise RenderError(
                     Problem(
@@ -111,7 +121,31 @@ class Renderer:
                         f"template error while rendering {service.name} for {service.env}: {exc}",
                     )
                 ) from None
+            except bounds.LimitExceeded as exc:
+                raise RenderError(
+                    Problem(
+                        _template_frame(exc, service.template.label, name),
+                        f"{service.name} in {service.env}: {exc}",
+                        bounds.LIMIT_HINT,
+                    )
+                ) from None
+            except Exception as exc:  # the template crashed Python: never a traceback
+                raise RenderError(
+                    Problem(
+                        _template_frame(exc, service.template.label, name),
+                        f"template failed while rendering {service.name} for {service.env}: "
+                        + bounds.describe_crash(exc),
+                        "fix the expression on this line",
+                    )
+                ) from None
             files[output] = text.encode("utf-8")
+        too_big = bounds.check_service_output(files, limits)
+        if too_big:
+            raise RenderError(
+                Problem(
+                    Source(f"{service.template.label}/template.yaml", 1), too_big, bounds.LIMIT_HINT
+                )
+            )
         return Rendered(service.name, files)
 
 

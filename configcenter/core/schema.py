@@ -7,6 +7,9 @@ line of the offending key and a "did you mean" for misspelt keys.
 from __future__ import annotations
 
 import difflib
+import fnmatch
+import posixpath
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,15 +37,25 @@ def _type_error(doc: YamlDoc, path: Path, problems: ProblemList, want: str, valu
     )
 
 
+def short(value: object, limit: int = 40) -> str:
+    """A value as messages quote it: its first line, cut short (a file's content must never
+    reach an error message whole: a link to /etc/passwd parses as one long string)."""
+    text = str(value)
+    first = text.split("\n", 1)[0]
+    if len(first) > limit or first != text:
+        return first[:limit] + "..."
+    return first
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "empty"
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int | float):
-        return f"a number ({value})"
+        return f"a number ({short(value)})"
     if isinstance(value, str):
-        return f"a string ('{value}')"
+        return f"a string ('{short(value)}')"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -99,7 +112,7 @@ class OneOf(Spec):
             )
             problems.error(
                 doc.source(*path),
-                f"'{path[-1]}' is '{value}', which is not one of: {', '.join(self.choices)}",
+                f"'{path[-1]}' is '{short(value)}', which is not one of: {', '.join(self.choices)}",
                 hint,
             )
 
@@ -167,13 +180,14 @@ def check_secret(doc: YamlDoc, value: Mapping[str, Any], path: Path, problems: P
     if scheme not in SECRET_SCHEMES or not rest:
         problems.error(
             doc.source(*path, "secret"),
-            f"secret reference '{ref}' is not env:NAME, file:/path or k8s:namespace/name/key",
+            f"secret reference '{short(ref)}' is not env:NAME, file:/path or "
+            "k8s:namespace/name/key",
             'for example {secret: "env:SHOP_DB_PASSWORD"}',
         )
     elif scheme == "k8s" and len(rest.split("/")) != 3:
         problems.error(
             doc.source(*path, "secret"),
-            f"secret reference '{ref}' must name namespace/name/key",
+            f"secret reference '{short(ref)}' must name namespace/name/key",
             'for example {secret: "k8s:shop-prod/db/password"}',
         )
 
@@ -208,7 +222,7 @@ class Obj(Spec):
                     if close
                     else "known keys: " + ", ".join(sorted(self.fields))
                 )
-                problems.error(doc.source(*path, str(key)), f"unknown key '{key}'", hint)
+                problems.error(doc.source(*path, str(key)), f"unknown key '{short(key)}'", hint)
                 continue
             spec.check(doc, item, (*path, str(key)), problems)
 
@@ -271,11 +285,191 @@ class ValueTree(Spec):
 
 ANY_VALUES = ValueTree()
 
+
+# -- names -----------------------------------------------------------------------------------
+
+#: Environment and service names: DNS-label-like, so they are safe as directory names, Git
+#: paths, Kubernetes object names and command-line arguments alike.
+NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+NAME_RULE = (
+    "lowercase letters, digits and '-', starting and ending with a letter or digit, "
+    "at most 40 characters (like a DNS label)"
+)
+#: Names the deploy repo, the CLI or Git already use for something else.
+RESERVED_NAMES = frozenset({"head", "state", "templates", "environments", "all", "none"})
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` cannot name an environment or a service; None when it can."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        return f"must be {NAME_RULE}"
+    if name in RESERVED_NAMES:
+        return "is reserved (" + ", ".join(sorted(RESERVED_NAMES)) + ")"
+    return None
+
+
+def suggest_name(name: str) -> str:
+    """A valid name close to `name`, for the hint."""
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", name.strip().lower()).strip("-")[:40].strip("-")
+    return cleaned or "my-service"
+
+
+@dataclass
+class Name(Spec):
+    name = "a string"  # "a list of strings": the pattern is checked item by item
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        why = name_problem(value)
+        if why is not None:
+            problems.error(
+                doc.source(*path),
+                f"'{short(value)}' cannot be a name: it {why}",
+                f"for example '{suggest_name(str(value))}'",
+            )
+
+
+# -- durations and sizes ---------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_HINT = "write e.g. 30s, 5m, 1h30m or 500ms (a bare number is seconds)"
+
+
+def parse_duration(raw: object) -> float:
+    """Seconds in `raw`: 30s, 5m, 1h, 1h30m, 500ms, or a bare number of seconds.
+
+    The one parser of every duration setting; ValueError (with what is accepted) otherwise.
+    """
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        seconds = float(raw)
+    elif isinstance(raw, str):
+        text = raw.strip()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif text and re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+", text):
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION.findall(text))
+        else:
+            raise ValueError(f"'{short(raw)}' is not a duration; {DURATION_HINT}")
+    else:
+        raise ValueError(f"{_describe(raw)} is not a duration; {DURATION_HINT}")
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"'{short(raw)}' must be longer than zero; {DURATION_HINT}")
+    return seconds
+
+
+@dataclass
+class Duration(Spec):
+    minimum: float = 0.0
+    maximum: float = 7 * 24 * 3600.0
+    name = "a duration"
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        key = str(path[-1]) if path else "value"
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            problems.error(doc.source(*path), f"'{key}': {exc}", DURATION_HINT)
+            return
+        if not self.minimum <= seconds <= self.maximum:
+            problems.error(
+                doc.source(*path),
+                f"'{key}' is {seconds:g}s; it must be between {self.minimum:g}s and "
+                f"{self.maximum:g}s",
+                DURATION_HINT,
+            )
+
+
+@dataclass
+class Limit(Spec):
+    """One setting under limits: (a size, a count or a duration), within its hard bounds."""
+
+    setting: str
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        from configcenter.core.limits import SETTINGS, human_size, parse_size
+
+        _, kind, low, high = SETTINGS[self.setting]
+        where = doc.source(*path)
+        try:
+            if kind == "duration":
+                number: float = parse_duration(value)
+            elif kind == "size":
+                number = parse_size(value)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                number = value
+            else:
+                raise ValueError(f"'{short(value)}' is not a whole number")
+        except ValueError as exc:
+            problems.error(where, f"limits.{self.setting}: {exc}")
+            return
+        if not low <= number <= high:
+            shown = (
+                (human_size(low), human_size(high))
+                if kind == "size"
+                else (f"{low:g}s", f"{high:g}s")
+                if kind == "duration"
+                else (f"{low:g}", f"{high:g}")
+            )
+            problems.error(
+                where,
+                f"limits.{self.setting} must be between {shown[0]} and {shown[1]}",
+                "these bounds keep a config repo from switching a limit off",
+            )
+
+
+def _limits_spec() -> Obj:
+    from configcenter.core.limits import SETTINGS
+
+    return Obj({name: Limit(name) for name in SETTINGS})
+
+
+# -- secret allowlists -----------------------------------------------------------------------
+
+SECRETS = Obj(
+    {
+        # file: references may read only files matching one of these globs (absolute paths).
+        "file": Obj({"allow": ListOf(Str())}),
+        # k8s: references may read only Secrets whose namespace/name matches one of these globs.
+        "k8s": Obj({"allow": ListOf(Str())}),
+    }
+)
+
+
+def secret_allowed(ref: str, allow_file: list[str], allow_k8s: list[str]) -> str | None:
+    """Why reference `ref` is refused by the allowlists; None when it may be used.
+
+    `env:` references are always allowed: the variables are chosen by whoever runs
+    configcenter. `file:` and `k8s:` ones reach the host's files and the cluster's
+    Secrets, so only what configcenter.yaml's secrets: lists may be read (nothing by default).
+    """
+    scheme, _, rest = ref.partition(":")
+    if scheme == "file":
+        if not rest.startswith("/") or posixpath.normpath(rest) != rest:
+            return "a file: reference must be a plain absolute path (no '..', '.' or '//')"
+        if not any(fnmatch.fnmatchcase(rest, pattern) for pattern in allow_file):
+            return "it is not allowed by secrets.file.allow in configcenter.yaml"
+    elif scheme == "k8s":
+        target = "/".join(rest.split("/")[:2])
+        if not any(fnmatch.fnmatchcase(target, pattern) for pattern in allow_k8s):
+            return "it is not allowed by secrets.k8s.allow in configcenter.yaml"
+    return None
+
+
 PROJECT = Obj(
     {
         "project": Str(),
-        "environments": ListOf(Str()),
-        "deploy_repo": Obj({"url": Str(), "branch": Str()}, required=("url",)),
+        "environments": ListOf(Name()),
+        "deploy_repo": Obj(
+            {
+                "url": Str(),
+                "branch": Str(),
+                # git network steps (ls-remote, fetch, push) give up after this long;
+                # plan, diff-like commands use plan_timeout (short: a plan should not hang).
+                "timeout": Duration(minimum=1.0, maximum=3600.0),
+                "plan_timeout": Duration(minimum=1.0, maximum=3600.0),
+            },
+            required=("url",),
+        ),
         "registry": Obj(
             {
                 "url": Str(),
@@ -292,6 +486,8 @@ PROJECT = Obj(
         "forge": AdapterBlock("forge", required=("kind",)),
         "promotion": Obj({"allow_skip": Bool(), "approvals": Int()}),
         "run_store": Obj({"url": Str()}),
+        "limits": _limits_spec(),
+        "secrets": SECRETS,
         # `configcenter serve`: shared secrets only, never plain text in the repo.
         "serve": Obj(
             {
@@ -315,7 +511,7 @@ TEMPLATE = Obj(
         "build": Obj(
             {"dockerfile": Str(), "args": ListOf(Str()), "context": Str(), "cache": Bool()}
         ),
-        "depends_on": ListOf(Str()),
+        "depends_on": ListOf(Name()),
         "description": Str(),
     },
     required=("outputs",),
@@ -328,8 +524,8 @@ ENVIRONMENT = Obj(
         "platform": Str(),
         "allow_head": Bool(),
         "auto_apply": Bool(),
-        "reconcile": Obj({"interval": Str(), "heal": Bool()}),
-        "rollout": Obj({"timeout": Str()}),
+        "reconcile": Obj({"interval": Duration(minimum=1.0), "heal": Bool()}),
+        "rollout": Obj({"timeout": Duration(minimum=1.0, maximum=24 * 3600.0)}),
         "values": ANY_VALUES,
     }
 )

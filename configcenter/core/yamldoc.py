@@ -44,21 +44,38 @@ class YamlDoc:
 ParseCache = MutableMapping[str, tuple[Any, dict[Path, int], list[Problem]]]
 
 
-def parse_yaml(
-    text: str, file: str, problems: ProblemList, cache: ParseCache | None = None
-) -> YamlDoc | None:
-    """Parse `text`; on a syntax error, record it and return None.
+#: Defaults of limits.yaml_nodes and limits.yaml_depth (see configcenter.core.limits).
+MAX_NODES = 50_000
+MAX_DEPTH = 64
 
-    `cache` maps a digest of (file, text) to an earlier parse of exactly that
+
+def parse_yaml(
+    text: str,
+    file: str,
+    problems: ProblemList,
+    cache: ParseCache | None = None,
+    *,
+    max_nodes: int = MAX_NODES,
+    max_depth: int = MAX_DEPTH,
+) -> YamlDoc | None:
+    """Parse `text`; on a syntax error, or past the limits, record it and return None.
+
+    `max_nodes` counts every node of the document as its data would have it, an alias
+    once per use (nine lines of nested aliases stand for billions of nodes); `max_depth`
+    bounds nesting (and so refuses `x: &a [*a]`, a list containing itself).
+
+    `cache` maps a digest of (file, text, limits) to an earlier parse of exactly that
     input, so it can never be stale; the caller decides where it lives.
     """
     if cache is None:
-        return _parse(text, file, problems)
-    key = hashlib.sha256(file.encode() + b"\0" + text.encode()).hexdigest()
+        return _parse(text, file, problems, max_nodes, max_depth)
+    key = hashlib.sha256(
+        f"{file}\0{max_nodes}\0{max_depth}\0".encode() + text.encode("utf-8", "surrogatepass")
+    ).hexdigest()
     hit = cache.get(key)
     if hit is None:
         found = ProblemList()
-        doc = _parse(text, file, found)
+        doc = _parse(text, file, found, max_nodes, max_depth)
         hit = (_FAILED if doc is None else doc.data, {} if doc is None else doc.lines, found.items)
         cache[key] = hit
     data, lines, found_problems = hit
@@ -72,11 +89,62 @@ def parse_yaml(
 _FAILED = "\0configcenter: unparsable\0"
 
 
-def _parse(text: str, file: str, problems: ProblemList) -> YamlDoc | None:
+class _TooBig(Exception):
+    def __init__(self, line: int, message: str, hint: str) -> None:
+        self.line = line
+        self.message = message
+        self.hint = hint
+
+
+def _measure(root: yaml.Node, max_nodes: int, max_depth: int) -> None:
+    """Count nodes as the data would have them (aliases expanded) and check nesting depth,
+    without building anything: raises _TooBig at the first limit passed."""
+    count = 0
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > max_nodes:
+            raise _TooBig(
+                node.start_mark.line + 1,
+                f"this YAML document has more than {max_nodes} values once its aliases "
+                "(*name) are expanded (limits.yaml_nodes)",
+                "write the values out, use fewer aliases, or split the file",
+            )
+        if depth > max_depth:
+            raise _TooBig(
+                node.start_mark.line + 1,
+                f"YAML nested deeper than {max_depth} levels (limits.yaml_depth); "
+                "an alias inside its own anchor (x: &a [*a]) nests forever",
+                "flatten the structure; an alias must not refer to a value containing it",
+            )
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                stack.append((key_node, depth + 1))
+                stack.append((value_node, depth + 1))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, depth + 1) for item in node.value)
+
+
+def _parse(
+    text: str, file: str, problems: ProblemList, max_nodes: int, max_depth: int
+) -> YamlDoc | None:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _measure(node, max_nodes, max_depth)
         data = loader.construct_document(node) if node is not None else None
+    except _TooBig as exc:
+        problems.error(Source(file, exc.line), exc.message, exc.hint)
+        return None
+    except RecursionError:
+        problems.error(
+            Source(file, 1),
+            "YAML nested too deeply to read",
+            "flatten the structure; an alias must not refer to a value containing it",
+        )
+        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -87,7 +155,7 @@ def _parse(text: str, file: str, problems: ProblemList) -> YamlDoc | None:
         )
         return None
     except yaml.YAMLError as exc:
-        problems.error(Source(file, 1), f"YAML error: {exc}")
+        problems.error(Source(file, 1), f"YAML error: {str(exc).splitlines()[0][:120]}")
         return None
     finally:
         loader.dispose()

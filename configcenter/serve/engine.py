@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import socket
 import subprocess
 import threading
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from configcenter.core.errors import UserError
 from configcenter.core.redact import Redactor
+from configcenter.core.schema import parse_duration
 from configcenter.serve.jobs import Job, JobStore
 from configcenter.serve.leader import Leadership
 from configcenter.serve.metrics import Metrics
@@ -36,20 +36,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_INTERVAL = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 #: A replica that has not beaten for this long is gone; its running jobs are queued again.
 STALE_REPLICA_SECONDS = 60.0
 
 
 def parse_interval(raw: str, where: str) -> float:
-    """`30s`, `5m`, `1h` (a bare number is seconds)."""
-    match = _INTERVAL.fullmatch(str(raw))
-    if not match or float(match.group(1)) <= 0:
-        raise UserError(
-            f"{where}: reconcile interval {raw!r} is not a duration: write e.g. 30s, 5m or 1h"
-        )
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    """`30s`, `5m`, `1h` (a bare number is seconds): the config's one duration parser."""
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise UserError(f"{where}: reconcile interval {exc}") from None
 
 
 def default_identity() -> str:

@@ -18,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from configcenter.core.errors import ConfigError, PlatformFailure, TransientFailure, UserError
+from configcenter.core.errors import PlatformFailure, TransientFailure, UserError
 from configcenter.core.model import Config
 from configcenter.core.order import dependents_of
 from configcenter.core.plan import Plan, ResolvedImage, ServicePlan, files_digest, make_plan
+from configcenter.core.schema import parse_duration
 from configcenter.core.state import STATE_FILE, EnvState, Release, ServiceState
 from configcenter.core.values import canonical
 from configcenter.crashpoints import crash_point
@@ -511,11 +512,7 @@ def rollout_timeout(config: Config, env: str) -> float:
     raw = config.environment(env).rollout_timeout
     if not raw:
         return DEFAULT_ROLLOUT_TIMEOUT
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(raw))
-    if not match:
-        raise ConfigError([])  # validated at load time; unreachable for valid input
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"s": 1, "m": 60, "h": 3600}[unit]
+    return parse_duration(raw)  # validated at load time, by the same parser
 
 
 def _rollout(

@@ -1,7 +1,10 @@
-"""Read-only use cases: validate, explain, render, plan. Nothing here writes anywhere."""
+"""Read-only use cases: validate, explain, render, plan. Nothing here writes anywhere but
+`render --out`'s own directory."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,13 +168,47 @@ def plan_env_checked(
     return CheckedPlan(plan, unreachable, warnings)
 
 
+RENDER_MARKER = ".configcenter-render"
+
+
 def write_rendered(rendered: list[Rendered], out: Path) -> list[Path]:
+    """Write DIR/<service>/<file>, into a new or empty directory or one an earlier
+    `render --out` wrote (marked by RENDER_MARKER), whose contents are removed first.
+
+    Links are never followed: a link in an earlier output is removed like any file, and
+    every file is created exclusively without following links (O_EXCL | O_NOFOLLOW).
+    """
+    if out.is_symlink():
+        raise ValueError(
+            f"{out} is a symbolic link; render --out writes only into a real directory"
+        )
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"{out} exists and is not a directory")
+        entries = list(out.iterdir())
+        if entries and not (out / RENDER_MARKER).is_file():
+            raise ValueError(
+                f"{out} is not empty and was not written by render --out; "
+                "pass a new or empty directory (nothing was written)"
+            )
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RENDER_MARKER).write_text(
+        "written by configcenter render --out; the next render --out here replaces everything\n"
+    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     written = []
     for item in rendered:
         for name, data in item.files.items():
             path = out / item.service / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            fd = os.open(path, flags, 0o644)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
             written.append(path)
     return written
 

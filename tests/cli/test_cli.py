@@ -178,7 +178,8 @@ def test_render_out_writes_files(repo: ConfigRepo, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert result.stdout == f"wrote 3 files for 2 services to {out}\n"
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert written == ["api/app.env", "api/deployment.yaml", "db/app.env"]
+    # .configcenter-render marks the directory as render --out's own, for the next render
+    assert written == [".configcenter-render", "api/app.env", "api/deployment.yaml", "db/app.env"]
     assert (out / "api/deployment.yaml").read_text() == (
         "kind: Deployment\nmetadata: {name: api, namespace: shop-prod}\nspec:\n"
         "  replicas: 3\n  image: registry.example.com/shop/api:1.0\n"

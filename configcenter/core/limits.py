@@ -1,0 +1,377 @@
+"""Limits on what a config repo can make configcenter do, and the render sandbox that holds them.
+
+Anyone who can commit to the config repo runs code here (Jinja templates) and feeds
+the parsers (YAML): under `serve` on every push. Every limit below turns a bomb into
+one clear error at a file and line, never a hang, a traceback or a machine out of
+memory. Defaults fit real config repos with a wide margin; `limits:` in
+configcenter.yaml changes them within the hard bounds (`BOUNDS`).
+
+How the render deadline holds even for pure-Python loops: a single watchdog thread
+keeps the deadline of every template being rendered; when one passes, it raises
+`RenderDeadline` inside the rendering thread (CPython's PyThreadState_SetAsyncExc),
+which the interpreter delivers between two bytecodes of whatever that thread runs,
+a `for` loop of Jinja's compiled code included. One long C call (a single huge sort)
+finishes first; those are bounded by the size checks instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import itertools
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.bccache
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from configcenter.core.errors import Source
+
+_log = logging.getLogger("configcenter")
+
+KiB = 1024
+MiB = 1024 * KiB
+
+#: Nothing in the config repo is read past this size, whatever configcenter.yaml says.
+HARD_MAX_FILE_BYTES = 64 * MiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    yaml_file_bytes: int = 512 * KiB  # one YAML file of the config repo
+    yaml_nodes: int = 50_000  # nodes of one YAML document, each use of an alias counted again
+    yaml_depth: int = 64  # nesting of mappings and lists in one YAML document
+    template_file_bytes: int = 1 * MiB  # one template source (*.j2, template.yaml)
+    output_file_bytes: int = 1 * MiB  # one rendered file (a ConfigMap holds at most 1 MiB)
+    service_output_bytes: int = 4 * MiB  # every rendered file of one service together
+    render_seconds: float = 10.0  # rendering one template file
+
+
+DEFAULT_LIMITS = Limits()
+
+#: configcenter.yaml key -> (Limits field, kind, lowest, highest).
+SETTINGS: dict[str, tuple[str, str, float, float]] = {
+    "yaml_file_size": ("yaml_file_bytes", "size", 1 * KiB, HARD_MAX_FILE_BYTES),
+    "yaml_nodes": ("yaml_nodes", "count", 100, 5_000_000),
+    "yaml_depth": ("yaml_depth", "count", 4, 200),
+    "template_size": ("template_file_bytes", "size", 1 * KiB, HARD_MAX_FILE_BYTES),
+    "output_size": ("output_file_bytes", "size", 1 * KiB, HARD_MAX_FILE_BYTES),
+    "service_output_size": ("service_output_bytes", "size", 1 * KiB, 256 * MiB),
+    "render_timeout": ("render_seconds", "duration", 0.1, 600.0),
+}
+assert {f for f, _, _, _ in SETTINGS.values()} == {f.name for f in fields(Limits)}
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB|k|M|G)?\s*$")
+_UNITS = {
+    None: 1,
+    "B": 1,
+    "KiB": KiB,
+    "MiB": MiB,
+    "GiB": 1024 * MiB,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "k": KiB,
+    "M": MiB,
+    "G": 1024 * MiB,
+}
+
+
+def parse_size(raw: object) -> int:
+    """512KiB, 1MiB, 1000000 -> bytes; ValueError with what is accepted."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    match = _SIZE.match(raw) if isinstance(raw, str) else None
+    if match is None:
+        raise ValueError(f"{str(raw)[:40]!r} is not a size; write it like 512KiB, 4MiB or 100000")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def human_size(n: float) -> str:
+    for unit, size in (("GiB", 1024 * MiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size and n % size == 0:
+            return f"{int(n // size)} {unit}"
+    return f"{int(n)} bytes"
+
+
+class LimitExceeded(Exception):
+    """A limit was hit while rendering; the message says which and how to change it."""
+
+
+LIMIT_HINT = (
+    "make the template produce less (or loop less); if this is really needed, raise the limit "
+    "under limits: in configcenter.yaml"
+)
+
+
+class TemplateFileError(Exception):
+    """A template source that cannot be used as it is: too large, or not UTF-8."""
+
+    def __init__(self, source: Source, message: str, hint: str) -> None:
+        self.source = source
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{source}: {message}")
+
+
+def template_source(data: bytes, label: str, limits: Limits) -> str:
+    """A template file's text, checked for size and encoding (the error names the file)."""
+    if len(data) > limits.template_file_bytes:
+        raise TemplateFileError(
+            Source(label, 1),
+            f"template is {len(data)} bytes, over the limit of "
+            f"{human_size(limits.template_file_bytes)} (limits.template_size)",
+            "split it, or raise limits.template_size in configcenter.yaml",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TemplateFileError(
+            Source(label, line),
+            f"template is not UTF-8 text (byte 0x{data[exc.start]:02x} on this line)",
+            "save the file as UTF-8",
+        ) from None
+
+
+class BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Jinja's compiled templates on disk, as an optimisation only.
+
+    A cache directory that cannot be created, read or written (read-only, full,
+    owned by someone else) costs a compile, never a command: it is skipped with one
+    warning. Jinja writes each entry to a temporary file and renames it, so a failed
+    write leaves nothing half-written behind.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._broken = False
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._skip(directory, exc)
+        super().__init__(str(directory))
+
+    def _skip(self, directory: Path | str, exc: OSError) -> None:
+        if not self._broken:
+            _log.warning(
+                "template cache %s cannot be used (%s); rendering without it",
+                directory,
+                exc.strerror or exc,
+            )
+        self._broken = True
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if self._broken:
+            return
+        try:
+            super().load_bytecode(bucket)
+        except (OSError, EOFError, ValueError) as exc:
+            bucket.reset()
+            if isinstance(exc, OSError):
+                self._skip(self.directory, exc)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if self._broken:
+            return
+        try:
+            super().dump_bytecode(bucket)
+        except OSError as exc:
+            self._skip(self.directory, exc)
+
+
+class RenderDeadline(BaseException):
+    """Raised inside a rendering thread by the watchdog (a BaseException, so no
+    `except Exception` inside Jinja or a filter can swallow it)."""
+
+
+# -- the render deadline ----------------------------------------------------------------------
+
+
+class _Watchdog:
+    """One daemon thread for the whole process; deadlines are (when, token, thread id)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._heap: list[tuple[float, int, int]] = []
+        self._armed: set[int] = set()
+        self._fired: set[int] = set()
+        self._tokens = itertools.count(1)
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float) -> int:
+        token = next(self._tokens)
+        with self._lock:
+            heapq.heappush(self._heap, (time.monotonic() + seconds, token, threading.get_ident()))
+            self._armed.add(token)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="configcenter-render-deadline", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+        return token
+
+    def disarm(self, token: int) -> None:
+        """Stop the deadline; one that fired but was not delivered yet is withdrawn."""
+        with self._lock:
+            self._armed.discard(token)
+            if token in self._fired:
+                self._fired.discard(token)
+                _set_async_exc(threading.get_ident(), None)
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                while self._heap and self._heap[0][1] not in self._armed:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._wake.wait()
+                    continue
+                when, token, thread_id = self._heap[0]
+                delay = when - time.monotonic()
+                if delay > 0:
+                    self._wake.wait(timeout=delay)
+                    continue
+                heapq.heappop(self._heap)
+                self._armed.discard(token)
+                self._fired.add(token)
+                _set_async_exc(thread_id, RenderDeadline)
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
+    )
+
+
+_WATCHDOG = _Watchdog()
+
+
+def with_deadline(seconds: float, fn: Callable[[], str]) -> str:
+    """fn(), stopped with LimitExceeded when it runs past `seconds` (pure-Python loops too)."""
+    token = _WATCHDOG.arm(seconds)
+    try:
+        try:
+            result = fn()
+        finally:
+            # A deadline that fired but was not delivered yet is withdrawn: fn finished.
+            _WATCHDOG.disarm(token)
+    except RenderDeadline:
+        # Delivered inside fn, or on the way out before disarm withdrew it.
+        _WATCHDOG.disarm(token)
+        raise LimitExceeded(
+            f"rendering took longer than {seconds:g}s (limits.render_timeout)"
+        ) from None
+    return result
+
+
+# -- the sandbox ------------------------------------------------------------------------------
+
+_SIZE_METHODS = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with size checks on the operations that build big values cheaply.
+
+    `'a' * 10**10`, `[0] * 10**9`, `10 ** 10**8` and `'x'.ljust(10**10)` are refused
+    before they allocate; `tojson` renders secret references as their placeholder.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS, **options: Any) -> None:
+        super().__init__(**options)
+        self.limits = limits
+        self.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": str}
+        self.filters["center"] = self._guard_width(self.filters["center"], "center")
+        self.filters["indent"] = self._guard_width(self.filters["indent"], "indent")
+
+    def _too_big(self, what: str, size: int) -> LimitExceeded:
+        return LimitExceeded(
+            f"{what} would make {size} characters, over the output limit of "
+            f"{human_size(self.limits.output_file_bytes)} (limits.output_size)"
+        )
+
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | bytes | list | tuple) and isinstance(times, int):
+                    size = len(seq) * times
+                    if size > self.limits.output_file_bytes:
+                        raise self._too_big("repeating a value", size)
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+            bits = max(abs(left), 2).bit_length() * right
+            if bits > 8 * self.limits.output_file_bytes:
+                raise self._too_big("this power", bits // 3)
+        return super().call_binop(context, operator, left, right)
+
+    def call(
+        __self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str | bytes) and getattr(__obj, "__name__", "") in _SIZE_METHODS:
+            for arg in (*args, *kwargs.values()):
+                if isinstance(arg, int) and arg > __self.limits.output_file_bytes:
+                    raise __self._too_big(f"{__obj.__name__}({arg})", arg)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def _guard_width(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            for arg in (*args[1:], *kwargs.values()):
+                if isinstance(arg, int) and arg > self.limits.output_file_bytes:
+                    raise self._too_big(f"{name}({arg})", arg)
+            return fn(*args, **kwargs)
+
+        return guarded
+
+
+def render_bounded(template: jinja2.Template, context: Mapping[str, Any], limits: Limits) -> str:
+    """Render with the output size and time limits; LimitExceeded when one is hit."""
+
+    def run() -> str:
+        pieces: list[str] = []
+        size = 0
+        for piece in template.generate(context):
+            size += len(piece)
+            if size > limits.output_file_bytes:
+                raise LimitExceeded(
+                    f"the rendered file is over the output limit of "
+                    f"{human_size(limits.output_file_bytes)} (limits.output_size)"
+                )
+            pieces.append(piece)
+        return "".join(pieces)
+
+    return with_deadline(limits.render_seconds, run)
+
+
+def check_service_output(files: Mapping[str, bytes], limits: Limits) -> str | None:
+    """A message when one service's rendered files together pass the limit."""
+    total = sum(len(data) for data in files.values())
+    if total > limits.service_output_bytes:
+        return (
+            f"the rendered files of this service are {total} bytes together, over the limit of "
+            f"{human_size(limits.service_output_bytes)} (limits.service_output_size)"
+        )
+    return None
+
+
+def describe_crash(exc: BaseException) -> str:
+    """A template that crashed Python itself, in one short line (never a traceback)."""
+    if isinstance(exc, RecursionError):
+        return "recursion too deep (a macro calling itself, or a template including itself?)"
+    if isinstance(exc, MemoryError):
+        return "out of memory while rendering (a value or loop far too large?)"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

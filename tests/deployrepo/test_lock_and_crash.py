@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from configcenter.adapters.git_deploy_repo import CRASH_POINTS, LOCK_FILE, GitDeployRepo
-from configcenter.crashpoints import CRASH_ENV
+from configcenter.crashpoints import ARM_ENV, CRASH_ENV, crash_env
 from configcenter.ports.deploy_repo import DeployRepoError, DeployRepoLockTimeout, delete_prefix
 from tests.support.deployrepo_fixtures import BareRemote
 
@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _child_env(crash_at: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in (CRASH_ENV, ARM_ENV)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if crash_at is not None:
-        env[CRASH_ENV] = crash_at
+        env.update(crash_env(crash_at))
     return env
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from configcenter.adapters.git_deploy_repo import CRASH_POINTS, LOCK_FILE
-from configcenter.crashpoints import CRASH_ENV
+from configcenter.crashpoints import crash_env
 from tests.support.configrepo import git
 from tests.support.e2e_fixtures import World
 
@@ -87,7 +87,7 @@ def test_apply_killed_at_a_crash_point_leaves_a_whole_commit_and_reruns_clean(
     git(tmp_path, "clone", "-q", "--bare", str(world.deploy), str(reference))
     world.ok("--deploy-repo", str(reference), "apply", "dev", "--no-rollout")
 
-    crashed = world.cc("apply", "dev", "--no-rollout", extra_env={CRASH_ENV: point})
+    crashed = world.cc("apply", "dev", "--no-rollout", extra_env=crash_env(point))
 
     assert crashed.code == -signal.SIGKILL, (
         f"apply did not die at {point} (exit {crashed.code}):\n{crashed.output}"
@@ -123,7 +123,7 @@ def test_the_run_of_a_killed_apply_is_ended_by_the_next_one(world: World) -> Non
     world.config.write("environments/dev/api.yaml", text.replace("debug", "warn"))
     world.config.commit("api at warn")
 
-    crashed = world.cc("apply", "dev", "--no-rollout", extra_env={CRASH_ENV: "apply:before-push"})
+    crashed = world.cc("apply", "dev", "--no-rollout", extra_env=crash_env("apply:before-push"))
     assert crashed.code == -signal.SIGKILL, crashed.output
     killed = [r for r in world.runs() if r[4] == "running"]
     assert len(killed) == 1  # it could not record its own end

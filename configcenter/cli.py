@@ -547,6 +547,7 @@ def plan(
     reasons, template, image, values, files), warnings, unverified images.
     """
     ws.focus = (env,)
+    ws.read_only = True  # git network steps use deploy_repo.plan_timeout
     from configcenter.usecases.inspect import plan_env_checked
 
     checked = plan_env_checked(ws, env, only=services or None, retry=retry)

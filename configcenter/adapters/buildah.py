@@ -5,7 +5,8 @@ keeps a warm cache between builds, `--cache-from`/`--cache-to` share those layer
 through a cache repository on the registry (so a fresh CI machine starts warm),
 and push writes the pushed manifest's
 digest to a file (`--digestfile`), so nothing has to be parsed from output.
-Registry credentials go through a private auth file, never the command line.
+Registry credentials go through a private auth file (0600, in a 0700 directory), never the
+command line; the file is removed when the build ends however it ends (see `build_workspace`).
 """
 
 from __future__ import annotations
@@ -161,11 +162,45 @@ def check_build_inputs(request: BuildRequest, executable: str, install: str) -> 
     return repository
 
 
+# Run by a separate process: wait until configcenter is gone (its end of the pipe closes,
+# which happens however it ends, SIGKILL included), then remove the build's directory.
+_REAPER = (
+    "import shutil, sys\nsys.stdin.buffer.read()\nshutil.rmtree(sys.argv[1], ignore_errors=True)\n"
+)
+
+
+@contextmanager
+def _reaped(directory: Path) -> Iterator[None]:
+    """Remove `directory` when this block ends, and also if this process is killed.
+
+    An exception or a signal Python handles ends the block normally; SIGKILL (or a
+    crash) runs no cleanup at all, so a reaper process in its own session holds the
+    other end of a pipe and removes the directory once that pipe closes.
+    """
+    import sys
+
+    reaper = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _REAPER, str(directory)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        assert reaper.stdin is not None
+        reaper.stdin.close()
+        reaper.wait()
+
+
 @contextmanager
 def build_workspace(prefix: str, request: BuildRequest) -> Iterator[tuple[Path, Path]]:
-    """A private temporary directory holding the rendered Dockerfile, gone after the build."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        work = Path(tmp)
+    """A private temporary directory holding the rendered Dockerfile and the registry auth
+    file, gone after the build, whatever ends it (SIGKILL of configcenter included)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    with _reaped(work):
         dockerfile = work / "Dockerfile"
         dockerfile.write_text(request.dockerfile)
         yield work, dockerfile

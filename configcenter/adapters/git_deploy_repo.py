@@ -29,7 +29,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_AUTHOR = "configcenter <configcenter@localhost>"
 DEFAULT_LOCK_EXPIRY = 600.0
 DEFAULT_NETWORK_TIMEOUT = 300.0
+#: Commands that only read (plan) give up on an unresponsive remote sooner.
+DEFAULT_PLAN_NETWORK_TIMEOUT = 30.0
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 LOCK_FILE = "configcenter.lock"
 
@@ -107,6 +109,49 @@ def redact_url(url: str) -> str:
     user, sep, _secret = match["userinfo"].partition(":")
     shown = f"{user}:***" if sep else "***"
     return f"{match['scheme']}{shown}@{url[match.end() :]}"
+
+
+#: Credentials of the deploy repo URL reach git through these variables and the credential
+#: helper below, never its command line (which every user of the host can read in /proc).
+_USER_VAR = "CONFIGCENTER_GIT_USERNAME"
+_SECRET_VAR = "CONFIGCENTER_GIT_PASSWORD"
+_HELPER = (
+    '!f() { test "$1" = get || return 0; '
+    f'printf "username=%s\\npassword=%s\\n" "${_USER_VAR}" "${_SECRET_VAR}"; }}; f'
+)
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``https://user:token@host/x`` -> (``https://host/x``, user, token); others unchanged."""
+    match = _URL_USERINFO.match(url)
+    if not match:
+        return url, None, None
+    user, sep, secret = match["userinfo"].partition(":")
+    from urllib.parse import unquote
+
+    return (
+        f"{match['scheme']}{url[match.end() :]}",
+        unquote(user),
+        unquote(secret) if sep else "",
+    )
+
+
+def credential_env(base: Mapping[str, str], user: str, secret: str) -> dict[str, str]:
+    """Variables making git answer credential requests from the environment only:
+    other helpers are reset (an empty helper clears the list), then ours reads the
+    two variables. Added after any GIT_CONFIG_COUNT settings already present."""
+    env = dict(base)
+    try:
+        count = int(env.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        count = 0
+    for offset, value in enumerate(("", _HELPER)):
+        env[f"GIT_CONFIG_KEY_{count + offset}"] = "credential.helper"
+        env[f"GIT_CONFIG_VALUE_{count + offset}"] = value
+    env["GIT_CONFIG_COUNT"] = str(count + 2)
+    env[_USER_VAR] = user
+    env[_SECRET_VAR] = secret
+    return env
 
 
 def default_cache_dir(url: str) -> Path:
@@ -301,6 +346,10 @@ class GitDeployRepo:
         self._env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
         # Literal pathspecs: a prefix like "dev/*" or ":x" names a path, not a pattern.
         self._env.update({"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_LITERAL_PATHSPECS": "1"})
+        # The URL git sees has no credentials; a token in the URL goes through the helper.
+        self._remote, user, secret = split_credentials(url)
+        if user is not None and secret is not None:
+            self._env = credential_env(self._env, user, secret)
 
     def __repr__(self) -> str:
         return f"GitDeployRepo({redact_url(self.url)!r}, {self.branch!r}, {str(self.cache_dir)!r})"
@@ -320,7 +369,7 @@ class GitDeployRepo:
     def _ensure_cache(self) -> git.Repo:
         if self._repo is None:
             if not (self.cache_dir / "HEAD").exists():
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                self._make_cache_dir()
                 repo = git.Repo.init(self.cache_dir, bare=True)
                 with repo.config_writer() as cfg:
                     # Auto-gc in the foreground, so it never races our next command.
@@ -328,6 +377,19 @@ class GitDeployRepo:
                 repo.close()
             self._repo = git.Repo(self.cache_dir)
         return self._repo
+
+    def _make_cache_dir(self) -> None:
+        """The deploy repo cache is needed (it holds the clone): a clear error when it cannot
+        be made, never an OSError traceback."""
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.cache_dir, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as exc:
+            raise DeployRepoError(
+                f"deploy repo cache {self.cache_dir} cannot be written: {exc.strerror or exc}. "
+                "Set XDG_CACHE_HOME to a writable directory"
+            ) from None
 
     def _git(
         self,
@@ -378,7 +440,7 @@ class GitDeployRepo:
         """Fetch the remote branch; ls-remote first, because only it tells "empty" apart."""
         remote_ref = f"refs/heads/{self.branch}"
         probe = self._git(
-            "ls-remote", "--exit-code", self.url, remote_ref,
+            "ls-remote", "--exit-code", self._remote, remote_ref,
             check=False, timeout=self.network_timeout,
         )  # fmt: skip
         crash_point("deploy_repo.sync.after_ls_remote")
@@ -393,7 +455,7 @@ class GitDeployRepo:
             )
         fetch = self._git(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
-            self.url, f"+{remote_ref}:{self._tracking_ref}",
+            self._remote, f"+{remote_ref}:{self._tracking_ref}",
             check=False, timeout=self.network_timeout,
         )  # fmt: skip
         if fetch.returncode != 0:
@@ -424,7 +486,7 @@ class GitDeployRepo:
         target = f"refs/heads/{self.branch}"
         crash_point("deploy_repo.push.before_push")
         proc = self._git(
-            "push", "--porcelain", self.url, f"{sha}:{target}",
+            "push", "--porcelain", self._remote, f"{sha}:{target}",
             check=False, timeout=self.network_timeout,
         )  # fmt: skip
         status = None
@@ -693,7 +755,7 @@ class GitDeployRepo:
                 f"lock() on {self.cache_dir} is already held by this object; it is not "
                 "reentrant, so take it once around the whole apply"
             )
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._make_cache_dir()
         token = self._acquire(timeout)
         self._lock_token = token
         stop = threading.Event()
@@ -736,11 +798,21 @@ class GitDeployRepo:
         return record
 
     def _write_lock(self, record: dict[str, Any]) -> None:
-        """Write-then-rename, so the lock file is never seen half-written."""
+        """Write-then-rename, so the lock file is never seen half-written; the temporary
+        file is removed whatever happens (a full or read-only disk)."""
         path = self.cache_dir / LOCK_FILE
         tmp = path.with_name(f"{LOCK_FILE}.{record['token']}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise DeployRepoError(
+                f"cannot write the lock file in deploy repo cache {self.cache_dir}: "
+                f"{exc.strerror or exc}. Free space there, or set XDG_CACHE_HOME to a writable "
+                "directory"
+            ) from None
 
     def _stale_reason(self, record: dict[str, Any]) -> str | None:
         if "corrupt" in record:
@@ -804,12 +876,16 @@ class GitDeployRepo:
     def _heartbeat(self, token: str, stop: threading.Event) -> None:
         interval = min(max(self.lock_expiry / 4, 0.05), 60.0)
         while not stop.wait(interval):
-            with self._guard():
-                record = self._read_lock()
-                if record is None or record.get("token") != token:
-                    return  # taken over: _release reports it
-                record["time"] = time.time()
-                self._write_lock(record)
+            try:
+                with self._guard():
+                    record = self._read_lock()
+                    if record is None or record.get("token") != token:
+                        return  # taken over: _release reports it
+                    record["time"] = time.time()
+                    self._write_lock(record)
+            except (OSError, DeployRepoError) as exc:
+                # The next beat tries again; past the expiry another apply may take over.
+                logger.warning("cannot refresh the deploy repo cache lock: %s", exc)
 
     def _release(self, token: str) -> None:
         path = self.cache_dir / LOCK_FILE

@@ -52,6 +52,8 @@ class Workspace:
     # Commands about one environment load only it: a broken prod file does not block dev,
     # and a plan of one environment does not pay for loading the others.
     focus: tuple[str, ...] | None = None
+    # A command that only reads (plan) uses deploy_repo.plan_timeout for git's network steps.
+    read_only: bool = False
 
     @cached_property
     def source(self) -> GitConfigRepo:
@@ -99,7 +101,18 @@ class Workspace:
                 "no deploy repo: set deploy_repo: {url: ...} in configcenter.yaml "
                 "or pass --deploy-repo"
             )
-        return GitDeployRepo(url, self.config.project.deploy_repo_branch)
+        from configcenter.adapters.git_deploy_repo import (
+            DEFAULT_NETWORK_TIMEOUT,
+            DEFAULT_PLAN_NETWORK_TIMEOUT,
+        )
+
+        project = self.config.project
+        timeout = (
+            project.deploy_repo_plan_timeout or DEFAULT_PLAN_NETWORK_TIMEOUT
+            if self.read_only
+            else project.deploy_repo_timeout or DEFAULT_NETWORK_TIMEOUT
+        )
+        return GitDeployRepo(url, project.deploy_repo_branch, network_timeout=timeout)
 
     @cached_property
     def run_store(self) -> RunStore:

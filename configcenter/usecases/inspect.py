@@ -9,7 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from configcenter.core.errors import ConfigError, Problem, ProblemList
+from configcenter.core.errors import ConfigError, Problem, ProblemList, UserError
 from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.plan import Plan, ResolvedImage, desired_image, make_plan
 from configcenter.core.render import Rendered, RenderError
@@ -179,15 +179,13 @@ def write_rendered(rendered: list[Rendered], out: Path) -> list[Path]:
     every file is created exclusively without following links (O_EXCL | O_NOFOLLOW).
     """
     if out.is_symlink():
-        raise ValueError(
-            f"{out} is a symbolic link; render --out writes only into a real directory"
-        )
+        raise UserError(f"{out} is a symbolic link; render --out writes only into a real directory")
     if out.exists():
         if not out.is_dir():
-            raise ValueError(f"{out} exists and is not a directory")
+            raise UserError(f"{out} exists and is not a directory")
         entries = list(out.iterdir())
         if entries and not (out / RENDER_MARKER).is_file():
-            raise ValueError(
+            raise UserError(
                 f"{out} is not empty and was not written by render --out; "
                 "pass a new or empty directory (nothing was written)"
             )

@@ -548,10 +548,18 @@ def plan(
     """
     ws.focus = (env,)
     ws.read_only = True  # git network steps use deploy_repo.plan_timeout
+    from configcenter.output import err
     from configcenter.usecases.inspect import plan_env_checked
+    from configcenter.usecases.observe import converge_observed
 
     checked = plan_env_checked(ws, env, only=services or None, retry=retry)
-    result = checked.plan
+    result = converge_observed(
+        ws,
+        env,
+        checked.plan,
+        only=services or None,
+        warn=lambda text: err.print(f"warning: {text}", markup=False),
+    ).plan
     if as_json:
         emit(
             {
@@ -846,6 +854,11 @@ def _print_results(results: list[Any]) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--force", is_flag=True, help="Cancel a deployment that holds an app (Marathon 409).")
+@click.option(
+    "--allow-stale-config",
+    is_flag=True,
+    help="Apply a config commit older than (or diverged from) the one last applied; recorded.",
+)
 @click.option("--jobs", "-j", default=2, show_default=True, help="Parallel builds/rollouts.")
 @json_option
 @click.option("--verbose", "-v", is_flag=True, help="Stream build output.")
@@ -860,6 +873,7 @@ def apply(
     retry: tuple[str, ...],
     dry_run: bool,
     force: bool,
+    allow_stale_config: bool,
     jobs: int,
     as_json: bool,
     verbose: bool,
@@ -878,6 +892,7 @@ def apply(
         dry_run=dry_run,
         jobs=jobs,
         force=force,
+        override=allow_stale_config,
     )
     reporter = QuietReporter() if as_json else PrintingReporter(verbose)
     result = apply_env(ws, env, options, reporter)
@@ -1014,9 +1029,12 @@ def history(
 
         print_release_diff(changes)
         return
+    from configcenter.output import err
     from configcenter.usecases.history import history as run_history
 
-    entries = run_history(ws, env, service, limit)
+    entries = run_history(
+        ws, env, service, limit, warn=lambda text: err.print(f"warning: {text}", markup=False)
+    )
     if service is not None and not entries:
         from configcenter.usecases.inspect import check_service_known
 

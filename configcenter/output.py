@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from configcenter.core.converge import PlatformServicePlan
 from configcenter.core.errors import Problem
 from configcenter.core.plan import Plan, ServicePlan, ValueChange
 from configcenter.core.values import masked
@@ -140,6 +141,8 @@ def print_service_plan(
         return
     if s.blocked:
         out.print(Text(f"      {s.blocked}", style="magenta"))
+    if isinstance(s, PlatformServicePlan) and s.step is not None:
+        out.print(Text(f"      {s.step.why}", style="cyan"))
     if s.template_from != s.template_to:
         out.print(f"      template {s.template_from or '(none)'} -> {s.template_to or '(none)'}")
     if s.image_from != s.image_to and (s.image_from or s.image_to):

@@ -6,12 +6,12 @@ only when a `KubernetesPlatform` first needs it). Objects are built by
 live objects are trimmed for drift comparison by `k8s_live`. Secret values are
 resolved here, at apply time, registered with a `Redactor`, and never logged.
 
-Pruning: after a release's objects were all applied, objects of the same env
-and service that the release no longer renders are deleted, so the namespace
-matches the deploy repo. Only objects carrying configcenter's labels for that
-env and service, that configcenter itself applied (its field manager did an
-Apply) and that no controller owns are candidates, and only of the kinds it
-ever applied for the service (recorded on the `<service>-config` ConfigMap).
+Pruning: once a release was verified healthy (`prune`, called by the use case
+after `wait`), objects of the same env and service that it no longer renders are
+deleted, so the namespace matches the deploy repo. Only objects carrying
+configcenter's labels for that env and service, that configcenter itself applied
+(its field manager did an Apply) and that no controller owns are candidates, and
+only of the kinds it ever applied for the service (recorded on the `<service>-config` ConfigMap).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -163,7 +164,21 @@ class KubernetesPlatform:
                 self.namespace,
                 deployable.release_id,
             )
-        self._prune(deployable, objects, kinds, dry_run=dry_run)
+        if dry_run:
+            self._prune(deployable, objects, kinds, dry_run=True)
+
+    def prune(self, deployable: Deployable) -> list[str]:
+        """Delete what earlier releases of the service left and this one no longer renders.
+
+        Call once the release was verified healthy: a release that fails is rolled
+        back to objects it must find still there (a Service keeps its UID and IP).
+        """
+        self._check_env(deployable)
+        objects = build_objects(deployable, self.namespace, None)
+        kinds = self._recorded_kinds(deployable.service) | {
+            (str(obj.body["apiVersion"]), obj.kind) for obj in objects
+        }
+        return self._prune(deployable, objects, kinds)
 
     def _prune(
         self,
@@ -582,6 +597,51 @@ class KubernetesPlatform:
                         update,
                     )
 
+    # -- heal --------------------------------------------------------------------------
+
+    def replace_drifted(self, deployable: Deployable, refs: Iterable[str]) -> list[str]:
+        """Make the objects `refs` (`Kind/name`) equal to the release again, by replacing them.
+
+        Server-side apply only sets the fields configcenter owns: an env var added by
+        `kubectl set env`, a ConfigMap key added by hand or a Service port edited to
+        a new key stay next to ours. A replace (PUT) of what the release renders
+        removes them. Labels and annotations other managers added to an object (or
+        its pod template) are kept, and so are the addresses the API server
+        allocated (a Service's cluster IPs). Objects that do not exist are left to
+        `apply`. Returns the refs replaced.
+        """
+        self._check_env(deployable)
+        wanted = set(refs)
+        values = self._resolve_secrets(deployable)
+        replaced: list[str] = []
+        for obj in build_objects(deployable, self.namespace, values):
+            if obj.ref not in wanted:
+                continue
+            resource = self._resource_for(obj)
+            try:
+                live = self._get_json(resource, name=obj.name, namespace=self.namespace)
+            except Exception as exc:
+                if getattr(exc, "status", None) == 404:
+                    continue
+                raise self._api_error(f"read {obj.ref} to heal it", exc) from None
+            body = _replacement(obj.body, live)
+            self._call(
+                f"{obj.source}: replace {obj.ref} to heal it",
+                resource.replace,
+                body=body,
+                name=obj.name,
+                namespace=self.namespace,
+                field_manager=FIELD_MANAGER,
+            )
+            log.warning(
+                "healed %s in namespace %s: replaced with release %s",
+                obj.ref,
+                self.namespace,
+                deployable.release_id,
+            )
+            replaced.append(obj.ref)
+        return replaced
+
     # -- observe / delete --------------------------------------------------------------
 
     def observe(self) -> Mapping[str, ObservedService]:
@@ -748,6 +808,41 @@ class KubernetesPlatform:
         }.get(int(status), "")
         text = f"platform {self.target.name!r}: {what}: HTTP {status}: {message}"
         return PlatformError(self.redactor.redact(f"{text}; {hint}" if hint else text))
+
+
+#: Service spec fields the API server allocates: kept from the live object on replace.
+_ALLOCATED_SERVICE_FIELDS = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
+
+
+def _replacement(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """What a PUT sends to make `live` what `desired` renders, keeping others' metadata."""
+    body = copy.deepcopy(dict(desired))
+    live_meta = live.get("metadata") or {}
+    meta = body.setdefault("metadata", {})
+    meta["resourceVersion"] = live_meta.get("resourceVersion")
+    _keep_foreign_metadata(meta, live_meta)
+    for template, live_template in zip(pod_templates(body), pod_templates(live), strict=False):
+        _keep_foreign_metadata(
+            template.setdefault("metadata", {}), live_template.get("metadata") or {}
+        )
+    if body.get("kind") == "Service":
+        spec = body.setdefault("spec", {})
+        live_spec = live.get("spec") or {}
+        for key in _ALLOCATED_SERVICE_FIELDS:
+            if key not in spec and key in live_spec:
+                spec[key] = live_spec[key]
+    return body
+
+
+def _keep_foreign_metadata(meta: dict[str, Any], live_meta: Mapping[str, Any]) -> None:
+    for key in ("labels", "annotations"):
+        theirs = {
+            k: v for k, v in (live_meta.get(key) or {}).items() if k not in (meta.get(key) or {})
+        }
+        if theirs:
+            meta[key] = {**theirs, **(meta.get(key) or {})}
+    if live_meta.get("finalizers") and "finalizers" not in meta:
+        meta["finalizers"] = live_meta["finalizers"]
 
 
 def _group(api_version: str) -> str:

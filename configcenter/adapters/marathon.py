@@ -312,6 +312,10 @@ class MarathonPlatform:
                 )
             time.sleep(min(self.poll_interval, remaining))
 
+    def prune(self, deployable: Deployable) -> list[str]:
+        """Nothing is left to prune: a release is one app, replaced whole by its PUT."""
+        return []
+
     def observe(self) -> Mapping[str, ObservedService]:
         """One GET /v2/apps?embed=apps.tasks: every app directly under the env's group."""
         data = self._request(

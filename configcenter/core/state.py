@@ -59,9 +59,13 @@ class ServiceState:
     release: Release | None = None
     last_good: Release | None = None
     last_failed: Release | None = None
+    #: The config commit its current release was applied from (apply refuses older ones).
+    config_commit: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if data["config_commit"] is None:
+            del data["config_commit"]
         for key in ("release", "last_good", "last_failed"):
             if data[key] is None:
                 del data[key]
@@ -89,6 +93,7 @@ class ServiceState:
             release=Release.from_dict(data.get("release")),
             last_good=Release.from_dict(data.get("last_good")),
             last_failed=Release.from_dict(data.get("last_failed")),
+            config_commit=data.get("config_commit"),
         )
 
 
@@ -96,12 +101,14 @@ class ServiceState:
 class EnvState:
     env: str
     services: dict[str, ServiceState] = field(default_factory=dict)
+    #: The config commit the environment was last applied from (apply refuses older ones).
+    config_commit: str | None = None
 
     def to_yaml(self) -> bytes:
-        data = {
-            "env": self.env,
-            "services": {name: self.services[name].to_dict() for name in sorted(self.services)},
-        }
+        data: dict[str, Any] = {"env": self.env}
+        if self.config_commit:
+            data["config_commit"] = self.config_commit
+        data["services"] = {name: self.services[name].to_dict() for name in sorted(self.services)}
         body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
         return (HEADER + body).encode()
 
@@ -114,4 +121,5 @@ class EnvState:
             str(name): ServiceState.from_dict(item)
             for name, item in (data.get("services") or {}).items()
         }
-        return cls(env, services)
+        commit = data.get("config_commit")
+        return cls(env, services, str(commit) if commit else None)

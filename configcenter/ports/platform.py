@@ -7,7 +7,7 @@ secret references only here, at deploy time, and never log their values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -92,6 +92,11 @@ class Platform(Protocol):
         """Block until the release is healthy or failed (or the timeout passes: failed)."""
         ...
 
+    def prune(self, deployable: Deployable) -> list[str]:
+        """Delete what earlier releases left that this one no longer has (call only once
+        it was verified healthy); returns what was deleted, as `Kind/name`."""
+        ...
+
     def observe(self) -> Mapping[str, ObservedService]:
         """What runs in this target now, by service name (one list call per kind)."""
         ...
@@ -106,6 +111,11 @@ class ObjectDriftPlatform(Platform, Protocol):
 
     def desired_objects(self, deployable: Deployable) -> Mapping[str, Mapping[str, object]]:
         """The objects `apply` would send, keyed like `ObservedService.objects`."""
+        ...
+
+    def replace_drifted(self, deployable: Deployable, refs: Iterable[str]) -> list[str]:
+        """Replace the objects `refs` (keyed like `desired_objects`) with what the release
+        renders, dropping fields other managers added inside them; returns those replaced."""
         ...
 
 

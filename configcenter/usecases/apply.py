@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from configcenter.core.converge import Step, converge
 from configcenter.core.errors import PlatformFailure, TransientFailure, UserError
 from configcenter.core.model import Config
 from configcenter.core.order import dependents_of
@@ -117,6 +118,8 @@ class ApplyOptions:
     actor: str = ""
     jobs: int = 2
     force: bool = False
+    #: Apply a config commit older than, or diverged from, the one last applied (recorded).
+    override: bool = False
 
 
 def default_actor() -> str:
@@ -138,14 +141,28 @@ class _RunLog:
     def __call__(self, text: str) -> None:
         text = self.ws.redactor.redact(text)
         self.reporter.message(text)
-        if self.run_id is not None:
-            self.ws.run_store.append_log(self.run_id, text + "\n")
+        self._store(text + "\n")
 
     def build_line(self, service: str, line: str) -> None:
         line = self.ws.redactor.redact(line)
         self.reporter.build_log(service, line)
-        if self.run_id is not None:
-            self.ws.run_store.append_log(self.run_id, f"[build {service}] {line}\n")
+        self._store(f"[build {service}] {line}\n")
+
+    def _store(self, text: str) -> None:
+        """Append to the run's log; a run store that fails (locked, gone) never stops a
+        rollout between its outcome and the record of it: it is said once, then skipped."""
+        if self.run_id is None:
+            return
+        try:
+            self.ws.run_store.append_log(self.run_id, text)
+        except Exception as exc:
+            run_id, self.run_id = self.run_id, None
+            self.reporter.message(
+                self.ws.redactor.redact(
+                    f"run store: cannot log run {run_id} ({type(exc).__name__}: {exc}); "
+                    "going on without its log"
+                )
+            )
 
 
 # -- apply -------------------------------------------------------------------------------------
@@ -158,9 +175,11 @@ def apply_env(
     config = ws.config
     check_env(config, env)
     if options.dry_run:
-        from configcenter.usecases.inspect import plan_env
+        from configcenter.usecases.observe import converged_plan
 
-        plan = plan_env(ws, env, only=options.services, retry=options.retry)
+        plan = converged_plan(
+            ws, env, only=options.services, retry=options.retry, warn=reporter.message
+        ).plan
         reporter.plan_ready(plan)
         return ApplyResult(env, None, plan, dry_run=True)
     _check_names(ws, env, options)
@@ -176,10 +195,23 @@ def apply_env(
     )
     log = _RunLog(ws, run.id, reporter)
     try:
+        from configcenter.usecases.images import resolve_given_images
+
+        # Given images on our registry deploy as the digest their tag names now.
+        resolved: dict[str, ResolvedImage] = resolve_given_images(
+            config, env, ws.redactor, only=options.services
+        )
+        caught: list[ServiceResult] = []
+        announced = False
+        if options.rollout:
+            caught, announced = _catch_up(ws, env, options, resolved, log, reporter)
         with repo.lock():  # the cache dir, for sync + commit + push only
-            plan, sha, state = _commit_release(ws, env, options, run.id, log, reporter)
+            plan, sha, state = _commit_release(
+                ws, env, options, run.id, log, reporter, resolved, announced
+            )
         result = ApplyResult(env, run.id, plan, sha)
-        result.results = [
+        done = {r.service for r in caught}
+        result.results = caught + [
             ServiceResult(
                 s.service,
                 s.action,
@@ -187,7 +219,7 @@ def apply_env(
                 reason=s.blocked or "",
             )
             for s in plan.services
-            if s.action in ("noop", "blocked")
+            if s.action in ("noop", "blocked") and s.service not in done
         ]
         if sha is not None:
             committed = list(plan.changes)
@@ -258,17 +290,13 @@ def _commit_release(
     run_id: str,
     log: _RunLog,
     reporter: Reporter,
+    resolved: dict[str, ResolvedImage],
+    caught_up: bool = False,
 ) -> tuple[Plan, str | None, EnvState]:
     """Plan, build, commit and push; on a rejected push, fetch, re-plan and retry."""
-    from configcenter.usecases.images import resolve_given_images
-
     config = ws.config
     repo = ws.deploy_repo
-    # Given images on our registry deploy as the digest their tag names now (builds join later).
-    resolved: dict[str, ResolvedImage] = resolve_given_images(
-        config, env, ws.redactor, only=options.services
-    )
-    announced = False
+    announced = caught_up  # the catch-up showed the plan already
     for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
         head = repo.sync()
         state = _state_at(repo, env, head)
@@ -292,16 +320,19 @@ def _commit_release(
                 build_images(config, pending, ws.redactor, log.build_line, jobs=options.jobs)
             )
             plan = _plan(ws, env, state, head, options, resolved)
+        # A service whose platform changed is committed (its state records the platform).
+        plan = converge(plan, state, {}, only=options.services).plan
         if not announced:
             reporter.plan_ready(plan)
             announced = True
         if not plan.changes:
-            log(f"{env}: nothing to do")
+            log(f"{env}: nothing more to commit" if caught_up else f"{env}: nothing to do")
             return plan, None, state
+        override = _guard_config_commit(ws, env, state, plan, options)
         if options.rollout and attempt == 1:
             _preflight(ws, env, plan.changes, log)
-        new_state, changes = _changes(env, plan, state, run_id, options.rollout)
-        message = _message(env, plan, new_state, run_id, config.commit)
+        new_state, changes = _changes(env, plan, state, run_id, options.rollout, config.commit)
+        message = _message(env, plan, new_state, run_id, config.commit, override)
         sha = repo.commit(changes, message, parent=head)
         if sha is None:
             return plan, None, state
@@ -316,6 +347,205 @@ def _commit_release(
     raise ApplyError(
         f"gave up after {MAX_PUSH_ATTEMPTS} attempts: the deploy repo kept moving under us; "
         "nothing was lost, run apply again"
+    )
+
+
+# -- catching up with the platform -------------------------------------------------------------
+
+
+def _catch_up(
+    ws: Workspace,
+    env: str,
+    options: ApplyOptions,
+    resolved: Mapping[str, ResolvedImage],
+    log: _RunLog,
+    reporter: Reporter,
+) -> tuple[list[ServiceResult], bool]:
+    """Make the platform run what the deploy repo already says, before committing more.
+
+    Observes every platform of the environment (one listing per kind), then: rolls
+    out a committed release that is not live, watches and records a live release
+    whose outcome was never recorded, deletes what runs of a service the
+    environment no longer has. Returns the results and whether the plan was shown.
+    """
+    from configcenter.usecases.observe import ObserveError, env_platforms, observe_env
+
+    repo = ws.deploy_repo
+    with repo.lock():
+        head = repo.sync()
+    state = _state_at(repo, env, head)
+    if not env_platforms(ws.config, env, state):
+        return [], False
+    try:
+        live = observe_env(ws, env, state, log)
+    except ObserveError as exc:
+        raise ApplyError(
+            f"{exc}; nothing was committed or changed (fix the platform settings or "
+            "connection, or use --no-rollout to commit only)"
+        ) from None
+    plan = _plan(ws, env, state, head, options, resolved)
+    _guard_config_commit(ws, env, state, plan, options)  # before anything is done
+    converged = converge(plan, state, live, only=options.services)
+    steps = converged.catch_up()
+    if not steps:
+        return [], False
+    reporter.plan_ready(converged.plan)
+    return _run_steps(ws, env, state, steps, log, reporter, options), True
+
+
+def _run_steps(
+    ws: Workspace,
+    env: str,
+    state: EnvState,
+    steps: list[Step],
+    log: _RunLog,
+    reporter: Reporter,
+    options: ApplyOptions,
+) -> list[ServiceResult]:
+    config = ws.config
+    environment = config.environment(env)
+    timeout = rollout_timeout(config, env)
+    outcomes: dict[str, _Outcome] = {}
+    results: list[ServiceResult] = []
+    failed: set[str] = set()
+    deps = {
+        name: [d for d in svc.template.depends_on if d in environment.services]
+        for name, svc in environment.services.items()
+    }
+    try:
+        for step in steps:
+            log(f"{step.service}: {step.why}")
+            if step.kind == "prune":
+                results.append(_prune_service(ws, env, step, log))
+                continue
+            current = state.services[step.service]
+            if step.kind == "watch":
+                outcome = _watch_one(ws, env, step.service, current, timeout, log, reporter)
+                if outcome is not None:
+                    outcomes[step.service] = outcome
+                continue
+            if any(d in failed for d in deps.get(step.service, [])):
+                reason = "skipped: a service it depends on failed"
+                log(f"{step.service}: {reason}")
+                results.append(
+                    ServiceResult(step.service, "deploy", "skipped", step.release, reason)
+                )
+                continue
+            outcome = _deploy_one(
+                ws, env, step.service, current, timeout, log, reporter, options.force
+            )
+            outcomes[step.service] = outcome
+            results.append(outcome.result)
+            if outcome.result.outcome in ("failed", "rolled_back"):
+                failed.add(step.service)
+    finally:
+        _record(ws, env, outcomes, log)
+    return results
+
+
+def _prune_service(ws: Workspace, env: str, step: Step, log: _RunLog) -> ServiceResult:
+    try:
+        open_platform(ws.config, env, step.platform, ws.redactor).delete(step.service)
+    except PLATFORM_FAILURES as exc:
+        reason = ws.redactor.redact(f"{type(exc).__name__}: {exc}")
+        log(f"{step.service}: could not delete it from {step.platform} ({reason})")
+        return ServiceResult(step.service, "delete", "failed", step.release, reason)
+    log(f"{step.service}: deleted from {step.platform}")
+    return ServiceResult(step.service, "delete", "pruned", step.release)
+
+
+def _watch_one(
+    ws: Workspace,
+    env: str,
+    service: str,
+    current: ServiceState,
+    timeout: float,
+    log: _RunLog,
+    reporter: Reporter,
+) -> _Outcome | None:
+    """Wait for a live release whose outcome was never recorded, and record it (no rollback:
+    the release this apply commits next replaces it either way)."""
+    release = current.release
+    assert release is not None and current.platform
+    platform = open_platform(ws.config, env, current.platform, ws.redactor)
+    files = _files_of(ws.deploy_repo, env, service, current)
+    item = deployable(env, service, current, files, release.id)
+    try:
+        status = platform.wait(
+            item, timeout=timeout, progress=lambda st: reporter.rollout(service, st)
+        )
+    except PLATFORM_FAILURES as exc:
+        log(f"{service}: cannot watch {release.id} ({ws.redactor.redact(str(exc))})")
+        return None
+    if status.state == "healthy":
+        log(f"{service}: {release.id} is healthy; recorded before the new release")
+        good = replace(release, outcome="healthy")
+        return _Outcome(
+            ServiceResult(service, "record", "healthy", release.id),
+            replace(current, release=good, last_good=good),
+            None,
+        )
+    reason = status.reason + (f": {status.message}" if status.message else "")
+    log(f"{service}: {release.id} failed ({reason}); recorded before the new release")
+    bad = replace(release, outcome="failed", reason=reason)
+    return _Outcome(
+        ServiceResult(service, "record", "failed", release.id, reason),
+        replace(current, release=bad, last_failed=bad),
+        None,
+    )
+
+
+def _guard_config_commit(
+    ws: Workspace, env: str, state: EnvState, plan: Plan, options: ApplyOptions
+) -> str | None:
+    """Refuse a dirty config work tree, and changing a service from a config commit older
+    than (or diverged from) the one its current release was applied from: that would
+    silently revert what came after. Returns the override trailer's text when
+    `options.override` lets a stale commit through."""
+    config = ws.config
+    current = config.commit
+    if current is None:
+        return None  # not a Git work tree: there is no commit to compare
+    from configcenter.adapters.git_lineage import Relation, dirty_paths, relation
+
+    dirty = dirty_paths(config.root)
+    if dirty:
+        shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+        raise ApplyError(
+            f"the config work tree has uncommitted changes in files apply reads ({shown}); "
+            f"apply deploys commits (its record names config commit {current[:12]}, which "
+            "does not hold them): commit them, or `git stash` them, and apply again"
+        )
+    found: dict[str, tuple[str, Relation]] = {}  # service -> (commit applied last, relation)
+    known: dict[str, Relation] = {}
+    for sp in plan.changes:
+        record = state.services.get(sp.service)
+        applied = record.config_commit if record else None
+        if not applied:
+            continue
+        if applied not in known:
+            known[applied] = relation(config.root, applied, current)
+        if known[applied] not in ("same", "newer"):
+            found[sp.service] = (applied, known[applied])
+    if not found:
+        return None
+    names = ", ".join(sorted(found))
+    applied, worst = sorted(found.values(), key=lambda f: f[1])[0]
+    what = {
+        "older": f"config commit {current[:12]} (HEAD) is older than {applied[:12]}, the one "
+        f"{env} last applied {names} from: applying it would revert what came after it",
+        "diverged": f"config commit {current[:12]} (HEAD) has diverged from {applied[:12]}, "
+        f"the one {env} last applied {names} from (neither contains the other)",
+        "unknown": f"{env} last applied {names} from config commit {applied[:12]}, which "
+        f"this clone does not have (HEAD is {current[:12]})",
+    }[worst]
+    if options.override:
+        return f"{worst} config {current} applied over {applied} ({names})"
+    raise ApplyError(
+        f"{what}. Nothing was changed. `git pull` to apply the newest config; "
+        f"`configcenter rollback {env} SERVICE` to go back to an earlier release on purpose; "
+        "or `apply --allow-stale-config` to apply this commit anyway (recorded in the "
+        "deploy repo commit)"
     )
 
 
@@ -406,10 +636,15 @@ def _state_at(repo: DeployRepo, env: str, rev: str | None) -> EnvState:
 
 
 def _changes(
-    env: str, plan: Plan, state: EnvState, run_id: str, rolls_out: bool
+    env: str,
+    plan: Plan,
+    state: EnvState,
+    run_id: str,
+    rolls_out: bool,
+    config_commit: str | None = None,
 ) -> tuple[EnvState, dict[str, bytes | None]]:
     now = _now()
-    new_state = EnvState(env, dict(state.services))
+    new_state = EnvState(env, dict(state.services), config_commit or state.config_commit)
     changes: dict[str, bytes | None] = {}
     for sp in plan.changes:
         changes.update(delete_prefix(f"{env}/{sp.service}"))
@@ -453,6 +688,7 @@ def _changes(
             if not (rolls_out and sp.config.platform)
             else (previous.last_good if previous else None),
             last_failed=previous.last_failed if previous else None,
+            config_commit=config_commit,
         )
     changes[f"{env}/{STATE_FILE}"] = new_state.to_yaml()
     return new_state, changes
@@ -465,7 +701,14 @@ def release_id(service: str, run_id: str) -> str:
     return f"{service}-{stamp}-{run_id[-6:]}"
 
 
-def _message(env: str, plan: Plan, state: EnvState, run_id: str, config_commit: str | None) -> str:
+def _message(
+    env: str,
+    plan: Plan,
+    state: EnvState,
+    run_id: str,
+    config_commit: str | None,
+    override: str | None = None,
+) -> str:
     parts = [
         f"{s.service} ({s.action}" + (f": {', '.join(s.reasons)}" if s.reasons else "") + ")"
         for s in plan.changes
@@ -489,6 +732,8 @@ def _message(env: str, plan: Plan, state: EnvState, run_id: str, config_commit: 
     trailers = [("Configcenter-Env", env), ("Configcenter-Run", run_id)]
     if config_commit:
         trailers.append(("Configcenter-Config-Commit", config_commit))
+    if override:
+        trailers.append(("Configcenter-Override", override))
     for s in plan.changes:
         release = state.services.get(s.service)
         if release and release.release:
@@ -509,6 +754,8 @@ class _Outcome:
 
 
 def rollout_timeout(config: Config, env: str) -> float:
+    if env not in config.environments:  # loaded without its environment files
+        return DEFAULT_ROLLOUT_TIMEOUT
     raw = config.environment(env).rollout_timeout
     if not raw:
         return DEFAULT_ROLLOUT_TIMEOUT
@@ -709,13 +956,30 @@ def _apply_and_wait(
 ) -> RolloutStatus:
     try:
         platform.apply(item)
-        return platform.wait(
+        crash_point("rollout:applied")
+        status = platform.wait(
             item, timeout=timeout, progress=lambda st: reporter.rollout(service, st)
         )
     except PLATFORM_FAILURES as exc:
         # Refused, unreachable mid-rollout, a secret that cannot be resolved: this release
         # failed (and is rolled back and recorded); a bug in our code still raises.
         return RolloutStatus("failed", type(exc).__name__, log.ws.redactor.redact(str(exc)))
+    crash_point("rollout:verified")
+    if status.state == "healthy":
+        # Only now, verified: what earlier releases had and this one dropped goes. A
+        # failed release drops nothing (its rollback, once healthy, prunes its leftovers).
+        try:
+            pruned = platform.prune(item)
+        except PLATFORM_FAILURES as exc:
+            log(
+                f"{service}: healthy, but pruning what it dropped failed "
+                f"({log.ws.redactor.redact(str(exc))}); `reconcile --heal` or its next "
+                "release prunes it"
+            )
+        else:
+            if pruned:
+                log(f"{service}: pruned {', '.join(pruned)} (no longer rendered)")
+    return status
 
 
 def release_snapshot(
@@ -818,6 +1082,17 @@ def deploy_service(
     check_env(ws.config, env)
     _, current = _current(ws, env, service)
     assert current.release is not None
+    if not current.platform:
+        # The environment got a platform after this release was committed: deploy there
+        # (the recorded outcome then names the platform, as the next apply would).
+        wanted = _config_platform(ws.config, env, service)
+        if wanted is None:
+            raise ApplyError(
+                f"{service} has no platform in {env}: set `platform:` for the environment or "
+                "the service in the config repo, then `configcenter apply` (or deploy again)"
+            )
+        current = replace(current, platform=wanted)
+    assert current.release is not None
     if dry_run:
         platform = open_platform(ws.config, env, current.platform or "", ws.redactor)
         files = _files_of(ws.deploy_repo, env, service, current)
@@ -837,6 +1112,12 @@ def deploy_service(
         run.id, _run_outcome(outcome.result.outcome), {"result": outcome.result.__dict__}
     )
     return outcome.result
+
+
+def _config_platform(config: Config, env: str, service: str) -> str | None:
+    environment = config.environment(env)
+    svc = environment.services.get(service)
+    return (svc.platform if svc else None) or environment.platform or None
 
 
 def _previous_good(ws: Workspace, env: str, service: str, current: ServiceState) -> str | None:
@@ -874,8 +1155,13 @@ def rollback_service(
     trigger: str = "cli",
     actor: str = "",
 ) -> ServiceResult:
-    """Restore the last good (or named) release's files and state as a new commit."""
+    """Restore the last good (or named) release's files and state as a new commit.
+
+    Needs only the deploy repo (and configcenter.yaml for the platforms): a config
+    repo whose environment files do not load is reported and does not block it.
+    """
     reporter = reporter or Reporter()
+    ws.without_environments_if_broken(reporter.message)
     check_env(ws.config, env)
     repo = ws.deploy_repo
     _, current = _current(ws, env, service)

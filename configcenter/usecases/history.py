@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from configcenter.core.state import STATE_FILE, EnvState, Release
@@ -26,9 +27,18 @@ class HistoryEntry:
 
 
 def history(
-    ws: Workspace, env: str, service: str | None = None, limit: int = 50
+    ws: Workspace,
+    env: str,
+    service: str | None = None,
+    limit: int = 50,
+    warn: Callable[[str], None] | None = None,
 ) -> list[HistoryEntry]:
-    """Releases newest first; each with its latest known outcome."""
+    """Releases newest first; each with its latest known outcome.
+
+    Read from the deploy repo: a config repo whose environment files do not load is
+    reported through `warn` and does not block it.
+    """
+    ws.without_environments_if_broken(warn or (lambda text: None))
     check_env(ws.config, env)
     if not ws.deploy_repo_exists():
         return []

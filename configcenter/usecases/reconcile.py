@@ -3,29 +3,35 @@
 The deploy repo's `<env>/state.yaml` is the desired state; each platform's
 `observe()` (one list call per kind per namespace) is the live state. Only what
 someone set counts: the Kubernetes adapter projects live objects onto their
-managed fields, so defaults and status never show up as drift. `heal` goes
-through the very rollout path `deploy` uses (`_deploy_one` + `_record`), so a
-healed service is recorded and rolled back exactly like a deployed one.
+managed fields, so defaults and status never show up as drift; labels and
+annotations other managers added are not drift either. `heal` replaces drifted
+objects with what the release renders, applies and waits for it; it never
+records a release outcome (a failed heal is a failed reconcile run).
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, cast
 
 from configcenter.core import kinds
 from configcenter.core.state import EnvState, ServiceState
-from configcenter.ports.platform import Deployable, ObjectDriftPlatform, ObservedService, Platform
+from configcenter.ports.platform import (
+    Deployable,
+    ObjectDriftPlatform,
+    ObservedService,
+    Platform,
+    RolloutStatus,
+)
 from configcenter.usecases.apply import (
+    PLATFORM_FAILURES,
     Reporter,
     ServiceResult,
-    _deploy_one,
     _files_of,
-    _record,
     _RunLog,
     _state_at,
     default_actor,
@@ -46,6 +52,9 @@ _SUMMARY_ANNOTATIONS = ("configcenter.io/release", "configcenter.io/config-diges
 _QUANTITY_PATH = re.compile(
     r"spec\.(?:.*\.)?(?:resources\.(?:requests|limits)\.[^.\[\]]+|emptyDir\.sizeLimit)"
 )
+
+#: Label and annotation paths (of an object or its pod template).
+_FOREIGN_METADATA = re.compile(r"(?:^|\.)metadata\.(?:labels|annotations)\.")
 
 
 @dataclass(frozen=True)
@@ -160,7 +169,7 @@ def reconcile(
         if not report.has_drift:
             log(f"{env}: no drift ({len(report.services)} service(s) checked)")
         if heal:
-            todo = [s.service for s in report.services if s.status in ("drifted", "missing")]
+            todo = [s for s in report.services if s.status in ("drifted", "missing")]
             if todo:
                 report.healed = _heal(ws, env, todo, log, reporter)
             orphans = [s.service for s in report.services if s.status == "orphan"]
@@ -370,6 +379,8 @@ def _object_drifts(
             if path.startswith(("apiVersion", "kind")):
                 continue
             a, b = want.get(path), have.get(path)
+            if path not in want and _FOREIGN_METADATA.search(path):
+                continue  # a label/annotation another manager added: theirs, not drift
             if a != b and not _same_quantity(path, a, b):
                 drifts.append(Drift(service, f"{ref} {path}", _show(a), _show(b), "changed"))
     for ref in sorted(set(live) - set(desired)):
@@ -439,32 +450,62 @@ def _show(value: Any) -> str | None:
 # -- healing -----------------------------------------------------------------------------------
 
 
+def _progress(reporter: Reporter, service: str) -> Callable[[RolloutStatus], None]:
+    return lambda status: reporter.rollout(service, status)
+
+
 def _heal(
-    ws: Workspace, env: str, services: list[str], log: _RunLog, reporter: Reporter
+    ws: Workspace, env: str, services: list[ServiceDrift], log: _RunLog, reporter: Reporter
 ) -> list[ServiceResult]:
-    """Roll the drifted services out again, as `deploy` would, and record the outcome."""
+    """Make each drifted service's live objects equal to its current release again.
+
+    Objects that drifted are replaced with what the release renders (so fields
+    other managers added inside them go), then the release is applied as `deploy`
+    would and waited for; once healthy, objects it does not render are pruned. A
+    heal that fails is this reconcile run failing: the release's recorded outcome
+    is never rewritten, and nothing is rolled back.
+    """
     repo = ws.deploy_repo
-    results: list[ServiceResult] = []
-    # As `deploy_service` does: `_record` takes the deploy repo's lock for its commit.
     state = _state_at(repo, env, repo.sync())
     timeout = rollout_timeout(ws.config, env)
-    outcomes = {}
-    for name in services:
+    results: list[ServiceResult] = []
+    for item in services:
+        name = item.service
         current = state.services.get(name)
-        if current is None or current.release is None:
+        if current is None or current.release is None or not current.platform:
             log(f"{name}: left the deploy repo while reconciling; not healed")
             continue
-        log(f"{name}: healing: re-applying {current.release.id}")
-        outcome = _deploy_one(ws, env, name, current, timeout, log, reporter)
-        outcomes[name] = outcome
-        results.append(
-            ServiceResult(
-                name,
-                "heal",
-                outcome.result.outcome,
-                outcome.result.release,
-                outcome.result.reason,
-            )
+        release = current.release.id
+        log(f"{name}: healing: re-applying {release}")
+        platform = open_platform(ws.config, env, current.platform, ws.redactor)
+        desired = deployable(env, name, current, _files_of(repo, env, name, current), release)
+        # Object drifts are "<Kind/name> <path>"; summary ones (image, replicas) are one word.
+        changed = sorted(
+            {
+                d.field.split(" ", 1)[0]
+                for d in item.drifts
+                if d.kind == "changed" and " " in d.field
+            }
         )
-    _record(ws, env, outcomes, log)
+        try:
+            if changed and kinds.REGISTRY.supports(
+                "platform", platform.target.kind, kinds.OBJECT_DRIFT
+            ):
+                cast(ObjectDriftPlatform, platform).replace_drifted(desired, changed)
+            platform.apply(desired)
+            status = platform.wait(desired, timeout=timeout, progress=_progress(reporter, name))
+            if status.state == "healthy":
+                platform.prune(desired)
+        except PLATFORM_FAILURES as exc:
+            reason = ws.redactor.redact(f"{type(exc).__name__}: {exc}")
+            log(f"{name}: heal failed ({reason}); its release record is left as it was")
+            results.append(ServiceResult(name, "heal", "failed", release, reason))
+            continue
+        if status.state == "healthy":
+            log(f"{name}: healed ({release})")
+            results.append(ServiceResult(name, "heal", "healthy", release))
+        else:
+            reason = status.reason + (f": {status.message}" if status.message else "")
+            log(f"{name}: heal did not become healthy ({reason}); its release record is left")
+            results.append(ServiceResult(name, "heal", "failed", release, reason))
     return results

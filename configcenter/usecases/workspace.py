@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from configcenter.adapters.git_config_repo import GitConfigRepo
-from configcenter.core.errors import ProblemList, UserError
+from configcenter.core.errors import ConfigError, ProblemList, UserError
 from configcenter.core.load import load_config
 from configcenter.core.model import Config
 from configcenter.core.redact import Redactor
@@ -73,6 +73,28 @@ class Workspace:
                 save()
         self.problems.raise_if_errors(self.strict)
         return config
+
+    def without_environments_if_broken(self, warn: Callable[[str], None]) -> bool:
+        """For commands the deploy repo alone can serve (rollback, history): when an
+        environment's files do not load, go on with configcenter.yaml only (deploy
+        repo, platforms, run store) after saying what is broken. True when it did.
+
+        A broken configcenter.yaml still raises: without it there is no deploy repo.
+        """
+        try:
+            _ = self.config
+        except ConfigError as exc:
+            problems = ProblemList()
+            config = load_config(self.source, problems, ())
+            first = exc.problems[0] if exc.problems else None
+            more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+            warn(
+                f"the config repo does not load: {first}{more}; going on with the deploy "
+                "repo alone (fix the config before the next apply)"
+            )
+            self.__dict__["config"] = config  # the cached_property's slot
+            return True
+        return False
 
     @cached_property
     def redactor(self) -> Redactor:

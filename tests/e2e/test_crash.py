@@ -37,6 +37,9 @@ def all_crash_points() -> list[str]:
 
 
 POINTS = all_crash_points()
+#: Points on the way to the platform do not fire with --no-rollout; tests/rollout kills there.
+ROLLOUT_POINTS = [p for p in POINTS if p.startswith("rollout:")]
+COMMIT_POINTS = [p for p in POINTS if p not in ROLLOUT_POINTS]
 
 
 def test_every_adapter_crash_point_is_exercised() -> None:
@@ -67,7 +70,7 @@ def lock_files(world: World) -> list[Path]:
     return sorted((world.cache_home / "configcenter" / "deploy").glob(f"*/{LOCK_FILE}"))
 
 
-@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("point", COMMIT_POINTS)
 def test_apply_killed_at_a_crash_point_leaves_a_whole_commit_and_reruns_clean(
     world: World, tmp_path: Path, point: str
 ) -> None:

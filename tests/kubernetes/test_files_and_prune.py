@@ -99,6 +99,8 @@ def test_annotation_moves_the_mount_and_dropping_all_files_removes_mount_and_con
     plain = make_deployable(release_id="r2")
     platform.apply(plain)
     assert platform.wait(plain, timeout=60).state == "healthy"
+    assert cluster.exists("ConfigMap", "api-files"), "nothing is pruned before it is verified"
+    assert platform.prune(plain) == ["ConfigMap/api-files"]
     template = cluster.deployment().spec.template.spec
     assert not template.volumes and pod_mounts(template) == {"app": []}
     assert not cluster.exists("ConfigMap", "api-files"), "the files ConfigMap is pruned"
@@ -121,7 +123,7 @@ def with_admin(release: Deployable) -> Deployable:
     )
 
 
-def test_objects_dropped_from_the_templates_are_pruned_after_apply_and_only_those(
+def test_objects_dropped_from_the_templates_are_pruned_once_verified_and_only_those(
     platform: KubernetesPlatform,
     cluster: Cluster,
     caplog: pytest.LogCaptureFixture,
@@ -168,7 +170,10 @@ def test_objects_dropped_from_the_templates_are_pruned_after_apply_and_only_thos
     ]
     platform.apply(dropped)
     assert platform.wait(dropped, timeout=60).state == "healthy"
+    assert cluster.exists("Service", "api-admin"), "apply alone prunes nothing"
+    pruned = platform.prune(dropped)
 
+    assert pruned == ["Service/api-admin", "ServiceAccount/api-runner"]
     assert not cluster.exists("Service", "api-admin")
     assert not cluster.exists("ServiceAccount", "api-runner")
     for kind, name in [
@@ -193,9 +198,10 @@ def test_objects_dropped_from_the_templates_are_pruned_after_apply_and_only_thos
         "Service/api",
     }
 
-    # Applying the same release again finds nothing more to prune.
+    # Applying and pruning the same release again finds nothing more to prune.
     caplog.clear()
     platform.apply(dropped)
+    assert platform.prune(dropped) == []
     assert not [r for r in caplog.records if "prune" in r.getMessage()]
 
 

@@ -91,6 +91,10 @@ class FakePlatform:
             progress(status)
         return status
 
+    def prune(self, deployable: Deployable) -> list[str]:
+        """A release is one app, replaced whole by `apply`: nothing is ever left over."""
+        return []
+
     def observe(self) -> Mapping[str, ObservedService]:
         with self.world.lock:
             apps = {s: a for (env, s), a in self.world.apps.items() if env == self.target.env}

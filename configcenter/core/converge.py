@@ -1,0 +1,215 @@
+"""Convergence: what a plan must add once the platform's own state is known.
+
+`make_plan` compares the config repo with the deploy repo's state record. The
+platform can still differ from that record: a release committed with
+`--no-rollout` (or by an apply that died before rolling out), a release whose
+outcome was never recorded (the apply died while waiting, or before its record
+commit), a platform given to an environment after its first apply, objects of a
+service no longer in the environment. `converge` takes the plan and what each
+platform runs (the release id its workloads carry, per service) and returns the
+plan with those services turned into platform steps (reason `platform`).
+
+Pure: the caller observes the platforms and carries the steps out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from configcenter.core.plan import Plan, ServicePlan
+from configcenter.core.state import EnvState, Release, ServiceState
+
+#: The plan reason of a service whose platform differs from the deploy repo.
+PLATFORM_REASON = "platform"
+
+StepKind = Literal["rollout", "record", "watch", "commit", "prune"]
+#: Steps carried out before the apply's commit, without one of their own.
+CATCH_UP_KINDS: frozenset[str] = frozenset({"rollout", "record", "watch", "prune"})
+
+#: Released on the platform, by service: the release id its objects carry (None when
+#: its objects carry none, e.g. written by an older version).
+LiveServices = Mapping[str, str | None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing apply does on a platform that the deploy repo alone would not ask for.
+
+    * rollout: the state's current release is not what the platform runs: roll it out;
+    * record: the platform runs the current release but its outcome was never
+      recorded: watch it (re-applying it is idempotent), record healthy, or failed
+      and rolled back;
+    * watch: as record, for a service this apply also changes: the outcome is
+      recorded (no rollback) before the new release, so `last_good` is right;
+    * commit: the state must change although nothing rendered did (the service's
+      platform changed); committed and rolled out like any update;
+    * prune: the platform runs a service the environment no longer has: delete it.
+    """
+
+    service: str
+    kind: StepKind
+    platform: str
+    why: str
+    release: str | None = None  # the release the step rolls out or records
+
+
+@dataclass
+class PlatformServicePlan(ServicePlan):
+    """A service plan with the platform step that changed it."""
+
+    step: Step | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        if self.step is not None:
+            data["platform"] = {
+                "step": self.step.kind,
+                "platform": self.step.platform,
+                "why": self.step.why,
+                "release": self.step.release,
+            }
+        return data
+
+
+@dataclass
+class Converged:
+    """The plan as apply carries it out, and the platform steps, by service."""
+
+    plan: Plan
+    steps: dict[str, Step] = field(default_factory=dict)
+
+    def catch_up(self) -> list[Step]:
+        """Steps that need no new commit, in the plan's (dependency) order."""
+        order = {s.service: i for i, s in enumerate(self.plan.services)}
+        return sorted(
+            (s for s in self.steps.values() if s.kind in CATCH_UP_KINDS),
+            key=lambda s: order.get(s.service, len(order)),
+        )
+
+
+def converge(
+    plan: Plan,
+    state: EnvState,
+    live: Mapping[str, LiveServices],
+    *,
+    only: Collection[str] | None = None,
+) -> Converged:
+    """`plan` adjusted to what the observed platforms run.
+
+    `live` maps each observed platform's name to the services it runs. A
+    platform missing from `live` was not observed: its services keep their
+    plan as it is (nothing is concluded about them).
+    """
+    steps: dict[str, Step] = {}
+    services: list[ServicePlan] = []
+    for sp in plan.services:
+        step = _step(sp, live)
+        if step is None:
+            services.append(sp)
+            continue
+        steps[sp.service] = step
+        adjusted = _with_step(sp, step)
+        if step.kind != "watch":
+            adjusted.action = "delete" if step.kind == "prune" else "update"
+            adjusted.reasons = [PLATFORM_REASON]
+        services.append(adjusted)
+    planned = {s.service for s in plan.services}
+    for platform in sorted(live):
+        for service in sorted(live[platform]):
+            if service in planned or service in state.services or service in steps:
+                continue
+            if only and service not in only:
+                continue
+            release = live[platform][service]
+            step = Step(
+                service,
+                "prune",
+                platform,
+                f"not in {plan.env} any more, still on platform {platform}: delete it",
+                release,
+            )
+            steps[service] = step
+            services.append(
+                PlatformServicePlan(
+                    service=service, action="delete", reasons=[PLATFORM_REASON], step=step
+                )
+            )
+    return Converged(Plan(plan.env, services, plan.config_commit), steps)
+
+
+def _step(sp: ServicePlan, live: Mapping[str, LiveServices]) -> Step | None:
+    previous = sp.previous
+    if previous is None or sp.action == "delete":
+        return None
+    wanted = sp.config.platform if sp.config is not None else None
+    if sp.action == "noop" and wanted and wanted != previous.platform and sp.files is not None:
+        was = previous.platform or "none"
+        return Step(sp.service, "commit", wanted, f"platform {was} -> {wanted}")
+    release = previous.release
+    platform = previous.platform
+    if release is None or not platform or platform not in live:
+        return None
+    running = live[platform].get(sp.service)
+    present = sp.service in live[platform]
+    if sp.action in ("create", "update"):
+        # A new release follows; the one it replaces must have its outcome first.
+        if release.outcome == "committed" and present and running == release.id:
+            return Step(
+                sp.service,
+                "watch",
+                platform,
+                f"{release.id} runs on {platform} but its outcome was never recorded: "
+                "record it before the new release",
+                release.id,
+            )
+        return None
+    if sp.action != "noop":
+        return None  # blocked: a failed release is not rolled out again
+    return _catch_up(sp.service, previous, release, platform, running, present)
+
+
+def _catch_up(
+    service: str,
+    previous: ServiceState,
+    release: Release,
+    platform: str,
+    running: str | None,
+    present: bool,
+) -> Step | None:
+    if release.outcome not in ("committed", "healthy"):
+        return None
+    if present and running == release.id:
+        if release.outcome == "healthy":
+            return None
+        return Step(
+            service,
+            "record",
+            platform,
+            f"{release.id} runs on {platform}, its outcome was never recorded: watch and record",
+            release.id,
+        )
+    on_platform = (
+        f"{platform} runs {running}"
+        if present and running
+        else f"{platform} runs an unknown release"
+        if present
+        else f"not on {platform}"
+    )
+    what = "committed, not yet on the platform" if release.outcome == "committed" else "recorded"
+    return Step(
+        service,
+        "rollout",
+        platform,
+        f"{release.id} {what} ({on_platform}): roll it out"
+        if release.outcome == "committed"
+        else f"{release.id} {what} healthy, but {on_platform}: roll it out again",
+        release.id,
+    )
+
+
+def _with_step(sp: ServicePlan, step: Step) -> PlatformServicePlan:
+    values = {f.name: getattr(sp, f.name) for f in fields(ServicePlan)}
+    values["reasons"] = list(sp.reasons)
+    return PlatformServicePlan(**values, step=step)

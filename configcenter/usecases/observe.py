@@ -1,0 +1,94 @@
+"""What the platforms of an environment run, for plan and apply (see `core.converge`).
+
+One `observe()` per platform: one list call per kind for Kubernetes, one app
+listing for Marathon. Only the release each service's objects carry is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from configcenter.core.converge import Converged, LiveServices, converge
+from configcenter.core.model import Config
+from configcenter.core.plan import Plan
+from configcenter.core.state import EnvState
+from configcenter.usecases.platforms import open_platform
+from configcenter.usecases.workspace import Workspace
+
+
+class ObserveError(Exception):
+    """A platform of the environment could not be observed."""
+
+
+def env_platforms(config: Config, env: str, state: EnvState) -> list[str]:
+    """Platforms the deploy repo or the config puts services of `env` on (known ones only)."""
+    names = {s.platform for s in state.services.values() if s.platform}
+    if env in config.environments:
+        environment = config.environment(env)
+        names |= {environment.platform or ""}
+        names |= {s.platform or "" for s in environment.services.values()}
+    return sorted(n for n in names if n and n in config.project.platforms)
+
+
+def observe_env(
+    ws: Workspace,
+    env: str,
+    state: EnvState,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, LiveServices]:
+    """Platform name -> service -> the release its objects carry. Raises ObserveError."""
+    live: dict[str, LiveServices] = {}
+    for name in env_platforms(ws.config, env, state):
+        try:
+            observed = open_platform(ws.config, env, name, ws.redactor).observe()
+        except Exception as exc:
+            raise ObserveError(
+                f"platform '{name}' for {env} cannot be reached: {ws.redactor.redact(str(exc))}"
+            ) from None
+        live[name] = {service: item.release_id for service, item in observed.items()}
+        if log is not None:
+            log(f"{env}: observed {len(observed)} service(s) on platform {name}")
+    return live
+
+
+def converged_plan(
+    ws: Workspace,
+    env: str,
+    *,
+    only: Collection[str] | None = None,
+    retry: Collection[str] = (),
+    warn: Callable[[str], None] | None = None,
+) -> Converged:
+    """`plan_env`, with what the platforms run folded in (see `converge_observed`)."""
+    from configcenter.usecases.inspect import plan_env
+
+    return converge_observed(
+        ws, env, plan_env(ws, env, only=only, retry=retry), only=only, warn=warn
+    )
+
+
+def converge_observed(
+    ws: Workspace,
+    env: str,
+    plan: Plan,
+    *,
+    only: Collection[str] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Converged:
+    """`plan` with what the platforms run folded in. A platform that cannot be observed
+    is reported through `warn` and left out: the plan is then the deploy repo's alone
+    for its services."""
+    state = ws.read_state(env)
+    live: dict[str, LiveServices] = {}
+    for name in env_platforms(ws.config, env, state):
+        try:
+            observed = open_platform(ws.config, env, name, ws.redactor).observe()
+        except Exception as exc:
+            if warn is not None:
+                warn(
+                    f"platform '{name}' not observed ({ws.redactor.redact(str(exc))}); "
+                    "the plan compares with the deploy repo only for its services"
+                )
+            continue
+        live[name] = {service: item.release_id for service, item in observed.items()}
+    return converge(plan, state, live, only=only)

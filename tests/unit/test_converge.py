@@ -1,0 +1,158 @@
+"""core.converge: the plan adjusted to what the platform runs (pure, no platform needed)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from configcenter.core.converge import (
+    PLATFORM_REASON,
+    PlatformServicePlan,
+    converge,
+)
+from configcenter.core.plan import Plan, make_plan
+from configcenter.core.render import Renderer
+from configcenter.core.state import EnvState
+from tests.support.configrepo import ConfigRepo, deploy_files, state_after
+
+
+def deployed(repo: ConfigRepo) -> tuple[EnvState, dict[str, bytes]]:
+    plan = make_plan(repo.load(), "dev", EnvState("dev"), Renderer(), {}.get)
+    return state_after(plan, release_id="r1"), deploy_files(plan)
+
+
+def replan(repo: ConfigRepo, state: EnvState, files: dict[str, bytes]) -> Plan:
+    return make_plan(repo.load(), "dev", state, Renderer(), files.get)
+
+
+def with_outcome(state: EnvState, outcome: str, *services: str) -> EnvState:
+    out = EnvState(state.env, dict(state.services))
+    for name in services or tuple(state.services):
+        record = out.services[name]
+        assert record.release is not None
+        out.services[name] = replace(record, release=replace(record.release, outcome=outcome))
+    return out
+
+
+def actions(plan: Plan) -> dict[str, tuple[str, list[str]]]:
+    return {s.service: (s.action, s.reasons) for s in plan.services}
+
+
+def test_platform_running_the_recorded_releases_changes_nothing(repo: ConfigRepo) -> None:
+    state, files = deployed(repo)
+    state = with_outcome(state, "healthy")
+    plan = replan(repo, state, files)
+
+    result = converge(plan, state, {"local": {"db": "r1", "api": "r1"}})
+
+    assert result.steps == {}
+    assert actions(result.plan) == {"db": ("noop", []), "api": ("noop", [])}
+
+
+def test_committed_but_not_live_is_rolled_out_with_reason_platform(repo: ConfigRepo) -> None:
+    state, files = deployed(repo)  # committed (--no-rollout), nothing on the platform
+    plan = replan(repo, state, files)
+
+    result = converge(plan, state, {"local": {}})
+
+    assert actions(result.plan) == {
+        "db": ("update", [PLATFORM_REASON]),
+        "api": ("update", [PLATFORM_REASON]),
+    }
+    assert [(s.service, s.kind) for s in result.catch_up()] == [
+        ("db", "rollout"),
+        ("api", "rollout"),
+    ]
+    assert "committed, not yet on the platform" in result.steps["api"].why
+    api = result.plan.services[1]
+    assert isinstance(api, PlatformServicePlan)
+    assert api.to_json()["platform"]["step"] == "rollout"
+
+
+def test_live_release_without_an_outcome_is_watched_and_recorded(repo: ConfigRepo) -> None:
+    state, files = deployed(repo)
+    state = with_outcome(state, "healthy", "db")  # api: applied, then the apply died
+    plan = replan(repo, state, files)
+
+    result = converge(plan, state, {"local": {"db": "r1", "api": "r1"}})
+
+    assert {s.service: s.kind for s in result.catch_up()} == {"api": "record"}
+    assert "never recorded" in result.steps["api"].why
+
+
+def test_healthy_record_but_another_release_live_is_rolled_out_again(repo: ConfigRepo) -> None:
+    state, files = deployed(repo)
+    state = with_outcome(state, "healthy")
+    plan = replan(repo, state, files)
+
+    result = converge(plan, state, {"local": {"db": "r1", "api": "r0"}})
+
+    step = result.steps["api"]
+    assert (step.kind, step.release) == ("rollout", "r1")
+    assert "local runs r0" in step.why
+
+
+def test_failed_release_is_not_rolled_out_again(repo: ConfigRepo) -> None:
+    state, files = deployed(repo)
+    state = with_outcome(state, "failed", "api")
+    state = with_outcome(state, "healthy", "db")
+    plan = replan(repo, state, files)
+
+    result = converge(plan, state, {"local": {"db": "r1"}})
+
+    assert result.steps == {}
+    assert actions(result.plan)["api"][0] == "blocked"
+
+
+def test_a_service_gone_from_the_environment_but_live_is_pruned(repo: ConfigRepo) -> None:
+    state, files = deployed(repo)
+    state = with_outcome(state, "healthy")
+    plan = replan(repo, state, files)
+
+    result = converge(plan, state, {"local": {"db": "r1", "api": "r1", "ghost": "g7"}})
+
+    assert actions(result.plan)["ghost"] == ("delete", [PLATFORM_REASON])
+    assert [(s.service, s.kind, s.platform) for s in result.catch_up()] == [
+        ("ghost", "prune", "local")
+    ]
+    # --service limits pruning like everything else.
+    assert "ghost" not in converge(plan, state, {"local": {"ghost": "g7"}}, only=["api"]).steps
+
+
+def test_unobserved_platform_concludes_nothing(repo: ConfigRepo) -> None:
+    state, files = deployed(repo)
+    plan = replan(repo, state, files)
+
+    assert converge(plan, state, {}).steps == {}
+
+
+def test_an_unrecorded_live_release_is_watched_before_a_new_one(repo: ConfigRepo) -> None:
+    state, files = deployed(repo)
+    state = with_outcome(state, "healthy", "db")
+    text = repo.read("environments/dev/api.yaml")
+    repo.write("environments/dev/api.yaml", text + "values: {LOG_LEVEL: warn}\n")
+    plan = replan(repo, state, files)
+
+    result = converge(plan, state, {"local": {"db": "r1", "api": "r1"}})
+
+    assert actions(result.plan)["api"] == ("update", ["values"])
+    assert [(s.service, s.kind) for s in result.catch_up()] == [("api", "watch")]
+
+
+def test_a_platform_added_later_is_committed_then_rolled_out(repo: ConfigRepo) -> None:
+    env_file = "environments/dev/_env.yaml"
+    with_platform = repo.read(env_file)
+    repo.write(env_file, with_platform.replace("platform: local\n", ""))
+    plan = make_plan(repo.load(), "dev", EnvState("dev"), Renderer(), {}.get, only=["db"])
+    state, files = state_after(plan, release_id="r1"), deploy_files(plan)
+    assert state.services["db"].platform is None
+    repo.write(env_file, with_platform)
+    plan = make_plan(repo.load(), "dev", state, Renderer(), files.get, only=["db"])
+    assert actions(plan)["db"] == ("noop", []), "the deploy repo alone sees nothing to do"
+
+    result = converge(plan, state, {})
+
+    assert actions(result.plan)["db"] == ("update", [PLATFORM_REASON])
+    step = result.steps["db"]
+    assert (step.kind, step.platform) == ("commit", "local")
+    assert step.why == "platform none -> local"
+    assert result.catch_up() == []

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from configcenter.adapters.k8s_manifests import APPLIED_KINDS_ANNOTATION, MASK
+from configcenter.adapters.k8s_manifests import APPLIED_KINDS_ANNOTATION, FIELD_MANAGER, MASK
 
 #: Bookkeeping annotations written by tools, controllers and the adapter's own
 #: prune record, never by a template.
@@ -95,6 +95,10 @@ def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
         # Status writes are the controllers'; the scale subresource is `kubectl scale`
         # changing spec.replicas, which is exactly the drift worth seeing.
         if entry.get("subresource") == "status":
+            continue
+        # A heal replaces an object as configcenter (an Update, not an Apply): what the
+        # server defaulted in that replace is not something anyone set.
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Update":
             continue
         _merge(fields, entry.get("fieldsV1") or {})
     if fields:

@@ -380,3 +380,33 @@ def test_add_service_then_no_rollout_crash_and_rerun_converge(
     assert cluster.deployments() == {"db", "worker"}
     assert services(world)["worker"]["release"]["outcome"] == "healthy"
     assert reconcile_drift(world) == []
+
+
+# -- a broken config repo does not block rollback and history --------------------------------------
+
+
+def test_rollback_and_history_work_from_the_deploy_repo_when_the_config_is_broken(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    world = k8s_world(tmp_path, k8s_namespace, services=("db", "worker"))
+    expect(world.cc("apply", "dev"), 0)
+    good = services(world)["worker"]["release"]["id"]
+    set_service(world, "worker", LOG_LEVEL="debug")
+    expect(world.cc("apply", "dev"), 0)
+    assert cluster.config("worker")["LOG_LEVEL"] == "debug"
+    # Someone breaks another service's file: the whole environment no longer loads.
+    world.config.write("environments/dev/db.yaml", "template: [1.0.0\n")
+    world.config.commit("db: broken")
+    assert world.cc("plan", "dev").code == 1
+
+    listed = world.ok("history", "dev", "--service", "worker", "--json")
+    assert "does not load" in listed.stderr and "environments/dev/db.yaml" in listed.stderr
+    releases = json.loads(listed.stdout)["releases"]
+    assert good in [r["release"] for r in releases]
+
+    back = world.ok("rollback", "dev", "worker")
+
+    assert "does not load" in back.output and f"rolled back to {good}" in back.stdout
+    assert cluster.config("worker")["LOG_LEVEL"] == "info"
+    assert live_release(cluster, "worker") == good and cluster.healthy("worker")
+    assert services(world)["worker"]["release"]["id"] == good

@@ -1,0 +1,124 @@
+"""reconcile --heal makes live objects equal to the release on everything configcenter
+renders, leaves other managers' labels and annotations alone, and never rewrites a
+release's recorded outcome (on the real control plane)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rollout.test_converge_cluster import _pin, _release_worker_with_service
+from tests.rollout.test_kubernetes import Cluster, expect, k8s_world, services
+from tests.support.e2e_fixtures import SECRET_ENV, World
+from tests.support.k8s_fixtures import K8sNamespace
+
+pytestmark = pytest.mark.k8s
+
+
+@pytest.fixture
+def cluster(k8s_namespace: K8sNamespace) -> Cluster:
+    return Cluster(k8s_namespace)
+
+
+def reconcile(world: World, *args: str) -> tuple[int, dict[str, Any]]:
+    result = world.cc("reconcile", "dev", "--json", *args)
+    return result.code, json.loads(result.stdout)
+
+
+def drifts(report: dict[str, Any]) -> dict[str, tuple[str | None, str | None]]:
+    return {d["field"]: (d["desired"], d["live"]) for s in report["services"] for d in s["drifts"]}
+
+
+def test_heal_removes_foreign_fields_keeps_foreign_metadata_and_the_service_uid(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    world = k8s_world(tmp_path, k8s_namespace, services=("worker",))
+    _release_worker_with_service(world)
+    _pin(world, "worker", "1.1.0")
+    expect(world.cc("apply", "dev"), 0)
+    service = cluster.core.read_namespaced_service("worker", cluster.ns)
+    uid, ip = service.metadata.uid, service.spec.cluster_ip
+    head, record = world.head(), services(world)["worker"]
+    rs = cluster.active_rs("worker")
+
+    # Other managers at work: `kubectl set env`, a hand-added ConfigMap key, a Service
+    # port edited by hand, and labels/annotations a policy controller adds.
+    cluster.apps.patch_namespaced_deployment(
+        "worker",
+        cluster.ns,
+        {
+            "metadata": {"labels": {"team": "shop"}, "annotations": {"owner": "ops"}},
+            "spec": {
+                "template": {
+                    "spec": {"containers": [{"name": "app", "env": [{"name": "X", "value": "1"}]}]}
+                }
+            },
+        },
+        field_manager="kubectl-set",
+    )
+    cluster.core.patch_namespaced_config_map(
+        "worker-config", cluster.ns, {"data": {"EXTRA": "1"}}, field_manager="kubectl-edit"
+    )
+    cluster.core.patch_namespaced_service(
+        "worker",
+        cluster.ns,
+        [{"op": "replace", "path": "/spec/ports/0/port", "value": 8080}],
+        field_manager="kubectl-edit",
+    )
+
+    code, report = reconcile(world)
+    assert code == 0
+    found = drifts(report)
+    assert found["Deployment/worker spec.template.spec.containers[app].env[X].value"] == (
+        None,
+        "1",
+    )
+    assert found["ConfigMap/worker-config data.EXTRA"] == (None, "1")
+    assert found["Service/worker spec.ports[http].port"] == ("80", "8080")
+    assert not [f for f in found if "team" in f or "owner" in f], "others' metadata is not drift"
+
+    code, healed = reconcile(world, "--heal")
+
+    assert code == 0, healed
+    assert [(r["service"], r["outcome"]) for r in healed["healed"]] == [("worker", "healthy")]
+    live = cluster.deployment("worker")
+    assert not live.spec.template.spec.containers[0].env
+    assert (live.metadata.labels["team"], live.metadata.annotations["owner"]) == ("shop", "ops")
+    assert cluster.active_rs("worker") == rs, "back on the release's own ReplicaSet"
+    assert "EXTRA" not in cluster.config("worker")
+    service = cluster.core.read_namespaced_service("worker", cluster.ns)
+    assert [p.port for p in service.spec.ports] == [80]
+    assert (service.metadata.uid, service.spec.cluster_ip) == (uid, ip)
+    assert world.head() == head and services(world)["worker"] == record, "heal records nothing"
+    assert drifts(reconcile(world)[1]) == {}
+
+
+def test_a_failed_heal_is_a_failed_run_and_leaves_the_release_record_alone(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    world = k8s_world(tmp_path, k8s_namespace, services=("db", "api"))
+    expect(world.cc("apply", "dev"), 0)
+    head, record = world.head(), services(world)["api"]
+    cluster.apps.patch_namespaced_deployment("api", cluster.ns, {"spec": {"replicas": 3}})
+
+    secret = world.env.pop(SECRET_ENV)  # api's secret cannot be resolved now
+    try:
+        code, report = reconcile(world, "--heal")
+    finally:
+        world.env[SECRET_ENV] = secret
+
+    assert code != 0
+    [healed] = report["healed"]
+    assert (healed["service"], healed["outcome"]) == ("api", "failed")
+    assert SECRET_ENV in healed["reason"]
+    assert world.head() == head, "nothing is committed for a failed heal"
+    assert services(world)["api"] == record
+    assert record["release"]["outcome"] == "healthy"
+    assert world.runs()[-1][1:] == ("reconcile", "dev", "cli", "failed")
+    plan = json.loads(world.ok("plan", "dev", "--json").stdout)
+    assert {s["service"]: s["action"] for s in plan["services"]} == {"db": "noop", "api": "noop"}
+    code, _ = reconcile(world, "--heal")
+    assert code == 0 and cluster.deployment("api").spec.replicas == 1

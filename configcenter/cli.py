@@ -133,7 +133,7 @@ def handle_errors(fn: F) -> F:
             if isinstance(exc, known):
                 message = str(exc)
                 if wants_json():
-                    fail([Problem(Source(""), message, getattr(exc, "hint", ""))])
+                    fail([_problem_of(exc)])
                 raise UserError(message) from None
             exc.add_note(
                 "This is a bug in configcenter, not a problem with your input: please report "
@@ -142,6 +142,15 @@ def handle_errors(fn: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _problem_of(exc: BaseException) -> Problem:
+    """A typed user error keeps its file, line and hint as data; others are one message."""
+    from configcenter.core import errors as core_errors
+
+    if isinstance(exc, core_errors.UserError):
+        return Problem(exc.source or Source(""), exc.message, exc.hint)
+    return Problem(Source(""), str(exc), getattr(exc, "hint", "") or "")
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -638,8 +647,10 @@ def init(
 @pass_ws
 @handle_errors
 def services(ws: Workspace, envs: tuple[str, ...], as_json: bool) -> None:
-    """Services of each ENV (default: every environment): template tag, image, platform,
-    replicas, and what the deploy repo last recorded."""
+    """Services per environment: template tag, image, platform, replicas, deployed release.
+
+    ENV... limits the list (default: every environment).
+    """
     from configcenter.usecases.compare import list_services
 
     if envs:
@@ -686,8 +697,11 @@ def services(ws: Workspace, envs: tuple[str, ...], as_json: bool) -> None:
 def diff_cmd(
     ws: Workspace, left: str, right: str, services_: tuple[str, ...], as_json: bool
 ) -> None:
-    """What differs between ENV1 and ENV2: template tags, images, replicas, values by key
-    (with the file:line each came from) and rendered files. Secrets are masked."""
+    """What differs between two environments: pins, values, rendered files.
+
+    Template tags, images, replicas, values by key (with the file:line each came from on
+    each side) and rendered file diffs. Secrets are masked.
+    """
     from configcenter.usecases.compare import diff_envs
 
     result = diff_envs(ws, left, right, services_)
@@ -707,8 +721,11 @@ def diff_cmd(
 @pass_ws
 @handle_errors
 def show(ws: Workspace, env: str, release: str, files: bool, as_json: bool) -> None:
-    """One release of ENV (an id from `history`): outcome, template, image, replicas,
-    values (secrets masked) and its rendered files."""
+    """One release of ENV (an id from `history`), with its files.
+
+    Outcome, template, image, replicas, values (secrets masked) and rendered files, as
+    the deploy repo recorded them.
+    """
     ws.focus = (env,)
     from configcenter.usecases.compare import find_release
 

@@ -286,3 +286,17 @@ def test_a_dependency_that_failed_to_load_is_not_called_undeployed(repo: ConfigR
     messages = [p["message"] for p in data["problems"]]
     assert messages == ["template tag 'db/9.9.9' does not exist"]
     assert data["problems"][0]["hint"] == "released: 1.0.0"
+
+
+def test_a_typed_user_error_keeps_file_line_and_hint_as_data() -> None:
+    from configcenter.cli import _problem_of, problem_json
+    from configcenter.core.errors import UserError
+
+    exc = UserError("bad thing", file="environments/dev/api.yaml", line=3, hint="fix it")
+    assert problem_json(_problem_of(exc)) == {
+        "file": "environments/dev/api.yaml",
+        "line": 3,
+        "message": "bad thing",
+        "hint": "fix it",
+        "severity": "error",
+    }

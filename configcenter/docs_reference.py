@@ -330,9 +330,10 @@ def config_reference() -> str:
             )
         lines.append("")
     lines += ["## Adapter kinds", "", "| port | kind | what |", "| --- | --- | --- |"]
-    for port in ("platform", "builder", "forge", "run_store", "secret_backend"):
-        for kind in kinds.REGISTRY.kinds(port):  # type: ignore[arg-type]
-            found = kinds.REGISTRY.find(port, kind)  # type: ignore[arg-type]
+    ports: tuple[kinds.Port, ...] = ("platform", "builder", "forge", "run_store", "secret_backend")
+    for port in ports:
+        for kind in kinds.REGISTRY.kinds(port):
+            found = kinds.REGISTRY.find(port, kind)
             lines.append(f"| {port} | `{kind}` | {_cell(found.description if found else '')} |")
     lines.append("")
     return "\n".join(lines)

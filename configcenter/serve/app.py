@@ -208,12 +208,25 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
 
     def healthz(request: Request) -> Response:
         """
-        summary: Liveness, and whether this replica is the leader
-        responses: {200: {description: "{ok, leader, identity}"}}
+        summary: Liveness, and whether this replica is (or can be) the leader
+        description: >-
+          can_lead is false, with the reason in problem and status 503, while the
+          leader Lease cannot be used (its namespace is missing, RBAC denies it):
+          such a replica still takes webhooks but the schedule never runs on it.
+        responses:
+          200: {description: "{ok, leader, can_lead, identity}"}
+          503: {description: "{ok: false, leader: false, can_lead: false, problem, identity}"}
         """
-        return JSONResponse(
-            {"ok": True, "leader": engine.leader.is_leader(), "identity": engine.identity}
-        )
+        problem = engine.leader.problem()
+        body = {
+            "ok": not problem,
+            "leader": engine.leader.is_leader(),
+            "can_lead": not problem,
+            "identity": engine.identity,
+        }
+        if problem:
+            body["problem"] = problem
+        return JSONResponse(body, status_code=503 if problem else 200)
 
     def api_environments(request: Request) -> Response:
         """

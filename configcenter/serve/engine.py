@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,12 +32,17 @@ from configcenter.serve.metrics import Metrics
 from configcenter.usecases.workspace import Workspace
 
 if TYPE_CHECKING:
-    from configcenter.ports.runstore import RunStore
+    from configcenter.ports.runstore import Run, RunStore
 
 log = logging.getLogger(__name__)
 
-#: A replica that has not beaten for this long is gone; its running jobs are queued again.
+#: A replica that has not beaten for this long is gone; its running jobs are queued again
+#: and its running runs are closed as failed (replicas beat every 0.5 s).
 STALE_REPLICA_SECONDS = 60.0
+#: How often the leader looks for runs and jobs of replicas that stopped beating.
+REAP_EVERY_SECONDS = 5.0
+#: The run detail naming the replica that runs it.
+REPLICA_DETAIL = "replica"
 
 
 def parse_interval(raw: str, where: str) -> float:
@@ -53,12 +58,31 @@ def default_identity() -> str:
 
 
 class ServeWorkspace(Workspace):
-    """A Workspace whose run store and redactor are the server's, shared by every run."""
+    """A Workspace whose run store and redactor are the server's, shared by every run.
 
-    def __init__(self, base: Workspace, store: RunStore, redactor: Redactor) -> None:
+    Runs it starts carry the replica's identity, so when the replica dies (on any
+    host) the leader can close them by its missing heartbeat, not by a pid.
+    """
+
+    def __init__(
+        self, base: Workspace, store: RunStore, redactor: Redactor, identity: str = ""
+    ) -> None:
         super().__init__(base.root, base.deploy_repo_url, base.run_store_url, base.strict)
         self._store = store
         self._shared_redactor = redactor
+        self._identity = identity
+
+    def start_run(
+        self,
+        kind: str,
+        env: str,
+        services: Sequence[str],
+        trigger: str,
+        actor: str,
+        details: dict[str, object] | None = None,
+    ) -> Run:
+        tagged = {**(details or {}), REPLICA_DETAIL: self._identity} if self._identity else details
+        return super().start_run(kind, env, services, trigger, actor, tagged)
 
     @property
     def run_store(self) -> RunStore:
@@ -100,6 +124,7 @@ class Engine:
         self._env_locks: dict[str, threading.Lock] = {}
         self._env_locks_guard = threading.Lock()
         self._config_lock = threading.Lock()
+        self._next_reap = 0.0
 
     @cached_property
     def run_store(self) -> RunStore:
@@ -114,6 +139,9 @@ class Engine:
             requeued += self.jobs.requeue_orphaned(0)
         if requeued:
             log.info("requeued %d job(s) left running by a previous start", len(requeued))
+        closed = self.close_dead_runs(lambda replica: replica == self.identity)
+        if closed:
+            log.info("closed %d run(s) left running by a previous start", len(closed))
         self.leader.start()
         self.jobs.heartbeat(self.identity, self.leader.is_leader())
         for index in range(self.workers):
@@ -154,11 +182,59 @@ class Engine:
                 self.jobs.heartbeat(self.identity, leader)
                 self.metrics.set("configcenter_leader", 1.0 if leader else 0.0)
                 if leader:
-                    self.jobs.requeue_orphaned(STALE_REPLICA_SECONDS)
+                    if time.monotonic() >= self._next_reap:
+                        self._next_reap = time.monotonic() + REAP_EVERY_SECONDS
+                        self.reap_dead_replicas()
                     self._schedule()
             except Exception as exc:
                 log.warning("schedule: %s", self.redactor.redact(str(exc)))
             self._stop.wait(0.5)
+
+    def reap_dead_replicas(
+        self, stale_after: float = STALE_REPLICA_SECONDS
+    ) -> tuple[list[str], list[str]]:
+        """Jobs and runs of replicas silent for `stale_after` seconds: requeued / closed.
+
+        Replicas beat into the shared store (serve_replicas.seen_at); a replica
+        that stopped (killed, its node gone) is recognised there whatever host
+        it ran on. Returns (requeued job ids, closed run ids).
+        """
+        jobs = self.jobs.requeue_orphaned(stale_after)
+        dead = self.jobs.silent_replicas(stale_after)
+        runs = self.close_dead_runs(
+            lambda replica: replica != self.identity and replica in dead,
+            f"no heartbeat for {stale_after:g}s",
+        )
+        if jobs or runs:
+            log.warning(
+                "replica(s) %s stopped: requeued %d job(s), closed %d run(s)",
+                ", ".join(sorted(dead)) or "?",
+                len(jobs),
+                len(runs),
+            )
+        return jobs, runs
+
+    def close_dead_runs(
+        self, is_dead: Callable[[str], bool], why: str = "it restarted"
+    ) -> list[str]:
+        """Finish as failed the `running` runs whose replica `is_dead`."""
+        from configcenter.ports.runstore import RunStoreError
+
+        closed = []
+        for run in self.run_store.list(limit=500):
+            replica = run.details.get(REPLICA_DETAIL)
+            if run.outcome != "running" or not isinstance(replica, str) or not is_dead(replica):
+                continue
+            try:
+                self.run_store.finish(
+                    run.id,
+                    "failed",
+                    {"error": f"serve replica {replica} stopped before the run ended ({why})"},
+                )
+            except RunStoreError:  # another replica closed it first
+                continue
+            closed.append(run.id)
+        return closed
 
     def _schedule(self) -> None:
         """Queue `schedule:<env>:<slot>` once per interval; the id dedupes across replicas."""
@@ -213,7 +289,7 @@ class Engine:
 
     def fresh_workspace(self) -> ServeWorkspace:
         """A Workspace that loads the config repo anew (as it is on disk now)."""
-        ws = ServeWorkspace(self.base, self.run_store, self.redactor)
+        ws = ServeWorkspace(self.base, self.run_store, self.redactor, self.identity)
         with self._config_lock:
             _ = ws.config
         return ws

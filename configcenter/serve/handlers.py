@@ -146,11 +146,13 @@ def run_job(engine: Engine, job: Job) -> JobOutcome:
 def _reconcile(engine: Engine, job: Job) -> JobOutcome:
     from configcenter.usecases.reconcile import reconcile
 
-    ws = engine.fresh_workspace()
     env = job.env
     heal = bool(job.payload.get("heal"))
     started = time.monotonic()
     with engine.env_lock(env):
+        # Under the lock, so a heal puts back the newest config, never an older one.
+        engine.update_config_repo()
+        ws = engine.fresh_workspace()
         try:
             report = reconcile(ws, env, heal=heal, trigger="schedule", actor=engine.identity)
         except Exception:
@@ -247,6 +249,9 @@ def _apply_envs(
         )
         with engine.env_lock(env):
             try:
+                # Fetch again under the lock: another replica may have applied a newer
+                # push while this job waited; the last push must win.
+                engine.update_config_repo()
                 result = apply_env(engine.fresh_workspace(), env, options)
             except Exception as exc:
                 engine.record_run("apply", "failed", time.monotonic() - started)
@@ -305,15 +310,21 @@ def _via_promotion(engine: Engine, job: Job, handler: Any) -> JobOutcome:
     """Hand the event to the promotion use case, after fetching the config repo.
 
     It may apply any environment, so every environment's lock is held (in a
-    fixed order, so two workers never deadlock) while it runs.
+    fixed order, so two workers never deadlock) while it runs. The config repo
+    is fetched and loaded only once the locks are held: a job that waited for
+    them (behind another replica's apply of a newer push) applies the newest
+    default branch, never the older one it would have fetched before waiting.
     """
-    covered_up_to = engine.jobs.last_seq()
-    note = engine.update_config_repo()
-    ws = engine.fresh_workspace()
-    envs = sorted(ws.config.project.environments)
+    envs = sorted(engine.fresh_workspace().config.project.environments)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         for env in envs:
+            stack.enter_context(engine.env_lock(env))
+        covered_up_to = engine.jobs.last_seq()
+        note = engine.update_config_repo()
+        ws = engine.fresh_workspace()
+        added = sorted(set(ws.config.project.environments) - set(envs))
+        for env in added:  # a new environment came with this fetch: lock it too
             stack.enter_context(engine.env_lock(env))
         try:
             results = handler(ws, _event_of(job))

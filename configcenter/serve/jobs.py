@@ -333,6 +333,15 @@ class JobStore:
                 )
             return ids
 
+    def silent_replicas(self, stale_after: float) -> set[str]:
+        """Identities whose last heartbeat is older than `stale_after` seconds."""
+        cutoff = now_text(datetime.now(UTC) - timedelta(seconds=stale_after))
+        with self._tx() as cur:
+            rows = self._run(
+                cur, "SELECT identity FROM serve_replicas WHERE seen_at < ?", (cutoff,)
+            ).fetchall()
+            return {str(r[0]) for r in rows}
+
     def requeue_mine(self, identity: str) -> list[str]:
         """On start: jobs this identity was running when it last stopped."""
         with self._tx() as cur:

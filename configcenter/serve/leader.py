@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 class Leadership(Protocol):
     def is_leader(self) -> bool: ...
 
+    def problem(self) -> str:
+        """Why this replica cannot lead now (no namespace, no RBAC); "" when it can."""
+        ...
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -34,6 +38,9 @@ class SoleLeader:
 
     def is_leader(self) -> bool:
         return True
+
+    def problem(self) -> str:
+        return ""
 
     def start(self) -> None:
         return None
@@ -71,9 +78,16 @@ class LeaseLeader:
         self._thread = threading.Thread(target=self._loop, name="configcenter-lease", daemon=True)
         self._api: Any = None
         self.last_error = ""
+        #: Set when the Lease API says this replica can never hold the lease as
+        #: things are (namespace missing, RBAC denies, credentials refused).
+        self._problem = ""
+        self._logged_at = 0.0
 
     def is_leader(self) -> bool:
         return time.monotonic() < self._leader_until
+
+    def problem(self) -> str:
+        return self._problem
 
     def start(self) -> None:
         from kubernetes import client, config
@@ -112,9 +126,47 @@ class LeaseLeader:
             else:
                 self._leader_until = 0.0
             self.last_error = ""
+            if self._problem:
+                log.info("leader lease %s/%s: usable again", self.namespace, self.name)
+            self._problem = ""
         except Exception as exc:  # the API is unreachable: keep what we have until it lapses
             self.last_error = f"{type(exc).__name__}: {getattr(exc, 'reason', '') or exc}"
-            log.warning("leader lease %s/%s: %s", self.namespace, self.name, self.last_error)
+            problem = self._diagnose(exc)
+            now = time.monotonic()
+            if problem:
+                self._leader_until = 0.0
+                if problem != self._problem or now - self._logged_at > 60:
+                    log.error("leader lease: %s", problem)
+                    self._logged_at = now
+                self._problem = problem
+            elif now - self._logged_at > 60 or not self._logged_at:
+                log.warning("leader lease %s/%s: %s", self.namespace, self.name, self.last_error)
+                self._logged_at = now
+
+    def _diagnose(self, exc: Exception) -> str:
+        """A problem no retry fixes by itself, said with its fix; "" for passing trouble."""
+        status = getattr(exc, "status", None)
+        where = f"Lease {self.namespace}/{self.name}"
+        if status == 404:
+            return (
+                f"{where}: namespace {self.namespace!r} does not exist, so this replica can "
+                "never lead (the reconcile schedule does not run): create it or pass "
+                "--lease-namespace with an existing namespace"
+            )
+        if status == 403:
+            return (
+                f"{where}: the API server refused (HTTP 403 Forbidden), so this replica can "
+                "never lead (the reconcile schedule does not run): bind a Role allowing get, "
+                f"create and update on leases.coordination.k8s.io in namespace "
+                f"{self.namespace!r} to the account serve runs as (see README, 'More than one "
+                "replica')"
+            )
+        if status == 401:
+            return (
+                f"{where}: the API server did not accept the credentials (HTTP 401): check "
+                "--kubeconfig (or the pod's service account token)"
+            )
+        return ""
 
     def _acquire_or_renew(self) -> bool:
         from kubernetes.client.exceptions import ApiException
@@ -141,7 +193,7 @@ class LeaseLeader:
             except ApiException as create_error:
                 if create_error.status == 409:
                     return False  # another replica created it first
-                raise
+                raise  # 404 here: the namespace does not exist
             log.info("leader lease %s/%s: acquired (created)", self.namespace, self.name)
             return True
         current = lease.spec

@@ -307,7 +307,8 @@ def _commit_release(
                 names = ", ".join(s.service for s in pending)
                 raise ApplyError(
                     f"{names}: the image must be built first (its source or Dockerfile inputs "
-                    f"changed); run without --no-build, or `configcenter build {env} SERVICE`"
+                    "changed); run without --no-build, or first "
+                    + " and ".join(f"`configcenter build {env} {s.service}`" for s in pending)
                 )
             from configcenter.usecases.images import build_images
 
@@ -543,7 +544,8 @@ def _guard_config_commit(
         return f"{worst} config {current} applied over {applied} ({names})"
     raise ApplyError(
         f"{what}. Nothing was changed. `git pull` to apply the newest config; "
-        f"`configcenter rollback {env} SERVICE` to go back to an earlier release on purpose; "
+        + " or ".join(f"`configcenter rollback {env} {name}`" for name in sorted(found))
+        + " to go back to an earlier release on purpose; "
         "or `apply --allow-stale-config` to apply this commit anyway (recorded in the "
         "deploy repo commit)"
     )

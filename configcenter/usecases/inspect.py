@@ -75,9 +75,49 @@ def validate(ws: Workspace) -> ValidationReport:
                 renders += 1
             except RenderError as exc:
                 problems.items.append(exc.problem)
+    _check_moved_tags(ws, problems)
     problems.raise_if_errors(ws.strict)
     services = sum(len(e.services) for e in config.environments.values())
     return ValidationReport(len(config.environments), services, renders, ws.problems.warnings)
+
+
+def _check_moved_tags(ws: Workspace, problems: ProblemList) -> None:
+    """A released tag that now points elsewhere than the deploy repo recorded (as plan does).
+
+    Only when the deploy repo is a reachable path or URL; validate never needs it.
+    """
+    from configcenter.core.errors import TransientFailure
+    from configcenter.ports.deploy_repo import DeployRepoError
+
+    if not ws.deploy_repo_exists():
+        return
+    config = ws.config
+    for env, environment in config.environments.items():
+        try:
+            state = ws.read_state(env)
+        except (DeployRepoError, TransientFailure) as exc:
+            ws.problems.warning(
+                config.project.doc.source("deploy_repo"),
+                f"deploy repo not read, moved tags not checked: {exc}",
+            )
+            return
+        for name, service in environment.services.items():
+            previous = state.services.get(name)
+            template = service.template
+            if (
+                previous is not None
+                and previous.template_tag == template.tag
+                and previous.template_commit
+                and template.commit
+                and previous.template_commit != template.commit
+            ):
+                problems.error(
+                    service.source("template"),
+                    f"template tag {name}/{template.tag} moved: the deploy repo recorded "
+                    f"commit {previous.template_commit[:12]}, the tag now points at "
+                    f"{template.commit[:12]}",
+                    "released tags must not move; release a new version instead",
+                )
 
 
 @dataclass

@@ -132,6 +132,12 @@ def test_moved_tag_is_refused(repo: ConfigRepo, remote: DeployRemote) -> None:
         "environments/dev/api.yaml:1: error: template tag api/1.0.0 moved: the deploy repo "
         "recorded commit "
     )
+    # validate says so too (it passed a tag that plan rejects).
+    validated = CliRunner().invoke(
+        cli_group, ["-C", str(repo.root), "--deploy-repo", remote.url, "validate"]
+    )
+    assert validated.exit_code == 1
+    assert "error: template tag api/1.0.0 moved" in validated.stderr
 
 
 def test_secret_never_resolved(repo: ConfigRepo, remote: DeployRemote) -> None:

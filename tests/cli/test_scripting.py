@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from configcenter.cli import EXIT_USAGE
 from configcenter.cli import cli as cli_group
-from tests.support.configrepo import ConfigRepo
+from tests.support.configrepo import ConfigRepo, git
 
 API_DEV = "environments/dev/api.yaml"
 PROBLEM_KEYS = {"file", "line", "message", "hint", "severity"}
@@ -300,3 +300,38 @@ def test_a_typed_user_error_keeps_file_line_and_hint_as_data() -> None:
         "hint": "fix it",
         "severity": "error",
     }
+
+
+def test_no_build_names_the_service_to_build_not_a_placeholder(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    source = ConfigRepo.init(tmp_path / "api-src")
+    source.write("main.txt", "hello\n")
+    source.commit("source")
+    repo.write(
+        "templates/api/template.yaml",
+        "outputs: [app.env, deployment.yaml, Dockerfile]\nenv: [LOG_LEVEL, DB_HOST, DB_PASSWORD]\n"
+        "depends_on: [db]\nbuild: {dockerfile: Dockerfile}\n",
+    )
+    repo.write("templates/api/Dockerfile.j2", "FROM scratch\nCOPY main.txt /\n")
+    repo.write(API_DEV, f"template: HEAD\nimage: {{source: {{repo: {source.root}}}}}\n")
+    deploy = tmp_path / "deploy.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(deploy))
+    result = run(repo, "apply", "dev", "--no-build", "--no-rollout", "--deploy-repo", str(deploy))
+    assert result.exit_code == 1, result.output
+    assert "`configcenter build dev api`" in result.stderr
+    assert "SERVICE" not in result.stderr
+
+
+def test_one_huge_problem_is_clipped_in_text_whole_in_json(repo: ConfigRepo) -> None:
+    # A problem naming 500 services used to be printed as one unreadable 60 KB line.
+    repo.write(
+        "environments/dev/api.yaml",
+        "template: 1.0.0\nimage: {ref: x}\nplatform: " + "p" * 5000 + "\n",
+    )
+    text = run(repo, "validate")
+    assert text.exit_code == 1
+    assert max(len(line) for line in text.stderr.splitlines()) < 600
+    assert "more characters; --json has all" in text.stderr
+    data = one_json(run(repo, "validate", "--json"))
+    assert any(len(p["message"]) > 5000 for p in data["problems"])

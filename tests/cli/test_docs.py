@@ -3,6 +3,7 @@ that run as written, shell completion of environment and service names."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -14,12 +15,16 @@ from pathlib import Path
 
 import click
 import pytest
+import requests
 from click.shell_completion import ShellComplete
 
 from configcenter.cli import cli as cli_group
 from configcenter.core import schema
 from configcenter.docs_reference import generated, walk
 from tests.support.configrepo import GIT_IDENTITY, ConfigRepo, need_git
+from tests.support.registry_fixtures import RegistryServer
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -181,21 +186,12 @@ def test_every_sh_block_is_classified() -> None:
 
 def test_readme_offline_examples_run_on_the_example_repo(tmp_path: Path) -> None:
     need_git()
-    dest = tmp_path / "example"
-    made = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/make-example-repo"), str(dest)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **GIT_IDENTITY, "XDG_CACHE_HOME": str(tmp_path / "cache")},
-        check=False,
-        timeout=300,
-    )
-    assert made.returncode == 0, made.stderr
+    config = example_repo(tmp_path)
     offline = [b for b in blocks(ROOT / "README.md") if b.kind == "offline"]
     assert len(offline) >= 3
-    run_blocks(offline, dest / "shop-config", tmp_path)
-    # The examples did what they say: worker went back to its first queue, committed.
-    repo = ConfigRepo(dest / "shop-config")
+    run_blocks(offline, config, tmp_path)
+    # The examples did what they say: worker's queue was changed and committed.
+    repo = ConfigRepo(config)
     assert "shop-dev-jobs-v2" in repo.read("environments/dev/worker.yaml")
 
 
@@ -207,6 +203,60 @@ def test_quickstart_examples_run_in_an_empty_directory(tmp_path: Path) -> None:
     assert offline
     run_blocks(offline, work, tmp_path)
     assert (work / "acme-config-deploy.git").is_dir()
+
+
+def example_repo(tmp_path: Path) -> Path:
+    """scripts/make-example-repo into tmp_path/example; its shop-config."""
+    dest = tmp_path / "example"
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/make-example-repo"), str(dest)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_IDENTITY, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        check=False,
+        timeout=300,
+    )
+    assert made.returncode == 0, made.stderr
+    return dest / "shop-config"
+
+
+def test_readme_registry_examples_run_against_a_real_registry(
+    tmp_path: Path, registry: RegistryServer, busybox_base: str
+) -> None:
+    """The `needs registry` blocks, with the example pointed at the fixture's registry (the
+    example names 127.0.0.1:5000, which scripts/demo starts) and a real buildah build."""
+    need_git()
+    base = f"{registry.url}/v2/base/busybox/manifests"
+    got = requests.get(f"{base}/1", headers={"Accept": OCI_MANIFEST}, timeout=30)
+    got.raise_for_status()
+    put = requests.put(
+        f"{base}/latest",
+        data=got.content,
+        headers={"Content-Type": got.headers["Content-Type"]},
+        timeout=30,
+    )
+    assert put.status_code == 201, put.text
+    config = example_repo(tmp_path)
+    repo = ConfigRepo(config)
+    for rel in ("configcenter.yaml", "environments/_defaults.yaml"):
+        repo.write(rel, repo.read(rel).replace("127.0.0.1:5000", registry.host))
+    repo.commit("registry of the test")
+    needing = [b for b in blocks(ROOT / "README.md") if b.kind.split(" (")[0] == "needs registry"]
+    assert needing
+    run_blocks(needing, config, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "configcenter", "build", "dev", "api", "--json"],
+        cwd=config,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["built"], result["would_build"]) == (False, False)
+    assert result["reference"].startswith(f"{registry.host}/shop/api@sha256:")
 
 
 @pytest.mark.parametrize(

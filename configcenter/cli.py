@@ -876,6 +876,11 @@ def _print_results(results: list[Any]) -> None:
     is_flag=True,
     help="Apply a config commit older than (or diverged from) the one last applied; recorded.",
 )
+@click.option(
+    "--skip-verify",
+    is_flag=True,
+    help="Emergencies: no verification after rollout (recorded in the commit and the run).",
+)
 @click.option("--jobs", "-j", default=2, show_default=True, help="Parallel builds/rollouts.")
 @json_option
 @click.option("--verbose", "-v", is_flag=True, help="Stream build output.")
@@ -891,6 +896,7 @@ def apply(
     dry_run: bool,
     force: bool,
     allow_stale_config: bool,
+    skip_verify: bool,
     jobs: int,
     as_json: bool,
     verbose: bool,
@@ -910,6 +916,7 @@ def apply(
         jobs=jobs,
         force=force,
         override=allow_stale_config,
+        skip_verify=skip_verify,
     )
     reporter = QuietReporter() if as_json else PrintingReporter(verbose)
     result = apply_env(ws, env, options, reporter)

@@ -156,6 +156,9 @@ def print_service_plan(
         )
     if s.replicas:
         out.print(f"      replicas {s.replicas[0]} -> {s.replicas[1]}")
+    stages = release_stage_lines(s)
+    if stages:
+        out.print(Text("      stages   " + " -> ".join(stages), style="cyan"))
     if s.action == "create" and not full:
         # Everything is new: counts, not every value and every line (--full lists them).
         values = len(s.added)
@@ -184,6 +187,17 @@ def print_service_plan(
                 else "dim"
             )
             out.print(Text("        " + line, style=colour))
+
+
+def release_stage_lines(s: ServicePlan) -> list[str]:
+    """The stages this release will go through, when its template declares any."""
+    from configcenter.core.stages import template_stages
+
+    if s.config is None or s.action not in ("create", "update"):
+        return []
+    template = s.config.template
+    stages = template_stages(template.doc.data or {}, template.outputs, template.doc.source)
+    return [] if stages.empty else stages.describe()
 
 
 def _value_line(sign: str, key: str, change: ValueChange, colour: str, label: str) -> Text:

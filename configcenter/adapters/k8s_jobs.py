@@ -13,10 +13,16 @@ is its log tail.
 
 from __future__ import annotations
 
+import base64
+import copy
+import hashlib
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from configcenter.ports.platform import Deployable, StageJobResult
 
 #: Label every Job this module runs carries, with the name of the Job's purpose.
 JOB_KIND_LABEL = "configcenter.io/job"
@@ -260,3 +266,164 @@ class JobClient:
             for line in lines:
                 log(line)
         return JobRun(name, succeeded, reason, pod, message, exit_code, lines)
+
+
+# -- a release's stage Jobs (pre-deploy, verification) ----------------------------------------
+
+#: Labels on stage Jobs and their pods. Not the workload's service label: a stage Job is
+#: no object of the release's workload, so pruning and drift never consider it.
+STAGE_OF_LABEL = "configcenter.io/stage-of"
+STAGE_FILE_ANNOTATION = "configcenter.io/stage-file"
+_MAX_JOB_NAME = 52  # the Job controller's pod names and job-name label must stay under 63
+
+
+def stage_job_name(release_id: str, file: str) -> str:
+    """`<release>-<file stem>`, DNS-1123: one Job per release and file, readable in kubectl."""
+    stem = file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    name = re.sub(r"[^a-z0-9-]+", "-", f"{release_id}-{stem}".lower()).strip("-")
+    name = re.sub(r"-{2,}", "-", name)
+    if len(name) <= _MAX_JOB_NAME:
+        return name
+    digest = hashlib.sha256(f"{release_id}\0{file}".encode()).hexdigest()[:10]
+    return f"{name[: _MAX_JOB_NAME - 11].rstrip('-')}-{digest}"
+
+
+def stage_job_objects(
+    deployable: Deployable,
+    file: str,
+    stage: str,
+    namespace: str,
+    secret_values: Mapping[str, str],
+    *,
+    timeout: float,
+    retention: int,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The Job rendered into `file`, wired to the release, and the env objects it owns.
+
+    The Job gets the release's image (for containers without one), its values and
+    secrets through a ConfigMap and a Secret of its own (owned by the Job, so they go
+    with it and the running workload's objects are untouched until the workload is
+    applied), `backoffLimit: 0` and a deadline unless the template sets them, and
+    `ttlSecondsAfterFinished: retention`.
+    """
+    from configcenter.adapters.k8s_manifests import (
+        ENV_LABEL,
+        MANAGED_BY_LABEL,
+        MANAGED_BY_VALUE,
+        RELEASE_ANNOTATION,
+        ManifestError,
+        config_data,
+        managed_labels,
+        parse_manifests,
+    )
+
+    data = deployable.files.get(file)
+    if data is None:
+        raise ManifestError(f"{deployable.service}: stage job {file} was not rendered")
+    items = parse_manifests({file: data})
+    if len(items) != 1 or items[0].kind != "Job":
+        found = ", ".join(i.ref for i in items) or "nothing"
+        raise ManifestError(
+            f"{deployable.service}/{file}: a {stage} job file must hold exactly one Job "
+            f"(apiVersion: batch/v1, kind: Job); it holds {found}"
+        )
+    item = items[0]
+    managed_labels(deployable)  # checks env and service can be label values
+    name = stage_job_name(deployable.release_id, file)
+    labels = {
+        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+        ENV_LABEL: deployable.env,
+        STAGE_OF_LABEL: deployable.service,
+        JOB_KIND_LABEL: stage,
+    }
+    annotations = {RELEASE_ANNOTATION: deployable.release_id, STAGE_FILE_ANNOTATION: file}
+    body = copy.deepcopy(item.body)
+    declared = (body.get("metadata") or {}).get("namespace")
+    if declared not in (None, "", namespace):
+        raise ManifestError(
+            f"{deployable.service}/{file}: the Job declares namespace {declared!r} but the "
+            f"target namespace is {namespace!r}; remove metadata.namespace"
+        )
+    meta = body.setdefault("metadata", {})
+    meta.update(name=name, namespace=namespace)
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+    spec = body.setdefault("spec", {})
+    spec.setdefault("backoffLimit", 0)
+    spec.setdefault("activeDeadlineSeconds", max(1, int(timeout)))
+    spec["ttlSecondsAfterFinished"] = int(retention)
+    spec.pop("selector", None)  # the Job controller generates it for the new name
+    template = spec.setdefault("template", {})
+    tmeta = template.setdefault("metadata", {})
+    tmeta["labels"] = {
+        k: v for k, v in {**(tmeta.get("labels") or {}), **labels}.items() if k != "job-name"
+    }
+    tmeta["labels"].pop("controller-uid", None)
+    pod = template.setdefault("spec", {})
+    pod.setdefault("restartPolicy", "Never")
+    containers = pod.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise ManifestError(
+            f"{deployable.service}/{file}: the Job has no containers; add spec.template.spec."
+            "containers"
+        )
+    env_name = f"{name}-env"
+    sources = [{"configMapRef": {"name": env_name}}, {"secretRef": {"name": env_name}}]
+    for container in [*containers, *(pod.get("initContainers") or [])]:
+        if not isinstance(container, dict) or not container.get("name"):
+            raise ManifestError(f"{deployable.service}/{file}: every container needs a name")
+        if not container.get("image"):
+            container["image"] = deployable.image
+        container["envFrom"] = [*sources, *(container.get("envFrom") or [])]
+        container.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
+    owned_meta = {"name": env_name, "namespace": namespace, "labels": labels}
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": dict(owned_meta),
+        "data": config_data(deployable),
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": dict(owned_meta),
+        "data": {
+            key: base64.b64encode(value.encode("utf-8")).decode("ascii")
+            for key, value in sorted(secret_values.items())
+        },
+    }
+    return body, [config_map, secret]
+
+
+def run_stage_job(
+    jobs: JobClient,
+    deployable: Deployable,
+    file: str,
+    stage: str,
+    secret_values: Mapping[str, str],
+    *,
+    timeout: float,
+    retention: int,
+    log: Callable[[str], None],
+) -> StageJobResult:
+    """Run one stage Job to its end; a Job that times out is deleted so it stops."""
+    job, owned = stage_job_objects(
+        deployable,
+        file,
+        stage,
+        jobs.namespace,
+        secret_values,
+        timeout=timeout,
+        retention=retention,
+    )
+    name = job["metadata"]["name"]
+    container = job["spec"]["template"]["spec"]["containers"][0]["name"]
+    jobs.create(job, owned)
+    log(f"{stage} job {file}: Job {jobs.namespace}/{name} created")
+    succeeded, reason = jobs.wait(name, timeout)
+    pod, ended_by, message, exit_code = jobs.pod_result(name, container)
+    lines = jobs.logs(pod, ended_by, message) if pod else []
+    if not succeeded and reason.startswith("timed out"):
+        jobs.delete(name, wait=False)
+    return StageJobResult(file, name, succeeded, reason, exit_code, tuple(lines))

@@ -394,7 +394,8 @@ def build_objects(
             "the config files go there automatically"
         ),
     }
-    for item in parse_manifests(deployable.files):
+    workload = {k: v for k, v in deployable.files.items() if k not in deployable.stage_files}
+    for item in parse_manifests(workload):
         if (item.kind, item.name) in reserved:
             raise ManifestError(
                 f"{item.source}: {item.ref} is the name configcenter gives the service's own "

@@ -26,7 +26,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +73,7 @@ from configcenter.ports.platform import (
     PlatformTarget,
     ProgressCallback,
     RolloutStatus,
+    StageJobResult,
 )
 
 log = logging.getLogger(__name__)
@@ -708,6 +709,48 @@ class KubernetesPlatform:
         workloads = {"Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job"}
         found.sort(key=lambda r: (r.kind not in workloads, r.group or "", r.kind))
         return found
+
+    # -- stage jobs (configcenter.adapters.k8s_jobs) ------------------------------------
+
+    def run_job(
+        self,
+        deployable: Deployable,
+        file: str,
+        stage: str,
+        *,
+        timeout: float,
+        retention: int,
+        log: Callable[[str], None],
+    ) -> StageJobResult:
+        """Run the release's stage Job rendered into `file` (see `k8s_jobs.run_stage_job`)."""
+        from kubernetes import client
+
+        from configcenter.adapters.k8s_jobs import JobClient, JobError, run_stage_job
+
+        self._check_env(deployable)
+        values = self._resolve_secrets(deployable)
+        api = self._client().client
+        jobs = JobClient(
+            client.CoreV1Api(api),
+            client.BatchV1Api(api),
+            self.namespace,
+            error=lambda what, exc: self._api_error(what, exc),
+        )
+        if not self._ensure_namespace(False):
+            raise PlatformError(f"platform {self.target.name!r}: no namespace {self.namespace}")
+        try:
+            return run_stage_job(
+                jobs,
+                deployable,
+                file,
+                stage,
+                values,
+                timeout=timeout,
+                retention=retention,
+                log=log,
+            )
+        except JobError as exc:
+            raise PlatformError(self.redactor.redact(str(exc))) from None
 
     # -- client plumbing ---------------------------------------------------------------
 

@@ -516,6 +516,28 @@ class MarathonPlatform:
 
     # -- rollout status -----------------------------------------------------------------
 
+    def task_endpoints(self, deployable: Deployable) -> list[str]:
+        """ "host:port" (first port) of every running task of the app's current config.
+
+        For the HTTP checks of verification (`configcenter.usecases.stages`); a task
+        without ports is listed as its host alone, which no HTTP check can reach.
+        """
+        app_id = self.app_id(deployable.service)
+        app = self._get_app(app_id, embed=("app.tasks",))
+        if app is None:
+            raise PlatformError(f"{app_id} does not exist on Marathon at {self.url}")
+        config_version = str((app.get("versionInfo") or {}).get("lastConfigChangeAt") or "")
+        endpoints: list[str] = []
+        for task in app.get("tasks") or []:
+            if task.get("state") != "TASK_RUNNING":
+                continue
+            if str(task.get("version", "")) < config_version:
+                continue
+            ports = task.get("ports") or []
+            host = str(task.get("host") or "")
+            endpoints.append(f"{host}:{ports[0]}" if ports else host)
+        return sorted(endpoints)
+
     def _status(
         self,
         app_id: str,

@@ -32,6 +32,10 @@ FORCE = "force"
 CONFIG_FILES = "config_files"
 #: The adapter resolves `k8s:` secret references itself, at deploy time.
 CLUSTER_SECRETS = "cluster_secrets"
+#: The platform runs a release's stage Jobs (`run_job`): pre-deploy jobs, verification jobs.
+JOBS = "jobs"
+#: The platform tells where a release's tasks listen (`task_endpoints`), for HTTP checks.
+TASK_ENDPOINTS = "task_endpoints"
 #: A forge whose merge requests are branches of the config repo checkout itself.
 LOCAL_BRANCHES = "local_branches"
 
@@ -104,7 +108,7 @@ REGISTRY = Registry(
             "configcenter.adapters.kubernetes",
             "open_platform",
             settings=_KUBERNETES_SETTINGS,
-            capabilities=frozenset({OBJECT_DRIFT, CONFIG_FILES, CLUSTER_SECRETS}),
+            capabilities=frozenset({OBJECT_DRIFT, CONFIG_FILES, CLUSTER_SECRETS, JOBS}),
             description="server-side apply of rendered manifests; rolls out Deployments",
         ),
         AdapterKind(
@@ -120,7 +124,7 @@ REGISTRY = Registry(
                 "token": "secret",
                 "verify": "flag",
             },
-            capabilities=frozenset({FORCE}),
+            capabilities=frozenset({FORCE, TASK_ENDPOINTS}),
             description="Marathon's REST API; the release is its rendered marathon.json",
         ),
         AdapterKind(

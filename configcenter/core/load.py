@@ -32,6 +32,7 @@ from configcenter.core.source import (
     list_repo_dir,
     read_repo_file,
 )
+from configcenter.core.stages import template_stages
 from configcenter.core.values import Layered
 from configcenter.core.yamldoc import ParseCache, YamlDoc, parse_yaml
 
@@ -559,6 +560,7 @@ class _Loader:
                     f"build.dockerfile '{dockerfile}' is not one of the outputs",
                     f"add {dockerfile} to outputs: (rendered from {dockerfile}.j2)",
                 )
+        template_stages(data, outputs, doc.source, self.problems)  # hooks: and verify:
         return Template(
             service=service,
             tag=pin,

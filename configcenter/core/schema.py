@@ -131,6 +131,23 @@ class ListOf(Spec):
 
 
 @dataclass
+class ListOrObj(Spec):
+    """Either a list (`verify: [smoke.yaml]`) or a mapping (`verify: {jobs: [...], http: ...}`)."""
+
+    as_list: Spec
+    as_map: Spec
+    name = "a list or a mapping"
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if isinstance(value, list):
+            self.as_list.check(doc, value, path, problems)
+        elif isinstance(value, dict):
+            self.as_map.check(doc, value, path, problems)
+        else:
+            _type_error(doc, path, problems, "a list or a mapping", value)
+
+
+@dataclass
 class MapOf(Spec):
     """A mapping with free keys (platform names, values)."""
 
@@ -513,6 +530,30 @@ TEMPLATE = Obj(
         ),
         "depends_on": ListOf(Name()),
         "description": Str(),
+        # Release stages (configcenter.core.stages): pre-deploy Jobs, verification.
+        "hooks": Obj(
+            {
+                "pre_deploy": ListOf(Str()),
+                "timeout": Duration(minimum=1.0, maximum=24 * 3600.0),
+                "retention": Duration(minimum=1.0),
+            }
+        ),
+        "verify": ListOrObj(
+            ListOf(Str()),
+            Obj(
+                {
+                    "jobs": ListOf(Str()),
+                    "http": Obj(
+                        {
+                            "path": Str(),
+                            "expect_status": Int(minimum=100),
+                            "timeout": Duration(minimum=0.1, maximum=3600.0),
+                        },
+                        required=("path",),
+                    ),
+                }
+            ),
+        ),
     },
     required=("outputs",),
 )

@@ -61,11 +61,15 @@ class ServiceState:
     last_failed: Release | None = None
     #: The config commit its current release was applied from (apply refuses older ones).
     config_commit: str | None = None
+    # The release's stages (configcenter.core.stages.ReleaseStages.to_record); {}: none.
+    stages: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if data["config_commit"] is None:
             del data["config_commit"]
+        if not data["stages"]:
+            del data["stages"]
         for key in ("release", "last_good", "last_failed"):
             if data[key] is None:
                 del data[key]
@@ -94,6 +98,7 @@ class ServiceState:
             last_good=Release.from_dict(data.get("last_good")),
             last_failed=Release.from_dict(data.get("last_failed")),
             config_commit=data.get("config_commit"),
+            stages=dict(data.get("stages") or {}),
         )
 
 

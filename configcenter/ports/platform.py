@@ -41,6 +41,9 @@ class Deployable:
     secrets: Mapping[str, str]  # ENV key -> secret reference ("env:X", "file:/p", "k8s:ns/n/k")
     replicas: int = 1
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Outputs that are stage Jobs (pre-deploy, verification): run by the stages, never
+    # applied as part of the workload.
+    stage_files: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,48 @@ class ObjectDriftPlatform(Platform, Protocol):
     def replace_drifted(self, deployable: Deployable, refs: Iterable[str]) -> list[str]:
         """Replace the objects `refs` (keyed like `desired_objects`) with what the release
         renders, dropping fields other managers added inside them; returns those replaced."""
+        ...
+
+
+@dataclass(frozen=True)
+class StageJobResult:
+    """How one stage Job (pre-deploy or verification) of a release ended."""
+
+    file: str  # the output it was rendered from, e.g. "migrate.yaml"
+    job: str  # the Job's name on the platform (one per release and file)
+    succeeded: bool
+    reason: str  # "Complete", the Job's Failed condition, or "timed out after Ns"
+    exit_code: int | None = None
+    log_lines: tuple[str, ...] = ()
+
+
+StageLog = Callable[[str], None]
+
+
+class JobPlatform(Platform, Protocol):
+    """A platform with the `jobs` capability: runs a release's stage Jobs."""
+
+    def run_job(
+        self,
+        deployable: Deployable,
+        file: str,
+        stage: str,
+        *,
+        timeout: float,
+        retention: int,
+        log: StageLog,
+    ) -> StageJobResult:
+        """Run the Job rendered into `file` with the release's image, values and secrets;
+        block until it completes, fails or `timeout` passes (then it is deleted). Finished
+        Jobs are deleted `retention` seconds after they end."""
+        ...
+
+
+class TaskEndpointPlatform(Platform, Protocol):
+    """A platform with the `task_endpoints` capability (Marathon): HTTP checks reach tasks."""
+
+    def task_endpoints(self, deployable: Deployable) -> list[str]:
+        """ "host:port" of every running task of the release (its first port)."""
         ...
 
 

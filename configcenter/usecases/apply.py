@@ -120,6 +120,7 @@ class ApplyOptions:
     force: bool = False
     #: Apply a config commit older than, or diverged from, the one last applied (recorded).
     override: bool = False
+    skip_verify: bool = False  # emergencies: no verification after rollout (recorded)
 
 
 def default_actor() -> str:
@@ -239,6 +240,8 @@ def apply_env(
             "commit": sha,
             "results": [r.__dict__ for r in result.results if r.outcome != "noop"],
         }
+        if options.skip_verify:
+            details["skip_verify"] = True
         store.finish(run.id, result.outcome, details)
         return result
     except BaseException as exc:
@@ -333,7 +336,15 @@ def _commit_release(
         if options.rollout and attempt == 1:
             _preflight(ws, env, plan.changes, log)
         new_state, changes = _changes(env, plan, state, run_id, options.rollout, config.commit)
-        message = _message(env, plan, new_state, run_id, config.commit, override)
+        message = _message(
+            env,
+            plan,
+            new_state,
+            run_id,
+            config.commit,
+            override,
+            skip_verify=options.rollout and options.skip_verify,
+        )
         sha = repo.commit(changes, message, parent=head)
         if sha is None:
             return plan, None, state
@@ -433,7 +444,15 @@ def _run_steps(
                 )
                 continue
             outcome = _deploy_one(
-                ws, env, step.service, current, timeout, log, reporter, options.force
+                ws,
+                env,
+                step.service,
+                current,
+                timeout,
+                log,
+                reporter,
+                options.force,
+                options.skip_verify,
             )
             outcomes[step.service] = outcome
             results.append(outcome.result)
@@ -691,9 +710,20 @@ def _changes(
             else (previous.last_good if previous else None),
             last_failed=previous.last_failed if previous else None,
             config_commit=config_commit,
+            stages=_stages_record(sp),
         )
     changes[f"{env}/{STATE_FILE}"] = new_state.to_yaml()
     return new_state, changes
+
+
+def _stages_record(sp: ServicePlan) -> dict[str, object]:
+    """The release's stages as its template declares them (`configcenter.core.stages`)."""
+    from configcenter.core.stages import template_stages
+
+    assert sp.config is not None
+    template = sp.config.template
+    stages = template_stages(template.doc.data or {}, template.outputs, template.doc.source)
+    return stages.to_record()
 
 
 def release_id(service: str, run_id: str) -> str:
@@ -710,6 +740,8 @@ def _message(
     run_id: str,
     config_commit: str | None,
     override: str | None = None,
+    *,
+    skip_verify: bool = False,
 ) -> str:
     parts = [
         f"{s.service} ({s.action}" + (f": {', '.join(s.reasons)}" if s.reasons else "") + ")"
@@ -736,6 +768,8 @@ def _message(
         trailers.append(("Configcenter-Config-Commit", config_commit))
     if override:
         trailers.append(("Configcenter-Override", override))
+    if skip_verify:  # apply --skip-verify: these releases were not verified after rollout
+        trailers.append(("Configcenter-Skip-Verify", "true"))
     for s in plan.changes:
         release = state.services.get(s.service)
         if release and release.release:
@@ -844,6 +878,7 @@ def _rollout(
                         log,
                         reporter,
                         options.force,
+                        options.skip_verify,
                     )
                     for s in runnable
                 }
@@ -882,25 +917,34 @@ def _deploy_one(
     log: _RunLog,
     reporter: Reporter,
     force: bool = False,
+    skip_verify: bool = False,
 ) -> _Outcome:
-    """Roll out `current`; on failure roll back to its last good release.
+    """Roll out `current` through its stages; on failure roll back to its last good release.
 
     `force` lets a platform cancel a deployment that holds the app (Marathon's 409).
+    Pre-deploy jobs, verification and `skip_verify` are `usecases.stages`'.
     """
+    from configcenter.usecases import stages
+
     config = ws.config
     repo = ws.deploy_repo
     release = current.release
     assert release is not None
     platform = open_platform(config, env, current.platform or "", ws.redactor, force=force)
     files = _files_of(repo, env, service, current)
-    status = _apply_and_wait(
+    item = deployable(env, service, current, files, release.id)
+    run = stages.run_release(
         platform,
-        deployable(env, service, current, files, release.id),
-        timeout,
-        service,
-        log,
-        reporter,
+        item,
+        stages.release_stages(current),
+        timeout=timeout,
+        skip_verify=skip_verify,
+        log=log,
+        apply_and_wait=lambda: _apply_and_wait(platform, item, timeout, service, log, reporter),
     )
+    status = run.status
+    if not run.applied:
+        return _not_applied(ws, env, service, current, status, log)
     if status.state == "healthy":
         good = replace(release, outcome="healthy")
         log(f"{service}: healthy ({release.id})")
@@ -945,6 +989,33 @@ def _deploy_one(
         ServiceResult(service, "deploy", "rolled_back", release.id, reason),
         replace(snapshot, release=restored_release, last_good=restored_release, last_failed=failed),
         good_files,
+    )
+
+
+def _not_applied(
+    ws: Workspace,
+    env: str,
+    service: str,
+    current: ServiceState,
+    status: RolloutStatus,
+    log: _RunLog,
+) -> _Outcome:
+    """A pre-deploy job failed: nothing of the release reached the platform, which still
+    runs the last good release; the record goes back to that one, with this release failed
+    (so the same inputs are blocked). Without an earlier good release it is left failed."""
+    release = current.release
+    assert release is not None
+    reason = status.reason + (f": {status.message}" if status.message else "")
+    failed = replace(release, outcome="failed", reason=reason)
+    result = ServiceResult(service, "deploy", "failed", release.id, reason)
+    last_good = current.last_good
+    if last_good is None or last_good.id == release.id:
+        return _Outcome(result, replace(current, release=failed, last_failed=failed), None)
+    snapshot, good_files = release_snapshot(ws.deploy_repo, env, service, last_good.id)
+    log(f"{service}: still runs {last_good.id}; the deploy repo goes back to it")
+    kept = replace(last_good, outcome="healthy")
+    return _Outcome(
+        result, replace(snapshot, release=kept, last_good=kept, last_failed=failed), good_files
     )
 
 

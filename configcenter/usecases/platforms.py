@@ -10,6 +10,7 @@ from configcenter.core.errors import UserError
 from configcenter.core.model import Config
 from configcenter.core.redact import Redactor
 from configcenter.core.render import render_setting_map
+from configcenter.core.stages import ReleaseStages
 from configcenter.core.state import ServiceState
 from configcenter.core.values import digest, to_value
 from configcenter.ports.platform import Deployable, Platform, PlatformTarget
@@ -73,6 +74,7 @@ def deployable(
         secrets=secrets,
         replicas=state.replicas,
         labels={},
+        stage_files=ReleaseStages.from_record(state.stages).job_files,
     )
 
 

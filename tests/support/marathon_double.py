@@ -107,13 +107,14 @@ class Task:
     health_checked: bool
     staged_at: str
     state: str = "TASK_STAGING"
+    ports: list[int] = field(default_factory=list)  # host ports (fixed portDefinitions)
 
     def to_json(self) -> JSON:
         data: JSON = {
             "id": self.id,
             "appId": self.app_id,
             "host": "127.0.0.1",
-            "ports": [],
+            "ports": list(self.ports),
             "slaveId": "agent-1",
             "stagedAt": self.staged_at,
             "startedAt": self.staged_at if self.state == "TASK_RUNNING" else None,
@@ -631,6 +632,7 @@ class MarathonDouble:
                     ready=self._can_be_ready(app.definition),
                     health_checked=bool(app.definition.get("healthChecks")),
                     staged_at=version,
+                    ports=_fixed_ports(app.definition),
                 )
             )
 
@@ -861,6 +863,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # -- validation and small helpers -----------------------------------------------------
+
+
+def _fixed_ports(definition: JSON) -> list[int]:
+    """The host ports a task gets: Marathon assigns `portDefinitions[].port`; 0 is random,
+    which the double does not model, so only fixed ports are reported."""
+    return [
+        int(p["port"])
+        for p in definition.get("portDefinitions") or []
+        if isinstance(p, dict) and isinstance(p.get("port"), int) and p["port"] > 0
+    ]
 
 
 def _parse_json(body: str) -> Any:

@@ -1,0 +1,117 @@
+"""Stage Jobs as the Kubernetes adapter builds them from a release's rendered file."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from configcenter.adapters.k8s_jobs import stage_job_name, stage_job_objects
+from configcenter.adapters.k8s_manifests import ManifestError, build_objects
+from configcenter.ports.platform import Deployable
+
+MIGRATE = b"""\
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate, labels: {team: payments}}
+spec:
+  backoffLimit: 2
+  template:
+    spec:
+      containers:
+      - name: migrate
+        command: [/app/migrate]
+      - name: sidecar
+        image: registry.test/tools/proxy:1
+"""
+
+DEPLOYMENT = b"""\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers: [{name: app}]
+"""
+
+
+def release(files: dict[str, bytes]) -> Deployable:
+    return Deployable(
+        env="dev",
+        service="api",
+        release_id="api-20261201.101500-3f4e82",
+        image="registry.test/shop/api@sha256:" + "a" * 64,
+        config_digest="sha256:" + "b" * 64,
+        files=files,
+        values={"LOG_LEVEL": "info"},
+        secrets={"DB_PASSWORD": "env:X"},
+        stage_files=frozenset({"migrate.yaml"}),
+    )
+
+
+def test_names_are_per_release_and_file_and_fit_kubernetes() -> None:
+    assert stage_job_name("api-20261201.101500-3f4e82", "migrate.yaml") == (
+        "api-20261201-101500-3f4e82-migrate"
+    )
+    long = stage_job_name("a-very-long-service-name-indeed-20261201.101500-3f4e82", "jobs/x.yaml")
+    assert len(long) <= 52 and long[-11] == "-"
+    assert long != stage_job_name(
+        "a-very-long-service-name-indeed-20261201.101500-3f4e82", "y.yaml"
+    )
+
+
+def test_the_job_gets_the_release_image_env_and_secrets_of_its_own() -> None:
+    item = release({"migrate.yaml": MIGRATE, "deployment.yaml": DEPLOYMENT})
+    job, (config_map, secret) = stage_job_objects(
+        item,
+        "migrate.yaml",
+        "pre-deploy",
+        "shop-dev",
+        {"DB_PASSWORD": "pw"},
+        timeout=60,
+        retention=3600,
+    )
+    name = "api-20261201-101500-3f4e82-migrate"
+    assert job["metadata"]["name"] == name and job["metadata"]["namespace"] == "shop-dev"
+    assert job["metadata"]["labels"]["team"] == "payments"
+    assert job["metadata"]["labels"]["configcenter.io/job"] == "pre-deploy"
+    assert "configcenter.io/service" not in job["metadata"]["labels"]  # not the workload's
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 2  # the template's own setting stays
+    assert spec["activeDeadlineSeconds"] == 60 and spec["ttlSecondsAfterFinished"] == 3600
+    migrate, sidecar = spec["template"]["spec"]["containers"]
+    assert migrate["image"] == item.image and sidecar["image"] == "registry.test/tools/proxy:1"
+    assert migrate["envFrom"][:2] == [
+        {"configMapRef": {"name": f"{name}-env"}},
+        {"secretRef": {"name": f"{name}-env"}},
+    ]
+    assert migrate["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    assert config_map["data"]["LOG_LEVEL"] == "info"
+    assert base64.b64decode(secret["data"]["DB_PASSWORD"]) == b"pw"
+
+
+def test_a_stage_file_is_not_part_of_the_workload() -> None:
+    objects = build_objects(
+        release({"migrate.yaml": MIGRATE, "deployment.yaml": DEPLOYMENT}), "ns", None
+    )
+    assert "Job" not in {o.kind for o in objects}
+    assert "Deployment" in {o.kind for o in objects}
+
+
+def test_a_stage_file_must_hold_one_job() -> None:
+    with pytest.raises(
+        ManifestError, match=r"must hold exactly one Job .* it holds Deployment/api"
+    ):
+        stage_job_objects(
+            release({"migrate.yaml": DEPLOYMENT}),
+            "migrate.yaml",
+            "pre-deploy",
+            "ns",
+            {},
+            timeout=60,
+            retention=60,
+        )

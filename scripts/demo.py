@@ -151,6 +151,20 @@ def main() -> None:
             cc("apply", "dev", cwd=config, env=env, expect=3)
             banner("No retry loop: the failed release is blocked until its inputs change")
             cc("plan", "dev", cwd=config, env=env)
+            banner(
+                "A failing smoke test: web 3.1.1 rolls out ready, its verification Job fails, "
+                "and image and config go back to the last good release (exit 3)"
+            )
+            edit(config / "environments/dev/web.yaml", "web:3.1.0-never-ready", "web:3.1.1")
+            edit(
+                config / "environments/dev/web.yaml",
+                "PUBLIC_HOSTNAME: dev.shop.example.com",
+                "PUBLIC_HOSTNAME: dev.shop.example.com\n"
+                "  SMOKE_IMAGE: registry.example.com/shop/smoke:1.0-fails-job  # test bed: exits 1",
+            )
+            git("commit", "-qam", "dev: web 3.1.1 (its smoke test fails)", cwd=config)
+            cc("apply", "dev", cwd=config, env=env, expect=3)
+            cc("history", "dev", "--service", "web", cwd=config, env=env)
             banner("Drift: what runs matches the deploy repo")
             cc("reconcile", "dev", cwd=config, env=env)
         else:

@@ -203,14 +203,15 @@ def apply_env(
             config, env, ws.redactor, only=options.services
         )
         caught: list[ServiceResult] = []
-        announced = False
+        shown: Plan | None = None
         if options.rollout:
-            caught, announced = _catch_up(ws, env, options, resolved, log, reporter)
+            caught, shown = _catch_up(ws, env, options, resolved, log, reporter)
         with repo.lock():  # the cache dir, for sync + commit + push only
             plan, sha, state = _commit_release(
-                ws, env, options, run.id, log, reporter, resolved, announced
+                ws, env, options, run.id, log, reporter, resolved, shown is not None
             )
-        result = ApplyResult(env, run.id, plan, sha)
+        # The plan as shown: with the platform steps the catch-up carried out.
+        result = ApplyResult(env, run.id, shown or plan, sha)
         done = {r.service for r in caught}
         result.results = caught + [
             ServiceResult(
@@ -372,13 +373,13 @@ def _catch_up(
     resolved: Mapping[str, ResolvedImage],
     log: _RunLog,
     reporter: Reporter,
-) -> tuple[list[ServiceResult], bool]:
+) -> tuple[list[ServiceResult], Plan | None]:
     """Make the platform run what the deploy repo already says, before committing more.
 
     Observes every platform of the environment (one listing per kind), then: rolls
     out a committed release that is not live, watches and records a live release
     whose outcome was never recorded, deletes what runs of a service the
-    environment no longer has. Returns the results and whether the plan was shown.
+    environment no longer has. Returns the results and the plan it showed, if any.
     """
     from configcenter.usecases.observe import ObserveError, env_platforms, observe_env
 
@@ -387,7 +388,7 @@ def _catch_up(
         head = repo.sync()
     state = _state_at(repo, env, head)
     if not env_platforms(ws.config, env, state):
-        return [], False
+        return [], None
     try:
         live = observe_env(ws, env, state, log)
     except ObserveError as exc:
@@ -400,9 +401,9 @@ def _catch_up(
     converged = converge(plan, state, live, only=options.services)
     steps = converged.catch_up()
     if not steps:
-        return [], False
+        return [], None
     reporter.plan_ready(converged.plan)
-    return _run_steps(ws, env, state, steps, log, reporter, options), True
+    return _run_steps(ws, env, state, steps, log, reporter, options), converged.plan
 
 
 def _run_steps(
@@ -955,6 +956,7 @@ def _deploy_one(
         )
     reason = status.reason + (f": {status.message}" if status.message else "")
     log(f"{service}: rollout of {release.id} failed ({reason})")
+    crash_point("rollout:failed")
     last_good = current.last_good
     if last_good is None or last_good.id == release.id:
         failed = replace(release, outcome="failed", reason=reason)
@@ -984,6 +986,7 @@ def _deploy_one(
             replace(current, release=not_back, last_failed=not_back),
             None,
         )
+    crash_point("rollout:rolled-back")
     restored_release = replace(last_good, outcome="healthy")
     return _Outcome(
         ServiceResult(service, "deploy", "rolled_back", release.id, reason),

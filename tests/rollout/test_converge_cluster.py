@@ -122,6 +122,10 @@ def test_a_platform_added_after_the_first_apply_is_rolled_out_and_deploy_works(
         "worker": ("update", ["platform"]),
     }
     assert plan["db"]["platform"]["why"] == "platform none -> k8s"
+    # deploy works at once: the platform comes from the config, and the record names it.
+    deployed = world.ok("deploy", "dev", "db")
+    assert "healthy" in deployed.stdout and cluster.deployments() == {"db"}
+    assert services(world)["db"]["platform"] == "k8s"
 
     expect(world.cc("apply", "dev"), 0)
 
@@ -262,8 +266,9 @@ def test_killed_after_the_push_the_rerun_rolls_the_commit_out(
     assert reconcile_drift(world) == []
 
 
+@pytest.mark.parametrize("point", ["rollout:applied", "rollout:failed"])
 def test_killed_while_a_failing_release_is_watched_the_rerun_rolls_it_back(
-    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster, point: str
 ) -> None:
     world = k8s_world(tmp_path, k8s_namespace, services=("worker",), progress_deadline=5)
     expect(world.cc("apply", "dev"), 0)
@@ -271,7 +276,7 @@ def test_killed_while_a_failing_release_is_watched_the_rerun_rolls_it_back(
     good_rs = cluster.active_rs("worker")
     set_service(world, "worker", LOG_LEVEL="debug", NEVER_READY="true")
 
-    crashed = world.cc("apply", "dev", extra_env=crash_env("rollout:applied"))
+    crashed = world.cc("apply", "dev", extra_env=crash_env(point))
     assert crashed.code == -signal.SIGKILL, crashed.output
     bad = services(world)["worker"]["release"]["id"]
     assert live_release(cluster, "worker") == bad
@@ -285,6 +290,34 @@ def test_killed_while_a_failing_release_is_watched_the_rerun_rolls_it_back(
     assert (record["last_failed"]["id"], record["last_failed"]["outcome"]) == (bad, "rolled_back")
     assert cluster.active_rs("worker") == good_rs and cluster.healthy("worker")
     assert cluster.config("worker")["LOG_LEVEL"] == "info"
+    assert plan_actions(world) == {"worker": "blocked"}
+    assert reconcile_drift(world) == []
+
+
+def test_killed_after_the_rollback_before_the_record_the_rerun_records_it(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    world = k8s_world(tmp_path, k8s_namespace, services=("worker",), progress_deadline=3)
+    expect(world.cc("apply", "dev"), 0)
+    good = services(world)["worker"]["release"]["id"]
+    good_rs = cluster.active_rs("worker")
+    set_service(world, "worker", LOG_LEVEL="debug", NEVER_READY="true")
+
+    crashed = world.cc("apply", "dev", extra_env=crash_env("rollout:rolled-back"))
+    assert crashed.code == -signal.SIGKILL, crashed.output
+    bad = services(world)["worker"]["release"]
+    assert bad["outcome"] == "committed", "the kill came before the record"
+    assert live_release(cluster, "worker") == good and cluster.healthy("worker")
+
+    # The platform cannot tell this from a release never rolled out: it is tried once
+    # more, fails again, is rolled back again, and this time recorded.
+    rerun = expect(world.cc("apply", "dev"), 3)
+
+    assert f"rolling back to {good}" in rerun.output
+    record = services(world)["worker"]
+    assert (record["release"]["id"], record["release"]["outcome"]) == (good, "healthy")
+    assert record["last_failed"]["id"] == bad["id"]
+    assert cluster.active_rs("worker") == good_rs and cluster.healthy("worker")
     assert plan_actions(world) == {"worker": "blocked"}
     assert reconcile_drift(world) == []
 

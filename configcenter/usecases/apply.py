@@ -947,6 +947,7 @@ def _deploy_one(
     if not run.applied:
         return _not_applied(ws, env, service, current, status, log)
     if status.state == "healthy":
+        _prune_verified(platform, item, service, log)
         good = replace(release, outcome="healthy")
         log(f"{service}: healthy ({release.id})")
         return _Outcome(
@@ -968,14 +969,10 @@ def _deploy_one(
         )
     snapshot, good_files = release_snapshot(repo, env, service, last_good.id)
     log(f"{service}: rolling back to {last_good.id} (image {snapshot.image})")
-    back = _apply_and_wait(
-        platform,
-        deployable(env, service, snapshot, good_files, last_good.id),
-        timeout,
-        service,
-        log,
-        reporter,
-    )
+    restored = deployable(env, service, snapshot, good_files, last_good.id)
+    back = _apply_and_wait(platform, restored, timeout, service, log, reporter)
+    if back.state == "healthy":
+        _prune_verified(platform, restored, service, log)
     failed = replace(release, outcome="rolled_back", reason=reason)
     if back.state != "healthy":
         why = back.reason + (f": {back.message}" if back.message else "")
@@ -1041,21 +1038,24 @@ def _apply_and_wait(
         # failed (and is rolled back and recorded); a bug in our code still raises.
         return RolloutStatus("failed", type(exc).__name__, log.ws.redactor.redact(str(exc)))
     crash_point("rollout:verified")
-    if status.state == "healthy":
-        # Only now, verified: what earlier releases had and this one dropped goes. A
-        # failed release drops nothing (its rollback, once healthy, prunes its leftovers).
-        try:
-            pruned = platform.prune(item)
-        except PLATFORM_FAILURES as exc:
-            log(
-                f"{service}: healthy, but pruning what it dropped failed "
-                f"({log.ws.redactor.redact(str(exc))}); `reconcile --heal` or its next "
-                "release prunes it"
-            )
-        else:
-            if pruned:
-                log(f"{service}: pruned {', '.join(pruned)} (no longer rendered)")
     return status
+
+
+def _prune_verified(platform: Platform, item: Deployable, service: str, log: _RunLog) -> None:
+    """Only once a release is verified (healthy, and its verification passed): what earlier
+    releases had and this one dropped goes. A failed release drops nothing; its rollback,
+    once healthy, prunes what the failed one added."""
+    try:
+        pruned = platform.prune(item)
+    except PLATFORM_FAILURES as exc:
+        log(
+            f"{service}: healthy, but pruning what it dropped failed "
+            f"({log.ws.redactor.redact(str(exc))}); `reconcile --heal` or its next "
+            "release prunes it"
+        )
+        return
+    if pruned:
+        log(f"{service}: pruned {', '.join(pruned)} (no longer rendered)")
 
 
 def release_snapshot(
@@ -1263,19 +1263,16 @@ def rollback_service(
         state_release = replace(snapshot.release or Release(target, "committed", _now()), id=target)
         if rollout and snapshot.platform:
             platform = open_platform(ws.config, env, snapshot.platform, ws.redactor)
+            item = deployable(env, service, snapshot, files, target)
             status = _apply_and_wait(
-                platform,
-                deployable(env, service, snapshot, files, target),
-                rollout_timeout(ws.config, env),
-                service,
-                log,
-                reporter,
+                platform, item, rollout_timeout(ws.config, env), service, log, reporter
             )
             if status.state != "healthy":
                 raise ApplyError(
                     f"rollback of {service} to {target} did not become healthy: "
                     f"{status.reason} {status.message}".strip()
                 )
+            _prune_verified(platform, item, service, log)
             result_outcome = "healthy"
         good = replace(
             state_release,

@@ -29,7 +29,7 @@ from tests.rollout.test_kubernetes import (
     services,
 )
 from tests.support.e2e_fixtures import World
-from tests.support.k8s_fixtures import K8sNamespace
+from tests.support.k8s_fixtures import FAILS_JOB_IMAGE_MARK, K8sNamespace
 from tests.support.rollout_fixtures import add_service, set_service, workspace
 
 pytestmark = pytest.mark.k8s
@@ -443,3 +443,41 @@ def test_rollback_and_history_work_from_the_deploy_repo_when_the_config_is_broke
     assert cluster.config("worker")["LOG_LEVEL"] == "info"
     assert live_release(cluster, "worker") == good and cluster.healthy("worker")
     assert services(world)["worker"]["release"]["id"] == good
+
+
+def test_a_release_whose_verification_fails_drops_nothing(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    world = k8s_world(tmp_path, k8s_namespace, services=("worker",))
+    _release_worker_with_service(world)
+    # worker/1.3.0: no Service, and a smoke test (verification) that fails.
+    config = world.config
+    config.write(
+        "templates/worker/template.yaml",
+        config.read("templates/worker/template.yaml").replace(
+            "outputs: [app.env, deployment.yaml]",
+            "outputs: [app.env, deployment.yaml, smoke.yaml]\nverify: [smoke.yaml]",
+        ),
+    )
+    config.write(
+        "templates/worker/smoke.yaml.j2",
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: smoke}\nspec:\n  template:\n"
+        f"    spec:\n      containers:\n      - {{name: smoke, image: registry.test/smoke:"
+        f"1-{FAILS_JOB_IMAGE_MARK}}}\n",
+    )
+    config.commit("worker 1.3.0: no Service, a failing smoke test")
+    config.tag("worker/1.3.0")
+    _pin(world, "worker", "1.1.0")
+    expect(world.cc("apply", "dev"), 0)
+    service = cluster.core.read_namespaced_service("worker", cluster.ns)
+    uid, ip = service.metadata.uid, service.spec.cluster_ip
+    good = services(world)["worker"]["release"]["id"]
+
+    _pin(world, "worker", "1.3.0")
+    failed = expect(world.cc("apply", "dev"), 3)
+
+    assert f"rolling back to {good}" in failed.output
+    kept = cluster.core.read_namespaced_service("worker", cluster.ns)
+    assert (kept.metadata.uid, kept.spec.cluster_ip) == (uid, ip)
+    assert live_release(cluster, "worker") == good and cluster.healthy("worker")
+    assert reconcile_drift(world) == []

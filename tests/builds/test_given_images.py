@@ -7,7 +7,6 @@ config repo and bare deploy repo, and the `configcenter` CLI in child processes.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +20,7 @@ from configcenter.ports.builder import BuildRequest
 from configcenter.usecases.images import ImageName, resolve_given_images
 from tests.support.configrepo import ConfigRepo
 from tests.support.e2e_fixtures import World, make_world
+from tests.support.helpers import free_port
 from tests.support.registry_fixtures import RegistryServer
 
 API = "environments/dev/api.yaml"
@@ -183,10 +183,7 @@ def test_a_ref_already_by_digest_is_used_as_written(
 
 
 def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port  # nothing listens there once the socket is closed
+    return free_port()
 
 
 def test_an_unreachable_registry_is_a_clear_error_not_a_tag(tmp_path: Path) -> None:

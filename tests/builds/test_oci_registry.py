@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from configcenter.adapters.buildah import BuildahBuilder
 from configcenter.adapters.oci_registry import OciRegistry, RegistryCredentials
 from configcenter.ports.builder import BuildRequest
 from configcenter.ports.registry import RegistryAuthError, RegistryError
+from tests.support.helpers import free_port
 from tests.support.registry_fixtures import RegistryServer
 
 
@@ -79,9 +79,7 @@ def test_bad_names_are_refused_before_any_request(registry: RegistryServer) -> N
 
 
 def test_unreachable_and_wrong_scheme_are_errors_not_absent(registry: RegistryServer) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
+    closed_port = free_port()  # nothing listens there
     with pytest.raises(RegistryError, match=r"cannot reach registry 127\.0\.0\.1:"):
         OciRegistry(f"127.0.0.1:{closed_port}", insecure=True, timeout=5).manifest_digest(
             "shop/api", "v1"

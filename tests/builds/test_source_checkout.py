@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from configcenter.adapters.source_checkout import (
 )
 from configcenter.ports.registry import RegistryError
 from configcenter.usecases.build import ImageBuildSpec, inputs_digest, validate_spec
+from tests.support.helpers import free_port
 from tests.support.registry_fixtures import SourceRepo
 
 
@@ -52,9 +52,7 @@ def test_context_subdirectory_and_export(source_repo: SourceRepo, tmp_path: Path
 
 
 def test_unreachable_repo_error_masks_the_token(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     url = f"http://deploy:tok-SECRET-123@127.0.0.1:{port}/shop/api.git"
     with pytest.raises(SourceCheckoutError) as error:
         resolve_source(url, "main", tmp_path)

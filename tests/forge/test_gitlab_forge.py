@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import traceback
@@ -21,6 +20,7 @@ from configcenter.ports.forge import (
 from configcenter.usecases.webhooks import parse_gitlab_event, verify_gitlab_token
 from tests.support.gitlab_double import GitLabDouble
 from tests.support.gitlab_fixtures import GITLAB_PROJECT_PATH, GitLabConfigRepo, run_git
+from tests.support.helpers import free_port
 
 
 @pytest.fixture
@@ -215,9 +215,7 @@ def test_unknown_project_names_the_setting_to_fix(
 
 
 def test_unreachable_gitlab_is_a_clear_error(gitlab_config_repo: GitLabConfigRepo) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     token = "glpat-unreachable-secret-456"
     forge = GitLabForge(f"http://127.0.0.1:{port}", GITLAB_PROJECT_PATH, token, timeout=5)
 

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.support.helpers import poll
 from tests.support.k8s_fixtures import (
     FAILS_JOB_IMAGE_MARK,
     FAILS_JOB_LOG_ANNOTATION,
     NEVER_READY_IMAGE_MARK,
     NEVER_READY_LABEL,
     K8sNamespace,
-    wait_until,
 )
 
 pytestmark = pytest.mark.k8s
@@ -79,7 +79,7 @@ def test_deployment_deadline_exceeded_then_rollback(k8s_namespace: K8sNamespace)
         apps = client.AppsV1Api(api)
         core = client.CoreV1Api(api)
         apps.create_namespaced_deployment(ns, _deployment("web", GOOD_IMAGE))
-        wait_until(lambda: _rolled_out(apps, ns, "web"), TIMEOUT, "web to become Available")
+        poll(lambda: _rolled_out(apps, ns, "web"), TIMEOUT, "web to become Available")
 
         _set_image(apps, ns, "web", BAD_IMAGE)
 
@@ -90,7 +90,7 @@ def test_deployment_deadline_exceeded_then_rollback(k8s_namespace: K8sNamespace)
                 return progressing
             return None
 
-        progressing = wait_until(deadline_exceeded, TIMEOUT, "ProgressDeadlineExceeded")
+        progressing = poll(deadline_exceeded, TIMEOUT, "ProgressDeadlineExceeded")
         assert progressing.status == "False"
         stuck = [
             p
@@ -107,7 +107,7 @@ def test_deployment_deadline_exceeded_then_rollback(k8s_namespace: K8sNamespace)
         assert _conditions(d)["Available"].status == "True"
 
         _set_image(apps, ns, "web", GOOD_IMAGE)
-        d = wait_until(lambda: _rolled_out(apps, ns, "web"), TIMEOUT, "rollback to finish")
+        d = poll(lambda: _rolled_out(apps, ns, "web"), TIMEOUT, "rollback to finish")
         assert d.spec.template.spec.containers[0].image == GOOD_IMAGE
 
 
@@ -141,7 +141,7 @@ def test_job_pods_complete(k8s_namespace: K8sNamespace) -> None:
             conditions = {c.type: c.status for c in j.status.conditions or []}
             return j if conditions.get("Complete") == "True" else None
 
-        finished = wait_until(complete, TIMEOUT, "the Job to complete")
+        finished = poll(complete, TIMEOUT, "the Job to complete")
         assert finished.status.succeeded == 1
         assert not finished.status.failed
         (pod,) = core.list_namespaced_pod(ns, label_selector="job-name=build").items
@@ -189,8 +189,8 @@ def test_jobs_marked_fails_job_fail(
             j = batch.read_namespaced_job_status(name, ns)
             return {c.type: c.status for c in j.status.conditions or []}.get(kind) == "True"
 
-        wait_until(lambda: condition("bad", "Failed"), TIMEOUT, "the marked Job to fail")
-        wait_until(lambda: condition("good", "Complete"), TIMEOUT, "the plain Job to complete")
+        poll(lambda: condition("bad", "Failed"), TIMEOUT, "the marked Job to fail")
+        poll(lambda: condition("good", "Complete"), TIMEOUT, "the plain Job to complete")
         assert not condition("bad", "Complete") and not condition("good", "Failed")
         (pod,) = core.list_namespaced_pod(ns, label_selector="job-name=bad").items
         assert pod.status.phase == "Failed"
@@ -228,7 +228,7 @@ def test_marked_pods_stay_pending(
             conditions = {c.type: c.status for c in status.conditions or []}
             return conditions.get("Ready")
 
-        assert wait_until(lambda: ready("plain") == "True", TIMEOUT, "plain pod Ready")
+        assert poll(lambda: ready("plain") == "True", TIMEOUT, "plain pod Ready")
 
         def settled() -> client.V1PodStatus | None:
             # kwok gives every pod it has handled an IP; marked pods get one too,
@@ -236,7 +236,7 @@ def test_marked_pods_stay_pending(
             status = core.read_namespaced_pod_status("marked", ns).status
             return status if status.pod_ip else None
 
-        status = wait_until(settled, TIMEOUT, "marked pod handled by kwok")
+        status = poll(settled, TIMEOUT, "marked pod handled by kwok")
         assert status.phase == "Pending"
         assert ready("marked") == "False"
         assert status.container_statuses[0].state.waiting.reason == reason

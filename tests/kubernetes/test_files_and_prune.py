@@ -19,7 +19,7 @@ from configcenter.adapters.k8s_manifests import (
 from configcenter.adapters.kubernetes import KubernetesPlatform
 from configcenter.ports.platform import Deployable
 from tests.kubernetes.conftest import Cluster, make_deployable
-from tests.support.k8s_fixtures import wait_until
+from tests.support.helpers import poll
 
 pytestmark = pytest.mark.k8s
 
@@ -64,7 +64,7 @@ def test_config_file_reaches_the_pods_and_a_change_to_it_alone_rolls_them(
     ]
     assert pod_mounts(template) == {"app": [(FILES_VOLUME, "/etc/configcenter/api", True)]}
     first_hash = cluster.current_hash()
-    pods = wait_until(lambda: cluster.pods(first_hash), 30, "pods of the first ReplicaSet")
+    pods = poll(lambda: cluster.pods(first_hash), 30, "pods of the first ReplicaSet")
     for pod in pods:
         assert files_volume(pod.spec).config_map.name == "api-files"
         assert pod_mounts(pod.spec)["app"] == [(FILES_VOLUME, "/etc/configcenter/api", True)]

@@ -14,6 +14,7 @@ import requests
 
 from configcenter.usecases.apply import ApplyOptions, apply_env
 from tests.support.e2e_fixtures import World
+from tests.support.helpers import free_port
 from tests.support.marathon_double import MarathonDouble
 from tests.support.rollout_fixtures import SENTINEL, make_rollout_world, set_service, workspace
 
@@ -207,11 +208,8 @@ def test_a_service_without_a_platform_is_committed_while_the_others_roll_out(
 def test_an_unreachable_platform_stops_apply_before_anything_is_committed(
     tmp_path: Path, rollout_xdg: Path
 ) -> None:
-    import socket
 
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = free_port()  # nothing listens there
     world = make_rollout_world(
         tmp_path / "world",
         kind="marathon",

@@ -16,7 +16,8 @@ from configcenter.adapters.sqlite_runs import SqliteRunStore
 from configcenter.core.redact import Redactor
 from configcenter.ports.runstore import RunStoreError
 from configcenter.wiring import open_run_store
-from tests.support.postgres_fixtures import PostgresServer, free_port
+from tests.support.helpers import free_port
+from tests.support.postgres_fixtures import PostgresServer
 
 # -- choosing by URL ---------------------------------------------------------------
 

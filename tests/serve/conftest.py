@@ -12,7 +12,8 @@ import pytest
 
 from tests.support.configrepo import ConfigRepo, git
 from tests.support.gitlab_double import GitLabDouble, WebhookDelivery
-from tests.support.serve_fixtures import ServeProcess, ShopWorld, http, make_shop_world, poll
+from tests.support.helpers import poll
+from tests.support.serve_fixtures import ServeProcess, ShopWorld, http, make_shop_world
 
 SERVE_SECTION = """\
 serve:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.serve_fixtures import ServeProcess, http, make_shop_world, poll
+from tests.support.helpers import poll
+from tests.support.serve_fixtures import ServeProcess, http, make_shop_world
 
 pytestmark = pytest.mark.k8s
 

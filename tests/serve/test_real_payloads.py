@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from tests.serve.conftest import Served
+from tests.support.helpers import poll
 from tests.support.payloads import delivery, load
-from tests.support.serve_fixtures import http, poll
+from tests.support.serve_fixtures import http
 
 
 def post(served: Served, headers: dict[str, str], body: bytes, path: str = "/hooks/gitlab") -> dict:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from tests.serve.conftest import start_served
-from tests.support.serve_fixtures import ServeProcess, http, poll
+from tests.support.helpers import poll
+from tests.support.serve_fixtures import ServeProcess, http
 
 pytestmark = pytest.mark.k8s
 

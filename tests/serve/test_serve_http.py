@@ -11,7 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.serve.conftest import Served, start_served
-from tests.support.serve_fixtures import ServeProcess, http, poll
+from tests.support.helpers import poll
+from tests.support.serve_fixtures import ServeProcess, http
 
 
 def test_push_webhook_with_valid_token_starts_exactly_one_run(served: Served) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from configcenter.wiring import open_run_store
 from tests.serve.conftest import Served
-from tests.support.serve_fixtures import ServeProcess, http, poll
+from tests.support.helpers import poll
+from tests.support.serve_fixtures import ServeProcess, http
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_FLAGS = [

@@ -19,9 +19,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 import pytest
 
 from tests.support import k8s_testbed
+from tests.support.helpers import poll
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -62,23 +62,6 @@ class K8sNamespace(K8sCluster):
     """A cluster plus the name of the namespace that belongs to one test."""
 
     name: str
-
-
-def wait_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns something truthy, then return it.
-
-    Waiting on cluster state is always bounded; the failure message says what
-    was awaited and the last value seen, so a timeout explains itself.
-    """
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-        time.sleep(0.2)  # polling interval, not a wait for state
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -133,7 +116,7 @@ def k8s_namespace(
         core.create_namespace(body)
         # Clusters that keep the ServiceAccount admission plugin (not the bed)
         # refuse pods until the namespace's "default" ServiceAccount exists.
-        wait_until(
+        poll(
             lambda: (
                 core.list_namespaced_service_account(
                     name, field_selector="metadata.name=default"

@@ -14,7 +14,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.helpers import free_port
 
 START_DEADLINE = 60.0  # seconds for the server to accept connections
 STOP_DEADLINE = 30.0
@@ -48,13 +49,6 @@ def find_postgres_bindir() -> Path | None:
         if (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
             return bindir
     return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -24,7 +24,6 @@ import base64
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -37,6 +36,7 @@ import requests
 from configcenter.adapters.buildah import BuildahBuilder
 from configcenter.adapters.oci_registry import OciRegistry, RegistryCredentials
 from configcenter.ports.builder import BuildRequest
+from tests.support.helpers import free_port
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 BUSYBOX_BIN = Path("/bin/busybox")
@@ -57,13 +57,6 @@ class RegistryServer:
     def client(self, *, with_credentials: bool = True) -> OciRegistry:
         creds = self.credentials if with_credentials else None
         return OciRegistry(self.host, insecure=True, credentials=creds)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_ready(server: RegistryServer, process: subprocess.Popen[bytes]) -> bool:
@@ -88,7 +81,7 @@ def start_registry(
     workdir.mkdir(parents=True, exist_ok=True)
     last_log = ""
     for attempt in range(3):
-        port = _free_port()
+        port = free_port()
         storage = workdir / "storage"
         storage.mkdir(exist_ok=True)
         auth = (

@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +25,7 @@ import pytest
 
 from configcenter.usecases.workspace import Workspace
 from tests.support.configrepo import ConfigRepo, git
+from tests.support.helpers import free_port, poll
 
 T = TypeVar("T")
 
@@ -151,26 +150,6 @@ def private_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(base / "cache"))
     return base
-
-
-def poll(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.1) -> T:
-    """Poll until `check` returns something truthy; fail naming what and the last value."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-        time.sleep(every)  # polling interval, not a wait for state
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -1,20 +1,5 @@
-"""Fixtures for core tests: a fresh basic config repo per test, and a private cache dir."""
+"""Core tests: the shared config repo fixtures (tests/support/configrepo_fixtures.py)."""
 
-from __future__ import annotations
+from tests.support.configrepo_fixtures import private_cache, repo
 
-from pathlib import Path
-
-import pytest
-
-from tests.support.configrepo import ConfigRepo
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the Jinja bytecode cache (and any other cache) out of the user's home."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> ConfigRepo:
-    return ConfigRepo.basic(tmp_path / "shop-config")
+__all__ = ["private_cache", "repo"]

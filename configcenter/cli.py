@@ -1110,7 +1110,7 @@ def build(
     from configcenter.output import PrintingReporter, QuietReporter
 
     ws.focus = (env,)
-    from configcenter.usecases.images import build_service
+    from configcenter.usecases.build_service import build_service
 
     reporter = QuietReporter() if as_json else PrintingReporter(verbose)
     outcome = build_service(ws, env, service, reporter.build_log, dry_run)

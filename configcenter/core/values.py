@@ -156,11 +156,6 @@ def _canonical_leaf(value: Any) -> Any:
     return str(value)
 
 
-def from_canonical(value: Any) -> Any:
-    """Inverse of `canonical`, for values read back from a state record."""
-    return to_value(value)
-
-
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Leaf values by dotted key; secrets are leaves."""
     out: dict[str, Any] = {}

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from configcenter.core.errors import UserError
 from configcenter.core.redact import Redactor
@@ -339,7 +339,3 @@ def _git(root: Path, *args: str) -> str | None:
         stdin=subprocess.DEVNULL,
     )
     return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def job_summary(job: Job) -> dict[str, Any]:
-    return job.to_json()

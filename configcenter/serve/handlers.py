@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import json
 import time
 from collections.abc import Mapping
@@ -132,12 +131,7 @@ def run_job(engine: Engine, job: Job) -> JobOutcome:
     if job.kind == "reconcile":
         return _reconcile(engine, job)
     if job.source == "gitlab":
-        handler = _promotion_handler()
-        if handler is not None:
-            return _via_promotion(engine, job, handler)
-        if job.kind == "push":
-            return _push(engine, job)
-        return "ignored", [], "merge request events need the promotion handler (not installed)"
+        return _via_promotion(engine, job)
     if job.source == "registry":
         return _image(engine, job)
     return "ignored", [], f"no handler for {job.source} {job.kind} jobs"
@@ -163,29 +157,6 @@ def _reconcile(engine: Engine, job: Job) -> JobOutcome:
     runs = [report.run_id] if report.run_id else []
     note = f"{len(report.drifts)} drift(s)" + (f", healed {len(report.healed)}" if heal else "")
     return ("failed" if report.outcome == "failed" else "done"), runs, note
-
-
-def _push(engine: Engine, job: Job) -> JobOutcome:
-    branch = str(job.payload.get("ref") or "").removeprefix("refs/heads/")
-    followed = engine.current_branch()
-    if not branch or branch != followed:
-        return (
-            "ignored",
-            [],
-            f"push to {branch or job.payload.get('ref')!r}; serve follows {followed!r}",
-        )
-    covered_up_to = engine.jobs.last_seq()
-    note = engine.update_config_repo()
-    ws = engine.fresh_workspace()
-    config = ws.config
-    envs = [e for e in config.project.environments if config.environment(e).auto_apply]
-    if not envs:
-        return "ignored", [], f"{note}; no environment has auto_apply: true"
-    runs, state, notes = _apply_envs(engine, ws, envs, None, str(job.payload.get("actor")), job)
-    engine.jobs.finish_covered(
-        "gitlab", "push", covered_up_to, runs, f"covered by {job.id}", ref=str(job.payload["ref"])
-    )
-    return state, runs, "; ".join([note, *notes])
 
 
 def _image(engine: Engine, job: Job) -> JobOutcome:
@@ -267,15 +238,6 @@ def _apply_envs(
     return runs, state, notes
 
 
-def _promotion_handler() -> Any:
-    """`usecases.promote.handle_gitlab_event` (push and merge request events), if installed."""
-    try:
-        promote = importlib.import_module("configcenter.usecases.promote")
-    except ImportError:
-        return None
-    return getattr(promote, "handle_gitlab_event", None)
-
-
 def _event_of(job: Job) -> GitLabEvent:
     p = job.payload
     if job.kind == "push":
@@ -306,7 +268,7 @@ def _event_of(job: Job) -> GitLabEvent:
     )
 
 
-def _via_promotion(engine: Engine, job: Job, handler: Any) -> JobOutcome:
+def _via_promotion(engine: Engine, job: Job) -> JobOutcome:
     """Hand the event to the promotion use case, after fetching the config repo.
 
     It may apply any environment, so every environment's lock is held (in a
@@ -315,6 +277,8 @@ def _via_promotion(engine: Engine, job: Job, handler: Any) -> JobOutcome:
     them (behind another replica's apply of a newer push) applies the newest
     default branch, never the older one it would have fetched before waiting.
     """
+    from configcenter.usecases.triggers import handle_gitlab_event
+
     envs = sorted(engine.fresh_workspace().config.project.environments)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -327,14 +291,14 @@ def _via_promotion(engine: Engine, job: Job, handler: Any) -> JobOutcome:
         for env in added:  # a new environment came with this fetch: lock it too
             stack.enter_context(engine.env_lock(env))
         try:
-            results = handler(ws, _event_of(job))
+            outcome = handle_gitlab_event(ws, _event_of(job))
         except Exception:
             engine.record_run("apply", "failed", time.monotonic() - started)
             raise
     elapsed = time.monotonic() - started
-    reason = str(getattr(results, "reason", "") or "")
-    results = list(results or [])
-    runs = [r.run_id for r in results if getattr(r, "run_id", None)]
+    reason = outcome.reason
+    results = list(outcome)
+    runs = outcome.runs
     for result in results:
         engine.record_run("apply", str(result.outcome), elapsed / len(results))
     if not results:

@@ -55,11 +55,11 @@ def _secret(value: object, where: str, redactor: Redactor) -> str | None:
     if isinstance(value, str):
         resolved = value  # forge.webhook_token may be plain (the schema allows it there)
     elif isinstance(value, dict) and isinstance(value.get("secret"), str):
-        from configcenter.adapters.secrets import SecretError, resolve_secret
+        from configcenter import wiring
 
         try:
-            resolved = resolve_secret(value["secret"], on_resolved=redactor.register)
-        except SecretError as exc:
+            resolved = wiring.resolve_secret(value["secret"], redactor)
+        except wiring.SecretError as exc:
             raise ServeSettingsError(f"configcenter.yaml {where}: {exc}") from None
     else:
         raise ServeSettingsError(

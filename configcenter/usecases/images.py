@@ -6,7 +6,6 @@ from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from configcenter import wiring
 from configcenter.core.errors import ConfigError, Problem, UserError
@@ -16,7 +15,7 @@ from configcenter.core.redact import Redactor
 from configcenter.core.values import SecretRef
 from configcenter.ports.builder import Builder, BuilderContext, RegistryAccess
 from configcenter.ports.registry import Registry, RegistryCredentials, RegistryError
-from configcenter.usecases.build import BuildOutcome, ImageBuildSpec, build_image, build_many
+from configcenter.usecases.build import BuildOutcome, ImageBuildSpec, build_many
 from configcenter.usecases.workspace import cache_home
 
 #: The project's layer cache on its registry, shared by its services: three path
@@ -111,39 +110,6 @@ def build_images(
         jobs=jobs,
     )
     return {o.service: ResolvedImage(o.reference, o.digest, keys.get(o.service)) for o in outcomes}
-
-
-def build_service(
-    ws: Any, env: str, service: str, log: Callable[[str, str], None], dry_run: bool = False
-) -> BuildOutcome:
-    """`configcenter build ENV SERVICE`: build (or find) one service's image, alone."""
-    from configcenter.usecases.inspect import plan_env, service_config
-
-    svc = service_config(ws.config, env, service)
-    if svc.image is None or not svc.image.is_build:
-        raise UserError(
-            f"{svc.file}: {service} in {env} uses a given image (image.ref), nothing to build; "
-            "image.source: {repo, ref} builds from source"
-        )
-    plan = plan_env(ws, env, only=[service], render_all=True).services[0]
-    if dry_run:
-        return build_image(
-            build_spec(ws.config, plan),
-            open_builder(ws.config, ws.redactor),
-            open_registry(ws.config, ws.redactor),
-            cache_home() / "sources",
-            lambda line: log(service, line),
-            dry_run=True,
-        )
-    outcome: BuildOutcome = build_many(
-        [build_spec(ws.config, plan)],
-        open_builder(ws.config, ws.redactor),
-        open_registry(ws.config, ws.redactor),
-        cache_home() / "sources",
-        log,
-        jobs=1,
-    )[0]
-    return outcome
 
 
 # -- given images (image.ref) on our registry: pinned by digest ---------------------------------

@@ -575,13 +575,6 @@ def promote(
     return result
 
 
-def handle_gitlab_event(ws_source: Any, event: Any, reporter: Any = None) -> Any:
-    """`configcenter.usecases.triggers.handle_gitlab_event`, where serve looks for it."""
-    from configcenter.usecases.triggers import handle_gitlab_event as handle
-
-    return handle(ws_source, event, reporter)
-
-
 def _sync(git: ConfigGit, branch: str) -> _Refs:
     """Fetch, and find the default branch's tip and the promotion branch's tip."""
     if git.has_origin():

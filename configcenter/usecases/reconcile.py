@@ -126,10 +126,6 @@ class DriftReport:
         }
 
 
-class ReconcileError(Exception):
-    """reconcile could not compare: the message names the platform or repo that failed."""
-
-
 def reconcile(
     ws: Workspace,
     env: str,

@@ -32,7 +32,7 @@ class WebhookUnauthorized(Exception):
 
 def webhook_secret(ws: Workspace) -> str:
     """forge.webhook_token from configcenter.yaml, resolved and registered for masking."""
-    from configcenter.adapters.secrets import SecretError, resolve_secret
+    from configcenter import wiring
 
     settings = ws.config.project.forge or {}
     ref = settings.get("webhook_token")
@@ -43,8 +43,8 @@ def webhook_secret(ws: Workspace) -> str:
             "configcenter.yaml and enter the same value as the webhook's Secret token in GitLab"
         )
     try:
-        return resolve_secret(str(ref["secret"]), on_resolved=ws.redactor.register)
-    except SecretError as error:
+        return wiring.resolve_secret(str(ref["secret"]), ws.redactor)
+    except wiring.SecretError as error:
         raise PromotionError(f"forge.webhook_token: {error}") from None
 
 

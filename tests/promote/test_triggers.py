@@ -7,9 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from configcenter.usecases import promote as promote_module
 from configcenter.usecases.promote import PromotionError, promote
-from configcenter.usecases.triggers import WebhookUnauthorized, handle_gitlab_webhook
+from configcenter.usecases.triggers import (
+    WebhookUnauthorized,
+    handle_gitlab_event,
+    handle_gitlab_webhook,
+)
 from configcenter.usecases.webhooks import parse_gitlab_event
 from configcenter.usecases.workspace import Workspace
 from tests.support.configrepo import git
@@ -134,9 +137,9 @@ def test_serve_passes_a_workspace_it_already_updated(
     event = parse_gitlab_event(delivery.headers, delivery.body)
 
     with pytest.raises(PromotionError, match="is not on main"):
-        promote_module.handle_gitlab_event(Workspace(checkout), event)  # not pulled yet
+        handle_gitlab_event(Workspace(checkout), event)  # not pulled yet
     git(checkout, "pull", "-q", "--ff-only")
-    results = promote_module.handle_gitlab_event(Workspace(checkout), event)
+    results = handle_gitlab_event(Workspace(checkout), event)
 
     assert [r.env for r in results] == ["demo"]
     assert results.runs == [results[0].run_id]

@@ -17,8 +17,8 @@ from configcenter.adapters.git_deploy_repo import GitDeployRepo
 from tests.hardening.git_http import GitHttpServer, SilentServer
 from tests.support.configrepo import git
 from tests.support.e2e_fixtures import World
+from tests.support.helpers import poll
 from tests.support.registry_fixtures import RegistryServer
-from tests.support.serve_fixtures import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "glpat-Tok3n-must-not-leak-9f2"

@@ -15,8 +15,8 @@ from configcenter.adapters.docker_builder import DockerBuilder
 from configcenter.adapters.kaniko import KanikoBuilder
 from configcenter.ports.builder import BuildRequest
 from configcenter.usecases.build import ImageBuildSpec, build_image
-from tests.builds.test_buildah_builds import Log, image_files
-from tests.support.registry_fixtures import RegistryServer, SourceRepo
+from tests.builds.test_buildah_builds import Log
+from tests.support.registry_fixtures import RegistryServer, SourceRepo, image_files
 
 # A dependency step before the source COPY: the shape a layer cache is for.
 DEPS_DOCKERFILE = """\

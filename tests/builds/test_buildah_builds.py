@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from configcenter.usecases.build import (
     build_image,
     build_many,
 )
-from tests.support.registry_fixtures import RegistryServer, SourceRepo
+from tests.support.registry_fixtures import RegistryServer, SourceRepo, image_files
 
 SCRATCH_DOCKERFILE = "FROM scratch\nCOPY hello.txt /hello.txt\n"
 
@@ -56,26 +54,6 @@ class Log(list[str]):
 
     def steps(self) -> list[str]:
         return [line for line in self if line.startswith("STEP ")]
-
-
-def image_files(registry: RegistryServer, reference: str) -> dict[str, bytes]:
-    """Every regular file in the pushed image's layers, read back through the registry API."""
-    name, digest = reference.removeprefix(registry.host + "/").split("@")
-    manifest = requests.get(
-        f"{registry.url}/v2/{name}/manifests/{digest}",
-        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-        timeout=10,
-    ).json()
-    files: dict[str, bytes] = {}
-    for layer in manifest["layers"]:
-        blob = requests.get(f"{registry.url}/v2/{name}/blobs/{layer['digest']}", timeout=30)
-        with tarfile.open(fileobj=io.BytesIO(blob.content), mode="r:*") as archive:
-            for member in archive.getmembers():
-                if member.isfile():
-                    handle = archive.extractfile(member)
-                    assert handle is not None
-                    files[member.name.lstrip("./")] = handle.read()
-    return files
 
 
 def test_from_scratch_build_pushes_and_records_digest(

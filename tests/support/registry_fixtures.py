@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import shutil
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -362,3 +364,23 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
     yield server
     stop_registry(server)
     issuer.close()
+
+
+def image_files(registry: RegistryServer, reference: str) -> dict[str, bytes]:
+    """Every regular file in the pushed image's layers, read back through the registry API."""
+    name, digest = reference.removeprefix(registry.host + "/").split("@")
+    manifest = requests.get(
+        f"{registry.url}/v2/{name}/manifests/{digest}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=10,
+    ).json()
+    files: dict[str, bytes] = {}
+    for layer in manifest["layers"]:
+        blob = requests.get(f"{registry.url}/v2/{name}/blobs/{layer['digest']}", timeout=30)
+        with tarfile.open(fileobj=io.BytesIO(blob.content), mode="r:*") as archive:
+            for member in archive.getmembers():
+                if member.isfile():
+                    handle = archive.extractfile(member)
+                    assert handle is not None
+                    files[member.name.lstrip("./")] = handle.read()
+    return files

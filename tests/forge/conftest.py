@@ -46,20 +46,26 @@ def _context(root: Path) -> ForgeContext:
     return ForgeContext(root, lambda ref, what: wiring.resolve_secret(ref, redactor))
 
 
+def local_config_repo(tmp_path: Path) -> Path:
+    """A config repo with `demo` and a promotion branch one commit ahead of it."""
+    repo = tmp_path / "shop config"  # a space, so the merge command must quote
+    run_git(tmp_path, "init", "-q", "-b", "demo", str(repo))
+    (repo / "configcenter.yaml").write_text("project: shop\n")
+    run_git(repo, "add", ".")
+    run_git(repo, "commit", "-q", "-m", "Start")
+    run_git(repo, "checkout", "-q", "-b", SOURCE)
+    (repo / "api.yaml").write_text("template: 1.5.0\n")
+    run_git(repo, "add", ".")
+    run_git(repo, "commit", "-q", "-m", "Pin api 1.5.0")
+    run_git(repo, "checkout", "-q", "demo")
+    return repo
+
+
 class LocalBed:
     kind = "local"
 
     def __init__(self, tmp_path: Path) -> None:
-        repo = tmp_path / "shop config"  # a space, so the merge command must quote
-        run_git(tmp_path, "init", "-q", "-b", "demo", str(repo))
-        (repo / "configcenter.yaml").write_text("project: shop\n")
-        run_git(repo, "add", ".")
-        run_git(repo, "commit", "-q", "-m", "Start")
-        run_git(repo, "checkout", "-q", "-b", SOURCE)
-        (repo / "api.yaml").write_text("template: 1.5.0\n")
-        run_git(repo, "add", ".")
-        run_git(repo, "commit", "-q", "-m", "Pin api 1.5.0")
-        run_git(repo, "checkout", "-q", "demo")
+        repo = local_config_repo(tmp_path)
         self.repo = repo
         self.forge = wiring.open_forge({"kind": "local"}, _context(repo))
 

@@ -16,26 +16,15 @@ import pytest
 
 from configcenter.adapters.local_forge import LocalForge
 from configcenter.ports.forge import ForgeError, MergeRequestNotFound
+from tests.forge.conftest import SOURCE, local_config_repo
 from tests.support.gitlab_double import GIT_IDENTITY
 from tests.support.gitlab_fixtures import run_git
-
-SOURCE = "promote/dev-to-demo"
 
 
 @pytest.fixture
 def config_repo(tmp_path: Path) -> Path:
     """A config repo with `demo` and a promotion branch one commit ahead of it."""
-    repo = tmp_path / "shop config"  # a space, so the merge command must quote
-    run_git(tmp_path, "init", "-q", "-b", "demo", str(repo))
-    (repo / "configcenter.yaml").write_text("project: shop\n")
-    run_git(repo, "add", ".")
-    run_git(repo, "commit", "-q", "-m", "Start")
-    run_git(repo, "checkout", "-q", "-b", SOURCE)
-    (repo / "api.yaml").write_text("template: 1.5.0\n")
-    run_git(repo, "add", ".")
-    run_git(repo, "commit", "-q", "-m", "Pin api 1.5.0")
-    run_git(repo, "checkout", "-q", "demo")
-    return repo
+    return local_config_repo(tmp_path)
 
 
 def records(repo: Path) -> list[str]:

@@ -155,6 +155,30 @@ MARATHON_APP: dict[str, Any] = {
 }
 
 
+def plain_release(
+    release_id: str,
+    service: str,
+    image: str,
+    values: Mapping[str, str] | None,
+    secrets: Mapping[str, str] | None,
+    replicas: int,
+    files: Mapping[str, bytes],
+) -> Deployable:
+    """A release whose config digest covers its values (REGION=eu unless overridden)."""
+    merged = {"REGION": "eu", **(values or {})}
+    return Deployable(
+        env="dev",
+        service=service,
+        release_id=release_id,
+        image=image,
+        config_digest="sha256:" + json.dumps(merged, sort_keys=True),
+        files=dict(files),
+        values=merged,
+        secrets=dict(secrets or {}),
+        replicas=replicas,
+    )
+
+
 class MarathonBed:
     kind = "marathon"
     healthy_timeout = 10.0
@@ -186,19 +210,9 @@ class MarathonBed:
         failing: bool = False,
         replicas: int = 2,
     ) -> Deployable:
-        merged = {"REGION": "eu", **(values or {})}
         image = f"127.0.0.1:5000/shop/{service}:" + ("never-ready" if failing else "1")
-        return Deployable(
-            env="dev",
-            service=service,
-            release_id=release_id,
-            image=image,
-            config_digest="sha256:" + json.dumps(merged, sort_keys=True),
-            files={"marathon.json": json.dumps(MARATHON_APP).encode()},
-            values=merged,
-            secrets=dict(secrets or {}),
-            replicas=replicas,
-        )
+        files = {"marathon.json": json.dumps(MARATHON_APP).encode()}
+        return plain_release(release_id, service, image, values, secrets, replicas, files)
 
     def _app(self, service: str) -> dict[str, Any] | None:
         path = f"/shop/dev/{service}"
@@ -244,18 +258,8 @@ class FakeBed:
         failing: bool = False,
         replicas: int = 2,
     ) -> Deployable:
-        merged = {"REGION": "eu", **(values or {})}
-        return Deployable(
-            env="dev",
-            service=service,
-            release_id=release_id,
-            image=f"registry.test/{service}:" + ("never-ready" if failing else "1"),
-            config_digest="sha256:" + json.dumps(merged, sort_keys=True),
-            files={},
-            values=merged,
-            secrets=dict(secrets or {}),
-            replicas=replicas,
-        )
+        image = f"registry.test/{service}:" + ("never-ready" if failing else "1")
+        return plain_release(release_id, service, image, values, secrets, replicas, {})
 
     def revision(self, service: str = "api") -> str | None:
         app = self.world.apps.get(("dev", service))

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from configcenter.adapters.secrets import SecretError
 from configcenter.core import kinds
@@ -26,6 +27,9 @@ from configcenter.ports.forge import Forge, ForgeContext, ForgeFactory
 from configcenter.ports.platform import Platform, PlatformFactory, PlatformTarget
 from configcenter.ports.registry import Registry
 from configcenter.ports.runstore import RunStore, RunStoreError
+
+if TYPE_CHECKING:
+    from configcenter.adapters.config_git import ConfigGit
 
 
 class UnknownKind(UserError):
@@ -102,6 +106,15 @@ def open_registry(access: RegistryAccess) -> Registry:
     return OciRegistry(access.host, insecure=access.insecure, credentials=access.credentials)
 
 
+def open_config_git(
+    root: Path, error: Callable[[str], Exception], *, work_branch_prefix: str = ""
+) -> ConfigGit:
+    """git in the config repo checkout at `root`; failures are raised as `error(message)`."""
+    from configcenter.adapters.config_git import ConfigGit
+
+    return ConfigGit(root, error, work_branch_prefix=work_branch_prefix)
+
+
 def resolve_secret(ref: str, redactor: Redactor) -> str:
     """The value an `env:` or `file:` reference points at, registered for masking first.
 
@@ -118,6 +131,7 @@ __all__ = [
     "entry",
     "factory",
     "open_builder",
+    "open_config_git",
     "open_forge",
     "open_platform",
     "open_registry",

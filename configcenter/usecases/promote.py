@@ -27,14 +27,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import re
 import shlex
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -54,13 +48,13 @@ from configcenter.usecases.workspace import Workspace
 if TYPE_CHECKING:
     from ruamel.yaml import YAML
 
+    from configcenter.adapters.config_git import ConfigGit
+
 BRANCH_PREFIX = "promote/"
 LABEL = "promotion"
 MARKER = "configcenter-promotion"
 #: GitLab rejects descriptions over 1,048,576 characters; diffs are cut well before.
 MAX_DIFF_CHARS = 200_000
-URL_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
-DEFAULT_IDENTITY = {"name": "configcenter", "email": "configcenter@localhost"}
 
 Status = Literal["nothing", "dry-run", "opened", "updated", "unchanged"]
 
@@ -329,99 +323,9 @@ def template_env_keys(ws: Workspace, service: str, tag: str) -> list[str]:
 # -- Git ----------------------------------------------------------------------------------------
 
 
-class ConfigGit:
-    """git in the config repo, through subprocess; failures become PromotionErrors."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._env = {
-            **os.environ,
-            "LC_ALL": "C",
-            "GIT_TERMINAL_PROMPT": "0",
-        }
-        if not self.run("config", "user.email", check=False):
-            self._env.update(
-                GIT_AUTHOR_NAME=DEFAULT_IDENTITY["name"],
-                GIT_AUTHOR_EMAIL=DEFAULT_IDENTITY["email"],
-                GIT_COMMITTER_NAME=DEFAULT_IDENTITY["name"],
-                GIT_COMMITTER_EMAIL=DEFAULT_IDENTITY["email"],
-            )
-
-    def run(self, *args: str, check: bool = True, cwd: Path | None = None) -> str:
-        try:
-            proc = subprocess.run(
-                ["git", *args],
-                cwd=cwd or self.root,
-                env=self._env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise PromotionError("git is not installed: install git to promote") from None
-        if check and proc.returncode != 0:
-            detail = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
-            detail = URL_USERINFO.sub(r"\1***@", detail)  # a token in the remote's URL
-            raise PromotionError(f"git {args[0]} failed in {cwd or self.root}: {detail}")
-        return proc.stdout.strip() if proc.returncode == 0 else ""
-
-    def ok(self, *args: str, cwd: Path | None = None) -> bool:
-        proc = subprocess.run(
-            ["git", *args], cwd=cwd or self.root, env=self._env, capture_output=True, check=False
-        )
-        return proc.returncode == 0
-
-    def has_origin(self) -> bool:
-        return "origin" in self.run("remote").split()
-
-    def rev(self, ref: str) -> str | None:
-        return (
-            self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False) or None
-        )
-
-    def default_branch(self) -> str:
-        """The remote's HEAD branch (what merge requests target); else the checked-out one."""
-        if self.has_origin():
-            for line in self.run("ls-remote", "--symref", "origin", "HEAD").splitlines():
-                if line.startswith("ref: refs/heads/"):
-                    return line.split()[1].removeprefix("refs/heads/")
-            local = self.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False)
-            if local:
-                return local.removeprefix("refs/remotes/origin/")
-        current = self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-        if current and not current.startswith(BRANCH_PREFIX):
-            return current
-        if self.rev("refs/heads/main"):
-            return "main"
-        raise PromotionError(
-            f"cannot tell the default branch of {self.root}: check out the default branch "
-            "(e.g. git checkout main) or set origin's HEAD"
-        )
-
-    def read(self, rev: str, path: str) -> str | None:
-        if not self.ok("cat-file", "-e", f"{rev}:{path}"):
-            return None
-        return subprocess.run(
-            ["git", "show", f"{rev}:{path}"],
-            cwd=self.root,
-            env=self._env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-
-    @contextmanager
-    def worktree(self, rev: str) -> Iterator[Path]:
-        """A throwaway detached worktree at `rev`, removed however the block ends."""
-        holder = Path(tempfile.mkdtemp(prefix="configcenter-promote-"))
-        tree = holder / "tree"
-        try:
-            self.run("worktree", "add", "--detach", "--quiet", str(tree), rev)
-            yield tree
-        finally:
-            self.run("worktree", "remove", "--force", str(tree), check=False)
-            shutil.rmtree(holder, ignore_errors=True)
-            self.run("worktree", "prune", check=False)
+def open_git(root: Path) -> ConfigGit:
+    """git in the config repo checkout; its failures are PromotionErrors."""
+    return wiring.open_config_git(root, PromotionError, work_branch_prefix=BRANCH_PREFIX)
 
 
 # -- the use case -------------------------------------------------------------------------------
@@ -471,7 +375,7 @@ def promote(
         choice = choose_pin(config, source, target, name, state.services.get(name))
         (pins if isinstance(choice, Pin) else skipped).append(choice)  # type: ignore[arg-type]
 
-    git = ConfigGit(ws.root)
+    git = open_git(ws.root)
     refs = _sync(git, branch_name(source, target, service))
     branch = branch_name(source, target, service)
     result = PromotionResult(
@@ -635,17 +539,7 @@ def _merge_default(git: ConfigGit, tree: Path, refs: _Refs) -> bool:
 
 
 def _commit(git: ConfigGit, tree: Path, message: str) -> None:
-    proc = subprocess.run(
-        ["git", "commit", "--quiet", "--no-verify", "-F", "-"],
-        cwd=tree,
-        env=git._env,
-        input=message,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise PromotionError(f"git commit failed in {tree}: {proc.stderr.strip()}")
+    git.commit(tree, message)
 
 
 def _push(

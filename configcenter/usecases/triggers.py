@@ -10,9 +10,10 @@ to the merged default branch, and the environment is applied through
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from configcenter.usecases.apply import ApplyOptions, ApplyResult, Reporter, apply_env
-from configcenter.usecases.promote import ConfigGit, PromotionError, parse_branch
+from configcenter.usecases.promote import PromotionError, open_git, parse_branch
 from configcenter.usecases.webhooks import (
     GitLabEvent,
     UnsupportedEvent,
@@ -22,6 +23,9 @@ from configcenter.usecases.webhooks import (
 from configcenter.usecases.workspace import Workspace
 
 WorkspaceFactory = Callable[[], Workspace]
+
+if TYPE_CHECKING:
+    from configcenter.adapters.config_git import ConfigGit
 
 
 class WebhookUnauthorized(Exception):
@@ -117,7 +121,7 @@ def handle_gitlab_event(
         return TriggerResults(
             reason=f"the event is about project {where}, not forge.project {configured!r}"
         )
-    git = ConfigGit(ws.root)
+    git = open_git(ws.root)
     default = git.default_branch()
     fetch = callable(ws_source)
     if event.kind == "merge_request":

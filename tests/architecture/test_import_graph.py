@@ -29,9 +29,8 @@ ALLOWED: set[tuple[str, str]] = {
     ("configcenter.serve.leader", "kubernetes.client.exceptions"),
     # checking out build sources: a source port is still to be cut.
     ("configcenter.usecases.build", "configcenter.adapters.source_checkout"),
-    # git in the config repo: `ConfigGit` and friends, one config-repo Git adapter to come.
+    # git in the config repo outside adapters/config_git.py (init, template release).
     ("configcenter.usecases.init_repo", "subprocess"),
-    ("configcenter.usecases.promote", "subprocess"),
     ("configcenter.usecases.release_template", "configcenter.adapters.git_config_repo"),
     ("configcenter.usecases.release_template", "subprocess"),
     # the workspace opens the config and deploy repos itself (a composition root in

@@ -1,0 +1,145 @@
+"""git in a config repo checkout, through the git CLI: fetch, worktrees, merges, commits.
+
+Promotion and the webhook triggers use it (via `configcenter.wiring.open_config_git`);
+errors are raised as the caller's error type, with any credentials in a remote URL
+masked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from configcenter.core.errors import UserError
+
+URL_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
+DEFAULT_IDENTITY = {"name": "configcenter", "email": "configcenter@localhost"}
+
+
+class ConfigGit:
+    """git in a config repo checkout, through the git CLI; failures become `error(message)`.
+
+    `work_branch_prefix` names branches that are never the default one (a checkout
+    left on `promote/...` does not make that branch the default).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        error: Callable[[str], Exception] = UserError,
+        *,
+        work_branch_prefix: str = "",
+    ) -> None:
+        self.root = root
+        self.error = error
+        self.work_branch_prefix = work_branch_prefix
+        self._env = {
+            **os.environ,
+            "LC_ALL": "C",
+            "GIT_TERMINAL_PROMPT": "0",
+        }
+        if not self.run("config", "user.email", check=False):
+            self._env.update(
+                GIT_AUTHOR_NAME=DEFAULT_IDENTITY["name"],
+                GIT_AUTHOR_EMAIL=DEFAULT_IDENTITY["email"],
+                GIT_COMMITTER_NAME=DEFAULT_IDENTITY["name"],
+                GIT_COMMITTER_EMAIL=DEFAULT_IDENTITY["email"],
+            )
+
+    def run(self, *args: str, check: bool = True, cwd: Path | None = None) -> str:
+        try:
+            proc = subprocess.run(
+                ["git", *args],
+                cwd=cwd or self.root,
+                env=self._env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise self.error("git is not installed: install git to promote") from None
+        if check and proc.returncode != 0:
+            detail = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
+            detail = URL_USERINFO.sub(r"\1***@", detail)  # a token in the remote's URL
+            raise self.error(f"git {args[0]} failed in {cwd or self.root}: {detail}")
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    def ok(self, *args: str, cwd: Path | None = None) -> bool:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd or self.root, env=self._env, capture_output=True, check=False
+        )
+        return proc.returncode == 0
+
+    def has_origin(self) -> bool:
+        return "origin" in self.run("remote").split()
+
+    def rev(self, ref: str) -> str | None:
+        return (
+            self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False) or None
+        )
+
+    def default_branch(self) -> str:
+        """The remote's HEAD branch (what merge requests target); else the checked-out one."""
+        if self.has_origin():
+            for line in self.run("ls-remote", "--symref", "origin", "HEAD").splitlines():
+                if line.startswith("ref: refs/heads/"):
+                    return line.split()[1].removeprefix("refs/heads/")
+            local = self.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False)
+            if local:
+                return local.removeprefix("refs/remotes/origin/")
+        current = self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        if current and not (
+            self.work_branch_prefix and current.startswith(self.work_branch_prefix)
+        ):
+            return current
+        if self.rev("refs/heads/main"):
+            return "main"
+        raise self.error(
+            f"cannot tell the default branch of {self.root}: check out the default branch "
+            "(e.g. git checkout main) or set origin's HEAD"
+        )
+
+    def read(self, rev: str, path: str) -> str | None:
+        if not self.ok("cat-file", "-e", f"{rev}:{path}"):
+            return None
+        return subprocess.run(
+            ["git", "show", f"{rev}:{path}"],
+            cwd=self.root,
+            env=self._env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    @contextmanager
+    def worktree(self, rev: str) -> Iterator[Path]:
+        """A throwaway detached worktree at `rev`, removed however the block ends."""
+        holder = Path(tempfile.mkdtemp(prefix="configcenter-promote-"))
+        tree = holder / "tree"
+        try:
+            self.run("worktree", "add", "--detach", "--quiet", str(tree), rev)
+            yield tree
+        finally:
+            self.run("worktree", "remove", "--force", str(tree), check=False)
+            shutil.rmtree(holder, ignore_errors=True)
+            self.run("worktree", "prune", check=False)
+
+    def commit(self, tree: Path, message: str) -> None:
+        """Commit what is staged in worktree `tree` with `message` (hooks skipped)."""
+        proc = subprocess.run(
+            ["git", "commit", "--quiet", "--no-verify", "-F", "-"],
+            cwd=tree,
+            env=self._env,
+            input=message,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise self.error(f"git commit failed in {tree}: {proc.stderr.strip()}")

@@ -6,12 +6,13 @@ listing for Marathon. Only the release each service's objects carry is kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from configcenter.core.converge import Converged, LiveServices, converge
 from configcenter.core.model import Config
 from configcenter.core.plan import Plan
 from configcenter.core.state import EnvState
+from configcenter.ports.deploy_repo import DeployRepoError
 from configcenter.usecases.platforms import open_platform
 from configcenter.usecases.workspace import Workspace
 
@@ -48,7 +49,38 @@ def observe_env(
         live[name] = {service: item.release_id for service, item in observed.items()}
         if log is not None:
             log(f"{env}: observed {len(observed)} service(s) on platform {name}")
-    return live
+    return only_ours(ws, env, state, live, log)
+
+
+def only_ours(
+    ws: Workspace,
+    env: str,
+    state: EnvState,
+    live: Mapping[str, LiveServices],
+    log: Callable[[str], None] | None = None,
+) -> dict[str, LiveServices]:
+    """`live` without services this deploy repo never deployed to `env`.
+
+    A service on the platform that neither the config nor the state has is pruned by
+    apply, but only if this deploy repo's history of the environment has it: another
+    project sharing the namespace (and the environment's name) is left alone.
+    """
+    known = set(state.services)
+    if env in ws.config.environments:
+        known |= set(ws.config.environment(env).services)
+    kept: dict[str, LiveServices] = {}
+    for platform, services in live.items():
+        mine: dict[str, str | None] = {}
+        for service, release in services.items():
+            if service in known or _deployed_before(ws, env, service):
+                mine[service] = release
+            elif log is not None:
+                log(
+                    f"{service}: runs on {platform} with {env}'s labels, but this deploy repo "
+                    "never deployed it; left alone"
+                )
+        kept[platform] = mine
+    return kept
 
 
 def converged_plan(
@@ -91,4 +123,13 @@ def converge_observed(
                 )
             continue
         live[name] = {service: item.release_id for service, item in observed.items()}
-    return converge(plan, state, live, only=only)
+    return converge(plan, state, only_ours(ws, env, state, live, warn), only=only)
+
+
+def _deployed_before(ws: Workspace, env: str, service: str) -> bool:
+    if not ws.deploy_repo_exists():
+        return False
+    try:
+        return bool(ws.deploy_repo.log(prefix=f"{env}/{service}/", limit=1))
+    except DeployRepoError:
+        return False

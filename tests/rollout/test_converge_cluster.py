@@ -155,19 +155,33 @@ def test_a_service_removed_with_no_rollout_is_pruned_by_the_next_apply(
     assert "worker" not in services(world)
     assert "worker" in cluster.deployments(), "--no-rollout leaves the platform alone"
 
+    # Another project in the same namespace, with the same env name: not ours to delete.
+    labels = {
+        "app.kubernetes.io/managed-by": "configcenter",
+        "configcenter.io/env": "dev",
+        "configcenter.io/service": "ghost",
+    }
+    cluster.core.create_namespaced_config_map(
+        cluster.ns, {"metadata": {"name": "ghost-config", "labels": labels}, "data": {"A": "1"}}
+    )
     plan = plan_of(world)
     assert (plan["worker"]["action"], plan["worker"]["reasons"]) == ("delete", ["platform"])
+    assert "ghost" not in plan
     head = world.head()
 
     result = expect(world.cc("apply", "dev"), 0)
 
     assert "worker: deleted from k8s" in result.output
+    assert "ghost: runs on k8s with dev's labels, but this deploy repo never deployed it" in (
+        result.output
+    )
     assert cluster.deployments() == {"db"}
     names = {cm.metadata.name for cm in cluster.core.list_namespaced_config_map(cluster.ns).items}
     assert not any(n.startswith("worker-") for n in names)
+    assert "ghost-config" in names
     assert world.head() == head, "pruning an orphan needs no commit"
     assert plan_actions(world) == {"db": "noop"}
-    assert reconcile_drift(world) == []
+    assert {d["service"] for d in reconcile_drift(world)} == {"ghost"}
 
 
 def _release_worker_with_service(world: World) -> None:

@@ -1059,6 +1059,10 @@ def history(
     entries = run_history(
         ws, env, service, limit, warn=lambda text: err.print(f"warning: {text}", markup=False)
     )
+    if not as_json:
+        from configcenter.output import print_problems
+
+        print_problems(ws.problems.warnings)  # e.g. a run store that cannot be read
     if service is not None and not entries:
         from configcenter.usecases.inspect import check_service_known
 

@@ -59,12 +59,24 @@ class SqliteRunStore:
         self._lock = threading.RLock()
         self._busy_timeout = busy_timeout
         check_migrations(migrations)
-        self._conn = self._connect()
+        try:
+            self._conn = self._connect()
+        except sqlite3.DatabaseError as exc:  # not a database at all: garbage in the file
+            raise self._unreadable(exc) from None
         try:
             self._migrate(migrations)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise self._unreadable(exc) from None
         except BaseException:
             self._conn.close()
             raise
+
+    def _unreadable(self, exc: sqlite3.DatabaseError) -> RunStoreError:
+        return RunStoreError(
+            f"the run store {self.path} is not a SQLite database, or is corrupt ({exc}); "
+            "move it aside (configcenter starts a new one) or restore it from a backup"
+        )
 
     # -- setup ---------------------------------------------------------------
 

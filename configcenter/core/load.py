@@ -308,6 +308,7 @@ class _Loader:
         if isinstance(platform, str) and env_doc is not None:
             self._check_platform(project, platform, env_doc.source("platform"))
         reconcile = env_data.get("reconcile") or {}
+        rollout = env_data.get("rollout")
         environment = Environment(
             name=name,
             platform=platform if isinstance(platform, str) else None,
@@ -315,7 +316,7 @@ class _Loader:
             auto_apply=env_data.get("auto_apply") is True,
             reconcile_interval=reconcile.get("interval") if isinstance(reconcile, dict) else None,
             reconcile_heal=isinstance(reconcile, dict) and reconcile.get("heal") is True,
-            rollout_timeout=(env_data.get("rollout") or {}).get("timeout"),
+            rollout_timeout=rollout.get("timeout") if isinstance(rollout, dict) else None,
         )
         for file, kind in self._list_dir(f"environments/{name}"):
             rel = f"environments/{name}/{file}"

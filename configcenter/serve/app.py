@@ -39,6 +39,51 @@ from configcenter.usecases.webhooks import (
 log = logging.getLogger(__name__)
 
 MAX_BODY = 25 * 1024 * 1024  # GitLab caps webhook payloads at 25 MB
+MAX_JSON_DEPTH = 64  # real webhook payloads nest a handful of levels
+MAX_LIMIT = 10_000  # ?limit= of the listing endpoints
+
+
+def query_limit(raw: str | None, default: int) -> int:
+    """A listing's ?limit=, 1..MAX_LIMIT; ValueError with a short reason otherwise."""
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 6:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    value = int(raw)
+    if not 1 <= value <= MAX_LIMIT:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return value
+
+
+def check_json_shape(body: bytes) -> None:
+    """WebhookError when the body is JSON nested deeper than MAX_JSON_DEPTH.
+
+    Checked before any handler parses it, so deep nesting is a 400, never a
+    RecursionError; a body that is not JSON at all is left for the handler to name.
+    """
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise WebhookError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError):
+        return
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise WebhookError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+
+
+def _malformed(exc: Exception) -> str:
+    """A payload of the right JSON but the wrong shape (a string where an object belongs)."""
+    text = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return f"payload has an unexpected shape ({type(exc).__name__}{': ' + text if text else ''})"
+
+
 OPEN_PATHS = ("/healthz", "/hooks/")
 
 SCHEMAS = SchemaGenerator(
@@ -114,12 +159,20 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
     """The app for one engine; the engine's lifecycle is the caller's."""
 
     async def read_body(request: Request) -> bytes:
+        """The body, counted while it streams in (chunked bodies have no Content-Length):
+        reading stops at the limit instead of buffering whatever is sent."""
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        if declared and declared.isdigit() and len(declared) < 20 and int(declared) > MAX_BODY:
             raise WebhookError(f"body of {declared} bytes is over the {MAX_BODY}-byte limit")
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise WebhookError(f"body of {len(body)} bytes is over the {MAX_BODY}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise WebhookError(f"body is over the {MAX_BODY}-byte limit")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        check_json_shape(body)
         return body
 
     def delivery(source: str, result: str) -> None:
@@ -156,13 +209,16 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         try:
             body = await read_body(request)
             event = parse_gitlab_event(dict(request.headers), body)
+            job = gitlab_job(event, dict(request.headers), body)
         except UnsupportedEvent as exc:
             delivery("gitlab", "ignored")
             return JSONResponse({"accepted": False, "ignored": str(exc)}, status_code=202)
         except WebhookError as exc:
             delivery("gitlab", "invalid")
             return _error(400, str(exc), "send GitLab's webhook request unchanged")
-        job = gitlab_job(event, dict(request.headers), body)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            delivery("gitlab", "invalid")
+            return _error(400, _malformed(exc), "send GitLab's webhook request unchanged")
         return await _enqueue(request, engine, [job], "gitlab", delivery)
 
     async def registry_hook(request: Request) -> Response:
@@ -201,6 +257,11 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         except WebhookError as exc:
             delivery("registry", "invalid")
             return _error(400, str(exc), "send the registry's notification envelope unchanged")
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            delivery("registry", "invalid")
+            return _error(
+                400, _malformed(exc), "send the registry's notification envelope unchanged"
+            )
         if not jobs:
             delivery("registry", "ignored")
             return JSONResponse({"accepted": 0, "duplicates": 0}, status_code=202)
@@ -279,9 +340,9 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         """
         q = request.query_params
         try:
-            limit = int(q.get("limit", "50"))
-        except ValueError:
-            return _error(400, f"limit {q.get('limit')!r} is not a number", "pass e.g. limit=50")
+            limit = query_limit(q.get("limit"), 50)
+        except ValueError as exc:
+            return _error(400, str(exc), "pass e.g. limit=50")
         from configcenter.ports.runstore import RunStoreError
 
         try:
@@ -316,10 +377,13 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
           - {name: source, in: query, schema: {type: string, enum: [gitlab, registry, schedule]}}
           - {name: limit, in: query, schema: {type: integer, default: 100}}
         security: [{bearer: []}, {basic: []}]
-        responses: {200: {description: "{counts, jobs}"}}
+        responses: {200: {description: "{counts, jobs}"}, 400: {description: bad query}}
         """
         q = request.query_params
-        limit = int(q["limit"]) if q.get("limit", "").isdigit() else 100
+        try:
+            limit = query_limit(q.get("limit"), 100)
+        except ValueError as exc:
+            return _error(400, str(exc), "pass e.g. limit=100")
         jobs = engine.jobs.recent(limit, q.get("source") or None)
         return JSONResponse({"counts": engine.jobs.counts(), "jobs": [j.to_json() for j in jobs]})
 
@@ -419,6 +483,8 @@ async def _enqueue(
 
 
 def _error(status_code: int, message: str, fix: str) -> JSONResponse:
+    if len(message) > 200:  # a reason, not an echo of the request
+        message = message[:197] + "..."
     return JSONResponse({"error": message, "fix": fix}, status_code=status_code)
 
 

@@ -75,7 +75,9 @@ def check_platform(stages: ReleaseStages, platform_kind: str, service: str) -> N
 
 
 def _tail(lines: tuple[str, ...] | list[str]) -> str:
-    kept = [line.strip() for line in lines if line.strip()][-LOG_TAIL:]
+    # The log's own lines, not the note that the log API was unavailable (k8s_jobs).
+    kept = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("(log of pod")]
+    kept = kept[-LOG_TAIL:]
     text = " | ".join(kept)
     return (text[:297] + "...") if len(text) > 300 else text
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+from typing import Any
 
 import pytest
 
@@ -115,3 +117,35 @@ def test_a_stage_file_must_hold_one_job() -> None:
             timeout=60,
             retention=60,
         )
+
+
+@pytest.mark.k8s
+def test_a_job_that_never_finishes_times_out_and_is_deleted(k8s_namespace: Any) -> None:
+    """On the test bed: a never-ready image keeps the Job's pod Pending past the timeout."""
+    from kubernetes import client
+
+    from configcenter.adapters.kubernetes import KubernetesPlatform
+    from tests.kubernetes.conftest import target_for
+    from tests.support.k8s_fixtures import NEVER_READY_IMAGE_MARK, wait_until
+
+    platform = KubernetesPlatform(
+        target_for(k8s_namespace.name), kubeconfig=str(k8s_namespace.kubeconfig)
+    )
+    stuck = MIGRATE.replace(
+        b"command: [/app/migrate]", f"image: registry.test/{NEVER_READY_IMAGE_MARK}/m:1".encode()
+    )
+    item = dataclasses.replace(release({"migrate.yaml": stuck}), secrets={})
+    lines: list[str] = []
+    result = platform.run_job(
+        item, "migrate.yaml", "pre-deploy", timeout=2, retention=60, log=lines.append
+    )
+    assert not result.succeeded and result.reason == "timed out after 2s"
+    assert any("created" in line for line in lines)
+    with k8s_namespace.api_client() as api:
+        batch = client.BatchV1Api(api)
+
+        def gone() -> bool:
+            names = [j.metadata.name for j in batch.list_namespaced_job(k8s_namespace.name).items]
+            return result.job not in names
+
+        wait_until(gone, 30, "the timed-out Job to be deleted")

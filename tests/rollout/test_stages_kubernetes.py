@@ -196,6 +196,7 @@ def test_a_failed_migration_rolls_out_nothing_blocks_and_skips_dependents(
     assert record["last_failed"]["outcome"] == "failed"
     assert "pre-deploy job migrate.yaml failed" in record["last_failed"]["reason"]
     assert MIGRATE_LOG in record["last_failed"]["reason"]
+    assert "log of pod" not in record["last_failed"]["reason"]  # the log, not the API's note
     # The job's log is in the run.
     assert f"[pre-deploy api/migrate.yaml] {MIGRATE_LOG}" in run_log(world)
     runs = world.runs()

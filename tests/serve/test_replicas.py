@@ -23,7 +23,8 @@ from configcenter.usecases.workspace import Workspace
 from tests.serve.conftest import PROJECT_PATH, SERVE_SECTION
 from tests.support.configrepo import ConfigRepo, git
 from tests.support.gitlab_double import GitLabDouble, WebhookDelivery
-from tests.support.serve_fixtures import ShopWorld, make_shop_world, poll
+from tests.support.helpers import poll
+from tests.support.serve_fixtures import ShopWorld, make_shop_world
 
 
 @dataclass

@@ -107,12 +107,16 @@ def open_registry(access: RegistryAccess) -> Registry:
 
 
 def open_config_git(
-    root: Path, error: Callable[[str], Exception], *, work_branch_prefix: str = ""
+    root: Path,
+    error: Callable[[str], Exception],
+    *,
+    work_branch_prefix: str = "",
+    prompt: bool = False,
 ) -> ConfigGit:
     """git in the config repo checkout at `root`; failures are raised as `error(message)`."""
     from configcenter.adapters.config_git import ConfigGit
 
-    return ConfigGit(root, error, work_branch_prefix=work_branch_prefix)
+    return ConfigGit(root, error, work_branch_prefix=work_branch_prefix, prompt=prompt)
 
 
 def resolve_secret(ref: str, redactor: Redactor) -> str:

@@ -26,7 +26,8 @@ class ConfigGit:
     """git in a config repo checkout, through the git CLI; failures become `error(message)`.
 
     `work_branch_prefix` names branches that are never the default one (a checkout
-    left on `promote/...` does not make that branch the default).
+    left on `promote/...` does not make that branch the default). `prompt` lets git
+    ask for credentials on the terminal (a user's command); otherwise it never waits.
     """
 
     def __init__(
@@ -35,15 +36,14 @@ class ConfigGit:
         error: Callable[[str], Exception] = UserError,
         *,
         work_branch_prefix: str = "",
+        prompt: bool = False,
     ) -> None:
         self.root = root
         self.error = error
         self.work_branch_prefix = work_branch_prefix
-        self._env = {
-            **os.environ,
-            "LC_ALL": "C",
-            "GIT_TERMINAL_PROMPT": "0",
-        }
+        self._env = {**os.environ, "LC_ALL": "C"}
+        if not prompt:
+            self._env["GIT_TERMINAL_PROMPT"] = "0"
         if not self.run("config", "user.email", check=False):
             self._env.update(
                 GIT_AUTHOR_NAME=DEFAULT_IDENTITY["name"],
@@ -69,6 +69,18 @@ class ConfigGit:
             detail = URL_USERINFO.sub(r"\1***@", detail)  # a token in the remote's URL
             raise self.error(f"git {args[0]} failed in {cwd or self.root}: {detail}")
         return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    def attempt(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        """Run git in the checkout and return what happened, whatever the exit code."""
+        return subprocess.run(
+            ["git", *args],
+            cwd=self.root,
+            env=self._env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
 
     def ok(self, *args: str, cwd: Path | None = None) -> bool:
         proc = subprocess.run(

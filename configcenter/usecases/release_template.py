@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from configcenter import wiring
 from configcenter.adapters.git_config_repo import GitConfigRepo, WorkTreeTemplate
-from configcenter.core.errors import ConfigError, Problem, ProblemList, Source
+from configcenter.core.errors import ConfigError, Problem, ProblemList, Source, UserError
 from configcenter.core.model import HEAD, Template
 from configcenter.core.plan import desired_image
 from configcenter.core.render import RenderError
@@ -17,6 +18,9 @@ from configcenter.core.source import TemplateTree
 from configcenter.core.state import EnvState
 from configcenter.core.yamldoc import parse_yaml
 from configcenter.usecases.workspace import Workspace
+
+if TYPE_CHECKING:
+    from configcenter.adapters.config_git import ConfigGit
 
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([.-][0-9A-Za-z.-]+)?$")
 
@@ -87,12 +91,7 @@ def release_templates(
                     )
                 ]
             )
-        dirty = subprocess.run(
-            ["git", "-C", str(ws.root), "status", "--porcelain", "--", f"templates/{service}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        dirty = _git(ws).run("status", "--porcelain", "--", f"templates/{service}")
         if dirty:
             raise ConfigError(
                 [
@@ -240,15 +239,11 @@ def _work_tree_template(ws: Workspace, service: str) -> Template:
 def tag_remote(ws: Workspace) -> str | None:
     """The remote released tags go to: the current branch's upstream, else origin, else one."""
 
-    def git(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["git", "-C", str(ws.root), *args], capture_output=True, text=True, check=False
-        )
-
-    remotes = git("remote").stdout.split()
+    git = _git(ws)
+    remotes = git.run("remote", check=False).split()
     if not remotes:
         return None
-    upstream = git("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}").stdout.strip()
+    upstream = git.run("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}", check=False)
     remote = upstream.split("/", 1)[0] if upstream else ""
     if remote in remotes:
         return remote
@@ -260,12 +255,8 @@ class TagPushError(Exception):
 
 
 def push_tags(ws: Workspace, remote: str, tags: Sequence[str]) -> None:
-    proc = subprocess.run(
-        ["git", "-C", str(ws.root), "push", "--quiet", remote, *(f"refs/tags/{t}" for t in tags)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
+    proc = _git(ws).attempt(
+        "push", "--quiet", remote, *(f"refs/tags/{t}" for t in tags), timeout=120
     )
     if proc.returncode != 0:
         why = ws.redactor.redact(
@@ -275,3 +266,8 @@ def push_tags(ws: Workspace, remote: str, tags: Sequence[str]) -> None:
             f"tagged {', '.join(tags)} locally, but pushing to {remote} failed: {why}; "
             f"push them with: git push {remote} " + " ".join(tags)
         )
+
+
+def _git(ws: Workspace) -> ConfigGit:
+    """git as the user's own command runs it (it may ask for credentials)."""
+    return wiring.open_config_git(ws.root, UserError, prompt=True)

@@ -29,10 +29,10 @@ ALLOWED: set[tuple[str, str]] = {
     ("configcenter.serve.leader", "kubernetes.client.exceptions"),
     # checking out build sources: a source port is still to be cut.
     ("configcenter.usecases.build", "configcenter.adapters.source_checkout"),
-    # git in the config repo outside adapters/config_git.py (init, template release).
+    # `configcenter init` runs git itself instead of through adapters/config_git.py.
     ("configcenter.usecases.init_repo", "subprocess"),
+    # template release reads the work tree's template through the config repo adapter.
     ("configcenter.usecases.release_template", "configcenter.adapters.git_config_repo"),
-    ("configcenter.usecases.release_template", "subprocess"),
     # the workspace opens the config and deploy repos itself (a composition root in
     # usecases/; its openers belong in configcenter.wiring).
     ("configcenter.usecases.workspace", "configcenter.adapters.git_config_repo"),

@@ -222,6 +222,23 @@ DESCRIPTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("service file", "replicas"): ("Replicas (Kubernetes) or instances (Marathon).", "`1`"),
     ("service file", "platform"): ("Override the environment's platform.", "the env's"),
     ("service file", "values"): ("Values of this service here (the top layer).", "`{}`"),
+    # Limits, names, durations and secret allowlists: docs/limits-and-safety.md.
+    ("configcenter.yaml", "deploy_repo.timeout"): ("Git network steps give up after this.", "`5m`"),
+    ("configcenter.yaml", "deploy_repo.plan_timeout"): ("The same for `plan`.", "`30s`"),
+    ("configcenter.yaml", "limits"): ("Limits on YAML and templates (within bounds).", ""),
+    ("configcenter.yaml", "limits.yaml_file_size"): ("One YAML file.", "`512KiB`"),
+    ("configcenter.yaml", "limits.yaml_nodes"): (
+        "Values of one document, aliases expanded.",
+        "`50000`",
+    ),
+    ("configcenter.yaml", "limits.yaml_depth"): ("Nesting of one document.", "`64`"),
+    ("configcenter.yaml", "limits.template_size"): ("One template source.", "`1MiB`"),
+    ("configcenter.yaml", "limits.output_size"): ("One rendered file.", "`1MiB`"),
+    ("configcenter.yaml", "limits.service_output_size"): ("A service's rendered files.", "`4MiB`"),
+    ("configcenter.yaml", "limits.render_timeout"): ("Rendering one template file.", "`10s`"),
+    ("configcenter.yaml", "secrets"): ("What `file:` and `k8s:` references may read.", ""),
+    ("configcenter.yaml", "secrets.file.allow"): ("Globs of absolute paths.", "nothing"),
+    ("configcenter.yaml", "secrets.k8s.allow"): ("Globs of `namespace/name`.", "nothing"),
 }
 
 
@@ -250,6 +267,19 @@ def type_name(spec: schema.Spec) -> str:
         return "mapping of names" + (f" to {type_name(spec.item)}" if spec.item else "")
     if isinstance(spec, schema.ValueTree):
         return "values: any YAML, secrets as `{secret: ...}`"
+    if isinstance(spec, schema.Name):
+        return "name"  # a-z 0-9 -, like a DNS label: docs/limits-and-safety.md
+    if isinstance(spec, schema.Duration):
+        return f"duration ({spec.minimum:g}s .. {spec.maximum:g}s: `30s`, `5m`, `1h30m`)"
+    if isinstance(spec, schema.Limit):
+        from configcenter.core.limits import SETTINGS, human_size
+
+        _, kind, low, high = SETTINGS[spec.setting]
+        if kind == "size":
+            return f"size ({human_size(low)} .. {human_size(high)}: `512KiB`, `4MiB`)"
+        if kind == "duration":
+            return f"duration ({low:g}s .. {high:g}s)"
+        return f"integer ({int(low)} .. {int(high)})"
     return "mapping"
 
 

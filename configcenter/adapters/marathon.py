@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from configcenter.adapters.secrets import SecretError, resolve_secret, secret_scheme
+from configcenter.core import fileurls
 from configcenter.core.errors import TransientFailure
 from configcenter.ports.platform import (
     Deployable,
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 APP_FILE = "marathon.json"
+#: How a secret reference looks once rendered into a file (`${secret:KIND:REF}`).
+SECRET_PLACEHOLDER = b"${secret:"
 LABEL_ENV = "configcenter.io/env"
 LABEL_SERVICE = "configcenter.io/service"
 LABEL_RELEASE = "configcenter.io/release"
@@ -207,6 +210,18 @@ class MarathonPlatform:
         if token_ref:
             token = _resolve(token_ref, f"platforms.{target.name}.token", on_secret)
             self._session.headers["Authorization"] = f"token={token}"
+        self.files_url = (target.settings.get("files_url", "") or "").rstrip("/") or None
+        if self.files_url and not self.files_url.startswith(("http://", "https://")):
+            raise MarathonSettingsError(
+                f"platforms.{target.name}.files_url {self.files_url!r} is not an http(s) URL; "
+                "set it to the URL of configcenter serve as Mesos agents reach it"
+            )
+        files_key_ref = target.settings.get("files_key", "")
+        self._files_key = (
+            _resolve(files_key_ref, f"platforms.{target.name}.files_key", on_secret)
+            if files_key_ref
+            else ""
+        )
         if target.settings.get("verify", "true").lower() in ("false", "no", "0"):
             self._session.verify = False
         #: app id -> deployment id started by our last apply.
@@ -497,6 +512,12 @@ class MarathonPlatform:
         if declared:
             app["secrets"] = declared
         app["env"] = env
+        fetch = self._fetch_entries(deployable, where)
+        if fetch:
+            own = app.get("fetch") or []
+            if not isinstance(own, list):
+                raise MarathonSettingsError(f"{where}: 'fetch' must be a list")
+            app["fetch"] = [*own, *fetch]
 
         labels = app.get("labels") or {}
         if not isinstance(labels, dict):
@@ -510,6 +531,40 @@ class MarathonPlatform:
             LABEL_DIGEST: deployable.config_digest,
         }
         return app, secrets
+
+    def _fetch_entries(self, deployable: Deployable, where: str) -> list[JSON]:
+        """Mesos fetcher entries that put the release's config files into the task sandbox.
+
+        Every rendered output but marathon.json, `.env` outputs (they are the
+        environment) and build inputs is a config file. Each is fetched from
+        configcenter serve by a content-addressed, signed URL (see
+        `configcenter.core.fileurls`) to `$MESOS_SANDBOX/<output path>`, so a new
+        release, and a rollback, point the app at exactly that release's files.
+        """
+        files = config_files(deployable)
+        if not files:
+            return []
+        names = ", ".join(sorted(files))
+        if not self.files_url or not self._files_key:
+            raise MarathonSettingsError(
+                f"{deployable.service}: renders config files ({names}) but platforms."
+                f"{self.target.name} has no files_url and files_key, so a Marathon task cannot "
+                "get them: set files_url to configcenter serve's URL as Mesos agents reach it "
+                "and files_key to the same secret as serve.files_key (or render only "
+                f"{APP_FILE} and .env outputs for this service)"
+            )
+        entries: list[JSON] = []
+        for name, data in sorted(files.items()):
+            if SECRET_PLACEHOLDER in data:
+                raise MarathonSecretError(
+                    f"{where}: config file {name} contains a secret placeholder; files are "
+                    "fetched from serve and must not hold secrets on Marathon: pass the secret "
+                    "as an environment variable (the ENV list) instead"
+                )
+            url = fileurls.file_url(self.files_url, self._files_key, deployable.env, name, data)
+            entry = {"uri": url, "destPath": name, "extract": False, "executable": False}
+            entries.append({**entry, "cache": False})
+        return entries
 
     def _secret_prefix(self, service: str) -> str:
         return f"{self.group.strip('/')}/{service}/"
@@ -869,6 +924,17 @@ class MarathonPlatform:
         else:
             fix = f"check the secret store at {self.secrets_url}"
         return MarathonSecretError(f"{where}: the secret store refused ({said}); {fix}")
+
+
+def config_files(deployable: Deployable) -> dict[str, bytes]:
+    """The outputs a task reads as files: all but marathon.json, `.env` and build inputs."""
+    from configcenter.adapters.k8s_manifests import is_build_file, is_env_file
+
+    return {
+        name: data
+        for name, data in deployable.files.items()
+        if name != APP_FILE and not is_env_file(name) and not is_build_file(name)
+    }
 
 
 def _message_of(response: requests.Response) -> str:

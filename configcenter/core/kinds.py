@@ -123,8 +123,10 @@ REGISTRY = Registry(
                 "secret_store": "text",
                 "token": "secret",
                 "verify": "flag",
+                "files_url": "text",
+                "files_key": "secret",
             },
-            capabilities=frozenset({FORCE, TASK_ENDPOINTS}),
+            capabilities=frozenset({FORCE, TASK_ENDPOINTS, CONFIG_FILES}),
             description="Marathon's REST API; the release is its rendered marathon.json",
         ),
         AdapterKind(

@@ -510,6 +510,7 @@ PROJECT = Obj(
             {
                 "webhook_token": SecretOrStr(allow_plain=False),
                 "registry_token": SecretOrStr(allow_plain=False),
+                "files_key": SecretOrStr(allow_plain=False),
                 "api_token": SecretOrStr(allow_plain=False),
                 "basic_auth": Obj(
                     {"username": Str(), "password": SecretOrStr(allow_plain=False)},

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -84,7 +85,7 @@ def _malformed(exc: Exception) -> str:
     return f"payload has an unexpected shape ({type(exc).__name__}{': ' + text if text else ''})"
 
 
-OPEN_PATHS = ("/healthz", "/hooks/")
+OPEN_PATHS = ("/healthz", "/hooks/", "/files/")
 
 SCHEMAS = SchemaGenerator(
     {
@@ -267,6 +268,46 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
             return JSONResponse({"accepted": 0, "duplicates": 0}, status_code=202)
         return await _enqueue(request, engine, jobs, "registry", delivery)
 
+    async def config_file(request: Request) -> Response:
+        """
+        summary: A rendered config file, for Marathon's Mesos fetcher
+        description: >-
+          /files/{env}/{blob}/{path}?sig=... where blob is the file's Git blob id
+          in the deploy repo and sig the HMAC-SHA256 of env/blob/path under
+          serve.files_key (the Marathon adapter makes these URLs; the fetcher
+          cannot send headers). Any release's files, so rollbacks work.
+        responses:
+          200: {description: the file's bytes}
+          403: {description: missing or wrong sig}
+          404: {description: no such file in the deploy repo}
+          503: {description: serve.files_key is not set}
+        """
+        from starlette.concurrency import run_in_threadpool
+
+        from configcenter.core import fileurls
+
+        if not settings.files_key:
+            return _error(
+                503,
+                "serve does not hand out config files: serve.files_key is not set",
+                'set serve: {files_key: {secret: "env:NAME"}} and the same secret as the '
+                "Marathon platform's files_key",
+            )
+        env, blob = request.path_params["env"], request.path_params["blob"]
+        path = request.path_params["path"]
+        given = request.query_params.get("sig", "")
+        if not fileurls.valid(settings.files_key, env, blob, path, given):
+            return _error(403, "the file URL's signature is missing or wrong", "use the URL "
+                          "configcenter put in the Marathon app; it signs each file")  # fmt: skip
+        data = await run_in_threadpool(_deploy_blob, engine, blob)
+        if data is None:
+            return _error(404, f"no file {blob} in the deploy repo", "apply the release first")
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        )
+
     def healthz(request: Request) -> Response:
         """
         summary: Liveness, and whether this replica is (or can be) the leader
@@ -440,6 +481,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/hooks/gitlab", gitlab_hook, methods=["POST"]),
             Route("/hooks/registry", registry_hook, methods=["POST"]),
+            Route("/files/{env}/{blob}/{path:path}", config_file, methods=["GET"]),
             Route("/api/environments", api_environments, methods=["GET"]),
             Route("/api/environments/{env}/services", api_services, methods=["GET"]),
             Route("/api/matrix", api_matrix, methods=["GET"]),
@@ -480,6 +522,30 @@ async def _enqueue(
         },
         status_code=202,
     )
+
+
+def _deploy_blob(engine: Engine, blob: str) -> bytes | None:
+    """A blob of the deploy repo by id, fetching the repo once when it is not there yet."""
+    import subprocess
+
+    from configcenter.adapters.git_deploy_repo import GitDeployRepo
+
+    repo = engine.base.deploy_repo
+    if not isinstance(repo, GitDeployRepo):
+        return None
+    for attempt in range(2):
+        if attempt or not Path(repo.cache_dir).exists():
+            repo.sync()
+        proc = subprocess.run(
+            ["git", f"--git-dir={repo.cache_dir}", "cat-file", "blob", blob],
+            capture_output=True,
+            check=False,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode == 0:
+            return proc.stdout
+    return None
 
 
 def _error(status_code: int, message: str, fix: str) -> JSONResponse:

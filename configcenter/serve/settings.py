@@ -26,6 +26,7 @@ class ServeSettings:
     api_token: str | None = None  # API, page, metrics: Authorization: Bearer <token>
     basic_user: str | None = None  # ... or HTTP basic auth
     basic_password: str | None = None
+    files_key: str | None = None  # signs /files URLs (the Marathon platforms' files_key)
 
     @property
     def api_protected(self) -> bool:
@@ -46,6 +47,7 @@ def load_settings(config: Config, redactor: Redactor) -> ServeSettings:
         api_token=_secret(serve.get("api_token"), "serve.api_token", redactor),
         basic_user=str(basic["username"]) if basic.get("username") else None,
         basic_password=_secret(basic.get("password"), "serve.basic_auth.password", redactor),
+        files_key=_secret(serve.get("files_key"), "serve.files_key", redactor),
     )
 
 

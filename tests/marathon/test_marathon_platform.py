@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -560,3 +561,58 @@ def test_a_timeout_names_the_last_task_failure(
     ).json()["app"]
     assert app["lastTaskFailure"]["state"] == "TASK_KILLED"
     assert app["lastTaskFailure"]["version"] == app["version"]
+
+
+def test_config_files_need_files_url_and_never_carry_secrets(
+    marathon_server: MarathonDouble,
+    marathon_platform: MarathonFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CC_TEST_FILES_KEY", "k3y-for-files")
+    with_files = replace(
+        release("r1"),
+        files={
+            "marathon.json": json.dumps(APP_TEMPLATE).encode(),
+            "app.env": b"LOG_LEVEL=info\n",
+            "config/app.yaml": b"log_level: info\n",
+        },
+    )
+    with pytest.raises(MarathonSettingsError, match=r"config files \(config/app.yaml\)"):
+        marathon_platform().apply(with_files)
+    assert "/shop/dev/api" not in marathon_server.apps
+
+    platform = marathon_platform(
+        settings={"files_url": "https://cc.example.com", "files_key": "env:CC_TEST_FILES_KEY"}
+    )
+    fetch = platform.app_definition(with_files)["fetch"]
+    assert [f["destPath"] for f in fetch] == ["config/app.yaml"]
+    assert fetch[0]["uri"].startswith("https://cc.example.com/files/dev/")
+    secret_file = replace(
+        with_files,
+        files={**with_files.files, "config/app.yaml": b"password: ${secret:env:X}\n"},
+    )
+    with pytest.raises(MarathonSecretError, match=r"app\.yaml contains a secret placeholder"):
+        platform.app_definition(secret_file)
+
+
+def test_readiness_checks_hold_the_rollout_until_the_tasks_are_ready(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    """Without health checks, a running task is not done: the deployment waits for
+    its readiness check, and the adapter waits for the deployment."""
+    platform = marathon_platform()
+    ready_app = {k: v for k, v in APP_TEMPLATE.items() if k != "healthChecks"}
+    ready_app["readinessChecks"] = [{"name": "readiness", "protocol": "HTTP", "path": "/ready"}]
+    good = release("r1", app=ready_app)
+    bad = release("r2", app=ready_app, image=BROKEN_IMAGE)
+    platform.apply(good)
+    assert platform.wait(good, timeout=10).state == "healthy"
+
+    platform.apply(bad)
+    failed = platform.wait(bad, timeout=1.0)
+
+    assert failed.state == "failed" and "2/2 tasks of the new config running" in failed.message
+    [deployment] = requests.get(f"{marathon_server.url}/v2/deployments", timeout=5).json()
+    results = [r for a in deployment["currentActions"] for r in a["readinessCheckResults"]]
+    assert results and not any(r["ready"] for r in results)
+    assert {r["lastResponse"]["status"] for r in results} == {503}

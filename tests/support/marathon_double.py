@@ -39,6 +39,12 @@ What it models:
   `Authorization: token=...`; the secret store's 403 for a path outside
   `secret_permissions`; `fail_next()` for 502/503 answers (leader election),
   before or after the call took effect;
+* the Mesos fetcher: a task's `fetch` URIs are downloaded when it launches
+  (`sandboxes[task id]`, by `destPath`); a failed download fails the task
+  (`lastTaskFailure` TASK_FAILED "Failed to fetch all URIs ...");
+* readiness checks: tasks of an app with `readinessChecks` run, and the
+  deployment lists their `readinessCheckResults`; it completes only once every
+  new task is ready (never for `never-ready` images);
 * `tasksHealthy` counts only tasks with passing health checks, so an app
   without health checks reports 0 healthy tasks, as Marathon does.
 
@@ -52,6 +58,8 @@ import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -247,6 +255,8 @@ class MarathonDouble:
         #: Secret paths (prefixes) the token's account may write; None: all of them.
         self.secret_permissions: list[str] | None = None
         self._faults: list[Fault] = []
+        #: task id -> what the Mesos fetcher put in its sandbox (destPath -> bytes).
+        self.sandboxes: dict[str, dict[str, bytes]] = {}
         self._http = LoopbackServer("marathon-double")
 
     # -- lifecycle -----------------------------------------------------------------
@@ -624,17 +634,49 @@ class MarathonDouble:
         for _ in range(max(missing, 0)):
             self._task_seq += 1
             slug = app.id.strip("/").replace("/", "_")
-            app.tasks.append(
-                Task(
-                    id=f"{slug}.{uuid.UUID(int=self._task_seq)}",
-                    app_id=app.id,
-                    version=version if action != "ScaleApplication" else config_version,
-                    ready=self._can_be_ready(app.definition),
-                    health_checked=bool(app.definition.get("healthChecks")),
-                    staged_at=version,
-                    ports=_fixed_ports(app.definition),
-                )
+            task = Task(
+                id=f"{slug}.{uuid.UUID(int=self._task_seq)}",
+                app_id=app.id,
+                version=version if action != "ScaleApplication" else config_version,
+                ready=self._can_be_ready(app.definition),
+                health_checked=bool(app.definition.get("healthChecks")),
+                staged_at=version,
+                ports=_fixed_ports(app.definition),
             )
+            failure = self._fetch(task, app.definition.get("fetch") or [])
+            if failure:
+                task.ready = False
+                app.last_task_failure = {
+                    "appId": app.id,
+                    "host": "127.0.0.1",
+                    "message": failure,
+                    "state": "TASK_FAILED",
+                    "taskId": task.id,
+                    "timestamp": version,
+                    "version": task.version,
+                    "slaveId": "agent-1",
+                }
+            app.tasks.append(task)
+
+    def _fetch(self, task: Task, entries: list[JSON]) -> str:
+        """What the Mesos fetcher does before a task starts: download each `fetch` URI
+        into the sandbox (at `destPath`, else the URI's last segment). Returns the
+        failure message Mesos reports when a download fails, "" when all arrived."""
+        sandbox: dict[str, bytes] = {}
+        for entry in entries:
+            uri = str(entry.get("uri", ""))
+            dest = str(entry.get("destPath") or urlsplit(uri).path.rsplit("/", 1)[-1])
+            try:
+                with urllib.request.urlopen(uri, timeout=10) as response:
+                    sandbox[dest] = response.read()
+            except (urllib.error.URLError, OSError) as exc:
+                self.sandboxes[task.id] = sandbox
+                return (
+                    f"Failed to fetch all URIs for container '{task.id}': "
+                    f"Error downloading resource {urlsplit(uri).path}: {exc}"
+                )
+        self.sandboxes[task.id] = sandbox
+        return ""
 
     def _can_be_ready(self, definition: JSON) -> bool:
         image = str(((definition.get("container") or {}).get("docker") or {}).get("image", ""))
@@ -669,7 +711,10 @@ class MarathonDouble:
             new = [t for t in app.tasks if t.state == "TASK_STAGING"]
         if elapsed >= self.deploy_seconds / 2:
             for task in new:
-                if task.state == "TASK_STAGING" and (task.ready or task.health_checked):
+                readiness = bool(app.definition.get("readinessChecks"))
+                if task.state == "TASK_STAGING" and (
+                    task.ready or task.health_checked or readiness
+                ):
                     task.state = "TASK_RUNNING"
         if elapsed < self.deploy_seconds:
             return False
@@ -713,10 +758,39 @@ class MarathonDouble:
             "affectedApps": sorted({c.app_id for c in deployment.changes}),
             "affectedPods": [],
             "steps": steps,
-            "currentActions": steps[current - 1]["actions"] if steps else [],
+            "currentActions": [
+                self._with_readiness(action) for action in steps[current - 1]["actions"]
+            ]
+            if steps
+            else [],
             "currentStep": current,
             "totalSteps": len(steps),
         }
+
+    def _with_readiness(self, action: JSON) -> JSON:
+        """An action of an app with readinessChecks lists each new task's result
+        (deployments.raml: currentActions[].readinessCheckResults); a task that is
+        not ready keeps the deployment, and so the app's lock, in place."""
+        app = self.apps.get(str(action.get("app")))
+        checks = (app.definition.get("readinessChecks") or []) if app else []
+        if app is None or not checks:
+            return dict(action)
+        results = [
+            {
+                "name": str(check.get("name") or "readinessCheck"),
+                "taskId": task.id,
+                "ready": task.ready,
+                "lastResponse": {
+                    "status": 200 if task.ready else 503,
+                    "contentType": "text/plain",
+                    "body": "ready" if task.ready else "not ready",
+                },
+            }
+            for check in checks
+            for task in app.tasks
+            if task.version >= app.last_config_change_at and task.state == "TASK_RUNNING"
+        ]
+        return {**action, "readinessCheckResults": results}
 
     def _cancel_deployment(self, deployment_id: str, force: bool) -> tuple[int, Any]:
         deployment = self.deployments.pop(deployment_id, None)

@@ -139,6 +139,28 @@ def handle_errors(fn: F) -> F:
                 "This is a bug in configcenter, not a problem with your input: please report "
                 "it with the traceback above and the command you ran."
             )
+            if wants_json():
+                # Scripts still get their one object; the traceback goes to stderr. Only the
+                # type is named here: the text of an unexpected error is not known to be safe.
+                from configcenter.output import print_json
+
+                print_json(
+                    {
+                        "ok": False,
+                        "version": version(),
+                        "exit_code": EXIT_ERROR,
+                        "problems": [
+                            problem_json(
+                                Problem(
+                                    Source(""),
+                                    f"internal error ({type(exc).__name__}); the traceback "
+                                    "is on stderr",
+                                    "this is a bug in configcenter: please report it",
+                                )
+                            )
+                        ],
+                    }
+                )
             raise
 
     return wrapper  # type: ignore[return-value]
@@ -657,10 +679,19 @@ def services(ws: Workspace, envs: tuple[str, ...], as_json: bool) -> None:
         ws.focus = envs
     chosen = list(envs) or list(ws.config.project.environments)
     rows = list_services(ws, chosen)
+    warnings = ws.problems.warnings
     if as_json:
-        emit({"environments": chosen, "services": [r.to_json() for r in rows]})
+        emit(
+            {
+                "environments": chosen,
+                "services": [r.to_json() for r in rows],
+                "warnings": [problem_json(w) for w in warnings],
+            }
+        )
         return
-    from configcenter.output import print_table
+    from configcenter.output import print_problems, print_table
+
+    print_problems(warnings)
 
     print_table(
         None,

@@ -11,9 +11,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from configcenter.core.errors import ConfigError, Problem
+from configcenter.core.errors import ConfigError, Problem, TransientFailure
 from configcenter.core.state import STATE_FILE, EnvState, ServiceState
 from configcenter.core.values import canonical, flatten, masked, to_value
+from configcenter.ports.deploy_repo import DeployRepoError
 from configcenter.usecases.inspect import check_env, plan_env_checked
 from configcenter.usecases.workspace import Workspace
 
@@ -42,7 +43,14 @@ def list_services(ws: Workspace, envs: Collection[str]) -> list[ServiceRow]:
     for env in envs:
         check_env(config, env)
         environment = config.environment(env)
-        state = ws.read_state(env)
+        try:
+            state = ws.read_state(env)
+        except (DeployRepoError, TransientFailure) as exc:  # still list what the config says
+            ws.problems.warning(
+                config.project.doc.source("deploy_repo"),
+                f"deploy repo not read, deployed releases unknown: {exc}",
+            )
+            state = EnvState(env)
         for name in environment.order or sorted(environment.services):
             svc = environment.services[name]
             platform = svc.platform or environment.platform

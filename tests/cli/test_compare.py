@@ -149,3 +149,18 @@ def test_show_and_history_diff_name_what_changed(repo: ConfigRepo, deploy: Path)
     (problem,) = json.loads(missing.stdout)["problems"]
     assert problem["message"] == "no release 'api-nosuch' in dev"
     assert third in problem["hint"]
+
+
+def test_services_without_the_deploy_repo_still_lists_the_config(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    broken = tmp_path / "not-a-repo.git"
+    broken.mkdir()
+    result = CliRunner().invoke(
+        cli_group,
+        ["-C", str(repo.root), "--deploy-repo", str(broken), "services", "dev", "--json"],
+    )
+    data = ok_json(result)
+    assert [r["service"] for r in data["services"]] == ["db", "api"]
+    assert all(r["deployed"] is None for r in data["services"])
+    assert "deploy repo not read" in data["warnings"][0]["message"]

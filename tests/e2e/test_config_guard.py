@@ -62,7 +62,7 @@ def test_an_older_config_commit_is_refused_naming_both_and_the_ways_out(world: W
     assert refused.code == 1, refused.output
     text = " ".join(refused.output.split())
     assert f"config commit {old[:12]} (HEAD) is older than {new[:12]}" in text
-    assert "git pull" in text and "configcenter rollback dev SERVICE" in text
+    assert "git pull" in text and "`configcenter rollback dev api`" in text
     assert "--allow-stale-config" in text
     assert world.head() == head and api_level(world) == "LOG_LEVEL=error"
 

@@ -208,15 +208,19 @@ class _Watchdog:
 
     def arm(self, seconds: float) -> int:
         token = next(self._tokens)
+        entry = (time.monotonic() + seconds, token, threading.get_ident())
         with self._lock:
-            heapq.heappush(self._heap, (time.monotonic() + seconds, token, threading.get_ident()))
+            heapq.heappush(self._heap, entry)
             self._armed.add(token)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="configcenter-render-deadline", daemon=True
                 )
                 self._thread.start()
-            self._wake.notify()
+            # Wake the watchdog only when this deadline comes first; otherwise it is already
+            # waiting for an earlier one (disarmed entries are dropped when they come up).
+            if self._heap[0] is entry:
+                self._wake.notify()
         return token
 
     def disarm(self, token: int) -> None:

@@ -541,7 +541,7 @@ class MarathonPlatform:
         `configcenter.core.fileurls`) to `$MESOS_SANDBOX/<output path>`, so a new
         release, and a rollback, point the app at exactly that release's files.
         """
-        files = config_files(deployable)
+        files = config_files(deployable.files)
         if not files:
             return []
         names = ", ".join(sorted(files))
@@ -926,13 +926,13 @@ class MarathonPlatform:
         return MarathonSecretError(f"{where}: the secret store refused ({said}); {fix}")
 
 
-def config_files(deployable: Deployable) -> dict[str, bytes]:
+def config_files(files: Mapping[str, bytes]) -> dict[str, bytes]:
     """The outputs a task reads as files: all but marathon.json, `.env` and build inputs."""
     from configcenter.adapters.k8s_manifests import is_build_file, is_env_file
 
     return {
         name: data
-        for name, data in deployable.files.items()
+        for name, data in files.items()
         if name != APP_FILE and not is_env_file(name) and not is_build_file(name)
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,14 +71,39 @@ def validate(ws: Workspace) -> ValidationReport:
         for service in environment.services.values():
             image = desired_image(config, service, state.services.get(service.name), {})
             try:
-                ws.renderer.render(config, service, image.ref)
+                rendered = ws.renderer.render(config, service, image.ref)
                 renders += 1
             except RenderError as exc:
                 problems.items.append(exc.problem)
+                continue
+            _check_file_delivery(config, service, rendered.files, problems)
     _check_moved_tags(ws, problems)
     problems.raise_if_errors(ws.strict)
     services = sum(len(e.services) for e in config.environments.values())
     return ValidationReport(len(config.environments), services, renders, ws.problems.warnings)
+
+
+def _check_file_delivery(
+    config: Config, service: ServiceConfig, files: Mapping[str, bytes], problems: ProblemList
+) -> None:
+    """A Marathon service that renders config files needs serve to hand them out."""
+    name = service.platform
+    spec = config.project.platforms.get(name) if name else None
+    if spec is None or spec.kind != "marathon":
+        return
+    from configcenter.adapters.marathon import config_files
+
+    found = sorted(config_files(files))
+    if not found or (spec.settings.get("files_url") and spec.settings.get("files_key")):
+        return
+    problems.error(
+        service.source("platform") if "platform" in (service.doc.data or {}) else service.source(),
+        f"{service.name} renders config files ({', '.join(found)}) for Marathon platform "
+        f"'{name}', which has no files_url and files_key: its tasks could not get them",
+        f"set platforms.{name}.files_url to configcenter serve's URL as Mesos agents reach it "
+        "and files_key to the same secret as serve.files_key, or render only marathon.json "
+        "and .env outputs",
+    )
 
 
 def _check_moved_tags(ws: Workspace, problems: ProblemList) -> None:

@@ -151,3 +151,30 @@ def test_a_task_that_cannot_fetch_its_files_never_starts(
     failure = marathon_server.apps[APP].last_task_failure
     assert failure is not None and failure["state"] == "TASK_FAILED"
     assert failure["message"].startswith("Failed to fetch all URIs")
+
+
+def test_validate_says_when_a_marathon_service_has_files_but_no_files_url(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    world = make_rollout_world(
+        tmp_path / "world", kind="marathon", marathon_url=marathon_server.url, services=("worker",)
+    )
+    config = world.config
+    config.write("templates/worker/template.yaml", TEMPLATE_YAML)
+    config.write("templates/worker/config/app.yaml.j2", APP_YAML_J2)
+    config.commit("worker 1.1.0")
+    config.tag("worker/1.1.0")
+    config.write(
+        "environments/dev/worker.yaml",
+        config.read("environments/dev/worker.yaml").replace("template: 1.0.0", "template: 1.1.0"),
+    )
+    config.commit("dev: worker 1.1.0")
+
+    result = world.cc("validate")
+
+    assert result.code != 0, result.output
+    assert "environments/dev/" in result.output
+    assert "worker renders config files (config/app.yaml) for Marathon platform 'mesos'" in (
+        result.output
+    )
+    assert "files_url" in result.output and "Traceback" not in result.output

@@ -7,6 +7,7 @@ drift per service), so every replica shows the same picture.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from configcenter.ports.runstore import Run
@@ -30,13 +31,122 @@ def environments(ws: Workspace) -> list[dict[str, Any]]:
     return out
 
 
+#: What a cell's `status` can be, and what it means (the page's legend and the README's).
+STATUSES = {
+    "healthy": "the current release rolled out and passed its health checks",
+    "progressing": "a run is rolling this environment out now",
+    "failed": "the current release failed and nothing was rolled back",
+    "rolled_back": "the newest release failed and the previous one was put back",
+    "blocked": "the last apply refused to redeploy inputs whose release failed",
+    "committed": "committed to the deploy repo, not rolled out (no platform or --no-rollout)",
+    "not_deployed": "never applied to this environment",
+    "unknown": "the deploy repo records an outcome this version does not know",
+}
+#: What a cell's `drift.state` can be.
+DRIFT_STATES = ("known", "none", "unknown")
+APPLY_KINDS = ("apply", "deploy", "rollback")
+
+
 def last_reconcile(ws: Workspace, env: str) -> Run | None:
     runs = ws.run_store.list(env=env, kind="reconcile", limit=10)
     return next((r for r in runs if r.outcome != "running"), None)
 
 
+def _blocked(ws: Workspace, env: str) -> dict[str, str]:
+    """Services whose newest mention in a finished apply of `env` is a refusal (blocked).
+
+    Applies record only the services they acted on (noops are left out), so the
+    newest apply that names a service decides; older ones never override it.
+    """
+    runs = ws.run_store.list(env=env, kind="apply", limit=20)
+    seen: set[str] = set()
+    out: dict[str, str] = {}
+    for run in runs:
+        if run.outcome == "running":
+            continue
+        results = run.details.get("results")
+        for item in results if isinstance(results, list) else []:
+            if not isinstance(item, dict) or str(item.get("service")) in seen:
+                continue
+            name = str(item.get("service"))
+            seen.add(name)
+            if item.get("outcome") == "blocked":
+                out[name] = str(item.get("reason") or "blocked")
+    return out
+
+
+def _running(ws: Workspace, env: str) -> list[Run]:
+    runs: list[Run] = []
+    for kind in APPLY_KINDS:
+        runs += [
+            r for r in ws.run_store.list(env=env, kind=kind, limit=5) if r.outcome == "running"
+        ]
+    return runs
+
+
+def short_digest(value: str | None) -> str | None:
+    """`name@sha256:0123456789ab` for a pinned image, `sha256:0123456789ab` for a digest."""
+    if not value:
+        return value
+    name, at, digest = value.rpartition("@")
+    algo, colon, hexpart = (digest if at else value).partition(":")
+    if colon and algo.startswith("sha") and len(hexpart) > 12:
+        short = f"{algo}:{hexpart[:12]}"
+        return f"{name}@{short}" if at else short
+    return value
+
+
+def _parse_time(raw: str | None) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _drift(
+    reconciled: Run | None, entry: object, release_at: str | None, deployed: bool
+) -> dict[str, Any]:
+    """Drift as known / none / unknown, and why it is unknown (never "in sync" by default)."""
+    base: dict[str, Any] = {
+        "state": "unknown",
+        "status": "unknown",
+        "why": None,
+        "count": 0,
+        "items": [],
+        "checked_at": None,
+        "run": None,
+    }
+    if not deployed:
+        return {**base, "why": "not deployed: nothing to compare"}
+    if reconciled is None:
+        return {**base, "why": "no reconcile has run for this environment"}
+    checked = reconciled.ended_at
+    base.update(checked_at=checked.isoformat() if checked else None, run=reconciled.id)
+    if reconciled.outcome == "failed" and not isinstance(reconciled.details.get("services"), dict):
+        error = str(reconciled.details.get("error") or "the run failed")
+        return {**base, "why": f"the last reconcile failed: {error[:300]}"}
+    if not isinstance(entry, dict):
+        return {**base, "why": "the last reconcile did not check this service"}
+    released = _parse_time(release_at)
+    if released is not None and checked is not None:
+        when = checked if checked.tzinfo else checked.replace(tzinfo=UTC)
+        if released > when:
+            return {**base, "why": "the last reconcile ran before the current release"}
+    drifts = entry.get("drifts") or []
+    status = str(entry.get("status") or "unknown")
+    base.update(status=status, count=len(drifts), items=drifts)
+    if status == "in_sync" and not drifts:
+        return {**base, "state": "none"}
+    if status in ("drifted", "missing", "orphan") or drifts:
+        return {**base, "state": "known"}
+    return {**base, "why": f"the last reconcile says {status.replace('_', ' ')}"}
+
+
 def services(ws: Workspace, env: str) -> list[dict[str, Any]]:
-    """Per service: template tag, image, last release, health, drift."""
+    """Per service: template tag, image, last release, status, drift."""
     config = ws.config
     if env not in config.environments:
         raise KeyError(env)
@@ -47,21 +157,29 @@ def services(ws: Workspace, env: str) -> list[dict[str, Any]]:
         found = reconciled.details.get("services")
         if isinstance(found, dict):
             drift_by_service = found
+    blocked = _blocked(ws, env)
+    running = _running(ws, env)
     names = sorted(set(config.environment(env).services) | set(state.services))
     out = []
     for name in names:
         configured = config.environment(env).services.get(name)
         current = state.services.get(name)
         release = current.release if current else None
-        drift = drift_by_service.get(name) or {}
-        drifts = drift.get("drifts") if isinstance(drift, dict) else None
+        progressing = next((r for r in running if not r.services or name in r.services), None)
+        refused = blocked.get(name) if current and current.last_failed else None
+        status, why = _status(release.outcome if release else None, refused)
+        if progressing is not None:
+            status, why = "progressing", f"{progressing.kind} run {progressing.id} is running"
+        image = current.image if current else None
         out.append(
             {
                 "service": name,
                 "template": current.template_tag
                 if current
                 else (configured.template.tag if configured else None),
-                "image": current.image if current else None,
+                "image": image,
+                "image_short": short_digest(image),
+                "image_digest": current.image_digest if current else None,
                 "replicas": current.replicas if current else None,
                 "platform": current.platform if current else None,
                 "release": None
@@ -70,23 +188,33 @@ def services(ws: Workspace, env: str) -> list[dict[str, Any]]:
                     "id": release.id,
                     "outcome": release.outcome,
                     "at": release.at,
+                    "run": release.run or None,
                     "reason": release.reason or None,
                 },
+                "status": status,
+                "status_why": why,
                 "health": _health(release.outcome if release else None),
                 "last_failed": current.last_failed.id if current and current.last_failed else None,
-                "drift": None
-                if reconciled is None
-                else {
-                    "status": drift.get("status", "unknown") if isinstance(drift, dict) else None,
-                    "count": len(drifts or []),
-                    "items": drifts or [],
-                    "checked_at": reconciled.ended_at.isoformat() if reconciled.ended_at else None,
-                    "run": reconciled.id,
-                },
+                "drift": _drift(
+                    reconciled,
+                    drift_by_service.get(name),
+                    release.at if release else None,
+                    release is not None,
+                ),
                 "in_config": configured is not None,
             }
         )
     return out
+
+
+def _status(outcome: str | None, blocked: str | None) -> tuple[str, str | None]:
+    if outcome is None:
+        return "not_deployed", None
+    if blocked is not None:
+        return "blocked", blocked
+    if outcome in ("healthy", "committed", "failed", "rolled_back"):
+        return outcome, None
+    return "unknown", f"release outcome {outcome!r}"
 
 
 def _health(outcome: str | None) -> str:

@@ -1,0 +1,242 @@
+"""The console's matrix tells the truth: real config and deploy repos, the real run store and app.
+
+The app is served by uvicorn in a thread (lifespan off: no workers, no schedule) and
+read over HTTP; the runs a reconcile or an apply would leave are recorded in the same
+run store serve reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+import yaml
+from starlette.applications import Starlette
+
+from configcenter.ports.runstore import RunStore
+from configcenter.serve import ServeOptions, build
+from configcenter.serve.engine import Engine
+from configcenter.serve.page import CONTRAST_PAIRS, PALETTES
+from configcenter.serve.status import short_digest
+from configcenter.usecases.apply import ApplyOptions, apply_env
+from configcenter.usecases.workspace import Workspace
+from configcenter.wiring import open_run_store
+from tests.serve.conftest import SERVE_SECTION
+from tests.support.configrepo import git
+from tests.support.helpers import free_port, poll
+from tests.support.serve_fixtures import ShopWorld, http, make_shop_world
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@dataclass
+class Console:
+    world: ShopWorld
+    engine: Engine
+    url: str
+    store: RunStore
+
+    def get(self, path: str) -> bytes:
+        result = http("GET", self.url + path, headers={"Authorization": "Bearer apisec-test"})
+        assert result.status == 200, (path, result.status, result.body[:500])
+        return result.body
+
+    def matrix(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.get("/api/matrix"))
+        return data
+
+    def page(self) -> str:
+        return self.get("/").decode()
+
+    def reconcile_run(self, outcome: str, details: dict[str, object]) -> str:
+        run = self.store.start("reconcile", "dev", [], "schedule", "replica-a")
+        self.store.finish(run.id, outcome, details)
+        return run.id
+
+
+@pytest.fixture
+def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
+    for name, value in (
+        ("CC_WEBHOOK_TOKEN", "whsec-test"),
+        ("CC_REGISTRY_TOKEN", "regsec-test"),
+        ("CC_API_TOKEN", "apisec-test"),
+        ("XDG_STATE_HOME", str(tmp_path / "xdg-state")),
+        ("XDG_CACHE_HOME", str(tmp_path / "xdg-cache")),
+    ):
+        monkeypatch.setenv(name, value)
+    world = make_shop_world(
+        tmp_path / "world", envs={"dev": "auto_apply: true\n", "prod": ""}, serve=SERVE_SECTION
+    )
+    world.config.write(
+        "environments/dev/api.yaml",
+        f"template: 1.0.0\nimage: {{ref: registry.test/shop/api@{DIGEST}}}\nreplicas: 2\n",
+    )
+    world.config.commit("dev: api pinned by digest")
+    ws = Workspace(world.config.root, run_store_url=world.run_store_url)
+    result = apply_env(ws, "dev", ApplyOptions(actor="ops@test"))
+    assert result.outcome == "succeeded", result.outcome
+    engine, app = build(ws, ServeOptions(workers=1, identity="replica-a"))
+    store = open_run_store(world.run_store_url)
+    with serving(app) as url:
+        try:
+            yield Console(world, engine, url, store)
+        finally:
+            store.close()
+            engine.jobs.close()
+
+
+@contextmanager
+def serving(app: Starlette) -> Iterator[str]:
+    """The app on 127.0.0.1:<free port> (uvicorn in a thread), until the block ends."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        poll(lambda: server.started or None, 30, "uvicorn to listen")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def cell(matrix: dict[str, Any], env: str) -> dict[str, Any]:
+    found: dict[str, Any] = matrix["cells"][env]["api"]
+    return found
+
+
+def td(html: str, env: str) -> str:
+    match = re.search(rf'<td class="cell" data-env="{env}" data-service="api".*?</td>', html, re.S)
+    assert match, html
+    return match.group(0)
+
+
+def test_failed_reconcile_is_unknown_drift_never_in_sync(console: Console) -> None:
+    console.reconcile_run("failed", {"error": "no kubeconfig: set KUBECONFIG"})
+    matrix = console.matrix()
+    dev, prod = cell(matrix, "dev"), cell(matrix, "prod")
+    assert dev["status"] == "committed"
+    assert dev["drift"]["state"] == "unknown"
+    assert "the last reconcile failed: no kubeconfig" in dev["drift"]["why"]
+    assert prod["status"] == "not_deployed" and prod["drift"]["state"] == "unknown"
+    assert dev["image_short"] == "registry.test/shop/api@sha256:" + "ab" * 6
+
+    html = console.page()
+    assert "in sync" not in html
+    dev_td, prod_td = td(html, "dev"), td(html, "prod")
+    assert "committed, not rolled out" in dev_td
+    assert "drift unknown: the last reconcile failed: no kubeconfig" in dev_td
+    assert "not deployed" in prod_td and "drift" not in prod_td.split(">", 1)[1]
+    # The short digest is shown; the full one is in the page (selectable), not only a title.
+    assert f">registry.test/shop/api@sha256:{'ab' * 6}</summary>" in dev_td
+    assert f"<code>registry.test/shop/api@{DIGEST}</code>" in dev_td
+
+
+def test_drift_known_none_and_stale(console: Console) -> None:
+    drifts = [{"service": "api", "field": "replicas", "desired": "2", "live": "5"}]
+    console.reconcile_run(
+        "succeeded", {"services": {"api": {"status": "drifted", "drifts": drifts}}}
+    )
+    dev = cell(console.matrix(), "dev")
+    assert dev["drift"]["state"] == "known" and dev["drift"]["count"] == 1
+    dev_td = td(console.page(), "dev")
+    assert "⚠ drift 1" in dev_td and "<li>replicas: 2 →\n      5</li>" in dev_td
+    assert "title=" not in dev_td.replace('title="registry.test', "")
+
+    console.reconcile_run("succeeded", {"services": {"api": {"status": "in_sync", "drifts": []}}})
+    assert cell(console.matrix(), "dev")["drift"]["state"] == "none"
+    assert "✓ in sync" in td(console.page(), "dev")
+
+    # A reconcile that did not look at the service says nothing about it.
+    console.reconcile_run("succeeded", {"services": {}})
+    dev = cell(console.matrix(), "dev")
+    assert dev["drift"]["state"] == "unknown"
+    assert dev["drift"]["why"] == "the last reconcile did not check this service"
+
+
+def test_running_apply_shows_progressing(console: Console) -> None:
+    run = console.store.start("apply", "dev", [], "cli", "ops@test")
+    dev = cell(console.matrix(), "dev")
+    assert dev["status"] == "progressing" and run.id in dev["status_why"]
+    console.store.finish(run.id, "succeeded", {"results": []})
+    assert cell(console.matrix(), "dev")["status"] == "committed"
+
+
+def test_failed_release_then_blocked(console: Console) -> None:
+    """A failed release as the deploy repo records it, then an apply that refused it."""
+    world = console.world
+    clone = world.root / "deploy-edit"
+    git(world.root, "clone", "-q", str(world.deploy), str(clone))
+    state_file = clone / "dev" / "state.yaml"
+    state = yaml.safe_load(state_file.read_text())
+    release = dict(state["services"]["api"]["release"])
+    release.update(outcome="failed", reason="ProgressDeadlineExceeded")
+    state["services"]["api"]["release"] = release
+    state["services"]["api"]["last_failed"] = release
+    state_file.write_text(yaml.safe_dump(state))
+    git(clone, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "api failed")
+    git(clone, "push", "-q", "origin", "HEAD:main")
+
+    dev = cell(console.matrix(), "dev")
+    assert dev["status"] == "failed"
+    assert "ProgressDeadlineExceeded" in td(console.page(), "dev")
+
+    refused = console.store.start("apply", "dev", [], "cli", "ops@test")
+    reason = "release r1 with these inputs failed; change its inputs or run apply --retry api"
+    console.store.finish(
+        refused.id,
+        "succeeded",
+        {"results": [{"service": "api", "outcome": "blocked", "reason": reason}]},
+    )
+    dev = cell(console.matrix(), "dev")
+    assert dev["status"] == "blocked" and dev["status_why"] == reason
+    assert "⛔ blocked" in td(console.page(), "dev")
+
+
+def test_page_structure_viewport_and_landmarks(console: Console) -> None:
+    html = console.page()
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    assert "<main>" in html and "<header>" in html
+    assert '<th scope="col">dev</th>' in html and '<th scope="row">api</th>' in html
+    assert "prefers-color-scheme: dark" in html and "max-width: 640px" in html
+    assert "#999" not in html
+
+
+def _luminance(color: str) -> float:
+    channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(fg: str, bg: str) -> float:
+    high, low = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+@pytest.mark.parametrize("scheme", sorted(PALETTES))
+def test_every_text_colour_pair_meets_wcag_aa(scheme: str) -> None:
+    palette = PALETTES[scheme]
+    low = {
+        f"{fg} on {bg}": round(contrast(palette[fg], palette[bg]), 2)
+        for fg, bg in CONTRAST_PAIRS
+        if contrast(palette[fg], palette[bg]) < 4.5
+    }
+    assert not low, low
+    assert round(contrast("#999999", "#ffffff"), 2) == 2.85  # the old muted grey fails
+
+
+def test_short_digest() -> None:
+    assert short_digest(f"reg/x@{DIGEST}") == "reg/x@sha256:abababababab"
+    assert short_digest(DIGEST) == "sha256:abababababab"
+    assert short_digest("reg/x:1.0") == "reg/x:1.0"
+    assert short_digest(None) is None

@@ -119,6 +119,15 @@ def print_plan(
     if unchanged and not (full or verbose_noop):
         names = ", ".join(s.service for s in unchanged)
         out.print(Text(f"  = unchanged: {names}", style="dim"))
+        for service in unchanged:
+            if service.secrets_unknown:
+                out.print(
+                    Text(
+                        f"  ? {service.service}: secrets not checked for rotation: "
+                        f"{service.secrets_unknown}",
+                        style="dim",
+                    )
+                )
     if not changes and not blocked:
         out.print(Text("Nothing to do.", style="green"))
 
@@ -155,7 +164,11 @@ def print_service_plan(
             )
         )
     if s.replicas:
-        out.print(f"      replicas {s.replicas[0]} -> {s.replicas[1]}")
+        out.print(f"      replicas: {s.replicas[0]} -> {s.replicas[1]}")
+    for key in s.rotated:
+        out.print(Text(f"      ~ {key}: *** (rotated)", style="yellow"))
+    if s.secrets_unknown:
+        out.print(Text(f"      secrets: cannot tell whether they rotated: {s.secrets_unknown}"))
     stages = release_stage_lines(s)
     if stages:
         out.print(Text("      stages   " + " -> ".join(stages), style="cyan"))

@@ -9,6 +9,7 @@ Kubernetes test bed. Then it runs the commands a user would, printing each.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import shlex
 import shutil
@@ -138,6 +139,18 @@ def main() -> None:
         banner("Apply again: nothing changed, nothing happens")
         cc("apply", "dev", *extra, cwd=config, env=env)
 
+        if rollout:
+            banner(
+                "Secrets reach the containers as values: db reads DB_PASSWORD as "
+                "POSTGRES_PASSWORD, worker inside conf/worker.yaml"
+            )
+            show_delivery(env["KUBECONFIG"], "shop-dev", ("db", "worker"), "demo-dev-password")
+            banner("A rotated secret is a change: only the services that use it roll")
+            env["SHOP_DEV_DB_PASSWORD"] = "demo-dev-password-rotated"
+            cc("plan", "dev", cwd=config, env=env)
+            cc("apply", "dev", cwd=config, env=env)
+            show_delivery(env["KUBECONFIG"], "shop-dev", ("db",), "demo-dev-password-rotated")
+
         banner("A value change: only worker is updated")
         edit(config / "environments/dev/worker.yaml", "shop-dev-jobs", "shop-dev-jobs-v2")
         git("commit", "-qam", "dev: new worker queue", cwd=config)
@@ -185,6 +198,40 @@ def main() -> None:
                 k8s_testbed.main(["down", "--state-dir", str(cluster)])
         else:
             print(f"registry {registry.host} and the cluster are still up (--keep)")
+
+
+def show_delivery(kubeconfig: str, namespace: str, services: tuple[str, ...], secret: str) -> None:
+    """What kubectl would show: the objects each pod template refers to, and what is in them
+    (a secret value is shown only as whether it is the value of SHOP_DEV_DB_PASSWORD)."""
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    for service in services:
+        sets = apps.list_namespaced_deployment(
+            namespace, label_selector=f"configcenter.io/service={service}"
+        ).items
+        pod = api.sanitize_for_serialization(sets[0].spec.template.spec)
+        container = pod["containers"][0]
+        refs = [next(iter(s.values()))["name"] for s in container.get("envFrom", [])]
+        for volume in pod.get("volumes", []):
+            for source in (volume.get("projected") or {}).get("sources", []):
+                refs.append(next(iter(source.values()))["name"])
+        print(f"{service}: pods read {', '.join(refs)}")
+        for name in refs:
+            if "-secret" in name:
+                data = core.read_namespaced_secret(name, namespace).data or {}
+                for key, raw in sorted(data.items()):
+                    value = base64.b64decode(raw).decode()
+                    said = "holds" if secret in value else "does NOT hold"
+                    print(f"  Secret {name}: {key} {said} the value of $SHOP_DEV_DB_PASSWORD")
+            else:
+                data = core.read_namespaced_config_map(name, namespace).data or {}
+                placeholders = [k for k, v in data.items() if "${secret:" in v]
+                print(
+                    f"  ConfigMap {name}: {len(data)} keys, placeholders: {placeholders or 'none'}"
+                )
+    api.close()
 
 
 if __name__ == "__main__":

@@ -315,7 +315,9 @@ def stage_job_objects(
         config_data,
         managed_labels,
         parse_manifests,
+        secret_env,
     )
+    from configcenter.core.secretrefs import substitute
 
     data = deployable.files.get(file)
     if data is None:
@@ -388,9 +390,13 @@ def stage_job_objects(
         "kind": "Secret",
         "type": "Opaque",
         "metadata": dict(owned_meta),
+        # The env entries that hold a secret (ENV list, or any .env entry naming one),
+        # resolved: `secret_values` maps each reference to its value.
         "data": {
-            key: base64.b64encode(value.encode("utf-8")).decode("ascii")
-            for key, value in sorted(secret_values.items())
+            key: base64.b64encode(
+                substitute(text, lambda ref: secret_values[ref]).encode("utf-8")
+            ).decode("ascii")
+            for key, text in sorted(secret_env(deployable).items())
         },
     }
     return body, [config_map, secret]

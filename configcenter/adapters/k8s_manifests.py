@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from configcenter.core.secretrefs import MARKER, find_refs, has_refs, substitute
 from configcenter.ports.platform import Deployable, PlatformError
 
 FIELD_MANAGER = "configcenter"
@@ -33,7 +34,13 @@ FILES_MOUNT_ANNOTATION = "configcenter.io/files-mount-path"
 #: On the `<service>-config` ConfigMap: every kind configcenter applied for the
 #: service, so pruning lists exactly those kinds (the record only grows).
 APPLIED_KINDS_ANNOTATION = "configcenter.io/applied-kinds"
-#: The pod volume that carries the `<service>-files` ConfigMap.
+#: On the versioned, immutable objects that carry a release's config and secrets: their role
+#: (config | files | secrets | secret-files). Pruning leaves them to `versions_to_collect`.
+VERSIONED_LABEL = "configcenter.io/versioned"
+#: Versions of each role kept besides the ones in use, so a rollback finds its own.
+KEEP_VERSIONS = 5
+#: The pod volume that carries the config files (a projected volume of the files ConfigMap
+#: and, for files that hold secrets, the secret-files Secret).
 FILES_VOLUME = "configcenter-files"
 #: What the API server accepts in one ConfigMap (data plus binaryData values).
 CONFIG_MAP_MAX_BYTES = 1024 * 1024
@@ -92,6 +99,7 @@ class SourcedObject:
 
 
 def config_map_name(service: str) -> str:
+    """The service's record ConfigMap: no data, the kinds configcenter applied for it."""
     return f"{service}-config"
 
 
@@ -101,6 +109,30 @@ def secret_name(service: str) -> str:
 
 def files_config_map_name(service: str) -> str:
     return f"{service}-files"
+
+
+def secret_files_name(service: str) -> str:
+    return f"{service}-secret-files"
+
+
+#: Role of a versioned object -> the name prefix of its versions.
+VERSIONED_ROLES = {
+    "config": config_map_name,
+    "files": files_config_map_name,
+    "secrets": secret_name,
+    "secret-files": secret_files_name,
+}
+
+
+def content_name(prefix: str, data: Mapping[str, str]) -> str:
+    """`prefix-<10 hex>` from the (non-secret) data: same content, same name, never stale."""
+    blob = "\n".join(f"{key}\0{data[key]}" for key in sorted(data))
+    return f"{prefix}-{hashlib.sha256(blob.encode('utf-8')).hexdigest()[:10]}"
+
+
+def generation_name(prefix: str, generation: int) -> str:
+    """Secrets are named by generation, never by a hash of what they hold."""
+    return f"{prefix}-{generation}"
 
 
 def default_files_mount_path(service: str) -> str:
@@ -234,27 +266,47 @@ def parse_env_file(name: str, data: bytes) -> dict[str, str]:
     return result
 
 
-def config_data(deployable: Deployable) -> dict[str, str]:
-    """The ConfigMap's data: non-secret values, overridden by the `.env` outputs.
+def env_entries(deployable: Deployable) -> dict[str, str]:
+    """Every environment entry of the release: ENV values, overridden by the `.env` outputs.
 
-    Keys that are secrets are left out: the Secret carries them, and the
-    rendered `.env` holds only the reference in their place.
+    ENV-list secrets enter as their placeholder, so an entry holding a secret (alone, under
+    another key, or inside a longer string) is told apart by its placeholder alone.
     """
     data: dict[str, str] = {}
     for key, value in deployable.values.items():
         data[key] = str(value)
+    for key, ref in deployable.secrets.items():
+        data[key] = MARKER + ref + "}"
     for name in sorted(deployable.files):
         if is_env_file(name):
             data.update(parse_env_file(name, deployable.files[name]))
-    for key in deployable.secrets:
-        data.pop(key, None)
     for key in data:
         if not _CONFIG_KEY.fullmatch(key):
             raise ManifestError(
-                f"{deployable.service}: value {key!r} cannot be a ConfigMap key; "
+                f"{deployable.service}: value {key!r} cannot be a ConfigMap or Secret key; "
                 "use letters, digits, '-', '_' and '.'"
             )
     return data
+
+
+def config_data(deployable: Deployable) -> dict[str, str]:
+    """The env ConfigMap's data: the entries that hold no secret."""
+    return {k: v for k, v in env_entries(deployable).items() if not has_refs(v)}
+
+
+def secret_env(deployable: Deployable) -> dict[str, str]:
+    """The env entries that hold a secret, placeholders still in (the Secret resolves them)."""
+    return {k: v for k, v in env_entries(deployable).items() if has_refs(v)}
+
+
+def release_refs(deployable: Deployable) -> list[str]:
+    """Every secret reference the release delivers: ENV list, `.env` outputs, config files."""
+    refs: dict[str, None] = {}
+    for text in secret_env(deployable).values():
+        refs.update(dict.fromkeys(find_refs(text)))
+    for data in secret_config_files(deployable).values():
+        refs.update(dict.fromkeys(find_refs(data.decode("utf-8"))))
+    return list(refs)
 
 
 def config_files(deployable: Deployable) -> dict[str, bytes]:
@@ -274,6 +326,24 @@ def config_files(deployable: Deployable) -> dict[str, bytes]:
         _check_file_path(deployable.service, name)
         found[name] = data
     return found
+
+
+def _holds_secret(data: bytes) -> bool:
+    if MARKER.encode() not in data:
+        return False
+    try:
+        return has_refs(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return False
+
+
+def plain_config_files(deployable: Deployable) -> dict[str, bytes]:
+    return {k: v for k, v in config_files(deployable).items() if not _holds_secret(v)}
+
+
+def secret_config_files(deployable: Deployable) -> dict[str, bytes]:
+    """Config files with a secret in them: delivered through a Secret, resolved."""
+    return {k: v for k, v in config_files(deployable).items() if _holds_secret(v)}
 
 
 def _check_file_path(service: str, name: str) -> None:
@@ -312,27 +382,118 @@ def config_file_keys(paths: Iterable[str]) -> dict[str, str]:
     return keys
 
 
-def files_config_map(deployable: Deployable) -> tuple[SourcedObject, dict[str, Any]] | None:
-    """The `<service>-files` ConfigMap and the pod volume that mounts it; None without files.
+@dataclass(frozen=True)
+class ReleaseConfig:
+    """The versioned objects that carry one release's config and secrets, and how pods use them.
 
-    UTF-8 files go to `data` (readable in `kubectl get -o yaml`), others to
-    `binaryData`. Over the API server's 1 MiB limit is refused here, naming the
-    files, rather than as an opaque 422 halfway through an apply.
+    ConfigMaps are named by their content, Secrets by the release's secrets generation; all
+    are immutable. A change of any of them changes a name the pod template refers to, which
+    is what rolls the pods; re-applying an older release refers to the older names again.
     """
+
+    objects: list[SourcedObject]
+    env_from: list[dict[str, Any]]
+    volume: dict[str, Any] | None
+
+    @property
+    def names(self) -> set[tuple[str, str]]:
+        return {(obj.kind, obj.name) for obj in self.objects}
+
+
+def release_config(
+    deployable: Deployable, secret_values: Mapping[str, str] | None
+) -> ReleaseConfig:
+    """The release's env ConfigMap and Secret, files ConfigMap and secret-files Secret.
+
+    `secret_values` maps each reference to its resolved value; None masks them (for
+    showing or comparing what would be applied without resolving anything). Over the API
+    server's 1 MiB a ConfigMap or Secret can hold is refused here, naming the files.
+    """
+    service = deployable.service
+    objects: list[SourcedObject] = []
+    env_from: list[dict[str, Any]] = []
+    plain = config_data(deployable)
+    if plain:
+        name = content_name(config_map_name(service), plain)
+        objects.append(_versioned("ConfigMap", name, "config", "(values and .env outputs)", plain))
+        env_from.append({"configMapRef": {"name": name}})
+    hidden = secret_env(deployable)
+    if hidden:
+        name = generation_name(secret_name(service), deployable.secrets_generation)
+        data = {k: _resolved(deployable, v, secret_values) for k, v in hidden.items()}
+        objects.append(_versioned("Secret", name, "secrets", "(secret values)", data))
+        env_from.append({"secretRef": {"name": name}})
+    sources: list[dict[str, Any]] = []
     files = config_files(deployable)
-    if not files:
-        return None
-    name = files_config_map_name(deployable.service)
+    _check_files_size(deployable, files)
+    keys = config_file_keys(files)
+    plain_files = plain_config_files(deployable)
+    if plain_files:
+        data, binary = _file_data(plain_files, keys)
+        name = content_name(files_config_map_name(service), {**data, **binary})
+        body = _versioned("ConfigMap", name, "files", "(config files)", data)
+        if binary:
+            body.body["binaryData"] = binary
+        objects.append(body)
+        sources.append({"configMap": {"name": name, "items": _items(plain_files, keys)}})
+    secret_files = secret_config_files(deployable)
+    if secret_files:
+        name = generation_name(secret_files_name(service), deployable.secrets_generation)
+        data = {
+            keys[path]: _resolved(deployable, raw.decode("utf-8"), secret_values)
+            for path, raw in secret_files.items()
+        }
+        objects.append(_versioned("Secret", name, "secret-files", "(config files)", data))
+        sources.append({"secret": {"name": name, "items": _items(secret_files, keys)}})
+    volume = {"name": FILES_VOLUME, "projected": {"sources": sources}} if sources else None
+    return ReleaseConfig(objects, env_from, volume)
+
+
+def _versioned(
+    kind: str, name: str, role: str, source: str, data: Mapping[str, str]
+) -> SourcedObject:
+    body = _metadata_only("v1", kind, name) | {"immutable": True}
+    body["metadata"]["labels"] = {VERSIONED_LABEL: role}
+    if kind == "Secret":
+        body["type"] = "Opaque"
+        body["data"] = {k: v if v == MASK else _b64(v) for k, v in data.items()}
+    else:
+        body["data"] = dict(data)
+    return SourcedObject(source, body)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _resolved(deployable: Deployable, text: str, values: Mapping[str, str] | None) -> str:
+    if values is None:
+        return MASK
+
+    def value_of(ref: str) -> str:
+        if ref not in values:
+            raise ManifestError(f"{deployable.service}: secret {ref!r} was not resolved")
+        return values[ref]
+
+    return substitute(text, value_of)
+
+
+def _check_files_size(deployable: Deployable, files: Mapping[str, bytes]) -> None:
     total = sum(len(data) for data in files.values())
     if total > CONFIG_MAP_MAX_BYTES:
         largest = sorted(files.items(), key=lambda item: (-len(item[1]), item[0]))
         listing = ", ".join(f"{path} ({len(data)} bytes)" for path, data in largest)
         raise ManifestError(
             f"{deployable.service}: config files total {total} bytes, over the "
-            f"{CONFIG_MAP_MAX_BYTES} bytes (1 MiB) the ConfigMap {name} can hold: {listing}; "
+            f"{CONFIG_MAP_MAX_BYTES} bytes (1 MiB) a ConfigMap or Secret can hold: {listing}; "
             "make them smaller or ship the large ones in the image"
         )
-    keys = config_file_keys(files)
+
+
+def _file_data(
+    files: Mapping[str, bytes], keys: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """UTF-8 files go to `data` (readable in `kubectl get -o yaml`), others to `binaryData`."""
     data: dict[str, str] = {}
     binary: dict[str, str] = {}
     for path, raw in files.items():
@@ -340,17 +501,11 @@ def files_config_map(deployable: Deployable) -> tuple[SourcedObject, dict[str, A
             data[keys[path]] = raw.decode("utf-8")
         except UnicodeDecodeError:
             binary[keys[path]] = base64.b64encode(raw).decode("ascii")
-    body = _metadata_only("v1", "ConfigMap", name) | {"data": data}
-    if binary:
-        body["binaryData"] = binary
-    volume = {
-        "name": FILES_VOLUME,
-        "configMap": {
-            "name": name,
-            "items": [{"key": keys[path], "path": path} for path in sorted(files)],
-        },
-    }
-    return SourcedObject("(config files)", body), volume
+    return data, binary
+
+
+def _items(files: Mapping[str, bytes], keys: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"key": keys[path], "path": path} for path in sorted(files)]
 
 
 def build_objects(
@@ -360,58 +515,91 @@ def build_objects(
 ) -> list[SourcedObject]:
     """Everything `apply` sends, in apply order, each with the file it came from.
 
-    `secret_values` maps each ENV key in `deployable.secrets` to its resolved
-    value; None builds the Secret with every value masked (for showing or
-    comparing what would be applied without resolving anything).
+    `secret_values` maps each secret reference of the release (`release_refs`) to its
+    resolved value; None builds the Secrets with every value masked.
     """
     labels = managed_labels(deployable)
     annotations = {
         RELEASE_ANNOTATION: deployable.release_id,
         DIGEST_ANNOTATION: deployable.config_digest,
     }
-    cm_name = config_map_name(deployable.service)
-    secret = secret_name(deployable.service)
-    objects = [
-        SourcedObject(
-            "(values and .env outputs)",
-            _metadata_only("v1", "ConfigMap", cm_name) | {"data": config_data(deployable)},
-        ),
-        SourcedObject(
-            "(secret values)",
-            _metadata_only("v1", "Secret", secret)
-            | {"type": "Opaque", "data": _secret_data(deployable, secret_values)},
-        ),
-    ]
-    files = files_config_map(deployable)
-    volume = None
-    if files is not None:
-        objects.append(files[0])
-        volume = files[1]
-    reserved = {
-        ("ConfigMap", cm_name): "the ENV values go there automatically",
-        ("Secret", secret): "the secret values go there automatically",
-        ("ConfigMap", files_config_map_name(deployable.service)): (
-            "the config files go there automatically"
-        ),
-    }
+    config = release_config(deployable, secret_values)
+    record = SourcedObject(
+        "(the service's record)",
+        _metadata_only("v1", "ConfigMap", config_map_name(deployable.service)),
+    )
+    objects = [record, *config.objects]
+    service = deployable.service
+    reserved = tuple(f"{fn(service)}-" for fn in VERSIONED_ROLES.values())
     workload = {k: v for k, v in deployable.files.items() if k not in deployable.stage_files}
     for item in parse_manifests(workload):
-        if (item.kind, item.name) in reserved:
+        if item.kind in ("ConfigMap", "Secret") and (
+            item.name == config_map_name(service) or item.name.startswith(reserved)
+        ):
             raise ManifestError(
-                f"{item.source}: {item.ref} is the name configcenter gives the service's own "
-                f"{item.kind}; rename it ({reserved[item.kind, item.name]})"
+                f"{item.source}: {item.ref}: names {config_map_name(service)} and "
+                f"{', '.join(p + '*' for p in reserved)} are configcenter's for the service's own "
+                "config and secrets; rename it"
             )
+        _refuse_secrets_in(item)
         body = copy.deepcopy(item.body)
         _place_in_namespace(item, body, namespace)
-        _prepare_pod_spec(item, body, deployable, volume)
+        _prepare_pod_spec(item, body, deployable, config)
         objects.append(SourcedObject(item.source, body))
     for obj in objects:
         meta = obj.body.setdefault("metadata", {})
         meta["namespace"] = namespace
         meta["labels"] = {**(meta.get("labels") or {}), **deployable.labels, **labels}
-        meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+        if VERSIONED_LABEL not in meta["labels"]:
+            # Versioned objects are immutable and shared by releases: no release on them.
+            meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
     objects.sort(key=lambda o: apply_rank(o.kind))
     return objects
+
+
+def _refuse_secrets_in(item: SourcedObject) -> None:
+    """A manifest is sent as written: a placeholder in it would reach the cluster as text."""
+    text = yaml.safe_dump(item.body)
+    if MARKER in text and find_refs(text):
+        raise ManifestError(
+            f"{item.source}: {item.ref} holds a secret placeholder; a secret reaches the pods "
+            "only through the ENV list, an .env output or a config file (configcenter puts "
+            "those in a Secret): move it there"
+        )
+
+
+def is_versioned(item: Mapping[str, Any]) -> bool:
+    labels = (item.get("metadata") or {}).get("labels") or {}
+    return VERSIONED_LABEL in labels
+
+
+def versions_to_collect(
+    items: Iterable[Mapping[str, Any]], in_use: Iterable[tuple[str, str]]
+) -> list[Mapping[str, Any]]:
+    """Old versions of a service's config objects: all but the newest KEEP_VERSIONS per role.
+
+    `items` are the service's live ConfigMaps and Secrets; those `in_use` (kind, name) by
+    the release just applied are never collected.
+    """
+    keep = set(in_use)
+    by_role: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for item in items:
+        meta = item.get("metadata") or {}
+        role = (meta.get("labels") or {}).get(VERSIONED_LABEL)
+        if role is None or (str(item.get("kind")), str(meta.get("name"))) in keep:
+            continue
+        by_role.setdefault((str(item.get("kind")), str(role)), []).append(item)
+    old: list[Mapping[str, Any]] = []
+    for versions in by_role.values():
+        versions.sort(
+            key=lambda i: (
+                str((i.get("metadata") or {}).get("creationTimestamp") or ""),
+                str((i.get("metadata") or {}).get("name")),
+            ),
+            reverse=True,
+        )
+        old.extend(versions[KEEP_VERSIONS:])
+    return old
 
 
 def apply_rank(kind: str) -> int:
@@ -435,23 +623,6 @@ def managed_labels(deployable: Deployable) -> dict[str, str]:
 
 def _metadata_only(api_version: str, kind: str, name: str) -> dict[str, Any]:
     return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}}
-
-
-def _secret_data(deployable: Deployable, values: Mapping[str, str] | None) -> dict[str, str]:
-    data: dict[str, str] = {}
-    for key in sorted(deployable.secrets):
-        if not _CONFIG_KEY.fullmatch(key):
-            raise ManifestError(
-                f"{deployable.service}: secret {key!r} cannot be a Secret key; "
-                "use letters, digits, '-', '_' and '.'"
-            )
-        if values is None:
-            data[key] = MASK
-            continue
-        if key not in values:
-            raise ManifestError(f"{deployable.service}: secret {key!r} was not resolved")
-        data[key] = base64.b64encode(values[key].encode("utf-8")).decode("ascii")
-    return data
 
 
 def _place_in_namespace(item: SourcedObject, body: dict[str, Any], namespace: str) -> None:
@@ -487,29 +658,26 @@ def _prepare_pod_spec(
     item: SourcedObject,
     body: dict[str, Any],
     deployable: Deployable,
-    files_volume: Mapping[str, Any] | None,
+    config: ReleaseConfig,
 ) -> None:
-    """Wire a workload to the release: image, ENV sources, config files, labels, digest.
+    """Wire a workload to the release: image, ENV sources, config files, labels.
 
-    Only the config digest (not the release id) goes on the pod template, so a
-    value-only change rolls the pods while re-applying an older release yields
-    the very same template and the Deployment scales its old ReplicaSet back up
-    (a StatefulSet or DaemonSet returns to its old ControllerRevision).
-    The digest covers every rendered file, so a changed config file rolls them too.
+    The pod template refers to the release's config and secrets by their versioned names,
+    so a change of what the pods consume (image, environment, config files, secret values)
+    rolls them, while a change of anything else (replicas, a Service) leaves the pods
+    alone. Re-applying an older release yields the very same template, so a Deployment
+    scales its old ReplicaSet back up (a StatefulSet or DaemonSet returns to its old
+    ControllerRevision).
     """
     if item.kind in ("Deployment", "StatefulSet"):
-        body.setdefault("spec", {}).setdefault("replicas", deployable.replicas)
-    sources = [
-        {"configMapRef": {"name": config_map_name(deployable.service)}},
-        {"secretRef": {"name": secret_name(deployable.service)}},
-    ]
+        spec = body.setdefault("spec", {})
+        if deployable.replicas is None:
+            spec.pop("replicas", None)  # an autoscaler owns it
+        else:
+            spec.setdefault("replicas", deployable.replicas)
     for template in pod_templates(body):
         meta = template.setdefault("metadata", {})
         meta["labels"] = {**(meta.get("labels") or {}), **managed_labels(deployable)}
-        meta["annotations"] = {
-            **(meta.get("annotations") or {}),
-            DIGEST_ANNOTATION: deployable.config_digest,
-        }
         pod = template.get("spec")
         if not isinstance(pod, dict):
             pod = {}
@@ -529,10 +697,22 @@ def _prepare_pod_spec(
                         "and the release has none to give it; set image in the service's file"
                     )
                 container["image"] = deployable.image
-            env_from = [s for s in container.get("envFrom") or [] if s not in sources]
-            container["envFrom"] = [*sources, *env_from]
-        if files_volume is not None:
-            _mount_files(item, pod, files_volume, files_mount_path(item, deployable.service))
+            env_from = [s for s in container.get("envFrom") or [] if not _is_ours(s, deployable)]
+            container["envFrom"] = [*copy.deepcopy(config.env_from), *env_from]
+        if config.volume is not None:
+            _mount_files(item, pod, config.volume, files_mount_path(item, deployable.service))
+
+
+def _is_ours(source: object, deployable: Deployable) -> bool:
+    """An envFrom entry naming one of the service's config objects (written by hand)."""
+    if not isinstance(source, dict):
+        return False
+    ref = source.get("configMapRef") or source.get("secretRef") or {}
+    name = str(ref.get("name", "")) if isinstance(ref, dict) else ""
+    service = deployable.service
+    return name in (config_map_name(service), secret_name(service)) or any(
+        name.startswith(f"{fn(service)}-") for fn in VERSIONED_ROLES.values()
+    )
 
 
 def files_mount_path(item: SourcedObject, service: str) -> str:

@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from configcenter.adapters.k8s_live import clean_live, main_workload, without_claim_defaults
@@ -47,9 +47,13 @@ from configcenter.adapters.k8s_manifests import (
     check_namespace,
     config_map_name,
     env_selector,
+    is_versioned,
     parse_manifests,
     pod_templates,
+    release_config,
+    release_refs,
     service_selector,
+    versions_to_collect,
 )
 from configcenter.adapters.k8s_rollout import (
     REVISION_ANNOTATION,
@@ -87,6 +91,8 @@ OBSERVED_KINDS = (
     ("v1", "ConfigMap"),
     ("v1", "Secret"),
 )
+#: Connect and read timeouts (seconds) of the reads a plan makes.
+PLAN_REQUEST_TIMEOUT = (5, 15)
 #: Longest single watch request; the watch is resumed from its resourceVersion after.
 WATCH_CHUNK_SECONDS = 240
 
@@ -118,6 +124,9 @@ class KubernetesPlatform:
         self._dynamic: Any = None
         self._lock = threading.Lock()
         self._hash_cache: dict[tuple[str, str], str | None] = {}
+        #: The env's Secrets, listed once for a plan's `secrets_match` calls (one list call
+        #: for every service); any apply through this instance drops it.
+        self._env_secrets: dict[str, dict[str, Any]] | None = None
 
     # -- apply -------------------------------------------------------------------------
 
@@ -128,10 +137,21 @@ class KubernetesPlatform:
         what it would prune.
         """
         self._check_env(deployable)
-        values = self._resolve_secrets(deployable)
-        objects = build_objects(deployable, self.namespace, values)
-        resources = [(obj, self._resource_for(obj)) for obj in objects]
+        self._env_secrets = None
         namespace_exists = self._ensure_namespace(dry_run)
+        # A generation's Secrets are immutable: when they exist, they hold the values that
+        # generation was made with (a rollback gets back exactly those), so nothing is
+        # resolved. Only a generation new to the platform resolves its references now.
+        missing = self._missing_secrets(deployable) if namespace_exists else None
+        values = self._resolve_secrets(deployable) if missing or missing is None else None
+        objects = build_objects(deployable, self.namespace, values)
+        if missing is not None:
+            objects = [
+                o
+                for o in objects
+                if o.kind != "Secret" or o.name in missing or not is_versioned(o.body)
+            ]
+        resources = [(obj, self._resource_for(obj)) for obj in objects]
         if dry_run and not namespace_exists:
             log.warning(
                 "dry run: namespace %s does not exist yet, so the server cannot check %s's "
@@ -147,6 +167,9 @@ class KubernetesPlatform:
         }
         _record_kinds(objects, config_map_name(deployable.service), kinds)
         for obj, resource in resources:
+            if is_versioned(obj.body):
+                self._create_version(obj, resource, deployable, dry_run=dry_run)
+                continue
             self._call(
                 f"{obj.source}: apply {obj.ref}",
                 resource.server_side_apply,
@@ -179,7 +202,103 @@ class KubernetesPlatform:
         kinds = self._recorded_kinds(deployable.service) | {
             (str(obj.body["apiVersion"]), obj.kind) for obj in objects
         }
-        return self._prune(deployable, objects, kinds)
+        pruned = self._prune(deployable, objects, kinds)
+        self._collect_versions(deployable, objects)
+        return pruned
+
+    def _missing_secrets(self, deployable: Deployable) -> set[str]:
+        """Names of the release's Secrets not on the platform yet."""
+        names = {
+            obj.name for obj in release_config(deployable, None).objects if obj.kind == "Secret"
+        }
+        live = {
+            str(item["metadata"]["name"])
+            for item in self._service_items("Secret", deployable, "look for its Secrets")
+        }
+        return names - live
+
+    def _service_items(self, kind: str, deployable: Deployable, why: str) -> list[dict[str, Any]]:
+        listing = self._call(
+            f"list {kind}s of {deployable.service} to {why}",
+            self._get_json,
+            self._resource("v1", kind),
+            namespace=self.namespace,
+            label_selector=service_selector(deployable.env, deployable.service),
+        )
+        return list(listing.get("items") or [])
+
+    def _create_version(
+        self, obj: SourcedObject, resource: Any, deployable: Deployable, *, dry_run: bool
+    ) -> None:
+        """Create an immutable config or secret version unless it exists (then it is kept)."""
+        try:
+            resource.create(
+                body=obj.body, namespace=self.namespace, dry_run="All" if dry_run else None
+            )
+        except Exception as exc:
+            if getattr(exc, "status", None) == 409:
+                return  # same name, same content (or the generation's own values): keep it
+            raise self._api_error(f"{obj.source}: create {obj.ref}", exc) from None
+        log.info(
+            "%s %s in namespace %s (release %s)",
+            "dry run: would create" if dry_run else "created",
+            obj.ref,
+            self.namespace,
+            deployable.release_id,
+        )
+
+    def _collect_versions(self, deployable: Deployable, objects: Iterable[SourcedObject]) -> None:
+        """Delete config and secret versions older than the newest few of each role."""
+        in_use = {(obj.kind, obj.name) for obj in objects}
+        items = [
+            dict(item, kind=kind)  # list items carry no kind of their own
+            for kind in ("ConfigMap", "Secret")
+            for item in self._service_items(kind, deployable, "collect old versions")
+        ]
+        for item in versions_to_collect(items, in_use):
+            kind = str(item["kind"])
+            ref = f"{kind}/{item['metadata']['name']}"
+            if self._delete_object(self._resource("v1", kind), item, f"collect {ref}"):
+                log.info("collected %s in namespace %s (an old version)", ref, self.namespace)
+
+    def secrets_match(self, deployable: Deployable, generations: list[int]) -> int | str | None:
+        """Compare freshly resolved secret values with each generation's live Secrets."""
+        self._check_env(deployable)
+        probe = [o for o in release_config(deployable, None).objects if o.kind == "Secret"]
+        if not probe:
+            return generations[0] if generations else None
+        try:
+            values = self._resolve_secrets(deployable)
+            if self._env_secrets is None:
+                listing = self._call(
+                    "list Secrets to compare secret values",
+                    self._get_json,
+                    self._resource("v1", "Secret"),
+                    namespace=self.namespace,
+                    label_selector=env_selector(deployable.env),
+                    # A plan must not hang on an unreachable cluster: it says it cannot tell.
+                    _request_timeout=PLAN_REQUEST_TIMEOUT,
+                )
+                self._env_secrets = {
+                    str(item["metadata"]["name"]): item for item in listing.get("items") or []
+                }
+            live = {
+                name: item.get("data") or {}
+                for name, item in self._env_secrets.items()
+                if (item["metadata"].get("labels") or {}).get(SERVICE_LABEL) == deployable.service
+            }
+        except PlatformError as exc:
+            return str(exc)
+        seen = False
+        for generation in generations:
+            candidate = replace(deployable, secrets_generation=generation)
+            wanted = [o for o in release_config(candidate, values).objects if o.kind == "Secret"]
+            if any(o.name not in live for o in wanted):
+                continue
+            seen = True
+            if all(live[o.name] == o.body["data"] for o in wanted):
+                return generation
+        return None if seen else "its Secrets are not on the platform yet"
 
     def _prune(
         self,
@@ -286,21 +405,24 @@ class KubernetesPlatform:
             )
 
     def _resolve_secrets(self, deployable: Deployable) -> dict[str, str]:
-        """Read every secret now, registering each value (and its base64) for masking."""
+        """Read every secret the release delivers now, by reference, registering each value
+        (and its base64) for masking."""
         values: dict[str, str] = {}
-        for key, ref in sorted(deployable.secrets.items()):
+        keys = {ref: key for key, ref in deployable.secrets.items()}
+        for ref in sorted(release_refs(deployable)):
             try:
                 if secret_scheme(ref) == "k8s":
                     value = self._read_cluster_secret(ref)
                 else:
                     value = resolve_secret(ref)
             except SecretError as exc:
+                where = f"value {keys[ref]}" if ref in keys else f"secret {ref}"
                 raise PlatformError(
-                    f"{deployable.service}: value {key}: {self.redactor.redact(str(exc))}"
+                    f"{deployable.service}: {where}: {self.redactor.redact(str(exc))}"
                 ) from None
             self.redactor.register(value)
             self.redactor.register(base64.b64encode(value.encode("utf-8")).decode("ascii"))
-            values[key] = value
+            values[ref] = value
         return values
 
     def _read_cluster_secret(self, ref: str) -> str:
@@ -667,6 +789,13 @@ class KubernetesPlatform:
                 ref = f"{kind}/{item['metadata']['name']}"
                 by_service.setdefault(service, {})[ref] = clean_live(item)
                 live.setdefault(service, {}).setdefault(kind, []).append(item)
+        for service, objects in by_service.items():
+            # Config and secret versions kept for rollbacks are not what runs: only the ones
+            # the service's workloads refer to are.
+            used = _referenced_versions(live.get(service, {}))
+            for ref in [r for r, body in objects.items() if is_versioned(body)]:
+                if ref not in used:
+                    del objects[ref]
         return {
             service: _observed(service, live.get(service, {}), objects)
             for service, objects in sorted(by_service.items())
@@ -915,10 +1044,14 @@ def _prunable(item: Mapping[str, Any], kind: str, env: str, service: str) -> boo
     """Whether configcenter applied this object for this env and service, and nothing owns it."""
     meta = item.get("metadata") or {}
     labels = meta.get("labels") or {}
-    if kind == "Namespace" or (
-        labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE
-        or labels.get(ENV_LABEL) != env
-        or labels.get(SERVICE_LABEL) != service
+    if (
+        kind == "Namespace"
+        or is_versioned(item)
+        or (
+            labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE
+            or labels.get(ENV_LABEL) != env
+            or labels.get(SERVICE_LABEL) != service
+        )
     ):
         return False
     # ReplicaSets and pods inherit the labels from the pod template: their
@@ -929,6 +1062,28 @@ def _prunable(item: Mapping[str, Any], kind: str, env: str, service: str) -> boo
         entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply"
         for entry in meta.get("managedFields") or []
     )
+
+
+def _referenced_versions(live: Mapping[str, list[dict[str, Any]]]) -> set[str]:
+    """`Kind/name` of every ConfigMap and Secret the workloads' pod templates refer to."""
+    refs: set[str] = set()
+    for kind in ("Deployment", "StatefulSet", "DaemonSet"):
+        for workload in live.get(kind, []):
+            for template in pod_templates(workload):
+                pod = template.get("spec") or {}
+                for container in [*pod.get("containers", []), *pod.get("initContainers", [])]:
+                    for source in container.get("envFrom") or []:
+                        if "configMapRef" in source:
+                            refs.add(f"ConfigMap/{source['configMapRef'].get('name')}")
+                        if "secretRef" in source:
+                            refs.add(f"Secret/{source['secretRef'].get('name')}")
+                for volume in pod.get("volumes") or []:
+                    for source in (volume.get("projected") or {}).get("sources") or []:
+                        if "configMap" in source:
+                            refs.add(f"ConfigMap/{source['configMap'].get('name')}")
+                        if "secret" in source:
+                            refs.add(f"Secret/{source['secret'].get('name')}")
+    return refs
 
 
 def _has_deadline_condition(deployment: Mapping[str, Any]) -> bool:

@@ -371,6 +371,10 @@ class MarathonPlatform:
             )
         return observed
 
+    def secrets_match(self, deployable: Deployable, generations: list[int]) -> int | str | None:
+        """Marathon cannot say: the secret store is written, never read back."""
+        return "Marathon's secret store is not read back, so a rotation is rolled out on apply"
+
     def delete(self, service: str) -> None:
         """Destroy the app and the secrets this adapter stored for it."""
         app_id = self.app_id(service)

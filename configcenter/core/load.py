@@ -396,7 +396,7 @@ class _Loader:
             name=name,
             template=template,
             image=self._image(data.get("image")),
-            replicas=data["replicas"] if isinstance(data.get("replicas"), int) else 1,
+            replicas=_replicas(data.get("replicas", 1)),
             platform=platform if isinstance(platform, str) else None,
             values=values,
             doc=doc,
@@ -616,3 +616,10 @@ class _Loader:
                     "remove one depends_on entry to break the cycle",
                 )
                 environment.order = sorted(environment.services)
+
+
+def _replicas(value: object) -> int | None:
+    """`auto` (None): an autoscaler owns the count; anything invalid was reported already."""
+    if value == "auto":
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1

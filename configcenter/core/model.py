@@ -82,7 +82,7 @@ class ServiceConfig:
     name: str
     template: Template
     image: ImageSpec | None
-    replicas: int
+    replicas: int | None  # None: `replicas: auto`, left to an autoscaler
     platform: str | None
     values: Layered
     doc: YamlDoc

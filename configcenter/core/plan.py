@@ -1,8 +1,16 @@
-"""Planning: per service, what changed (template, values, image) against the deploy repo state.
+"""Planning: per service, what changed (template, values, image, secrets, replicas).
 
-A service whose inputs digest (template tree + values + image + settings)
-matches the state record is a no-op without rendering anything, which keeps a
-no-op plan of hundreds of services well under a second.
+A service changes when, and only when, something it consumes changes: its
+values digest and diffs cover only the values its templates read (see
+`core.consumed`). A service whose inputs digest (template tree + consumed
+values + replicas + image + settings + secrets generation) matches the state
+record is a no-op without rendering anything, which keeps a no-op plan of
+hundreds of services well under a second.
+
+Secret values are never hashed. Whether they rotated is asked of the platform
+through a `SecretCheck` (it compares the freshly resolved values with the
+immutable Secret of a generation); a rotation moves the service's secrets
+generation, which names the objects that carry them.
 """
 
 from __future__ import annotations
@@ -13,14 +21,16 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from configcenter.core.consumed import Consumption
 from configcenter.core.errors import ConfigError, Problem, ProblemList, Source
 from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.render import Renderer, RenderError, platform_settings
-from configcenter.core.state import EnvState, ServiceState
-from configcenter.core.values import MASK, canonical, digest, flatten, masked, to_value
+from configcenter.core.state import EnvState, Release, ServiceState
+from configcenter.core.values import MASK, SecretRef, canonical, digest, flatten, masked, to_value
 
-RENDER_VERSION = 1  # bump when rendering semantics change, so every service re-renders
+RENDER_VERSION = 2  # bump when rendering semantics change, so every service re-renders
 ACTIONS = ("create", "update", "delete", "noop", "blocked")
+REASONS = ("template", "values", "image", "secrets", "replicas")
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,10 @@ class ServicePlan:
     changed: dict[str, ValueChange] = field(default_factory=dict)
     added: dict[str, ValueChange] = field(default_factory=dict)
     removed: dict[str, ValueChange] = field(default_factory=dict)
-    replicas: tuple[int | None, int] | None = None
+    replicas: tuple[int | None, int | None] | None = None
+    #: Secret keys whose values rotated (values never shown); "cannot tell" reason otherwise.
+    rotated: list[str] = field(default_factory=list)
+    secrets_unknown: str | None = None
     diffs: dict[str, str] = field(default_factory=dict)
     blocked: str | None = None
     # What apply needs (not printed):
@@ -71,6 +84,16 @@ class ServicePlan:
     inputs_digest: str = ""
     rendered_digest: str = ""
     previous: ServiceState | None = None
+    consumption: Consumption | None = None
+    secrets_generation: int = 0
+
+    @property
+    def consumed_values(self) -> dict[str, Any]:
+        """The part of the merged values this service consumes (what its release records)."""
+        assert self.config is not None
+        if self.consumption is None:
+            return dict(self.config.values.tree)
+        return self.consumption.select(self.config.values.tree)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -88,9 +111,62 @@ class ServicePlan:
         }
         if self.replicas is not None:
             data["replicas"] = {"from": self.replicas[0], "to": self.replicas[1]}
+        if self.rotated:
+            data["secrets"] = {"rotated": list(self.rotated)}
+        if self.secrets_unknown:
+            data["secrets"] = {"unknown": self.secrets_unknown}
         if self.blocked:
             data["blocked"] = self.blocked
         return data
+
+
+def service_record(
+    plan: ServicePlan,
+    release: Release,
+    *,
+    last_good: Release | None,
+    last_failed: Release | None,
+    config_commit: str | None = None,
+    stages: dict[str, Any] | None = None,
+) -> ServiceState:
+    """The state record of a planned service once `release` of it is committed."""
+    service, image = plan.config, plan.image
+    assert service is not None and image is not None, f"{plan.service} has nothing to apply"
+    if plan.files is not None:
+        per_file = files_digest(plan.files)[1]
+    else:  # a no-op keeps what was recorded
+        assert plan.previous is not None
+        per_file = dict(plan.previous.files)
+    return ServiceState(
+        template_tag=service.template.tag,
+        template_commit=service.template.commit,
+        template_tree=service.template.tree_id,
+        values_digest=plan.values_digest,
+        values=canonical(plan.consumed_values),
+        replicas=service.replicas,
+        image=image.ref,
+        image_digest=image.digest,
+        build_key=image.build_key,
+        rendered_digest=plan.rendered_digest,
+        inputs_digest=plan.inputs_digest,
+        files=per_file,
+        platform=service.platform,
+        env_keys=list(service.template.env_keys),
+        consumes=plan.consumption.to_record() if plan.consumption else None,
+        secrets_generation=plan.secrets_generation,
+        release=release,
+        last_good=last_good,
+        last_failed=last_failed,
+        config_commit=config_commit,
+        stages=dict(stages or {}),
+    )
+
+
+#: Asks the platform whether the secret values a service's release carries are those of one of
+#: `generations` (tried in order). `files` are the release's rendered files (None: the ones the
+#: deploy repo holds). Returns the matching generation, None when the live values differ from
+#: every candidate (a rotation), or a sentence when the platform cannot tell.
+SecretCheck = Callable[[ServicePlan, Mapping[str, bytes] | None, list[int]], int | str | None]
 
 
 def _change_json(change: ValueChange) -> dict[str, Any]:
@@ -166,7 +242,14 @@ def desired_image(
     return DesiredImage(ref, None, key, True, f"build {spec.repo}@{spec.source_ref}")
 
 
-def inputs_digest(config: Config, service: ServiceConfig, image: DesiredImage) -> str:
+def inputs_digest(
+    config: Config,
+    service: ServiceConfig,
+    image: DesiredImage,
+    consumed: Mapping[str, Any],
+    secrets_generation: int = 0,
+) -> str:
+    """Everything a release is made of, secret values excepted (their generation stands in)."""
     return digest(
         {
             "v": RENDER_VERSION,
@@ -175,12 +258,29 @@ def inputs_digest(config: Config, service: ServiceConfig, image: DesiredImage) -
             "service": service.name,
             "template": service.template.tree_id,
             "tag": service.template.tag,
-            "values": service.values.tree,
+            "values": consumed,
             "replicas": service.replicas,
             "image": image.ref,
             "platform": platform_settings(config, service),
+            "secrets": secrets_generation,
         }
     )
+
+
+def has_secrets(value: Any) -> bool:
+    """Whether a value tree holds a secret anywhere (no copies: plans ask it per service)."""
+    if isinstance(value, SecretRef):
+        return True
+    if isinstance(value, dict):
+        return any(has_secrets(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_secrets(v) for v in value)
+    return False
+
+
+def secret_refs(tree: Mapping[str, Any]) -> dict[str, str]:
+    """Dotted key -> reference of every secret in a value tree."""
+    return {k: v.ref for k, v in flatten(tree).items() if isinstance(v, SecretRef)}
 
 
 def files_digest(files: Mapping[str, bytes]) -> tuple[str, dict[str, str]]:
@@ -205,8 +305,12 @@ def make_plan(
     retry: Collection[str] = (),
     resolved_images: Mapping[str, ResolvedImage] | None = None,
     render_all: bool = False,
+    secret_check: SecretCheck | None = None,
 ) -> Plan:
-    """Plan `env` against `state`; raises ConfigError on render errors or moved tags."""
+    """Plan `env` against `state`; raises ConfigError on render errors or moved tags.
+
+    Without `secret_check` (validate, render, offline) secrets keep their generation.
+    """
     environment = config.environment(env)
     if only:
         unknown = [s for s in only if s not in environment.services and s not in state.services]
@@ -240,6 +344,7 @@ def make_plan(
                     resolved=resolved,
                     render_all=render_all,
                     problems=problems,
+                    secret_check=secret_check,
                 )
             )
         except RenderError as exc:
@@ -263,9 +368,13 @@ def _plan_service(
     resolved: Mapping[str, ResolvedImage],
     render_all: bool,
     problems: ProblemList,
+    secret_check: SecretCheck | None = None,
 ) -> ServicePlan:
     image = desired_image(config, service, previous, resolved)
     template = service.template
+    consumption = _consumption(service, previous, renderer)
+    consumed = consumption.select(service.values.tree)
+    generation = previous.secrets_generation if previous else 1
     plan = ServicePlan(
         service=service.name,
         action="noop",
@@ -275,9 +384,11 @@ def _plan_service(
         image_to=image.description,
         config=service,
         image=image,
-        values_digest=digest(service.values.tree),
-        inputs_digest=inputs_digest(config, service, image),
+        values_digest=digest(consumed),
+        inputs_digest=inputs_digest(config, service, image, consumed, generation),
         previous=previous,
+        consumption=consumption,
+        secrets_generation=generation,
     )
     if (
         previous is not None
@@ -293,6 +404,16 @@ def _plan_service(
             "released tags must not move; release a new version instead",
         )
         return plan
+    unchanged = previous is not None and previous.inputs_digest == plan.inputs_digest
+    refs = secret_check is not None and has_secrets(consumed)
+    if refs and secret_check is not None and unchanged:
+        # Same inputs as the deploy repo holds: only the values behind its secrets may differ.
+        _check_secrets(plan, service, previous, None, secret_check, rotation=True)
+        unchanged = plan.secrets_generation == generation
+        if not unchanged:
+            plan.inputs_digest = inputs_digest(
+                config, service, image, consumed, plan.secrets_generation
+            )
     # The deploy repo holds exactly these inputs, but their release failed and nothing
     # was rolled back (a first deploy, or a rollback that failed too): blocked, not noop.
     failed_here = (
@@ -301,12 +422,7 @@ def _plan_service(
         and previous.release is not None
         and previous.release.outcome == "failed"
     )
-    if (
-        previous is not None
-        and previous.inputs_digest == plan.inputs_digest
-        and not render_all
-        and not (failed_here and retry)
-    ):
+    if unchanged and previous is not None and not render_all and not (failed_here and retry):
         plan.rendered_digest = previous.rendered_digest
         if failed_here and previous.release is not None:
             plan.action = "blocked"
@@ -320,19 +436,33 @@ def _plan_service(
     rendered = renderer.render(config, service, image.ref)
     plan.files = rendered.files
     plan.rendered_digest, _ = files_digest(rendered.files)
+    if refs and secret_check is not None and previous is not None and not plan.rotated:
+        # New inputs: reuse the current generation only if the platform holds exactly the
+        # secret values this rendering delivers (its Secrets are immutable).
+        _check_secrets(plan, service, previous, rendered.files, secret_check, rotation=False)
+        plan.inputs_digest = inputs_digest(
+            config, service, image, consumed, plan.secrets_generation
+        )
     if previous is None:
         plan.action = "create"
         plan.reasons = _reasons_for_create(service)
-        for key, entry in service.values.flat():
-            plan.added[key] = ValueChange(_ABSENT, masked(entry.value), str(entry.source))
+        for key, value in sorted(flatten(consumed).items()):
+            source = service.values.entries.get(tuple(key.split(".")))
+            plan.added[key] = ValueChange(
+                _ABSENT, masked(value), str(source.source) if source else ""
+            )
     else:
-        _diff_values(plan, service, previous)
+        _diff_values(plan, service, previous, consumed)
         if previous.template_tag != template.tag or previous.template_tree != template.tree_id:
             plan.reasons.append("template")
-        if plan.changed or plan.added or plan.removed or plan.replicas:
+        if plan.changed or plan.added or plan.removed:
             plan.reasons.append("values")
         if previous.image != image.ref or image.pending_build:
             plan.reasons.append("image")
+        if plan.secrets_generation != generation:
+            plan.reasons.append("secrets")
+        if plan.replicas:
+            plan.reasons.append("replicas")
         if previous.rendered_digest != plan.rendered_digest and not plan.reasons:
             plan.reasons.append("template")  # settings or engine changed the output
         plan.action = "update" if plan.reasons or (failed_here and retry) else "noop"
@@ -362,13 +492,68 @@ def _plan_service(
     return plan
 
 
+def _consumption(
+    service: ServiceConfig, previous: ServiceState | None, renderer: Renderer
+) -> Consumption:
+    """What the service's template version reads; recorded per tree, so a no-op parses nothing."""
+    if previous is not None and previous.template_tree == service.template.tree_id:
+        recorded = Consumption.from_record(previous.consumes)
+        if recorded is not None:
+            return recorded
+    return renderer.consumption(service.template)
+
+
+def _check_secrets(
+    plan: ServicePlan,
+    service: ServiceConfig,
+    previous: ServiceState | None,
+    files: Mapping[str, bytes] | None,
+    check: SecretCheck,
+    *,
+    rotation: bool,
+) -> None:
+    """Ask the platform which generation holds the values the secrets resolve to now.
+
+    The failed release's generation is a candidate too: a rotation that was rolled back
+    is asked for again by the same values, and must show as blocked, not be retried.
+    """
+    current = plan.secrets_generation
+    candidates = [current]
+    failed = previous.last_failed if previous else None
+    if failed is not None and failed.secrets_generation and failed.secrets_generation != current:
+        candidates.append(failed.secrets_generation)
+    verdict = check(plan, files, candidates)
+    if isinstance(verdict, str):
+        plan.secrets_unknown = verdict
+        return
+    if verdict is None:
+        newest = max([*candidates, previous.secrets_generation if previous else 0])
+        plan.secrets_generation = newest + 1
+    else:
+        plan.secrets_generation = verdict
+    if rotation and plan.secrets_generation != current:
+        plan.rotated = sorted(secret_refs(plan.consumed_values))
+
+
 def _reasons_for_create(service: ServiceConfig) -> list[str]:
     return ["template", "values"] + (["image"] if service.image else [])
 
 
-def _diff_values(plan: ServicePlan, service: ServiceConfig, previous: ServiceState) -> None:
-    before = flatten(to_value(previous.values))
-    after = flatten(service.values.tree)
+def _diff_values(
+    plan: ServicePlan,
+    service: ServiceConfig,
+    previous: ServiceState,
+    consumed: Mapping[str, Any],
+) -> None:
+    """Consumed values by dotted key against the release's; replicas apart (a scale)."""
+    recorded = to_value(previous.values)
+    was = Consumption.from_record(previous.consumes)
+    now = plan.consumption
+    if was is None and now is not None:
+        # A record from before consumption was tracked holds every merged value.
+        recorded = now.select(recorded)
+    before = flatten(recorded)
+    after = flatten(consumed)
     sources = {key: str(entry.source) for key, entry in service.values.flat()}
     for key in sorted(set(before) | set(after)):
         old = before.get(key, _ABSENT)

@@ -19,8 +19,11 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 from configcenter.core import limits as bounds
+from configcenter.core.consumed import Consumption, find_consumption
 from configcenter.core.errors import Problem, Source
 from configcenter.core.model import Config, ServiceConfig, Template
+from configcenter.core.placement import misplaced_secret
+from configcenter.core.values import SecretRef, flatten
 
 
 class RenderError(Exception):
@@ -60,6 +63,7 @@ class Renderer:
         # Keyed by template label too: byte-identical templates of two services share a tree
         # id, and error locations must name the service's own template files.
         self._environments: dict[tuple[str, str, bounds.Limits], SandboxedEnvironment] = {}
+        self._consumption: dict[str, Consumption] = {}
         self._bytecode_cache = (
             bounds.BestEffortBytecodeCache(bytecode_cache_dir) if bytecode_cache_dir else None
         )
@@ -84,6 +88,14 @@ class Renderer:
             env.filters["tojson_compact"] = _tojson_compact
             self._environments[key] = env
         return env
+
+    def consumption(self, template: Template) -> Consumption:
+        """The value names `template` reads (parsed once per template version)."""
+        found = self._consumption.get(template.tree_id)
+        if found is None:
+            found = find_consumption(template, self._environment(template))
+            self._consumption[template.tree_id] = found
+        return found
 
     def render(self, config: Config, service: ServiceConfig, image: str) -> Rendered:
         limits = config.project.limits
@@ -146,6 +158,17 @@ class Renderer:
                     Source(f"{service.template.label}/template.yaml", 1), too_big, bounds.LIMIT_HINT
                 )
             )
+        secret_keys = sorted(
+            {
+                k.split(".")[0]
+                for k, v in flatten(service.values.tree).items()
+                if isinstance(v, SecretRef)
+            }
+        )
+        if secret_keys:
+            misplaced = misplaced_secret(service.template, files, secret_keys)
+            if misplaced is not None:
+                raise RenderError(misplaced)
         return Rendered(service.name, files)
 
 

@@ -92,6 +92,19 @@ class Int(Spec):
 
 
 @dataclass
+class Replicas(Spec):
+    """A replica count, or `auto`: an autoscaler owns it, configcenter never sets it."""
+
+    name = "a whole number or auto"
+
+    def check(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        if value == "auto":
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            _type_error(doc, path, problems, "a whole number >= 0 or auto", value)
+
+
+@dataclass
 class Bool(Spec):
     name = "true or false"
 
@@ -581,7 +594,7 @@ SERVICE = Obj(
                 "ref": Str(),
             }
         ),
-        "replicas": Int(),
+        "replicas": Replicas(),
         "platform": Str(),
         "values": ANY_VALUES,
     },

@@ -31,12 +31,17 @@ class Release:
     rendered_digest: str = ""
     inputs_digest: str = ""
     reason: str = ""  # why it failed / was rolled back
+    secrets_generation: int = 0  # which generation of the service's Secrets it ran with
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Release | None:
         if not data:
             return None
-        known = {k: str(v) for k, v in data.items() if k in cls.__dataclass_fields__}
+        known: dict[str, Any] = {
+            k: str(v) for k, v in data.items() if k in cls.__dataclass_fields__
+        }
+        if "secrets_generation" in known:
+            known["secrets_generation"] = int(known["secrets_generation"])
         return cls(**known)
 
 
@@ -47,7 +52,7 @@ class ServiceState:
     template_tree: str
     values_digest: str
     values: dict[str, Any]  # canonical: secrets as {secret: ref}
-    replicas: int
+    replicas: int | None  # None: left to an autoscaler
     image: str
     image_digest: str | None
     build_key: str | None  # what the image was built from (None: given by ref)
@@ -56,6 +61,10 @@ class ServiceState:
     files: dict[str, str]  # output -> sha256
     platform: str | None = None
     env_keys: list[str] = field(default_factory=list)  # the template's ENV list
+    #: The value names the template reads (["*"]: all); None in records made before this.
+    consumes: list[str] | None = None
+    #: Moves when the values behind the service's secrets change (never a hash of them).
+    secrets_generation: int = 1
     release: Release | None = None
     last_good: Release | None = None
     last_failed: Release | None = None
@@ -74,7 +83,9 @@ class ServiceState:
             if data[key] is None:
                 del data[key]
             else:
-                data[key] = {k: v for k, v in data[key].items() if v != ""}
+                data[key] = {k: v for k, v in data[key].items() if v not in ("", 0)}
+        if data["consumes"] is None:
+            del data["consumes"]
         return data
 
     @classmethod
@@ -85,7 +96,7 @@ class ServiceState:
             template_tree=str(data.get("template_tree", "")),
             values_digest=str(data.get("values_digest", "")),
             values=dict(data.get("values") or {}),
-            replicas=int(data.get("replicas", 1)),
+            replicas=None if data.get("replicas", 1) is None else int(data.get("replicas", 1)),
             image=str(data.get("image", "")),
             image_digest=data.get("image_digest"),
             build_key=data.get("build_key"),
@@ -94,6 +105,8 @@ class ServiceState:
             files={str(k): str(v) for k, v in (data.get("files") or {}).items()},
             platform=data.get("platform"),
             env_keys=[str(k) for k in data.get("env_keys") or []],
+            consumes=[str(k) for k in data["consumes"]] if "consumes" in data else None,
+            secrets_generation=int(data.get("secrets_generation", 1)),
             release=Release.from_dict(data.get("release")),
             last_good=Release.from_dict(data.get("last_good")),
             last_failed=Release.from_dict(data.get("last_failed")),

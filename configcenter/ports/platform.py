@@ -35,15 +35,17 @@ class Deployable:
     service: str
     release_id: str
     image: str  # resolved reference (by digest once built)
-    config_digest: str  # digest of rendered config + values: changes roll the pods
-    files: Mapping[str, bytes]  # output name -> rendered bytes
-    values: Mapping[str, str]  # non-secret merged values (ENV list), as strings
+    config_digest: str  # identity of rendered files + consumed values + secrets generation
+    files: Mapping[str, bytes]  # output name -> rendered bytes (secrets as placeholders)
+    values: Mapping[str, str]  # non-secret ENV-list values, as strings (maps and lists: JSON)
     secrets: Mapping[str, str]  # ENV key -> secret reference ("env:X", "file:/p", "k8s:ns/n/k")
-    replicas: int = 1
+    replicas: int | None = 1  # None: left to an autoscaler (`replicas: auto`)
     labels: Mapping[str, str] = field(default_factory=dict)
     # Outputs that are stage Jobs (pre-deploy, verification): run by the stages, never
     # applied as part of the workload.
     stage_files: frozenset[str] = frozenset()
+    #: Names the objects that carry the release's secret values; moves when they rotate.
+    secrets_generation: int = 1
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,16 @@ class Platform(Protocol):
 
     def delete(self, service: str) -> None:
         """Remove a service that left the config."""
+        ...
+
+    def secrets_match(self, deployable: Deployable, generations: list[int]) -> int | str | None:
+        """Which of `generations` holds exactly the secret values `deployable` resolves to now.
+
+        Compares with what the platform holds (never a stored hash). Returns the first
+        matching generation, None when the platform holds a candidate and none matches (the
+        values rotated), or a sentence saying why it cannot tell (nothing live yet, a
+        reference not resolvable here, a platform that cannot read its secrets back).
+        """
         ...
 
 

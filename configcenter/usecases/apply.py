@@ -22,10 +22,15 @@ from configcenter.core.converge import Step, converge
 from configcenter.core.errors import PlatformFailure, TransientFailure, UserError
 from configcenter.core.model import Config
 from configcenter.core.order import dependents_of
-from configcenter.core.plan import Plan, ResolvedImage, ServicePlan, files_digest, make_plan
+from configcenter.core.plan import (
+    Plan,
+    ResolvedImage,
+    ServicePlan,
+    make_plan,
+    service_record,
+)
 from configcenter.core.schema import parse_duration
 from configcenter.core.state import STATE_FILE, EnvState, Release, ServiceState
-from configcenter.core.values import canonical
 from configcenter.crashpoints import crash_point
 from configcenter.ports.deploy_repo import (
     CommitInfo,
@@ -634,6 +639,8 @@ def _plan(
     options: ApplyOptions,
     resolved: Mapping[str, ResolvedImage],
 ) -> Plan:
+    from configcenter.usecases.secret_check import secret_checker
+
     previous = PreviousFiles(ws.deploy_repo, head) if head else _no_file
     return make_plan(
         ws.config,
@@ -644,6 +651,7 @@ def _plan(
         only=options.services,
         retry=options.retry,
         resolved_images=resolved,
+        secret_check=secret_checker(ws, env, previous),
     )
 
 
@@ -676,7 +684,6 @@ def _changes(
         assert sp.files is not None and sp.config is not None and sp.image is not None
         for name, data in sp.files.items():
             changes[f"{env}/{sp.service}/{name}"] = data
-        rendered_digest, per_file = files_digest(sp.files)
         release = Release(
             id=release_id(sp.service, run_id),
             outcome="committed",
@@ -685,26 +692,14 @@ def _changes(
             template_tag=sp.config.template.tag,
             image=sp.image.ref,
             values_digest=sp.values_digest,
-            rendered_digest=rendered_digest,
+            rendered_digest=sp.rendered_digest,
             inputs_digest=sp.inputs_digest,
+            secrets_generation=sp.secrets_generation,
         )
         previous = sp.previous
-        new_state.services[sp.service] = ServiceState(
-            template_tag=sp.config.template.tag,
-            template_commit=sp.config.template.commit,
-            template_tree=sp.config.template.tree_id,
-            values_digest=sp.values_digest,
-            values=canonical(sp.config.values.tree),
-            replicas=sp.config.replicas,
-            image=sp.image.ref,
-            image_digest=sp.image.digest,
-            build_key=sp.image.build_key,
-            rendered_digest=rendered_digest,
-            inputs_digest=sp.inputs_digest,
-            files=per_file,
-            platform=sp.config.platform,
-            env_keys=list(sp.config.template.env_keys),
-            release=release,
+        new_state.services[sp.service] = service_record(
+            sp,
+            release,
             # Never rolled out: the newest committed release is the last good one.
             last_good=release
             if not (rolls_out and sp.config.platform)

@@ -29,7 +29,7 @@ class ServiceRow:
     image: str  # as the config repo gives it (ref, or source repo@ref to build)
     platform: str | None
     platform_kind: str | None
-    replicas: int
+    replicas: int | None  # None: replicas: auto
     depends_on: list[str]
     deployed: dict[str, str] | None  # release, outcome, template, image from the deploy repo
 
@@ -253,7 +253,7 @@ class ReleaseView:
     reason: str
     template: str
     image: str
-    replicas: int
+    replicas: int | None  # None: replicas: auto
     values: dict[str, Any]  # flat keys, secrets masked
     files: dict[str, bytes]
 

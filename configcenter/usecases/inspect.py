@@ -285,21 +285,26 @@ def plan_env(
     resolved_images: dict[str, ResolvedImage] | None = None,
     render_all: bool = False,
     unreachable: dict[str, str] | None = None,
+    check_secrets: bool = True,
 ) -> Plan:
+    """Plan `env`; `check_secrets` asks the platforms whether secret values rotated."""
     from configcenter.usecases.images import resolve_given_images
+    from configcenter.usecases.secret_check import secret_checker
 
     check_env(ws.config, env)
     state = ws.read_state(env)
     # Given images on our registry plan as the digest their tag names now, as apply deploys.
     pinned = resolve_given_images(ws.config, env, ws.redactor, only=only, unreachable=unreachable)
+    previous_file = ws.previous_file()
     return make_plan(
         ws.config,
         env,
         state,
         ws.renderer,
-        ws.previous_file(),
+        previous_file,
         only=only,
         retry=retry,
         resolved_images={**pinned, **(resolved_images or {})},
         render_all=render_all,
+        secret_check=secret_checker(ws, env, previous_file) if check_secrets else None,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from typing import Any
 
 from configcenter import wiring
 from configcenter.core import kinds
@@ -12,7 +14,7 @@ from configcenter.core.redact import Redactor
 from configcenter.core.render import render_setting_map
 from configcenter.core.stages import ReleaseStages
 from configcenter.core.state import ServiceState
-from configcenter.core.values import digest, to_value
+from configcenter.core.values import SecretRef, canonical, digest, to_value
 from configcenter.ports.platform import Deployable, Platform, PlatformTarget
 
 
@@ -51,18 +53,7 @@ def deployable(
     env: str, service: str, state: ServiceState, files: Mapping[str, bytes], release_id: str
 ) -> Deployable:
     """What a platform needs for one release, from the deploy repo's view of it."""
-    tree = to_value(state.values)
-    keys = state.env_keys or [k for k, v in tree.items() if not isinstance(v, dict | list)]
-    values: dict[str, str] = {}
-    secrets: dict[str, str] = {}
-    for key in keys:
-        value = tree.get(key)
-        if value is None:
-            continue
-        if hasattr(value, "ref"):
-            secrets[key] = value.ref
-        else:
-            values[key] = _env_string(value)
+    values, secrets = env_values(to_value(state.values), state.env_keys)
     return Deployable(
         env=env,
         service=service,
@@ -75,15 +66,43 @@ def deployable(
         replicas=state.replicas,
         labels={},
         stage_files=ReleaseStages.from_record(state.stages).job_files,
+        secrets_generation=state.secrets_generation,
     )
 
 
+def env_values(
+    tree: Mapping[str, Any], env_keys: list[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The ENV list's values as strings, and its secrets as references."""
+    keys = env_keys or [k for k, v in tree.items() if not isinstance(v, dict | list)]
+    values: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    for key in keys:
+        value = tree.get(key)
+        if value is None:
+            continue
+        if isinstance(value, SecretRef):
+            secrets[key] = value.ref
+        else:
+            values[key] = env_string(value)
+    return values, secrets
+
+
 def config_digest(state: ServiceState) -> str:
-    """Changes whenever the rendered files or values change: rolls the pods."""
-    return digest({"rendered": state.rendered_digest, "values": state.values_digest})
+    """The release's identity on the platform: rendered files, consumed values, secrets."""
+    return digest(
+        {
+            "rendered": state.rendered_digest,
+            "values": state.values_digest,
+            "secrets": state.secrets_generation,
+        }
+    )
 
 
-def _env_string(value: object) -> str:
+def env_string(value: object) -> str:
+    """A value as an environment variable: booleans lower-case, maps and lists as JSON."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(canonical(value), sort_keys=True, separators=(",", ":"))
     return str(value)

@@ -50,13 +50,17 @@ def test_noop_exits_0(repo: ConfigRepo, remote: DeployRemote) -> None:
     publish_applied(repo, remote)
     result = plan(repo, remote, "--exit-code")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.splitlines()[1:] == ["  = unchanged: db, api", "Nothing to do."]
+    lines = result.stdout.splitlines()[1:]
+    assert lines[0] == "  = unchanged: db, api"
+    # No value behind the secret here: the plan says it could not check a rotation.
+    assert lines[1].startswith("  ? api: secrets not checked for rotation: ")
+    assert "SHOP_DB_PASSWORD is not set" in lines[1]
+    assert lines[2:] == ["Nothing to do."]
     full = plan(repo, remote, "--full")
-    assert full.stdout.splitlines()[1:] == [
-        "  = db              noop    ",
-        "  = api             noop    ",
-        "Nothing to do.",
-    ]
+    lines = full.stdout.splitlines()[1:]
+    assert lines[:2] == ["  = db              noop    ", "  = api             noop    "]
+    assert lines[2].startswith("      secrets: cannot tell whether they rotated: ")
+    assert lines[3:] == ["Nothing to do."]
 
 
 def test_value_change_diffs_against_deployed_files(repo: ConfigRepo, remote: DeployRemote) -> None:

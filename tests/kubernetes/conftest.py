@@ -12,6 +12,7 @@ import pytest
 from configcenter.adapters.k8s_manifests import SERVICE_LABEL
 from configcenter.adapters.kubernetes import KubernetesPlatform
 from configcenter.ports.platform import Deployable, PlatformTarget
+from tests.support.k8s_fixtures import version_in_use, versions_referenced
 
 DEPLOYMENT = """\
 apiVersion: apps/v1
@@ -61,7 +62,7 @@ def make_deployable(
     values: Mapping[str, str] | None = None,
     env_file: str = "LOG_LEVEL=info\n",
     secrets: Mapping[str, str] | None = None,
-    replicas: int = 2,
+    replicas: int | None = 2,
     deadline: int = 600,
     pod_labels: Mapping[str, str] | None = None,
     extra_files: Mapping[str, bytes] | None = None,
@@ -164,10 +165,21 @@ class Cluster:
         return list(self.core.list_namespaced_pod(self.namespace, label_selector=selector).items)
 
     def config_map(self, name: str = "api-config") -> Any:
-        return self.core.read_namespaced_config_map(name, self.namespace)
+        """A ConfigMap; a versioned one's base name (`api-config`, `api-files`) reads the
+        version the service's workloads use now."""
+        return self.core.read_namespaced_config_map(self.in_use(name), self.namespace)
 
     def secret(self, name: str = "api-secrets") -> Any:
-        return self.core.read_namespaced_secret(name, self.namespace)
+        """A Secret; a base name (`api-secrets`, `api-secret-files`) reads the one in use."""
+        return self.core.read_namespaced_secret(self.in_use(name), self.namespace)
+
+    def in_use(self, name: str) -> str:
+        """The version of `<service>-config|files|secrets|secret-files` the workloads refer
+        to; other names as given."""
+        return version_in_use(self._api, self.namespace, name)
+
+    def referenced_names(self, service: str, role: str) -> set[str]:
+        return versions_referenced(self._api, self.namespace, service, role)
 
     def exists(self, kind: str, name: str) -> bool:
         from kubernetes.client.exceptions import ApiException

@@ -24,7 +24,12 @@ VALID_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 
 def objects(release: Any) -> dict[str, dict[str, Any]]:
-    return {o.ref: o.body for o in build_objects(release, "ns", {})}
+    """The release's objects by ref; the files ConfigMap (versioned) also as ConfigMap/api-files."""
+    found = {o.ref: o.body for o in build_objects(release, "ns", {})}
+    for ref, body in list(found.items()):
+        if ref.startswith(f"ConfigMap/{release.service}-files-"):
+            found[f"ConfigMap/{release.service}-files"] = body
+    return found
 
 
 def pod_spec(release: Any, name: str = "Deployment/api") -> dict[str, Any]:
@@ -90,13 +95,21 @@ def test_files_become_a_config_map_mounted_read_only_in_every_container() -> Non
     assert objs["ConfigMap/api-files"]["data"] == {"conf_app.conf": "a=1\n"}
     assert "binaryData" not in objs["ConfigMap/api-files"]
     spec = pod_spec(release)
+    name = objs["ConfigMap/api-files"]["metadata"]["name"]
+    assert name.startswith("api-files-") and objs["ConfigMap/api-files"]["immutable"] is True
     assert spec["volumes"] == [
         {"name": "data", "emptyDir": {}},
         {
             "name": FILES_VOLUME,
-            "configMap": {
-                "name": "api-files",
-                "items": [{"key": "conf_app.conf", "path": "conf/app.conf"}],
+            "projected": {
+                "sources": [
+                    {
+                        "configMap": {
+                            "name": name,
+                            "items": [{"key": "conf_app.conf", "path": "conf/app.conf"}],
+                        }
+                    }
+                ]
             },
         },
     ]
@@ -180,9 +193,11 @@ def test_template_clashing_with_the_files_mount_is_refused(pod: bytes, message: 
 
 def test_template_cannot_take_the_files_config_map_name() -> None:
     release = make_deployable(
-        extra_files={"cm.yaml": b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: api-files}\n"}
+        extra_files={
+            "cm.yaml": b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: api-files-0a1b}\n"
+        }
     )
-    with pytest.raises(ManifestError, match=r"cm\.yaml: ConfigMap/api-files is the name"):
+    with pytest.raises(ManifestError, match=r"cm\.yaml: ConfigMap/api-files-0a1b: names"):
         build_objects(release, "ns", {})
 
 
@@ -210,8 +225,8 @@ def test_files_over_one_mib_name_the_service_and_the_files() -> None:
         },
     )
     expected = (
-        r"^web: config files total 1048577 bytes, over the 1048576 bytes \(1 MiB\) the "
-        r"ConfigMap web-files can hold: static/bundle\.js \(1048566 bytes\), "
+        r"^web: config files total 1048577 bytes, over the 1048576 bytes \(1 MiB\) a "
+        r"ConfigMap or Secret can hold: static/bundle\.js \(1048566 bytes\), "
         r"conf/site\.conf \(11 bytes\), big\.txt \(0 bytes\); make them smaller"
     )
     with pytest.raises(ManifestError, match=expected):

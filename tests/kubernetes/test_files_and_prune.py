@@ -57,16 +57,14 @@ def test_config_file_reaches_the_pods_and_a_change_to_it_alone_rolls_them(
 
     assert cluster.config_map("api-files").data == {"conf_app.conf": "workers = 2\n"}
     template = cluster.deployment().spec.template.spec
-    volume = files_volume(template)
-    assert volume.config_map.name == "api-files"
-    assert [(i.key, i.path) for i in volume.config_map.items] == [
-        ("conf_app.conf", "conf/app.conf")
-    ]
+    source = files_volume(template).projected.sources[0].config_map
+    assert source.name == cluster.in_use("api-files") != "api-files"
+    assert [(i.key, i.path) for i in source.items] == [("conf_app.conf", "conf/app.conf")]
     assert pod_mounts(template) == {"app": [(FILES_VOLUME, "/etc/configcenter/api", True)]}
     first_hash = cluster.current_hash()
     pods = poll(lambda: cluster.pods(first_hash), 30, "pods of the first ReplicaSet")
     for pod in pods:
-        assert files_volume(pod.spec).config_map.name == "api-files"
+        assert files_volume(pod.spec).projected.sources[0].config_map.name == source.name
         assert pod_mounts(pod.spec)["app"] == [(FILES_VOLUME, "/etc/configcenter/api", True)]
 
     second = make_deployable(release_id="r2", extra_files={"conf/app.conf": b"workers = 4\n"})
@@ -96,14 +94,16 @@ def test_annotation_moves_the_mount_and_dropping_all_files_removes_mount_and_con
         "app": [(FILES_VOLUME, "/etc/nginx", True)]
     }
 
+    files_version = cluster.in_use("api-files")
     plain = make_deployable(release_id="r2")
     platform.apply(plain)
     assert platform.wait(plain, timeout=60).state == "healthy"
-    assert cluster.exists("ConfigMap", "api-files"), "nothing is pruned before it is verified"
-    assert platform.prune(plain) == ["ConfigMap/api-files"]
+    assert cluster.exists("ConfigMap", files_version), "nothing is removed before it is verified"
+    assert platform.prune(plain) == [], "config versions are kept for rollbacks, not pruned"
     template = cluster.deployment().spec.template.spec
     assert not template.volumes and pod_mounts(template) == {"app": []}
-    assert not cluster.exists("ConfigMap", "api-files"), "the files ConfigMap is pruned"
+    assert cluster.referenced_names("api", "files") == set()
+    assert cluster.exists("ConfigMap", files_version), "kept for a rollback to the first release"
 
 
 def test_the_one_mib_limit_is_the_api_servers(platform: KubernetesPlatform) -> None:
@@ -180,7 +180,7 @@ def test_objects_dropped_from_the_templates_are_pruned_once_verified_and_only_th
         ("Deployment", "api"),
         ("Service", "api"),
         ("ConfigMap", "api-config"),
-        ("Secret", "api-secrets"),
+        ("ConfigMap", cluster.in_use("api-config")),
         ("ConfigMap", "api-hand-made"),
     ]:
         assert cluster.exists(kind, name), f"{kind}/{name} must stay"
@@ -192,9 +192,9 @@ def test_objects_dropped_from_the_templates_are_pruned_once_verified_and_only_th
     assert worker_after == worker_before, "another service's objects are untouched"
     assert set(platform.observe()["api"].objects) == {
         "ConfigMap/api-config",
+        f"ConfigMap/{cluster.in_use('api-config')}",
         "ConfigMap/api-hand-made",
         "Deployment/api",
-        "Secret/api-secrets",
         "Service/api",
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,11 +14,15 @@ from configcenter.adapters.k8s_manifests import (
     MANAGED_BY_LABEL,
     RELEASE_ANNOTATION,
     SERVICE_LABEL,
+    VERSIONED_LABEL,
     ManifestError,
     build_objects,
     check_namespace,
+    content_name,
     parse_env_file,
     parse_manifests,
+    release_refs,
+    versions_to_collect,
 )
 from configcenter.adapters.kubernetes import KubernetesPlatform
 from configcenter.ports.platform import PlatformError
@@ -28,13 +33,22 @@ def objects_by_ref(objs: list[Any]) -> dict[str, dict[str, Any]]:
     return {o.ref: o.body for o in objs}
 
 
+def names_of(objs: list[Any], kind: str, role: str) -> list[str]:
+    return [
+        o.name
+        for o in objs
+        if o.kind == kind and o.body["metadata"]["labels"].get(VERSIONED_LABEL) == role
+    ]
+
+
 def test_objects_come_in_apply_order_with_labels_and_annotations() -> None:
     release = make_deployable(release_id="r9", secrets={"DB_PASSWORD": "env:X"})
-    objs = build_objects(release, "shop-dev", {"DB_PASSWORD": "s3cret"})
-
+    objs = build_objects(release, "shop-dev", {"env:X": "s3cret"})
+    config = content_name("api-config", {"LOG_LEVEL": "info", "REGION": "eu"})
     assert [o.ref for o in objs] == [
         "ConfigMap/api-config",
-        "Secret/api-secrets",
+        f"ConfigMap/{config}",
+        "Secret/api-secrets-1",
         "Service/api",
         "Deployment/api",
     ]
@@ -44,42 +58,57 @@ def test_objects_come_in_apply_order_with_labels_and_annotations() -> None:
         assert meta["labels"][MANAGED_BY_LABEL] == "configcenter"
         assert meta["labels"][ENV_LABEL] == "dev"
         assert meta["labels"][SERVICE_LABEL] == "api"
-        assert meta["annotations"][RELEASE_ANNOTATION] == "r9"
-        assert meta["annotations"][DIGEST_ANNOTATION] == release.config_digest
+        if VERSIONED_LABEL in meta["labels"]:
+            assert obj.body["immutable"] is True
+            assert "annotations" not in meta, "shared by releases: no release id on them"
+        else:
+            assert meta["annotations"][RELEASE_ANNOTATION] == "r9"
+            assert meta["annotations"][DIGEST_ANNOTATION] == release.config_digest
     assert objs[-1].body["metadata"]["labels"]["app"] == "api", "the template's labels stay"
+    assert "data" not in objs[0].body, "the record ConfigMap holds no values"
 
 
-def test_deployment_gets_image_env_sources_and_digest_on_pod_template() -> None:
-    release = make_deployable()
-    deployment = objects_by_ref(build_objects(release, "ns", {}))["Deployment/api"]
-    template = deployment["spec"]["template"]
+def test_pod_template_refers_to_the_versioned_config_and_secrets_by_name() -> None:
+    release = make_deployable(secrets={"DB_PASSWORD": "env:X"})
+    objs = build_objects(release, "ns", {"env:X": "pw"})
+    template = objects_by_ref(objs)["Deployment/api"]["spec"]["template"]
     container = template["spec"]["containers"][0]
 
     assert container["image"] == release.image
     assert container["envFrom"] == [
-        {"configMapRef": {"name": "api-config"}},
-        {"secretRef": {"name": "api-secrets"}},
+        {"configMapRef": {"name": names_of(objs, "ConfigMap", "config")[0]}},
+        {"secretRef": {"name": "api-secrets-1"}},
     ]
-    assert template["metadata"]["annotations"] == {DIGEST_ANNOTATION: release.config_digest}
-    assert RELEASE_ANNOTATION not in template["metadata"]["annotations"], (
-        "a release id on the pod template would stop rollbacks from reusing the old ReplicaSet"
+    assert "annotations" not in template["metadata"], (
+        "names roll the pods; an annotation of the release would stop rollbacks from "
+        "reusing the old ReplicaSet"
     )
     assert template["metadata"]["labels"][SERVICE_LABEL] == "api"
     assert template["metadata"]["labels"]["app"] == "api"
 
 
-def test_pod_template_depends_only_on_config_digest_and_image() -> None:
+def pod_template(release: Any) -> Any:
+    return objects_by_ref(build_objects(release, "ns", {"env:X": "pw"}))["Deployment/api"]["spec"][
+        "template"
+    ]
+
+
+def test_pod_template_changes_only_with_what_the_pods_consume() -> None:
     one = make_deployable(release_id="r1")
-    again = make_deployable(release_id="r5")
-    changed = make_deployable(release_id="r6", env_file="LOG_LEVEL=debug\n")
-
-    def template(release: Any) -> Any:
-        return objects_by_ref(build_objects(release, "ns", {}))["Deployment/api"]["spec"][
-            "template"
-        ]
-
-    assert template(one) == template(again)
-    assert template(one) != template(changed)
+    assert pod_template(one) == pod_template(make_deployable(release_id="r5"))
+    assert pod_template(one) != pod_template(make_deployable(env_file="LOG_LEVEL=debug\n"))
+    assert pod_template(one) != pod_template(make_deployable(image="registry.test/shop/api:2"))
+    files = {"conf/app.ini": b"[a]\n"}
+    assert pod_template(make_deployable(extra_files=files)) != pod_template(
+        make_deployable(extra_files={"conf/app.ini": b"[b]\n"})
+    )
+    assert pod_template(one) == pod_template(make_deployable(replicas=7)), (
+        "a scale is not a restart"
+    )
+    secret = make_deployable(secrets={"DB_PASSWORD": "env:X"})
+    assert pod_template(secret) != pod_template(replace(secret, secrets_generation=2)), (
+        "a rotation rolls the pods by the Secret's name"
+    )
 
 
 def test_image_in_the_manifest_is_kept() -> None:
@@ -90,29 +119,85 @@ def test_image_in_the_manifest_is_kept() -> None:
     )
 
 
-def test_config_map_merges_values_and_env_files_without_secrets() -> None:
+def test_env_entries_holding_a_secret_anywhere_go_to_the_secret_resolved() -> None:
     release = make_deployable(
-        values={"REGION": "eu", "LOG_LEVEL": "warn"},
+        values={"REGION": "eu", "LOG_LEVEL": "warn", "FEATURES": '{"a":true}'},
         env_file="# comment\nexport LOG_LEVEL=debug\nQUOTED='a b'\nURL=http://x/#frag\n"
-        "DB_PASSWORD=env:DB\n",
+        "POSTGRES_PASSWORD=${secret:env:DB}\nDSN=pg://u:${secret:env:DB}@db/shop\n",
         secrets={"DB_PASSWORD": "env:DB"},
     )
-    objs = objects_by_ref(build_objects(release, "ns", {"DB_PASSWORD": "pw-123"}))
-    assert objs["ConfigMap/api-config"]["data"] == {
+    objs = build_objects(release, "ns", {"env:DB": "pw-123"})
+    by_ref = objects_by_ref(objs)
+    config = by_ref["ConfigMap/" + names_of(objs, "ConfigMap", "config")[0]]
+    assert config["data"] == {
         "REGION": "eu",
+        "FEATURES": '{"a":true}',
         "LOG_LEVEL": "debug",
         "QUOTED": "a b",
         "URL": "http://x/#frag",
     }
-    secret = objs["Secret/api-secrets"]
+    secret = by_ref["Secret/api-secrets-1"]
     assert secret["type"] == "Opaque"
-    assert base64.b64decode(secret["data"]["DB_PASSWORD"]).decode() == "pw-123"
+    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert decoded == {
+        "DB_PASSWORD": "pw-123",
+        "POSTGRES_PASSWORD": "pw-123",
+        "DSN": "pg://u:pw-123@db/shop",
+    }
+    assert release_refs(release) == ["env:DB"]
 
 
-def test_secret_is_masked_when_values_are_not_given() -> None:
+def test_config_files_holding_a_secret_are_mounted_from_a_secret() -> None:
+    release = make_deployable(
+        extra_files={
+            "conf/app.yaml": b"smtp:\n  password: ${secret:env:SMTP}\n",
+            "conf/plain.ini": b"[main]\n",
+        }
+    )
+    objs = build_objects(release, "ns", {"env:SMTP": "mail-pw"})
+    by_ref = objects_by_ref(objs)
+    secret = by_ref["Secret/api-secret-files-1"]
+    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
+        "conf_app.yaml": "smtp:\n  password: mail-pw\n"
+    }
+    files = by_ref["ConfigMap/" + names_of(objs, "ConfigMap", "files")[0]]
+    assert files["data"] == {"conf_plain.ini": "[main]\n"}
+    for obj in objs:
+        if obj.kind == "ConfigMap":
+            assert "${secret:" not in str(obj.body), obj.ref
+    volume = by_ref["Deployment/api"]["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["projected"]["sources"] == [
+        {
+            "configMap": {
+                "name": names_of(objs, "ConfigMap", "files")[0],
+                "items": [{"key": "conf_plain.ini", "path": "conf/plain.ini"}],
+            }
+        },
+        {
+            "secret": {
+                "name": "api-secret-files-1",
+                "items": [{"key": "conf_app.yaml", "path": "conf/app.yaml"}],
+            }
+        },
+    ]
+
+
+def test_a_secret_in_a_manifest_is_refused() -> None:
+    leaky = b"apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  annotations:\n"
+    leaky += b"    token: ${secret:env:T}\n"
+    with pytest.raises(ManifestError, match=r"extra\.yaml: Service/s holds a secret placeholder"):
+        build_objects(make_deployable(extra_files={"extra.yaml": leaky}), "ns", {})
+
+
+def test_secrets_are_masked_when_values_are_not_given() -> None:
     release = make_deployable(secrets={"DB_PASSWORD": "env:DB"})
-    secret = objects_by_ref(build_objects(release, "ns", None))["Secret/api-secrets"]
+    secret = objects_by_ref(build_objects(release, "ns", None))["Secret/api-secrets-1"]
     assert secret["data"] == {"DB_PASSWORD": "***"}
+
+
+def test_no_secret_no_secret_object() -> None:
+    objs = build_objects(make_deployable(), "ns", {})
+    assert [o.kind for o in objs].count("Secret") == 0
 
 
 def test_replicas_come_from_the_release_when_the_manifest_has_none() -> None:
@@ -121,10 +206,25 @@ def test_replicas_come_from_the_release_when_the_manifest_has_none() -> None:
         b"  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n"
         b"    spec: {containers: [{name: app}]}\n"
     )
-    release = make_deployable(replicas=4)
-    release = type(release)(**{**release.__dict__, "files": {"deployment.yaml": manifest}})
+    release = replace(make_deployable(replicas=4), files={"deployment.yaml": manifest})
     deployment = objects_by_ref(build_objects(release, "ns", {}))["Deployment/api"]
     assert deployment["spec"]["replicas"] == 4
+    auto = replace(release, replicas=None)
+    deployment = objects_by_ref(build_objects(auto, "ns", {}))["Deployment/api"]
+    assert "replicas" not in deployment["spec"], "replicas: auto leaves it to an autoscaler"
+
+
+def test_old_versions_are_collected_beyond_the_newest_few_per_role() -> None:
+    def item(kind: str, name: str, role: str, at: int) -> dict[str, Any]:
+        meta = {"name": name, "labels": {VERSIONED_LABEL: role}}
+        meta["creationTimestamp"] = f"2026-12-01T10:{at:02d}:00Z"
+        return {"kind": kind, "metadata": meta}
+
+    items = [item("ConfigMap", f"api-config-{i}", "config", i) for i in range(8)]
+    items += [item("Secret", f"api-secrets-{i}", "secrets", i) for i in range(3)]
+    items.append({"kind": "ConfigMap", "metadata": {"name": "api-config", "labels": {}}})
+    old = versions_to_collect(items, {("ConfigMap", "api-config-0")})
+    assert sorted(i["metadata"]["name"] for i in old) == ["api-config-1", "api-config-2"]
 
 
 def test_yaml_outputs_that_are_not_kubernetes_objects_are_skipped() -> None:
@@ -160,7 +260,11 @@ def test_bad_manifest_files_name_the_file(files: dict[str, bytes], message: str)
     [
         (
             b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: api-config}\n",
-            r"extra\.yaml: ConfigMap/api-config is the name configcenter gives",
+            r"extra\.yaml: ConfigMap/api-config: names api-config and .* are configcenter's",
+        ),
+        (
+            b"apiVersion: v1\nkind: Secret\nmetadata: {name: api-secrets-3}\n",
+            r"extra\.yaml: Secret/api-secrets-3: names api-config and",
         ),
         (
             b"apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: other}\n",
@@ -257,16 +361,16 @@ spec:
 """
 
 
-def test_statefulset_and_daemonset_pods_get_digest_env_sources_files_and_image() -> None:
+def test_statefulset_and_daemonset_pods_get_env_sources_files_and_image() -> None:
     release = make_deployable(
         replicas=3,
         extra_files={"workloads.yaml": STATEFUL_AND_DAEMON, "conf/app.ini": b"[main]\n"},
     )
-    objs = objects_by_ref(build_objects(release, "ns", {}))
-    sources = [{"configMapRef": {"name": "api-config"}}, {"secretRef": {"name": "api-secrets"}}]
+    built = build_objects(release, "ns", {})
+    objs = objects_by_ref(built)
+    sources = [{"configMapRef": {"name": names_of(built, "ConfigMap", "config")[0]}}]
     for ref in ("StatefulSet/db", "DaemonSet/agent"):
         template = objs[ref]["spec"]["template"]
-        assert template["metadata"]["annotations"][DIGEST_ANNOTATION] == release.config_digest
         assert template["metadata"]["labels"][SERVICE_LABEL] == "api"
         pod = template["spec"]
         assert [v["name"] for v in pod["volumes"]] == ["configcenter-files"]

@@ -52,15 +52,14 @@ def test_new_deployment_rolls_out_healthy(platform: KubernetesPlatform, cluster:
     deployment = cluster.deployment()
     container = deployment.spec.template.spec.containers[0]
     assert container.image == release.image
-    assert [
-        s.config_map_ref.name if s.config_map_ref else s.secret_ref.name for s in container.env_from
-    ] == [
-        "api-config",
-        "api-secrets",
-    ]
-    assert deployment.spec.template.metadata.annotations[DIGEST_ANNOTATION] == release.config_digest
+    config = cluster.in_use("api-config")
+    assert config.startswith("api-config-")
+    assert [s.config_map_ref.name for s in container.env_from] == [config]
+    assert not deployment.spec.template.metadata.annotations, "names roll the pods"
+    assert deployment.metadata.annotations[DIGEST_ANNOTATION] == release.config_digest
     assert deployment.metadata.annotations[RELEASE_ANNOTATION] == "r1"
     assert cluster.config_map().data == {"REGION": "eu", "LOG_LEVEL": "info"}
+    assert cluster.config_map().immutable is True
     for kind, name in [("Deployment", "api"), ("Service", "api"), ("ConfigMap", "api-config")]:
         assert cluster.exists(kind, name)
     labels = cluster.core.read_namespaced_service("api", cluster.namespace).metadata.labels
@@ -149,7 +148,7 @@ def test_secret_values_land_in_the_cluster_secret_and_nowhere_else(
         ),
     )
     release = make_deployable(
-        env_file="LOG_LEVEL=info\nDB_PASSWORD=env:CC_TEST_DB_PASSWORD\n",
+        env_file="LOG_LEVEL=info\nDB_PASSWORD=${secret:env:CC_TEST_DB_PASSWORD}\n",
         secrets={
             "DB_PASSWORD": "env:CC_TEST_DB_PASSWORD",
             "API_TOKEN": f"file:{token_file}",
@@ -167,7 +166,7 @@ def test_secret_values_land_in_the_cluster_secret_and_nowhere_else(
         "UPSTREAM_KEY": cluster_value,
     }
     assert "DB_PASSWORD" not in cluster.config_map().data
-    assert observed["api"].objects["Secret/api-secrets"]["data"] == {
+    assert observed["api"].objects["Secret/api-secrets-1"]["data"] == {
         "API_TOKEN": "***",
         "DB_PASSWORD": "***",
         "UPSTREAM_KEY": "***",
@@ -291,8 +290,8 @@ def test_observe_reports_image_replicas_digest_and_clean_objects(
     assert observed["worker"].image == "reg/worker:2"
     assert set(svc.objects) == {
         "ConfigMap/api-config",
+        f"ConfigMap/{cluster.in_use('api-config')}",
         "Deployment/api",
-        "Secret/api-secrets",
         "Service/api",
     }
     deployment = svc.objects["Deployment/api"]

@@ -111,12 +111,11 @@ def test_statefulset_release_becomes_healthy_with_config_wired_in(
     live = read_statefulset(cluster)
     assert live.status.update_revision == live.status.current_revision
     template = live.spec.template
-    assert template.metadata.annotations[DIGEST_ANNOTATION] == release.config_digest
+    assert not template.metadata.annotations, "versioned names roll the pods, not annotations"
+    assert live.metadata.annotations[DIGEST_ANNOTATION] == release.config_digest
     [container] = template.spec.containers
     assert container.image == release.image
-    assert [
-        s.config_map_ref.name if s.config_map_ref else s.secret_ref.name for s in container.env_from
-    ] == ["api-config", "api-secrets"]
+    assert [s.config_map_ref.name for s in container.env_from] == [cluster.in_use("api-config")]
 
 
 def test_statefulset_with_an_image_that_cannot_be_pulled_fails_fast(
@@ -196,8 +195,9 @@ def test_daemonset_on_the_fake_nodes_becomes_healthy(
     assert (status.state, status.reason) == ("healthy", "RolloutComplete"), status
     assert status.desired == status.updated == status.available == len(nodes)
     live = read_daemonset(cluster)
-    assert live.spec.template.metadata.annotations[DIGEST_ANNOTATION] == release.config_digest
+    assert live.metadata.annotations[DIGEST_ANNOTATION] == release.config_digest
     assert live.spec.template.spec.containers[0].image == release.image
+    first_config = cluster.in_use("api-config")  # the service is api; its DaemonSet is agent
 
     changed = make_deployable(
         release_id="r2", manifest=DAEMONSET.format(name="agent"), values={"REGION": "us"}
@@ -206,7 +206,11 @@ def test_daemonset_on_the_fake_nodes_becomes_healthy(
     rolled = platform.wait(changed, timeout=60)
     assert rolled.state == "healthy", rolled
     current = live_pods(cluster, "agent")
-    assert {p.metadata.annotations[DIGEST_ANNOTATION] for p in current} == {changed.config_digest}
+    second_config = cluster.in_use("api-config")
+    assert second_config != first_config
+    assert {p.spec.containers[0].env_from[0].config_map_ref.name for p in current} == {
+        second_config
+    }, "the DaemonSet's pods were replaced by ones that read the new config"
 
 
 def test_daemonset_with_an_image_that_cannot_be_pulled_fails_fast(

@@ -42,7 +42,7 @@ def test_a_value_change_rolls_a_new_revision_and_an_unchanged_apply_does_not(bed
     assert bed.platform.wait(first, timeout=bed.healthy_timeout).state == "healthy"
     before = bed.revision()
 
-    second = bed.release("r2", values={"LOG_LEVEL": "debug"})
+    second = bed.release("r2", values={"REGION": "us"})
     assert second.image == first.image and second.config_digest != first.config_digest
     bed.platform.apply(second)
     assert bed.platform.wait(second, timeout=bed.healthy_timeout).state == "healthy"

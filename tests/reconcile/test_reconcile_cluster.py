@@ -120,8 +120,10 @@ def test_orphans_and_missing_services_are_reported(deployed: ShopWorld, k8s_name
     apps(k8s_namespace).delete_namespaced_deployment("api", k8s_namespace.name)
     core.delete_namespaced_config_map("api-leftover", k8s_namespace.name)
     core.delete_namespaced_service("api", k8s_namespace.name)
-    core.delete_namespaced_config_map("api-config", k8s_namespace.name)
-    core.delete_namespaced_secret("api-secrets", k8s_namespace.name)
+    # The record ConfigMap and every config and secret version of the service.
+    selector = "configcenter.io/service=api"
+    core.delete_collection_namespaced_config_map(k8s_namespace.name, label_selector=selector)
+    core.delete_collection_namespaced_secret(k8s_namespace.name, label_selector=selector)
     gone = reconcile(deployed.workspace(), "dev")
     api = next(s for s in gone.services if s.service == "api")
     assert api.status == "missing"

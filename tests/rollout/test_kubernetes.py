@@ -20,7 +20,7 @@ import pytest
 
 from configcenter.usecases.apply import ApplyOptions, apply_env, deploy_service
 from tests.support.e2e_fixtures import SECRET_ENV, CliResult, World
-from tests.support.k8s_fixtures import K8sNamespace
+from tests.support.k8s_fixtures import K8sNamespace, version_in_use
 from tests.support.rollout_fixtures import (
     SENTINEL,
     add_service,
@@ -71,7 +71,9 @@ class Cluster:
         return active[0]
 
     def config(self, service: str) -> dict[str, str]:
-        return dict(self.core.read_namespaced_config_map(f"{service}-config", self.ns).data or {})
+        """The env ConfigMap the service's workloads use now (ENV values without secrets)."""
+        name = version_in_use(self.core.api_client, self.ns, f"{service}-config")
+        return dict(self.core.read_namespaced_config_map(name, self.ns).data or {})
 
     def snapshot(self) -> dict[str, object]:
         """Everything a change would touch: specs (generations), data, ReplicaSets."""
@@ -364,7 +366,9 @@ def test_secret_reaches_the_cluster_secret_and_nothing_else(
     outputs.append(world.ok("history", "dev", "--json").output)
     outputs.append(world.ok("plan", "dev", "--json").output)
 
-    secret = cluster.core.read_namespaced_secret("api-secrets", cluster.ns)
+    secret = cluster.core.read_namespaced_secret(
+        version_in_use(cluster.core.api_client, cluster.ns, "api-secrets"), cluster.ns
+    )
     assert base64.b64decode(secret.data["DB_PASSWORD"]).decode() == SENTINEL
     assert "DB_PASSWORD" not in cluster.config("api")
     forms = [SENTINEL.encode(), base64.b64encode(SENTINEL.encode())]

@@ -22,9 +22,8 @@ from configcenter.adapters.git_config_repo import GitConfigRepo
 from configcenter.core.errors import ConfigError, Problem, ProblemList
 from configcenter.core.load import load_config
 from configcenter.core.model import Config
-from configcenter.core.plan import Plan, ServicePlan, files_digest
+from configcenter.core.plan import Plan, ServicePlan, service_record
 from configcenter.core.state import EnvState, Release, ServiceState
-from configcenter.core.values import canonical
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "configcenter tests",
@@ -242,42 +241,18 @@ def only_problem(problems: list[Problem], severity: str = "error") -> Problem:
 
 def service_state(plan: ServicePlan, *, release_id: str = "r1") -> ServiceState:
     """The state record apply writes for a planned (and applied) service."""
-    service = plan.config
-    image = plan.image
-    assert service is not None and image is not None, f"{plan.service} has nothing to apply"
-    if plan.files is not None:
-        per_file = files_digest(plan.files)[1]
-    else:  # a no-op keeps what was recorded
-        assert plan.previous is not None
-        per_file = dict(plan.previous.files)
     release = Release(
         id=release_id,
         outcome="committed",
         at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        template_tag=service.template.tag,
-        image=image.ref,
+        template_tag=plan.template_to or "",
+        image=plan.image.ref if plan.image else "",
         values_digest=plan.values_digest,
         rendered_digest=plan.rendered_digest,
         inputs_digest=plan.inputs_digest,
+        secrets_generation=plan.secrets_generation,
     )
-    return ServiceState(
-        template_tag=service.template.tag,
-        template_commit=service.template.commit,
-        template_tree=service.template.tree_id,
-        values_digest=plan.values_digest,
-        values=canonical(service.values.tree),
-        replicas=service.replicas,
-        image=image.ref,
-        image_digest=image.digest,
-        build_key=image.build_key,
-        rendered_digest=plan.rendered_digest,
-        inputs_digest=plan.inputs_digest,
-        files=per_file,
-        platform=service.platform,
-        env_keys=list(service.template.env_keys),
-        release=release,
-        last_good=release,
-    )
+    return service_record(plan, release, last_good=release, last_failed=None)
 
 
 def state_after(plan: Plan, *, release_id: str = "r1") -> EnvState:

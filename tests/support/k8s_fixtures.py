@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -134,3 +134,47 @@ def k8s_namespace(
             except ApiException as error:
                 if error.status != 404:
                     raise
+
+
+VERSIONED_ROLES = ("secret-files", "config", "files", "secrets")
+
+
+def versions_referenced(api_client: Any, namespace: str, service: str, role: str) -> set[str]:
+    """Names of the `<service>-<role>-*` ConfigMaps/Secrets the service's workloads refer to,
+    read from their pod templates as kubectl shows them (envFrom and projected volumes)."""
+    from kubernetes import client
+
+    apps = client.AppsV1Api(api_client)
+    selector = f"configcenter.io/service={service}"
+    workloads = [
+        *apps.list_namespaced_deployment(namespace, label_selector=selector).items,
+        *apps.list_namespaced_stateful_set(namespace, label_selector=selector).items,
+        *apps.list_namespaced_daemon_set(namespace, label_selector=selector).items,
+    ]
+    prefix = f"{service}-{role}-"
+    names: set[str] = set()
+    for workload in workloads:
+        pod = api_client.sanitize_for_serialization(workload.spec.template.spec)
+        for container in [*pod.get("containers", []), *pod.get("initContainers", [])]:
+            for source in container.get("envFrom") or []:
+                ref = source.get("configMapRef") or source.get("secretRef") or {}
+                names.add(ref.get("name", ""))
+        for volume in pod.get("volumes") or []:
+            for source in (volume.get("projected") or {}).get("sources") or []:
+                ref = source.get("configMap") or source.get("secret") or {}
+                names.add(ref.get("name", ""))
+    return {n for n in names if n.startswith(prefix) and n[len(prefix) :].isalnum()}
+
+
+def version_in_use(api_client: Any, namespace: str, name: str) -> str:
+    """The live version of `<service>-config|files|secrets|secret-files` in use; other names,
+    and a base name nothing refers to, as given."""
+    roles = [r for r in VERSIONED_ROLES if name.endswith("-" + r)]
+    if not roles:
+        return name
+    service = name[: -len(roles[0]) - 1]
+    found = sorted(versions_referenced(api_client, namespace, service, roles[0]))
+    if not found:
+        return name
+    assert len(found) == 1, f"workloads of {service} refer to several {roles[0]}: {found}"
+    return found[0]

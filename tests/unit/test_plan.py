@@ -110,9 +110,31 @@ def test_values_change(repo: ConfigRepo) -> None:
     assert api.diffs["app.env"].startswith("--- a/dev/api/app.env\n+++ b/dev/api/app.env\n")
 
 
-def test_values_added_and_removed(repo: ConfigRepo) -> None:
+def test_a_shared_value_no_template_reads_is_no_change(repo: ConfigRepo) -> None:
     defaults = "values:\n  LOG_LEVEL: info\n  DB_HOST: db\n  DB_NAME: shop\n"
     repo.write("environments/_defaults.yaml", defaults + "  LEGACY: old\n")
+    deployed = applied(repo)
+    assert "LEGACY" not in deployed.state.services["api"].values  # the record: consumed only
+    repo.write("environments/_defaults.yaml", defaults + "  EXTRA: 1\n")
+    plan = replan(repo, deployed)
+    assert [(s.action, s.reasons, s.added, s.removed) for s in plan.values()] == [
+        ("noop", [], {}, {}),
+        ("noop", [], {}, {}),
+    ]
+
+
+def test_values_a_template_reads_are_added_and_removed(repo: ConfigRepo) -> None:
+    defaults = "values:\n  LOG_LEVEL: info\n  DB_HOST: db\n  DB_NAME: shop\n"
+    repo.write("environments/_defaults.yaml", defaults + "  LEGACY: old\n")
+    repo.release(
+        "api",
+        "1.1.0",
+        {
+            "app.env.j2": "LOG_LEVEL={{ LOG_LEVEL }}\n"
+            "{{ EXTRA | default('') }}{{ LEGACY | default('') }}\n"
+        },
+    )
+    repo.write(API_DEV, "template: 1.1.0\nimage: {ref: registry.example.com/shop/api:1.0}\n")
     deployed = applied(repo)
     repo.write("environments/_defaults.yaml", defaults + "  EXTRA: 1\n")
     api = replan(repo, deployed)["api"]
@@ -120,16 +142,27 @@ def test_values_added_and_removed(repo: ConfigRepo) -> None:
     assert api.added["EXTRA"].after == 1
     assert api.added["EXTRA"].source == "environments/_defaults.yaml:5"
     assert api.removed["LEGACY"].before == "old"
-    assert api.diffs == {}  # the templates do not use them
+    assert list(api.diffs) == ["app.env"]
 
 
-def test_replicas_change_is_a_values_change(repo: ConfigRepo) -> None:
+def test_a_template_that_reads_values_whole_consumes_everything(repo: ConfigRepo) -> None:
+    repo.release("api", "1.1.0", {"app.env.j2": "{{ values | tojson_compact | length }}\n"})
+    repo.write(API_DEV, "template: 1.1.0\nimage: {ref: registry.example.com/shop/api:1.0}\n")
+    deployed = applied(repo)
+    repo.write("environments/dev/_env.yaml", repo.read("environments/dev/_env.yaml") + "  NEW: x\n")
+    plan = replan(repo, deployed)
+    assert (plan["api"].action, list(plan["api"].added)) == ("update", ["NEW"])
+    assert plan["db"].action == "noop"
+
+
+def test_replicas_change_is_a_scale_not_a_values_change(repo: ConfigRepo) -> None:
     deployed = applied(repo)
     repo.write(
         API_DEV, "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\nreplicas: 4\n"
     )
     api = replan(repo, deployed)["api"]
-    assert (api.action, api.reasons, api.replicas) == ("update", ["values"], (1, 4))
+    assert (api.action, api.reasons, api.replicas) == ("update", ["replicas"], (1, 4))
+    assert (api.changed, api.added, api.removed) == ({}, {}, {})
     assert api.to_json()["replicas"] == {"from": 1, "to": 4}
     assert "-  replicas: 1\n+  replicas: 4\n" in api.diffs["deployment.yaml"]
 

@@ -1,0 +1,68 @@
+"""Whether a service's secret values rotated, asked of its platform at plan time.
+
+The plan never hashes secret values; it hands each service with secrets to its
+platform, which resolves the references now and compares them with the
+immutable Secrets a generation was made with. A platform that cannot be
+reached (or cannot read its secrets back) makes the plan say it cannot tell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from configcenter.core.plan import PreviousFile, SecretCheck, ServicePlan
+from configcenter.core.redact import Redactor
+from configcenter.ports.platform import Deployable, Platform, PlatformError
+from configcenter.usecases.platforms import NoPlatform, config_digest, env_values, open_platform
+from configcenter.usecases.workspace import Workspace
+
+
+def secret_checker(ws: Workspace, env: str, previous_file: PreviousFile) -> SecretCheck:
+    """A `SecretCheck` for `env` that opens each platform once, on first use."""
+    platforms: dict[str, Platform | str] = {}
+    redactor: Redactor = ws.redactor
+
+    def platform_for(name: str) -> Platform | str:
+        if name not in platforms:
+            try:
+                platforms[name] = open_platform(ws.config, env, name, redactor)
+            except (NoPlatform, PlatformError) as exc:
+                platforms[name] = redactor.redact(str(exc))
+        return platforms[name]
+
+    def check(
+        plan: ServicePlan, files: Mapping[str, bytes] | None, generations: list[int]
+    ) -> int | str | None:
+        service = plan.config
+        assert service is not None and plan.image is not None
+        if not service.platform:
+            return "the service has no platform"
+        platform = platform_for(service.platform)
+        if isinstance(platform, str):
+            return platform
+        if files is None:
+            previous = plan.previous
+            names = previous.files if previous is not None else {}
+            found = {n: previous_file(f"{env}/{service.name}/{n}") for n in names}
+            files = {n: data for n, data in found.items() if data is not None}
+        values, secrets = env_values(plan.consumed_values, list(service.template.env_keys))
+        target = Deployable(
+            env=env,
+            service=service.name,
+            release_id=plan.previous.release.id
+            if plan.previous is not None and plan.previous.release is not None
+            else "",
+            image=plan.image.ref,
+            config_digest=config_digest(plan.previous) if plan.previous is not None else "",
+            files=dict(files),
+            values=values,
+            secrets=secrets,
+            replicas=service.replicas,
+            secrets_generation=generations[0] if generations else 1,
+        )
+        try:
+            return platform.secrets_match(target, generations)
+        except PlatformError as exc:
+            return redactor.redact(str(exc))
+
+    return check

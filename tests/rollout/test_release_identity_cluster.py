@@ -1,0 +1,237 @@
+"""A release is exactly what a service consumes, judged on the real control plane.
+
+Each test drives the CLI on a real config repo and deploy remote, then reads the
+namespace the way kubectl would: ReplicaSets and their pod-template hashes,
+StatefulSet revisions, the ConfigMaps and Secrets the pod templates refer to,
+and the data in them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.e2e_fixtures import SECRET_ENV, CliResult, World
+from tests.support.k8s_fixtures import K8sNamespace, version_in_use
+from tests.support.rollout_fixtures import SENTINEL, make_rollout_world
+
+pytestmark = pytest.mark.k8s
+
+ROTATED = "r0tated-Pa55w0rd-93b1e0"
+
+STATEFULSET_J2 = """\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: {{ service }}, labels: {app: {{ service }}}}
+spec:
+  serviceName: {{ service }}
+  replicas: {{ replicas }}
+  selector: {matchLabels: {app: {{ service }}}}
+  template:
+    metadata: {labels: {app: {{ service }}}}
+    spec:
+      containers:
+      - name: app
+        image: {{ image }}
+"""
+
+
+class Namespace:
+    """The test's namespace, read straight from the API server."""
+
+    def __init__(self, ns: K8sNamespace) -> None:
+        from kubernetes import client
+
+        self.ns = ns.name
+        self.api = ns.api_client()
+        self.apps = client.AppsV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+
+    def revisions(self) -> dict[str, Any]:
+        """Everything that moves when pods restart: ReplicaSets (by pod-template hash) with
+        their replicas, StatefulSet revisions, and the pods' UIDs."""
+        out: dict[str, Any] = {}
+        for rs in self.apps.list_namespaced_replica_set(self.ns).items:
+            out[f"ReplicaSet/{rs.metadata.name}"] = rs.spec.replicas
+        for sts in self.apps.list_namespaced_stateful_set(self.ns).items:
+            out[f"StatefulSet/{sts.metadata.name}"] = (
+                sts.metadata.generation,
+                sts.status.update_revision,
+            )
+        for pod in self.core.list_namespaced_pod(self.ns).items:
+            out[f"Pod/{pod.metadata.name}"] = pod.metadata.uid
+        return out
+
+    def active_hash(self, service: str) -> str:
+        items = self.apps.list_namespaced_replica_set(self.ns, label_selector=f"app={service}")
+        active = [rs for rs in items.items if (rs.spec.replicas or 0) > 0]
+        assert len(active) == 1, [rs.metadata.name for rs in active]
+        return str(active[0].metadata.labels["pod-template-hash"])
+
+    def in_use(self, name: str) -> str:
+        found = version_in_use(self.api, self.ns, name)
+        assert found != name, f"no workload refers to a version of {name}"
+        return found
+
+    def secret_data(self, name: str) -> dict[str, str]:
+        secret = self.core.read_namespaced_secret(self.in_use(name), self.ns)
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    def config_maps(self) -> dict[str, dict[str, str]]:
+        return {
+            cm.metadata.name: dict(cm.data or {})
+            for cm in self.core.list_namespaced_config_map(self.ns).items
+        }
+
+
+@pytest.fixture
+def live(k8s_namespace: K8sNamespace) -> Namespace:
+    return Namespace(k8s_namespace)
+
+
+def world_for(tmp_path: Path, ns: K8sNamespace, **kwargs: Any) -> World:
+    return make_rollout_world(
+        tmp_path / "world", namespace=ns.name, kubeconfig=ns.kubeconfig, **kwargs
+    )
+
+
+def expect(result: CliResult, code: int) -> CliResult:
+    assert result.code == code, f"exit {result.code}, expected {code}:\n{result.output}"
+    return result
+
+
+def plan(world: World) -> dict[str, dict[str, Any]]:
+    data = json.loads(expect(world.cc("plan", "dev", "--json"), 0).stdout)
+    return {s["service"]: s for s in data["services"]}
+
+
+def release(world: World, service: str, version: str, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        world.config.write(f"templates/{service}/{name}", text)
+    world.config.commit(f"{service} {version}")
+    world.config.tag(f"{service}/{version}")
+
+
+def pin(world: World, service: str, version: str, replicas: int = 1) -> None:
+    world.config.write(
+        f"environments/dev/{service}.yaml",
+        f"template: {version}\nimage: {{ref: registry.test/shop/{service}:1.0}}\n"
+        f"replicas: {replicas}\n",
+    )
+    world.config.commit(f"dev: {service} {version}")
+
+
+def test_a_shared_value_no_template_reads_restarts_nothing_and_commits_nothing(
+    tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
+) -> None:
+    world = world_for(tmp_path, k8s_namespace, services=("api", "worker"))
+    release(world, "db", "1.1.0", {"deployment.yaml.j2": STATEFULSET_J2})
+    pin(world, "db", "1.1.0")
+    expect(world.cc("apply", "dev"), 0)
+    before, head = live.revisions(), world.head()
+    assert any(k.startswith("StatefulSet/") for k in before)
+
+    env = world.config.read("environments/dev/_env.yaml")
+    world.config.write("environments/dev/_env.yaml", env + "  FEATURE_ONLY_FOR_WEB: 'on'\n")
+    world.config.commit("a value only web would read")
+
+    planned = plan(world)
+    assert {s: (p["action"], p["values"]) for s, p in planned.items()} == {
+        s: ("noop", {"changed": {}, "added": {}, "removed": {}}) for s in ("db", "api", "worker")
+    }
+    result = expect(world.cc("apply", "dev"), 0)
+    assert "Nothing to do" in result.output
+    assert world.head() == head, "no release, no commit"
+    assert live.revisions() == before, "no ReplicaSet, StatefulSet revision or pod changed"
+
+
+def test_a_replicas_change_scales_in_place_with_the_same_pod_template(
+    tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
+) -> None:
+    world = world_for(tmp_path, k8s_namespace, services=("worker",))
+    expect(world.cc("apply", "dev"), 0)
+    template_hash = live.active_hash("worker")
+    pin(world, "worker", "1.0.0", replicas=3)
+
+    worker = plan(world)["worker"]
+    assert (worker["action"], worker["reasons"], worker["replicas"]) == (
+        "update",
+        ["replicas"],
+        {"from": 1, "to": 3},
+    )
+    assert "replicas: 1 -> 3" in expect(world.cc("plan", "dev"), 0).stdout
+    expect(world.cc("apply", "dev"), 0)
+    deployment = live.apps.read_namespaced_deployment("worker", live.ns)
+    assert (deployment.spec.replicas, deployment.status.ready_replicas) == (3, 3)
+    assert live.active_hash("worker") == template_hash, "a scale is not a restart"
+
+
+def test_secrets_reach_the_pods_as_values_wherever_used_and_rotate_and_roll_back(
+    tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
+) -> None:
+    world = world_for(tmp_path, k8s_namespace, services=("api",))
+    release(
+        world,
+        "api",
+        "1.1.0",
+        {
+            "template.yaml": "outputs: [app.env, deployment.yaml, conf/app.yaml]\n"
+            "env: [LOG_LEVEL, NEVER_READY, DB_PASSWORD]\n",
+            "app.env.j2": "LOG_LEVEL={{ LOG_LEVEL }}\nPOSTGRES_PASSWORD={{ DB_PASSWORD }}\n"
+            "DSN=postgres://app:{{ DB_PASSWORD }}@db/shop\n",
+            "conf/app.yaml.j2": 'smtp:\n  host: mail\n  password: "{{ DB_PASSWORD }}"\n',
+        },
+    )
+    pin(world, "api", "1.1.0")
+    outputs = [expect(world.cc("apply", "dev"), 0).output]
+    first_release = world.state("dev")["services"]["api"]["release"]["id"]
+    first_hash = live.active_hash("api")
+
+    assert live.secret_data("api-secrets") == {
+        "DB_PASSWORD": SENTINEL,
+        "POSTGRES_PASSWORD": SENTINEL,
+        "DSN": f"postgres://app:{SENTINEL}@db/shop",
+    }
+    assert live.secret_data("api-secret-files") == {
+        "conf_app.yaml": f'smtp:\n  host: mail\n  password: "{SENTINEL}"\n'
+    }
+    for name, data in live.config_maps().items():
+        assert "${secret:" not in json.dumps(data), f"ConfigMap {name} holds a placeholder"
+        assert SENTINEL not in json.dumps(data), f"ConfigMap {name} holds the secret"
+    deployed = world.files()["dev/api/app.env"]
+    assert b"POSTGRES_PASSWORD=${secret:env:" in deployed, "the deploy repo keeps the reference"
+
+    # Rotation: the value behind the reference changes, nothing in the config repo does.
+    world.env[SECRET_ENV] = ROTATED
+    api = plan(world)["api"]
+    assert (api["action"], api["reasons"], api["secrets"]) == (
+        "update",
+        ["secrets"],
+        {"rotated": ["DB_PASSWORD"]},
+    )
+    text_plan = expect(world.cc("plan", "dev"), 0)
+    assert "DB_PASSWORD: *** (rotated)" in text_plan.stdout
+    outputs += [text_plan.output, expect(world.cc("apply", "dev"), 0).output]
+    assert live.secret_data("api-secrets")["POSTGRES_PASSWORD"] == ROTATED
+    assert ROTATED in live.secret_data("api-secret-files")["conf_app.yaml"]
+    assert live.active_hash("api") != first_hash, "a rotation rolls the pods"
+    assert live.in_use("api-secrets") == "api-secrets-2"
+    assert plan(world)["api"]["action"] == "noop", "rolled out: nothing more to do"
+
+    # A rollback to the release made before the rotation runs with the values it ran with.
+    outputs.append(expect(world.cc("rollback", "dev", "api", "--to", first_release), 0).output)
+    assert live.in_use("api-secrets") == "api-secrets-1"
+    assert live.secret_data("api-secrets")["DB_PASSWORD"] == SENTINEL
+    assert SENTINEL in live.secret_data("api-secret-files")["conf_app.yaml"]
+    assert live.active_hash("api") == first_hash, "the old ReplicaSet is scaled back up"
+
+    for text in [*outputs, world.refs()]:
+        for value in (SENTINEL, ROTATED):
+            assert value not in text
+            assert base64.b64encode(value.encode()).decode() not in text
+    for path, data in world.files().items():
+        assert SENTINEL.encode() not in data and ROTATED.encode() not in data, path

@@ -219,7 +219,11 @@ DESCRIPTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("service file", "image.source.repo"): ("Git URL or path of the source.", ""),
     ("service file", "image.source.ref"): ("Branch, tag or commit to build.", "`HEAD`"),
     ("service file", "image.source.context"): ("Build context inside the repo.", "`.`"),
-    ("service file", "replicas"): ("Replicas (Kubernetes) or instances (Marathon).", "`1`"),
+    ("service file", "replicas"): (
+        "Replicas (Kubernetes) or instances (Marathon); `auto` leaves them to an autoscaler "
+        "(never set, never drift).",
+        "`1`",
+    ),
     ("service file", "platform"): ("Override the environment's platform.", "the env's"),
     ("service file", "values"): ("Values of this service here (the top layer).", "`{}`"),
     # Limits, names, durations and secret allowlists: docs/limits-and-safety.md.
@@ -255,6 +259,8 @@ def type_name(spec: schema.Spec) -> str:
         return "one of " + ", ".join(f"`{c}`" for c in spec.choices)
     if isinstance(spec, schema.Int):
         return f"integer >= {spec.minimum}" if spec.minimum else "integer"
+    if isinstance(spec, schema.Replicas):
+        return "integer >= 0 or `auto`"
     if isinstance(spec, schema.Bool):
         return "boolean"
     if isinstance(spec, schema.SecretOrStr):

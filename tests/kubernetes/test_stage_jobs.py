@@ -72,7 +72,7 @@ def test_the_job_gets_the_release_image_env_and_secrets_of_its_own() -> None:
         "migrate.yaml",
         "pre-deploy",
         "shop-dev",
-        {"DB_PASSWORD": "pw"},
+        {"env:X": "pw"},  # resolved values, by reference
         timeout=60,
         retention=3600,
     )

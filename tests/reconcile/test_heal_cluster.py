@@ -13,7 +13,7 @@ import pytest
 from tests.rollout.test_converge_cluster import _pin, _release_worker_with_service
 from tests.rollout.test_kubernetes import Cluster, expect, k8s_world, services
 from tests.support.e2e_fixtures import SECRET_ENV, World
-from tests.support.k8s_fixtures import K8sNamespace
+from tests.support.k8s_fixtures import K8sNamespace, version_in_use
 
 pytestmark = pytest.mark.k8s
 
@@ -103,8 +103,12 @@ def test_a_failed_heal_is_a_failed_run_and_leaves_the_release_record_alone(
     expect(world.cc("apply", "dev"), 0)
     head, record = world.head(), services(world)["api"]
     cluster.apps.patch_namespaced_deployment("api", cluster.ns, {"spec": {"replicas": 3}})
-
-    secret = world.env.pop(SECRET_ENV)  # api's secret cannot be resolved now
+    # The Secret that holds api's values is gone, and its value cannot be resolved now: the
+    # heal has to make the Secret again and cannot (while the Secret exists, a heal reuses it).
+    cluster.core.delete_namespaced_secret(
+        version_in_use(cluster.api, cluster.ns, "api-secrets"), cluster.ns
+    )
+    secret = world.env.pop(SECRET_ENV)
     try:
         code, report = reconcile(world, "--heal")
     finally:

@@ -126,7 +126,8 @@ def test_a_job_that_never_finishes_times_out_and_is_deleted(k8s_namespace: Any) 
 
     from configcenter.adapters.kubernetes import KubernetesPlatform
     from tests.kubernetes.conftest import target_for
-    from tests.support.k8s_fixtures import NEVER_READY_IMAGE_MARK, wait_until
+    from tests.support.helpers import poll
+    from tests.support.k8s_fixtures import NEVER_READY_IMAGE_MARK
 
     platform = KubernetesPlatform(
         target_for(k8s_namespace.name), kubeconfig=str(k8s_namespace.kubeconfig)
@@ -148,4 +149,4 @@ def test_a_job_that_never_finishes_times_out_and_is_deleted(k8s_namespace: Any) 
             names = [j.metadata.name for j in batch.list_namespaced_job(k8s_namespace.name).items]
             return result.job not in names
 
-        wait_until(gone, 30, "the timed-out Job to be deleted")
+        poll(gone, 30, "the timed-out Job to be deleted")

@@ -169,6 +169,11 @@ DESCRIPTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("configcenter.yaml", "serve.api_token"): ("Bearer token of the API and page.", ""),
     ("configcenter.yaml", "serve.basic_auth"): ("Optional browser login for the page.", ""),
+    ("configcenter.yaml", "serve.poll_interval"): (
+        "How often serve asks the config repo's upstream for new commits, the fallback to "
+        "push webhooks (a lost delivery only delays an apply).",
+        "`3m`",
+    ),
     ("template.yaml", "outputs"): (
         "Files the template renders; each `NAME` comes from `NAME.j2` next to template.yaml "
         "(paths inside the service's folder may have folders).",

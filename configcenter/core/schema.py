@@ -525,6 +525,8 @@ PROJECT = Obj(
                 "registry_token": SecretOrStr(allow_plain=False),
                 "files_key": SecretOrStr(allow_plain=False),
                 "api_token": SecretOrStr(allow_plain=False),
+                # Git polling of the config repo, the fallback to push webhooks.
+                "poll_interval": Duration(minimum=1.0, maximum=24 * 3600.0),
                 "basic_auth": Obj(
                     {"username": Str(), "password": SecretOrStr(allow_plain=False)},
                     required=("username", "password"),

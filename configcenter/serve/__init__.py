@@ -76,6 +76,7 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
 
     metrics.collectors.append(collect)
     engine = Engine(ws, jobs, leader, metrics, identity=identity, workers=options.workers)
+    engine.poll_interval = settings.poll_interval
     app = create_app(engine, settings)
 
     @asynccontextmanager

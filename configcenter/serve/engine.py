@@ -125,6 +125,10 @@ class Engine:
         self._env_locks_guard = threading.Lock()
         self._config_lock = threading.Lock()
         self._next_reap = 0.0
+        #: serve.poll_interval in seconds (None: no polling); the first poll is one
+        #: interval after start, not at start.
+        self.poll_interval: float | None = None
+        self._started_at = time.time()
 
     @cached_property
     def run_store(self) -> RunStore:
@@ -255,6 +259,16 @@ class Engine:
             )
             if self.submit(job):
                 self.status.last_schedule[env] = now
+        self.schedule_poll(now)
+
+    def schedule_poll(self, now: float) -> bool:
+        """Queue this interval's Git poll (serve.poll_interval); False when none is due."""
+        from configcenter.serve.poll import poll_job
+
+        interval = self.poll_interval
+        if not interval or math.floor(now / interval) <= math.floor(self._started_at / interval):
+            return False
+        return self.submit(poll_job(interval, now))
 
     # -- workers ---------------------------------------------------------------------------
 

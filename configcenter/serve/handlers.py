@@ -130,6 +130,10 @@ def registry_jobs(body: bytes) -> list[Job]:
 def run_job(engine: Engine, job: Job) -> JobOutcome:
     if job.kind == "reconcile":
         return _reconcile(engine, job)
+    if job.kind == "poll":
+        from configcenter.serve.poll import run_poll
+
+        return run_poll(engine, job)
     if job.source == "gitlab":
         return _via_promotion(engine, job)
     if job.source == "registry":

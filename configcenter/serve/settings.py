@@ -13,6 +13,8 @@ from typing import Any
 from configcenter.core.errors import UserError
 from configcenter.core.model import Config
 from configcenter.core.redact import Redactor
+from configcenter.core.schema import parse_duration
+from configcenter.serve.poll import DEFAULT_POLL_INTERVAL
 
 
 class ServeSettingsError(UserError):
@@ -27,6 +29,7 @@ class ServeSettings:
     basic_user: str | None = None  # ... or HTTP basic auth
     basic_password: str | None = None
     files_key: str | None = None  # signs /files URLs (the Marathon platforms' files_key)
+    poll_interval: float = DEFAULT_POLL_INTERVAL  # seconds between Git polls of the config repo
 
     @property
     def api_protected(self) -> bool:
@@ -48,7 +51,17 @@ def load_settings(config: Config, redactor: Redactor) -> ServeSettings:
         basic_user=str(basic["username"]) if basic.get("username") else None,
         basic_password=_secret(basic.get("password"), "serve.basic_auth.password", redactor),
         files_key=_secret(serve.get("files_key"), "serve.files_key", redactor),
+        poll_interval=_duration(serve.get("poll_interval"), "serve.poll_interval"),
     )
+
+
+def _duration(value: object, where: str) -> float:
+    if value is None:
+        return DEFAULT_POLL_INTERVAL
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ServeSettingsError(f"configcenter.yaml {where}: {exc}") from None
 
 
 def _secret(value: object, where: str, redactor: Redactor) -> str | None:

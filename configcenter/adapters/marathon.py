@@ -32,13 +32,14 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from configcenter.adapters.secrets import SecretError, resolve_secret, secret_scheme
 from configcenter.core import fileurls
 from configcenter.core.errors import TransientFailure
+from configcenter.core.secretrefs import MARKER, find_refs, substitute
 from configcenter.ports.platform import (
     Deployable,
     ObservedService,
@@ -245,11 +246,12 @@ class MarathonPlatform:
         app_id = self.app_id(deployable.service)
         definition, secrets = self._definition(deployable)
         if dry_run:
-            for key, (_, ref) in secrets.items():
-                _resolve(ref, f"{deployable.service}: {key}", None)  # proves it resolves
+            for key, (_, text) in secrets.items():
+                for ref in find_refs(text):
+                    _resolve(ref, f"{deployable.service}: {key}", None)  # proves it resolves
             return
-        for key, (source, ref) in secrets.items():
-            self._store_secret(deployable.service, key, source, ref)
+        for key, (source, text) in secrets.items():
+            self._store_secret(deployable.service, key, source, text)
         current = self._get_app(app_id, embed=("app.deployments",))
         if current is not None and _runs(current, definition):
             running = [d["id"] for d in current.get("deployments") or []]
@@ -372,8 +374,36 @@ class MarathonPlatform:
         return observed
 
     def secrets_match(self, deployable: Deployable, generations: list[int]) -> int | str | None:
-        """Marathon cannot say: the secret store is written, never read back."""
-        return "Marathon's secret store is not read back, so a rotation is rolled out on apply"
+        """Compare freshly resolved values with what the secret store holds per generation."""
+        wanted = {
+            key: text
+            for key, text in _env_entries(deployable).items()
+            if isinstance(text, str) and find_refs(text)
+        }
+        if not wanted:
+            return generations[0] if generations else None
+        if not self.secrets_url:
+            return f"platforms.{self.target.name} has no secrets_url"
+        try:
+            values = {k: self._resolved(deployable.service, k, t) for k, t in wanted.items()}
+            seen = False
+            for generation in generations:
+                candidate = replace(deployable, secrets_generation=generation)
+                stored: dict[str, str] = {}
+                for key in wanted:
+                    response = self._secret_request(
+                        "GET", self._secret_source(candidate, key), ok=(200, 404)
+                    )
+                    if response.status_code == 200:
+                        stored[key] = str((response.json() or {}).get("value", ""))
+                if set(stored) != set(wanted):
+                    continue
+                seen = True
+                if stored == values:
+                    return generation
+        except (MarathonError, SecretError, ValueError) as exc:
+            return str(exc)
+        return None if seen else "its secrets are not in the secret store yet"
 
     def delete(self, service: str) -> None:
         """Destroy the app and the secrets this adapter stored for it."""
@@ -492,25 +522,30 @@ class MarathonPlatform:
         if not isinstance(env, dict):
             raise MarathonSettingsError(f"{where}: 'env' must be an object")
         env = dict(env)
-        env.update({key: str(value) for key, value in deployable.values.items()})
+        env.update(_env_entries(deployable))
         declared = app.get("secrets") or {}
         if not isinstance(declared, dict):
             raise MarathonSettingsError(f"{where}: 'secrets' must be an object")
         declared = dict(declared)
         secrets: dict[str, tuple[str, str]] = {}
-        for key, ref in sorted(deployable.secrets.items()):
-            try:
-                scheme = secret_scheme(ref)
-            except SecretError as exc:
-                raise MarathonSecretError(f"{deployable.service}: {key}: {exc}") from None
-            if scheme not in ("env", "file"):
-                raise MarathonSecretError(
-                    f"{deployable.service}: {key}: secret {ref!r} is a '{scheme}:' reference, "
-                    "which Marathon cannot read; use env:NAME or file:/absolute/path for "
-                    "Marathon environments"
-                )
-            source = f"{self._secret_prefix(deployable.service)}{key}"
-            secrets[key] = (source, ref)
+        for key, text in sorted(env.items()):
+            if not isinstance(text, str) or not find_refs(text):
+                continue
+            for ref in find_refs(text):
+                try:
+                    scheme = secret_scheme(ref)
+                except SecretError as exc:
+                    raise MarathonSecretError(f"{deployable.service}: {key}: {exc}") from None
+                if scheme not in ("env", "file"):
+                    raise MarathonSecretError(
+                        f"{deployable.service}: {key}: secret {ref!r} is a '{scheme}:' "
+                        "reference, which Marathon cannot read; use env:NAME or "
+                        "file:/absolute/path for Marathon environments"
+                    )
+            # Stored per secrets generation: a rotation is a new path, so a new app
+            # definition that restarts the tasks, and a rollback reads its own values.
+            source = self._secret_source(deployable, key)
+            secrets[key] = (source, text)
             declared[key] = {"source": source}
             env[key] = {"secret": key}
         if declared:
@@ -867,20 +902,38 @@ class MarathonPlatform:
             result["deploymentId"] = response.headers["Marathon-Deployment-Id"]
         return result
 
-    def _store_secret(self, service: str, key: str, source: str, ref: str) -> None:
+    def _store_secret(self, service: str, key: str, source: str, text: str) -> None:
+        """Store the value of env entry `key` (`text` with its placeholders resolved).
+
+        A generation's path is written once: when it exists it holds the values that
+        generation was made with, which is what a rollback to it must find.
+        """
         if not self.secrets_url:
             raise MarathonSettingsError(
                 f"{service}: {key} is a secret, but platforms.{self.target.name} has no "
                 "secrets_url; set it to the DC/OS secret store API "
                 "(e.g. https://dcos.example.com/secrets/v1) so the value can be stored there"
             )
-        value = _resolve(ref, f"{service}: {key}", self._on_secret)
+        response = self._secret_request("GET", source, ok=(200, 404))
+        if response.status_code == 200:
+            return
+        value = self._resolved(service, key, text)
         response = self._secret_request("PUT", source, value=value, ok=(201, 409))
         if response.status_code == 409:
-            self._secret_request("PATCH", source, value=value, ok=(200, 204))
+            return  # stored by a concurrent apply of the same generation
         log.info(
-            "marathon %s: stored secret %s for %s (from %s)", self.target.name, key, service, ref
+            "marathon %s: stored secret %s for %s (%s)",
+            self.target.name,
+            key,
+            service,
+            ", ".join(find_refs(text)),
         )
+
+    def _resolved(self, service: str, key: str, text: str) -> str:
+        return substitute(text, lambda ref: _resolve(ref, f"{service}: {key}", self._on_secret))
+
+    def _secret_source(self, deployable: Deployable, key: str) -> str:
+        return f"{self._secret_prefix(deployable.service)}{deployable.secrets_generation}/{key}"
 
     def _secret_request(
         self, method: str, source: str, *, value: str | None = None, ok: tuple[int, ...]
@@ -949,6 +1002,22 @@ def _message_of(response: requests.Response) -> str:
         return ""
     message = payload.get("message") if isinstance(payload, dict) else None
     return f" ({str(message)[:200]})" if message else ""
+
+
+def _env_entries(deployable: Deployable) -> dict[str, str]:
+    """The app's environment: the ENV list (secrets as placeholders) and the `.env` outputs.
+
+    An entry that holds a placeholder anywhere is a secret (under its own key, another
+    key, or inside a longer string) and goes through the secret store.
+    """
+    from configcenter.adapters.k8s_manifests import is_env_file, parse_env_file
+
+    env = {key: str(value) for key, value in deployable.values.items()}
+    env.update({key: MARKER + ref + "}" for key, ref in deployable.secrets.items()})
+    for name in sorted(deployable.files):
+        if is_env_file(name):
+            env.update(parse_env_file(name, deployable.files[name]))
+    return env
 
 
 def _resolve(ref: str, where: str, on_resolved: Callable[[str], None] | None) -> str:

@@ -308,12 +308,12 @@ def test_secrets_go_through_marathon_secrets_never_in_plain_text(
     assert app["env"]["DB_PASSWORD"] == {"secret": "DB_PASSWORD"}
     assert app["env"]["API_KEY"] == {"secret": "API_KEY"}
     assert app["secrets"] == {
-        "API_KEY": {"source": "shop/dev/api/API_KEY"},
-        "DB_PASSWORD": {"source": "shop/dev/api/DB_PASSWORD"},
+        "API_KEY": {"source": "shop/dev/api/1/API_KEY"},
+        "DB_PASSWORD": {"source": "shop/dev/api/1/DB_PASSWORD"},
     }
     assert marathon_server.secret_values == {
-        ("default", "shop/dev/api/API_KEY"): api_key,
-        ("default", "shop/dev/api/DB_PASSWORD"): password,
+        ("default", "shop/dev/api/1/API_KEY"): api_key,
+        ("default", "shop/dev/api/1/DB_PASSWORD"): password,
     }
     visible = [
         json.dumps(app),
@@ -324,12 +324,49 @@ def test_secrets_go_through_marathon_secrets_never_in_plain_text(
     ]
     for text in visible:
         assert password not in text and api_key not in text
-    # A changed secret value is written over the old one (PATCH after the PUT's 409).
+    assert platform.secrets_match(r1, [1]) == 1, "the store holds what the refs resolve to"
+
+    # A rotation: generation 1 keeps the values it was made with (a rollback reads them);
+    # the store tells the plan they differ now, and generation 2 carries the new value.
     monkeypatch.setenv("SHOP_DB_PASSWORD", "rotated-password")
+    assert platform.secrets_match(r1, [1]) is None
     platform.apply(r1)
-    assert marathon_server.secret_values[("default", "shop/dev/api/DB_PASSWORD")] == (
+    assert marathon_server.secret_values[("default", "shop/dev/api/1/DB_PASSWORD")] == password
+    r2 = replace(release("r2", secrets=dict(r1.secrets)), secrets_generation=2)
+    assert platform.secrets_match(r2, [2]) == "its secrets are not in the secret store yet"
+    platform.apply(r2)
+    assert platform.wait(r2, timeout=10).state == "healthy"
+    assert marathon_server.app_json("/shop/dev/api")["secrets"]["DB_PASSWORD"] == {
+        "source": "shop/dev/api/2/DB_PASSWORD"
+    }
+    assert marathon_server.secret_values[("default", "shop/dev/api/2/DB_PASSWORD")] == (
         "rotated-password"
     )
+    assert platform.secrets_match(r2, [2, 1]) == 2
+    monkeypatch.setenv("SHOP_DB_PASSWORD", password)
+    assert platform.secrets_match(r2, [2, 1]) == 1, "back to generation 1's values"
+
+
+def test_a_secret_under_another_key_of_an_env_output_goes_through_the_store(
+    marathon_server: MarathonDouble,
+    marathon_platform: MarathonFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHOP_DB_PASSWORD", "pw-9f2c")
+    platform = marathon_platform()
+    base = release("r1", secrets={"DB_PASSWORD": "env:SHOP_DB_PASSWORD"})
+    env_file = b"POSTGRES_PASSWORD=${secret:env:SHOP_DB_PASSWORD}\nDSN=pg://app:${secret:env:SHOP_DB_PASSWORD}@db\nMODE=fast\n"
+    r1 = replace(base, files={**base.files, "app.env": env_file})
+    platform.apply(r1)
+    assert platform.wait(r1, timeout=10).state == "healthy"
+    app = marathon_server.app_json("/shop/dev/api")
+    assert app["env"]["MODE"] == "fast", ".env outputs reach the app's environment"
+    for key in ("DB_PASSWORD", "POSTGRES_PASSWORD", "DSN"):
+        assert app["env"][key] == {"secret": key}
+    stored = marathon_server.secret_values
+    assert stored[("default", "shop/dev/api/1/POSTGRES_PASSWORD")] == "pw-9f2c"
+    assert stored[("default", "shop/dev/api/1/DSN")] == "pg://app:pw-9f2c@db"
+    assert "pw-9f2c" not in json.dumps(app) and "${secret:" not in json.dumps(app)
 
 
 def test_secret_problems_are_named_without_values(

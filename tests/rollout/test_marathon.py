@@ -176,7 +176,7 @@ def test_secret_goes_to_the_secret_store_only(
     world = mesos_world(tmp_path, marathon_server, services=("db", "api"))
     result = world.ok("apply", "dev")
 
-    assert marathon_server.secret_values[("default", "shop/dev/api/DB_PASSWORD")] == SENTINEL
+    assert marathon_server.secret_values[("default", "shop/dev/api/1/DB_PASSWORD")] == SENTINEL
     assert all(SENTINEL not in body for body in marathon_server.marathon_bodies())
     assert SENTINEL not in result.output
     assert SENTINEL.encode() not in world.all_objects()

@@ -133,7 +133,7 @@ def run_job(engine: Engine, job: Job) -> JobOutcome:
     if job.kind == "poll":
         from configcenter.serve.poll import run_poll
 
-        return run_poll(engine, job)
+        return run_poll(engine, job, run_job)
     if job.source == "gitlab":
         return _via_promotion(engine, job)
     if job.source == "registry":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,9 +33,8 @@ def poll_job(interval: float, now: float) -> Job:
     return Job(id=f"poll:{interval:g}:{slot}", source="schedule", kind="poll")
 
 
-def run_poll(engine: Engine, job: Job) -> JobOutcome:
-    from configcenter.serve.handlers import run_job
-
+def run_poll(engine: Engine, job: Job, run_job: Callable[[Engine, Job], JobOutcome]) -> JobOutcome:
+    """`run_job` handles the push a moved head stands for (passed in: no import cycle)."""
     root = engine.base.root
     if not (root / ".git").exists():
         return "ignored", [], "the config repo is not a Git clone: nothing to poll"

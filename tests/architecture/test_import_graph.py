@@ -24,6 +24,14 @@ ALLOWED: set[tuple[str, str]] = {
     ("configcenter.serve.engine", "subprocess"),
     # serve's job store is a second SQL store outside adapters/ (it borrows two helpers).
     ("configcenter.serve.jobs", "configcenter.adapters.runstores"),
+    # serve's Git polling asks the remote with `git ls-remote` itself.
+    ("configcenter.serve.poll", "subprocess"),
+    # the status API reads deploy repo history with git and GitPython itself.
+    ("configcenter.serve.app", "subprocess"),
+    ("configcenter.serve.app", "configcenter.adapters.git_deploy_repo"),
+    # validation asks the Marathon adapter which rendered files are config files, by kind
+    # (a platform capability in the registry would do).
+    ("configcenter.usecases.inspect", "configcenter.adapters.marathon"),
     # the leader Lease talks to Kubernetes itself instead of through an adapter.
     ("configcenter.serve.leader", "kubernetes"),
     ("configcenter.serve.leader", "kubernetes.client.exceptions"),

@@ -49,7 +49,10 @@ from configcenter.ports.deploy_repo import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_AUTHOR = "configcenter <configcenter@localhost>"
-DEFAULT_LOCK_EXPIRY = 600.0
+#: A holder refreshes the lock every quarter of this while it lives (heartbeat), so a lock
+#: silent for longer is dead whatever host wrote it: a replica restarted under a new hostname
+#: with its predecessor's cache takes the lock over within this, inside the 60 s a waiter waits.
+DEFAULT_LOCK_EXPIRY = 45.0
 DEFAULT_NETWORK_TIMEOUT = 300.0
 #: Commands that only read (plan) give up on an unresponsive remote sooner.
 DEFAULT_PLAN_NETWORK_TIMEOUT = 30.0

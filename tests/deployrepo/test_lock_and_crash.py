@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from configcenter.adapters.git_deploy_repo import CRASH_POINTS, LOCK_FILE, GitDeployRepo
+from configcenter.adapters.git_deploy_repo import (
+    CRASH_POINTS,
+    DEFAULT_LOCK_EXPIRY,
+    LOCK_FILE,
+    GitDeployRepo,
+)
 from configcenter.crashpoints import ARM_ENV, CRASH_ENV, crash_env
 from configcenter.ports.deploy_repo import DeployRepoError, DeployRepoLockTimeout, delete_prefix
 from tests.support.deployrepo_fixtures import BareRemote
@@ -125,6 +130,20 @@ def test_a_live_holder_keeps_its_lock_past_the_expiry_by_heartbeat(
     assert "taken over" not in err
     with waiter.lock(timeout=0):
         pass
+
+
+def test_a_silent_lock_of_another_host_is_taken_over_within_the_default_wait(
+    deploy_repo: GitDeployRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pod restarted under a new hostname with its predecessor's cache volume: the old
+    holder's pid cannot be checked from here, but its heartbeat stopped."""
+    deploy_repo.cache_dir.mkdir(parents=True)
+    silent = DEFAULT_LOCK_EXPIRY + 1
+    record = {"pid": 1, "host": "serve-7f9c-old", "time": time.time() - silent, "token": "x"}
+    (deploy_repo.cache_dir / LOCK_FILE).write_text(json.dumps(record))
+    assert DEFAULT_LOCK_EXPIRY < 60, "taken over before a waiter's default 60 s runs out"
+    with caplog.at_level(logging.WARNING), deploy_repo.lock(timeout=0):
+        assert "pid 1 on host serve-7f9c-old" in caplog.text and "silent" in caplog.text
 
 
 def test_lock_held_on_another_host_is_waited_for_not_taken(deploy_repo: GitDeployRepo) -> None:

@@ -169,6 +169,24 @@ DESCRIPTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("configcenter.yaml", "serve.api_token"): ("Bearer token of the API and page.", ""),
     ("configcenter.yaml", "serve.basic_auth"): ("Optional browser login for the page.", ""),
+    ("configcenter.yaml", "serve.public_url"): (
+        "How users reach serve (`https://cc.example.com`): run links in notifications.",
+        "",
+    ),
+    ("configcenter.yaml", "serve.notifications"): (
+        "Channels told about failed, rolled back, blocked, drift and healed services, once per "
+        "new fact: `kind: webhook` (JSON POST, optional bearer `token`), `slack` (incoming "
+        "webhook; `url` must be a secret) or `email` (`smtp`, `from`, `to`).",
+        "`[]`",
+    ),
+    ("configcenter.yaml", "serve.notifications.[].environments"): (
+        "Only these environments.",
+        "every environment",
+    ),
+    ("configcenter.yaml", "serve.notifications.[].events"): (
+        "Only these events (failed, rolled_back, blocked, drift, healed).",
+        "all",
+    ),
     ("configcenter.yaml", "serve.poll_interval"): (
         "How often serve asks the config repo's upstream for new commits, the fallback to "
         "push webhooks (a lost delivery only delays an apply).",

@@ -527,6 +527,33 @@ PROJECT = Obj(
                 "api_token": SecretOrStr(allow_plain=False),
                 # Git polling of the config repo, the fallback to push webhooks.
                 "poll_interval": Duration(minimum=1.0, maximum=24 * 3600.0),
+                "public_url": Str(),
+                "notifications": ListOf(
+                    Obj(
+                        {
+                            "name": Name(),
+                            "kind": OneOf(("webhook", "slack", "email")),
+                            "environments": ListOf(Name()),
+                            "events": ListOf(
+                                OneOf(("failed", "rolled_back", "blocked", "drift", "healed"))
+                            ),
+                            "url": SecretOrStr(),
+                            "token": SecretOrStr(allow_plain=False),
+                            "smtp": Obj(
+                                {
+                                    "host": Str(),
+                                    "port": Int(minimum=1),
+                                    "username": Str(),
+                                    "password": SecretOrStr(allow_plain=False),
+                                    "starttls": Bool(),
+                                }
+                            ),
+                            "from": Str(),
+                            "to": ListOf(Str()),
+                        },
+                        required=("kind",),
+                    )
+                ),
                 "basic_auth": Obj(
                     {"username": Str(), "password": SecretOrStr(allow_plain=False)},
                     required=("username", "password"),

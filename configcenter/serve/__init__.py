@@ -77,6 +77,14 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
     metrics.collectors.append(collect)
     engine = Engine(ws, jobs, leader, metrics, identity=identity, workers=options.workers)
     engine.poll_interval = settings.poll_interval
+    if settings.channels:
+        from configcenter.serve.notify import Notifier
+
+        notifier = Notifier(
+            settings.channels, config.project.name, settings.public_url, ws.redactor
+        )
+        engine.notifier = notifier
+        engine.observers.append(lambda job: notifier.after_job(engine, job))
     app = create_app(engine, settings)
 
     @asynccontextmanager

@@ -33,6 +33,7 @@ from configcenter.usecases.workspace import Workspace
 
 if TYPE_CHECKING:
     from configcenter.ports.runstore import Run, RunStore
+    from configcenter.serve.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,9 @@ class Engine:
         #: interval after start, not at start.
         self.poll_interval: float | None = None
         self._started_at = time.time()
+        #: Called with each job once it is finished (notifications look for new facts).
+        self.observers: list[Callable[[Job], object]] = []
+        self.notifier: Notifier | None = None
 
     @cached_property
     def run_store(self) -> RunStore:
@@ -294,6 +298,11 @@ class Engine:
             log.exception("job %s failed", job.id)
             state, runs, note = "failed", [], self.redactor.redact(f"{type(exc).__name__}: {exc}")
         self.jobs.finish(job.id, state, runs, note[:2000])
+        for observe in self.observers:
+            try:
+                observe(job)
+            except Exception as exc:
+                log.warning("after job %s: %s", job.id, self.redactor.redact(str(exc)))
 
     def record_run(self, kind: str, outcome: str, seconds: float) -> None:
         self.metrics.inc("configcenter_runs_total", kind=kind, outcome=outcome)

@@ -130,6 +130,10 @@ def registry_jobs(body: bytes) -> list[Job]:
 def run_job(engine: Engine, job: Job) -> JobOutcome:
     if job.kind == "reconcile":
         return _reconcile(engine, job)
+    if job.kind == "notify":
+        if engine.notifier is None:
+            return "ignored", [], "serve.notifications is not set"
+        return engine.notifier.send(job)
     if job.kind == "poll":
         from configcenter.serve.poll import run_poll
 

@@ -14,6 +14,7 @@ from configcenter.core.errors import UserError
 from configcenter.core.model import Config
 from configcenter.core.redact import Redactor
 from configcenter.core.schema import parse_duration
+from configcenter.serve.notify import EVENTS, KINDS, Channel
 from configcenter.serve.poll import DEFAULT_POLL_INTERVAL
 
 
@@ -30,6 +31,8 @@ class ServeSettings:
     basic_password: str | None = None
     files_key: str | None = None  # signs /files URLs (the Marathon platforms' files_key)
     poll_interval: float = DEFAULT_POLL_INTERVAL  # seconds between Git polls of the config repo
+    public_url: str | None = None  # how users reach serve: links in notifications
+    channels: tuple[Channel, ...] = ()  # serve.notifications
 
     @property
     def api_protected(self) -> bool:
@@ -52,6 +55,60 @@ def load_settings(config: Config, redactor: Redactor) -> ServeSettings:
         basic_password=_secret(basic.get("password"), "serve.basic_auth.password", redactor),
         files_key=_secret(serve.get("files_key"), "serve.files_key", redactor),
         poll_interval=_duration(serve.get("poll_interval"), "serve.poll_interval"),
+        public_url=str(serve["public_url"]) if serve.get("public_url") else None,
+        channels=tuple(
+            _channel(item, index, redactor)
+            for index, item in enumerate(serve.get("notifications") or [])
+        ),
+    )
+
+
+def _channel(item: Mapping[str, Any], index: int, redactor: Redactor) -> Channel:
+    where = f"serve.notifications[{index}]"
+    kind = str(item.get("kind"))
+    if kind not in KINDS:
+        raise ServeSettingsError(
+            f"configcenter.yaml {where}.kind must be one of {', '.join(KINDS)}"
+        )
+    events = tuple(str(e) for e in item.get("events") or EVENTS)
+    unknown = sorted(set(events) - set(EVENTS))
+    if unknown:
+        raise ServeSettingsError(
+            f"configcenter.yaml {where}.events: unknown {', '.join(unknown)}; "
+            f"use some of {', '.join(EVENTS)}"
+        )
+    common: dict[str, Any] = {
+        "name": str(item.get("name") or f"{kind}-{index}"),
+        "kind": kind,
+        "environments": tuple(str(e) for e in item.get("environments") or ()),
+        "events": events,
+    }
+    if kind == "email":
+        smtp = item.get("smtp") or {}
+        to = tuple(str(t) for t in item.get("to") or ())
+        if not to:
+            raise ServeSettingsError(f"configcenter.yaml {where}.to: give at least one address")
+        return Channel(
+            **common,
+            smtp_host=str(smtp.get("host") or "localhost"),
+            smtp_port=int(smtp.get("port") or 25),
+            smtp_username=str(smtp["username"]) if smtp.get("username") else None,
+            smtp_password=_secret(smtp.get("password"), f"{where}.smtp.password", redactor),
+            starttls=bool(smtp.get("starttls")),
+            sender=str(item.get("from") or "configcenter@localhost"),
+            to=to,
+        )
+    url = item.get("url")
+    if kind == "slack" and not isinstance(url, dict):
+        raise ServeSettingsError(
+            f"configcenter.yaml {where}.url: a Slack webhook URL is a secret: write url: "
+            '{secret: "env:NAME"}'
+        )
+    resolved = _secret(url, f"{where}.url", redactor) if isinstance(url, dict) else url
+    if not isinstance(resolved, str) or not resolved.startswith(("http://", "https://")):
+        raise ServeSettingsError(f"configcenter.yaml {where}.url: give the http(s) URL to post to")
+    return Channel(
+        **common, url=resolved, token=_secret(item.get("token"), f"{where}.token", redactor)
     )
 
 

@@ -582,6 +582,12 @@ def _preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: _RunLog
     A missing kubeconfig context or an unreachable Marathon is a setup problem, not a
     failed release: it must not leave a commit behind that later plans call blocked.
     """
+    from configcenter.usecases.stages import check_plan
+
+    try:
+        check_plan(ws.config, changes)  # stages the platform cannot run (hooks:, verify:)
+    except ValueError as exc:
+        raise ApplyError(f"{exc}; nothing was committed") from None
     names = sorted(
         {
             (s.config.platform if s.config else None)

@@ -15,11 +15,13 @@ with the last lines of its log, so `history` shows it too.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from configcenter.core import kinds
+from configcenter.core.model import Config
+from configcenter.core.plan import ServicePlan
 from configcenter.core.stages import HttpCheck, ReleaseStages
 from configcenter.core.state import ServiceState
 from configcenter.ports.platform import (
@@ -72,6 +74,27 @@ def check_platform(stages: ReleaseStages, platform_kind: str, service: str) -> N
             f"endpoints (marathon), and its platform is {platform_kind}; use a verification "
             "Job (verify: [smoke.yaml]) there"
         )
+
+
+def check_plan(config: Config, changes: Iterable[ServicePlan]) -> None:
+    """Before anything is committed: every changed service's stages fit its platform."""
+    from configcenter.core.stages import template_stages
+
+    problems: list[str] = []
+    for plan in changes:
+        if plan.action == "delete" or plan.config is None or not plan.config.platform:
+            continue
+        spec = config.project.platforms.get(plan.config.platform)
+        if spec is None:
+            continue
+        template = plan.config.template
+        stages = template_stages(template.doc.data or {}, template.outputs, template.doc.source)
+        try:
+            check_platform(stages, spec.kind, plan.service)
+        except ValueError as exc:
+            problems.append(f"{template.label}/template.yaml: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def _tail(lines: tuple[str, ...] | list[str]) -> str:

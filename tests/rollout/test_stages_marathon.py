@@ -141,3 +141,29 @@ def test_http_verification_cannot_be_asked_of_kubernetes(tmp_path: Path) -> None
         check_platform(ReleaseStages(http=HttpCheck("/healthz")), "kubernetes", "web")
     with pytest.raises(ValueError, match="need a platform that runs Jobs"):
         check_platform(ReleaseStages(verify=("smoke.yaml",)), "marathon", "web")
+
+
+def test_verification_jobs_on_marathon_are_refused_before_anything_is_committed(
+    tmp_path: Path, marathon_server: MarathonDouble, tasks: tuple[int, int, list[str]]
+) -> None:
+    good_port, _bad, _seen = tasks
+    world = worker_world(tmp_path, marathon_server, good_port)
+    files = dict(WORKER_TEMPLATE)
+    files["template.yaml"] = (
+        "outputs: [app.env, marathon.json, smoke.yaml]\nenv: [LOG_LEVEL, NEVER_READY]\n"
+        "verify: [smoke.yaml]\n"
+    )
+    files["smoke.yaml.j2"] = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: smoke}\n"
+    world.config.release("worker", "3.0.0", files)
+    rel = "environments/dev/worker.yaml"
+    world.config.write(rel, world.config.read(rel).replace("template: 2.0.0", "template: 3.0.0"))
+    world.config.commit("worker 3.0.0: a verification Job")
+
+    refused = world.cc("apply", "dev")
+
+    assert refused.code != 0
+    assert "need a platform that runs Jobs" in refused.output
+    assert "nothing was committed" in refused.output
+    assert "Traceback" not in refused.output
+    assert world.head() is None
+    assert marathon_server.apps == {}

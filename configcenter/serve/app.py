@@ -29,6 +29,7 @@ from configcenter.serve import page, status
 from configcenter.serve.engine import Engine
 from configcenter.serve.handlers import gitlab_job, registry_jobs
 from configcenter.serve.metrics import CONTENT_TYPE
+from configcenter.serve.openapi import document as openapi_document
 from configcenter.serve.settings import ServeSettings
 from configcenter.usecases.webhooks import (
     UnsupportedEvent,
@@ -231,7 +232,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
           auto_apply whose services use the pushed repository are applied.
         security: [{bearer: []}]
         responses:
-          202: {description: accepted; duplicates and non-push events are counted, not run}
+          202: {description: "accepted; duplicates and non-push events are counted, not run"}
           400: {description: not a notification envelope}
           401: {description: missing or wrong token}
           503: {description: no registry secret configured}
@@ -441,7 +442,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         summary: This API's OpenAPI document
         responses: {200: {description: OpenAPI 3 JSON}}
         """
-        return JSONResponse(SCHEMAS.get_schema(routes=app.routes))
+        return JSONResponse(openapi_document(SCHEMAS.get_schema(routes=app.routes)))
 
     def index(request: Request) -> Response:
         """

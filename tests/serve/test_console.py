@@ -240,3 +240,34 @@ def test_short_digest() -> None:
     assert short_digest(DIGEST) == "sha256:abababababab"
     assert short_digest("reg/x:1.0") == "reg/x:1.0"
     assert short_digest(None) is None
+
+
+def test_openapi_document_is_valid_and_declares_every_response(console: Console) -> None:
+    from openapi_spec_validator import validate
+
+    doc = json.loads(console.get("/openapi.json"))
+    validate(doc)  # raises with the path of the first problem
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                assert response.get("content"), (path, method, code)
+    assert doc["paths"]["/api/matrix"]["get"]["responses"]["200"]["content"] == {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Matrix"}}
+    }
+    # What the API answers matches what the document says.
+    from openapi_schema_validator import OAS30Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:doc", Resource.from_contents(doc, default_specification=DRAFT4)
+    )
+    for ref, path in (("Matrix", "/api/matrix"), ("Run", None)):
+        validator = OAS30Validator(
+            {"$ref": f"urn:doc#/components/schemas/{ref}"}, registry=registry
+        )
+        if path is not None:
+            validator.validate(console.matrix())
+        else:
+            run = console.store.start("apply", "dev", [], "cli", "ops@test")
+            validator.validate(json.loads(console.get(f"/api/runs/{run.id}")))

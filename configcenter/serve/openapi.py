@@ -1,0 +1,168 @@
+"""serve's OpenAPI 3 document: the routes' docstrings, plus what every response returns.
+
+Starlette's generator reads each endpoint's docstring (summary, parameters,
+responses); this module adds a `content` schema to every response, from the
+media type each endpoint answers with and the shapes below, so the document
+says what a client gets, errors included.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from configcenter.serve.status import DRIFT_STATES, STATUSES
+
+_STR = {"type": "string"}
+_NSTR = {"type": "string", "nullable": True}
+_INT = {"type": "integer"}
+_BOOL = {"type": "boolean"}
+
+
+def _obj(required: list[str], **props: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    if required:  # OpenAPI 3.0: a `required` list may not be empty
+        schema["required"] = required
+    return schema
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": _obj(["error", "fix"], error=_STR, fix=_STR),
+    "Accepted": _obj(
+        [],
+        accepted={"oneOf": [_INT, _BOOL]},
+        duplicates=_INT,
+        duplicate=_BOOL,
+        jobs={"type": "array", "items": _STR},
+        ignored=_STR,
+    ),
+    "Health": _obj(
+        ["ok", "leader", "can_lead", "identity"],
+        ok=_BOOL,
+        leader=_BOOL,
+        can_lead=_BOOL,
+        identity=_STR,
+        problem=_STR,
+    ),
+    "Environment": _obj(
+        ["name", "auto_apply", "services"],
+        name=_STR,
+        platform=_NSTR,
+        auto_apply=_BOOL,
+        reconcile=_obj([], interval=_NSTR, heal=_BOOL),
+        services={"type": "array", "items": _STR},
+    ),
+    "Drift": _obj(
+        ["state", "why", "count", "items"],
+        state={"type": "string", "enum": list(DRIFT_STATES)},
+        status=_STR,
+        why={**_NSTR, "description": "why drift is unknown (null when it is known or none)"},
+        count=_INT,
+        items={"type": "array", "items": {"type": "object"}},
+        checked_at=_NSTR,
+        run=_NSTR,
+    ),
+    "Service": _obj(
+        ["service", "status", "drift"],
+        service=_STR,
+        template=_NSTR,
+        image=_NSTR,
+        image_short=_NSTR,
+        image_digest=_NSTR,
+        replicas={"type": "integer", "nullable": True},
+        platform=_NSTR,
+        release={"type": "object", "nullable": True},
+        status={"type": "string", "enum": sorted(STATUSES)},
+        status_why=_NSTR,
+        health=_STR,
+        last_failed=_NSTR,
+        drift=_ref("Drift"),
+        in_config=_BOOL,
+    ),
+    "Matrix": _obj(
+        ["environments", "services", "cells"],
+        environments={"type": "array", "items": _STR},
+        services={"type": "array", "items": _STR},
+        cells={
+            "type": "object",
+            "additionalProperties": {"type": "object", "additionalProperties": _ref("Service")},
+        },
+    ),
+    "Run": _obj(
+        ["id", "kind", "env", "outcome", "started_at"],
+        id=_STR,
+        kind=_STR,
+        env=_STR,
+        services={"type": "array", "items": _STR},
+        trigger=_STR,
+        actor=_STR,
+        started_at=_STR,
+        ended_at=_NSTR,
+        outcome=_STR,
+        details={"type": "object"},
+        log=_STR,
+    ),
+    "Jobs": _obj(
+        ["counts", "jobs"],
+        counts={"type": "object", "additionalProperties": _INT},
+        jobs={"type": "array", "items": {"type": "object"}},
+    ),
+}
+
+#: (path, status) -> schema of a JSON body; other JSON responses are errors.
+JSON_BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("/healthz", "200"): _ref("Health"),
+    ("/healthz", "503"): _ref("Health"),
+    ("/hooks/gitlab", "202"): _ref("Accepted"),
+    ("/hooks/registry", "202"): _ref("Accepted"),
+    ("/api/environments", "200"): {"type": "array", "items": _ref("Environment")},
+    ("/api/environments/{env}/services", "200"): {"type": "array", "items": _ref("Service")},
+    ("/api/matrix", "200"): _ref("Matrix"),
+    ("/api/runs", "200"): {"type": "array", "items": _ref("Run")},
+    ("/api/runs/{run}", "200"): _ref("Run"),
+    ("/api/jobs", "200"): _ref("Jobs"),
+}
+#: Paths that answer 200 with something other than JSON.
+OTHER_MEDIA = {
+    "/": "text/html",
+    "/runs/{run}": "text/html",
+    "/metrics": "text/plain",
+    "/files/{env}/{blob}/{path}": "application/octet-stream",
+}
+
+
+def document(generated: dict[str, Any]) -> dict[str, Any]:
+    """The generated document, JSON-shaped (status codes as strings), with response bodies."""
+    doc: dict[str, Any] = json.loads(json.dumps(generated))
+    doc.setdefault("components", {})["schemas"] = SCHEMAS
+    for path, operations in doc.get("paths", {}).items():
+        for operation in operations.values():
+            for code, response in operation.get("responses", {}).items():
+                response["content"] = _content(path, code)
+            _path_parameters(path, operation)
+    return doc
+
+
+def _content(path: str, code: str) -> dict[str, Any]:
+    media = OTHER_MEDIA.get(path)
+    if media is not None and code == "200":
+        fmt = {"format": "binary"} if media == "application/octet-stream" else {}
+        return {media: {"schema": {"type": "string", **fmt}}}
+    if media == "text/html":
+        return {"text/html": {"schema": _STR}}
+    return {"application/json": {"schema": JSON_BODIES.get((path, code), _ref("Error"))}}
+
+
+def _path_parameters(path: str, operation: dict[str, Any]) -> None:
+    """Declare every {name} of the path that the docstring did not."""
+    given = {p.get("name") for p in operation.get("parameters", []) if p.get("in") == "path"}
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    for name in names:
+        if name not in given:
+            operation.setdefault("parameters", []).append(
+                {"name": name, "in": "path", "required": True, "schema": _STR}
+            )

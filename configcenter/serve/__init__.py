@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING
 
 from configcenter.core.errors import UserError
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from configcenter.serve.engine import Engine
+    from configcenter.serve.metrics import Metrics
     from configcenter.usecases.workspace import Workspace
 
 
@@ -76,6 +79,7 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
 
     metrics.collectors.append(collect)
     engine = Engine(ws, jobs, leader, metrics, identity=identity, workers=options.workers)
+    metrics.collectors.append(lambda m: collect_services(engine, m))
     engine.poll_interval = settings.poll_interval
     if settings.channels:
         from configcenter.serve.notify import Notifier
@@ -100,6 +104,37 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
 
     app.router.lifespan_context = lifespan
     return engine, app
+
+
+def collect_services(engine: Engine, m: Metrics) -> None:
+    """Per service: status and drift state as one-hot gauges, and its drift entry count."""
+    from configcenter.serve import status
+
+    names = ("configcenter_service_status", "configcenter_service_sync")
+    try:
+        ws = engine.fresh_workspace()
+        cells = [
+            (env, c) for env in ws.config.project.environments for c in status.services(ws, env)
+        ]
+    except Exception as exc:  # the scrape still answers; the reason is one log line
+        log.warning("metrics: per-service gauges skipped: %s", engine.redactor.redact(str(exc)))
+        return
+    for name in (*names, "configcenter_service_drift_entries"):
+        m.clear(name)
+    for env, cell in cells:
+        service = cell["service"]
+        for state in status.STATUSES:
+            value = 1.0 if cell["status"] == state else 0.0
+            m.set(names[0], value, env=env, service=service, status=state)
+        for state in status.DRIFT_STATES:
+            value = 1.0 if cell["drift"]["state"] == state else 0.0
+            m.set(names[1], value, env=env, service=service, state=state)
+        m.set(
+            "configcenter_service_drift_entries",
+            float(cell["drift"]["count"]),
+            env=env,
+            service=service,
+        )
 
 
 def run_server(ws: Workspace, options: ServeOptions) -> None:

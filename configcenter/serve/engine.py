@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from configcenter.core.errors import UserError
+from configcenter.core.errors import ConfigError, PlatformFailure, TransientFailure, UserError
 from configcenter.core.redact import Redactor
 from configcenter.core.schema import parse_duration
 from configcenter.serve.jobs import Job, JobStore
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 STALE_REPLICA_SECONDS = 60.0
 #: How often the leader looks for runs and jobs of replicas that stopped beating.
 REAP_EVERY_SECONDS = 5.0
+#: Failures a user or operator fixes (config, credentials, a platform that cannot be
+#: reached): logged as one line per job, not with a traceback.
+EXPECTED_ERRORS = (UserError, ConfigError, PlatformFailure, TransientFailure)
 #: The run detail naming the replica that runs it.
 REPLICA_DETAIL = "replica"
 
@@ -294,6 +297,11 @@ class Engine:
 
         try:
             state, runs, note = handlers.run_job(self, job)
+        except EXPECTED_ERRORS as exc:
+            # Bad config, a platform that refuses or cannot be reached: one line, no traceback.
+            note = self.redactor.redact(f"{type(exc).__name__}: {exc}")
+            log.warning("job %s failed: %s", job.id, note.splitlines()[0] if note else "")
+            state, runs = "failed", []
         except Exception as exc:
             log.exception("job %s failed", job.id)
             state, runs, note = "failed", [], self.redactor.redact(f"{type(exc).__name__}: {exc}")

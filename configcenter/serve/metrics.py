@@ -51,6 +51,19 @@ class Metrics:
             "configcenter_drift": ("gauge", "Drift entries found by the last reconcile, by env."),
             "configcenter_jobs": ("gauge", "Jobs in serve's queue, by state."),
             "configcenter_leader": ("gauge", "1 when this replica runs the schedule."),
+            "configcenter_service_status": (
+                "gauge",
+                "1 for each service's current status (healthy, progressing, failed, rolled_back, "
+                "blocked, committed, not_deployed, unknown), 0 for the others.",
+            ),
+            "configcenter_service_sync": (
+                "gauge",
+                "1 for each service's drift state (known, none, unknown), 0 for the others.",
+            ),
+            "configcenter_service_drift_entries": (
+                "gauge",
+                "Drift entries of each service found by the last reconcile (0 unless known).",
+            ),
         }
         self.collectors: list[Callable[[Metrics], None]] = []
 
@@ -64,6 +77,11 @@ class Metrics:
         key = tuple(sorted(labels.items()))
         with self._lock:
             self._gauges.setdefault(name, {})[key] = value
+
+    def clear(self, name: str) -> None:
+        """Forget every series of a gauge (before a collector sets the current ones)."""
+        with self._lock:
+            self._gauges.pop(name, None)
 
     def observe_duration(self, seconds: float, **labels: str) -> None:
         key = tuple(sorted(labels.items()))

@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from configcenter.ports.runstore import RunStore
 from configcenter.serve import ServeOptions, build
 from configcenter.serve.engine import Engine
+from configcenter.serve.jobs import Job
 from configcenter.serve.page import CONTRAST_PAIRS, PALETTES
 from configcenter.serve.status import short_digest
 from configcenter.usecases.apply import ApplyOptions, apply_env
@@ -271,3 +272,50 @@ def test_openapi_document_is_valid_and_declares_every_response(console: Console)
         else:
             run = console.store.start("apply", "dev", [], "cli", "ops@test")
             validator.validate(json.loads(console.get(f"/api/runs/{run.id}")))
+
+
+def test_metrics_have_per_service_status_and_sync_gauges(console: Console) -> None:
+    console.reconcile_run("failed", {"error": "no kubeconfig"})
+    text = console.get("/metrics").decode()
+    assert 'configcenter_service_status{env="dev",service="api",status="committed"} 1' in text
+    assert 'configcenter_service_status{env="dev",service="api",status="healthy"} 0' in text
+    assert 'configcenter_service_status{env="prod",service="api",status="not_deployed"} 1' in text
+    assert 'configcenter_service_sync{env="dev",service="api",state="unknown"} 1' in text
+    assert 'configcenter_service_sync{env="dev",service="api",state="none"} 0' in text
+    drifts = [{"service": "api", "field": "image", "desired": "a", "live": "b"}]
+    console.reconcile_run(
+        "succeeded", {"services": {"api": {"status": "drifted", "drifts": drifts}}}
+    )
+    text = console.get("/metrics").decode()
+    assert 'configcenter_service_sync{env="dev",service="api",state="known"} 1' in text
+    assert 'configcenter_service_drift_entries{env="dev",service="api"} 1' in text
+
+
+def test_an_expected_job_failure_is_one_log_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """dev rolls out to a Kubernetes platform whose kubeconfig does not exist."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    missing = tmp_path / "no-such-kubeconfig"
+    world = make_shop_world(tmp_path / "world", namespace="shop", kubeconfig=missing)
+    ws = Workspace(world.config.root, run_store_url=world.run_store_url)
+    assert apply_env(ws, "dev", ApplyOptions(rollout=False)).outcome == "succeeded"
+    engine, _ = build(ws, ServeOptions(workers=1, identity="replica-a"))
+    job = Job(id="reconcile-now", source="schedule", kind="reconcile", env="dev")
+    try:
+        engine.submit(job)
+        engine.start()
+        done = poll(
+            lambda: (j := engine.jobs.get(job.id)) is not None and j.state == "failed" and j,
+            60,
+            "the reconcile job to fail",
+        )
+    finally:
+        engine.stop()
+        engine.jobs.close()
+    assert done and "cannot load kubeconfig" in done.note
+    [record] = [r for r in caplog.records if job.id in r.getMessage()]
+    assert record.levelname == "WARNING" and record.exc_info is None
+    assert "cannot load kubeconfig" in record.getMessage()
+    assert "Traceback" not in caplog.text

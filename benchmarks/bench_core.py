@@ -123,7 +123,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     files: dict[str, bytes] = {}
     for p in first:
         files.update(deploy_files(p))
-    states = {env: EnvState.from_yaml(env, s.to_yaml()) for env, s in states.items()}
+    states = {env: EnvState.from_files(env, s.files()) for env, s in states.items()}
 
     t, plans = timed(lambda: plan_envs(config, states, files, ENVIRONMENTS), args.repeat)
     assert isinstance(plans, list)

@@ -8,7 +8,9 @@ Why this shape:
   writes 7,500 files in a fraction of a second where an index-based ``add`` takes
   seconds. The stream must end with ``done``, so a stream cut short by a crash is
   refused as a whole and no ref moves.
-* Reads of many files are one ``git cat-file --batch`` round trip.
+* Reads of many files are one ``git cat-file --batch`` round trip; so are the files
+  that many commits changed (``log_changes`` + ``read_blobs``), so the history of a
+  path is two ``git log`` passes and one batch read, not one process per commit.
 * The remote URL is passed on each command line and never stored in the cache's
   config or ``FETCH_HEAD``, and is redacted in every error, so a token in an https URL
   does not land on disk or in logs.
@@ -583,6 +585,80 @@ class GitDeployRepo:
                 blobs[name.decode("utf-8", "surrogateescape")] = fields[2]
         return blobs
 
+    def read_under(self, prefixes: Sequence[str], rev: str | None = None) -> dict[str, bytes]:
+        """Every file at or under each of ``prefixes``: one ``ls-tree`` and one ``cat-file``."""
+        clean = [p for p in dict.fromkeys(_check_prefix(p) for p in prefixes) if p]
+        start = self._rev_or_head(rev)
+        if start is None or not clean:
+            return {}
+        blobs = self._blob_ids(start, clean)
+        present = sorted(p for p in blobs if any(p == c or p.startswith(c + "/") for c in clean))
+        objects = self._cat_batch([blobs[p] for p in present]) if present else []
+        pairs = zip(present, objects, strict=True)
+        return {p: obj[1] for p, obj in pairs if obj is not None and obj[0] == b"blob"}
+
+    def read_blobs(self, ids: Sequence[str]) -> dict[str, bytes]:
+        """Blobs by id (as ``log_changes`` names them) in one ``cat-file --batch``."""
+        wanted = list(dict.fromkeys(ids))
+        for blob in wanted:
+            if not _FULL_SHA.fullmatch(blob):
+                raise DeployRepoError(f"{blob!r} is not a full blob id; pass ids from log_changes")
+        if not wanted:
+            return {}
+        objects = self._cat_batch([b.encode() for b in wanted])
+        return {
+            blob: obj[1]
+            for blob, obj in zip(wanted, objects, strict=True)
+            if obj is not None and obj[0] == b"blob"
+        }
+
+    def log_changes(
+        self,
+        paths: Sequence[str],
+        limit: int | None = 50,
+        rev: str | None = None,
+        under: Sequence[str] = (),
+    ) -> list[tuple[CommitInfo, dict[str, str | None]]]:
+        """Commits touching any of ``paths``, newest first, each with the files it changed.
+
+        The files are those at or under ``under`` (all when empty): path -> the new
+        blob id (``read_blobs`` reads them), None where the commit deleted it. Two git
+        processes however many commits: ``log`` for the messages, ``log --raw`` for
+        the changed blobs.
+        """
+        clean = [p for p in dict.fromkeys(_check_prefix(p) for p in paths) if p]
+        start = self._rev_or_head(rev)
+        if start is None:
+            return []
+        commits = self._log(clean, limit, None, start)
+        args = ["-c", "core.quotePath=false", "log", "--raw", "--no-abbrev", "--no-renames"]
+        args.append("--format=%x01%H")
+        if limit is not None:
+            args.append(f"--max-count={limit}")
+        args += [start, "--", *clean]
+        proc = self._git(*args, check=False)
+        if proc.returncode != 0:
+            raise DeployRepoError(
+                f"cannot read history at revision {start!r} in deploy repo cache "
+                f"{self.cache_dir}: {self._stderr(proc)}"
+            )
+        wanted = [_check_prefix(u) for u in under]
+        changed: dict[str, dict[str, str | None]] = {}
+        current: dict[str, str | None] = {}
+        for line in proc.stdout.decode("utf-8", "surrogateescape").splitlines():
+            if line.startswith("\x01"):
+                current = changed.setdefault(line[1:].strip(), {})
+                continue
+            meta, tab, path = line.partition("\t")
+            if not tab or not meta.startswith(":"):
+                continue
+            if wanted and not any(path == u or path.startswith(u + "/") for u in wanted):
+                continue
+            fields = meta.split()  # :old_mode new_mode old_blob new_blob status
+            if len(fields) >= 5:
+                current[path] = None if fields[4].startswith("D") else fields[3]
+        return [(info, changed.get(info.sha, {})) for info in commits]
+
     def list_files(self, prefix: str = "", rev: str | None = None) -> list[str]:
         clean = _check_prefix(prefix)
         start = self._rev_or_head(rev)
@@ -616,14 +692,19 @@ class GitDeployRepo:
         start = self._rev_or_head(rev)
         if start is None:
             return []
+        return self._log([clean] if clean else [], limit, grep, start)
+
+    def _log(
+        self, paths: list[str], limit: int | None, grep: str | None, start: str
+    ) -> list[CommitInfo]:
+        if limit is not None and limit < 1:
+            raise DeployRepoError(f"log limit must be at least 1 (None for all), got {limit}")
         args = ["log", "-z", f"--format={_LOG_FORMAT}"]
         if limit is not None:
             args.append(f"--max-count={limit}")
         if grep is not None:
             args += ["--fixed-strings", f"--grep={grep}"]
-        args += [start, "--"]
-        if clean:
-            args.append(clean)
+        args += [start, "--", *paths]
         proc = self._git(*args, check=False)
         if proc.returncode != 0:
             raise DeployRepoError(

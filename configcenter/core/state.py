@@ -1,13 +1,39 @@
-"""The state record `<env>/state.yaml` in the deploy repo: what the next plan compares against."""
+"""The state record in the deploy repo: what the next plan compares against.
+
+Layout (format 2): one JSON file per service, ``<env>/.state/<service>.json``. JSON
+is read by the stdlib's C parser, a plan reads only the state files (one small blob
+per service), a commit rewrites only the records that changed, and history reads
+one service's record across many commits without parsing the others'.
+
+Format 1, a single ``<env>/state.yaml`` for the whole environment, is still read;
+the next commit to the environment writes format 2 and deletes ``state.yaml``.
+
+Both are checked as they are read: a truncated, hand-edited or otherwise broken
+record is a ``StateError`` naming the file, the key and how to fix it, and a file
+from a newer configcenter is refused with its format version.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+import functools
+import json
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import yaml
 
-STATE_FILE = "state.yaml"
+from configcenter.core.errors import Source, UserError
+
+STATE_VERSION = 2  # the format this configcenter writes and the newest it reads
+STATE_DIR = ".state"
+LEGACY_STATE_FILE = "state.yaml"  # format 1: one YAML file per environment
+VERSION_KEY = "configcenter_state"
+ENV_RECORD = "_env.json"
 HEADER = "# Written by configcenter. Do not edit: the next plan compares against it.\n"
 
 try:
@@ -15,6 +41,51 @@ try:
     _Dumper: type = yaml.CSafeDumper
 except AttributeError:  # pragma: no cover
     _Loader, _Dumper = yaml.SafeLoader, yaml.SafeDumper
+
+_STATE_NAME = re.compile(r"^(?P<env>[^/]+)/\.state/(?P<service>[^/]+)\.json$")
+
+
+def state_dir(env: str) -> str:
+    """``<env>/.state``: the directory holding one record per service."""
+    return f"{env}/{STATE_DIR}"
+
+
+def state_path(env: str, service: str) -> str:
+    """``<env>/.state/<service>.json``."""
+    return f"{env}/{STATE_DIR}/{service}.json"
+
+
+def env_record_path(env: str) -> str:
+    """``<env>/.state/_env.json``: the environment's own fields (no service name has a '_')."""
+    return f"{env}/{STATE_DIR}/{ENV_RECORD}"
+
+
+def legacy_state_path(env: str) -> str:
+    """``<env>/state.yaml``, the format-1 record of a whole environment."""
+    return f"{env}/{LEGACY_STATE_FILE}"
+
+
+class StateError(UserError):
+    """A state record that cannot be used as it is: names the file, the key and the fix."""
+
+    def __init__(self, path: str, where: str, key: str, problem: str, fix: str = "") -> None:
+        self.path = path
+        self.where = where
+        self.key = key
+        self.problem = problem
+        located = f"{path} ({where})" if where else path
+        keyed = f"{located}: key '{key}'" if key else located
+        self.fix = fix or (
+            "this file is written by configcenter and must not be edited by hand; restore "
+            "its previous version in the deploy repo (in a clone: `git log -- "
+            f"{path}` to find the edit, `git revert <commit>`, push), then run the command "
+            "again"
+        )
+        # As UserError has it (file, message, hint), with the text this record reads best in.
+        self.source = Source(path)
+        self.message = f"{keyed.removeprefix(path).lstrip(': ')}: {problem}".lstrip(": ")
+        self.hint = self.fix
+        ValueError.__init__(self, f"{keyed}: {problem}. Fix: {self.fix}")
 
 
 @dataclass
@@ -37,12 +108,7 @@ class Release:
     def from_dict(cls, data: dict[str, Any] | None) -> Release | None:
         if not data:
             return None
-        known: dict[str, Any] = {
-            k: str(v) for k, v in data.items() if k in cls.__dataclass_fields__
-        }
-        if "secrets_generation" in known:
-            known["secrets_generation"] = int(known["secrets_generation"])
-        return cls(**known)
+        return _build(cls, data, "", "", "")
 
 
 @dataclass
@@ -89,30 +155,23 @@ class ServiceState:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ServiceState:
-        return cls(
-            template_tag=str(data.get("template_tag", "")),
-            template_commit=data.get("template_commit"),
-            template_tree=str(data.get("template_tree", "")),
-            values_digest=str(data.get("values_digest", "")),
-            values=dict(data.get("values") or {}),
-            replicas=None if data.get("replicas", 1) is None else int(data.get("replicas", 1)),
-            image=str(data.get("image", "")),
-            image_digest=data.get("image_digest"),
-            build_key=data.get("build_key"),
-            rendered_digest=str(data.get("rendered_digest", "")),
-            inputs_digest=str(data.get("inputs_digest", "")),
-            files={str(k): str(v) for k, v in (data.get("files") or {}).items()},
-            platform=data.get("platform"),
-            env_keys=[str(k) for k in data.get("env_keys") or []],
-            consumes=[str(k) for k in data["consumes"]] if "consumes" in data else None,
-            secrets_generation=int(data.get("secrets_generation", 1)),
-            release=Release.from_dict(data.get("release")),
-            last_good=Release.from_dict(data.get("last_good")),
-            last_failed=Release.from_dict(data.get("last_failed")),
-            config_commit=data.get("config_commit"),
-            stages=dict(data.get("stages") or {}),
-        )
+    def from_dict(
+        cls, data: Mapping[str, Any], path: str = "", where: str = "", prefix: str = ""
+    ) -> ServiceState:
+        """A record from its dict, every field checked against its type (StateError)."""
+        return _build(cls, data, path, where, prefix)
+
+    def to_json(self, service: str) -> bytes:
+        """The format-2 file ``<env>/.state/<service>.json``: sorted keys, one per line."""
+        data: dict[str, Any] = {VERSION_KEY: STATE_VERSION, "service": service}
+        kind: type = type(self)
+        for name, optional in _optional_fields(kind):  # as to_dict, without deep copies
+            value = getattr(self, name)
+            if isinstance(value, Release):
+                data[name] = {k: v for k, v in value.__dict__.items() if v not in ("", 0)}
+            elif value is not None or not optional:  # None where None is the default: left out
+                data[name] = value
+        return _encode_record(data)
 
 
 @dataclass
@@ -121,8 +180,97 @@ class EnvState:
     services: dict[str, ServiceState] = field(default_factory=dict)
     #: The config commit the environment was last applied from (apply refuses older ones).
     config_commit: str | None = None
+    # The state files as read from the deploy repo (path -> bytes): what `changes`
+    # compares against, so a commit rewrites only the records that changed.
+    stored: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    def copy(self) -> EnvState:
+        """A copy whose services (and their records) can be changed without touching this one."""
+        services = {name: copy.copy(record) for name, record in self.services.items()}
+        return EnvState(self.env, services, self.config_commit, dict(self.stored))
+
+    def changes(self, base: EnvState | None = None) -> dict[str, bytes | None]:
+        """The deploy-repo change set turning the files ``base`` was read from into this state.
+
+        ``base`` defaults to this state itself (changed in place since it was read).
+        Records that did not change are left alone; a record of a service no longer in
+        the state is deleted; a format-1 ``state.yaml`` is replaced by format-2 files.
+        """
+        stored = (self if base is None else base).stored
+        result: dict[str, bytes | None] = {}
+        for name, record in self.services.items():
+            path = state_path(self.env, name)
+            data = record.to_json(name)
+            if stored.get(path) != data:
+                result[path] = data
+        for path in stored:
+            match = _STATE_NAME.match(path)
+            if (
+                match
+                and match["service"] not in self.services
+                and path != env_record_path(self.env)
+            ):
+                result[path] = None
+        env_path = env_record_path(self.env)
+        env_data = self._env_record()
+        if env_data is None:
+            if env_path in stored:
+                result[env_path] = None
+        elif stored.get(env_path) != env_data:
+            result[env_path] = env_data
+        if legacy_state_path(self.env) in stored:
+            result[legacy_state_path(self.env)] = None
+        return result
+
+    def _env_record(self) -> bytes | None:
+        """``<env>/.state/_env.json``: what belongs to the environment, when there is any."""
+        if not self.config_commit:
+            return None
+        data = {VERSION_KEY: STATE_VERSION, "env": self.env, "config_commit": self.config_commit}
+        return _encode_record(data)
+
+    def files(self) -> dict[str, bytes]:
+        """Every format-2 file of this state (what a first commit writes)."""
+        files = {state_path(self.env, n): s.to_json(n) for n, s in sorted(self.services.items())}
+        env_data = self._env_record()
+        if env_data is not None:
+            files[env_record_path(self.env)] = env_data
+        return files
+
+    @classmethod
+    def from_files(cls, env: str, files: Mapping[str, bytes], where: str = "") -> EnvState:
+        """The state from the files under ``<env>/.state/`` and/or ``<env>/state.yaml``.
+
+        ``where`` says where the files were read (repository and revision), for errors.
+        Format-2 records win over a leftover format-1 file.
+        """
+        legacy = files.get(legacy_state_path(env))
+        records = {p: d for p, d in files.items() if p.startswith(state_dir(env) + "/")}
+        if legacy is not None and not records:
+            state = cls.from_yaml(env, legacy, where)
+            state.stored = {legacy_state_path(env): legacy}
+            return state
+        services: dict[str, ServiceState] = {}
+        config_commit = None
+        for path in sorted(records):
+            if path == env_record_path(env):
+                config_commit = _env_from_json(path, records[path], where, env)
+                continue
+            match = _STATE_NAME.match(path)
+            if match is None or match["env"] != env:
+                raise StateError(
+                    path, where, "", "is not a state record (expected <env>/.state/<service>.json)",
+                    f"remove {path} from the deploy repo: only configcenter writes under "
+                    f"{state_dir(env)}/",
+                )  # fmt: skip
+            services[match["service"]] = _service_from_json(path, records[path], where, match)
+        stored = dict(records)
+        if legacy is not None:
+            stored[legacy_state_path(env)] = legacy
+        return cls(env, services, config_commit, stored)
 
     def to_yaml(self) -> bytes:
+        """The format-1 file (still read; written only to test migration from it)."""
         data: dict[str, Any] = {"env": self.env}
         if self.config_commit:
             data["config_commit"] = self.config_commit
@@ -131,13 +279,262 @@ class EnvState:
         return (HEADER + body).encode()
 
     @classmethod
-    def from_yaml(cls, env: str, raw: bytes | None) -> EnvState:
+    def from_yaml(cls, env: str, raw: bytes | None, where: str = "") -> EnvState:
+        """The state from a format-1 ``<env>/state.yaml``, checked (StateError)."""
         if not raw:
             return cls(env)
-        data = yaml.load(raw, Loader=_Loader) or {}
-        services = {
-            str(name): ServiceState.from_dict(item)
-            for name, item in (data.get("services") or {}).items()
-        }
+        path = legacy_state_path(env)
+        try:
+            data = yaml.load(raw, Loader=_Loader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = f" at line {mark.line + 1}" if mark is not None else ""
+            raise StateError(path, where, "", f"is not valid YAML{line} ({exc.problem})") from None
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+            raise StateError(path, where, "", f"cannot be read ({type(exc).__name__})") from None
+        if data is None:
+            return cls(env)
+        if not isinstance(data, dict):
+            raise StateError(path, where, "", f"must be a mapping, not {_kind(data)}")
+        version = data.get(VERSION_KEY, 1)
+        _check_version(path, where, version)
+        written_for = data.get("env", env)
+        if written_for != env:
+            raise StateError(
+                path, where, "env", f"says {written_for!r}, but the file is in {env}/",
+                f"this is another environment's record; restore {path} from the commit "
+                "before it was copied (git revert in a clone of the deploy repo, then push)",
+            )  # fmt: skip
+        raw_services = data.get("services") or {}
+        if not isinstance(raw_services, dict):
+            raise StateError(
+                path, where, "services", f"must be a mapping, not {_kind(raw_services)}"
+            )
+        services = {}
+        for name, item in raw_services.items():
+            if not isinstance(name, str) or not name:
+                raise StateError(path, where, f"services.{name}", "service names must be strings")
+            if not isinstance(item, dict):
+                raise StateError(
+                    path, where, f"services.{name}", f"must be a mapping, not {_kind(item)}"
+                )
+            services[name] = ServiceState.from_dict(item, path, where, f"services.{name}.")
         commit = data.get("config_commit")
-        return cls(env, services, str(commit) if commit else None)
+        if commit is not None and not isinstance(commit, str):
+            raise StateError(path, where, "config_commit", f"must be a string, not {_kind(commit)}")
+        return cls(env, services, commit or None)
+
+
+# -- encoding and checking -------------------------------------------------------------
+
+
+_ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode  # the C encoder
+
+
+def _encode_record(data: dict[str, Any]) -> bytes:
+    """Sorted keys, one top-level key (and one key of ``values``) per line.
+
+    Git diffs of a record then show what changed line by line, and the C encoder
+    does the nested parts (``json.dumps(indent=...)`` falls back to pure Python).
+    """
+    lines = []
+    for key in sorted(data):
+        value = data[key]
+        if key == "values" and isinstance(value, dict) and value:
+            inner = ",\n".join(f"  {_ENCODE(k)}: {_ENCODE(value[k])}" for k in sorted(value))
+            lines.append(f" {_ENCODE(key)}: {{\n{inner}\n }}")
+        else:
+            lines.append(f" {_ENCODE(key)}: {_ENCODE(value)}")
+    return ("{\n" + ",\n".join(lines) + "\n}\n").encode()
+
+
+def _service_from_json(path: str, raw: bytes, where: str, match: re.Match[str]) -> ServiceState:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise StateError(
+            path,
+            where,
+            "",
+            f"is not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})",
+        ) from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise StateError(path, where, "", f"cannot be read ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise StateError(path, where, "", f"must be a JSON object, not {_kind(data)}")
+    if VERSION_KEY not in data:
+        raise StateError(path, where, VERSION_KEY, "is missing (every record states its format)")
+    _check_version(path, where, data[VERSION_KEY])
+    if data.get("service") != match["service"]:
+        raise StateError(
+            path, where, "service",
+            f"says {data.get('service')!r}, but the file is named for {match['service']!r}",
+        )  # fmt: skip
+    return ServiceState.from_dict(data, path, where)
+
+
+def _env_from_json(path: str, raw: bytes, where: str, env: str) -> str | None:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise StateError(path, where, "", "is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise StateError(path, where, "", f"must be a JSON object, not {_kind(data)}")
+    if VERSION_KEY not in data:
+        raise StateError(path, where, VERSION_KEY, "is missing (every record states its format)")
+    _check_version(path, where, data[VERSION_KEY])
+    if data.get("env") != env:
+        raise StateError(path, where, "env", f"says {data.get('env')!r}, but the file is in {env}/")
+    commit = data.get("config_commit")
+    if commit is not None and not isinstance(commit, str):
+        raise StateError(path, where, "config_commit", f"must be a string, not {_kind(commit)}")
+    return commit or None
+
+
+def _check_version(path: str, where: str, version: object) -> None:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise StateError(
+            path, where, VERSION_KEY, f"must be a format number such as {STATE_VERSION}, "
+            f"not {version!r}",
+        )  # fmt: skip
+    if version > STATE_VERSION:
+        raise StateError(
+            path, where, VERSION_KEY,
+            f"is {version}: written by a newer configcenter (this one reads formats up to "
+            f"{STATE_VERSION})",
+            "upgrade configcenter to the version that wrote this deploy repo; an older one "
+            "must not overwrite what it cannot read",
+        )  # fmt: skip
+
+
+def _kind(value: object) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "empty (null)"
+    for kind, name in names.items():
+        if isinstance(value, kind):
+            return f"{name} ({_short(value)})" if kind in (str, bool) else name
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    return f"a {type(value).__name__}"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+Checker = typing.Callable[[Any, str, str, str], Any]  # (value, path, where, key) -> value
+
+
+@functools.cache
+def _optional_fields(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, whether None is its default) for every field of dataclass ``cls``."""
+    return tuple((f.name, f.default is None) for f in fields(cls))
+
+
+@functools.cache
+def _fields_of(cls: type) -> tuple[tuple[str, bool, Checker], ...]:
+    """(name, required, checker) of every field of dataclass ``cls``, built once."""
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        (f.name, f.default is MISSING and f.default_factory is MISSING, _checker(hints[f.name]))
+        for f in fields(cls)
+    )
+
+
+def _build(cls: type, data: Mapping[str, Any], path: str, where: str, prefix: str) -> Any:
+    """An instance of dataclass ``cls`` from ``data``, each field checked against its type.
+
+    Fields without a default are required; unknown keys are ignored (a newer
+    configcenter of the same format may add fields with defaults).
+    """
+    kwargs: dict[str, Any] = {}
+    for name, required, check in _fields_of(cls):
+        if name in data:
+            kwargs[name] = check(data[name], path, where, prefix + name)
+        elif required:
+            raise StateError(path, where, prefix + name, "is missing")
+    return cls(**kwargs)
+
+
+def _scalar(kind: type, wanted: str) -> Checker:
+    def check(value: Any, path: str, where: str, key: str) -> Any:
+        if type(value) is kind or (
+            kind is float and type(value) is int  # a whole number is a fine float
+        ):
+            return value
+        raise StateError(path, where, key, f"must be {wanted}, not {_kind(value)}")
+
+    return check
+
+
+@functools.cache
+def _checker(hint: Any) -> Checker:
+    """A function checking a value against type ``hint`` (as written on the dataclasses).
+
+    Built once per type; containers of plain scalars are checked in one pass.
+    """
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [o for o in typing.get_args(hint) if o is not type(None)]
+        optional = len(options) < len(typing.get_args(hint))
+        inner = [_checker(o) for o in options]
+
+        def union(value: Any, path: str, where: str, key: str) -> Any:
+            if value is None and optional:
+                return None
+            for check in inner[:-1]:
+                try:
+                    return check(value, path, where, key)
+                except StateError:
+                    continue
+            return inner[-1](value, path, where, key)
+
+        return union
+    if hint is Any:
+        return lambda value, path, where, key: value
+    if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
+
+        def record(value: Any, path: str, where: str, key: str) -> Any:
+            if not isinstance(value, dict):
+                raise StateError(path, where, key, f"must be a mapping, not {_kind(value)}")
+            return _build(hint, value, path, where, key + ".")
+
+        return record
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint) or (Any, Any)
+        check_key, check_value = _checker(key_type), _checker(value_type)
+        plain = key_type is str and value_type in (str, Any)
+
+        def mapping(value: Any, path: str, where: str, key: str) -> Any:
+            if not isinstance(value, dict):
+                raise StateError(path, where, key, f"must be a mapping, not {_kind(value)}")
+            if (
+                plain
+                and all(type(k) is str for k in value)
+                and (value_type is Any or all(type(v) is str for v in value.values()))
+            ):
+                return value
+            return {
+                check_key(k, path, where, f"{key}.{k}"): check_value(v, path, where, f"{key}.{k}")
+                for k, v in value.items()
+            }
+
+        return mapping
+    if origin is list:
+        (item_type,) = typing.get_args(hint) or (Any,)
+        check_item = _checker(item_type)
+
+        def sequence(value: Any, path: str, where: str, key: str) -> Any:
+            if not isinstance(value, list):
+                raise StateError(path, where, key, f"must be a list, not {_kind(value)}")
+            if item_type is str and all(type(v) is str for v in value):
+                return value
+            return [check_item(v, path, where, f"{key}[{i}]") for i, v in enumerate(value)]
+
+        return sequence
+    wanted = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    if hint in wanted:
+        return _scalar(hint, wanted[hint])
+    raise TypeError(f"the state reader does not know how to check a {hint!r}")

@@ -1,7 +1,7 @@
 """The deploy repo port: byte-exact storage of rendered files in a second Git repo.
 
 This layer only moves bytes at paths, makes commits, pushes them and reads
-history. What the files mean (planning, ``state.yaml``) belongs to the apply
+history. What the files mean (planning, the state records) belongs to the apply
 use case on top of it, so the storage can be swapped or tested on its own.
 """
 
@@ -114,6 +114,29 @@ class DeployRepo(Protocol):
 
     def read_many(self, paths: Sequence[str], rev: str | None = None) -> dict[str, bytes]:
         """Several files in one batch; absent paths are left out of the result."""
+        ...
+
+    def read_under(self, prefixes: Sequence[str], rev: str | None = None) -> dict[str, bytes]:
+        """Every file at or under each of the directories or files ``prefixes``, in one batch."""
+        ...
+
+    def read_blobs(self, ids: Sequence[str]) -> dict[str, bytes]:
+        """File contents by the blob ids ``log_changes`` returns, in one batch."""
+        ...
+
+    def log_changes(
+        self,
+        paths: Sequence[str],
+        limit: int | None = 50,
+        rev: str | None = None,
+        under: Sequence[str] = (),
+    ) -> list[tuple[CommitInfo, dict[str, str | None]]]:
+        """Commits touching any of ``paths``, newest first, with the files each changed.
+
+        Only files at or under ``under`` (all when empty) are listed, as path -> new
+        blob id, or None where the commit deleted the file. One pass over the
+        history, however many commits.
+        """
         ...
 
     def list_files(self, prefix: str = "", rev: str | None = None) -> list[str]:

@@ -30,7 +30,7 @@ from configcenter.core.plan import (
     service_record,
 )
 from configcenter.core.schema import parse_duration
-from configcenter.core.state import STATE_FILE, EnvState, Release, ServiceState
+from configcenter.core.state import EnvState, Release, ServiceState
 from configcenter.crashpoints import crash_point
 from configcenter.ports.deploy_repo import (
     CommitInfo,
@@ -42,6 +42,7 @@ from configcenter.ports.deploy_repo import (
 from configcenter.ports.platform import Deployable, Platform, RolloutStatus
 from configcenter.usecases.inspect import check_env
 from configcenter.usecases.platforms import deployable, open_platform
+from configcenter.usecases.state_store import read_env_state
 from configcenter.usecases.workspace import PreviousFiles, Workspace
 
 MAX_PUSH_ATTEMPTS = 8
@@ -666,9 +667,7 @@ def _no_file(path: str) -> bytes | None:
 
 
 def _state_at(repo: DeployRepo, env: str, rev: str | None) -> EnvState:
-    if rev is None:
-        return EnvState(env)
-    return EnvState.from_yaml(env, repo.read(f"{env}/{STATE_FILE}", rev))
+    return read_env_state(repo, env, rev)
 
 
 def _changes(
@@ -714,7 +713,7 @@ def _changes(
             config_commit=config_commit,
             stages=_stages_record(sp),
         )
-    changes[f"{env}/{STATE_FILE}"] = new_state.to_yaml()
+    changes.update(new_state.changes(state))  # only the records that changed
     return new_state, changes
 
 
@@ -1117,7 +1116,7 @@ def _record_locked(
                 changes.update(delete_prefix(f"{env}/{service}"))
                 for name, data in outcome.files.items():
                     changes[f"{env}/{service}/{name}"] = data
-        changes[f"{env}/{STATE_FILE}"] = state.to_yaml()
+        changes.update(state.changes())
         kind = "rollback" if any(o.files is not None for o in outcomes.values()) else "record"
         message = compose_message(f"{kind} {env}: " + ", ".join(parts), "", trailers)
         sha = repo.commit(changes, message, parent=head)

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from configcenter.core.errors import ConfigError, Problem, TransientFailure
-from configcenter.core.state import STATE_FILE, EnvState, ServiceState
+from configcenter.core.state import EnvState, ServiceState
 from configcenter.core.values import canonical, flatten, masked, to_value
 from configcenter.ports.deploy_repo import DeployRepoError
 from configcenter.usecases.inspect import check_env, plan_env_checked
+from configcenter.usecases.state_store import read_env_state
 from configcenter.usecases.workspace import Workspace
 
 # -- services ENV ----------------------------------------------------------------------------
@@ -283,7 +284,7 @@ def find_release(ws: Workspace, env: str, release: str) -> ReleaseView:
             ]
         )
     repo = ws.deploy_repo
-    state = EnvState.from_yaml(env, repo.read(f"{env}/{STATE_FILE}", entry.commit))
+    state = read_env_state(repo, env, entry.commit)
     record: ServiceState | None = state.services.get(entry.service)
     if record is None:
         raise ConfigError(

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from configcenter.core.state import STATE_FILE, EnvState, Release
+from configcenter.core.state import (
+    EnvState,
+    Release,
+    ServiceState,
+    StateError,
+    legacy_state_path,
+    state_path,
+)
+from configcenter.ports.deploy_repo import CommitInfo, DeployRepo
 from configcenter.usecases.inspect import check_env
+from configcenter.usecases.state_store import state_paths
 from configcenter.usecases.workspace import Workspace
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,7 +55,8 @@ def history(
     if not ws.deploy_repo_exists():
         return []
     repo = ws.deploy_repo
-    if repo.sync() is None:
+    head = repo.sync()
+    if head is None:
         return []
     latest: dict[str, Release] = {}  # release id -> newest record of it
     introduced: dict[str, tuple[str, str]] = {}  # release id -> (service, commit)
@@ -51,13 +64,18 @@ def history(
     # release id -> (index of the oldest commit naming it, its place among that commit's
     # trailers): releases of one commit keep the order the commit lists them in.
     position: dict[str, tuple[int, int]] = {}
-    for index, info in enumerate(repo.log(prefix=f"{env}/", limit=max(limit * 4, 50))):
-        state = EnvState.from_yaml(env, repo.read(f"{env}/{STATE_FILE}", info.sha))
+    # One pass over the history: the commits with the state records each changed (a
+    # commit naming a release always rewrites that service's record), read in one batch.
+    paths = [state_path(env, service), legacy_state_path(env)] if service else [f"{env}/"]
+    window = repo.log_changes(paths, limit=max(limit * 4, 50), rev=head, under=state_paths(env))
+    records = _records(repo, env, window, warn)
+    for index, (info, _changed) in enumerate(window):
+        changed = records.get(info.sha, {})
         for slot, value in enumerate(info.trailer_values("Configcenter-Release")):
             svc, _, release_id = value.partition(" ")
             if service and svc != service:
                 continue
-            record = state.services.get(svc)
+            record = changed.get(svc)
             for candidate in (
                 (record.release, record.last_good, record.last_failed) if record else ()
             ):
@@ -67,8 +85,8 @@ def history(
                 order.append(release_id)
             introduced[release_id] = (svc, info.sha)  # oldest commit naming it wins
             position[release_id] = (index, slot)
-        # Later outcome commits name the release again; states also hold last_good/last_failed.
-        for svc, snapshot in state.services.items():
+        # Later outcome commits name the release again; records also hold last_good/last_failed.
+        for svc, snapshot in changed.items():
             if service and svc != service:
                 continue
             for candidate in (snapshot.release, snapshot.last_good, snapshot.last_failed):
@@ -102,3 +120,44 @@ def history(
             )
         )
     return entries
+
+
+def _records(
+    repo: DeployRepo,
+    env: str,
+    window: list[tuple[CommitInfo, dict[str, str | None]]],
+    warn: Callable[[str], None] | None,
+) -> dict[str, dict[str, ServiceState]]:
+    """Commit -> the state records it wrote (service -> record), read in one batch.
+
+    Format-2 commits name the records they rewrote; a format-1 commit rewrote
+    `state.yaml` whole, so each counts as writing every record in it. A record that
+    cannot be read is left out with a warning: history is about the past, and one
+    hand-edited commit must not hide all the others.
+    """
+    legacy = legacy_state_path(env)
+    blobs = repo.read_blobs(
+        [b for _info, changed in window for p, b in changed.items() if b and p != legacy]
+    )
+    result: dict[str, dict[str, ServiceState]] = {}
+    for info, changed in window:
+        records: dict[str, ServiceState] = {}
+        where = f"deploy repo commit {info.sha[:10]}"
+        for path, blob in changed.items():
+            if blob is None:
+                continue
+            try:
+                if path == legacy:
+                    raw = repo.read_blobs([blob]).get(blob)
+                    records.update(EnvState.from_yaml(env, raw, where).services)
+                elif blob in blobs:
+                    state = EnvState.from_files(env, {path: blobs[blob]}, where)
+                    records.update(state.services)
+            except StateError as exc:
+                text = f"history skips a state record it cannot read: {exc}"
+                if warn is not None:
+                    warn(text)
+                else:
+                    logger.warning("%s", text)
+        result[info.sha] = records
+    return result

@@ -2,7 +2,7 @@
 
 A promotion carries pins, never values: for each service, the template tag and
 the image of the source environment's last *good* release (from the deploy
-repo's `<from>/state.yaml`; a newer failed release is never promoted). They are
+repo's state records of `<from>`; a newer failed release is never promoted). They are
 written into `environments/<to>/<service>.yaml` with ruamel.yaml round-trip
 editing, so the target file keeps its comments, order and values.
 
@@ -361,7 +361,7 @@ def promote(
     state = ws.read_state(source)
     if service is not None and service not in state.services:
         raise PromotionError(
-            f"{source} has never released '{service}' (not in {source}/state.yaml): "
+            f"{source} has never released '{service}' (no record in {source}/.state/): "
             f"apply it in {source} first"
         )
     names = [service] if service else [s for s in target_env.order if s in state.services]

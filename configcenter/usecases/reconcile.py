@@ -1,6 +1,6 @@
 """reconcile: compare what runs on the platform with what the deploy repo says, and heal.
 
-The deploy repo's `<env>/state.yaml` is the desired state; each platform's
+The deploy repo's state records (`<env>/.state/`) are the desired state; each platform's
 `observe()` (one list call per kind per namespace) is the live state. Only what
 someone set counts: the Kubernetes adapter projects live objects onto their
 managed fields, so defaults and status never show up as drift; labels and

@@ -17,7 +17,7 @@ from configcenter.core.load import load_config
 from configcenter.core.model import Config
 from configcenter.core.redact import Redactor
 from configcenter.core.render import Renderer
-from configcenter.core.state import STATE_FILE, EnvState
+from configcenter.core.state import EnvState
 
 if TYPE_CHECKING:
     from configcenter.ports.deploy_repo import DeployRepo
@@ -197,10 +197,23 @@ class Workspace:
         """The env's state record; empty when the deploy repo, branch or env does not exist yet."""
         if not self.deploy_repo_exists():
             return EnvState(env)
+        from configcenter.usecases.state_store import read_env_state
+
         repo = self.deploy_repo
-        if rev is None and repo.sync() is None:
+        sha = repo.sync() if rev is None else rev
+        if sha is None:
             return EnvState(env)
-        return EnvState.from_yaml(env, repo.read(f"{env}/{STATE_FILE}", rev))
+        # A commit's records never change, so the last state read of each env is kept
+        # with its commit: plan and the platform check of the same head parse it once.
+        kept = self._states.get(env)
+        if kept is None or kept[0] != sha:
+            kept = (sha, read_env_state(repo, env, sha))
+            self._states[env] = kept
+        return kept[1].copy()
+
+    @cached_property
+    def _states(self) -> dict[str, tuple[str, EnvState]]:
+        return {}
 
     def previous_file(self, rev: str | None = None) -> Callable[[str], bytes | None]:
         """A reader of rendered files at the synced deploy repo head (None when absent)."""

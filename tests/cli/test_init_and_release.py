@@ -61,7 +61,9 @@ def test_init_validates_plans_and_applies_as_generated(tmp_path: Path) -> None:
         result = json.loads(applied.stdout)
         assert [r["outcome"] for r in result["results"]] == ["committed"]
     files = git(deploy, "ls-tree", "-r", "--name-only", "main").split()
-    assert {"dev/hello/app.env", "prod/hello/deployment.yaml", "prod/state.yaml"} <= set(files)
+    assert {"dev/hello/app.env", "prod/hello/deployment.yaml", "prod/.state/hello.json"} <= set(
+        files
+    )
     prod_env = git(deploy, "show", "main:prod/hello/app.env")
     assert prod_env == "GREETING=hello from prod\nLOG_LEVEL=info\n"
     again = cc("plan", "dev", "--exit-code", cwd=root)

@@ -35,7 +35,7 @@ def tree(remote: DeployRemote) -> dict[str, str]:
             check=True,
         ).stdout
         for name in listing
-        if not name.endswith("state.yaml")
+        if "/.state/" not in name
     }
 
 

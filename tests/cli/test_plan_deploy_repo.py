@@ -1,4 +1,4 @@
-"""`plan` end to end against a real bare deploy repo holding `<env>/state.yaml`."""
+"""`plan` end to end against a real bare deploy repo holding the state records."""
 
 from __future__ import annotations
 

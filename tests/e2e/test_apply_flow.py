@@ -64,7 +64,10 @@ def test_first_apply_is_one_commit_with_files_state_message_and_trailers(
     assert world.commit_count() == 1
     files = world.files()
     assert set(files) == {
-        "dev/state.yaml",
+        "dev/.state/_env.json",
+        "dev/.state/api.json",
+        "dev/.state/db.json",
+        "dev/.state/worker.json",
         "dev/db/app.env",
         "dev/api/app.env",
         "dev/api/deployment.yaml",
@@ -74,7 +77,7 @@ def test_first_apply_is_one_commit_with_files_state_message_and_trailers(
     # Byte for byte what `render` produces, and the secret stays a reference.
     world.ok("render", "dev", "--out", str(tmp_path / "rendered"))
     for path, data in files.items():
-        if path != "dev/state.yaml":
+        if not path.startswith("dev/.state/"):
             service_file = path.removeprefix("dev/")
             assert (tmp_path / "rendered" / service_file).read_bytes() == data, path
     assert files["dev/api/app.env"] == (
@@ -151,7 +154,11 @@ def test_value_change_updates_only_that_service(world: World) -> None:
     head = world.head()
     assert head is not None and world.commit_count() == 2
     assert world.git_deploy("rev-parse", f"{head}^").decode().strip() == first
-    assert changed_paths(world, first, head) == {"dev/api/app.env", "dev/state.yaml"}
+    assert changed_paths(world, first, head) == {
+        "dev/api/app.env",
+        "dev/.state/api.json",
+        "dev/.state/_env.json",
+    }
     assert b"LOG_LEVEL=warn\n" in world.files()["dev/api/app.env"]
     subject = world.message().splitlines()[0]
     assert subject == "apply dev: api (update: values)"
@@ -171,7 +178,11 @@ def test_template_tag_change_moves_the_pin(world: World) -> None:
 
     head = world.head()
     assert head is not None
-    assert changed_paths(world, first, head) == {"dev/api/app.env", "dev/state.yaml"}
+    assert changed_paths(world, first, head) == {
+        "dev/api/app.env",
+        "dev/.state/api.json",
+        "dev/.state/_env.json",
+    }
     app_env = world.files()["dev/api/app.env"]
     assert app_env.startswith(b"# api in dev (1.1.0)\n")
     assert app_env.endswith(b"FEATURE_CHECKOUT_V2=true\n")
@@ -229,7 +240,7 @@ def test_rollback_restores_config_as_a_new_commit_and_blocks_until_retry(world: 
     assert world.commit_count() == 3
     assert world.git_deploy("rev-parse", f"{head}^").decode().strip() == bad_head
     assert world.git_deploy("rev-list", head).decode().split()[1:] == [bad_head, first]
-    assert changed_paths(world, bad_head, head) == {"dev/api/app.env", "dev/state.yaml"}
+    assert changed_paths(world, bad_head, head) == {"dev/api/app.env", "dev/.state/api.json"}
     files = world.files()
     for path in ("dev/api/app.env", "dev/api/deployment.yaml", "dev/api/marathon.json"):
         assert files[path] == good_files[path], path

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from configcenter.adapters.git_deploy_repo import CRASH_POINTS, LOCK_FILE
 from configcenter.crashpoints import crash_env
@@ -47,9 +46,8 @@ def test_every_adapter_crash_point_is_exercised() -> None:
     assert {"apply:before-push", "apply:after-push"} <= set(POINTS)
 
 
-def normalised_state(raw: bytes) -> dict[str, Any]:
-    """state.yaml without what differs between two runs of the same apply."""
-    data = yaml.safe_load(raw)
+def normalised_state(data: dict[str, Any]) -> dict[str, Any]:
+    """The state records without what differs between two runs of the same apply."""
     for record in data["services"].values():
         for key in ("release", "last_good", "last_failed"):
             if record.get(key):
@@ -58,12 +56,10 @@ def normalised_state(raw: bytes) -> dict[str, Any]:
 
 
 def tree(world: World, rev: str) -> tuple[str, dict[str, Any]]:
-    """`git ls-tree -r` without state.yaml, and the normalised state.yaml."""
+    """`git ls-tree -r` without the state records, and the normalised records."""
     listing = world.git_deploy("ls-tree", "-r", rev).decode()
-    files = "\n".join(
-        line for line in listing.splitlines() if not line.endswith("\tdev/state.yaml")
-    )
-    return files, normalised_state(world.git_deploy("cat-file", "blob", f"{rev}:dev/state.yaml"))
+    files = "\n".join(line for line in listing.splitlines() if "\tdev/.state/" not in line)
+    return files, normalised_state(world.state("dev", rev))
 
 
 def lock_files(world: World) -> list[Path]:

@@ -9,8 +9,6 @@ import multiprocessing
 import os
 from pathlib import Path
 
-import yaml
-
 from tests.e2e.racer import Lane, race
 from tests.support.e2e_fixtures import World, clone_world
 
@@ -62,9 +60,13 @@ def test_two_processes_racing_on_push_lose_and_duplicate_nothing(
     by_service = {lane.service: lane for lane in LANES}
     for parent, sha in itertools.pairwise(history):
         paths = set(world.git_deploy("diff", "--name-only", parent, sha).decode().split())
-        [service] = {p.split("/")[1] for p in paths if p != "dev/state.yaml"}
+        [service] = {p.split("/")[1] for p in paths if not p.startswith("dev/.state/")}
         lane = by_service[service]
-        assert paths == {f"dev/{service}/app.env", "dev/state.yaml"}, paths
+        # Only the changed service's state record is rewritten (and the env's config commit).
+        assert paths - {"dev/.state/_env.json"} == {
+            f"dev/{service}/app.env",
+            f"dev/.state/{service}.json",
+        }, paths
         app_env = world.git_deploy("cat-file", "blob", f"{sha}:dev/{service}/app.env").decode()
         value = next(
             line.split("=", 1)[1] for line in app_env.splitlines() if line.startswith(lane.key)
@@ -88,7 +90,10 @@ def test_two_processes_racing_on_push_lose_and_duplicate_nothing(
         last = lane.value(ROUNDS - 1)
         assert state["services"][lane.service]["values"][lane.key] == last
         assert f"{lane.key}={last}\n".encode() in files[f"dev/{lane.service}/app.env"]
-    assert yaml.safe_load(files["dev/state.yaml"]) == state
+    assert {p for p in files if p.startswith("dev/.state/")} == {
+        "dev/.state/_env.json",
+        *(f"dev/.state/{s}.json" for s in state["services"]),
+    }
 
     # They really raced: some pushes were rejected and retried.
     rejected = sum(r["rejected"] for lane in LANES for r in results[lane.name])

@@ -7,6 +7,7 @@ are reproduced exactly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +59,11 @@ class Bed:
 
     def deployed_api_image(self) -> str:
         state = git(
-            self.world.root, f"--git-dir={self.world.deploy}", "show", "main:dev/state.yaml"
+            self.world.root, f"--git-dir={self.world.deploy}", "show", "main:dev/.state/api.json"
         )
-        for line in state.splitlines():
-            if "image:" in line and "registry.test/shop/api" in line:
-                return line.split("image:", 1)[1].strip()
-        raise AssertionError(f"no api image in the deploy repo's dev state:\n{state}")
+        image = json.loads(state).get("image", "")
+        assert "registry.test/shop/api" in image, f"no api image in dev's state record:\n{state}"
+        return str(image)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def test_push_webhook_with_valid_token_starts_exactly_one_run(served: Served) ->
     assert job["runs"] == [runs[0]["id"]]
     # The apply used the pushed config: the deploy repo now says 1.1.
     state = subprocess.run(
-        ["git", f"--git-dir={served.world.deploy}", "show", "main:dev/state.yaml"],
+        ["git", f"--git-dir={served.world.deploy}", "show", "main:dev/.state/api.json"],
         capture_output=True,
         text=True,
         check=True,
@@ -234,7 +234,7 @@ def test_merged_promotion_request_applies_its_target(
         [run] = served.runs(kind="apply")
         assert (run["env"], run["outcome"]) == ("prod", "succeeded")
         state = subprocess.run(
-            ["git", f"--git-dir={served.world.deploy}", "show", "main:prod/state.yaml"],
+            ["git", f"--git-dir={served.world.deploy}", "show", "main:prod/.state/api.json"],
             capture_output=True,
             text=True,
             check=True,

@@ -23,7 +23,7 @@ from configcenter.core.errors import ConfigError, Problem, ProblemList
 from configcenter.core.load import load_config
 from configcenter.core.model import Config
 from configcenter.core.plan import Plan, ServicePlan, service_record
-from configcenter.core.state import EnvState, Release, ServiceState
+from configcenter.core.state import EnvState, Release, ServiceState, state_dir
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "configcenter tests",
@@ -290,11 +290,12 @@ class DeployRemote:
         return str(self.path)
 
     def publish(self, env_state: EnvState, files: Mapping[str, bytes] | None = None) -> str:
-        """Commit `<env>/state.yaml` (and rendered files) and push to the bare repo."""
+        """Commit the env's state records (and rendered files) and push to the bare repo."""
         if not self.work.exists():
             git(self.path.parent, "clone", "-q", str(self.path), str(self.work))
             git(self.work, "checkout", "-q", "-B", "main")
-        writes = {**(files or {}), f"{env_state.env}/state.yaml": env_state.to_yaml()}
+        shutil.rmtree(self.work / state_dir(env_state.env), ignore_errors=True)
+        writes = {**(files or {}), **env_state.files()}
         for rel, data in writes.items():
             path = self.work / rel
             path.parent.mkdir(parents=True, exist_ok=True)

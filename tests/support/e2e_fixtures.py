@@ -9,6 +9,7 @@ and XDG_CACHE_HOME, so nothing touches the user's ~/.cache or ~/.local/state.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.support.configrepo import ConfigRepo, git, need_git
 
@@ -260,10 +260,17 @@ class World:
         return self.git_deploy("ls-tree", "-r", rev).decode()
 
     def state(self, env: str = "dev", rev: str = "refs/heads/main") -> dict[str, Any]:
-        raw = self.git_deploy("cat-file", "blob", f"{rev}:{env}/state.yaml")
-        data = yaml.safe_load(raw)
-        assert isinstance(data, dict), f"{env}/state.yaml is not a mapping: {raw[:200]!r}"
-        return data
+        """The env's state records at `rev` as {"env": ..., "services": {name: record}}."""
+        listing = self.git_deploy("ls-tree", "-r", "-z", "--name-only", rev, "--", f"{env}/.state")
+        services: dict[str, Any] = {}
+        for name in (n.decode() for n in listing.split(b"\0") if n):
+            if name.endswith("/_env.json"):  # the environment's own record, not a service
+                continue
+            record = json.loads(self.git_deploy("cat-file", "blob", f"{rev}:{name}"))
+            assert isinstance(record, dict), f"{name} is not a JSON object: {record!r}"
+            record.pop("configcenter_state")
+            services[record.pop("service")] = record
+        return {"env": env, "services": services}
 
     def all_objects(self) -> bytes:
         """Every object in the deploy remote, loose or packed, reachable or not."""

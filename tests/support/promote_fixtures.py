@@ -10,13 +10,14 @@ conftest through `pytest_plugins`.
 from __future__ import annotations
 
 import secrets
+import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from configcenter.core.state import STATE_FILE, EnvState
+from configcenter.core.state import EnvState, state_dir
 from configcenter.usecases.apply import ApplyOptions, ApplyResult, apply_env
 from configcenter.usecases.workspace import Workspace
 from tests.support.configrepo import git, need_git
@@ -205,17 +206,20 @@ class PromotionBed:
         return apply_env(self.ws(), env, ApplyOptions(rollout=False, trigger="test"))
 
     def state(self, env: str) -> EnvState:
-        raw = git(self.deploy, "show", f"main:{env}/{STATE_FILE}")
-        return EnvState.from_yaml(env, raw.encode())
+        names = git(self.deploy, "ls-tree", "-r", "--name-only", "main", "--", state_dir(env))
+        files = {n: git(self.deploy, "show", f"main:{n}").encode() for n in names.split()}
+        return EnvState.from_files(env, files)
 
     def publish_state(self, state: EnvState) -> None:
-        """Write `<env>/state.yaml` to the deploy repo with plain git (a recorded outcome)."""
+        """Write the env's state records to the deploy repo with plain git (an outcome)."""
         work = self.root / "deploy-work"
         if not work.exists():
             git(self.root, "clone", "-q", str(self.deploy), str(work))
         git(work, "pull", "-q", "origin", "main")
-        (work / state.env).mkdir(exist_ok=True)
-        (work / state.env / STATE_FILE).write_bytes(state.to_yaml())
+        shutil.rmtree(work / state_dir(state.env), ignore_errors=True)
+        for rel, data in state.files().items():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            (work / rel).write_bytes(data)
         git(work, "add", "-A")
         git(work, "commit", "-q", "-m", f"record {state.env}")
         git(work, "push", "-q", "origin", "HEAD:refs/heads/main")

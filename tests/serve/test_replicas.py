@@ -6,6 +6,7 @@ job table, the run store and the per-environment advisory locks.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,12 +55,10 @@ class Cluster:
 
     def deployed(self) -> str:
         deploy = f"--git-dir={self.world.deploy}"
-        state = git(self.world.root, deploy, "show", "main:dev/state.yaml")
-        return next(
-            line.split("image:", 1)[1].strip()
-            for line in state.splitlines()
-            if "registry.test/shop/api" in line and "image:" in line
-        )
+        record = json.loads(git(self.world.root, deploy, "show", "main:dev/.state/api.json"))
+        image = str(record.get("image", ""))
+        assert "registry.test/shop/api" in image, record
+        return image
 
 
 def carry_out(engine: Engine, job: Job) -> None:

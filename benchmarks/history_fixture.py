@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from configcenter.core.state import EnvState, Release
+from configcenter.core.state import EnvState, Release, state_path
 from configcenter.ports.deploy_repo import compose_message
 from configcenter.usecases.state_store import state_paths
 
@@ -74,15 +74,11 @@ def add_releases(
             rendered_digest=record.rendered_digest,
             inputs_digest=record.inputs_digest,
         )
-        after = EnvState(env_name, dict(state.services))
         record = replace(record, release=release, last_good=release)
-        after.services[service] = record
         changes: dict[str, bytes | None] = {app_env_path: base + f"# bench release {n}\n".encode()}
-        state_changes = after.changes(state)
-        changes.update(state_changes)
-        # what the next commit compares against: the files as they now are in the repo
-        after.stored = {p: d for p, d in {**state.stored, **state_changes}.items() if d is not None}
-        state = after
+        # What EnvState.changes() writes when one service changed: that service's record
+        # (computed directly: diffing every record per commit would dominate the run).
+        changes[state_path(env_name, service)] = record.to_json(service)
         message = compose_message(
             f"apply {env_name}: {service} (update: values)",
             f"- {service}: update [values]",

@@ -216,6 +216,10 @@ def bench(args: argparse.Namespace, tmp: Path, steps: list[str]) -> None:
         rel = b.config / f"environments/dev/{target}.yaml"
         original = rel.read_text()
         rel.write_text(original.replace("-opt_01", "-opt_01-changed"))
+        # apply deploys commits (it refuses a dirty config tree), so commit the change
+        subprocess.run(
+            ["git", "commit", "-qam", f"{target}: one value"], cwd=b.config, env=b.env, check=True
+        )
         plans = [b.run("plan", "dev", "--json") for _ in range(repeat)]
         changed = [s["service"] for s in json.loads(plans[-1].stdout)["services"]
                    if s["action"] != "noop"]  # fmt: skip
@@ -233,7 +237,8 @@ def bench(args: argparse.Namespace, tmp: Path, steps: list[str]) -> None:
             sample = b.run("history", "dev", "--service", target, "--limit", str(args.releases),
                            "--json")  # fmt: skip
             runs.append(sample)
-        found = len(json.loads(runs[-1].stdout))
+        listed = json.loads(runs[-1].stdout)
+        found = len(listed["releases"] if isinstance(listed, dict) else listed)
         b.record("history --service", runs, f"{found} releases listed")
 
     print(f"\n{'step':28} {'wall':>10} {'cpu':>10} {'peak RSS':>10}  {'target':>8}")

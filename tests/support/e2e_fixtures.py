@@ -263,14 +263,18 @@ class World:
         """The env's state records at `rev` as {"env": ..., "services": {name: record}}."""
         listing = self.git_deploy("ls-tree", "-r", "-z", "--name-only", rev, "--", f"{env}/.state")
         services: dict[str, Any] = {}
+        result: dict[str, Any] = {"env": env}
         for name in (n.decode() for n in listing.split(b"\0") if n):
             if name.endswith("/_env.json"):  # the environment's own record, not a service
+                own = json.loads(self.git_deploy("cat-file", "blob", f"{rev}:{name}"))
+                result["config_commit"] = own["config_commit"]
                 continue
             record = json.loads(self.git_deploy("cat-file", "blob", f"{rev}:{name}"))
             assert isinstance(record, dict), f"{name} is not a JSON object: {record!r}"
             record.pop("configcenter_state")
             services[record.pop("service")] = record
-        return {"env": env, "services": services}
+        result["services"] = services
+        return result
 
     def all_objects(self) -> bytes:
         """Every object in the deploy remote, loose or packed, reachable or not."""

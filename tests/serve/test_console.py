@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import uvicorn
-import yaml
 from starlette.applications import Starlette
 
 from configcenter.ports.runstore import RunStore
@@ -178,13 +177,13 @@ def test_failed_release_then_blocked(console: Console) -> None:
     world = console.world
     clone = world.root / "deploy-edit"
     git(world.root, "clone", "-q", str(world.deploy), str(clone))
-    state_file = clone / "dev" / "state.yaml"
-    state = yaml.safe_load(state_file.read_text())
-    release = dict(state["services"]["api"]["release"])
+    state_file = clone / "dev" / ".state" / "api.json"
+    record = json.loads(state_file.read_text())
+    release = dict(record["release"])
     release.update(outcome="failed", reason="ProgressDeadlineExceeded")
-    state["services"]["api"]["release"] = release
-    state["services"]["api"]["last_failed"] = release
-    state_file.write_text(yaml.safe_dump(state))
+    record["release"] = release
+    record["last_failed"] = release
+    state_file.write_text(json.dumps(record, indent=1))
     git(clone, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "api failed")
     git(clone, "push", "-q", "origin", "HEAD:main")
 

@@ -20,7 +20,7 @@ from tests.support.serve_fixtures import ServeProcess, make_shop_world
 
 def deployed_state(served: Served) -> str:
     return subprocess.run(
-        ["git", f"--git-dir={served.world.deploy}", "show", "main:dev/state.yaml"],
+        ["git", f"--git-dir={served.world.deploy}", "show", "main:dev/.state/api.json"],
         capture_output=True,
         text=True,
         check=False,

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiosmtpd.controller import Controller
 
 from configcenter.serve import ServeOptions, build
@@ -153,13 +152,13 @@ def fail_release(bed: Bed, reason: str) -> str:
     if not clone.exists():
         git(bed.world_root, "clone", "-q", str(bed.deploy), str(clone))
     git(clone, "pull", "-q")
-    path = clone / "dev" / "state.yaml"
-    state = yaml.safe_load(path.read_text())
-    release = dict(state["services"]["api"]["release"])
+    path = clone / "dev" / ".state" / "api.json"
+    record = json.loads(path.read_text())
+    release = dict(record["release"])
     release.update(outcome="failed", reason=reason)
-    state["services"]["api"]["release"] = release
-    state["services"]["api"]["last_failed"] = release
-    path.write_text(yaml.safe_dump(state))
+    record["release"] = release
+    record["last_failed"] = release
+    path.write_text(json.dumps(record, indent=1))
     git(clone, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "api failed")
     git(clone, "push", "-q", "origin", "HEAD:main")
     return str(release["run"])

@@ -111,7 +111,8 @@ pre{background:var(--code-bg);color:var(--code-fg);padding:.6rem;max-height:18re
   overflow:auto;font-size:.75rem;white-space:pre-wrap;overflow-wrap:anywhere}
 @media (max-width: 640px){
   body{font-size:.95rem}
-  table.matrix,table.matrix tbody,table.matrix tr,table.matrix th,table.matrix td{display:block}
+  table.matrix,table.matrix caption,table.matrix tbody,table.matrix tr,table.matrix th,
+  table.matrix td{display:block}
   table.matrix thead{position:absolute;left:-9999px}
   table.matrix tr{margin:0 0 .8rem;border:1px solid var(--border)}
   table.matrix td,table.matrix tbody th{border:0;border-top:1px solid var(--border);max-width:none}

@@ -35,6 +35,10 @@ from tests.support.helpers import free_port, poll
 from tests.support.serve_fixtures import ShopWorld, http, make_shop_world
 
 DIGEST = "sha256:" + "ab" * 32
+BASIC_SECTION = (
+    SERVE_SECTION + '  basic_auth: {username: ops, password: {secret: "env:CC_API_TOKEN"}}\n'
+)
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @dataclass
@@ -73,7 +77,7 @@ def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console
     ):
         monkeypatch.setenv(name, value)
     world = make_shop_world(
-        tmp_path / "world", envs={"dev": "auto_apply: true\n", "prod": ""}, serve=SERVE_SECTION
+        tmp_path / "world", envs={"dev": "auto_apply: true\n", "prod": ""}, serve=BASIC_SECTION
     )
     world.config.write(
         "environments/dev/api.yaml",
@@ -318,3 +322,61 @@ def test_an_expected_job_failure_is_one_log_line(
     assert record.levelname == "WARNING" and record.exc_info is None
     assert "cannot load kubeconfig" in record.getMessage()
     assert "Traceback" not in caplog.text
+
+
+def test_matrix_in_headless_chromium_at_390_and_1400_px(console: Console) -> None:
+    """Real Chromium through chromedriver: the matrix fits a phone and a desktop, both schemes."""
+    import shutil
+
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None or shutil.which("chromium") is None:
+        pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    drifts = [{"service": "api", "field": "replicas", "desired": "2", "live": "5"}]
+    console.reconcile_run(
+        "succeeded", {"services": {"api": {"status": "drifted", "drifts": drifts}}}
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(shutil.which("chromium"))
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    ARTIFACTS.mkdir(exist_ok=True)
+    url = console.url.replace("http://", "http://ops:apisec-test@") + "/"
+    try:
+        for width, height in ((390, 844), (1400, 900)):
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+            )
+            for scheme in ("light", "dark"):
+                driver.execute_cdp_cmd(
+                    "Emulation.setEmulatedMedia",
+                    {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+                )
+                driver.get(url)
+                page_width = driver.execute_script("return document.documentElement.scrollWidth")
+                assert page_width <= width, f"{width}px: the page is {page_width}px wide"
+                for env in ("dev", "prod"):
+                    cell = driver.find_element(
+                        By.CSS_SELECTOR, f'td[data-env="{env}"][data-service="api"]'
+                    )
+                    assert cell.is_displayed()
+                    right = cell.rect["x"] + cell.rect["width"]
+                    assert right <= width, f"{width}px: the {env} cell ends at {right}px"
+                dev = driver.find_element(By.CSS_SELECTOR, 'td[data-env="dev"]')
+                assert "replicas: 2 → 5" in dev.text  # drift details shown, not a tooltip
+                assert "in sync" not in driver.find_element(By.ID, "matrix").text
+                background = driver.execute_script(
+                    "return getComputedStyle(document.body).backgroundColor"
+                )
+                expected = "rgb(13, 17, 23)" if scheme == "dark" else "rgb(255, 255, 255)"
+                assert background == expected, (scheme, background)
+                shot = ARTIFACTS / f"console-matrix-{width}px-{scheme}.png"
+                shot.unlink(missing_ok=True)
+                assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+    finally:
+        driver.quit()

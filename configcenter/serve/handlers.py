@@ -299,7 +299,7 @@ def _via_promotion(engine: Engine, job: Job) -> JobOutcome:
         for env in added:  # a new environment came with this fetch: lock it too
             stack.enter_context(engine.env_lock(env))
         try:
-            outcome = handle_gitlab_event(ws, _event_of(job))
+            outcome = handle_gitlab_event(ws, _event_of(job), polled=job.id.startswith("poll:"))
         except Exception:
             engine.record_run("apply", "failed", time.monotonic() - started)
             raise

@@ -102,8 +102,12 @@ def handle_gitlab_event(
     ws_source: WorkspaceFactory | Workspace,
     event: GitLabEvent,
     reporter: Reporter | None = None,
+    *,
+    polled: bool = False,
 ) -> TriggerResults:
     """Apply what the event asks for; an empty list for events that ask for nothing.
+
+    `polled`: the push was found by serve's Git poll, not delivered (runs say so).
 
     A merged promotion request applies its target environment; a push to the
     default branch applies every environment with `auto_apply: true`. Given a
@@ -153,7 +157,10 @@ def handle_gitlab_event(
     envs = [e for e in fresh.config.project.environments if fresh.config.environment(e).auto_apply]
     if not envs:
         return TriggerResults(reason=f"push to {default}: no environment has auto_apply: true")
-    options = ApplyOptions(trigger="webhook", actor=f"gitlab push to {default}")
+    if polled:
+        options = ApplyOptions(trigger="poll", actor=f"poll: {default} moved")
+    else:
+        options = ApplyOptions(trigger="webhook", actor=f"gitlab push to {default}")
     return TriggerResults(apply_env(fresh, env, options, reporter) for env in envs)
 
 

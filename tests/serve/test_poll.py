@@ -69,6 +69,7 @@ def test_a_lost_webhook_only_delays_the_apply(
         runs = served.runs(kind="apply")
         assert [r["id"] for r in runs] == applied["runs"], "later polls must apply nothing"
         assert runs[0]["outcome"] == "succeeded"
+        assert (runs[0]["trigger"], runs[0]["actor"]) == ("poll", "poll: main moved")
     finally:
         served.gitlab.stop()
 

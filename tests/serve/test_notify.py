@@ -25,7 +25,7 @@ from configcenter.usecases.workspace import Workspace
 from configcenter.wiring import open_run_store
 from tests.serve.conftest import SERVE_SECTION
 from tests.support.configrepo import git
-from tests.support.helpers import free_port
+from tests.support.helpers import free_port, poll
 from tests.support.serve_fixtures import make_shop_world
 
 SENTINEL = "sentinel-api-4f7c9a0e"  # serve.api_token: a secret serve knows
@@ -247,3 +247,23 @@ def test_an_unreachable_channel_fails_its_job_with_a_masked_note(bed: Bed) -> No
     assert len(failed) == 2  # webhook and slack; the email went out
     for job in failed:
         assert job is not None and SLACK_SECRET not in job.note and "ConnectionError" in job.note
+
+
+def test_the_running_engine_notifies_after_its_jobs(bed: Bed) -> None:
+    """Wiring: a finished job makes the engine look for facts; its workers send them."""
+    fail_release(bed, "ProgressDeadlineExceeded")
+    engine = bed.engine
+    engine.start()
+    try:
+        engine.submit(Job(id="reconcile-dev", source="schedule", kind="reconcile", env="dev"))
+        poll(
+            lambda: (len(bed.receiver.got) == 2 and len(bed.mailbox.messages) == 1) or None,
+            60,
+            "the webhook, Slack and email notifications",
+        )
+    finally:
+        engine.stop()
+    notify_jobs = [j for j in engine.jobs.recent(100) if j.kind == "notify"]
+    assert sorted(j.state for j in notify_jobs) == ["done"] * 3
+    events = {json.loads(r.body).get("event") for r in bed.receiver.got if r.path == "/hook"}
+    assert events == {"failed"}

@@ -185,6 +185,10 @@ class JobClient:
                             return True, "Complete"
                         if cond.type == "Failed":
                             watcher.stop()
+                            if cond.reason == "DeadlineExceeded":
+                                # The Job's own activeDeadlineSeconds ran out first: the same
+                                # timeout, told the same way.
+                                return False, f"timed out after {timeout:g}s ({cond.message})"
                             detail = ": ".join(x for x in (cond.reason, cond.message) if x)
                             return False, detail or "Failed"
             except ApiException as exc:

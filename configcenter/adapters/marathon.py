@@ -984,14 +984,33 @@ class MarathonPlatform:
 
 
 def config_files(files: Mapping[str, bytes]) -> dict[str, bytes]:
-    """The outputs a task reads as files: all but marathon.json, `.env` and build inputs."""
-    from configcenter.adapters.k8s_manifests import is_build_file, is_env_file
+    """The outputs a task reads as files: all but marathon.json, `.env`, build inputs and
+    Kubernetes manifests (a template shared by both platforms renders those too)."""
+    from configcenter.adapters.k8s_manifests import (
+        is_build_file,
+        is_env_file,
+        is_manifest_file,
+        parse_manifests,
+    )
 
     return {
         name: data
         for name, data in files.items()
-        if name != APP_FILE and not is_env_file(name) and not is_build_file(name)
+        if name != APP_FILE
+        and not is_env_file(name)
+        and not is_build_file(name)
+        and not (is_manifest_file(name) and _is_manifest(name, data, parse_manifests))
     }
+
+
+def _is_manifest(name: str, data: bytes, parse: Callable[..., list[Any]]) -> bool:
+    """Whether a YAML output holds Kubernetes objects (an app's own YAML holds none)."""
+    from configcenter.adapters.k8s_manifests import ManifestError
+
+    try:
+        return bool(parse({name: data}))
+    except ManifestError:
+        return False
 
 
 def _message_of(response: requests.Response) -> str:

@@ -59,6 +59,7 @@ TEMPLATES_1_0_0: dict[str, str] = {
         DB_PASSWORD={{ DB_PASSWORD }}
     """,
     "api/deployment.yaml.j2": """\
+        apiVersion: apps/v1
         kind: Deployment
         metadata: {name: {{ service }}}
         spec:

@@ -310,11 +310,11 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
 
 def _pid_alive(pid: int, start: str | None) -> bool:
     try:
-        os.kill(pid, 0)
+        # PermissionError: it exists but belongs to another user; /proc decides below.
+        with contextlib.suppress(PermissionError):
+            os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass
     stat = _proc_stat(pid)
     if stat is None:
         return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol, get_args
@@ -158,3 +158,26 @@ def check_start(env: str, services: Sequence[str], trigger: str, actor: str) -> 
     if not actor:
         raise RunStoreError("a run needs an actor: pass the user or system that started it")
     return names
+
+
+def finish_abandoned(
+    store: RunStore, runs: Iterable[Run], why_failed: Callable[[Run], str | None]
+) -> list[str]:
+    """Finish as failed each `running` run for which `why_failed` gives a reason.
+
+    Several processes (or serve replicas) may close the same run at once: a run another
+    one finished first is skipped. Returns the ids this call finished.
+    """
+    finished = []
+    for run in runs:
+        if run.outcome != "running":
+            continue
+        reason = why_failed(run)
+        if reason is None:
+            continue
+        try:
+            store.finish(run.id, "failed", {"error": reason})
+        except RunStoreError:
+            continue
+        finished.append(run.id)
+    return finished

@@ -229,23 +229,15 @@ class Engine:
         self, is_dead: Callable[[str], bool], why: str = "it restarted"
     ) -> list[str]:
         """Finish as failed the `running` runs whose replica `is_dead`."""
-        from configcenter.ports.runstore import RunStoreError
+        from configcenter.ports.runstore import finish_abandoned
 
-        closed = []
-        for run in self.run_store.list(limit=500):
+        def dead_replica(run: Run) -> str | None:
             replica = run.details.get(REPLICA_DETAIL)
-            if run.outcome != "running" or not isinstance(replica, str) or not is_dead(replica):
-                continue
-            try:
-                self.run_store.finish(
-                    run.id,
-                    "failed",
-                    {"error": f"serve replica {replica} stopped before the run ended ({why})"},
-                )
-            except RunStoreError:  # another replica closed it first
-                continue
-            closed.append(run.id)
-        return closed
+            if not isinstance(replica, str) or not is_dead(replica):
+                return None
+            return f"serve replica {replica} stopped before the run ended ({why})"
+
+        return finish_abandoned(self.run_store, self.run_store.list(limit=500), dead_replica)
 
     def _schedule(self) -> None:
         """Queue `schedule:<env>:<slot>` once per interval; the id dedupes across replicas."""

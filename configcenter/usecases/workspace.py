@@ -166,26 +166,19 @@ class Workspace:
         A SIGKILLed apply cannot record its own end; without this its run would show
         as running forever. A process on another host, or one still alive, is left alone.
         """
-        from configcenter.ports.runstore import RunStoreError
+        from configcenter.ports.runstore import finish_abandoned
 
         host = socket.gethostname()
-        reaped = []
-        for run in self.run_store.list(env=env, limit=200):
+
+        def dead_process(run: Run) -> str | None:
             pid = run.details.get("pid")
-            if run.outcome != "running" or run.details.get("host") != host:
-                continue
-            if not isinstance(pid, int) or _pid_alive(pid):
-                continue
-            try:
-                self.run_store.finish(
-                    run.id,
-                    "failed",
-                    {"error": f"the process running it (pid {pid} on {host}) died before it ended"},
-                )
-            except RunStoreError:  # another process reaped it first
-                continue
-            reaped.append(run.id)
-        return reaped
+            if run.details.get("host") != host or not isinstance(pid, int) or _pid_alive(pid):
+                return None
+            return f"the process running it (pid {pid} on {host}) died before it ended"
+
+        return finish_abandoned(
+            self.run_store, self.run_store.list(env=env, limit=200), dead_process
+        )
 
     def deploy_repo_exists(self) -> bool:
         url = self.resolved_deploy_url()

@@ -61,7 +61,7 @@ def test_every_command_has_json(command: tuple[str, ...]) -> None:
 
 
 #: Commands that stop on a config error (`history` and `rollback` go on from the deploy
-#: repo alone: tests/rollout/test_converge_cluster.py).
+#: repo alone: tests/apply_on_platforms/test_converge_cluster.py).
 BROKEN_COMMANDS = [
     ("validate",),
     ("plan", "dev"),

@@ -36,7 +36,8 @@ def all_crash_points() -> list[str]:
 
 
 POINTS = all_crash_points()
-#: Points on the way to the platform do not fire with --no-rollout; tests/rollout kills there.
+#: Points on the way to the platform do not fire with --no-rollout;
+#: tests/apply_on_platforms kills there.
 ROLLOUT_POINTS = [p for p in POINTS if p.startswith("rollout:")]
 COMMIT_POINTS = [p for p in POINTS if p not in ROLLOUT_POINTS]
 

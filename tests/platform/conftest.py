@@ -21,7 +21,7 @@ from configcenter.adapters.marathon import MarathonPlatform
 from configcenter.core import kinds
 from configcenter.core.redact import Redactor
 from configcenter.ports.platform import Deployable, Platform, PlatformTarget
-from tests.kubernetes.conftest import make_deployable
+from tests.kubernetes_adapter.conftest import make_deployable
 from tests.platform import fake_platform
 from tests.support.marathon_double import MarathonDouble
 

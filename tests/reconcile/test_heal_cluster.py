@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.rollout.test_converge_cluster import _pin, _release_worker_with_service
-from tests.rollout.test_kubernetes import Cluster, expect, k8s_world, services
+from tests.apply_on_platforms.test_converge_cluster import _pin, _release_worker_with_service
+from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world, services
 from tests.support.e2e_fixtures import SECRET_ENV, World
 from tests.support.k8s_fixtures import K8sNamespace, version_in_use
 

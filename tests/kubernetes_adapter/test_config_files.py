@@ -18,7 +18,7 @@ from configcenter.adapters.k8s_manifests import (
     config_file_keys,
     config_files,
 )
-from tests.kubernetes.conftest import make_deployable
+from tests.kubernetes_adapter.conftest import make_deployable
 
 VALID_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 

@@ -18,7 +18,7 @@ from configcenter.adapters.k8s_manifests import (
 )
 from configcenter.adapters.kubernetes import KubernetesPlatform
 from configcenter.ports.platform import Deployable
-from tests.kubernetes.conftest import Cluster, make_deployable
+from tests.kubernetes_adapter.conftest import Cluster, make_deployable
 from tests.support.helpers import poll
 
 pytestmark = pytest.mark.k8s

@@ -16,7 +16,7 @@ import pytest
 from configcenter.adapters.k8s_manifests import DIGEST_ANNOTATION, SERVICE_LABEL
 from configcenter.adapters.kubernetes import KubernetesPlatform
 from configcenter.ports.platform import RolloutStatus
-from tests.kubernetes.conftest import DEPLOYMENT, Cluster, make_deployable
+from tests.kubernetes_adapter.conftest import DEPLOYMENT, Cluster, make_deployable
 
 pytestmark = pytest.mark.k8s
 

@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from tests.rollout.test_kubernetes import Cluster, expect, k8s_world, plan_actions, services
+from tests.apply_on_platforms.test_kubernetes import (
+    Cluster,
+    expect,
+    k8s_world,
+    plan_actions,
+    services,
+)
 from tests.support.e2e_fixtures import World
 from tests.support.k8s_fixtures import FAILS_JOB_IMAGE_MARK, K8sNamespace
 from tests.support.rollout_fixtures import SENTINEL, set_service

@@ -125,7 +125,7 @@ def test_a_job_that_never_finishes_times_out_and_is_deleted(k8s_namespace: Any) 
     from kubernetes import client
 
     from configcenter.adapters.kubernetes import KubernetesPlatform
-    from tests.kubernetes.conftest import target_for
+    from tests.kubernetes_adapter.conftest import target_for
     from tests.support.helpers import poll
     from tests.support.k8s_fixtures import NEVER_READY_IMAGE_MARK
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.rollout.test_kubernetes import Cluster, k8s_world, services
+from tests.apply_on_platforms.test_kubernetes import Cluster, k8s_world, services
 from tests.support.e2e_fixtures import CLI_TIMEOUT, World
 from tests.support.k8s_fixtures import K8sNamespace
 from tests.support.rollout_fixtures import set_service

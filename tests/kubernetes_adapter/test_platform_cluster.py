@@ -30,7 +30,7 @@ from configcenter.adapters.k8s_manifests import (
 )
 from configcenter.adapters.kubernetes import KubernetesPlatform
 from configcenter.ports.platform import PlatformError, RolloutStatus
-from tests.kubernetes.conftest import Cluster, make_deployable, target_for
+from tests.kubernetes_adapter.conftest import Cluster, make_deployable, target_for
 
 pytestmark = pytest.mark.k8s
 

@@ -26,7 +26,7 @@ from configcenter.adapters.k8s_manifests import (
 )
 from configcenter.adapters.kubernetes import KubernetesPlatform
 from configcenter.ports.platform import PlatformError
-from tests.kubernetes.conftest import make_deployable, target_for
+from tests.kubernetes_adapter.conftest import make_deployable, target_for
 
 
 def objects_by_ref(objs: list[Any]) -> dict[str, dict[str, Any]]:

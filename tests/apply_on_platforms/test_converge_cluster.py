@@ -21,7 +21,7 @@ from configcenter.crashpoints import crash_env
 from configcenter.ports.platform import RolloutStatus
 from configcenter.ports.runstore import RunStoreError
 from configcenter.usecases.apply import ApplyOptions, Reporter, apply_env
-from tests.rollout.test_kubernetes import (
+from tests.apply_on_platforms.test_kubernetes import (
     Cluster,
     expect,
     k8s_world,

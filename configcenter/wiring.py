@@ -30,6 +30,8 @@ from configcenter.ports.runstore import RunStore, RunStoreError
 
 if TYPE_CHECKING:
     from configcenter.adapters.config_git import ConfigGit
+    from configcenter.ports.config_repo import ConfigRepo
+    from configcenter.ports.deploy_repo import DeployRepo
 
 
 class UnknownKind(UserError):
@@ -106,6 +108,40 @@ def open_registry(access: RegistryAccess) -> Registry:
     return OciRegistry(access.host, insecure=access.insecure, credentials=access.credentials)
 
 
+def open_config_repo(root: Path) -> ConfigRepo:
+    """The config repo checkout at `root` as the core reads it (Git optional)."""
+    from configcenter.adapters.git_config_repo import GitConfigRepo
+
+    return GitConfigRepo(root)
+
+
+def open_deploy_repo(
+    url: str,
+    branch: str,
+    *,
+    timeout: float | None = None,
+    plan_timeout: float | None = None,
+    read_only: bool = False,
+) -> DeployRepo:
+    """The deploy repo at `url` (one adapter: Git with a local cache of `branch`).
+
+    `timeout` / `plan_timeout` bound git's network steps (None: the adapter's
+    defaults); a `read_only` command (plan) uses `plan_timeout`.
+    """
+    from configcenter.adapters.git_deploy_repo import (
+        DEFAULT_NETWORK_TIMEOUT,
+        DEFAULT_PLAN_NETWORK_TIMEOUT,
+        GitDeployRepo,
+    )
+
+    network = (
+        plan_timeout or DEFAULT_PLAN_NETWORK_TIMEOUT
+        if read_only
+        else timeout or DEFAULT_NETWORK_TIMEOUT
+    )
+    return GitDeployRepo(url, branch, network_timeout=network)
+
+
 def open_config_git(
     root: Path,
     error: Callable[[str], Exception],
@@ -136,6 +172,8 @@ __all__ = [
     "factory",
     "open_builder",
     "open_config_git",
+    "open_config_repo",
+    "open_deploy_repo",
     "open_forge",
     "open_platform",
     "open_registry",

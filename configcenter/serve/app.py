@@ -15,7 +15,6 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -527,25 +526,18 @@ async def _enqueue(
 
 def _deploy_blob(engine: Engine, blob: str) -> bytes | None:
     """A blob of the deploy repo by id, fetching the repo once when it is not there yet."""
-    import subprocess
-
-    from configcenter.adapters.git_deploy_repo import GitDeployRepo
+    from configcenter.ports.deploy_repo import DeployRepoError
 
     repo = engine.base.deploy_repo
-    if not isinstance(repo, GitDeployRepo):
-        return None
     for attempt in range(2):
-        if attempt or not Path(repo.cache_dir).exists():
+        if attempt or repo.head() is None:
             repo.sync()
-        proc = subprocess.run(
-            ["git", f"--git-dir={repo.cache_dir}", "cat-file", "blob", blob],
-            capture_output=True,
-            check=False,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
-        if proc.returncode == 0:
-            return proc.stdout
+        try:
+            found = repo.read_blobs([blob]).get(blob)
+        except DeployRepoError:  # not a full blob id, or the cache cannot be read yet
+            found = None
+        if found is not None:
+            return found
     return None
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from configcenter import wiring
-from configcenter.adapters.git_config_repo import GitConfigRepo, WorkTreeTemplate
 from configcenter.core.errors import ConfigError, Problem, ProblemList, Source, UserError
 from configcenter.core.model import HEAD, Template
 from configcenter.core.plan import desired_image
@@ -21,6 +20,7 @@ from configcenter.usecases.workspace import Workspace
 
 if TYPE_CHECKING:
     from configcenter.adapters.config_git import ConfigGit
+    from configcenter.ports.config_repo import ConfigRepo
 
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([.-][0-9A-Za-z.-]+)?$")
 
@@ -181,7 +181,7 @@ def _release_together_hints(
 class _WithPendingTags:
     """The config repo, plus the tags about to be created pointing at the work tree."""
 
-    def __init__(self, inner: GitConfigRepo, pending: Mapping[str, str]) -> None:
+    def __init__(self, inner: ConfigRepo, pending: Mapping[str, str]) -> None:
         self.inner = inner
         self.root = inner.root
         self.pending = dict(pending)
@@ -205,11 +205,10 @@ class _WithPendingTags:
 
 
 def _work_tree_template(ws: Workspace, service: str) -> Template:
-    root = ws.root / "templates" / service
-    tree = WorkTreeTemplate(root)
-    raw = tree.read("template.yaml")
+    tree = ws.source.template_tree(service, None)
+    raw = tree.read("template.yaml") if tree is not None else None
     rel = f"templates/{service}/template.yaml"
-    if raw is None:
+    if tree is None or raw is None:
         raise ConfigError([Problem(Source(rel), "template.yaml does not exist", "create it")])
     problems = ProblemList()
     doc = parse_yaml(raw.decode(), rel, problems)

@@ -11,7 +11,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from configcenter.adapters.git_config_repo import GitConfigRepo
 from configcenter.core.errors import ConfigError, ProblemList, UserError
 from configcenter.core.load import load_config
 from configcenter.core.model import Config
@@ -20,6 +19,7 @@ from configcenter.core.render import Renderer
 from configcenter.core.state import EnvState
 
 if TYPE_CHECKING:
+    from configcenter.ports.config_repo import ConfigRepo
     from configcenter.ports.deploy_repo import DeployRepo
     from configcenter.ports.runstore import Run, RunStore
 
@@ -56,8 +56,10 @@ class Workspace:
     read_only: bool = False
 
     @cached_property
-    def source(self) -> GitConfigRepo:
-        return GitConfigRepo(self.root)
+    def source(self) -> ConfigRepo:
+        from configcenter.wiring import open_config_repo
+
+        return open_config_repo(self.root)
 
     @cached_property
     def problems(self) -> ProblemList:
@@ -68,9 +70,7 @@ class Workspace:
         try:
             config = load_config(self.source, self.problems, self.focus)
         finally:
-            save = getattr(self.source, "save_caches", None)
-            if save is not None:
-                save()
+            self.source.save_caches()
         self.problems.raise_if_errors(self.strict)
         return config
 
@@ -115,7 +115,7 @@ class Workspace:
 
     @cached_property
     def deploy_repo(self) -> DeployRepo:
-        from configcenter.adapters.git_deploy_repo import GitDeployRepo
+        from configcenter.wiring import open_deploy_repo
 
         url = self.resolved_deploy_url()
         if url is None:
@@ -123,18 +123,14 @@ class Workspace:
                 "no deploy repo: set deploy_repo: {url: ...} in configcenter.yaml "
                 "or pass --deploy-repo"
             )
-        from configcenter.adapters.git_deploy_repo import (
-            DEFAULT_NETWORK_TIMEOUT,
-            DEFAULT_PLAN_NETWORK_TIMEOUT,
-        )
-
         project = self.config.project
-        timeout = (
-            project.deploy_repo_plan_timeout or DEFAULT_PLAN_NETWORK_TIMEOUT
-            if self.read_only
-            else project.deploy_repo_timeout or DEFAULT_NETWORK_TIMEOUT
+        return open_deploy_repo(
+            url,
+            project.deploy_repo_branch,
+            timeout=project.deploy_repo_timeout,
+            plan_timeout=project.deploy_repo_plan_timeout,
+            read_only=self.read_only,
         )
-        return GitDeployRepo(url, project.deploy_repo_branch, network_timeout=timeout)
 
     @cached_property
     def run_store(self) -> RunStore:

@@ -26,9 +26,6 @@ ALLOWED: set[tuple[str, str]] = {
     ("configcenter.serve.jobs", "configcenter.adapters.runstores"),
     # serve's Git polling asks the remote with `git ls-remote` itself.
     ("configcenter.serve.poll", "subprocess"),
-    # the status API reads deploy repo history with git and GitPython itself.
-    ("configcenter.serve.app", "subprocess"),
-    ("configcenter.serve.app", "configcenter.adapters.git_deploy_repo"),
     # validation asks the Marathon adapter which rendered files are config files, by kind
     # (a platform capability in the registry would do).
     ("configcenter.usecases.inspect", "configcenter.adapters.marathon"),
@@ -39,12 +36,6 @@ ALLOWED: set[tuple[str, str]] = {
     ("configcenter.usecases.build", "configcenter.adapters.source_checkout"),
     # `configcenter init` runs git itself instead of through adapters/config_git.py.
     ("configcenter.usecases.init_repo", "subprocess"),
-    # template release reads the work tree's template through the config repo adapter.
-    ("configcenter.usecases.release_template", "configcenter.adapters.git_config_repo"),
-    # the workspace opens the config and deploy repos itself (a composition root in
-    # usecases/; its openers belong in configcenter.wiring).
-    ("configcenter.usecases.workspace", "configcenter.adapters.git_config_repo"),
-    ("configcenter.usecases.workspace", "configcenter.adapters.git_deploy_repo"),
     # apply reads the config repo's commit lineage from Git directly.
     ("configcenter.usecases.apply", "configcenter.adapters.git_lineage"),
     # Kubernetes drift normalisation still in the use case (the platform port's `diff` to come).

@@ -112,7 +112,13 @@ _SEGMENT = re.compile(
 _RETRY_STATUS = (502, 503, 504)
 #: Marathon answers 403 with this message when `--max_running_deployments` is reached
 #: (TooManyRunningDeploymentsException), and 403 for authorization failures otherwise.
-_TOO_MANY_DEPLOYMENTS = re.compile(r"max(imum)? number of (concurrent|running) deployments", re.I)
+#: The text is "Max number (100) of running deployments is achieved. ..." in Marathon's
+#: Exception.scala (older releases: "... number of concurrent deployments ...").
+_TOO_MANY_DEPLOYMENTS = re.compile(
+    r"max(imum)? number (\(\d+\) )?of (concurrent|running) deployments", re.I
+)
+_TAG = re.compile(r"<[^>]+>")
+_TITLE = re.compile(r"<title>(.*?)</title>", re.I | re.S)
 
 JSON = dict[str, Any]
 
@@ -755,7 +761,7 @@ class MarathonPlatform:
         try:
             payload = response.json()
         except ValueError:
-            payload = {"message": response.text[:500]}
+            payload = {"message": _plain_text(response.text)}
         raise self._http_error(response.status_code, payload, what or f"{method} {path}")
 
     def _send(
@@ -798,8 +804,15 @@ class MarathonPlatform:
         )
 
     def _http_error(self, status: int, payload: Any, what: str) -> MarathonError:
-        payload = payload if isinstance(payload, dict) else {"message": str(payload)}
-        message = str(payload.get("message") or payload.get("description") or f"HTTP {status}")
+        payload = payload if isinstance(payload, dict) else {"message": _plain_text(payload)}
+        # Marathon says `message`; authorizer plugins answer their own shape (the example
+        # plugin: `problem`), DC/OS's Admin Router an HTML page.
+        message = str(
+            payload.get("message")
+            or payload.get("problem")
+            or payload.get("description")
+            or f"HTTP {status}"
+        )
         if status == 409:
             ids = [
                 str(d.get("id")) for d in payload.get("deployments") or [] if isinstance(d, dict)
@@ -945,17 +958,19 @@ class MarathonPlatform:
             try:
                 payload = response.json()
             except ValueError:
-                payload = {"message": response.reason}
+                payload = None
             # The store's answer describes the path, never the value we sent.
             raise self._secret_error(response.status_code, payload, method, source)
         return response
 
     def _secret_error(self, status: int, payload: Any, method: str, source: str) -> MarathonError:
         """A DC/OS secret store refusal, said as what it is (never "fix marathon.json.j2")."""
-        payload = payload if isinstance(payload, dict) else {"message": str(payload)}
+        # The Secrets API documents status codes only: the body, when there is one, is
+        # quoted but never needed to decide.
+        payload = payload if isinstance(payload, dict) else {}
         code = str(payload.get("code") or "")
-        text = str(payload.get("description") or payload.get("message") or f"HTTP {status}")
-        said = f"HTTP {status}" + (f" {code}" if code else "") + f": {text}"
+        text = str(payload.get("description") or payload.get("message") or "")
+        said = f"HTTP {status}" + (f" {code}" if code else "") + (f": {text}" if text else "")
         where = f"{method} secret {source} in store {self.secret_store!r} at {self.secrets_url}"
         if status == 401:
             fix = (
@@ -1018,9 +1033,18 @@ def _message_of(response: requests.Response) -> str:
     try:
         payload = response.json()
     except ValueError:
-        return ""
-    message = payload.get("message") if isinstance(payload, dict) else None
+        message: object = _plain_text(response.text)
+    else:
+        message = payload.get("message") if isinstance(payload, dict) else None
     return f" ({str(message)[:200]})" if message else ""
+
+
+def _plain_text(body: object) -> str:
+    """An error page as one line of text: Jetty's and Admin Router's answers are HTML."""
+    text = str(body or "")
+    title = _TITLE.search(text)
+    text = _TAG.sub(" ", title.group(1) if title else text)
+    return " ".join(text.split())[:500]
 
 
 def _env_entries(deployable: Deployable) -> dict[str, str]:

@@ -32,13 +32,15 @@ What it models:
 * 409 for a change to an app locked by a deployment (unless `?force=true`,
   which cancels the running deployment), 422 `{"message", "details"}` for
   invalid definitions, 404 `{"message"}` for unknown ids;
-* 403 `{"message": "Max number of concurrent deployments is N. ..."}` once
-  `max_running_deployments` deployments run (Marathon's
+* 403 `{"message": "Max number (N) of running deployments is achieved. ..."}`
+  once `max_running_deployments` deployments run (Marathon's
   `--max_running_deployments`, TooManyRunningDeploymentsException); with
-  `token` set, 401 from DC/OS's Admin Router for a missing or wrong
-  `Authorization: token=...`; the secret store's 403 for a path outside
-  `secret_permissions`; `fail_next()` for 502/503 answers (leader election),
-  before or after the call took effect;
+  `token` set, 401 from DC/OS's Admin Router (an HTML page, `WWW-Authenticate:
+  oauthjwt`) for a missing or wrong `Authorization: token=...`; the secret
+  store's documented status codes without bodies (its API declares none),
+  403 for a path outside `secret_permissions`; `fail_next()` for 502/503
+  answers (by default the leader proxy's Jetty HTML page), before or after the
+  call took effect;
 * the Mesos fetcher: a task's `fetch` URIs are downloaded when it launches
   (`sandboxes[task id]`, by `destPath`); a failed download fails the task
   (`lastTaskFailure` TASK_FAILED "Failed to fetch all URIs ...");
@@ -204,7 +206,13 @@ class Deployment:
         return steps
 
 
-_UNAVAILABLE: JSON = {"message": "Could not determine the current leader"}
+#: LeaderProxyFilter's `sendError(503, ...)` as Jetty renders it (an HTML page, not JSON).
+_UNAVAILABLE = (
+    "<html>\n<head>\n<title>Error 503 Could not determine the current leader</title>\n"
+    "</head>\n<body><h2>HTTP ERROR 503</h2>\n<p>Reason:\n<pre>    Could not determine the "
+    'current leader</pre></p><hr><a href="http://eclipse.org/jetty">Powered by Jetty://'
+    "</a><hr/>\n</body>\n</html>\n"
+)
 
 
 @dataclass
@@ -214,11 +222,11 @@ class Fault:
     status: int
     times: int
     after_effect: bool
-    body: JSON
+    body: JSON | str
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, body: JSON | None) -> None:
+    def __init__(self, status: int, body: JSON | str | None) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
@@ -303,7 +311,7 @@ class MarathonDouble:
         *,
         times: int = 1,
         after_effect: bool = False,
-        body: JSON | None = None,
+        body: JSON | str | None = None,
     ) -> None:
         """Answer the next `times` matching calls with `status` (503: a leader change).
 
@@ -331,15 +339,9 @@ class MarathonDouble:
             try:
                 if self.token is not None and authorization != f"token={self.token}":
                     # DC/OS Admin Router: no or a bad token (auth/authentication docs).
-                    headers["WWW-Authenticate"] = "acsjwt"
-                    raise HttpError(
-                        401,
-                        {
-                            "title": "Unauthorized",
-                            "description": "Please provide a valid authentication token.",
-                            "code": "ERR_INVALID_TOKEN",
-                        },
-                    )
+                    # Admin Router's auth.lua exit_401: an HTML page, not JSON.
+                    headers["WWW-Authenticate"] = "oauthjwt"
+                    raise HttpError(401, "<html><body><h1>401 Unauthorized</h1></body></html>\n")
                 if fault is not None and not fault.after_effect:
                     raise HttpError(fault.status, fault.body)
                 status, payload = self._route(method, path, query, text, headers)
@@ -348,7 +350,8 @@ class MarathonDouble:
             except HttpError as exc:
                 status, payload = exc.status, exc.body
         if isinstance(payload, str):
-            headers.setdefault("Content-Type", "text/plain")
+            html = payload.startswith("<html")
+            headers.setdefault("Content-Type", "text/html; charset=UTF-8" if html else "text/plain")
             return status, headers, payload.encode()
         if payload is None:
             return status, headers, b""
@@ -586,8 +589,11 @@ class MarathonDouble:
                 403,
                 {
                     "message": (
-                        f"Max number of concurrent deployments is {limit}. To schedule a new "
-                        "deployment, you need to wait until some running deployments finish."
+                        f"Max number ({limit}) of running deployments is achieved. Wait for "
+                        "existing deployments to complete or cancel oneusing force=true "
+                        "parameter. You can increase max deployment number by using "
+                        "--max_running_deployments parameter but be advised that this can "
+                        "have negative effects on the performance."
                     )
                 },
             )
@@ -875,39 +881,29 @@ class MarathonDouble:
         store, _, path = rest.partition("/")
         key = (store, path.strip("/"))
         if not key[1]:
-            raise HttpError(400, {"code": "ERR_INVALID_PATH", "description": "no secret path"})
+            raise HttpError(400, None)
         allowed = self.secret_permissions
         permitted = allowed is None or any(key[1].startswith(prefix) for prefix in allowed)
         if method != "GET" and not permitted:
-            raise HttpError(
-                403,
-                {
-                    "code": "ERR_FORBIDDEN",
-                    "description": f"Forbidden: no permission for secret path {key[1]}",
-                },
-            )
+            raise HttpError(403, None)
         if method in ("PUT", "PATCH"):
             data = _parse_json(body)
             if not isinstance(data, dict) or not isinstance(data.get("value"), str):
-                raise HttpError(
-                    400, {"code": "ERR_MALFORMED", "description": 'body must be {"value": string}'}
-                )
+                raise HttpError(400, None)
             if method == "PUT" and key in self.secret_values:
-                raise HttpError(
-                    409, {"code": "ERR_ALREADY_EXISTS", "description": "Secret already exists"}
-                )
+                raise HttpError(409, None)
             if method == "PATCH" and key not in self.secret_values:
-                raise HttpError(404, {"code": "ERR_NOT_FOUND", "description": "Secret not found"})
+                raise HttpError(404, None)
             self.secret_values[key] = data["value"]
             return (201, None) if method == "PUT" else (204, None)
         if key not in self.secret_values:
-            raise HttpError(404, {"code": "ERR_NOT_FOUND", "description": "Secret not found"})
+            raise HttpError(404, None)
         if method == "GET":
             return 200, {"value": self.secret_values[key]}
         if method == "DELETE":
             del self.secret_values[key]
             return 204, None
-        raise HttpError(405, {"code": "ERR_METHOD", "description": f"{method} not allowed"})
+        raise HttpError(405, None)
 
 
 class _Handler(BaseHTTPRequestHandler):

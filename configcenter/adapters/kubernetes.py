@@ -127,6 +127,8 @@ class KubernetesPlatform:
         #: The env's Secrets, listed once for a plan's `secrets_match` calls (one list call
         #: for every service); any apply through this instance drops it.
         self._env_secrets: dict[str, dict[str, Any]] | None = None
+        #: Why that list failed, so the plan's other services say so without asking again.
+        self._env_secrets_error: str | None = None
 
     # -- apply -------------------------------------------------------------------------
 
@@ -138,6 +140,7 @@ class KubernetesPlatform:
         """
         self._check_env(deployable)
         self._env_secrets = None
+        self._env_secrets_error = None
         namespace_exists = self._ensure_namespace(dry_run)
         # A generation's Secrets are immutable: when they exist, they hold the values that
         # generation was made with (a rollback gets back exactly those), so nothing is
@@ -269,16 +272,23 @@ class KubernetesPlatform:
             return generations[0] if generations else None
         try:
             values = self._resolve_secrets(deployable)
+            if self._env_secrets_error is not None:
+                return self._env_secrets_error
             if self._env_secrets is None:
-                listing = self._call(
-                    "list Secrets to compare secret values",
-                    self._get_json,
-                    self._resource("v1", "Secret"),
-                    namespace=self.namespace,
-                    label_selector=env_selector(deployable.env),
-                    # A plan must not hang on an unreachable cluster: it says it cannot tell.
-                    _request_timeout=PLAN_REQUEST_TIMEOUT,
-                )
+                try:
+                    listing = self._call(
+                        "list Secrets to compare secret values",
+                        self._get_json,
+                        self._resource("v1", "Secret"),
+                        namespace=self.namespace,
+                        label_selector=env_selector(deployable.env),
+                        # A plan must not hang on an unreachable cluster: it says it cannot
+                        # tell.
+                        _request_timeout=PLAN_REQUEST_TIMEOUT,
+                    )
+                except PlatformError as exc:
+                    self._env_secrets_error = str(exc)
+                    raise
                 self._env_secrets = {
                     str(item["metadata"]["name"]): item for item in listing.get("items") or []
                 }

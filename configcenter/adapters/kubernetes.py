@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from configcenter.adapters import k8s_diff
 from configcenter.adapters.k8s_live import clean_live, main_workload, without_claim_defaults
 from configcenter.adapters.k8s_manifests import (
     APPLIED_KINDS_ANNOTATION,
@@ -77,6 +78,7 @@ from configcenter.ports.platform import (
     PlatformTarget,
     ProgressCallback,
     RolloutStatus,
+    ServiceDiff,
     StageJobResult,
 )
 
@@ -816,6 +818,10 @@ class KubernetesPlatform:
         kinds = {kind for _, kind in OBSERVED_KINDS}
         built = build_objects(deployable, self.namespace, None)
         return {obj.ref: without_claim_defaults(obj.body) for obj in built if obj.kind in kinds}
+
+    def diff(self, deployable: Deployable, observed: ObservedService | None) -> ServiceDiff:
+        """The release's drift, object by object and field by field (see `k8s_diff`)."""
+        return k8s_diff.diff(deployable, self.desired_objects(deployable), observed)
 
     def delete(self, service: str) -> None:
         """Delete every object of the service in the namespace, of any kind, by label."""

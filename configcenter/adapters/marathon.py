@@ -47,6 +47,8 @@ from configcenter.ports.platform import (
     PlatformTarget,
     ProgressCallback,
     RolloutStatus,
+    ServiceDiff,
+    service_diff,
 )
 
 if TYPE_CHECKING:
@@ -410,6 +412,12 @@ class MarathonPlatform:
         except (MarathonError, SecretError, ValueError) as exc:
             return str(exc)
         return None if seen else "its secrets are not in the secret store yet"
+
+    def diff(self, deployable: Deployable, observed: ObservedService | None) -> ServiceDiff:
+        """Image, instances, config digest and release: the labels and fields we own."""
+        return service_diff(
+            deployable, observed, image=deployable.image or None, replicas=deployable.replicas
+        )
 
     def delete(self, service: str) -> None:
         """Destroy the app and the secrets this adapter stored for it."""

@@ -23,8 +23,8 @@ Port = Literal["platform", "builder", "forge", "run_store", "secret_backend"]
 #: reference (never plain text), or either a string or a secret reference.
 SettingType = Literal["text", "flag", "secret", "text_or_secret"]
 
-#: `observe()` reports the live objects and the adapter can say which objects it
-#: would apply (`desired_objects`), so reconcile compares them field by field.
+#: `diff` compares the release's objects with the live ones field by field (drifts
+#: named "<Kind/name> <path>") and `replace_drifted` replaces drifted objects (heal).
 OBJECT_DRIFT = "object_drift"
 #: `force=True` cancels a deployment that holds the app (Marathon's HTTP 409).
 FORCE = "force"

@@ -15,6 +15,7 @@ from configcenter.core.errors import PlatformFailure
 from configcenter.core.redact import Redactor
 
 RolloutState = Literal["progressing", "healthy", "failed"]
+DriftKind = Literal["changed", "missing", "orphan"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,66 @@ class ObservedService:
     objects: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Drift:
+    """One difference between a release (as the deploy repo holds it) and the platform."""
+
+    service: str
+    field: str  # image | replicas | config_digest | release | service | "<Kind/name> <path>"
+    desired: str | None
+    live: str | None
+    kind: DriftKind = "changed"
+
+
+@dataclass(frozen=True)
+class ServiceDiff:
+    """What `Platform.diff` found for one service.
+
+    `image` and `replicas` are the release's as the platform would apply them (a
+    template may set both); `drifts` every difference from what runs, summary
+    fields first, then objects (for platforms with the `object_drift` capability).
+    """
+
+    image: str | None
+    replicas: int | None
+    drifts: tuple[Drift, ...] = ()
+
+
+def service_diff(
+    deployable: Deployable,
+    observed: ObservedService | None,
+    *,
+    image: str | None,
+    replicas: int | None,
+    objects: Iterable[Drift] = (),
+) -> ServiceDiff:
+    """The comparison every platform shares: nothing running, or image, replicas, config
+    digest and release; then the platform's own object drifts (`objects`), less those
+    that only repeat a summary drift."""
+    service = deployable.service
+    if observed is None:
+        return ServiceDiff(
+            image, replicas, (Drift(service, "service", "running", None, "missing"),)
+        )
+    drifts: list[Drift] = []
+    summary = [
+        ("image", image, observed.image),
+        ("replicas", _text(replicas), _text(observed.replicas)),
+        ("config_digest", deployable.config_digest, observed.config_digest),
+        ("release", deployable.release_id, observed.release_id),
+    ]
+    for name, want, have in summary:
+        if want is not None and want != have:
+            drifts.append(Drift(service, name, want, have))
+    pairs = {(d.desired, d.live) for d in drifts}
+    drifts.extend(d for d in objects if (d.desired, d.live) not in pairs)
+    return ServiceDiff(image, replicas, tuple(drifts))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 ProgressCallback = Callable[[RolloutStatus], None]
 
 
@@ -106,6 +167,11 @@ class Platform(Protocol):
         """What runs in this target now, by service name (one list call per kind)."""
         ...
 
+    def diff(self, deployable: Deployable, observed: ObservedService | None) -> ServiceDiff:
+        """How what runs (`observed`, from `observe()`; None when nothing runs) differs from
+        the release: only what someone set counts, never defaults the platform fills in."""
+        ...
+
     def delete(self, service: str) -> None:
         """Remove a service that left the config."""
         ...
@@ -122,14 +188,11 @@ class Platform(Protocol):
 
 
 class ObjectDriftPlatform(Platform, Protocol):
-    """A platform with the `object_drift` capability (`configcenter.core.kinds`)."""
-
-    def desired_objects(self, deployable: Deployable) -> Mapping[str, Mapping[str, object]]:
-        """The objects `apply` would send, keyed like `ObservedService.objects`."""
-        ...
+    """A platform with the `object_drift` capability (`configcenter.core.kinds`): its `diff`
+    compares objects field by field (drifts named `"<Kind/name> <path>"`)."""
 
     def replace_drifted(self, deployable: Deployable, refs: Iterable[str]) -> list[str]:
-        """Replace the objects `refs` (keyed like `desired_objects`) with what the release
+        """Replace the objects `refs` (`Kind/name`, as `diff` names them) with what the release
         renders, dropping fields other managers added inside them; returns those replaced."""
         ...
 

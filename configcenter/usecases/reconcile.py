@@ -1,27 +1,27 @@
 """reconcile: compare what runs on the platform with what the deploy repo says, and heal.
 
 The deploy repo's state records (`<env>/.state/`) are the desired state; each platform's
-`observe()` (one list call per kind per namespace) is the live state. Only what
-someone set counts: the Kubernetes adapter projects live objects onto their
-managed fields, so defaults and status never show up as drift; labels and
-annotations other managers added are not drift either. `heal` replaces drifted
+`observe()` (one list call per kind per namespace) is the live state, and the
+platform's `diff` says how they differ: only what someone set counts (the
+Kubernetes adapter projects live objects onto their managed fields, so defaults
+and status never show up as drift; labels and annotations other managers added
+are not drift either). `heal` replaces drifted
 objects with what the release renders, applies and waits for it; it never
 records a release outcome (a failed heal is a failed reconcile run).
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from configcenter.core import kinds
-from configcenter.core.state import EnvState, ServiceState
+from configcenter.core.state import EnvState
 from configcenter.ports.platform import (
     Deployable,
+    Drift,
     ObjectDriftPlatform,
     ObservedService,
     Platform,
@@ -38,34 +38,10 @@ from configcenter.usecases.apply import (
     rollout_timeout,
 )
 from configcenter.usecases.inspect import check_env
-from configcenter.usecases.platforms import config_digest, deployable, open_platform
+from configcenter.usecases.platforms import deployable, open_platform
 from configcenter.usecases.workspace import Workspace
 
-DriftKind = Literal["changed", "missing", "orphan"]
-
-#: Annotations that carry the release and digest: reported once per service, not per object.
-_SUMMARY_ANNOTATIONS = ("configcenter.io/release", "configcenter.io/config-digest")
-#: Flattened paths (under `spec`) whose values are Kubernetes quantities, which the API
-#: server stores in canonical form (`cpu: 0.5` comes back as `500m`, `1024Mi` as
-#: `1Gi`): container and pod `resources`, PVC and volumeClaimTemplate storage
-#: requests, and emptyDir `sizeLimit`.
-_QUANTITY_PATH = re.compile(
-    r"spec\.(?:.*\.)?(?:resources\.(?:requests|limits)\.[^.\[\]]+|emptyDir\.sizeLimit)"
-)
-
-#: Label and annotation paths (of an object or its pod template).
-_FOREIGN_METADATA = re.compile(r"(?:^|\.)metadata\.(?:labels|annotations)\.")
-
-
-@dataclass(frozen=True)
-class Drift:
-    """One difference between the deploy repo and the platform."""
-
-    service: str
-    field: str  # image | replicas | config_digest | release | service | "<Kind/name> <path>"
-    desired: str | None
-    live: str | None
-    kind: DriftKind = "changed"
+__all__ = ["Drift", "DriftReport", "ServiceDrift", "reconcile"]
 
 
 @dataclass
@@ -236,9 +212,7 @@ def _compare(ws: Workspace, env: str, state: EnvState, log: _RunLog) -> list[Ser
             current = state.services[name]
             assert current.release is not None
             desired = deployable(env, name, current, files.get(name, {}), current.release.id)
-            results[name] = _compare_service(
-                platform, platform_name, desired, current, live.get(name)
-            )
+            results[name] = _compare_service(platform, platform_name, desired, live.get(name))
         for name, observed in live.items():
             if name in state.services:
                 continue
@@ -276,171 +250,27 @@ def _compare_service(
     platform: Platform,
     platform_name: str,
     desired: Deployable,
-    current: ServiceState,
     observed: ObservedService | None,
 ) -> ServiceDrift:
-    objects = _desired_objects(platform, desired)
-    image, replicas = _desired_summary(objects, desired)
+    found = platform.diff(desired, observed)
     item = ServiceDrift(
         desired.service,
         platform_name,
         "in_sync",
-        desired_image=image,
-        desired_replicas=replicas,
+        desired_image=found.image,
+        desired_replicas=found.replicas,
         release=desired.release_id,
+        drifts=list(found.drifts),
     )
     if observed is None:
         item.status = "missing"
-        item.drifts.append(Drift(desired.service, "service", "running", None, "missing"))
         return item
     item.live_image = observed.image
     item.live_replicas = observed.replicas
     item.live_release = observed.release_id
-    summary = [
-        ("image", image, observed.image),
-        ("replicas", _text(replicas), _text(observed.replicas)),
-        ("config_digest", config_digest(current), observed.config_digest),
-        ("release", desired.release_id, observed.release_id),
-    ]
-    for name, want, have in summary:
-        if want is not None and want != have:
-            item.drifts.append(Drift(desired.service, name, want, have))
-    if objects is not None:
-        pairs = {(d.desired, d.live) for d in item.drifts}
-        for drift in _object_drifts(desired.service, objects, observed.objects):
-            if (drift.desired, drift.live) not in pairs:
-                item.drifts.append(drift)
     if item.drifts:
         item.status = "drifted"
     return item
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _desired_objects(
-    platform: Platform, desired: Deployable
-) -> dict[str, Mapping[str, Any]] | None:
-    """The objects the platform would apply, keyed like `observe()` keys them.
-
-    Only platforms with the object-drift capability (see `configcenter.core.kinds`)
-    can say; for the others drift is the summary fields alone.
-    """
-    if not kinds.REGISTRY.supports("platform", platform.target.kind, kinds.OBJECT_DRIFT):
-        return None
-    return dict(cast(ObjectDriftPlatform, platform).desired_objects(desired))
-
-
-def _desired_summary(
-    objects: Mapping[str, Mapping[str, Any]] | None, desired: Deployable
-) -> tuple[str | None, int | None]:
-    """Image and replicas of the main workload as applied (templates may set both).
-
-    A DaemonSet has no replica count: its replicas are None on both sides.
-    """
-    if objects is not None:
-        from configcenter.adapters.k8s_live import main_workload
-
-        key = main_workload(desired.service, objects)
-        if key is None:
-            return None, None
-        body = objects[key]
-        spec = body.get("spec") or {}
-        containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
-        image = containers[0].get("image") if containers else desired.image
-        if key.startswith("DaemonSet/"):
-            return (str(image) if image else desired.image), None
-        replicas = spec.get("replicas")
-        return (
-            str(image) if image else desired.image,
-            int(replicas) if replicas is not None else desired.replicas,
-        )
-    return desired.image or None, desired.replicas
-
-
-def _object_drifts(
-    service: str,
-    desired: Mapping[str, Mapping[str, Any]],
-    live: Mapping[str, Mapping[str, Any]],
-) -> list[Drift]:
-    drifts: list[Drift] = []
-    for ref in sorted(desired):
-        if ref not in live:
-            drifts.append(Drift(service, ref, "present", None, "missing"))
-            continue
-        want = _flatten(_strip(desired[ref]))
-        have = _flatten(_strip(live[ref]))
-        for path in sorted(set(want) | set(have)):
-            if path.startswith(("apiVersion", "kind")):
-                continue
-            a, b = want.get(path), have.get(path)
-            if path not in want and _FOREIGN_METADATA.search(path):
-                continue  # a label/annotation another manager added: theirs, not drift
-            if a != b and not _same_quantity(path, a, b):
-                drifts.append(Drift(service, f"{ref} {path}", _show(a), _show(b), "changed"))
-    for ref in sorted(set(live) - set(desired)):
-        drifts.append(Drift(service, ref, None, "present", "orphan"))
-    return drifts
-
-
-def _same_quantity(path: str, desired: Any, live: Any) -> bool:
-    """Whether two values at a quantity path are the same amount, however written.
-
-    Anything else (and a value that is not a quantity at all) is compared exactly.
-    """
-    if not _QUANTITY_PATH.fullmatch(path):
-        return False
-    a, b = _quantity(desired), _quantity(live)
-    return a is not None and a == b
-
-
-def _quantity(value: Any) -> Decimal | None:
-    """The exact amount of a Kubernetes quantity (`500m`, `1Gi`, `0.5`, `2`); None if not one."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    from kubernetes.utils.quantity import parse_quantity
-
-    try:
-        # str() first: Decimal(0.1) is 0.1000000000000000055..., but YAML's 0.1 means 100m.
-        return Decimal(parse_quantity(str(value)))
-    except (ValueError, ArithmeticError):
-        return None
-
-
-def _strip(body: Mapping[str, Any]) -> dict[str, Any]:
-    """Without server metadata and the release/digest annotations summarised elsewhere."""
-    out = {k: v for k, v in body.items() if k not in ("status",)}
-    meta = dict(out.get("metadata") or {})
-    for key in ("namespace", "managedFields", "resourceVersion", "uid", "creationTimestamp"):
-        meta.pop(key, None)
-    out["metadata"] = meta
-    return out
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Leaf paths: maps by key, lists of named maps by name, other lists by index."""
-    out: dict[str, Any] = {}
-    if isinstance(value, dict):
-        if not value and prefix:
-            return out  # an empty map sets nothing
-        for key, item in value.items():
-            if key in _SUMMARY_ANNOTATIONS and prefix.endswith("annotations"):
-                continue
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, list) and value and all(isinstance(i, dict) for i in value):
-        named = all("name" in i for i in value)
-        for index, item in enumerate(value):
-            label = item["name"] if named else index
-            out.update(_flatten(item, f"{prefix}[{label}]"))
-        return out
-    out[prefix] = value
-    return out
-
-
-def _show(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 # -- healing -----------------------------------------------------------------------------------

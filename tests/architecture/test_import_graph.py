@@ -38,9 +38,6 @@ ALLOWED: set[tuple[str, str]] = {
     ("configcenter.usecases.init_repo", "subprocess"),
     # apply reads the config repo's commit lineage from Git directly.
     ("configcenter.usecases.apply", "configcenter.adapters.git_lineage"),
-    # Kubernetes drift normalisation still in the use case (the platform port's `diff` to come).
-    ("configcenter.usecases.reconcile", "configcenter.adapters.k8s_live"),
-    ("configcenter.usecases.reconcile", "kubernetes.utils.quantity"),
 }
 
 

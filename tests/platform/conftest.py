@@ -8,12 +8,14 @@ test. Adding a platform: its module, its registry entry, and one bed here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 import pytest
+import requests
 
 from configcenter import wiring
 from configcenter.adapters.k8s_manifests import SERVICE_LABEL
@@ -23,6 +25,7 @@ from configcenter.core.redact import Redactor
 from configcenter.ports.platform import Deployable, Platform, PlatformTarget
 from tests.kubernetes_adapter.conftest import make_deployable
 from tests.platform import fake_platform
+from tests.support.helpers import poll
 from tests.support.marathon_double import MarathonDouble
 
 
@@ -54,6 +57,10 @@ class Bed(Protocol):
 
     def leftovers(self, service: str) -> list[str]:
         """Anything of the service still on the platform (objects, app, secrets)."""
+        ...
+
+    def scale_by_hand(self, service: str, replicas: int) -> None:
+        """Change the replica count on the platform itself, as an operator would."""
         ...
 
 
@@ -138,6 +145,12 @@ class KubernetesBed:
         for kind in ("service", "config_map", "secret"):
             found += [f"{kind}/{o.metadata.name}" for o in self._list(kind, selector)]
         return found
+
+    def scale_by_hand(self, service: str, replicas: int) -> None:
+        """`kubectl scale deployment/SERVICE --replicas=N`: the scale subresource."""
+        self.apps.patch_namespaced_deployment_scale(
+            service, self.namespace, {"spec": {"replicas": replicas}}
+        )
 
     def _list(self, kind: str, selector: str) -> list[Any]:
         api = self.apps if kind == "deployment" else self.core
@@ -231,6 +244,22 @@ class MarathonBed:
         prefix = f"shop/dev/{service}/"
         return found + [f"secret {p}" for _, p in self.server.secret_values if p.startswith(prefix)]
 
+    def scale_by_hand(self, service: str, replicas: int) -> None:
+        """`dcos marathon app update /shop/dev/SERVICE instances=N`: a partial PUT."""
+        response = requests.put(
+            f"{self.server.url}/v2/apps/shop/dev/{service}",
+            json={"instances": replicas},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        deployment = response.json()["deploymentId"]
+
+        def done() -> bool:
+            running = requests.get(f"{self.server.url}/v2/deployments", timeout=10).json()
+            return all(d["id"] != deployment for d in running)
+
+        poll(done, self.healthy_timeout, f"the scale of {service} to finish")
+
 
 class FakeBed:
     kind = "fake"
@@ -271,6 +300,11 @@ class FakeBed:
 
     def leftovers(self, service: str) -> list[str]:
         return [f"app {service}"] if ("dev", service) in self.world.apps else []
+
+    def scale_by_hand(self, service: str, replicas: int) -> None:
+        with self.world.lock:
+            app = self.world.apps[("dev", service)]
+            app.release = dataclasses.replace(app.release, replicas=replicas)
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ from configcenter.ports.platform import (
     PlatformTarget,
     ProgressCallback,
     RolloutStatus,
+    ServiceDiff,
+    service_diff,
 )
 
 ENTRY = AdapterKind(
@@ -109,6 +111,11 @@ class FakePlatform:
             )
             for service, app in sorted(apps.items())
         }
+
+    def diff(self, deployable: Deployable, observed: ObservedService | None) -> ServiceDiff:
+        return service_diff(
+            deployable, observed, image=deployable.image, replicas=deployable.replicas
+        )
 
     def delete(self, service: str) -> None:
         with self.world.lock:

@@ -7,12 +7,9 @@ that shows what adding an adapter takes.
 
 from __future__ import annotations
 
-from typing import cast
-
 import pytest
 
-from configcenter.core import kinds
-from configcenter.ports.platform import ObjectDriftPlatform, PlatformError, RolloutStatus
+from configcenter.ports.platform import Drift, PlatformError, RolloutStatus
 from tests.platform.conftest import Bed
 
 
@@ -117,15 +114,51 @@ def test_an_unresolvable_secret_is_named_and_nothing_is_deployed(
     assert bed.leftovers("api") == []
 
 
-def test_object_drift_platforms_say_which_objects_they_would_apply(bed: Bed) -> None:
-    """With the object-drift capability, desired objects are keyed like observed ones."""
-    if not kinds.REGISTRY.supports("platform", bed.kind, kinds.OBJECT_DRIFT):
-        pytest.skip(f"{bed.kind} reports drift on image, replicas, digest and release only")
-    release = bed.release("r1")
+def test_diff_of_what_just_rolled_out_is_empty(bed: Bed) -> None:
+    release = bed.release("r1", replicas=2)
     bed.platform.apply(release)
     assert bed.platform.wait(release, timeout=bed.healthy_timeout).state == "healthy"
-    platform = cast(ObjectDriftPlatform, bed.platform)
 
-    desired = platform.desired_objects(release)
+    found = bed.platform.diff(release, bed.platform.observe()["api"])
 
-    assert set(desired) == set(platform.observe()["api"].objects)
+    assert found.drifts == ()
+    assert (found.image, found.replicas) == (release.image, 2)
+
+
+def test_diff_of_a_service_that_does_not_run_is_one_missing_service(bed: Bed) -> None:
+    release = bed.release("r1", replicas=2)
+
+    found = bed.platform.diff(release, None)
+
+    assert found.drifts == (Drift("api", "service", "running", None, "missing"),)
+    assert (found.image, found.replicas) == (release.image, 2)
+
+
+def test_a_hand_made_scale_is_drift_until_the_release_is_applied_again(bed: Bed) -> None:
+    release = bed.release("r1", replicas=2)
+    bed.platform.apply(release)
+    assert bed.platform.wait(release, timeout=bed.healthy_timeout).state == "healthy"
+
+    bed.scale_by_hand("api", 3)
+    drifted = bed.platform.diff(release, bed.platform.observe()["api"])
+
+    assert Drift("api", "replicas", "2", "3") in drifted.drifts
+    assert [d for d in drifted.drifts if d.field == "release"] == []
+
+    bed.platform.apply(release)
+    assert bed.platform.wait(release, timeout=bed.healthy_timeout).state == "healthy"
+    assert bed.platform.diff(release, bed.platform.observe()["api"]).drifts == ()
+
+
+def test_a_changed_release_is_drift_on_its_digest_and_release(bed: Bed) -> None:
+    running = bed.release("r1")
+    bed.platform.apply(running)
+    assert bed.platform.wait(running, timeout=bed.healthy_timeout).state == "healthy"
+    wanted = bed.release("r2", values={"REGION": "us"})
+
+    found = bed.platform.diff(wanted, bed.platform.observe()["api"])
+
+    fields = {d.field: (d.desired, d.live) for d in found.drifts}
+    assert fields["config_digest"] == (wanted.config_digest, running.config_digest)
+    assert fields["release"] == ("r2", "r1")
+    assert "image" not in fields and "replicas" not in fields

@@ -1,10 +1,10 @@
-"""Drift compares Kubernetes quantities by amount, everything else exactly (no cluster)."""
+"""Kubernetes drift compares quantities by amount, everything else exactly (no cluster)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from configcenter.usecases.reconcile import _object_drifts
+from configcenter.adapters.k8s_diff import object_drifts
 
 
 def deployment(requests: dict[str, Any], limits: dict[str, Any], size: Any) -> dict[str, Any]:
@@ -36,9 +36,7 @@ def pvc(storage: Any) -> dict[str, Any]:
 
 def drift_fields(desired: dict[str, Any], live: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     ref = f"{desired['kind']}/{desired['metadata']['name']}"
-    return [
-        (d.field, d.desired, d.live) for d in _object_drifts("api", {ref: desired}, {ref: live})
-    ]
+    return [(d.field, d.desired, d.live) for d in object_drifts("api", {ref: desired}, {ref: live})]
 
 
 def test_quantities_written_differently_are_the_same_amount() -> None:

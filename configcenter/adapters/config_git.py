@@ -1,7 +1,9 @@
 """git in a config repo checkout, through the git CLI: fetch, worktrees, merges, commits.
 
-Promotion and the webhook triggers use it (via `configcenter.wiring.open_config_git`);
-errors are raised as the caller's error type, with any credentials in a remote URL
+The one place configcenter runs git in a config repo: promotion, template
+release, the webhook triggers, `configcenter init` and serve (following the
+upstream, polling it) open it via `configcenter.wiring.open_config_git`. Errors
+are raised as the caller's error type, with any credentials in a remote URL
 masked.
 """
 
@@ -42,6 +44,8 @@ class ConfigGit:
         self.error = error
         self.work_branch_prefix = work_branch_prefix
         self._env = {**os.environ, "LC_ALL": "C"}
+        # A user's command may let git ask for credentials; otherwise git never waits on input.
+        self._stdin: int | None = None if prompt else subprocess.DEVNULL
         if not prompt:
             self._env["GIT_TERMINAL_PROMPT"] = "0"
         if not self.run("config", "user.email", check=False):
@@ -52,7 +56,9 @@ class ConfigGit:
                 GIT_COMMITTER_EMAIL=DEFAULT_IDENTITY["email"],
             )
 
-    def run(self, *args: str, check: bool = True, cwd: Path | None = None) -> str:
+    def run(
+        self, *args: str, check: bool = True, cwd: Path | None = None, timeout: float | None = None
+    ) -> str:
         try:
             proc = subprocess.run(
                 ["git", *args],
@@ -61,13 +67,13 @@ class ConfigGit:
                 capture_output=True,
                 text=True,
                 check=False,
+                timeout=timeout,
+                stdin=self._stdin,
             )
         except FileNotFoundError:
             raise self.error("git is not installed: install git to promote") from None
         if check and proc.returncode != 0:
-            detail = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
-            detail = URL_USERINFO.sub(r"\1***@", detail)  # a token in the remote's URL
-            raise self.error(f"git {args[0]} failed in {cwd or self.root}: {detail}")
+            raise self.error(f"git {args[0]} failed in {cwd or self.root}: {_detail(proc)}")
         return proc.stdout.strip() if proc.returncode == 0 else ""
 
     def attempt(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
@@ -80,13 +86,66 @@ class ConfigGit:
             text=True,
             check=False,
             timeout=timeout,
+            stdin=self._stdin,
         )
 
-    def ok(self, *args: str, cwd: Path | None = None) -> bool:
+    def ok(self, *args: str, cwd: Path | None = None, timeout: float | None = None) -> bool:
         proc = subprocess.run(
-            ["git", *args], cwd=cwd or self.root, env=self._env, capture_output=True, check=False
+            ["git", *args],
+            cwd=cwd or self.root,
+            env=self._env,
+            capture_output=True,
+            check=False,
+            timeout=timeout,
+            stdin=self._stdin,
         )
         return proc.returncode == 0
+
+    def is_clone(self) -> bool:
+        """Whether the checkout is a Git work tree at all (serve also runs on plain dirs)."""
+        return (self.root / ".git").exists()
+
+    def current_branch(self) -> str | None:
+        """The checked-out branch; None on a detached HEAD."""
+        return self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False) or None
+
+    def upstream(self, timeout: float | None = None) -> str | None:
+        """The checked-out branch's upstream (`origin/main`); None when it has none."""
+        found = self.run(
+            "rev-parse",
+            "--abbrev-ref",
+            "--symbolic-full-name",
+            "@{u}",
+            check=False,
+            timeout=timeout,
+        )
+        return found or None
+
+    def fetch(self, remote: str, *, force_tags: bool = False, timeout: float | None = None) -> None:
+        """Fetch `remote` with its tags (`force_tags`: moved tags too); raises `error`."""
+        args = ["fetch", "--quiet", "--tags", *(["--force"] if force_tags else []), remote]
+        proc = self.attempt(*args, timeout=timeout)
+        if proc.returncode != 0:
+            raise self.error(
+                f"git fetch {remote} failed in {self.root}: {_detail(proc)}; check the remote "
+                "URL and credentials"
+            )
+
+    def fast_forward(self, ref: str, timeout: float | None = None) -> bool:
+        """Move the checked-out branch to `ref` if that is a fast-forward; False if not."""
+        return self.ok("merge", "--ff-only", "--quiet", ref, timeout=timeout)
+
+    def remote_head(self, remote: str, branch: str, timeout: float | None = None) -> str:
+        """The commit `branch` points at on `remote` now (asked over the network)."""
+        proc = self.attempt(
+            "ls-remote", "--exit-code", remote, f"refs/heads/{branch}", timeout=timeout
+        )
+        if proc.returncode != 0 or not proc.stdout.split():
+            raise self.error(
+                f"git ls-remote {remote} refs/heads/{branch} failed in {self.root}: "
+                f"{_detail(proc)}; check the remote URL and credentials"
+            )
+        return proc.stdout.split()[0]
 
     def has_origin(self) -> bool:
         return "origin" in self.run("remote").split()
@@ -155,3 +214,9 @@ class ConfigGit:
         )
         if proc.returncode != 0:
             raise self.error(f"git commit failed in {tree}: {proc.stderr.strip()}")
+
+
+def _detail(proc: subprocess.CompletedProcess[str]) -> str:
+    """What git said, with any credentials in a remote URL masked."""
+    detail = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
+    return URL_USERINFO.sub(r"\1***@", detail)  # a token in the remote's URL

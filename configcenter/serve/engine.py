@@ -13,14 +13,12 @@ import logging
 import math
 import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from configcenter.core.errors import ConfigError, PlatformFailure, TransientFailure, UserError
@@ -32,6 +30,7 @@ from configcenter.serve.metrics import Metrics
 from configcenter.usecases.workspace import Workspace
 
 if TYPE_CHECKING:
+    from configcenter.adapters.config_git import ConfigGit
     from configcenter.ports.runstore import Run, RunStore
     from configcenter.serve.notify import Notifier
 
@@ -40,6 +39,8 @@ log = logging.getLogger(__name__)
 #: A replica that has not beaten for this long is gone; its running jobs are queued again
 #: and its running runs are closed as failed (replicas beat every 0.5 s).
 STALE_REPLICA_SECONDS = 60.0
+#: The longest a git step in the config repo (fetch, merge) may take.
+GIT_TIMEOUT = 300.0
 #: How often the leader looks for runs and jobs of replicas that stopped beating.
 REAP_EVERY_SECONDS = 5.0
 #: Failures a user or operator fixes (config, credentials, a platform that cannot be
@@ -324,41 +325,31 @@ class Engine:
         with lock, self.jobs.env_lock(env):
             yield
 
+    @cached_property
+    def config_git(self) -> ConfigGit:
+        """git in serve's config repo checkout (the one config repo Git adapter)."""
+        from configcenter import wiring
+
+        return wiring.open_config_git(self.base.root, RuntimeError)
+
     def update_config_repo(self) -> str:
         """Fast-forward the config repo's branch to its upstream; returns a note."""
         root = self.base.root
         with self._config_lock:
-            if not (root / ".git").exists():
+            git = self.config_git
+            if not git.is_clone():
                 return "the config repo is not a Git clone; used as it is"
-            upstream = _git(root, "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}")
+            upstream = git.upstream(timeout=GIT_TIMEOUT)
             if upstream is None:
                 return "the config repo's branch has no upstream; used as it is"
-            remote = upstream.split("/", 1)[0]
-            fetched = _git(root, "fetch", "--quiet", "--tags", "--force", remote)
-            if fetched is None:
-                raise RuntimeError(
-                    f"git fetch {remote} failed in {root}: check the remote URL and credentials"
-                )
-            merged = _git(root, "merge", "--ff-only", "--quiet", "@{u}")
-            if merged is None:
+            git.fetch(upstream.split("/", 1)[0], force_tags=True, timeout=GIT_TIMEOUT)
+            if not git.fast_forward("@{u}", timeout=GIT_TIMEOUT):
                 raise RuntimeError(
                     f"{root} cannot fast-forward to {upstream}: it has local commits; "
                     "serve needs a clean clone of the config repo"
                 )
-            head = _git(root, "rev-parse", "HEAD") or "?"
+            head = git.rev("HEAD") or "?"
             return f"config repo at {head[:10]} ({upstream})"
 
     def current_branch(self) -> str | None:
-        return _git(self.base.root, "symbolic-ref", "--short", "-q", "HEAD")
-
-
-def _git(root: Path, *args: str) -> str | None:
-    proc = subprocess.run(
-        ["git", "-C", str(root), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    return proc.stdout.strip() if proc.returncode == 0 else None
+        return self.config_git.current_branch()

@@ -12,9 +12,7 @@ which marks queued webhook pushes it covered as done. An unchanged head is an
 from __future__ import annotations
 
 import math
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from configcenter.serve.jobs import Job
@@ -25,6 +23,8 @@ if TYPE_CHECKING:
 
 #: The default of serve.poll_interval (seconds): Argo CD polls every 3 minutes too.
 DEFAULT_POLL_INTERVAL = 180.0
+#: The longest asking the remote may take.
+GIT_TIMEOUT = 120.0
 
 
 def poll_job(interval: float, now: float) -> Job:
@@ -35,21 +35,16 @@ def poll_job(interval: float, now: float) -> Job:
 
 def run_poll(engine: Engine, job: Job, run_job: Callable[[Engine, Job], JobOutcome]) -> JobOutcome:
     """`run_job` handles the push a moved head stands for (passed in: no import cycle)."""
-    root = engine.base.root
-    if not (root / ".git").exists():
+    git = engine.config_git
+    if not git.is_clone():
         return "ignored", [], "the config repo is not a Git clone: nothing to poll"
-    upstream = _git(root, "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}")
+    upstream = git.upstream(timeout=GIT_TIMEOUT)
     if upstream is None or "/" not in upstream:
         return "ignored", [], "the config repo's branch has no upstream: nothing to poll"
     remote, branch = upstream.split("/", 1)
-    listed = _git(root, "ls-remote", "--exit-code", remote, f"refs/heads/{branch}")
-    if listed is None:
-        raise RuntimeError(
-            f"git ls-remote {remote} refs/heads/{branch} failed in {root}: check the "
-            "remote URL and credentials (serve polls the config repo's upstream)"
-        )
-    remote_head = listed.split()[0]
-    head = _git(root, "rev-parse", "HEAD") or ""
+    # serve polls the config repo's upstream: a failure names the remote and the fix.
+    remote_head = git.remote_head(remote, branch, timeout=GIT_TIMEOUT)
+    head = git.rev("HEAD") or ""
     if remote_head == head:
         return "ignored", [], f"{upstream} is at {head[:10]}, as applied"
     push = Job(
@@ -65,15 +60,3 @@ def run_poll(engine: Engine, job: Job, run_job: Callable[[Engine, Job], JobOutco
     )
     state, runs, note = run_job(engine, push)
     return state, runs, f"polled {upstream}: {head[:10] or '?'} -> {remote_head[:10]}; {note}"
-
-
-def _git(root: Path, *args: str) -> str | None:
-    proc = subprocess.run(
-        ["git", "-C", str(root), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    return proc.stdout.strip() if proc.returncode == 0 else None

@@ -8,14 +8,15 @@ meant to be edited into one's own project.
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from configcenter import wiring
 from configcenter.core.errors import ConfigError, Problem, Source, UserError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 FIRST_VERSION = "0.1.0"
+GIT_TIMEOUT = 60.0  # each git step; all are local
 
 
 @dataclass
@@ -97,15 +98,6 @@ values:
     }
 
 
-def _git(cwd: Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
-    )
-    if proc.returncode != 0:
-        raise UserError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip()}")
-    return proc.stdout
-
-
 def init_repo(
     root: Path, project: str | None = None, service: str = "hello", deploy_repo: Path | None = None
 ) -> Scaffold:
@@ -153,12 +145,15 @@ def init_repo(
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    _git(root, "init", "-q", "-b", "main")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "configcenter init: one service, dev and prod")
+    git = wiring.open_config_git(root, UserError)
+    git.run("init", "-q", "-b", "main", timeout=GIT_TIMEOUT)
+    git.run("add", "-A", timeout=GIT_TIMEOUT)
+    git.run(
+        "commit", "-q", "-m", "configcenter init: one service, dev and prod", timeout=GIT_TIMEOUT
+    )
     tag = f"{service}/{FIRST_VERSION}"
-    _git(root, "tag", "-a", tag, "-m", f"{service} template {FIRST_VERSION}")
-    commit = _git(root, "rev-parse", "HEAD").strip()
+    git.run("tag", "-a", tag, "-m", f"{service} template {FIRST_VERSION}", timeout=GIT_TIMEOUT)
+    commit = git.run("rev-parse", "HEAD", timeout=GIT_TIMEOUT)
     deploy.mkdir(parents=True, exist_ok=True)
-    _git(deploy, "init", "-q", "--bare", "-b", "main")
+    git.run("init", "-q", "--bare", "-b", "main", cwd=deploy, timeout=GIT_TIMEOUT)
     return Scaffold(root, deploy, sorted(files), tag, commit)

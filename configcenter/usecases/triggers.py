@@ -167,14 +167,14 @@ def handle_gitlab_event(
 def pull(git: ConfigGit, default: str, expect: str | None, *, fetch: bool = True) -> None:
     """Fast-forward the checkout to origin's default branch, which must contain `expect`."""
     if fetch and git.has_origin():
-        git.run("fetch", "--quiet", "--tags", "origin")
-        current = git.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        git.fetch("origin")
+        current = git.current_branch()
         if current != default:
             raise PromotionError(
                 f"the config repo checkout {git.root} is on {current or 'a detached HEAD'}, "
                 f"not {default}: check out {default} there (serve applies the default branch)"
             )
-        if not git.ok("merge", "--ff-only", "--quiet", f"refs/remotes/origin/{default}"):
+        if not git.fast_forward(f"refs/remotes/origin/{default}"):
             raise PromotionError(
                 f"cannot fast-forward {git.root} to origin/{default}: the checkout has local "
                 "commits or changes; serve's checkout must only follow the remote"

@@ -20,12 +20,8 @@ FORBIDDEN = ("kubernetes", "subprocess", "configcenter.adapters")
 #: Known breaks of the rule above, each to be moved behind a port; the test fails
 #: when one is fixed (remove it here) or a new one appears.
 ALLOWED: set[tuple[str, str]] = {
-    # serve's own `git fetch` / `merge --ff-only` of the config repo (a copy of triggers.pull).
-    ("configcenter.serve.engine", "subprocess"),
     # serve's job store is a second SQL store outside adapters/ (it borrows two helpers).
     ("configcenter.serve.jobs", "configcenter.adapters.runstores"),
-    # serve's Git polling asks the remote with `git ls-remote` itself.
-    ("configcenter.serve.poll", "subprocess"),
     # validation asks the Marathon adapter which rendered files are config files, by kind
     # (a platform capability in the registry would do).
     ("configcenter.usecases.inspect", "configcenter.adapters.marathon"),
@@ -34,8 +30,6 @@ ALLOWED: set[tuple[str, str]] = {
     ("configcenter.serve.leader", "kubernetes.client.exceptions"),
     # checking out build sources: a source port is still to be cut.
     ("configcenter.usecases.build", "configcenter.adapters.source_checkout"),
-    # `configcenter init` runs git itself instead of through adapters/config_git.py.
-    ("configcenter.usecases.init_repo", "subprocess"),
     # apply reads the config repo's commit lineage from Git directly.
     ("configcenter.usecases.apply", "configcenter.adapters.git_lineage"),
 }

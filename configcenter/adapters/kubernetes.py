@@ -903,6 +903,10 @@ class KubernetesPlatform:
         """The dynamic client, built on first use so constructing the adapter is cheap."""
         with self._lock:
             if self._dynamic is None:
+                in_cluster = self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST")
+                if not in_cluster and not _kubeconfig_exists(self.kubeconfig):
+                    # Said without importing the client (a quarter second a plan need not pay).
+                    raise self._kubeconfig_error("no such file")
                 from kubernetes import config, dynamic
 
                 try:
@@ -910,27 +914,31 @@ class KubernetesPlatform:
                         config_file=self.kubeconfig, context=self.context
                     )
                 except Exception as exc:
-                    if self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                    if in_cluster:
                         api = _in_cluster_client()
                     else:
-                        where = self.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-                        raise PlatformError(
-                            f"platform {self.target.name!r}: cannot load kubeconfig {where}"
-                            f"{f' context {self.context!r}' if self.context else ''}: {exc}; "
-                            "point KUBECONFIG at a valid file or fix platforms."
-                            f"{self.target.name}.context"
-                        ) from None
+                        raise self._kubeconfig_error(str(exc)) from None
                 try:
                     self._dynamic = dynamic.DynamicClient(api)
                 except Exception as exc:
                     raise self._api_error("discover the API", exc) from None
             return self._dynamic
 
+    def _kubeconfig_error(self, why: str) -> PlatformError:
+        where = self.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        return PlatformError(
+            f"platform {self.target.name!r}: cannot load kubeconfig {where}"
+            f"{f' context {self.context!r}' if self.context else ''}: {why}; "
+            "point KUBECONFIG at a valid file or fix platforms."
+            f"{self.target.name}.context"
+        )
+
     def _resource(self, api_version: str, kind: str) -> Any:
+        client = self._client()
         from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
         try:
-            return self._client().resources.get(api_version=api_version, kind=kind)
+            return client.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
             raise ManifestError(
                 f"the cluster serves no {kind} in {api_version}; check apiVersion and kind"
@@ -1130,6 +1138,17 @@ def _ordinal(pod_name: str) -> int:
     """A StatefulSet pod's ordinal: the number after its last '-'."""
     tail = pod_name.rpartition("-")[2]
     return int(tail) if tail.isdigit() else -1
+
+
+def _kubeconfig_exists(kubeconfig: str | None) -> bool:
+    """Whether a kubeconfig the client would read exists: the given file, else any file
+    KUBECONFIG lists, else ~/.kube/config."""
+    if kubeconfig is not None:
+        return os.path.exists(os.path.expanduser(kubeconfig))
+    listed = os.environ.get("KUBECONFIG")
+    if listed:
+        return any(os.path.exists(os.path.expanduser(p)) for p in listed.split(os.pathsep) if p)
+    return os.path.exists(os.path.expanduser("~/.kube/config"))
 
 
 def _in_cluster_client() -> Any:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from configcenter.adapters.config_git import ConfigGit
     from configcenter.ports.config_repo import ConfigRepo
     from configcenter.ports.deploy_repo import DeployRepo
+    from configcenter.ports.leadership import Leadership
 
 
 class UnknownKind(UserError):
@@ -155,6 +156,20 @@ def open_config_git(
     return ConfigGit(root, error, work_branch_prefix=work_branch_prefix, prompt=prompt)
 
 
+def open_lease_leader(
+    identity: str,
+    namespace: str,
+    name: str,
+    *,
+    kubeconfig: str | None = None,
+    duration: float = 15.0,
+) -> Leadership:
+    """serve's leader election on a Kubernetes Lease `namespace/name` (one adapter)."""
+    from configcenter.adapters.k8s_lease import LeaseLeader
+
+    return LeaseLeader(identity, namespace, name, kubeconfig=kubeconfig, duration=duration)
+
+
 def resolve_secret(ref: str, redactor: Redactor) -> str:
     """The value an `env:` or `file:` reference points at, registered for masking first.
 
@@ -175,6 +190,7 @@ __all__ = [
     "open_config_repo",
     "open_deploy_repo",
     "open_forge",
+    "open_lease_leader",
     "open_platform",
     "open_registry",
     "open_run_store",

@@ -43,9 +43,10 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
     from configcenter.serve.app import create_app
     from configcenter.serve.engine import Engine, default_identity, parse_interval
     from configcenter.serve.jobs import JobStore
-    from configcenter.serve.leader import Leadership, LeaseLeader, SoleLeader
+    from configcenter.serve.leader import Leadership, SoleLeader
     from configcenter.serve.metrics import Metrics
     from configcenter.serve.settings import load_settings
+    from configcenter.wiring import open_lease_leader
 
     config = ws.config
     settings = load_settings(config, ws.redactor)
@@ -56,7 +57,7 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
     identity = options.identity or default_identity()
     leader: Leadership = SoleLeader()
     if options.lease_namespace:
-        leader = LeaseLeader(
+        leader = open_lease_leader(
             identity,
             options.lease_namespace,
             options.lease_name,

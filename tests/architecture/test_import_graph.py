@@ -25,9 +25,6 @@ ALLOWED: set[tuple[str, str]] = {
     # validation asks the Marathon adapter which rendered files are config files, by kind
     # (a platform capability in the registry would do).
     ("configcenter.usecases.inspect", "configcenter.adapters.marathon"),
-    # the leader Lease talks to Kubernetes itself instead of through an adapter.
-    ("configcenter.serve.leader", "kubernetes"),
-    ("configcenter.serve.leader", "kubernetes.client.exceptions"),
     # checking out build sources: a source port is still to be cut.
     ("configcenter.usecases.build", "configcenter.adapters.source_checkout"),
     # apply reads the config repo's commit lineage from Git directly.

@@ -13,11 +13,12 @@ import random
 import re
 import socket
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from configcenter.core import release_policy as policy
 from configcenter.core.converge import Step, converge
 from configcenter.core.errors import PlatformFailure, TransientFailure, UserError
 from configcenter.core.model import Config
@@ -29,6 +30,7 @@ from configcenter.core.plan import (
     make_plan,
     service_record,
 )
+from configcenter.core.release_policy import failure_reason
 from configcenter.core.schema import parse_duration
 from configcenter.core.state import EnvState, Release, ServiceState
 from configcenter.crashpoints import crash_point
@@ -504,20 +506,15 @@ def _watch_one(
     except PLATFORM_FAILURES as exc:
         log(f"{service}: cannot watch {release.id} ({ws.redactor.redact(str(exc))})")
         return None
-    if status.state == "healthy":
+    reason = failure_reason(status.reason, status.message)
+    settled = policy.after_watch(current, status.state == "healthy", reason)
+    if settled.outcome == "healthy":
         log(f"{service}: {release.id} is healthy; recorded before the new release")
-        good = replace(release, outcome="healthy")
-        return _Outcome(
-            ServiceResult(service, "record", "healthy", release.id),
-            replace(current, release=good, last_good=good),
-            None,
-        )
-    reason = status.reason + (f": {status.message}" if status.message else "")
-    log(f"{service}: {release.id} failed ({reason}); recorded before the new release")
-    bad = replace(release, outcome="failed", reason=reason)
+    else:
+        log(f"{service}: {release.id} failed ({reason}); recorded before the new release")
     return _Outcome(
-        ServiceResult(service, "record", "failed", release.id, reason),
-        replace(current, release=bad, last_failed=bad),
+        ServiceResult(service, "record", settled.outcome, release.id, settled.reason),
+        settled.record,
         None,
     )
 
@@ -944,78 +941,44 @@ def _deploy_one(
         apply_and_wait=lambda: _apply_and_wait(platform, item, timeout, service, log, reporter),
     )
     status = run.status
-    if not run.applied:
-        return _not_applied(ws, env, service, current, status, log)
-    if status.state == "healthy":
+    reason = failure_reason(status.reason, status.message)
+    decision = policy.after_rollout(current, status.state == "healthy", reason, applied=run.applied)
+    if run.applied and status.state == "healthy":
         _prune_verified(platform, item, service, log)
-        good = replace(release, outcome="healthy")
         log(f"{service}: healthy ({release.id})")
-        return _Outcome(
-            ServiceResult(service, "deploy", "healthy", release.id),
-            replace(current, release=good, last_good=good),
-            None,
-        )
-    reason = status.reason + (f": {status.message}" if status.message else "")
-    log(f"{service}: rollout of {release.id} failed ({reason})")
-    crash_point("rollout:failed")
-    last_good = current.last_good
-    if last_good is None or last_good.id == release.id:
-        failed = replace(release, outcome="failed", reason=reason)
-        log(f"{service}: no earlier good release to roll back to; left failed")
-        return _Outcome(
-            ServiceResult(service, "deploy", "failed", release.id, reason),
-            replace(current, release=failed, last_failed=failed),
-            None,
-        )
-    snapshot, good_files = release_snapshot(repo, env, service, last_good.id)
-    log(f"{service}: rolling back to {last_good.id} (image {snapshot.image})")
-    restored = deployable(env, service, snapshot, good_files, last_good.id)
+    elif run.applied:
+        log(f"{service}: rollout of {release.id} failed ({reason})")
+        crash_point("rollout:failed")
+        if not isinstance(decision, policy.GoBack):
+            log(f"{service}: no earlier good release to roll back to; left failed")
+    if isinstance(decision, policy.Settled):
+        return _settled(service, decision, None)
+    snapshot, good_files = release_snapshot(repo, env, service, decision.to.id)
+    if not decision.roll_out:
+        log(f"{service}: still runs {decision.to.id}; the deploy repo goes back to it")
+        return _settled(service, policy.after_going_back(current, decision, snapshot), good_files)
+    log(f"{service}: rolling back to {decision.to.id} (image {snapshot.image})")
+    restored = deployable(env, service, snapshot, good_files, decision.to.id)
     back = _apply_and_wait(platform, restored, timeout, service, log, reporter)
+    why = failure_reason(back.reason, back.message)
     if back.state == "healthy":
         _prune_verified(platform, restored, service, log)
-    failed = replace(release, outcome="rolled_back", reason=reason)
-    if back.state != "healthy":
-        why = back.reason + (f": {back.message}" if back.message else "")
-        log(f"{service}: rollback to {last_good.id} did not become healthy ({why})")
-        not_back = replace(release, outcome="failed", reason=f"{reason}; rollback: {why}")
-        return _Outcome(
-            ServiceResult(service, "deploy", "failed", release.id, not_back.reason),
-            replace(current, release=not_back, last_failed=not_back),
-            None,
-        )
-    crash_point("rollout:rolled-back")
-    restored_release = replace(last_good, outcome="healthy")
-    return _Outcome(
-        ServiceResult(service, "deploy", "rolled_back", release.id, reason),
-        replace(snapshot, release=restored_release, last_good=restored_release, last_failed=failed),
-        good_files,
-    )
+    else:
+        log(f"{service}: rollback to {decision.to.id} did not become healthy ({why})")
+    settled = policy.after_going_back(current, decision, snapshot, back.state == "healthy", why)
+    if settled.outcome == "rolled_back":
+        crash_point("rollout:rolled-back")
+    return _settled(service, settled, good_files)
 
 
-def _not_applied(
-    ws: Workspace,
-    env: str,
-    service: str,
-    current: ServiceState,
-    status: RolloutStatus,
-    log: _RunLog,
+def _settled(
+    service: str, settled: policy.Settled, restored_files: dict[str, bytes] | None
 ) -> _Outcome:
-    """A pre-deploy job failed: nothing of the release reached the platform, which still
-    runs the last good release; the record goes back to that one, with this release failed
-    (so the same inputs are blocked). Without an earlier good release it is left failed."""
-    release = current.release
-    assert release is not None
-    reason = status.reason + (f": {status.message}" if status.message else "")
-    failed = replace(release, outcome="failed", reason=reason)
-    result = ServiceResult(service, "deploy", "failed", release.id, reason)
-    last_good = current.last_good
-    if last_good is None or last_good.id == release.id:
-        return _Outcome(result, replace(current, release=failed, last_failed=failed), None)
-    snapshot, good_files = release_snapshot(ws.deploy_repo, env, service, last_good.id)
-    log(f"{service}: still runs {last_good.id}; the deploy repo goes back to it")
-    kept = replace(last_good, outcome="healthy")
+    """The outcome of a deploy as the release policy settled it (files only when restored)."""
     return _Outcome(
-        result, replace(snapshot, release=kept, last_good=kept, last_failed=failed), good_files
+        ServiceResult(service, "deploy", settled.outcome, settled.release, settled.reason),
+        settled.record,
+        restored_files if settled.restored else None,
     )
 
 
@@ -1260,7 +1223,6 @@ def rollback_service(
     log = _RunLog(ws, run.id, reporter)
     try:
         result_outcome = "committed"
-        state_release = replace(snapshot.release or Release(target, "committed", _now()), id=target)
         if rollout and snapshot.platform:
             platform = open_platform(ws.config, env, snapshot.platform, ws.redactor)
             item = deployable(env, service, snapshot, files, target)
@@ -1274,18 +1236,14 @@ def rollback_service(
                 )
             _prune_verified(platform, item, service, log)
             result_outcome = "healthy"
-        good = replace(
-            state_release,
-            outcome="healthy" if result_outcome == "healthy" else state_release.outcome,
+        new = policy.rolled_back_to(
+            current,
+            snapshot,
+            target,
+            verified=result_outcome == "healthy",
+            by=actor or default_actor(),
+            at=_now(),
         )
-        # The release rolled back from stays blocked until its inputs change or --retry.
-        left = replace(
-            current.release,
-            outcome="rolled_back",
-            reason=f"rolled back to {target} by {actor or default_actor()}",
-        )
-        # The restored release was good before and is what runs (or is committed) now.
-        new = replace(snapshot, release=good, last_good=good, last_failed=left)
         log(f"{service}: rolled back to {target}")
         _record(
             ws,
@@ -1302,6 +1260,3 @@ def rollback_service(
         raise
     ws.run_store.finish(run.id, "succeeded", {"release": target})
     return ServiceResult(service, "rollback", result_outcome, target)
-
-
-Callback = Callable[[str], None]

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from configcenter.ports.config_repo import ConfigRepo
     from configcenter.ports.deploy_repo import DeployRepo
     from configcenter.ports.leadership import Leadership
+    from configcenter.ports.source import SourceCheckouts
 
 
 class UnknownKind(UserError):
@@ -143,6 +144,13 @@ def open_deploy_repo(
     return GitDeployRepo(url, branch, network_timeout=network)
 
 
+def open_source_checkouts(cache_root: Path) -> SourceCheckouts:
+    """Build sources as bare Git mirrors kept under `cache_root` (one adapter)."""
+    from configcenter.adapters.source_checkout import GitSourceCheckouts
+
+    return GitSourceCheckouts(cache_root)
+
+
 def open_config_git(
     root: Path,
     error: Callable[[str], Exception],
@@ -194,6 +202,7 @@ __all__ = [
     "open_platform",
     "open_registry",
     "open_run_store",
+    "open_source_checkouts",
     "resolve_secret",
     "supports",
 ]

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
 
+from configcenter.ports.source import PinnedSource, SourceCheckoutError
+
 DEFAULT_CACHE = Path("~/.cache/configcenter/sources")
 _HEX_RE = re.compile(r"^[0-9a-f]{7,64}$")
 
 
-class SourceCheckoutError(Exception):
-    """The source repository or ref cannot be used; the message says which and why."""
+__all__ = ["GitSourceCheckouts", "ResolvedSource", "SourceCheckoutError"]
 
 
 @dataclass(frozen=True)
@@ -238,3 +239,30 @@ def export_tree(source: ResolvedSource) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+class GitSourceCheckouts:
+    """The source checkout port over the functions above, with one cache directory."""
+
+    def __init__(self, cache_root: Path = DEFAULT_CACHE) -> None:
+        self.cache_root = cache_root
+
+    def fetch(self, url: str) -> None:
+        fetch_source(url, self.cache_root)
+
+    def resolve(
+        self, url: str, ref: str, subdir: str = ".", *, fetch: bool = True
+    ) -> ResolvedSource:
+        return resolve_source(url, ref, self.cache_root, subdir, fetch=fetch)
+
+    def export(self, source: PinnedSource) -> Path:
+        mirror = cache_dir_for(source.url, self.cache_root) / "repo.git"
+        pinned = ResolvedSource(
+            url=source.url,
+            ref=source.ref,
+            commit=source.commit,
+            subdir=source.subdir,
+            tree=source.tree,
+            mirror=mirror,
+        )
+        return export_tree(pinned)

@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from configcenter.adapters.source_checkout import export_tree, fetch_source, resolve_source
 from configcenter.core.errors import UserError
 from configcenter.ports.builder import Builder, BuildRequest, LogSink, SourceOrigin
 from configcenter.ports.registry import Registry, validate_repository
+from configcenter.ports.source import SourceCheckouts
 
 INPUTS_VERSION = 1  # bump when the digest recipe changes, so every image rebuilds once
 TAG_PREFIX = "cc-"
@@ -129,7 +129,7 @@ def build_image(
     spec: ImageBuildSpec,
     builder: Builder,
     registry: Registry,
-    sources_cache: Path,
+    sources: SourceCheckouts | Path,
     log: LogSink,
     *,
     fetch: bool = True,
@@ -141,9 +141,8 @@ def build_image(
     `dry_run` stops before building and says whether a build would happen.
     """
     validate_spec(spec)
-    source = resolve_source(
-        spec.source_repo, spec.source_ref, sources_cache, spec.context_dir, fetch=fetch
-    )
+    checkouts = _checkouts(sources)
+    source = checkouts.resolve(spec.source_repo, spec.source_ref, spec.context_dir, fetch=fetch)
     digest_of_inputs = inputs_digest(source.commit, source.tree, spec)
     tag = tag_for(digest_of_inputs)
     image = f"{spec.registry_host}/{spec.repository}"
@@ -172,7 +171,7 @@ def build_image(
             would_build=True,
         )
     log(f"{spec.service}: building {image}:{tag} from {spec.source_ref} ({source.commit[:12]})")
-    tree = export_tree(source)
+    tree = checkouts.export(source)
     with tempfile.TemporaryDirectory(prefix="cc-context-") as tmp:
         context = tree
         if spec.context_files:
@@ -223,7 +222,7 @@ def build_many(
     specs: Iterable[ImageBuildSpec],
     builder: Builder,
     registry: Registry,
-    sources_cache: Path,
+    sources: SourceCheckouts | Path,
     log: Callable[[str, str], None],
     jobs: int = 2,
 ) -> list[BuildOutcome]:
@@ -241,6 +240,7 @@ def build_many(
     if duplicates:
         raise ValueError(f"services listed twice in one build batch: {', '.join(duplicates)}")
     lock = threading.Lock()
+    checkouts = _checkouts(sources)
 
     def sink_for(service: str) -> LogSink:
         def sink(line: str) -> None:
@@ -255,13 +255,11 @@ def build_many(
         error = fetched.get(spec.source_repo)
         if error is not None:
             raise error
-        return build_image(
-            spec, builder, registry, sources_cache, sink_for(spec.service), fetch=False
-        )
+        return build_image(spec, builder, registry, checkouts, sink_for(spec.service), fetch=False)
 
     def fetch(url: str) -> None:
         try:
-            fetch_source(url, sources_cache)
+            checkouts.fetch(url)
             fetched[url] = None
         except Exception as exc:  # every service built from this repository reports it
             fetched[url] = exc
@@ -280,3 +278,12 @@ def build_many(
     if failures:
         raise BuildsFailed(failures, outcomes)
     return outcomes
+
+
+def _checkouts(sources: SourceCheckouts | Path) -> SourceCheckouts:
+    """The checkouts given, or the Git mirrors kept in directory `sources`."""
+    if isinstance(sources, Path):
+        from configcenter import wiring
+
+        return wiring.open_source_checkouts(sources)
+    return sources

@@ -25,8 +25,6 @@ ALLOWED: set[tuple[str, str]] = {
     # validation asks the Marathon adapter which rendered files are config files, by kind
     # (a platform capability in the registry would do).
     ("configcenter.usecases.inspect", "configcenter.adapters.marathon"),
-    # checking out build sources: a source port is still to be cut.
-    ("configcenter.usecases.build", "configcenter.adapters.source_checkout"),
     # apply reads the config repo's commit lineage from Git directly.
     ("configcenter.usecases.apply", "configcenter.adapters.git_lineage"),
 }

@@ -24,7 +24,13 @@ from configcenter.core.errors import UserError
 from configcenter.core.redact import Redactor
 from configcenter.ports.builder import Builder, BuilderContext, BuilderFactory, RegistryAccess
 from configcenter.ports.forge import Forge, ForgeContext, ForgeFactory
-from configcenter.ports.platform import Platform, PlatformFactory, PlatformTarget
+from configcenter.ports.platform import (
+    ConfigFilesCheck,
+    Platform,
+    PlatformFactory,
+    PlatformTarget,
+    UndeliveredFiles,
+)
 from configcenter.ports.registry import Registry
 from configcenter.ports.runstore import RunStore, RunStoreError
 
@@ -71,6 +77,19 @@ def supports(port: kinds.Port, kind: str, capability: str) -> bool:
 def open_platform(target: PlatformTarget, redactor: Redactor, *, force: bool = False) -> Platform:
     opener = cast(PlatformFactory, factory("platform", target.kind))
     return opener(target, redactor, force=force)
+
+
+def check_config_files(
+    kind: str, platform: str, settings: Mapping[str, object], files: Mapping[str, bytes]
+) -> UndeliveredFiles | None:
+    """Config files of a release that platform `platform` (of `kind`, configured with
+    `settings`) could not deliver; None when it can, or when the kind has no `config_files`
+    capability (its module is not asked, or even imported)."""
+    if not supports("platform", kind, kinds.CONFIG_FILES):
+        return None
+    module = importlib.import_module(entry("platform", kind).module)
+    check = cast(ConfigFilesCheck, module.check_config_files)
+    return check(platform, settings, files)
 
 
 def open_builder(settings: Mapping[str, Any], context: BuilderContext) -> Builder:
@@ -191,6 +210,7 @@ def resolve_secret(ref: str, redactor: Redactor) -> str:
 __all__ = [
     "SecretError",
     "UnknownKind",
+    "check_config_files",
     "entry",
     "factory",
     "open_builder",

@@ -80,6 +80,7 @@ from configcenter.ports.platform import (
     RolloutStatus,
     ServiceDiff,
     StageJobResult,
+    UndeliveredFiles,
 )
 
 log = logging.getLogger(__name__)
@@ -1361,6 +1362,14 @@ class _Watcher(threading.Thread):
                 with contextlib.suppress(Exception):
                     response.close()
                     response.release_conn()
+
+
+def check_config_files(
+    platform: str, settings: Mapping[str, object], files: Mapping[str, bytes]
+) -> UndeliveredFiles | None:
+    """Every config file is delivered, mounted from the release's ConfigMap or Secret
+    (the `config_files` capability's check): no setting is needed for it."""
+    return None
 
 
 def open_platform(

@@ -48,6 +48,7 @@ from configcenter.ports.platform import (
     ProgressCallback,
     RolloutStatus,
     ServiceDiff,
+    UndeliveredFiles,
     service_diff,
 )
 
@@ -1024,6 +1025,24 @@ def config_files(files: Mapping[str, bytes]) -> dict[str, bytes]:
         and not is_build_file(name)
         and not (is_manifest_file(name) and _is_manifest(name, data, parse_manifests))
     }
+
+
+def check_config_files(
+    platform: str, settings: Mapping[str, object], files: Mapping[str, bytes]
+) -> UndeliveredFiles | None:
+    """Config files reach a task through the Mesos fetcher from configcenter serve, which
+    takes `files_url` and `files_key` (the `config_files` capability's check)."""
+    found = tuple(sorted(config_files(files)))
+    if not found or (settings.get("files_url") and settings.get("files_key")):
+        return None
+    return UndeliveredFiles(
+        found,
+        f"renders config files ({', '.join(found)}) for Marathon platform '{platform}', "
+        "which has no files_url and files_key: its tasks could not get them",
+        f"set platforms.{platform}.files_url to configcenter serve's URL as Mesos agents reach "
+        "it and files_key to the same secret as serve.files_key, or render only "
+        f"{APP_FILE} and .env outputs",
+    )
 
 
 def _is_manifest(name: str, data: bytes, parse: Callable[..., list[Any]]) -> bool:

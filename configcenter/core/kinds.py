@@ -28,7 +28,9 @@ SettingType = Literal["text", "flag", "secret", "text_or_secret"]
 OBJECT_DRIFT = "object_drift"
 #: `force=True` cancels a deployment that holds the app (Marathon's HTTP 409).
 FORCE = "force"
-#: Rendered files reach the workload as files (not only as environment values).
+#: Rendered files reach the workload as files (not only as environment values); the
+#: adapter module's `check_config_files` (`ports.platform.ConfigFilesCheck`) says which
+#: outputs those are and whether the platform, as configured, can deliver them.
 CONFIG_FILES = "config_files"
 #: The adapter resolves `k8s:` secret references itself, at deploy time.
 CLUSTER_SECRETS = "cluster_secrets"

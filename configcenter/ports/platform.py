@@ -239,6 +239,27 @@ class TaskEndpointPlatform(Platform, Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class UndeliveredFiles:
+    """Rendered config files a platform, as configured, could not hand to its workloads."""
+
+    files: tuple[str, ...]  # the outputs, e.g. ("config/app.yaml",)
+    message: str  # follows the service's name: "renders config files (...) for ..."
+    hint: str  # the fix
+
+
+class ConfigFilesCheck(Protocol):
+    """The `check_config_files` function of a platform module whose kind has the
+    `config_files` capability (`configcenter.core.kinds`): which of a release's rendered
+    `files` reach its workloads as files, and whether the platform named `platform`,
+    configured with `settings` (as written in configcenter.yaml), can deliver them.
+    Pure: validation calls it for every service without opening the platform."""
+
+    def __call__(
+        self, platform: str, settings: Mapping[str, object], files: Mapping[str, bytes]
+    ) -> UndeliveredFiles | None: ...
+
+
 class PlatformFactory(Protocol):
     """The one signature of every platform module's `open_platform`.
 

@@ -9,6 +9,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from configcenter import wiring
 from configcenter.core.errors import ConfigError, Problem, ProblemList, UserError
 from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.plan import Plan, ResolvedImage, desired_image, make_plan
@@ -86,23 +87,18 @@ def validate(ws: Workspace) -> ValidationReport:
 def _check_file_delivery(
     config: Config, service: ServiceConfig, files: Mapping[str, bytes], problems: ProblemList
 ) -> None:
-    """A Marathon service that renders config files needs serve to hand them out."""
+    """Rendered config files need a platform that can hand them out, as configured."""
     name = service.platform
     spec = config.project.platforms.get(name) if name else None
-    if spec is None or spec.kind != "marathon":
+    if spec is None or name is None:
         return
-    from configcenter.adapters.marathon import config_files
-
-    found = sorted(config_files(files))
-    if not found or (spec.settings.get("files_url") and spec.settings.get("files_key")):
+    undelivered = wiring.check_config_files(spec.kind, name, spec.settings, files)
+    if undelivered is None:
         return
     problems.error(
         service.source("platform") if "platform" in (service.doc.data or {}) else service.source(),
-        f"{service.name} renders config files ({', '.join(found)}) for Marathon platform "
-        f"'{name}', which has no files_url and files_key: its tasks could not get them",
-        f"set platforms.{name}.files_url to configcenter serve's URL as Mesos agents reach it "
-        "and files_key to the same secret as serve.files_key, or render only marathon.json "
-        "and .env outputs",
+        f"{service.name} {undelivered.message}",
+        undelivered.hint,
     )
 
 

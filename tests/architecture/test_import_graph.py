@@ -22,9 +22,6 @@ FORBIDDEN = ("kubernetes", "subprocess", "configcenter.adapters")
 ALLOWED: set[tuple[str, str]] = {
     # serve's job store is a second SQL store outside adapters/ (it borrows two helpers).
     ("configcenter.serve.jobs", "configcenter.adapters.runstores"),
-    # validation asks the Marathon adapter which rendered files are config files, by kind
-    # (a platform capability in the registry would do).
-    ("configcenter.usecases.inspect", "configcenter.adapters.marathon"),
     # apply reads the config repo's commit lineage from Git directly.
     ("configcenter.usecases.apply", "configcenter.adapters.git_lineage"),
 }

@@ -1,7 +1,8 @@
 """A tiny platform adapter that keeps its "cluster" in memory.
 
-It exists to show what adding a platform takes: this module (the port's four
-operations and the `open_platform` factory), one registry entry (`ENTRY`, added
+It exists to show what adding a platform takes: this module (the port's
+operations, the `open_platform` factory and, for the `config_files`
+capability, `check_config_files`), one registry entry (`ENTRY`, added
 by the `fake_kind` fixture the way a real adapter is listed in
 `configcenter.core.kinds`), and its bed in the contract suite's parameters
 (tests/platform/conftest.py). No other module changes.
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from configcenter.adapters.secrets import SecretError, resolve_secret
-from configcenter.core.kinds import AdapterKind
+from configcenter.core.kinds import CONFIG_FILES, AdapterKind
 from configcenter.core.redact import Redactor
 from configcenter.ports.platform import (
     Deployable,
@@ -28,6 +29,7 @@ from configcenter.ports.platform import (
     ProgressCallback,
     RolloutStatus,
     ServiceDiff,
+    UndeliveredFiles,
     service_diff,
 )
 
@@ -36,7 +38,8 @@ ENTRY = AdapterKind(
     "fake",
     __name__,
     "open_platform",
-    settings={"world": "text"},
+    settings={"world": "text", "files": "flag"},
+    capabilities=frozenset({CONFIG_FILES}),
     description="an in-memory platform for the contract suite",
 )
 
@@ -120,6 +123,21 @@ class FakePlatform:
     def delete(self, service: str) -> None:
         with self.world.lock:
             self.world.apps.pop((self.target.env, service), None)
+
+
+def check_config_files(
+    platform: str, settings: Mapping[str, object], files: Mapping[str, bytes]
+) -> UndeliveredFiles | None:
+    """Outputs other than `.env` files are config files; a world takes them with `files: true`."""
+    found = tuple(sorted(name for name in files if not name.endswith(".env")))
+    if not found or settings.get("files"):
+        return None
+    return UndeliveredFiles(
+        found,
+        f"renders config files ({', '.join(found)}) for fake platform '{platform}', "
+        "which keeps no files",
+        f"set platforms.{platform}.files: true",
+    )
 
 
 def open_platform(

@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support import k8s_testbed  # noqa: E402  (test-bed helpers double as demo helpers)
+from tests.support.helpers import free_port  # noqa: E402
+from tests.support.marathon_double import MarathonDouble  # noqa: E402
 from tests.support.registry_fixtures import start_registry, stop_registry  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -187,6 +189,8 @@ def main() -> None:
         cc("history", "dev", cwd=config, env=env)
         banner("Promote what dev runs successfully to demo (a merge request; here the local forge)")
         cc("promote", "dev", "demo", cwd=config, env=env)
+        if rollout:
+            marathon_files(config, env, workspace)
         print(
             f"\nThe workspace is in {workspace}; the deploy repo is "
             f"{workspace / 'shop-deploy.git'} (try: git -C {workspace / 'shop-deploy.git'} log)"
@@ -198,6 +202,71 @@ def main() -> None:
                 k8s_testbed.main(["down", "--state-dir", str(cluster)])
         else:
             print(f"registry {registry.host} and the cluster are still up (--keep)")
+
+
+def marathon_files(config: Path, env: dict[str, str], workspace: Path) -> None:
+    """prod's reports on Marathon: its config file reaches the task through the Mesos fetcher.
+
+    Marathon cannot run here, so this is the Marathon double the tests use (it follows
+    Marathon's REST API and downloads each app's `fetch` URIs into the new task's sandbox,
+    as the Mesos fetcher does); `configcenter serve` hands out the signed file URLs.
+    """
+    banner(
+        "prod's reports runs on Marathon (here the tests' Marathon double): its "
+        "config/reports.yaml reaches the task through the Mesos fetcher, from configcenter serve"
+    )
+    marathon = MarathonDouble(deploy_seconds=0.5)
+    marathon.start()
+    port = free_port()
+    env = dict(env, SHOP_FILES_KEY="demo-files-key-0f3c9a", SHOP_PROD_DB_PASSWORD="demo-prod-pw")
+    edit(config / "configcenter.yaml", "http://127.0.0.1:8080", marathon.url)
+    edit(config / "configcenter.yaml", "http://127.0.0.1:8090", f"http://127.0.0.1:{port}")
+    git("commit", "-qam", "demo: Marathon and serve on this machine", cwd=config)
+    print(f"$ configcenter serve --port {port} &   (hands out release files by signed URL)")
+    log = (workspace / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [str(BIN / "configcenter"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=config,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", serve)
+        cc("apply", "prod", "--service", "reports", cwd=config, env=env)
+        app = marathon.app_json("/shop/prod/reports")
+        for entry in app.get("fetch", []):
+            uri = entry["uri"].split("?")[0]
+            where = f"$MESOS_SANDBOX/{entry['destPath']}"
+            print(f"reports: Marathon fetches {uri}?sig=... into {where}")
+        newest = max(app["tasks"], key=lambda task: task["id"])
+        for path, data in sorted(marathon.sandboxes[newest["id"]].items()):
+            first = data.decode(errors="replace").strip().splitlines()[:4]
+            print(f"task {newest['id']} started with {path}:")
+            print("\n".join(f"  | {line}" for line in first))
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+        log.close()
+        marathon.stop()
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until `url` answers 200 (the process must stay up meanwhile)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"serve exited with {process.returncode}; see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f}s")
 
 
 def show_delivery(kubeconfig: str, namespace: str, services: tuple[str, ...], secret: str) -> None:

@@ -19,12 +19,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from configcenter.serve import page, status
+from configcenter.serve import status
+from configcenter.serve.console import routes as console_routes
 from configcenter.serve.engine import Engine
 from configcenter.serve.handlers import gitlab_job, registry_jobs
 from configcenter.serve.metrics import CONTENT_TYPE
@@ -367,38 +368,6 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         """
         return JSONResponse(status.matrix(engine.fresh_workspace()))
 
-    def api_runs(request: Request) -> Response:
-        """
-        summary: Runs, newest first
-        parameters:
-          - {name: env, in: query, schema: {type: string}}
-          - {name: kind, in: query, schema: {type: string}}
-          - {name: limit, in: query, schema: {type: integer, default: 50}}
-          - {name: before, in: query, schema: {type: string}, description: a run id to page from}
-          - {name: log, in: query, schema: {type: boolean}, description: include logs}
-        security: [{bearer: []}, {basic: []}]
-        responses: {200: {description: list of runs}, 400: {description: bad query}}
-        """
-        q = request.query_params
-        try:
-            limit = query_limit(q.get("limit"), 50)
-        except ValueError as exc:
-            return _error(400, str(exc), "pass e.g. limit=50")
-        from configcenter.ports.runstore import RunStoreError
-
-        try:
-            runs = engine.run_store.list(
-                env=q.get("env") or None,
-                kind=q.get("kind") or None,
-                limit=limit,
-                before=q.get("before") or None,
-                with_log=q.get("log") in ("1", "true", "yes"),
-            )
-        except RunStoreError as exc:
-            return _error(400, str(exc), "fix the query")
-        with_log = q.get("log") in ("1", "true", "yes")
-        return JSONResponse([status.run_json(r, with_log) for r in runs])
-
     def api_run(request: Request) -> Response:
         """
         summary: One run with its log
@@ -443,41 +412,9 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         """
         return JSONResponse(openapi_document(SCHEMAS.get_schema(routes=app.routes)))
 
-    def index(request: Request) -> Response:
-        """
-        summary: Status page (HTML)
-        security: [{bearer: []}, {basic: []}]
-        responses: {200: {description: html}}
-        """
-        ws = engine.fresh_workspace()
-        return HTMLResponse(
-            page.render_index(
-                project=ws.config.project.name,
-                identity=engine.identity,
-                leader=engine.leader.is_leader(),
-                jobs=engine.jobs.counts(),
-                matrix=status.matrix(ws),
-                runs=engine.run_store.list(limit=30, with_log=True),
-            )
-        )
-
-    def run_page(request: Request) -> Response:
-        """
-        summary: One run's log (HTML)
-        parameters: [{name: run, in: path, required: true, schema: {type: string}}]
-        security: [{bearer: []}, {basic: []}]
-        responses: {200: {description: html}, 404: {description: no such run}}
-        """
-        run = engine.run_store.get(request.path_params["run"])
-        if run is None:
-            return HTMLResponse("<p>no such run</p>", status_code=404)
-        details = json.dumps(run.details, indent=2, sort_keys=True)
-        return HTMLResponse(page.render_run(run=run, details=details))
-
     app = Starlette(
         routes=[
-            Route("/", index, methods=["GET"]),
-            Route("/runs/{run}", run_page, methods=["GET"]),
+            *console_routes(engine),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/hooks/gitlab", gitlab_hook, methods=["POST"]),
             Route("/hooks/registry", registry_hook, methods=["POST"]),
@@ -485,7 +422,6 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
             Route("/api/environments", api_environments, methods=["GET"]),
             Route("/api/environments/{env}/services", api_services, methods=["GET"]),
             Route("/api/matrix", api_matrix, methods=["GET"]),
-            Route("/api/runs", api_runs, methods=["GET"]),
             Route("/api/runs/{run}", api_run, methods=["GET"]),
             Route("/api/jobs", api_jobs, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

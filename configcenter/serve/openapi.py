@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from configcenter.serve.status import DRIFT_STATES, STATUSES
+from configcenter.serve.status import DRIFT_STATES, RUN_OUTCOMES, STATUSES
 
 _STR = {"type": "string"}
 _NSTR = {"type": "string", "nullable": True}
@@ -28,6 +28,59 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _map(values: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": values}
+
+
+_STRS = {"type": "array", "items": _STR}
+_ANY: dict[str, Any] = {"description": "any JSON value (secrets masked as ***)"}
+_FROM_TO = _obj([], **{"from": {**_ANY, "nullable": True}, "to": {**_ANY, "nullable": True}})
+_CHANGE = _obj([], **{"from": _ANY, "to": _ANY, "source": _STR})
+#: One service's part of a plan, as `configcenter plan --json` gives it.
+SERVICE_PLAN = _obj(
+    ["service", "action", "reasons", "template", "image", "values", "files"],
+    service=_STR,
+    action={"type": "string", "enum": ["create", "update", "delete", "noop", "blocked"]},
+    reasons=_STRS,
+    template=_FROM_TO,
+    image=_FROM_TO,
+    values=_obj(
+        ["changed", "added", "removed"],
+        changed=_map(_CHANGE),
+        added=_map(_CHANGE),
+        removed=_map(_CHANGE),
+    ),
+    files={**_map(_STR), "description": "output name -> unified diff"},
+    replicas=_FROM_TO,
+    secrets=_obj([], rotated=_STRS, unknown=_STR),
+    blocked=_STR,
+    platform=_obj([], step=_STR, platform=_STR, why=_STR, release=_NSTR),
+)
+_PROBLEM = _obj(
+    ["message"],
+    file=_NSTR,
+    line={"type": "integer", "nullable": True},
+    message=_STR,
+    hint=_STR,
+    severity=_STR,
+)
+_RELEASE_VIEW = _obj(
+    ["release", "service", "outcome", "commit"],
+    env=_STR,
+    service=_STR,
+    release=_STR,
+    outcome=_STR,
+    at=_STR,
+    commit={**_STR, "description": "the deploy repo commit that made the release"},
+    config_commit=_NSTR,
+    reason=_STR,
+    template=_STR,
+    image=_STR,
+    replicas={"type": "integer", "nullable": True},
+    values={**_map(_ANY), "description": "flat keys, secrets masked"},
+)
 
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -93,11 +146,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
     ),
     "Run": _obj(
-        ["id", "kind", "env", "outcome", "started_at"],
+        ["id", "kind", "env", "outcome", "started_at", "changed", "shown"],
         id=_STR,
         kind=_STR,
         env=_STR,
-        services={"type": "array", "items": _STR},
+        services={**_STRS, "description": "the services the run was started for (--service)"},
+        changed={**_STRS, "description": "the services the run changed (or tried to)"},
+        shown=_obj(
+            ["outcome", "label"],
+            outcome={"type": "string", "enum": list(RUN_OUTCOMES)},
+            label=_STR,
+        ),
         trigger=_STR,
         actor=_STR,
         started_at=_STR,
@@ -105,6 +164,65 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         outcome=_STR,
         details={"type": "object"},
         log=_STR,
+    ),
+    "Plan": _obj(
+        ["env", "summary", "services", "unverified", "warnings"],
+        env=_STR,
+        config_commit=_NSTR,
+        summary=_obj(["change", "blocked", "unchanged"], change=_INT, blocked=_INT, unchanged=_INT),
+        services={"type": "array", "items": _ref("ServicePlan")},
+        unverified={**_map(_STR), "description": "service -> why its image is not pinned"},
+        warnings={"type": "array", "items": _PROBLEM},
+    ),
+    "ServicePlan": SERVICE_PLAN,
+    "Release": _obj(
+        ["release", "service", "at", "outcome", "commit", "config_commit", "by"],
+        release=_STR,
+        service=_STR,
+        at=_STR,
+        outcome=_STR,
+        template_tag=_STR,
+        image=_STR,
+        values_digest=_STR,
+        commit={**_STR, "description": "the deploy repo commit that made the release"},
+        config_commit={**_STR, "description": "the config repo commit it was made from"},
+        run=_STR,
+        trigger=_STR,
+        actor=_STR,
+        by=_STR,
+        reason=_STR,
+    ),
+    "ServiceDetail": _obj(
+        ["env", "service", "status", "releases", "plan", "plan_error", "warnings"],
+        env=_STR,
+        service=_STR,
+        status=_ref("Service"),
+        releases={"type": "array", "items": _ref("Release")},
+        plan={
+            **SERVICE_PLAN,
+            "nullable": True,
+            "description": "the service's pending plan (action noop: nothing to do)",
+        },
+        plan_error=_NSTR,
+        warnings=_STRS,
+    ),
+    "ReleaseDiff": _obj(
+        ["env", "from", "to", "fields", "values", "files"],
+        env=_STR,
+        **{"from": _RELEASE_VIEW, "to": _RELEASE_VIEW},
+        fields=_map(_FROM_TO),
+        values=_obj(
+            ["changed", "added", "removed"],
+            changed=_map(_FROM_TO),
+            added=_map(_FROM_TO),
+            removed=_map(_FROM_TO),
+        ),
+        files={**_map(_STR), "description": "output name -> unified diff"},
+        sources={
+            **_map(_obj([], **{"from": _NSTR, "to": _NSTR})),
+            "description": "key -> the file:line that set it at each release's config commit",
+        },
+        sources_note=_NSTR,
     ),
     "Jobs": _obj(
         ["counts", "jobs"],
@@ -125,11 +243,18 @@ JSON_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/runs", "200"): {"type": "array", "items": _ref("Run")},
     ("/api/runs/{run}", "200"): _ref("Run"),
     ("/api/jobs", "200"): _ref("Jobs"),
+    ("/api/environments/{env}/plan", "200"): _ref("Plan"),
+    ("/api/environments/{env}/services/{service}", "200"): _ref("ServiceDetail"),
+    ("/api/environments/{env}/services/{service}/diff", "200"): _ref("ReleaseDiff"),
 }
 #: Paths that answer 200 with something other than JSON.
 OTHER_MEDIA = {
     "/": "text/html",
+    "/runs": "text/html",
     "/runs/{run}": "text/html",
+    "/environments/{env}": "text/html",
+    "/environments/{env}/services/{service}": "text/html",
+    "/environments/{env}/services/{service}/diff": "text/html",
     "/metrics": "text/plain",
     "/files/{env}/{blob}/{path}": "application/octet-stream",
 }

@@ -238,12 +238,94 @@ def matrix(ws: Workspace) -> dict[str, Any]:
     }
 
 
+#: What a run reads as on the console: the store's outcome, told apart by what the run did.
+RUN_OUTCOMES = {
+    "running": "the run is going on now",
+    "succeeded": "it changed something and everything it rolled out is healthy",
+    "committed": "it committed to the deploy repo; nothing was rolled out (no platform, or "
+    "--no-rollout)",
+    "no_changes": "it changed nothing: everything was as the config repo says",
+    "blocked": "it changed nothing: it refused services whose inputs failed before",
+    "drift": "a reconcile that found drift (and did not heal it)",
+    "healed": "a reconcile that found drift and put the deploy repo's state back",
+    "failed": "it failed (the error is on the run's page)",
+    "rolled_back": "a release failed and the previous one was put back",
+}
+#: Result outcomes of an apply that changed nothing.
+_UNCHANGED = ("noop", "blocked", "skipped")
+
+
+def _results(run: Run) -> list[dict[str, Any]]:
+    results = run.details.get("results")
+    if not isinstance(results, list):
+        return []
+    return [r for r in results if isinstance(r, dict)]
+
+
+def changed_services(run: Run) -> list[str]:
+    """The services a run changed (or tried to), which is what its row shows.
+
+    Not `run.services`: that is the --service filter it was started with, empty for
+    a whole-environment apply.
+    """
+    details = run.details
+    if run.kind in ("apply", "promote"):
+        names = [str(r.get("service")) for r in _results(run) if r.get("outcome") not in _UNCHANGED]
+        return list(dict.fromkeys(names))
+    if run.kind == "reconcile":
+        found = details.get("services")
+        if not isinstance(found, dict):
+            return []
+        drifted = [
+            str(name)
+            for name, entry in found.items()
+            if isinstance(entry, dict) and entry.get("status") not in (None, "in_sync")
+        ]
+        return sorted(drifted)
+    return list(run.services)
+
+
+def run_results(run: Run) -> list[dict[str, Any]]:
+    """An apply's per-service results (a deploy's one result), for the run's page."""
+    one = run.details.get("result")
+    if isinstance(one, dict):
+        return [one]
+    return _results(run)
+
+
+def run_outcome(run: Run) -> dict[str, str]:
+    """{outcome, label}: how the console names what a run did (see RUN_OUTCOMES)."""
+    shown = run.outcome
+    if run.outcome == "noop":
+        shown = "no_changes"
+    elif run.outcome == "succeeded" and run.kind in ("apply", "promote"):
+        results = _results(run)
+        acted = [str(r.get("outcome")) for r in results if r.get("outcome") not in _UNCHANGED]
+        if "results" in run.details and not acted:
+            blocked = any(r.get("outcome") == "blocked" for r in results)
+            shown = "blocked" if blocked else "no_changes"
+        elif "committed" in acted:
+            shown = "committed"
+    elif run.outcome == "succeeded" and run.kind == "reconcile":
+        healed = run.details.get("healed")
+        shown = "healed" if isinstance(healed, list) and healed else "drift"
+    label = {
+        "no_changes": "no drift" if run.kind == "reconcile" else "no changes",
+        "rolled_back": "rolled back",
+        "drift": "drift found",
+        "committed": "committed, not rolled out",
+    }.get(shown, shown)
+    return {"outcome": shown, "label": label}
+
+
 def run_json(run: Run, with_log: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": run.id,
         "kind": run.kind,
         "env": run.env,
         "services": run.services,
+        "changed": changed_services(run),
+        "shown": run_outcome(run),
         "trigger": run.trigger,
         "actor": run.actor,
         "started_at": run.started_at.isoformat(),

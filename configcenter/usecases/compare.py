@@ -11,7 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from configcenter.core.errors import ConfigError, Problem, TransientFailure
+from configcenter.core.errors import ConfigError, Problem, TransientFailure, UserError
 from configcenter.core.state import EnvState, ServiceState
 from configcenter.core.values import canonical, flatten, masked, to_value
 from configcenter.ports.deploy_repo import DeployRepoError
@@ -257,6 +257,7 @@ class ReleaseView:
     replicas: int | None  # None: replicas: auto
     values: dict[str, Any]  # flat keys, secrets masked
     files: dict[str, bytes]
+    config_commit: str | None = None  # the config repo commit it was made from
 
     def to_json(self, with_files: bool = True) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "files"}
@@ -314,6 +315,7 @@ def find_release(ws: Workspace, env: str, release: str) -> ReleaseView:
         replicas=record.replicas,
         values=masked(flatten(to_value(record.values))),
         files={p.removeprefix(prefix): data for p, data in sorted(files.items())},
+        config_commit=record.config_commit or entry.config_commit or None,
     )
 
 
@@ -326,9 +328,17 @@ class ReleaseDiff:
     added: dict[str, Any]
     removed: dict[str, Any]
     files: dict[str, str]
+    #: key -> {"from": "file:line", "to": "file:line"}: where the config repo set each
+    #: differing value at each release's config commit (with_sources=True only).
+    sources: dict[str, dict[str, str | None]] | None = None
+    sources_note: str | None = None  # why some sources are not known
 
     def to_json(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.sources is not None:
+            extra = {"sources": self.sources, "sources_note": self.sources_note}
         return {
+            **extra,
             "env": self.before.env,
             "from": self.before.to_json(with_files=False),
             "to": self.after.to_json(with_files=False),
@@ -342,7 +352,41 @@ class ReleaseDiff:
         }
 
 
-def diff_releases(ws: Workspace, env: str, a: str, b: str) -> ReleaseDiff:
+def release_sources(ws: Workspace, view: ReleaseView) -> dict[str, str]:
+    """Where each value of a release was set (key -> "file:line"), read from the config
+    repo as it was at the release's config commit. UserError when that commit is not
+    known or the config did not load there (the caller says so; the diff still stands).
+    """
+    from configcenter.wiring import open_config_git
+
+    if not view.config_commit:
+        raise UserError(f"{view.release} does not record the config commit it was made from")
+    git = open_config_git(ws.root, UserError)
+    if git.rev(view.config_commit) is None:
+        raise UserError(
+            f"config commit {view.config_commit[:10]} of {view.release} is not in this "
+            "checkout of the config repo (fetch it)"
+        )
+    with git.worktree(view.config_commit) as tree:
+        then = Workspace(tree, focus=(view.env,))
+        try:
+            environment = then.config.environment(view.env)
+        except ConfigError as exc:
+            raise UserError(
+                f"the config repo at {view.config_commit[:10]} does not load: "
+                f"{exc.problems[0] if exc.problems else exc}"
+            ) from None
+        service = environment.services.get(view.service)
+        if service is None:
+            return {}
+        return {key: str(entry.source) for key, entry in service.values.flat()}
+
+
+def diff_releases(
+    ws: Workspace, env: str, a: str, b: str, *, with_sources: bool = False
+) -> ReleaseDiff:
+    """What changed from release A to B; `with_sources` adds where each differing value
+    was set, from the config repo at each release's config commit."""
     before, after = find_release(ws, env, a), find_release(ws, env, b)
     fields = {
         k: (getattr(before, k), getattr(after, k))
@@ -363,4 +407,19 @@ def diff_releases(ws: Workspace, env: str, a: str, b: str) -> ReleaseDiff:
             files[name] = _file_diff(
                 f"{a}/{name}", before.files.get(name), f"{b}/{name}", after.files.get(name)
             )
-    return ReleaseDiff(before, after, fields, changed, added, removed, files)
+    result = ReleaseDiff(before, after, fields, changed, added, removed, files)
+    if with_sources:
+        keys = [*changed, *added, *removed]
+        found: dict[str, dict[str, str]] = {}
+        notes = []
+        for label, view in (("from", before), ("to", after)):
+            try:
+                found[label] = release_sources(ws, view) if keys else {}
+            except UserError as exc:
+                found[label] = {}
+                notes.append(f"sources of {view.release} not known: {exc}")
+        result.sources = {
+            key: {"from": found["from"].get(key), "to": found["to"].get(key)} for key in keys
+        }
+        result.sources_note = "; ".join(notes) or None
+    return result

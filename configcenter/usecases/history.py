@@ -36,6 +36,7 @@ class HistoryEntry:
     trigger: str
     actor: str
     reason: str = ""
+    config_commit: str = ""  # the config repo commit the release was made from
 
 
 def history(
@@ -60,6 +61,7 @@ def history(
         return []
     latest: dict[str, Release] = {}  # release id -> newest record of it
     introduced: dict[str, tuple[str, str]] = {}  # release id -> (service, commit)
+    made_from: dict[str, str] = {}  # release id -> config commit (of the introducing commit)
     order: list[str] = []
     # release id -> (index of the oldest commit naming it, its place among that commit's
     # trailers): releases of one commit keep the order the commit lists them in.
@@ -84,6 +86,10 @@ def history(
             if release_id not in order:
                 order.append(release_id)
             introduced[release_id] = (svc, info.sha)  # oldest commit naming it wins
+            config_commit = (record.config_commit if record else None) or next(
+                iter(info.trailer_values("Configcenter-Config-Commit")), ""
+            )
+            made_from[release_id] = config_commit
             position[release_id] = (index, slot)
         # Later outcome commits name the release again; records also hold last_good/last_failed.
         for svc, snapshot in changed.items():
@@ -117,6 +123,7 @@ def history(
                 trigger=run.trigger if run else "",
                 actor=run.actor if run else "",
                 reason=found.reason if found else "",
+                config_commit=made_from.get(release_id, ""),
             )
         )
     return entries

@@ -9,109 +9,21 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 
-from configcenter.ports.runstore import RunStore
 from configcenter.serve import ServeOptions, build
-from configcenter.serve.engine import Engine
 from configcenter.serve.jobs import Job
 from configcenter.serve.page import CONTRAST_PAIRS, PALETTES
 from configcenter.serve.status import short_digest
 from configcenter.usecases.apply import ApplyOptions, apply_env
 from configcenter.usecases.workspace import Workspace
-from configcenter.wiring import open_run_store
-from tests.serve.conftest import SERVE_SECTION
+from tests.serve.conftest import ARTIFACTS, DIGEST, Console
 from tests.support.configrepo import git
-from tests.support.helpers import free_port, poll
-from tests.support.serve_fixtures import ShopWorld, http, make_shop_world
-
-DIGEST = "sha256:" + "ab" * 32
-BASIC_SECTION = (
-    SERVE_SECTION + '  basic_auth: {username: ops, password: {secret: "env:CC_API_TOKEN"}}\n'
-)
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@dataclass
-class Console:
-    world: ShopWorld
-    engine: Engine
-    url: str
-    store: RunStore
-
-    def get(self, path: str) -> bytes:
-        result = http("GET", self.url + path, headers={"Authorization": "Bearer apisec-test"})
-        assert result.status == 200, (path, result.status, result.body[:500])
-        return result.body
-
-    def matrix(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.get("/api/matrix"))
-        return data
-
-    def page(self) -> str:
-        return self.get("/").decode()
-
-    def reconcile_run(self, outcome: str, details: dict[str, object]) -> str:
-        run = self.store.start("reconcile", "dev", [], "schedule", "replica-a")
-        self.store.finish(run.id, outcome, details)
-        return run.id
-
-
-@pytest.fixture
-def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
-    for name, value in (
-        ("CC_WEBHOOK_TOKEN", "whsec-test"),
-        ("CC_REGISTRY_TOKEN", "regsec-test"),
-        ("CC_API_TOKEN", "apisec-test"),
-        ("XDG_STATE_HOME", str(tmp_path / "xdg-state")),
-        ("XDG_CACHE_HOME", str(tmp_path / "xdg-cache")),
-    ):
-        monkeypatch.setenv(name, value)
-    world = make_shop_world(
-        tmp_path / "world", envs={"dev": "auto_apply: true\n", "prod": ""}, serve=BASIC_SECTION
-    )
-    world.config.write(
-        "environments/dev/api.yaml",
-        f"template: 1.0.0\nimage: {{ref: registry.test/shop/api@{DIGEST}}}\nreplicas: 2\n",
-    )
-    world.config.commit("dev: api pinned by digest")
-    ws = Workspace(world.config.root, run_store_url=world.run_store_url)
-    result = apply_env(ws, "dev", ApplyOptions(actor="ops@test"))
-    assert result.outcome == "succeeded", result.outcome
-    engine, app = build(ws, ServeOptions(workers=1, identity="replica-a"))
-    store = open_run_store(world.run_store_url)
-    with serving(app) as url:
-        try:
-            yield Console(world, engine, url, store)
-        finally:
-            store.close()
-            engine.jobs.close()
-
-
-@contextmanager
-def serving(app: Starlette) -> Iterator[str]:
-    """The app on 127.0.0.1:<free port> (uvicorn in a thread), until the block ends."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        poll(lambda: server.started or None, 30, "uvicorn to listen")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+from tests.support.helpers import poll
+from tests.support.serve_fixtures import make_shop_world
 
 
 def cell(matrix: dict[str, Any], env: str) -> dict[str, Any]:
@@ -211,7 +123,8 @@ def test_page_structure_viewport_and_landmarks(console: Console) -> None:
     html = console.page()
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
     assert "<main>" in html and "<header>" in html
-    assert '<th scope="col">dev</th>' in html and '<th scope="row">api</th>' in html
+    assert '<th scope="col"><a href="./environments/dev">dev</a></th>' in html
+    assert '<th scope="row">api</th>' in html
     assert "prefers-color-scheme: dark" in html and "max-width: 640px" in html
     assert "#999" not in html
 

@@ -360,6 +360,7 @@ def cli(
     if config_dir is None:
         config_dir = find_config_repo(Path.cwd()) or Path(".")
     ctx.obj = Workspace(config_dir, deploy_repo, run_store, strict)
+    ctx.call_on_close(ctx.obj.save_caches)
 
 
 pass_ws = click.make_pass_decorator(Workspace)

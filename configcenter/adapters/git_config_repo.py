@@ -361,6 +361,11 @@ class GitConfigRepo:
         """YAML parses by content digest, for the core's loader."""
         return self._disk_cache.table("yaml")
 
+    @property
+    def consumption_cache(self) -> dict[str, tuple[str, ...]]:
+        """The value names each template version reads, for the renderer."""
+        return self._disk_cache.table("consumption")
+
     def save_caches(self) -> None:
         self._disk_cache.save()
 

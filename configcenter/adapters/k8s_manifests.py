@@ -255,6 +255,13 @@ def parse_env_file(name: str, data: bytes) -> dict[str, str]:
     of matching quotes around a value is removed; anything else is literal (a
     `#` inside a value stays), so the same file means the same thing everywhere.
     """
+    return dict(_env_pairs(name, data))
+
+
+@functools.lru_cache(maxsize=4096)
+def _env_pairs(name: str, data: bytes) -> tuple[tuple[str, str], ...]:
+    """`parse_env_file`'s answer for these bytes, kept: a plan and an apply read each
+    release's `.env` outputs several times (its ConfigMap, its Secret, its references)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -279,7 +286,7 @@ def parse_env_file(name: str, data: bytes) -> dict[str, str]:
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         result[key] = value
-    return result
+    return tuple(result.items())
 
 
 def env_entries(deployable: Deployable) -> dict[str, str]:

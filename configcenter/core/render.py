@@ -9,8 +9,9 @@ and an optional on-disk bytecode cache carries them across runs.
 from __future__ import annotations
 
 import functools
+import hashlib
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 from configcenter.core import limits as bounds
-from configcenter.core.consumed import Consumption, find_consumption
+from configcenter.core.consumed import CONTEXT_NAMES, Consumption, find_consumption
 from configcenter.core.errors import Problem, Source
 from configcenter.core.model import Config, ServiceConfig, Template
 from configcenter.core.placement import misplaced_secret
@@ -58,12 +59,26 @@ class _TreeLoader(jinja2.BaseLoader):
         )
 
 
+#: Bumped whenever `find_consumption` may find other names in the same files; part of the
+#: key of every kept consumption record, with the Jinja version and the context names.
+CONSUMPTION_VERSION = 1
+
+
 class Renderer:
-    def __init__(self, bytecode_cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        bytecode_cache_dir: Path | None = None,
+        consumption_records: MutableMapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        """`consumption_records`: what templates read, kept by the caller between runs (the
+        config repo adapter's cache). Keys name a template tree by content, so a record can
+        never be stale; without it each run parses every template version it plans."""
         # Keyed by template label too: byte-identical templates of two services share a tree
         # id, and error locations must name the service's own template files.
         self._environments: dict[tuple[str, str, bounds.Limits], SandboxedEnvironment] = {}
         self._consumption: dict[str, Consumption] = {}
+        self._records = consumption_records
+        self._records_key: str | None = None
         self._bytecode_cache = (
             bounds.BestEffortBytecodeCache(bytecode_cache_dir) if bytecode_cache_dir else None
         )
@@ -93,9 +108,23 @@ class Renderer:
         """The value names `template` reads (parsed once per template version)."""
         found = self._consumption.get(template.tree_id)
         if found is None:
-            found = find_consumption(template, self._environment(template))
+            env = self._environment(template)
+            key = self._record_key(env, template.tree_id)
+            if self._records is not None:
+                found = Consumption.from_record(self._records.get(key))
+            if found is None:
+                found = find_consumption(template, env)
+                if self._records is not None:
+                    self._records[key] = tuple(found.to_record())
             self._consumption[template.tree_id] = found
         return found
+
+    def _record_key(self, env: SandboxedEnvironment, tree_id: str) -> str:
+        if self._records_key is None:
+            names = sorted(CONTEXT_NAMES | set(env.globals))
+            digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
+            self._records_key = f"{CONSUMPTION_VERSION}:{jinja2.__version__}:{digest}"
+        return f"{self._records_key}:{tree_id}"
 
     def render(self, config: Config, service: ServiceConfig, image: str) -> Rendered:
         limits = config.project.limits

@@ -8,6 +8,7 @@ the one adapter (`configcenter.adapters.git_config_repo`).
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Protocol
 
 from configcenter.core.source import ConfigSource
@@ -18,6 +19,12 @@ class ConfigRepo(ConfigSource, Protocol):
         """An annotated tag at HEAD; its commit sha. Refuses to move an existing tag."""
         ...
 
+    @property
+    def consumption_cache(self) -> MutableMapping[str, tuple[str, ...]]:
+        """What each template version reads, by content-addressed key, kept between runs
+        (for the renderer); `save_caches` writes it back."""
+        ...
+
     def save_caches(self) -> None:
-        """Keep what was read (git objects, YAML parses) for the next run."""
+        """Keep what was read (git objects, YAML parses, consumption) for the next run."""
         ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -199,6 +199,10 @@ class _WithPendingTags:
 
     def create_tag(self, name: str, message: str) -> str:
         return self.inner.create_tag(name, message)
+
+    @property
+    def consumption_cache(self) -> MutableMapping[str, tuple[str, ...]]:
+        return self.inner.consumption_cache
 
     def save_caches(self) -> None:
         self.inner.save_caches()

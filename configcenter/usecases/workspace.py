@@ -103,7 +103,12 @@ class Workspace:
 
     @cached_property
     def renderer(self) -> Renderer:
-        return Renderer(cache_home() / "jinja")
+        return Renderer(cache_home() / "jinja", self.source.consumption_cache)
+
+    def save_caches(self) -> None:
+        """Keep for the next run what this one learnt (the config repo's caches), if opened."""
+        if "source" in self.__dict__:
+            self.source.save_caches()
 
     def resolved_deploy_url(self) -> str | None:
         url = self.deploy_repo_url or self.config.project.deploy_repo_url

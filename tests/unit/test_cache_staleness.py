@@ -8,7 +8,10 @@ same name, a file edited between commands, a tag moved) and asserting the fresh 
 from __future__ import annotations
 
 from configcenter.adapters import k8s_manifests
+from configcenter.core.load import load_config
+from configcenter.core.render import Renderer
 from configcenter.ports.platform import Deployable
+from tests.support.configrepo import ConfigRepo
 
 MANIFEST = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata: {}\n"
 APP_YAML = b"server:\n  port: 8080\n"
@@ -38,3 +41,43 @@ def test_manifest_or_config_file_follows_the_bytes_under_the_same_name() -> None
     assert k8s_manifests.config_files(as_app) == {"extra.yaml": APP_YAML}
     # And back: the first answer was not overwritten either.
     assert k8s_manifests.config_files(as_manifest) == {}
+
+
+def test_env_output_entries_follow_the_bytes_under_the_same_name() -> None:
+    """`.env` outputs are parsed once per name and content, never per name alone."""
+    before = k8s_manifests.parse_env_file("app.env", b"A=1\nB=2\n")
+    assert before == {"A": "1", "B": "2"}
+    before["A"] = "changed by a caller"  # the kept answer is not the caller's dict
+    assert k8s_manifests.parse_env_file("app.env", b"A=1\nB=2\n") == {"A": "1", "B": "2"}
+    assert k8s_manifests.parse_env_file("app.env", b"A=3\n") == {"A": "3"}
+
+
+def test_kept_consumption_records_follow_the_template_files(repo: ConfigRepo) -> None:
+    """What a template reads is kept across runs by its tree's content id: a template edited
+    in the work tree (the HEAD pin) is parsed again, by a new run with the same records."""
+    records: dict[str, tuple[str, ...]] = {}
+
+    def consumed() -> frozenset[str]:
+        template = repo.load().environment("dev").services["db"].template
+        return Renderer(consumption_records=records).consumption(template).names
+
+    repo.write("environments/dev/db.yaml", "template: HEAD\nimage: {ref: postgres:16}\n")
+    assert consumed() == {"DB_NAME"}
+    assert len(records) == 1
+    repo.write("templates/db/app.env.j2", "POSTGRES_DB={{ DB_NAME }}\nX={{ ADDED }}\n")
+    assert consumed() == {"DB_NAME", "ADDED"}
+    # Back to the first content: its record is the one used, and it is still right.
+    repo.write("templates/db/app.env.j2", "POSTGRES_DB={{ DB_NAME }}\n")
+    assert consumed() == {"DB_NAME"}
+    assert len(records) == 2
+
+
+def test_the_config_repo_keeps_consumption_records_on_disk(repo: ConfigRepo) -> None:
+    """Written back by `save_caches`, read by the next run's adapter."""
+    repo.write("environments/dev/db.yaml", "template: HEAD\nimage: {ref: postgres:16}\n")
+    first = repo.source()
+    Renderer(consumption_records=first.consumption_cache).consumption(
+        load_config(first).environment("dev").services["db"].template
+    )
+    first.save_caches()
+    assert list(repo.source().consumption_cache.values()) == [("DB_NAME",)]

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from configcenter.adapters.config_git import ConfigGit
     from configcenter.ports.config_repo import ConfigRepo
     from configcenter.ports.deploy_repo import DeployRepo
+    from configcenter.ports.jobstore import JobStore
     from configcenter.ports.leadership import Leadership
     from configcenter.ports.source import SourceCheckouts
 
@@ -120,6 +121,14 @@ def open_run_store(url: str | None = None, redactor: Redactor | None = None) -> 
         )
     opener = cast(RunStoreFactory, factory("run_store", scheme))
     return opener(url, redactor)
+
+
+def open_job_store(run_store_url: str | None = None) -> JobStore:
+    """serve's job queue beside the run store `run_store_url` names: the same PostgreSQL
+    database, or a SQLite file next to the run store's (None: next to the default one)."""
+    from configcenter.adapters.sql_jobs import open_job_store as open_store
+
+    return open_store(run_store_url)
 
 
 def open_registry(access: RegistryAccess) -> Registry:
@@ -218,6 +227,7 @@ __all__ = [
     "open_config_repo",
     "open_deploy_repo",
     "open_forge",
+    "open_job_store",
     "open_lease_leader",
     "open_platform",
     "open_registry",

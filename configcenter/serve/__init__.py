@@ -42,11 +42,10 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
     """The engine and the app, not started: settings are checked here, before listening."""
     from configcenter.serve.app import create_app
     from configcenter.serve.engine import Engine, default_identity, parse_interval
-    from configcenter.serve.jobs import JobStore
     from configcenter.serve.leader import Leadership, SoleLeader
     from configcenter.serve.metrics import Metrics
     from configcenter.serve.settings import load_settings
-    from configcenter.wiring import open_lease_leader
+    from configcenter.wiring import open_job_store, open_lease_leader
 
     config = ws.config
     settings = load_settings(config, ws.redactor)
@@ -70,7 +69,7 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
             "(platforms keep their own kubeconfig in configcenter.yaml)"
         )
     run_store_url = ws.run_store_url or config.project.run_store_url
-    jobs = JobStore(run_store_url)
+    jobs = open_job_store(run_store_url)
     metrics = Metrics()
 
     def collect(m: Metrics) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from configcenter.core.errors import ConfigError, PlatformFailure, TransientFailure, UserError
 from configcenter.core.redact import Redactor
 from configcenter.core.schema import parse_duration
-from configcenter.serve.jobs import Job, JobStore
+from configcenter.ports.jobstore import Job, JobStore
 from configcenter.serve.leader import Leadership
 from configcenter.serve.metrics import Metrics
 from configcenter.usecases.workspace import Workspace
@@ -146,7 +146,7 @@ class Engine:
 
     def start(self) -> None:
         requeued = self.jobs.requeue_mine(self.identity)
-        if not self.jobs.postgres:
+        if not self.jobs.shared:
             # One process owns a SQLite queue: whatever was running died with the last one.
             requeued += self.jobs.requeue_orphaned(0)
         if requeued:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from configcenter.serve.jobs import Job
+from configcenter.ports.jobstore import Job
 from configcenter.usecases.webhooks import GitLabEvent, WebhookError
 
 if TYPE_CHECKING:

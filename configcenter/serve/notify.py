@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import requests
 
 from configcenter.core.redact import Redactor
-from configcenter.serve.jobs import Job
+from configcenter.ports.jobstore import Job
 
 if TYPE_CHECKING:
     from configcenter.serve.engine import Engine

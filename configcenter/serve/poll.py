@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from configcenter.serve.jobs import Job
+from configcenter.ports.jobstore import Job
 
 if TYPE_CHECKING:
     from configcenter.serve.engine import Engine

@@ -20,8 +20,6 @@ FORBIDDEN = ("kubernetes", "subprocess", "configcenter.adapters")
 #: Known breaks of the rule above, each to be moved behind a port; the test fails
 #: when one is fixed (remove it here) or a new one appears.
 ALLOWED: set[tuple[str, str]] = {
-    # serve's job store is a second SQL store outside adapters/ (it borrows two helpers).
-    ("configcenter.serve.jobs", "configcenter.adapters.runstores"),
     # apply reads the config repo's commit lineage from Git directly.
     ("configcenter.usecases.apply", "configcenter.adapters.git_lineage"),
 }

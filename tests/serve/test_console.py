@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from configcenter.ports.jobstore import Job
 from configcenter.serve import ServeOptions, build
-from configcenter.serve.jobs import Job
 from configcenter.serve.page import CONTRAST_PAIRS, PALETTES
 from configcenter.serve.status import short_digest
 from configcenter.usecases.apply import ApplyOptions, apply_env

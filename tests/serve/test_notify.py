@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from configcenter.ports.jobstore import Job
 from configcenter.serve import ServeOptions, build
 from configcenter.serve.engine import Engine
 from configcenter.serve.handlers import run_job
-from configcenter.serve.jobs import Job
 from configcenter.usecases.apply import ApplyOptions, apply_env
 from configcenter.usecases.workspace import Workspace
 from configcenter.wiring import open_run_store

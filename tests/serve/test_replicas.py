@@ -15,10 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from configcenter.ports.jobstore import Job
 from configcenter.serve import ServeOptions, build
 from configcenter.serve.engine import Engine
 from configcenter.serve.handlers import gitlab_job, run_job
-from configcenter.serve.jobs import Job
 from configcenter.usecases.webhooks import parse_gitlab_event
 from configcenter.usecases.workspace import Workspace
 from tests.serve.conftest import PROJECT_PATH, SERVE_SECTION

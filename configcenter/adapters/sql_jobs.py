@@ -1,12 +1,11 @@
-"""serve's durable queue: every webhook delivery and scheduled reconcile, exactly once.
+"""serve's job store on SQL: SQLite for one process, PostgreSQL shared by replicas.
 
-A job's id is the delivery's own id (GitLab's Idempotency-Key, a registry
-event id, `schedule:<env>:<slot>`), and it is the table's primary key: a
-duplicate, a GitLab retry or a redelivery after a restart inserts nothing. A
-job is answered (202) once stored; workers claim queued jobs one at a time.
-The table sits next to the runs: the same PostgreSQL database when the run
-store is PostgreSQL (so every replica shares one queue), else a SQLite file
-beside the run store's.
+The tables sit next to the runs: the same PostgreSQL database when the run store
+is PostgreSQL (so every replica shares one queue), else a SQLite file beside the
+run store's. Both are created by the same ordered migrations, recorded in
+`serve_schema_version` (the run store keeps its own `schema_version`); version 1
+is the schema serve created before it had migrations, so such a database is
+adopted as it is.
 """
 
 from __future__ import annotations
@@ -16,15 +15,12 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from configcenter.adapters.runstores import default_sqlite_path, mask_url
-from configcenter.core.errors import UserError
-
-JOB_STATES = ("queued", "running", "done", "failed", "ignored")
+from configcenter.adapters.runstores import Migration, default_sqlite_path, mask_url
+from configcenter.ports.jobstore import JOB_STATES, Job, JobStoreError, now_text
 
 # The job tables are the same on both databases but for how `seq` counts up.
 _JOBS_TABLE = """CREATE TABLE IF NOT EXISTS serve_jobs (
@@ -50,10 +46,23 @@ _SHARED_SCHEMA = (
         leader INTEGER NOT NULL DEFAULT 0
     )""",
 )
-_SQLITE_SCHEMA = (_JOBS_TABLE.format(seq="INTEGER PRIMARY KEY AUTOINCREMENT"), *_SHARED_SCHEMA)
-_POSTGRES_SCHEMA = (
-    _JOBS_TABLE.format(seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
-    *_SHARED_SCHEMA,
+
+#: Applied once each, in version order, inside one transaction. Version 1 uses
+#: IF NOT EXISTS: databases from before migrations already hold these tables.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="serve_jobs (the queue) and serve_replicas (heartbeats)",
+        sqlite=(_JOBS_TABLE.format(seq="INTEGER PRIMARY KEY AUTOINCREMENT"), *_SHARED_SCHEMA),
+        postgres=(
+            _JOBS_TABLE.format(seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+            *_SHARED_SCHEMA,
+        ),
+    ),
+)
+_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS serve_schema_version (version INTEGER PRIMARY KEY, "
+    "description TEXT NOT NULL, applied_at TEXT NOT NULL)"
 )
 _COLUMNS = (
     "seq, id, source, kind, env, payload, received_at, state, claimed_by, claimed_at, "
@@ -61,63 +70,22 @@ _COLUMNS = (
 )
 
 
-class JobStoreError(UserError):
-    """The job store could not be opened or used; the message names where and the fix.
-
-    A UserError so the CLI prints it as one message, like other bad-input errors.
-    """
-
-
-@dataclass
-class Job:
-    id: str
-    source: str  # gitlab | registry | schedule
-    kind: str  # push | merge_request | image | reconcile
-    env: str = ""  # "" when the job decides its environments itself
-    payload: dict[str, Any] = field(default_factory=dict)
-    seq: int = 0
-    received_at: str = ""
-    state: str = "queued"
-    claimed_by: str | None = None
-    claimed_at: str | None = None
-    finished_at: str | None = None
-    runs: list[str] = field(default_factory=list)
-    note: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source": self.source,
-            "kind": self.kind,
-            "env": self.env or None,
-            "received_at": self.received_at,
-            "state": self.state,
-            "claimed_by": self.claimed_by,
-            "finished_at": self.finished_at,
-            "runs": self.runs,
-            "note": self.note,
-        }
-
-
-def now_text(now: datetime | None = None) -> str:
-    """UTC, microseconds, sortable as text on both databases."""
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class JobStore:
+class SqlJobStore:
     """Jobs in SQLite (one process) or PostgreSQL (replicas); safe to share between threads."""
 
-    def __init__(self, run_store_url: str | None) -> None:
+    def __init__(
+        self, run_store_url: str | None, migrations: Sequence[Migration] = MIGRATIONS
+    ) -> None:
         self._lock = threading.RLock()
         self.postgres = bool(run_store_url) and str(run_store_url).split(":", 1)[0].lower() in (
             "postgresql",
             "postgres",
         )
+        self.shared = self.postgres  # replicas share a PostgreSQL queue
         self._url = run_store_url or ""
         if self.postgres:
             self.where = mask_url(self._url)
             self._conn: Any = self._pg_connect()
-            schema = _POSTGRES_SCHEMA
         else:
             path = _sqlite_path(run_store_url)
             self.where = str(path)
@@ -127,13 +95,7 @@ class JobStore:
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            schema = _SQLITE_SCHEMA
-        with self._tx() as cur:
-            if self.postgres:
-                # Replicas starting together must not race on CREATE TABLE.
-                cur.execute("SELECT pg_advisory_xact_lock(hashtext('configcenter:serve_schema'))")
-            for statement in schema:
-                cur.execute(statement)
+        self._migrate(migrations)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -152,6 +114,55 @@ class JobStore:
                 f"cannot connect to {self.where} for serve's job queue: "
                 f"{type(exc).__name__}; check the run store URL and that the server runs"
             ) from None
+
+    def _migrate(self, migrations: Sequence[Migration]) -> None:
+        versions = [m.version for m in migrations]
+        if versions != list(range(1, len(versions) + 1)):
+            raise JobStoreError(
+                f"job store migrations must be numbered 1, 2, 3, ...; got {versions}"
+            )
+        known = versions[-1] if versions else 0
+        with self._tx() as cur:
+            if self.postgres:
+                # Replicas starting together must not race on CREATE TABLE.
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('configcenter:serve_schema'))")
+            cur.execute(_VERSION_TABLE)
+            found = int(
+                self._run(
+                    cur, "SELECT COALESCE(MAX(version), 0) FROM serve_schema_version"
+                ).fetchone()[0]
+            )
+            if found > known:
+                raise JobStoreError(
+                    f"serve's job store at {self.where} has schema version {found}, newer than "
+                    f"this configcenter knows (up to {known}): upgrade configcenter, or point "
+                    "it at another run store"
+                )
+            for step in migrations:
+                if step.version <= found:
+                    continue
+                try:
+                    for statement in step.postgres if self.postgres else step.sqlite:
+                        cur.execute(statement)
+                except Exception as exc:
+                    if not _database_error(exc):
+                        raise
+                    raise JobStoreError(
+                        f"job store migration {step.version} ({step.description}) failed on "
+                        f"{self.where}: {type(exc).__name__}: {exc}; nothing was changed, the "
+                        f"schema is still at version {found}"
+                    ) from None
+                self._run(
+                    cur,
+                    "INSERT INTO serve_schema_version (version, description, applied_at) "
+                    "VALUES (?, ?, ?)",
+                    (step.version, step.description, now_text()),
+                )
+
+    def schema_version(self) -> int:
+        with self._tx() as cur:
+            row = self._run(cur, "SELECT MAX(version) FROM serve_schema_version").fetchone()
+            return int(row[0] or 0)
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s") if self.postgres else text
@@ -399,3 +410,19 @@ def _job(row: Sequence[Any]) -> Job:
         runs=list(json.loads(runs or "[]")),
         note=str(note or ""),
     )
+
+
+def _database_error(exc: Exception) -> bool:
+    """A failure the database reported (not a bug of ours)."""
+    if isinstance(exc, sqlite3.Error):
+        return True
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
+def open_job_store(run_store_url: str | None) -> SqlJobStore:
+    """The job store beside the run store `run_store_url` names (None: the default SQLite)."""
+    return SqlJobStore(run_store_url)

@@ -39,7 +39,7 @@ def service_names(count: int) -> list[str]:
     return [f"svc-{i:04d}" for i in range(count)]
 
 
-def template_files(service: str, index: int, version: str) -> dict[str, str]:
+def template_files(service: str, index: int, version: str, platform: bool = True) -> dict[str, str]:
     deps = f"depends_on: [svc-{index - 1:04d}]\n" if index % 5 and index else ""
     app_env = f"# {{{{ project }}}} {service} in {{{{ env }}}} (template {{{{ template_tag }}}})\n"
     app_env += "".join(f"{key}={{{{ {key} }}}}\n" for key in ALL_KEYS)
@@ -57,12 +57,12 @@ def template_files(service: str, index: int, version: str) -> dict[str, str]:
         'COPY . /app\nWORKDIR /app\nRUN echo "${VERSION}" > /app/VERSION\n'
         'CMD ["/bin/sh", "/app/run.sh"]\n'
     )
+    namespace = "\n  namespace: {{ platform.namespace }}" if platform else ""
     deployment = f"""\
 apiVersion: apps/v1
 kind: Deployment
 metadata:
-  name: {{{{ service }}}}
-  namespace: {{{{ platform.namespace }}}}
+  name: {{{{ service }}}}{namespace}
   labels: {{app: {{{{ service }}}}, env: {{{{ env }}}}, template: "{{{{ template_tag }}}}"}}
 spec:
   replicas: {{{{ replicas }}}}
@@ -128,9 +128,8 @@ def defaults_file() -> str:
     return "values:\n" + body + "  resources:\n    cpu: 250m\n    memory: 256Mi\n"
 
 
-def env_file(env: str) -> str:
-    return (
-        "platform: local\n"
+def env_file(env: str, platform: bool = True) -> str:
+    return ("platform: local\n" if platform else "") + (
         f"allow_head: {'true' if env == 'dev' else 'false'}\n"
         "values:\n"
         f"  LOG_LEVEL: {'debug' if env == 'dev' else 'info'}\n"
@@ -171,8 +170,11 @@ def tag_all(root: Path, tags: list[str]) -> None:
     )
 
 
-def generate(dest: Path, count: int) -> Path:
-    """Write the repo to `dest` (which must not exist yet) and return it."""
+def generate(dest: Path, count: int, platform: bool = True) -> Path:
+    """Write the repo to `dest` (which must not exist yet) and return it.
+
+    Without `platform` the environments only commit (no Kubernetes platform is named).
+    """
     dest.mkdir(parents=True)
     git(dest, "init", "-q", "-b", "main")
     services = service_names(count)
@@ -181,18 +183,22 @@ def generate(dest: Path, count: int) -> Path:
         "configcenter.yaml",
         "project: bench\nenvironments: [dev, demo, prod]\n"
         "registry: {url: 127.0.0.1:5000, insecure: true}\n"
-        "platforms:\n"
-        '  local: {kind: kubernetes, context: kind-local, namespace: "bench-{{ env }}"}\n',
+        + (
+            "platforms:\n"
+            '  local: {kind: kubernetes, context: kind-local, namespace: "bench-{{ env }}"}\n'
+            if platform
+            else ""
+        ),
     )
     for index, service in enumerate(services):
-        for name, text in template_files(service, index, "1.0.0").items():
+        for name, text in template_files(service, index, "1.0.0", platform).items():
             write(dest, f"templates/{service}/{name}", text)
     git(dest, "add", "-A")
     git(dest, "commit", "-qm", "templates 1.0.0")
     tag_all(dest, [f"{s}/1.0.0" for s in services])
     newer = [(i, s) for i, s in enumerate(services) if i % 10 == 0]
     for index, service in newer:
-        for name, text in template_files(service, index, "1.1.0").items():
+        for name, text in template_files(service, index, "1.1.0", platform).items():
             write(dest, f"templates/{service}/{name}", text)
     git(dest, "add", "-A")
     git(dest, "commit", "-qm", "templates 1.1.0 for every tenth service")
@@ -200,7 +206,7 @@ def generate(dest: Path, count: int) -> Path:
     write(dest, "environments/_defaults.yaml", defaults_file())
     newer_names = {s for _, s in newer}
     for env in ENVIRONMENTS:
-        write(dest, f"environments/{env}/_env.yaml", env_file(env))
+        write(dest, f"environments/{env}/_env.yaml", env_file(env, platform))
         for index, service in enumerate(services):
             pin = "1.1.0" if env == "dev" and service in newer_names else "1.0.0"
             write(

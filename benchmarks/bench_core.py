@@ -36,6 +36,7 @@ from configcenter.core.model import Config  # noqa: E402
 from configcenter.core.plan import Plan, make_plan  # noqa: E402
 from configcenter.core.render import Renderer  # noqa: E402
 from configcenter.core.state import EnvState  # noqa: E402
+from configcenter.wiring import open_bytecode_cache  # noqa: E402
 from tests.support.configrepo import deploy_files, state_after  # noqa: E402
 
 TARGETS = {"no-op plan, 3 envs": 1.0, "one value changed, 1 env": 0.3}
@@ -109,8 +110,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     t, count = timed(cold, args.repeat)
     rows.append(("render cold (no cache)", t, f"{count} services"))
     cache = tmp / "bytecode"
-    render_all(config, Renderer(cache))  # fill the on-disk cache
-    t, _ = timed(lambda: render_all(config, Renderer(cache)), args.repeat)
+    render_all(config, Renderer(open_bytecode_cache(cache)))  # fill the on-disk cache
+    t, _ = timed(lambda: render_all(config, Renderer(open_bytecode_cache(cache))), args.repeat)
     rows.append(("render warm (bytecode cache)", t, f"{count} services"))
     hot = Renderer()
     render_all(config, hot)

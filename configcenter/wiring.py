@@ -35,6 +35,8 @@ from configcenter.ports.registry import Registry
 from configcenter.ports.runstore import RunStore, RunStoreError
 
 if TYPE_CHECKING:
+    import jinja2
+
     from configcenter.adapters.config_git import ConfigGit
     from configcenter.ports.config_repo import ConfigRepo
     from configcenter.ports.deploy_repo import DeployRepo
@@ -131,6 +133,14 @@ def open_job_store(run_store_url: str | None = None) -> JobStore:
     return open_store(run_store_url)
 
 
+def open_bytecode_cache(directory: Path) -> jinja2.BytecodeCache:
+    """Jinja's compiled templates kept in `directory` (created here; best effort: a cache
+    that cannot be used costs a compile and one warning, never a command)."""
+    from configcenter.adapters.jinja_cache import BestEffortBytecodeCache
+
+    return BestEffortBytecodeCache(directory)
+
+
 def open_registry(access: RegistryAccess) -> Registry:
     """The project's image registry (one adapter: the OCI distribution API)."""
     from configcenter.adapters.oci_registry import OciRegistry
@@ -223,6 +233,7 @@ __all__ = [
     "entry",
     "factory",
     "open_builder",
+    "open_bytecode_cache",
     "open_config_git",
     "open_config_repo",
     "open_deploy_repo",

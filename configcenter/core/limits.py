@@ -19,22 +19,17 @@ from __future__ import annotations
 import ctypes
 import heapq
 import itertools
-import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.bccache
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from configcenter.core.errors import Source
-
-_log = logging.getLogger("configcenter")
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -139,51 +134,6 @@ def template_source(data: bytes, label: str, limits: Limits) -> str:
             f"template is not UTF-8 text (byte 0x{data[exc.start]:02x} on this line)",
             "save the file as UTF-8",
         ) from None
-
-
-class BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
-    """Jinja's compiled templates on disk, as an optimisation only.
-
-    A cache directory that cannot be created, read or written (read-only, full,
-    owned by someone else) costs a compile, never a command: it is skipped with one
-    warning. Jinja writes each entry to a temporary file and renames it, so a failed
-    write leaves nothing half-written behind.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self._broken = False
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            self._skip(directory, exc)
-        super().__init__(str(directory))
-
-    def _skip(self, directory: Path | str, exc: OSError) -> None:
-        if not self._broken:
-            _log.warning(
-                "template cache %s cannot be used (%s); rendering without it",
-                directory,
-                exc.strerror or exc,
-            )
-        self._broken = True
-
-    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        if self._broken:
-            return
-        try:
-            super().load_bytecode(bucket)
-        except (OSError, EOFError, ValueError) as exc:
-            bucket.reset()
-            if isinstance(exc, OSError):
-                self._skip(self.directory, exc)
-
-    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        if self._broken:
-            return
-        try:
-            super().dump_bytecode(bucket)
-        except OSError as exc:
-            self._skip(self.directory, exc)
 
 
 class RenderDeadline(BaseException):

@@ -3,7 +3,8 @@
 Compilation dominates a cold render (measured: 5.5 s cold vs 0.23 s with
 compiled templates kept), so each template version (keyed by its content id)
 gets one Environment whose compiled templates are reused across environments,
-and an optional on-disk bytecode cache carries them across runs.
+and an optional bytecode cache the edge passes in (`wiring.open_bytecode_cache`)
+carries them across runs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -67,7 +67,7 @@ CONSUMPTION_VERSION = 1
 class Renderer:
     def __init__(
         self,
-        bytecode_cache_dir: Path | None = None,
+        bytecode_cache: jinja2.BytecodeCache | None = None,
         consumption_records: MutableMapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         """`consumption_records`: what templates read, kept by the caller between runs (the
@@ -79,9 +79,8 @@ class Renderer:
         self._consumption: dict[str, Consumption] = {}
         self._records = consumption_records
         self._records_key: str | None = None
-        self._bytecode_cache = (
-            bounds.BestEffortBytecodeCache(bytecode_cache_dir) if bytecode_cache_dir else None
-        )
+        # Compiled templates kept between runs: the edge opens it (the core writes nothing).
+        self._bytecode_cache = bytecode_cache
 
     def _environment(
         self, template: Template, limits: bounds.Limits = bounds.DEFAULT_LIMITS

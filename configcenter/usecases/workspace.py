@@ -103,7 +103,9 @@ class Workspace:
 
     @cached_property
     def renderer(self) -> Renderer:
-        return Renderer(cache_home() / "jinja", self.source.consumption_cache)
+        from configcenter.wiring import open_bytecode_cache
+
+        return Renderer(open_bytecode_cache(cache_home() / "jinja"), self.source.consumption_cache)
 
     def save_caches(self) -> None:
         """Keep for the next run what this one learnt (the config repo's caches), if opened."""

@@ -12,6 +12,7 @@ from configcenter.core.render import Renderer
 from configcenter.core.state import EnvState
 from configcenter.usecases.inspect import render, validate
 from configcenter.usecases.workspace import Workspace
+from configcenter.wiring import open_bytecode_cache
 from tests.support.configrepo import ConfigRepo
 
 API_ENV = "templates/api/app.env.j2"
@@ -133,7 +134,7 @@ def test_templates_cannot_change_values(repo: ConfigRepo, expression: str) -> No
 def test_bytecode_cache_renders_the_same(repo: ConfigRepo, tmp_path: Path) -> None:
     config = repo.load()
     service = config.environment("dev").services["api"]
-    cold = Renderer(tmp_path / "bc").render(config, service, "img:1")
+    cold = Renderer(open_bytecode_cache(tmp_path / "bc")).render(config, service, "img:1")
     assert any((tmp_path / "bc").iterdir())
-    warm = Renderer(tmp_path / "bc").render(config, service, "img:1")
+    warm = Renderer(open_bytecode_cache(tmp_path / "bc")).render(config, service, "img:1")
     assert warm == cold

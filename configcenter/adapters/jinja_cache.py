@@ -1,0 +1,61 @@
+"""Jinja's compiled templates kept on disk between runs: the edge half of rendering.
+
+The core's `Renderer` takes any `jinja2.BytecodeCache`; this one, opened by
+`configcenter.wiring.open_bytecode_cache`, creates its directory and writes the
+files, so the core itself writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import jinja2
+import jinja2.bccache
+
+_log = logging.getLogger("configcenter")
+
+
+class BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Jinja's compiled templates on disk, as an optimisation only.
+
+    A cache directory that cannot be created, read or written (read-only, full,
+    owned by someone else) costs a compile, never a command: it is skipped with one
+    warning. Jinja writes each entry to a temporary file and renames it, so a failed
+    write leaves nothing half-written behind.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._broken = False
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._skip(directory, exc)
+        super().__init__(str(directory))
+
+    def _skip(self, directory: Path | str, exc: OSError) -> None:
+        if not self._broken:
+            _log.warning(
+                "template cache %s cannot be used (%s); rendering without it",
+                directory,
+                exc.strerror or exc,
+            )
+        self._broken = True
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if self._broken:
+            return
+        try:
+            super().load_bytecode(bucket)
+        except (OSError, EOFError, ValueError) as exc:
+            bucket.reset()
+            if isinstance(exc, OSError):
+                self._skip(self.directory, exc)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if self._broken:
+            return
+        try:
+            super().dump_bytecode(bucket)
+        except OSError as exc:
+            self._skip(self.directory, exc)

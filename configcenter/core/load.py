@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from configcenter.core import schema
 from configcenter.core.errors import ProblemList, Source
@@ -35,6 +35,9 @@ from configcenter.core.source import (
 from configcenter.core.stages import template_stages
 from configcenter.core.values import Layered
 from configcenter.core.yamldoc import ParseCache, YamlDoc, parse_yaml
+
+if TYPE_CHECKING:
+    from configcenter.core.consumed import Consumption
 
 PROJECT_FILE = "configcenter.yaml"
 RESERVED_NAMES = frozenset(
@@ -441,16 +444,22 @@ class _Loader:
                 )
         own = service.doc.data.get("values")
         own = own if isinstance(own, dict) else {}
-        for key in own:
-            if str(key) not in declared:
-                close = difflib.get_close_matches(str(key), sorted(declared), n=1)
-                self.problems.warning(
-                    service.source("values", str(key)),
-                    f"'{key}' is not in {service.template.label}/template.yaml's env list",
-                    f"did you mean '{close[0]}'?"
-                    if close
-                    else "declare it under env: in the template, or remove it",
-                )
+        undeclared = [str(key) for key in own if str(key) not in declared]
+        # A key the templates read is declared by use; only one nothing reads is a
+        # likely typo (parsed only when there is such a key: the common case reads nothing).
+        reads = _template_reads(service.template) if undeclared else None
+        for key in undeclared:
+            if reads is not None and reads.covers(key):
+                continue
+            close = difflib.get_close_matches(key, sorted(declared), n=1)
+            self.problems.warning(
+                service.source("values", key),
+                f"'{key}' is not in {service.template.label}/template.yaml's env list "
+                "and no template of it reads it",
+                f"did you mean '{close[0]}'?"
+                if close
+                else "declare it under env: in the template, use it in a template, or remove it",
+            )
         if service.image is None and service.doc.data.get("image") is not None:
             self.problems.error(
                 service.source("image"),
@@ -623,3 +632,12 @@ def _replicas(value: object) -> int | None:
     if value == "auto":
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
+def _template_reads(template: Template) -> Consumption:
+    """The value names `template` reads, from its Jinja source (parsing only, no rendering)."""
+    import jinja2
+
+    from configcenter.core.consumed import find_consumption
+
+    return find_consumption(template, jinja2.Environment())

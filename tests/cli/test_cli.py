@@ -101,7 +101,7 @@ def test_warning_passes_unless_strict(repo: ConfigRepo) -> None:
     assert result.exit_code == 0
     assert result.stderr.startswith(
         "environments/dev/api.yaml:4: warning: 'EXTRA' is not in "
-        "templates/api@1.0.0/template.yaml's env list\n"
+        "templates/api@1.0.0/template.yaml's env list and no template of it reads it\n"
     )
     assert "1 warning(s)" in result.stdout
     strict = CliRunner().invoke(cli_group, ["-C", str(repo.root), "--strict", "validate"])

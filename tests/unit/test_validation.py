@@ -300,9 +300,23 @@ def test_undeclared_value_is_a_warning(repo: ConfigRepo) -> None:
     problem = only_problem(repo.problems(), "warning")
     assert [p for p in repo.problems() if p.severity == "error"] == []
     assert problem.source == Source(API_DEV, 4)
-    assert problem.message == "'LOG_LEVL' is not in templates/api@1.0.0/template.yaml's env list"
+    assert problem.message == (
+        "'LOG_LEVL' is not in templates/api@1.0.0/template.yaml's env list "
+        "and no template of it reads it"
+    )
     assert problem.hint == "did you mean 'LOG_LEVEL'?"
     repo.load()  # loads: a warning does not stop anything
+
+
+def test_a_value_a_template_reads_is_declared_by_use(repo: ConfigRepo) -> None:
+    """Not in the ENV list, but deployment.yaml reads it: no typo, so no warning."""
+    repo.write(API_DEV, "template: HEAD\nimage: {ref: x}\nvalues:\n  MAX_MEMORY: 64mb\n")
+    manifest = repo.read("templates/api/deployment.yaml.j2")
+    repo.write("templates/api/deployment.yaml.j2", manifest + "# memory: {{ MAX_MEMORY }}\n")
+    assert [p for p in repo.problems() if "MAX_MEMORY" in p.message] == []
+    repo.write(API_DEV, "template: HEAD\nimage: {ref: x}\nvalues:\n  MAX_MEMROY: 64mb\n")
+    problem = only_problem(repo.problems(), "warning")
+    assert problem.message.startswith("'MAX_MEMROY' is not in templates/api/template.yaml")
 
 
 def test_undeclared_value_is_an_error_when_strict(repo: ConfigRepo) -> None:
@@ -312,7 +326,9 @@ def test_undeclared_value_is_an_error_when_strict(repo: ConfigRepo) -> None:
         _ = Workspace(repo.root, strict=True).config
     (problem,) = caught.value.problems
     assert problem.source == Source(API_DEV, 4)
-    assert problem.hint == "declare it under env: in the template, or remove it"
+    assert (
+        problem.hint == "declare it under env: in the template, use it in a template, or remove it"
+    )
 
 
 # -- template pins -----------------------------------------------------------------------------

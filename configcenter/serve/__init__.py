@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from configcenter.serve.engine import Engine
     from configcenter.serve.metrics import Metrics
+    from configcenter.serve.store_metrics import RecordedRuns
     from configcenter.usecases.workspace import Workspace
 
 
@@ -45,6 +46,7 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
     from configcenter.serve.leader import Leadership, SoleLeader
     from configcenter.serve.metrics import Metrics
     from configcenter.serve.settings import load_settings
+    from configcenter.serve.store_metrics import RecordedRuns
     from configcenter.wiring import open_job_store, open_lease_leader
 
     config = ws.config
@@ -80,6 +82,8 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
     metrics.collectors.append(collect)
     engine = Engine(ws, jobs, leader, metrics, identity=identity, workers=options.workers)
     metrics.collectors.append(lambda m: collect_services(engine, m))
+    recorded = RecordedRuns()
+    metrics.collectors.append(lambda m: _collect_recorded(engine, recorded, m))
     engine.poll_interval = settings.poll_interval
     if settings.channels:
         from configcenter.serve.notify import Notifier
@@ -107,8 +111,10 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
 
 
 def collect_services(engine: Engine, m: Metrics) -> None:
-    """Per service: status and drift state as one-hot gauges, and its drift entry count."""
+    """Per service: status and drift state as one-hot gauges, and its drift entry count;
+    per environment the drift its last reconcile found (configcenter_drift)."""
     from configcenter.serve import status
+    from configcenter.serve.store_metrics import collect_drift
 
     names = ("configcenter_service_status", "configcenter_service_sync")
     try:
@@ -121,6 +127,7 @@ def collect_services(engine: Engine, m: Metrics) -> None:
         return
     for name in (*names, "configcenter_service_drift_entries"):
         m.clear(name)
+    collect_drift(ws, m)
     for env, cell in cells:
         service = cell["service"]
         for state in status.STATUSES:
@@ -135,6 +142,13 @@ def collect_services(engine: Engine, m: Metrics) -> None:
             env=env,
             service=service,
         )
+
+
+def _collect_recorded(engine: Engine, recorded: RecordedRuns, m: Metrics) -> None:
+    try:
+        recorded.collect(engine.run_store, m)
+    except Exception as exc:  # the scrape still answers; the reason is one log line
+        log.warning("metrics: recorded runs skipped: %s", engine.redactor.redact(str(exc)))
 
 
 def run_server(ws: Workspace, options: ServeOptions) -> None:

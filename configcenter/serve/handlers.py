@@ -161,7 +161,6 @@ def _reconcile(engine: Engine, job: Job) -> JobOutcome:
             engine.record_run("reconcile", "failed", time.monotonic() - started)
             raise
     engine.record_run("reconcile", report.outcome, time.monotonic() - started)
-    engine.metrics.set("configcenter_drift", float(len(report.drifts)), env=env)
     runs = [report.run_id] if report.run_id else []
     note = f"{len(report.drifts)} drift(s)" + (f", healed {len(report.healed)}" if heal else "")
     return ("failed" if report.outcome == "failed" else "done"), runs, note

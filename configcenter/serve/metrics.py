@@ -28,6 +28,8 @@ def _labels(labels: Labels, extra: Labels = ()) -> str:
 
 
 def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
@@ -48,7 +50,17 @@ class Metrics:
                 "Webhook deliveries received, by source and result.",
             ),
             "configcenter_run_duration_seconds": ("histogram", "Wall time of runs serve ran."),
-            "configcenter_drift": ("gauge", "Drift entries found by the last reconcile, by env."),
+            "configcenter_recorded_runs_total": (
+                "counter",
+                "Finished runs the run store records (CLI, serve, every replica), by kind, "
+                "outcome and trigger (trigger=cli: command-line runs); the same on every "
+                "replica (use max, not sum).",
+            ),
+            "configcenter_drift": (
+                "gauge",
+                "Drift entries the last reconcile of each env found (state known, or none at "
+                "0); NaN with state unknown when it failed or none has run.",
+            ),
             "configcenter_jobs": ("gauge", "Jobs in serve's queue, by state."),
             "configcenter_leader": ("gauge", "1 when this replica runs the schedule."),
             "configcenter_service_status": (
@@ -77,6 +89,12 @@ class Metrics:
         key = tuple(sorted(labels.items()))
         with self._lock:
             self._gauges.setdefault(name, {})[key] = value
+
+    def set_total(self, name: str, value: float, **labels: str) -> None:
+        """Set a counter to a total counted elsewhere (the run store's runs)."""
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            self._counters.setdefault(name, {})[key] = value
 
     def clear(self, name: str) -> None:
         """Forget every series of a gauge (before a collector sets the current ones)."""

@@ -293,3 +293,73 @@ def test_matrix_in_headless_chromium_at_390_and_1400_px(console: Console) -> Non
                 assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 1000
     finally:
         driver.quit()
+
+
+def test_metrics_count_cli_runs_from_the_run_store(console: Console) -> None:
+    """The fixture's apply ran from the CLI's use case, not in serve: it is counted all the same."""
+    series = 'configcenter_recorded_runs_total{kind="apply",outcome="succeeded",trigger="cli"}'
+    text = console.get("/metrics").decode()
+    assert f"{series} 1\n" in text
+    assert "# TYPE configcenter_recorded_runs_total counter" in text
+    running = console.store.start("apply", "dev", [], "cli", "ops@test")
+    other = console.store.start("deploy", "dev", ["api"], "webhook:gitlab", "gitlab")
+    console.store.finish(other.id, "failed", {"error": "boom"})
+    text = console.get("/metrics").decode()
+    assert f"{series} 1\n" in text  # still running: not counted yet
+    deploys = (
+        'configcenter_recorded_runs_total{kind="deploy",outcome="failed",trigger="webhook:gitlab"}'
+    )
+    assert f"{deploys} 1\n" in text
+    console.store.finish(running.id, "succeeded", {"results": []})
+    text = console.get("/metrics").decode()
+    assert f"{series} 2\n" in text and f"{deploys} 1\n" in text  # each run once
+
+
+def test_metrics_drift_has_an_unknown_sample_when_reconcile_fails(console: Console) -> None:
+    console.reconcile_run("failed", {"error": "no kubeconfig"})
+    text = console.get("/metrics").decode()
+    assert 'configcenter_drift{env="dev",state="unknown"} NaN\n' in text
+    assert 'configcenter_drift{env="prod",state="unknown"} NaN\n' in text  # never reconciled
+    drifts = [{"service": "api", "field": "image", "desired": "a", "live": "b"}]
+    console.reconcile_run(
+        "succeeded",
+        {"drift_count": 1, "services": {"api": {"status": "drifted", "drifts": drifts}}},
+    )
+    text = console.get("/metrics").decode()
+    assert 'configcenter_drift{env="dev",state="known"} 1\n' in text
+    assert 'configcenter_drift{env="dev",state="unknown"}' not in text
+    console.reconcile_run("noop", {"drift_count": 0, "services": {"api": {"status": "in_sync"}}})
+    assert 'configcenter_drift{env="dev",state="none"} 0\n' in console.get("/metrics").decode()
+
+
+def test_recorded_runs_count_each_run_once_across_pages(tmp_path: Path) -> None:
+    from configcenter.serve.store_metrics import RecordedRuns
+    from configcenter.wiring import open_run_store
+
+    store = open_run_store(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
+    counter = RecordedRuns()
+    counter.PAGE, counter.KEEP = 2, 3  # several pages and a pruned memory
+
+    def record(n: int, outcome: str = "succeeded") -> None:
+        for _ in range(n):
+            run = store.start("apply", "dev", [], "cli", "ops@test")
+            store.finish(run.id, outcome, {})
+
+    try:
+        record(5)
+        assert counter.update(store) == {("apply", "succeeded", "cli"): 5}
+        assert counter.update(store) == {("apply", "succeeded", "cli"): 5}
+        left_running = store.start("apply", "dev", [], "cli", "ops@test")
+        record(4, "failed")
+        counts = counter.update(store)
+        assert counts == {("apply", "succeeded", "cli"): 5, ("apply", "failed", "cli"): 4}
+        record(3)
+        store.finish(left_running.id, "noop", {})
+        counts = counter.update(store)
+        assert counts == {
+            ("apply", "succeeded", "cli"): 8,
+            ("apply", "failed", "cli"): 4,
+            ("apply", "noop", "cli"): 1,
+        }
+    finally:
+        store.close()

@@ -60,7 +60,7 @@ def test_schedule_reports_drift_in_api_and_page_then_heals(
         page = http("GET", served.url + "/", headers=served.auth()).body.decode()
         assert "⚠ drift" in page
         metrics = http("GET", served.url + "/metrics", headers=served.auth()).body.decode()
-        assert 'configcenter_drift{env="dev"}' in metrics
+        assert 'configcenter_drift{env="dev",state="known"}' in metrics
 
         # Turning heal on is a config change like any other: a push.
         second = served.push_change("environments/dev/_env.yaml", ENV % "true", "heal dev")

@@ -187,6 +187,12 @@ DESCRIPTIONS: dict[tuple[str, str], tuple[str, str]] = {
         "Only these events (failed, rolled_back, blocked, drift, healed).",
         "all",
     ),
+    ("configcenter.yaml", "serve.actions"): (
+        "The console's actions (apply an environment or a service, retry, roll back, heal "
+        "drift, open a promotion); `false` keeps the console read-only, so changes come only "
+        "through Git. Actions also need `serve.api_token` or `serve.basic_auth`.",
+        "`true`",
+    ),
     ("configcenter.yaml", "serve.poll_interval"): (
         "How often serve asks the config repo's upstream for new commits, the fallback to "
         "push webhooks (a lost delivery only delays an apply).",

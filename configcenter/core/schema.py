@@ -528,6 +528,8 @@ PROJECT = Obj(
                 # Git polling of the config repo, the fallback to push webhooks.
                 "poll_interval": Duration(minimum=1.0, maximum=24 * 3600.0),
                 "public_url": Str(),
+                # The console's actions (apply, retry, rollback, heal, promote); false: read-only.
+                "actions": Bool(),
                 "notifications": ListOf(
                     Obj(
                         {

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from configcenter.serve import status
+from configcenter.serve import actions, status, stream
 from configcenter.serve.console import routes as console_routes
 from configcenter.serve.engine import Engine
 from configcenter.serve.handlers import gitlab_job, registry_jobs
@@ -426,6 +426,8 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
             Route("/api/jobs", api_jobs, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+            *actions.routes(engine, settings),
+            *stream.routes(engine),
         ],
         exception_handlers={Exception: _server_error(engine)},
     )

@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -70,12 +70,18 @@ class ServeWorkspace(Workspace):
     """
 
     def __init__(
-        self, base: Workspace, store: RunStore, redactor: Redactor, identity: str = ""
+        self,
+        base: Workspace,
+        store: RunStore,
+        redactor: Redactor,
+        identity: str = "",
+        run_details: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(base.root, base.deploy_repo_url, base.run_store_url, base.strict)
         self._store = store
         self._shared_redactor = redactor
         self._identity = identity
+        self._run_details = dict(run_details or {})
 
     def start_run(
         self,
@@ -86,7 +92,9 @@ class ServeWorkspace(Workspace):
         actor: str,
         details: dict[str, object] | None = None,
     ) -> Run:
-        tagged = {**(details or {}), REPLICA_DETAIL: self._identity} if self._identity else details
+        tagged = {**(details or {}), **self._run_details}
+        if self._identity:
+            tagged[REPLICA_DETAIL] = self._identity
         return super().start_run(kind, env, services, trigger, actor, tagged)
 
     @property
@@ -137,6 +145,8 @@ class Engine:
         #: Called with each job once it is finished (notifications look for new facts).
         self.observers: list[Callable[[Job], object]] = []
         self.notifier: Notifier | None = None
+        #: The HMAC key console actions' plan digests are checked with (serve/actions.py).
+        self.action_key: bytes | None = None
 
     @cached_property
     def run_store(self) -> RunStore:
@@ -311,9 +321,10 @@ class Engine:
 
     # -- helpers for handlers --------------------------------------------------------------
 
-    def fresh_workspace(self) -> ServeWorkspace:
-        """A Workspace that loads the config repo anew (as it is on disk now)."""
-        ws = ServeWorkspace(self.base, self.run_store, self.redactor, self.identity)
+    def fresh_workspace(self, run_details: Mapping[str, object] | None = None) -> ServeWorkspace:
+        """A Workspace that loads the config repo anew (as it is on disk now); the runs it
+        starts carry `run_details` (a console action's job id)."""
+        ws = ServeWorkspace(self.base, self.run_store, self.redactor, self.identity, run_details)
         with self._config_lock:
             _ = ws.config
         return ws

@@ -138,6 +138,10 @@ def run_job(engine: Engine, job: Job) -> JobOutcome:
         from configcenter.serve.poll import run_poll
 
         return run_poll(engine, job, run_job)
+    if job.source == "console":
+        from configcenter.serve.actions import run_action
+
+        return run_action(engine, job)
     if job.source == "gitlab":
         return _via_promotion(engine, job)
     if job.source == "registry":

@@ -257,6 +257,16 @@ OTHER_MEDIA = {
     "/environments/{env}/services/{service}/diff": "text/html",
     "/metrics": "text/plain",
     "/files/{env}/{blob}/{path}": "application/octet-stream",
+    # The console's actions (serve/actions.py): pages, refusals included.
+    "/actions": "text/html",
+    "/actions/confirm": "text/html",
+    "/actions/rollback": "text/html",
+    "/actions/jobs/{job}": "text/html",
+    # Live (serve/stream.py).
+    "/assets/live.js": "text/javascript",
+    "/events/status": "text/event-stream",
+    "/events/runs/{run}": "text/event-stream",
+    "/events/jobs/{job}": "text/event-stream",
 }
 
 

@@ -1,4 +1,7 @@
-"""The console's pages: server-side HTML, no JavaScript, autoescaped (nothing a user wrote runs).
+"""The console's pages: server-side HTML, autoescaped (nothing a user wrote runs).
+
+The one script, serve/stream.py's live.js, streams running logs and refreshes live parts;
+every page works without it.
 
 Responsive (a card per service below 640 px), light and dark by
 prefers-color-scheme, and every text colour pair at WCAG AA contrast.
@@ -194,7 +197,8 @@ BASE = (
 <div id="actions" class="actions">{% block actions %}{% endblock %}</div>
 {% block content %}{% endblock %}
 </main>
-{% block scripts %}{% endblock %}
+{% block scripts %}<script src="{{ root }}assets/live.js" data-root="{{ root }}" defer></script>
+{% endblock %}
 </body></html>
 """
 )
@@ -308,6 +312,8 @@ INDEX = """{% extends "base.html" %}{% from "macros.html" import runs_table, run
  else "follower" }} · jobs: {% for state, n in jobs.items() %}{{ state }} {{ n }}{% if not
  loop.last %}, {% endif %}{% else %}none{% endfor %}</div>
 {% endblock %}
+{% block actions %}<a href="{{ root }}actions">actions: apply, retry, roll back, heal, promote</a>
+{% endblock %}
 {% block content %}
 <section aria-labelledby="matrix-title">
 <h2 id="matrix-title">Environments × services</h2>
@@ -414,8 +420,9 @@ RUN = """{% extends "base.html" %}{% from "macros.html" import badge, when, shor
 <td>{{ r.outcome }}</td><td>{{ r.release or "-" }}</td><td>{{ r.reason or "" }}</td></tr>
 {% endfor %}</tbody></table></div>{% endif %}
 <h2>Log</h2>
-{% block log %}{% if run.log %}<pre id="log">{{ run.log }}</pre>{% elif run.outcome == "running"
-%}<p class="muted" id="log">no log lines yet</p>{% else %}<p class="muted" id="log">the run
+{% block log %}{% if run.outcome == "running" %}<pre id="log" data-offset="{{ run.log|length
+ }}" data-stream="{{ root }}events/runs/{{ run.id|urlencode }}">{{ run.log }}</pre>
+{% elif run.log %}<pre id="log">{{ run.log }}</pre>{% else %}<p class="muted" id="log">the run
 wrote no log lines{% if error %}; the error above is why it failed{% endif %}</p>{% endif %}
 {% endblock %}
 <h2>Details</h2><pre class="full" id="details">{{ details }}</pre>
@@ -427,6 +434,9 @@ SERVICE = """{% extends "base.html" %}{% from "macros.html" import badge, when, 
 {% block title %}{{ service }} in {{ env }} · {{ project }}{% endblock %}
 {% block crumbs %}<span> / </span><a href="{{ root }}environments/{{ env|urlencode }}">{{ env
 }}</a><span> / </span>{{ service }}{% endblock %}
+{% block actions %}<a href="{{ root }}actions/rollback?{{ {"env": env, "service": service}|urlencode
+ }}">roll back…</a> · <a href="{{ root }}actions/confirm?{{ {"kind": "apply", "env": env,
+ "service": service}|urlencode }}">apply {{ service }}</a>{% endblock %}
 {% block content %}
 {% set c = detail.status %}
 <h1>{{ service }} <span class="muted">in {{ env }}</span></h1>
@@ -496,6 +506,9 @@ if loop.first %} selected{% endif %}>{{ r.release }} ({{ when(r.at) }})</option>
 ENV = """{% extends "base.html" %}{% from "macros.html" import service_plan, short %}
 {% block title %}plan for {{ env }} · {{ project }}{% endblock %}
 {% block crumbs %}<span> / </span>{{ env }}{% endblock %}
+{% block actions %}<a href="{{ root }}actions/confirm?{{ {"kind": "apply", "env": env}|urlencode
+ }}">apply {{ env }}…</a> · <a href="{{ root }}actions/confirm?{{ {"kind": "heal", "env": env
+ }|urlencode }}">heal drift…</a>{% endblock %}
 {% block content %}
 <h1>Plan for {{ env }}</h1>
 <p class="meta">what <code>configcenter apply {{ env }}</code> would do now{% if plan and

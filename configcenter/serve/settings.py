@@ -33,6 +33,7 @@ class ServeSettings:
     poll_interval: float = DEFAULT_POLL_INTERVAL  # seconds between Git polls of the config repo
     public_url: str | None = None  # how users reach serve: links in notifications
     channels: tuple[Channel, ...] = ()  # serve.notifications
+    actions: bool = True  # serve.actions: false keeps the console read-only
 
     @property
     def api_protected(self) -> bool:
@@ -60,6 +61,7 @@ def load_settings(config: Config, redactor: Redactor) -> ServeSettings:
             _channel(item, index, redactor)
             for index, item in enumerate(serve.get("notifications") or [])
         ),
+        actions=serve.get("actions") is not False,
     )
 
 

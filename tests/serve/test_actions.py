@@ -1,0 +1,335 @@
+"""Console actions over real HTTP: confirm, CSRF, plan digests, read-only mode, live streams.
+
+The app runs in uvicorn with its lifespan (so the engine's workers carry out the queued
+actions) on real config and deploy repos and the real run store; commit-only
+environments (no platform), so rollbacks and applies end as `committed`. The
+browser test with a platform is test_actions_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from html import unescape
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from configcenter.ports.jobstore import Job
+from configcenter.serve import ServeOptions, build
+from configcenter.serve.engine import Engine
+from configcenter.usecases.apply import ApplyOptions, apply_env
+from configcenter.usecases.workspace import Workspace
+from tests.serve.conftest import SERVE_SECTION
+from tests.support.helpers import free_port, poll
+from tests.support.serve_fixtures import HttpResult, ShopWorld, http, make_shop_world
+
+API_TOKEN = "apisec-actions"
+BASIC = SERVE_SECTION + '  basic_auth: {username: ops, password: {secret: "env:CC_API_TOKEN"}}\n'
+API_11 = "template: 1.0.0\nimage: {ref: registry.test/shop/api:1.1}\nreplicas: 2\n"
+
+
+@contextmanager
+def serving_with_workers(app: Starlette) -> Iterator[str]:
+    """The app with its lifespan (engine workers running) on 127.0.0.1:<free port>."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        poll(lambda: server.started or None, 30, "uvicorn to listen")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def post_no_redirect(url: str, body: bytes, headers: dict[str, str]) -> HttpResult:
+    """A POST whose 303 is the answer (urllib would follow it)."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with opener.open(request, timeout=60) as response:
+            return HttpResult(response.status, response.read(), dict(response.headers))
+    except urllib.error.HTTPError as error:
+        return HttpResult(error.code, error.read(), dict(error.headers))
+
+
+@dataclass
+class Console:
+    world: ShopWorld
+    engine: Engine
+    url: str
+    basic: str
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Basic {self.basic}", **extra}
+
+    def get(self, path: str, status: int = 200, **headers: str) -> HttpResult:
+        result = http("GET", self.url + path, headers=self.headers(**headers))
+        assert result.status == status, (path, result.status, result.body[:800])
+        return result
+
+    def post(self, form: dict[str, str], cookie: str | None, **headers: str) -> HttpResult:
+        extra = {"Content-Type": "application/x-www-form-urlencoded", **headers}
+        if cookie is not None:
+            extra["Cookie"] = f"cc_csrf={cookie}"
+        return post_no_redirect(
+            self.url + "/actions", urlencode(form).encode(), self.headers(**extra)
+        )
+
+    def confirm(self, **query: str) -> tuple[dict[str, str], str, str]:
+        """The confirmation page's form fields, its CSRF cookie and the page."""
+        page = self.get("/actions/confirm?" + urlencode(query))
+        html = page.body.decode()
+        form = {
+            unescape(name): unescape(value)
+            for name, value in re.findall(
+                r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html
+            )
+        }
+        jar = SimpleCookie(page.headers.get("set-cookie", ""))
+        return form, jar["cc_csrf"].value, html
+
+    def console_jobs(self) -> list[Job]:
+        return [j for j in self.engine.jobs.recent(100) if j.source == "console"]
+
+
+def _world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: str) -> ShopWorld:
+    for name, value in (
+        ("CC_WEBHOOK_TOKEN", "whsec-test"),
+        ("CC_REGISTRY_TOKEN", "regsec-test"),
+        ("CC_API_TOKEN", API_TOKEN),
+        ("XDG_STATE_HOME", str(tmp_path / "xdg-state")),
+        ("XDG_CACHE_HOME", str(tmp_path / "xdg-cache")),
+    ):
+        monkeypatch.setenv(name, value)
+    world = make_shop_world(tmp_path / "world", envs={"dev": "", "prod": ""}, serve=serve)
+    ws = world.workspace()
+    assert apply_env(ws, "dev", ApplyOptions(actor="ops@test")).outcome == "succeeded"
+    world.config.write("environments/dev/api.yaml", API_11)
+    world.config.commit("dev: api 1.1")
+    world.push_config()
+    assert apply_env(world.workspace(), "dev", ApplyOptions(actor="ops@test")).outcome == (
+        "succeeded"
+    )
+    return world
+
+
+@contextmanager
+def console_for(world: ShopWorld) -> Iterator[Console]:
+    import base64
+
+    ws = Workspace(world.config.root, run_store_url=world.run_store_url)
+    engine, app = build(ws, ServeOptions(workers=1, identity="replica-a"))
+    basic = base64.b64encode(f"ops:{API_TOKEN}".encode()).decode()
+    with serving_with_workers(app) as url:
+        yield Console(world, engine, url, basic)
+
+
+@pytest.fixture
+def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
+    with console_for(_world(tmp_path, monkeypatch, BASIC)) as c:
+        yield c
+
+
+def releases(world: ShopWorld) -> list[str]:
+    from configcenter.usecases.history import history
+
+    return [e.release for e in history(world.workspace(), "dev", "api")]
+
+
+def events(body: bytes) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for block in body.decode().split("\n\n"):
+        name = next((x[7:] for x in block.splitlines() if x.startswith("event: ")), None)
+        data = next((x[6:] for x in block.splitlines() if x.startswith("data: ")), None)
+        if name and data:
+            out.append((name, json.loads(data)))
+    return out
+
+
+def test_rollback_from_the_console_is_a_recorded_run_with_a_live_log(console: Console) -> None:
+    newest, older = releases(console.world)[:2]
+    listing = console.get("/actions/rollback?env=dev&service=api").body.decode()
+    assert f'data-release="{older}"' in listing and "current" in listing
+
+    form, cookie, html = console.confirm(kind="rollback", env="dev", service="api", release=older)
+    assert f"Roll back api in dev to {older}" in html
+    assert "registry.test/shop/api:1.1" in html and "registry.test/shop/api:1.0" in html
+    assert form["digest"] and form["csrf"] and form["release"] == older
+    assert API_TOKEN not in html
+
+    queued = console.post(form, cookie, Origin=console.url)
+    assert queued.status == 303, queued.body[:500]
+    location = queued.headers["location"]
+    job_id = location.rsplit("/", 1)[1].replace("%3A", ":")
+    assert console.get("/" + location.lstrip("./")).status == 200
+
+    # The stream ends when the action does: job state, its run, the log, the end.
+    stream = console.get(f"/events/jobs/{job_id}")
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    got = events(stream.body)
+    names = [n for n, _ in got]
+    assert names[0] == "job" and "run" in names and names[-1] == "end", names
+    log = "".join(d["text"] for n, d in got if n == "log")
+    assert f"api: rolled back to {older}" in log
+    end = got[-1][1]
+    assert end["state"] == "done" and end["outcome"] == "succeeded", end
+
+    run = console.engine.run_store.get(end["run"])
+    assert run is not None and run.kind == "rollback" and run.trigger == "console"
+    assert run.actor == "ops (console)" and run.details["job"] == job_id
+    state = console.world.workspace().read_state("dev").services["api"]
+    assert state.image == "registry.test/shop/api:1.0" and state.release is not None
+    assert state.release.id == older
+    assert state.last_failed is not None and state.last_failed.id == newest
+
+    # A second post of the same form is the same action, not a second rollback.
+    again = console.post(form, cookie, Origin=console.url)
+    assert again.status == 303 and again.headers["location"] == location
+    assert len(console.console_jobs()) == 1
+
+    # The run's own stream replays its log and ends at once (the run is over).
+    replay = events(console.get(f"/events/runs/{run.id}").body)
+    assert replay[-1] == ("end", {"outcome": "succeeded", "run": run.id})
+
+
+def test_csrf_origin_and_token_are_checked_and_refusals_change_nothing(console: Console) -> None:
+    older = releases(console.world)[1]
+    form, cookie, _ = console.confirm(kind="rollback", env="dev", service="api", release=older)
+    cases = {
+        "no cookie": console.post(form, None, Origin=console.url),
+        "another browser's cookie": console.post(form, "x" * 43, Origin=console.url),
+        "forged token": console.post({**form, "csrf": "0" * 64}, cookie, Origin=console.url),
+        "cross-site origin": console.post(form, cookie, Origin="https://evil.example"),
+        "no origin or referer": console.post(form, cookie),
+        "cross-site referer": console.post(form, cookie, Referer="https://evil.example/x"),
+    }
+    for what, result in cases.items():
+        assert result.status == 403, (what, result.status)
+        assert "CSRF protection" in result.body.decode(), what
+    assert console.console_jobs() == []
+    assert releases(console.world)[1] == older
+    ok = console.post(form, cookie, Referer=console.url + "/actions/confirm")
+    assert ok.status == 303
+
+
+def test_a_plan_that_changed_since_it_was_shown_is_refused(console: Console) -> None:
+    form, cookie, html = console.confirm(kind="apply", env="dev", service="api")
+    assert "No changes" in html
+    world = console.world
+    world.config.write("environments/dev/api.yaml", API_11.replace("replicas: 2", "replicas: 3"))
+    world.config.commit("dev: api replicas 3")
+    world.push_config()
+
+    refused = console.post(form, cookie, Origin=console.url)
+    assert refused.status == 409
+    page = refused.body.decode()
+    assert "The plan changed since it was shown" in page and "replicas 2 → 3" in page
+    assert console.console_jobs() == []
+    fresh = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page))
+    assert fresh["digest"] != form["digest"]
+
+    # The new plan, confirmed, runs: an apply of one service, recorded as the CLI's is.
+    done = console.post({**form, "digest": fresh["digest"], "form": fresh["form"]}, cookie,
+                        Origin=console.url)  # fmt: skip
+    assert done.status == 303
+    job_id = done.headers["location"].rsplit("/", 1)[1].replace("%3A", ":")
+    end = events(console.get(f"/events/jobs/{job_id}").body)[-1][1]
+    assert end["outcome"] == "succeeded", end
+    assert world.workspace().read_state("dev").services["api"].replicas == 3
+
+
+def test_the_worker_refuses_a_job_whose_plan_changed(console: Console) -> None:
+    """Between the post and the worker, the plan may change too: the worker checks again."""
+    job = Job(
+        id="console:apply:stale",
+        source="console",
+        kind="apply",
+        env="dev",
+        payload={"kind": "apply", "env": "dev", "digest": "0" * 64, "actor": "ops (console)"},
+    )
+    before = len(console.engine.run_store.list(env="dev", limit=100))
+    console.engine.submit(job)
+    done = poll(
+        lambda: (j := console.engine.jobs.get(job.id)) and j.state != "queued"
+        and j.state != "running" and j,
+        60,
+        "the worker to take the job",
+    )  # fmt: skip
+    assert done.state == "failed" and "the plan changed since it was confirmed" in done.note
+    assert len(console.engine.run_store.list(env="dev", limit=100)) == before
+
+
+def test_actions_page_offers_each_action_and_the_status_stream_says_change(
+    console: Console,
+) -> None:
+    html = console.get("/actions").body.decode()
+    for href in (
+        "actions/confirm?kind=apply&amp;env=dev",
+        "actions/confirm?kind=heal&amp;env=dev",
+        "actions/confirm?kind=promote&amp;env=dev&amp;target=prod",
+        "actions/confirm?kind=apply&amp;env=dev&amp;service=api",
+        "actions/rollback?env=dev&amp;service=api",
+    ):
+        assert href in html, href
+    index = console.get("/").body.decode()
+    assert 'href="./actions"' in index and 'src="./assets/live.js"' in index
+    assert "EventSource" in console.get("/assets/live.js").body.decode()
+
+    heal = console.confirm(kind="heal", env="dev")[2]
+    assert "Heal drift in dev" in heal and "no reconcile has run" in heal
+    promote = console.confirm(kind="promote", env="dev", target="prod")[2]
+    assert "promote/dev-to-prod" in promote and "registry.test/shop/api:1.1" in promote
+    for query, why in (
+        ("kind=nuke&env=dev", "unknown action"),
+        ("kind=retry&env=dev", "retry needs a service"),
+        ("kind=apply&env=qa", "no environment"),
+        ("kind=rollback&env=dev&service=api&release=r0", "r0"),
+    ):
+        assert why in console.get(f"/actions/confirm?{query}", status=400).body.decode()
+    # Everything behind serve's auth.
+    assert http("GET", console.url + "/actions").status == 401
+    assert http("GET", console.url + "/events/status").status == 401
+
+
+def test_read_only_mode_and_no_auth_refuse_actions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = _world(tmp_path, monkeypatch, BASIC + "  actions: false\n")
+    with console_for(world) as console:
+        html = console.get("/actions").body.decode()
+        assert "read-only here: serve.actions is false" in html
+        assert "actions/confirm" not in html
+        page = console.get("/actions/confirm?kind=apply&env=dev", status=403).body.decode()
+        assert "serve.actions is false" in page
+        posted = console.post({"kind": "apply", "env": "dev"}, "x" * 43, Origin=console.url)
+        assert posted.status == 403 and console.console_jobs() == []
+
+
+def test_actions_need_authentication(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = _world(tmp_path / "open", monkeypatch, "")
+    with console_for(world) as console:
+        html = http("GET", console.url + "/actions").body.decode()
+        assert "Actions need authentication: set serve.api_token or serve.basic_auth" in html
+        refused = http("GET", console.url + "/actions/confirm?kind=apply&env=dev")
+        assert refused.status == 403

@@ -133,7 +133,8 @@ a.cell-link:hover .tag,a.cell-link:focus .tag{text-decoration:underline}
 .badge.no_changes{background:var(--muted)}.badge.blocked{background:var(--bad)}
 .badge.drift{background:var(--warn)}.badge.healed{background:var(--ok)}
 form.filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end;margin:.4rem 0 .8rem}
-form.filters label{display:flex;flex-direction:column;font-size:.8rem;color:var(--muted)}
+form.filters label{display:flex;flex-direction:column;font-size:.8rem;color:var(--muted);
+  max-width:100%;min-width:0}
 select,input,button{font:inherit;font-size:.85rem;color:var(--fg);background:var(--bg);
   border:1px solid var(--border);border-radius:.3rem;padding:.2rem .4rem;max-width:100%}
 button{background:var(--panel);cursor:pointer}
@@ -152,6 +153,7 @@ pre.full{max-height:none}
   padding:.4rem .7rem;margin:.6rem 0}
 .error-box pre{max-height:none}
 .src{color:var(--muted);font-size:.75rem}
+table.values th code,#values th code{white-space:nowrap;overflow-wrap:normal}
 @media (max-width: 640px){
   body{font-size:.95rem}
   table.matrix,table.matrix caption,table.matrix tbody,table.matrix tr,table.matrix th,

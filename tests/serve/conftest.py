@@ -216,3 +216,38 @@ def serving(app: Starlette) -> Iterator[str]:
 
 
 __all__ = ["Console", "Served", "poll", "serving", "start_served"]
+
+
+@contextmanager
+def chrome(width: int, height: int) -> Iterator[Any]:
+    """Real headless Chromium through chromedriver, as a phone (< 600 px) or a desktop."""
+    import shutil
+
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None or shutil.which("chromium") is None:
+        pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(shutil.which("chromium"))
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    try:
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+        )
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screenshot(driver: Any, name: str) -> Path:
+    """The whole page as test-artifacts/<name>.png."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"{name}.png"
+    shot.unlink(missing_ok=True)
+    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+    return shot

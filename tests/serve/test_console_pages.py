@@ -15,7 +15,7 @@ import pytest
 
 from configcenter.usecases.apply import ApplyOptions, apply_env
 from configcenter.usecases.workspace import Workspace
-from tests.serve.conftest import DIGEST, Console
+from tests.serve.conftest import DIGEST, Console, chrome, screenshot
 from tests.support.serve_fixtures import http
 
 SECRET_VALUE = "sentinel-log-level-7d2c41"
@@ -285,3 +285,61 @@ def test_run_list_filters_and_pages(console: Console) -> None:
     html = console.get(f"/runs?env=prod&before={made[2]}").decode()
     assert re.findall(r'data-run="(r[^"]+)"', html) == [made[1], made[0]]
     assert '<a href="?env=prod">← newest</a>' in html
+
+
+@pytest.mark.parametrize(("width", "height"), [(390, 844), (1400, 900)])
+def test_in_chromium_matrix_to_service_to_diff(history: History, width: int, height: int) -> None:
+    """Only the browser talks to the app: open the matrix, click into api in dev, pick two
+    releases, see their diff; no horizontal page scroll at either width."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    newest, middle, oldest = history.releases
+    url = history.console.url.replace("http://", "http://ops:apisec-test@") + "/"
+
+    def fits(driver: Any, what: str) -> None:
+        page_width = driver.execute_script("return document.documentElement.scrollWidth")
+        wide = driver.execute_script(
+            "return [...document.querySelectorAll('body *')].filter(e => "
+            "e.getBoundingClientRect().right > arguments[0]).slice(0, 5).map(e => "
+            "e.tagName + '#' + e.id + '.' + e.className)",
+            width,
+        )
+        assert page_width <= width, f"{width}px: the {what} is {page_width}px wide: {wide}"
+
+    with chrome(width, height) as driver:
+        wait = WebDriverWait(driver, 30)
+        driver.get(url)
+        fits(driver, "status page")
+        screenshot(driver, f"console-matrix-links-{width}px")
+        link = driver.find_element(
+            By.CSS_SELECTOR, 'td[data-env="dev"][data-service="api"] a.cell-link'
+        )
+        link.click()
+        wait.until(lambda d: d.find_elements(By.ID, "releases"))
+        assert driver.current_url.endswith("/environments/dev/services/api")
+        fits(driver, "service page")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#releases tbody tr")
+        assert [r.get_attribute("data-release") for r in rows] == history.releases
+        assert "update" in driver.find_element(By.ID, "plan").text
+        screenshot(driver, f"console-service-{width}px")
+
+        Select(driver.find_element(By.ID, "diff-from")).select_by_value(oldest)
+        Select(driver.find_element(By.ID, "diff-to")).select_by_value(newest)
+        driver.find_element(By.ID, "diff-submit").click()
+        wait.until(lambda d: d.find_elements(By.ID, "values"))
+        assert f"diff?from={oldest}&to={newest}" in driver.current_url
+        fits(driver, "diff page")
+        values = driver.find_element(By.ID, "values").text
+        assert "LOG_LEVEL" in values and "***" in values and SECRET_VALUE not in values
+        added = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "pre.diff .add")]
+        removed = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "pre.diff .del")]
+        assert "+LOG_LEVEL=${secret:env:CC_LOG_LEVEL}" in added and "-LOG_LEVEL=info" in removed
+        assert SECRET_VALUE not in driver.page_source
+        screenshot(driver, f"console-diff-{width}px")
+
+        driver.find_element(By.LINK_TEXT, "api").click()  # back through the breadcrumb
+        wait.until(lambda d: d.find_elements(By.ID, "releases"))
+        driver.find_element(By.CSS_SELECTOR, f'tr[data-release="{middle}"] a.diff-prev').click()
+        wait.until(lambda d: d.find_elements(By.ID, "sides"))
+        assert f"{oldest} → {middle}" in driver.find_element(By.TAG_NAME, "h1").text

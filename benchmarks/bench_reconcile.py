@@ -42,6 +42,9 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--profile", type=Path, help="also run reconcile and plan under cProfile into DIR"
+    )
     args = parser.parse_args()
     if not k8s_testbed.is_built():
         raise SystemExit("test bed binaries are not built: run `scripts/k8s-testbed build`")
@@ -85,6 +88,18 @@ def bench(args: argparse.Namespace, tmp: Path, bed: k8s_testbed.Testbed) -> None
     for service in json.loads(plans[-1].stdout)["services"]:
         actions[service["action"]] = actions.get(service["action"], 0) + 1
     b.record("plan no-op, platform reachable", plans, f"actions {actions}")
+
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        for step in ("reconcile", "plan"):
+            out = args.profile / f"{step}-{args.services}.prof"
+            subprocess.run(
+                [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "configcenter",
+                 "-C", str(b.config), "--deploy-repo", str(b.deploy),
+                 "--run-store", f"sqlite:///{tmp / 'runs.sqlite3'}", step, "dev", "--json"],
+                env=b.env, stdout=subprocess.DEVNULL, check=False,
+            )  # fmt: skip
+            print(f"  (profile of {step} in {out})", flush=True)
 
     victim = service_names(args.services)[args.services // 2]
     start = time.perf_counter()

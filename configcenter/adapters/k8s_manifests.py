@@ -15,7 +15,7 @@ import posixpath
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
@@ -365,8 +365,21 @@ def plain_config_files(deployable: Deployable) -> dict[str, bytes]:
 
 
 def secret_config_files(deployable: Deployable) -> dict[str, bytes]:
-    """Config files with a secret in them: delivered through a Secret, resolved."""
-    return {k: v for k, v in config_files(deployable).items() if _holds_secret(v)}
+    """Config files with a secret in them: delivered through a Secret, resolved.
+
+    Only outputs that hold a secret reference are looked at (a manifest is parsed only
+    then), so asking this of a release costs nothing for the files without one.
+    """
+    found: dict[str, bytes] = {}
+    for name in sorted(deployable.files):
+        data = deployable.files[name]
+        if is_env_file(name) or is_build_file(name) or not _holds_secret(data):
+            continue
+        if is_manifest_file(name) and _holds_objects(name, data):
+            continue
+        _check_file_path(deployable.service, name)
+        found[name] = data
+    return found
 
 
 def _check_file_path(service: str, name: str) -> None:
@@ -440,12 +453,10 @@ def release_config(
         name = content_name(config_map_name(service), plain)
         objects.append(_versioned("ConfigMap", name, "config", "(values and .env outputs)", plain))
         env_from.append({"configMapRef": {"name": name}})
-    hidden = secret_env(deployable)
-    if hidden:
-        name = generation_name(secret_name(service), deployable.secrets_generation)
-        data = {k: _resolved(deployable, v, secret_values) for k, v in hidden.items()}
-        objects.append(_versioned("Secret", name, "secrets", "(secret values)", data))
-        env_from.append({"secretRef": {"name": name}})
+    env_secret = _env_secret(deployable, secret_env(deployable), secret_values)
+    if env_secret is not None:
+        objects.append(env_secret)
+        env_from.append({"secretRef": {"name": env_secret.name}})
     sources: list[dict[str, Any]] = []
     files = config_files(deployable)
     _check_files_size(deployable, files)
@@ -460,16 +471,68 @@ def release_config(
         objects.append(body)
         sources.append({"configMap": {"name": name, "items": _items(plain_files, keys)}})
     secret_files = secret_config_files(deployable)
-    if secret_files:
-        name = generation_name(secret_files_name(service), deployable.secrets_generation)
-        data = {
-            keys[path]: _resolved(deployable, raw.decode("utf-8"), secret_values)
-            for path, raw in secret_files.items()
-        }
-        objects.append(_versioned("Secret", name, "secret-files", "(config files)", data))
-        sources.append({"secret": {"name": name, "items": _items(secret_files, keys)}})
+    files_secret = _files_secret(deployable, secret_files, keys, secret_values)
+    if files_secret is not None:
+        objects.append(files_secret)
+        sources.append({"secret": {"name": files_secret.name, "items": _items(secret_files, keys)}})
     volume = {"name": FILES_VOLUME, "projected": {"sources": sources}} if sources else None
     return ReleaseConfig(objects, env_from, volume)
+
+
+def secret_objects(
+    deployable: Deployable, secret_values: Mapping[str, str] | None
+) -> list[SourcedObject]:
+    """The release's Secrets alone, exactly as `release_config` makes them.
+
+    For comparing a generation with the platform at plan time: the outputs without a
+    secret reference are not parsed, and no ConfigMap is built. A config file's key
+    depends on the others only through a clash of their keys, so only outputs whose
+    key would clash with a secret file's are looked at besides the secret files.
+    """
+    found: list[SourcedObject] = []
+    env_secret = _env_secret(deployable, secret_env(deployable), secret_values)
+    if env_secret is not None:
+        found.append(env_secret)
+    secret_files = secret_config_files(deployable)
+    if secret_files:
+        clashing = {_KEY_UNSAFE.sub("_", path) for path in secret_files}
+        others = {
+            name: data
+            for name, data in deployable.files.items()
+            if name not in secret_files and _KEY_UNSAFE.sub("_", name) in clashing
+        }
+        named = replace(deployable, files=others)
+        keys = config_file_keys([*secret_files, *config_files(named)])
+        files_secret = _files_secret(deployable, secret_files, keys, secret_values)
+        if files_secret is not None:
+            found.append(files_secret)
+    return found
+
+
+def _env_secret(
+    deployable: Deployable, hidden: Mapping[str, str], secret_values: Mapping[str, str] | None
+) -> SourcedObject | None:
+    if not hidden:
+        return None
+    name = generation_name(secret_name(deployable.service), deployable.secrets_generation)
+    data = {k: _resolved(deployable, v, secret_values) for k, v in hidden.items()}
+    return _versioned("Secret", name, "secrets", "(secret values)", data)
+
+
+def _files_secret(
+    deployable: Deployable,
+    secret_files: Mapping[str, bytes],
+    keys: Mapping[str, str],
+    secret_values: Mapping[str, str] | None,
+) -> SourcedObject | None:
+    if not secret_files:
+        return None
+    name = generation_name(secret_files_name(deployable.service), deployable.secrets_generation)
+    data = {
+        keys[path]: _resolved(deployable, raw.decode("utf-8"), secret_values)
+        for path, raw in secret_files.items()
+    }
+    return _versioned("Secret", name, "secret-files", "(config files)", data)
 
 
 def _versioned(

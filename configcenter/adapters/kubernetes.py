@@ -51,8 +51,8 @@ from configcenter.adapters.k8s_manifests import (
     is_versioned,
     parse_manifests,
     pod_templates,
-    release_config,
     release_refs,
+    secret_objects,
     service_selector,
     versions_to_collect,
 )
@@ -214,9 +214,7 @@ class KubernetesPlatform:
 
     def _missing_secrets(self, deployable: Deployable) -> set[str]:
         """Names of the release's Secrets not on the platform yet."""
-        names = {
-            obj.name for obj in release_config(deployable, None).objects if obj.kind == "Secret"
-        }
+        names = {obj.name for obj in secret_objects(deployable, None)}
         live = {
             str(item["metadata"]["name"])
             for item in self._service_items("Secret", deployable, "look for its Secrets")
@@ -270,7 +268,7 @@ class KubernetesPlatform:
     def secrets_match(self, deployable: Deployable, generations: list[int]) -> int | str | None:
         """Compare freshly resolved secret values with each generation's live Secrets."""
         self._check_env(deployable)
-        probe = [o for o in release_config(deployable, None).objects if o.kind == "Secret"]
+        probe = secret_objects(deployable, None)
         if not probe:
             return generations[0] if generations else None
         try:
@@ -305,7 +303,7 @@ class KubernetesPlatform:
         seen = False
         for generation in generations:
             candidate = replace(deployable, secrets_generation=generation)
-            wanted = [o for o in release_config(candidate, values).objects if o.kind == "Secret"]
+            wanted = secret_objects(candidate, values)
             if any(o.name not in live for o in wanted):
                 continue
             seen = True

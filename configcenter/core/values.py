@@ -78,10 +78,10 @@ class Layered:
             key = str(raw_key)
             path = (*prefix, key)
             value = to_value(raw)
-            source = doc.source("values", *path)
             if isinstance(value, dict) and isinstance(target.get(key), dict):
                 self._merge(target[key], path, layer, doc, raw)
                 continue
+            source = doc.source("values", *path)
             overrode: list[Override] = []
             # Entries below `path` exist only where the lower layer had a map there; scanning
             # every entry for every key made layering quadratic in the number of values.

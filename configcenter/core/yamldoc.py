@@ -7,7 +7,6 @@ times slower and is only needed where we write a user's YAML back.)
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -83,7 +82,20 @@ def parse_yaml(
     if data is _FAILED or data == _FAILED:
         return None
     # A copy, so nothing a caller does to the data can reach the cache.
-    return YamlDoc(file, copy.deepcopy(data), dict(lines))
+    return YamlDoc(file, _copied(data), dict(lines))
+
+
+def _copied(value: Any) -> Any:
+    """A copy of parsed YAML data: new maps and lists all the way down, immutable leaves
+    shared (str, numbers, dates...); several times faster than `copy.deepcopy` on the
+    500 files of a load. The parse refused cycles (its depth limit), so none are met."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    if isinstance(value, set):
+        return set(value)
+    return value
 
 
 _FAILED = "\0configcenter: unparsable\0"

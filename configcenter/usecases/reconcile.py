@@ -242,8 +242,18 @@ def _desired_files(
     """Every deployed service's rendered files, in one batched read of the deploy repo."""
     if not services:
         return {}
-    repo = ws.deploy_repo
-    return {name: _files_of(repo, env, name, state.services[name]) for name in services}
+    prefixes = {name: f"{env}/{name}/" for name in services}
+    found = ws.deploy_repo.read_many(
+        [prefixes[name] + file for name in services for file in state.services[name].files]
+    )
+    files: dict[str, dict[str, bytes]] = {name: {} for name in services}
+    for name in services:
+        prefix = prefixes[name]
+        for file in state.services[name].files:
+            data = found.get(prefix + file)
+            if data is not None:  # output names keep their folders (conf/app.conf)
+                files[name][file] = data
+    return files
 
 
 def _compare_service(

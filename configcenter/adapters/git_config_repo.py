@@ -16,15 +16,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from configcenter.core.errors import UserError
-from configcenter.core.limits import HARD_MAX_FILE_BYTES
-from configcenter.core.source import (
-    FileTooLarge,
-    RepoPathError,
+from configcenter.adapters.work_tree import (
+    list_repo_dir,
     read_repo_file,
     repo_path_kind,
     walk_repo_dir,
 )
+from configcenter.core.errors import UserError
+from configcenter.core.limits import HARD_MAX_FILE_BYTES
+from configcenter.core.source import FileTooLarge, RepoPathError
 
 
 class WorkTreeTemplate:
@@ -303,6 +303,17 @@ class GitConfigRepo:
         if result.returncode != 0:
             return ""
         return result.stdout
+
+    # -- the work tree, read as data (never following a link) ----------------------------------
+
+    def read_file(self, rel: str, max_bytes: int) -> bytes | None:
+        return read_repo_file(self.root, rel, max_bytes)
+
+    def list_dir(self, rel: str) -> list[tuple[str, str]] | None:
+        return list_repo_dir(self.root, rel)
+
+    def path_kind(self, rel: str) -> str | None:
+        return repo_path_kind(self.root, rel)
 
     def head_commit(self) -> str | None:
         if not self._is_git:

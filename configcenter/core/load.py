@@ -24,14 +24,7 @@ from configcenter.core.model import (
     Template,
 )
 from configcenter.core.order import CycleError, dependency_order
-from configcenter.core.source import (
-    LINK_HINT,
-    ConfigSource,
-    FileTooLarge,
-    RepoPathError,
-    list_repo_dir,
-    read_repo_file,
-)
+from configcenter.core.source import LINK_HINT, ConfigSource, FileTooLarge, RepoPathError
 from configcenter.core.stages import template_stages
 from configcenter.core.values import Layered
 from configcenter.core.yamldoc import ParseCache, YamlDoc, parse_yaml
@@ -81,8 +74,8 @@ class _Loader:
     ) -> None:
         self.only = set(only) if only is not None else None
         self.source = source
-        # Optional: an adapter may keep parses across runs, keyed by content digest.
-        self.parse_cache: ParseCache | None = getattr(source, "parse_cache", None)
+        # An adapter may keep parses across runs, keyed by content digest.
+        self.parse_cache: ParseCache | None = source.parse_cache
         self.problems = problems
         self.root = source.root
         self._templates: dict[tuple[str, str], Template | None] = {}
@@ -100,7 +93,7 @@ class _Loader:
 
     def _read_doc(self, rel: str, spec: schema.Spec) -> YamlDoc | None:
         try:
-            raw = read_repo_file(self.root, rel, self.limits.yaml_file_bytes)
+            raw = self.source.read_file(rel, self.limits.yaml_file_bytes)
         except RepoPathError as exc:
             self._refuse(exc.rel, exc.kind)
             return None
@@ -179,10 +172,7 @@ class _Loader:
     def load(self) -> Config | None:
         doc = self._read_doc(PROJECT_FILE, schema.PROJECT)
         if doc is None:
-            if (
-                not (self.root / PROJECT_FILE).is_symlink()
-                and not (self.root / PROJECT_FILE).exists()
-            ):
+            if self.source.path_kind(PROJECT_FILE) is None:
                 self.problems.error(
                     Source(PROJECT_FILE),
                     f"no {PROJECT_FILE} in {self.root}: this is not a configcenter config repo",
@@ -277,9 +267,17 @@ class _Loader:
                 changes[field_name] = number
         return Limits(**{**DEFAULT_LIMITS.__dict__, **changes})
 
+    def _exists(self, rel: str) -> bool:
+        """Whether `rel` is there in any form (a link or a linked directory on the way counts:
+        reading it reports the refusal)."""
+        try:
+            return self.source.path_kind(rel) is not None
+        except RepoPathError:
+            return True
+
     def _list_dir(self, rel: str) -> list[tuple[str, str]]:
         try:
-            return list_repo_dir(self.root, rel) or []
+            return self.source.list_dir(rel) or []
         except RepoPathError as exc:
             self._refuse(exc.rel, exc.kind)
             return []
@@ -500,7 +498,7 @@ class _Loader:
             )
             if released:
                 hint = "released: " + ", ".join(released)
-            elif not (self.root / "templates" / service / "template.yaml").is_file():
+            elif not self._exists(f"templates/{service}/template.yaml"):
                 hint = (
                     f"there is no template '{service}': create templates/{service}/"
                     f"template.yaml and its .j2 files, commit, then release them "
@@ -522,7 +520,7 @@ class _Loader:
         tag = None if pin == HEAD else pin
         tree = self.source.template_tree(service, tag)
         label = f"templates/{service}" + ("" if tag is None else f"@{pin}")
-        refused = list(getattr(tree, "refused", ()) or ()) if tree is not None else []
+        refused = list(tree.refused) if tree is not None else []
         for name, kind in refused:
             rel = f"{label}/{name}" if name else label
             self._refuse(rel, kind)
@@ -604,8 +602,7 @@ class _Loader:
                             else "known: " + ", ".join(sorted(known)),
                         )
                     elif dep not in environment.services:
-                        dep_file = self.root / "environments" / environment.name / f"{dep}.yaml"
-                        if dep_file.is_file():
+                        if self._exists(f"environments/{environment.name}/{dep}.yaml"):
                             continue  # it exists but did not load: its own problem says why
                         self.problems.error(
                             service.source("template"),

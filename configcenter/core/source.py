@@ -1,17 +1,20 @@
 """What the core needs from the config repo: its work tree and its template tags.
 
-The core reads through this protocol so it stays free of Git process handling;
-`configcenter.adapters.git_config_repo` implements it on GitPython.
+The core reads through `ConfigSource` only, so it stays free of file and Git
+handling: `configcenter.adapters.git_config_repo` implements it on the work tree
+and GitPython; `MemorySource` below holds a config repo in memory (for tests
+that need files, not Git).
 """
 
 from __future__ import annotations
 
-import errno
-import os
-import stat
+import hashlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Protocol
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from configcenter.core.yamldoc import ParseCache
 
 
 class TemplateTree(Protocol):
@@ -43,6 +46,34 @@ class TemplateTree(Protocol):
 class ConfigSource(Protocol):
     root: Path
 
+    @property
+    def parse_cache(self) -> ParseCache | None:
+        """YAML parses kept by content digest across runs; None to parse every time."""
+        ...
+
+    def read_file(self, rel: str, max_bytes: int) -> bytes | None:
+        """The bytes of regular file `rel` of the work tree; None when it does not exist.
+
+        Raises RepoPathError when `rel` or a directory on its way is a link or not a
+        regular file, FileTooLarge past `max_bytes`.
+        """
+        ...
+
+    def list_dir(self, rel: str) -> list[tuple[str, str]] | None:
+        """(name, kind) of every entry of work-tree directory `rel`, sorted; None when absent.
+
+        Raises RepoPathError when `rel`, or a directory on its way, is not a directory.
+        """
+        ...
+
+    def path_kind(self, rel: str) -> str | None:
+        """What `rel` is in the work tree ("file", "directory", "symbolic link", ...); None
+        when absent.
+
+        Raises RepoPathError when a directory on its way is a link or not a directory.
+        """
+        ...
+
     def head_commit(self) -> str | None:
         """The config repo's HEAD commit (None outside Git)."""
         ...
@@ -56,12 +87,10 @@ class ConfigSource(Protocol):
         ...
 
 
-# -- reading the work tree as data ----------------------------------------------------------------
+# -- what a source refuses to read -----------------------------------------------------------------
 #
-# A committer controls every path in the config repo, links included: a committed
-# `templates/x/app.conf.j2 -> ~/.ssh/id_rsa` must not make configcenter read the key. So the
-# work tree is read without following links in any path component, and only regular files are
-# read at all (a FIFO would block a read forever, a device could be anything).
+# A committer controls every path in the config repo, links included: a source never follows
+# a link and reads only regular files (configcenter.adapters.work_tree on disk).
 
 
 class RepoPathError(Exception):
@@ -81,115 +110,148 @@ class FileTooLarge(Exception):
         super().__init__(f"{rel} is {size} bytes, over the limit of {limit}")
 
 
-def file_kind(mode: int) -> str:
-    """What an lstat mode is, in words used by error messages."""
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISLNK(mode):
-        return "symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "named pipe"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device file"
-    return "special file"
-
-
 LINK_HINT = (
     "configcenter reads the config repo as plain files and never follows links: replace the "
     "link with a regular file (git rm the link, commit the file itself)"
 )
 
 
-def _check_parents(root: Path, rel: str) -> bool:
-    """False when a parent directory is missing; RepoPathError when one is not a directory."""
-    parts = rel.split("/")
-    for i in range(1, len(parts)):
-        prefix = "/".join(parts[:i])
-        try:
-            mode = os.lstat(root / prefix).st_mode
-        except FileNotFoundError:
-            return False
-        except NotADirectoryError:
-            return False
-        if not stat.S_ISDIR(mode):
-            raise RepoPathError(prefix, file_kind(mode))
-    return True
+# -- a config repo in memory ----------------------------------------------------------------------
 
 
-def repo_path_kind(root: Path, rel: str) -> str | None:
-    """The kind of `rel` under `root` (None: absent), never following a link on the way."""
-    if not _check_parents(root, rel):
-        return None
-    try:
-        return file_kind(os.lstat(root / rel).st_mode)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+class MemoryTree:
+    """One template version's files, in memory."""
+
+    def __init__(self, files: Mapping[str, bytes], refused: Sequence[tuple[str, str]] = ()) -> None:
+        self._files = dict(files)
+        self._refused = list(refused)
+
+    @property
+    def tree_id(self) -> str:
+        digest = hashlib.sha256()
+        for name in sorted(self._files):
+            digest.update(name.encode() + b"\0" + hashlib.sha256(self._files[name]).digest())
+        return "memory:" + digest.hexdigest()
+
+    def read(self, name: str) -> bytes | None:
+        return self._files.get(name)
+
+    def has(self, name: str) -> bool:
+        return name in self._files
+
+    def files(self) -> Mapping[str, bytes]:
+        return self._files
+
+    @property
+    def refused(self) -> Sequence[tuple[str, str]]:
+        return self._refused
 
 
-def read_repo_file(root: Path, rel: str, max_bytes: int) -> bytes | None:
-    """The bytes of regular file `rel` under `root`; None when it does not exist.
+class MemorySource:
+    """A config repo held in memory: work-tree files by path, and released templates.
 
-    Raises RepoPathError when `rel` or a directory on its way is a link or not a regular
-    file, FileTooLarge past `max_bytes` (checked before reading, and while reading).
+    `files` maps repository paths (`environments/dev/api.yaml`) to their bytes (or
+    text); directories are implied by the paths. `tags` maps a template tag
+    (`api/1.0.0`) to the files of templates/<service> at that tag, by name inside
+    it (`template.yaml`, `app.env.j2`). `head` is the commit HEAD stands for (None:
+    not a Git repo). Nothing is read from disk: `root` only names the repo in
+    messages.
     """
-    if not _check_parents(root, rel):
+
+    def __init__(
+        self,
+        files: Mapping[str, bytes | str],
+        tags: Mapping[str, Mapping[str, bytes | str]] | None = None,
+        *,
+        head: str | None = None,
+        root: Path = Path("/config-repo"),
+    ) -> None:
+        self.root = root
+        self.head = head
+        self._files = {_clean(rel): _bytes(data) for rel, data in files.items()}
+        self._tags = {
+            tag: {_clean(name): _bytes(data) for name, data in tree.items()}
+            for tag, tree in (tags or {}).items()
+        }
+        self._dirs = {
+            str(parent)
+            for rel in self._files
+            for parent in PurePosixPath(rel).parents
+            if str(parent) != "."
+        }
+
+    @property
+    def parse_cache(self) -> ParseCache | None:
         return None
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(root / rel, flags)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW on a link
-            raise RepoPathError(rel, "symbolic link") from None
-        raise
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise RepoPathError(rel, file_kind(info.st_mode))
-        if info.st_size > max_bytes:
-            raise FileTooLarge(rel, info.st_size, max_bytes)
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise FileTooLarge(rel, len(data), max_bytes)
-    return data
+
+    def path_kind(self, rel: str) -> str | None:
+        rel = _clean(rel)
+        for parent in reversed(PurePosixPath(rel).parents):
+            if str(parent) != "." and str(parent) in self._files:
+                raise RepoPathError(str(parent), "file")  # as on disk: not a directory
+        if rel in self._files:
+            return "file"
+        return "directory" if rel in self._dirs or rel == "" else None
+
+    def read_file(self, rel: str, max_bytes: int) -> bytes | None:
+        kind = self.path_kind(rel)
+        if kind is None:
+            return None
+        if kind != "file":
+            raise RepoPathError(rel, kind)
+        data = self._files[_clean(rel)]
+        if len(data) > max_bytes:
+            raise FileTooLarge(rel, len(data), max_bytes)
+        return data
+
+    def list_dir(self, rel: str) -> list[tuple[str, str]] | None:
+        rel = _clean(rel)
+        kind = self.path_kind(rel)
+        if kind is None:
+            return None
+        if kind != "directory":
+            raise RepoPathError(rel, kind)
+        prefix = f"{rel}/" if rel else ""
+        names = {
+            path[len(prefix) :].split("/", 1)[0]
+            for path in (*self._files, *self._dirs)
+            if path.startswith(prefix) and path != rel
+        }
+        return sorted((name, self.path_kind(prefix + name) or "file") for name in names)
+
+    def head_commit(self) -> str | None:
+        return self.head
+
+    def tags(self) -> Mapping[str, str]:
+        """Each tag's commit: a digest of its files, so equal trees share a commit."""
+        return {
+            tag: MemoryTree(tree).tree_id.removeprefix("memory:")[:40]
+            for tag, tree in self._tags.items()
+        }
+
+    def template_tree(self, service: str, tag: str | None) -> MemoryTree | None:
+        if tag is not None:
+            tree = self._tags.get(f"{service}/{tag}")
+            return None if tree is None else MemoryTree(tree)
+        rel = f"templates/{service}"
+        kind = self.path_kind(rel)
+        if kind is None:
+            return None
+        if kind != "directory":
+            return MemoryTree({}, [("", kind)])
+        prefix = rel + "/"
+        return MemoryTree(
+            {
+                path[len(prefix) :]: data
+                for path, data in self._files.items()
+                if path.startswith(prefix)
+            }
+        )
 
 
-def list_repo_dir(root: Path, rel: str) -> list[tuple[str, str]] | None:
-    """(name, kind) of every entry of directory `rel` under `root`, sorted; None when absent.
-
-    Raises RepoPathError when `rel` itself, or a directory on its way, is not a directory.
-    """
-    kind = repo_path_kind(root, rel)
-    if kind is None:
-        return None
-    if kind != "directory":
-        raise RepoPathError(rel, kind)
-    with os.scandir(root / rel) as entries:
-        found = [(e.name, file_kind(e.stat(follow_symlinks=False).st_mode)) for e in entries]
-    return sorted(found)
+def _clean(rel: str) -> str:
+    return rel.strip("/")
 
 
-def walk_repo_dir(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """Regular files under `root` (relative, sorted) and every other entry that is not a
-    directory: (relative path, kind). Links are listed, never followed."""
-    files: list[str] = []
-    refused: list[tuple[str, str]] = []
-    pending = [""]
-    while pending:
-        prefix = pending.pop()
-        with os.scandir(root / prefix if prefix else root) as entries:
-            for entry in entries:
-                rel = f"{prefix}{entry.name}"
-                kind = file_kind(entry.stat(follow_symlinks=False).st_mode)
-                if kind == "directory":
-                    pending.append(rel + "/")
-                elif kind == "file":
-                    files.append(rel)
-                else:
-                    refused.append((rel, kind))
-    return sorted(files), sorted(refused)
+def _bytes(data: bytes | str) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else data

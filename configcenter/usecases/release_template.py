@@ -20,6 +20,7 @@ from configcenter.usecases.workspace import Workspace
 
 if TYPE_CHECKING:
     from configcenter.adapters.config_git import ConfigGit
+    from configcenter.core.yamldoc import ParseCache
     from configcenter.ports.config_repo import ConfigRepo
 
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([.-][0-9A-Za-z.-]+)?$")
@@ -185,6 +186,19 @@ class _WithPendingTags:
         self.inner = inner
         self.root = inner.root
         self.pending = dict(pending)
+
+    @property
+    def parse_cache(self) -> ParseCache | None:
+        return self.inner.parse_cache
+
+    def read_file(self, rel: str, max_bytes: int) -> bytes | None:
+        return self.inner.read_file(rel, max_bytes)
+
+    def list_dir(self, rel: str) -> list[tuple[str, str]] | None:
+        return self.inner.list_dir(rel)
+
+    def path_kind(self, rel: str) -> str | None:
+        return self.inner.path_kind(rel)
 
     def head_commit(self) -> str | None:
         return self.inner.head_commit()

@@ -2,6 +2,8 @@
 
 Tests build exactly the repo they need (`ConfigRepo.basic` is a valid starting
 point), then break or change one thing and assert what the core says about it.
+A test about files only (no commits, no tags made during the test) uses
+`MemoryRepo.basic`, the same repo held in memory: no Git, no disk.
 Deploy state goes into a real bare deploy repo (`DeployRemote`), committed with
 plain git, so planning reads it the way it will in production.
 """
@@ -23,6 +25,7 @@ from configcenter.core.errors import ConfigError, Problem, ProblemList
 from configcenter.core.load import load_config
 from configcenter.core.model import Config
 from configcenter.core.plan import Plan, ServicePlan, service_record
+from configcenter.core.source import MemorySource
 from configcenter.core.state import EnvState, Release, ServiceState, state_dir
 
 GIT_IDENTITY = {
@@ -216,6 +219,73 @@ class ConfigRepo:
 
     def source(self) -> GitConfigRepo:
         return GitConfigRepo(self.root)
+
+    def load(self, problems: ProblemList | None = None) -> Config:
+        return load_config(self.source(), problems)
+
+    def problems(self) -> list[Problem]:
+        """Every problem loading reports (errors and warnings), or [] when it loads clean."""
+        found = ProblemList()
+        try:
+            load_config(self.source(), found)
+        except ConfigError as exc:
+            return exc.problems
+        return found.items
+
+
+class MemoryRepo:
+    """The basic config repo held in memory (`MemorySource`): for tests that need files, not Git.
+
+    Same file helpers as ConfigRepo (write, read, remove, line_of, load, problems);
+    templates are released by `tags` (tag -> files of templates/<service> at it).
+    """
+
+    def __init__(
+        self, files: Mapping[str, str], tags: Mapping[str, Mapping[str, str]] | None = None
+    ) -> None:
+        self.files = dict(files)
+        self.tags = {tag: dict(tree) for tag, tree in (tags or {}).items()}
+
+    @classmethod
+    def basic(cls) -> MemoryRepo:
+        """api (depends on db) and db, both released as 1.0.0; dev and prod pin 1.0.0."""
+        files = {"configcenter.yaml": BASIC_PROJECT}
+        files.update({rel: textwrap.dedent(text) for rel, text in BASIC_FILES.items()})
+        tags = {
+            f"{service}/1.0.0": {
+                rel.removeprefix(f"templates/{service}/"): text
+                for rel, text in files.items()
+                if rel.startswith(f"templates/{service}/")
+            }
+            for service in ("api", "db")
+        }
+        return cls(files, tags)
+
+    def write(self, rel: str, text: str) -> None:
+        self.files[rel] = textwrap.dedent(text)
+
+    def read(self, rel: str) -> str:
+        return self.files[rel]
+
+    def remove(self, rel: str) -> None:
+        """A file, or everything under a directory."""
+        gone = [p for p in self.files if p == rel or p.startswith(rel.rstrip("/") + "/")]
+        if not gone:
+            raise AssertionError(f"{rel} is not in the repo")
+        for path in gone:
+            del self.files[path]
+
+    def line_of(self, rel: str, needle: str, occurrence: int = 1) -> int:
+        seen = 0
+        for number, line in enumerate(self.read(rel).splitlines(), start=1):
+            if needle in line:
+                seen += 1
+                if seen == occurrence:
+                    return number
+        raise AssertionError(f"{needle!r} is not in {rel}")
+
+    def source(self) -> MemorySource:
+        return MemorySource(self.files, self.tags)
 
     def load(self, problems: ProblemList | None = None) -> Config:
         return load_config(self.source(), problems)

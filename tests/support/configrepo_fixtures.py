@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.configrepo import ConfigRepo
+from tests.support.configrepo import ConfigRepo, MemoryRepo
 
 
 @pytest.fixture(autouse=True)
@@ -22,3 +22,9 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def repo(tmp_path: Path) -> ConfigRepo:
     return ConfigRepo.basic(tmp_path / "shop-config")
+
+
+@pytest.fixture
+def memory_repo() -> MemoryRepo:
+    """The basic repo in memory, for tests that change files only."""
+    return MemoryRepo.basic()

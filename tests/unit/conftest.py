@@ -1,5 +1,5 @@
 """Core tests: the shared config repo fixtures (tests/support/configrepo_fixtures.py)."""
 
-from tests.support.configrepo_fixtures import private_cache, repo
+from tests.support.configrepo_fixtures import memory_repo, private_cache, repo
 
-__all__ = ["private_cache", "repo"]
+__all__ = ["memory_repo", "private_cache", "repo"]

@@ -129,7 +129,7 @@ pre{background:var(--code-bg);color:var(--code-fg);padding:.6rem;max-height:18re
 nav.crumbs{font-size:.85rem;margin-bottom:.3rem}nav.crumbs span{color:var(--muted)}
 a.cell-link{display:block;color:inherit;text-decoration:none}
 a.cell-link:hover .tag,a.cell-link:focus .tag{text-decoration:underline}
-.more{font-size:.8rem}
+.more{font-size:.8rem}nav.envs{font-size:.85rem;margin:0 0 .4rem}
 .badge.no_changes{background:var(--muted)}.badge.blocked{background:var(--bad)}
 .badge.drift{background:var(--warn)}.badge.healed{background:var(--ok)}
 form.filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end;margin:.4rem 0 .8rem}
@@ -319,6 +319,9 @@ INDEX = """{% extends "base.html" %}{% from "macros.html" import runs_table, run
 {% block content %}
 <section aria-labelledby="matrix-title">
 <h2 id="matrix-title">Environments × services</h2>
+<nav class="envs" aria-label="environment plans">plans: {% for env in matrix.environments %}<a
+ href="{{ root }}environments/{{ env|urlencode }}">{{ env }}</a>{{ " · " if not loop.last }}{%
+ endfor %}</nav>
 <div class="scroll">
 <table id="matrix" class="matrix">
 <caption>status of each service's current release, and drift from the last reconcile;

@@ -196,7 +196,8 @@ def list_runs(
             env=env, kind=kind, limit=min(limit + 1, MAX_LIST_LIMIT), before=before,
             with_log=with_log,
         )  # fmt: skip
-        more = len(runs) > limit
+        # A full page of the store's largest size may have more behind it.
+        more = len(runs) > limit or len(runs) == MAX_LIST_LIMIT
         runs = runs[:limit]
         return RunsPage(runs, runs[-1].id if more and runs else None, len(runs))
     wanted: Callable[[Run], bool] = lambda run: (  # noqa: E731

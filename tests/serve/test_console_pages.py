@@ -343,3 +343,13 @@ def test_in_chromium_matrix_to_service_to_diff(history: History, width: int, hei
         driver.find_element(By.CSS_SELECTOR, f'tr[data-release="{middle}"] a.diff-prev').click()
         wait.until(lambda d: d.find_elements(By.ID, "sides"))
         assert f"{oldest} → {middle}" in driver.find_element(By.TAG_NAME, "h1").text
+
+        driver.get(url)  # the environment's plan, linked above the matrix at any width
+        plans = driver.find_element(By.CSS_SELECTOR, 'nav.envs a[href$="environments/dev"]')
+        assert plans.is_displayed()
+        plans.click()
+        wait.until(lambda d: d.find_elements(By.ID, "plan-summary"))
+        fits(driver, "plan page")
+        assert "1 to change" in driver.find_element(By.ID, "plan-summary").text
+        assert "replicas" in driver.find_element(By.ID, "plan").text
+        screenshot(driver, f"console-plan-{width}px")

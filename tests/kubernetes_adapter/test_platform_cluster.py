@@ -322,14 +322,14 @@ def test_watch_from_an_old_resource_version_never_surfaces_as_an_error(
     """
     import queue
 
-    from configcenter.adapters.kubernetes import _Event, _Watcher
+    from configcenter.adapters.k8s_wait import _Event, _Watcher
 
     release = make_deployable(replicas=1)
     platform.apply(release)
     events: queue.Queue[_Event] = queue.Queue()
     watcher = _Watcher(
-        platform,
-        platform._resource("apps/v1", "Deployment"),
+        platform.client,
+        platform.client.resource("apps/v1", "Deployment"),
         f"{SERVICE_LABEL}=api",
         events,
         time.monotonic() + 30,

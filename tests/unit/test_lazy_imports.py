@@ -31,7 +31,7 @@ from configcenter.adapters.kubernetes import KubernetesPlatform
 from configcenter.ports.platform import PlatformError, PlatformTarget
 platform = KubernetesPlatform(PlatformTarget("local", "kubernetes", "dev", {"namespace": "n"}))
 try:
-    platform._client()
+    platform.client.dynamic()
 except PlatformError as exc:
     assert "cannot load kubeconfig ~/.kube/config: no such file" in str(exc), exc
 else:

@@ -1,50 +1,81 @@
-"""Webhooks from the GitLab double: a merged promotion applies its target, a push applies dev."""
+"""Webhooks from the GitLab double: a merged promotion applies its target, a push applies dev.
+
+Each delivery goes the one way serve takes it: stored as a job (a second
+delivery of the same event is a duplicate), then carried out by a worker, which
+fast-forwards serve's checkout and applies through the triggers use case. The
+token check in front of it is serve's (tests/serve/test_serve_http.py).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
+from configcenter.serve import ServeOptions, build
+from configcenter.serve.engine import Engine
+from configcenter.serve.handlers import gitlab_job, run_job
 from configcenter.usecases.promote import PromotionError, promote
-from configcenter.usecases.triggers import (
-    WebhookUnauthorized,
-    handle_gitlab_event,
-    handle_gitlab_webhook,
-)
+from configcenter.usecases.triggers import handle_gitlab_event
 from configcenter.usecases.webhooks import parse_gitlab_event
 from configcenter.usecases.workspace import Workspace
 from tests.support.configrepo import git
-from tests.support.gitlab_double import GitLabDouble
+from tests.support.gitlab_double import GitLabDouble, WebhookDelivery
 from tests.support.promote_fixtures import GITLAB_PROJECT, PromotionBed
 
 
-def factory(bed: PromotionBed) -> Callable[[], Workspace]:
-    checkout = bed.serve_checkout()
+@dataclass
+class Outcome:
+    state: str  # done | failed | ignored, or "duplicate" when serve stored nothing
+    runs: list[str]
+    note: str
 
-    def make() -> Workspace:
-        return Workspace(checkout)
 
-    return make
+@dataclass
+class Serve:
+    """serve's engine on the bed's serve checkout, its jobs carried out in this process."""
+
+    engine: Engine
+
+    def deliver(self, delivery: WebhookDelivery) -> Outcome:
+        event = parse_gitlab_event(delivery.headers, delivery.body)
+        if not self.engine.submit(gitlab_job(event, delivery.headers, delivery.body)):
+            return Outcome("duplicate", [], "")
+        job = self.engine.jobs.claim(self.engine.identity)
+        assert job is not None
+        state, runs, note = run_job(self.engine, job)
+        self.engine.jobs.finish(job.id, state, runs, note)
+        return Outcome(state, runs, note)
+
+
+@pytest.fixture
+def serve(gitlab_bed: tuple[PromotionBed, GitLabDouble]) -> Iterator[Serve]:
+    bed, _ = gitlab_bed
+    engine, _app = build(Workspace(bed.serve_checkout()), ServeOptions(workers=1, identity="t"))
+    try:
+        yield Serve(engine)
+    finally:
+        engine.jobs.close()
 
 
 def test_merging_a_promotion_applies_the_target_environment(
-    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+    gitlab_bed: tuple[PromotionBed, GitLabDouble], serve: Serve
 ) -> None:
     bed, gitlab = gitlab_bed
-    make = factory(bed)
     opened = promote(bed.ws(), "dev", "demo")
     assert opened.merge_request is not None
     deploy_before = bed.deploy_head()
     assert bed.state("demo").services["api"].template_tag == "1.0.0"
 
     delivery = gitlab.merge(GITLAB_PROJECT, opened.merge_request.iid)
-    results = handle_gitlab_webhook(make, delivery.headers, delivery.body)
+    outcome = serve.deliver(delivery)
 
-    assert [r.env for r in results] == ["demo"]
-    assert results[0].commit is not None and results[0].commit == bed.deploy_head()
-    assert bed.deploy_head() != deploy_before
+    assert (outcome.state, len(outcome.runs)) == ("done", 1), outcome
+    assert "demo: succeeded" in outcome.note and "dev:" not in outcome.note
+    applied = bed.deploy_head()
+    assert applied != deploy_before
     api = bed.state("demo").services["api"]
     assert (api.template_tag, api.image) == ("1.1.0", "registry.example.com/shop/api:1.1")
     message = git(bed.deploy, "log", "-1", "--format=%B", "main")
@@ -52,41 +83,15 @@ def test_merging_a_promotion_applies_the_target_environment(
     # the serve checkout followed the merge
     merged = git(bed.origin, "rev-parse", "main").strip()
     assert git(bed.serve_checkout(), "rev-parse", "HEAD").strip() == merged
-    # and the same delivery again is a no-op apply, not a second commit
-    again = handle_gitlab_webhook(make, delivery.headers, delivery.body)
-    assert again[0].commit is None and bed.deploy_head() == results[0].commit
-
-
-def test_a_wrong_webhook_token_runs_nothing(
-    gitlab_bed: tuple[PromotionBed, GitLabDouble],
-) -> None:
-    bed, gitlab = gitlab_bed
-    make = factory(bed)
-    opened = promote(bed.ws(), "dev", "demo")
-    assert opened.merge_request is not None
-    delivery = gitlab.merge(GITLAB_PROJECT, opened.merge_request.iid)
-    serve_head = git(bed.serve_checkout(), "rev-parse", "HEAD").strip()
-    deploy_before = bed.deploy_head()
-
-    forged = {**delivery.headers, "X-Gitlab-Token": "guessed"}
-    with pytest.raises(WebhookUnauthorized) as caught:
-        handle_gitlab_webhook(make, forged, delivery.body)
-    assert caught.value.status == 401
-    assert gitlab.webhook_token is not None
-    assert gitlab.webhook_token not in str(caught.value)
-    missing = {k: v for k, v in delivery.headers.items() if k != "X-Gitlab-Token"}
-    with pytest.raises(WebhookUnauthorized):
-        handle_gitlab_webhook(make, missing, delivery.body)
-
-    assert bed.deploy_head() == deploy_before
-    assert git(bed.serve_checkout(), "rev-parse", "HEAD").strip() == serve_head
+    # and the same delivery again is a duplicate: nothing runs, no second commit
+    assert serve.deliver(delivery).state == "duplicate"
+    assert bed.deploy_head() == applied
 
 
 def test_a_push_to_the_default_branch_applies_auto_apply_environments(
-    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+    gitlab_bed: tuple[PromotionBed, GitLabDouble], serve: Serve
 ) -> None:
     bed, gitlab = gitlab_bed
-    make = factory(bed)
     before = git(bed.origin, "rev-parse", "main").strip()
     bed.change(
         "environments/dev/api.yaml",
@@ -96,18 +101,19 @@ def test_a_push_to_the_default_branch_applies_auto_apply_environments(
     )
 
     delivery = gitlab.push_event(GITLAB_PROJECT, "main", before)
-    results = handle_gitlab_webhook(make, delivery.headers, delivery.body)
+    outcome = serve.deliver(delivery)
 
-    assert [r.env for r in results] == ["dev"]  # only dev has auto_apply: true
+    assert (outcome.state, len(outcome.runs)) == ("done", 1), outcome
+    assert "dev: succeeded" in outcome.note  # only dev has auto_apply: true
+    assert "demo:" not in outcome.note
     assert bed.state("dev").services["api"].template_tag == "1.2.0"
     assert bed.state("demo").services["api"].template_tag == "1.0.0"
 
 
 def test_events_that_ask_for_nothing_do_nothing(
-    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+    gitlab_bed: tuple[PromotionBed, GitLabDouble], serve: Serve
 ) -> None:
     bed, gitlab = gitlab_bed
-    make = factory(bed)
     deploy_before = bed.deploy_head()
     work = bed.root / "feature-work"
     git(bed.root, "clone", "-q", str(bed.origin), str(work))
@@ -121,8 +127,12 @@ def test_events_that_ask_for_nothing_do_nothing(
     merged = gitlab.merge(GITLAB_PROJECT, 1)  # not a promotion branch
     push = gitlab.push_event(GITLAB_PROJECT, "feature/readme", "0" * 40)  # not the default
 
-    assert handle_gitlab_webhook(make, merged.headers, merged.body) == []
-    assert handle_gitlab_webhook(make, push.headers, push.body) == []
+    not_promotion = serve.deliver(merged)
+    assert (not_promotion.state, not_promotion.runs) == ("ignored", [])
+    assert "is not a promotion branch" in not_promotion.note
+    other_branch = serve.deliver(push)
+    assert (other_branch.state, other_branch.runs) == ("ignored", [])
+    assert "only pushes to the default branch 'main' apply" in other_branch.note
     assert bed.deploy_head() == deploy_before
 
 
@@ -148,17 +158,17 @@ def test_serve_passes_a_workspace_it_already_updated(
 
 
 def test_an_update_of_a_merged_promotion_applies_nothing(
-    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+    gitlab_bed: tuple[PromotionBed, GitLabDouble], serve: Serve
 ) -> None:
     """GitLab sends `action: update` with `state: merged` for a label, time spent or a
     thread on an old MR; only the merge event itself applies the target."""
     bed, gitlab = gitlab_bed
-    make = factory(bed)
     opened = promote(bed.ws(), "dev", "demo")
     assert opened.merge_request is not None
     iid = opened.merge_request.iid
     merged = gitlab.merge(GITLAB_PROJECT, iid)
-    assert [r.env for r in handle_gitlab_webhook(make, merged.headers, merged.body)] == ["demo"]
+    first = serve.deliver(merged)
+    assert first.state == "done" and "demo: succeeded" in first.note
     applied = bed.deploy_head()
     # Later, main changes demo (not yet applied), and someone labels the old MR.
     git(bed.config, "pull", "-q", "origin", "main")
@@ -171,15 +181,18 @@ def test_an_update_of_a_merged_promotion_applies_nothing(
     event = parse_gitlab_event(labelled.headers, labelled.body)
     assert (event.action, event.state, event.merged) == ("update", "merged", False)
 
-    results = handle_gitlab_webhook(make, labelled.headers, labelled.body)
+    outcome = serve.deliver(labelled)
 
-    assert results == [] and "only the merge applies" in results.summary
+    assert (outcome.state, outcome.runs) == (
+        "ignored",
+        [],
+    ) and "only the merge applies" in outcome.note
     assert bed.deploy_head() == applied
     assert bed.state("demo").services["api"].template_tag == "1.1.0"
 
 
 def test_forge_project_may_be_the_numeric_id(
-    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+    gitlab_bed: tuple[PromotionBed, GitLabDouble], serve: Serve
 ) -> None:
     bed, gitlab = gitlab_bed
     project_id = gitlab.project(GITLAB_PROJECT).id
@@ -189,17 +202,18 @@ def test_forge_project_may_be_the_numeric_id(
         text.replace(f"project: {GITLAB_PROJECT}", f'project: "{project_id}"'),
         "forge.project by id",
     )
-    make = factory(bed)
     opened = promote(bed.ws(), "dev", "demo")
     assert opened.merge_request is not None
     merged = gitlab.merge(GITLAB_PROJECT, opened.merge_request.iid)
 
-    results = handle_gitlab_webhook(make, merged.headers, merged.body)
+    outcome = serve.deliver(merged)
 
-    assert [r.env for r in results] == ["demo"]
+    assert outcome.state == "done" and "demo: succeeded" in outcome.note, outcome
     assert bed.state("demo").services["api"].template_tag == "1.1.0"
     # Another project's hook (same path spelled differently is the same project).
     other = merged.payload
     other["project"] = dict(other["project"], id=project_id + 100, path_with_namespace="x/y")
-    ignored = handle_gitlab_webhook(make, merged.headers, json.dumps(other).encode())
-    assert ignored == [] and f"not forge.project '{project_id}'" in ignored.summary
+    headers = {**merged.headers, "Idempotency-Key": "another-projects-delivery"}
+    ignored = serve.deliver(WebhookDelivery(headers, json.dumps(other).encode()))
+    assert (ignored.state, ignored.runs) == ("ignored", [])
+    assert f"not forge.project '{project_id}'" in ignored.note

@@ -437,6 +437,12 @@ def _plan_service(
     plan.files = rendered.files
     plan.rendered_digest, _ = files_digest(rendered.files)
     if refs and secret_check is not None and previous is not None and not plan.rotated:
+        if secret_refs(to_value(previous.values)) == secret_refs(consumed):
+            # Other inputs changed too: did the values behind the same references rotate?
+            # (Asked against the recorded release's files, so a changed file that holds a
+            # secret is not mistaken for a rotation.)
+            _check_secrets(plan, service, previous, None, secret_check, rotation=True)
+            plan.secrets_generation = generation
         # New inputs: reuse the current generation only if the platform holds exactly the
         # secret values this rendering delivers (its Secrets are immutable).
         _check_secrets(plan, service, previous, rendered.files, secret_check, rotation=False)
@@ -459,7 +465,9 @@ def _plan_service(
             plan.reasons.append("values")
         if previous.image != image.ref or image.pending_build:
             plan.reasons.append("image")
-        if plan.secrets_generation != generation:
+        # `secrets` is a rotation (or Secrets the platform lost), not a new generation that
+        # a changed file holding a secret needs anyway: that change has its own reason.
+        if plan.rotated or (plan.secrets_generation != generation and not plan.reasons):
             plan.reasons.append("secrets")
         if plan.replicas:
             plan.reasons.append("replicas")

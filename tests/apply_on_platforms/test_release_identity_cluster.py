@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.e2e_fixtures import SECRET_ENV, CliResult, World
 from tests.support.k8s_fixtures import K8sNamespace, version_in_use
-from tests.support.rollout_fixtures import SENTINEL, make_rollout_world
+from tests.support.rollout_fixtures import SENTINEL, make_rollout_world, set_service
 
 pytestmark = pytest.mark.k8s
 
@@ -235,3 +235,43 @@ def test_secrets_reach_the_pods_as_values_wherever_used_and_rotate_and_roll_back
             assert base64.b64encode(value.encode()).decode() not in text
     for path, data in world.files().items():
         assert SENTINEL.encode() not in data and ROTATED.encode() not in data, path
+
+
+def test_a_changed_file_holding_a_secret_is_a_values_change_not_a_rotation(
+    tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
+) -> None:
+    """The file's Secret gets a new generation either way; the plan says why, truthfully."""
+    world = world_for(tmp_path, k8s_namespace, services=("api",))
+    release(
+        world,
+        "api",
+        "1.1.0",
+        {
+            "template.yaml": "outputs: [app.env, deployment.yaml, conf/app.yaml]\n"
+            "env: [LOG_LEVEL, NEVER_READY]\n",
+            "conf/app.yaml.j2": 'level: {{ LOG_LEVEL }}\npassword: "{{ DB_PASSWORD }}"\n',
+        },
+    )
+    pin(world, "api", "1.1.0")
+    expect(world.cc("apply", "dev"), 0)
+
+    set_service(world, "api", LOG_LEVEL="debug")
+    api = plan(world)["api"]
+    assert (api["action"], api["reasons"]) == ("update", ["values"])
+    assert "secrets" not in api
+    text = expect(world.cc("plan", "dev"), 0).stdout
+    assert "[values]" in text and "rotated" not in text
+    expect(world.cc("apply", "dev"), 0)
+    assert live.secret_data("api-secret-files")["conf_app.yaml"] == (
+        f'level: debug\npassword: "{SENTINEL}"\n'
+    )
+
+    # A rotation at the same time as a value change is said as both.
+    set_service(world, "api", LOG_LEVEL="warning")
+    world.env[SECRET_ENV] = ROTATED
+    api = plan(world)["api"]
+    assert (api["reasons"], api["secrets"]) == (["values", "secrets"], {"rotated": ["DB_PASSWORD"]})
+    expect(world.cc("apply", "dev"), 0)
+    assert live.secret_data("api-secret-files")["conf_app.yaml"] == (
+        f'level: warning\npassword: "{ROTATED}"\n'
+    )

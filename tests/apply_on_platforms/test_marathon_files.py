@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tests.support.helpers import free_port
 from tests.support.marathon_double import MarathonDouble
 from tests.support.rollout_fixtures import make_rollout_world, set_service
 from tests.support.serve_fixtures import ServeProcess, ShopWorld, http
@@ -126,9 +127,7 @@ def test_a_task_that_cannot_fetch_its_files_never_starts(
     config.write("templates/worker/config/app.yaml.j2", APP_YAML_J2)
     config.commit("worker 1.1.0")
     config.tag("worker/1.1.0")
-    with __import__("socket").socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     config.write(
         "configcenter.yaml",
         config.read("configcenter.yaml").replace(

@@ -4,7 +4,6 @@ global options anywhere, plain complete tables off a terminal, offline render an
 from __future__ import annotations
 
 import json
-import socket
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from click.testing import CliRunner, Result
 from configcenter.cli import EXIT_USAGE
 from configcenter.cli import cli as cli_group
 from tests.support.configrepo import ConfigRepo, git
+from tests.support.helpers import free_port
 
 API_DEV = "environments/dev/api.yaml"
 PROBLEM_KEYS = {"file", "line", "message", "hint", "severity"}
@@ -250,15 +250,8 @@ def test_history_of_an_unknown_service_is_an_error(repo: ConfigRepo) -> None:
 # -- offline: render and plan without the registry -------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_render_and_plan_work_when_the_registry_is_unreachable(repo: ConfigRepo) -> None:
-    host = f"127.0.0.1:{_closed_port()}"
+    host = f"127.0.0.1:{free_port()}"
     repo.write(
         "configcenter.yaml",
         repo.read("configcenter.yaml") + f"registry: {{url: '{host}', insecure: true}}\n",

@@ -30,6 +30,7 @@ from configcenter.adapters.marathon import (
     MarathonValidationError,
 )
 from configcenter.ports.platform import Deployable, PlatformError, RolloutStatus
+from tests.support.helpers import free_port
 from tests.support.marathon_double import MarathonDouble
 from tests.support.marathon_fixtures import MarathonFactory
 
@@ -430,9 +431,7 @@ def test_delete_removes_the_app_and_its_secrets(
 
 
 def test_unreachable_marathon_is_named_after_retries(marathon_platform: MarathonFactory) -> None:
-    with __import__("socket").socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     platform = marathon_platform(settings={"url": f"http://127.0.0.1:{port}"}, retries=2)
     started = time.monotonic()
 

@@ -440,7 +440,6 @@ def _carry_out(
         from configcenter.usecases.reconcile import reconcile
 
         report = reconcile(ws, request.env, heal=True, trigger="console", actor=actor)
-        engine.metrics.set("configcenter_drift", float(len(report.drifts)), env=request.env)
         runs = [report.run_id] if report.run_id else []
         state = "failed" if report.outcome == "failed" else "done"
         note = f"{len(report.drifts)} drift(s), healed {len(report.healed)}"

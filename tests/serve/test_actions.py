@@ -333,3 +333,94 @@ def test_actions_need_authentication(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert "Actions need authentication: set serve.api_token or serve.basic_auth" in html
         refused = http("GET", console.url + "/actions/confirm?kind=apply&env=dev")
         assert refused.status == 403
+
+
+def test_promotion_from_the_console_is_a_recorded_promote_run(console: Console) -> None:
+    form, cookie, html = console.confirm(kind="promote", env="dev", target="prod")
+    assert "promote/dev-to-prod" in html
+    queued = console.post(form, cookie, Origin=console.url)
+    assert queued.status == 303, queued.body[:300]
+    job_id = queued.headers["location"].rsplit("/", 1)[1].replace("%3A", ":")
+    got = events(console.get(f"/events/jobs/{job_id}").body)
+    end = got[-1][1]
+    assert end["state"] == "done" and end["outcome"] == "succeeded", end
+    run = console.engine.run_store.get(end["run"])
+    assert run is not None and run.kind == "promote" and run.env == "prod"
+    assert run.trigger == "console" and run.details["from"] == "dev"
+    assert "promote dev -> prod: started by ops (console)" in run.log
+    # The branch is on the config repo's origin, pinning dev's release of api for prod.
+    from tests.support.configrepo import git
+
+    shown = git(console.world.root, "--git-dir", str(console.world.origin), "show",
+                "promote/dev-to-prod:environments/prod/api.yaml")  # fmt: skip
+    assert "registry.test/shop/api:1.1" in shown
+
+
+def test_a_running_runs_log_streams_until_it_ends(console: Console) -> None:
+    """The run page's stream: what is new after the offset the page drew, then the end."""
+    store = console.engine.run_store
+    run = store.start("deploy", "dev", ["api"], "cli", "ops@test")
+    store.append_log(run.id, "api: first line\n")
+    page = console.get(f"/runs/{run.id}").body.decode()
+    assert f'data-stream="../events/runs/{run.id}"' in page and 'data-offset="16"' in page
+
+    result: list[HttpResult] = []
+    reader = threading.Thread(
+        target=lambda: result.append(console.get(f"/events/runs/{run.id}?offset=16"))
+    )
+    reader.start()
+    store.append_log(run.id, "api: second line\n")
+    store.finish(run.id, "succeeded", {})
+    reader.join(timeout=60)
+    got = events(result[0].body)
+    assert "".join(d["text"] for n, d in got if n == "log") == "api: second line\n"
+    assert got[-1] == ("end", {"outcome": "succeeded", "run": run.id})
+    # A reconnect (Last-Event-ID: the offset it had) gets nothing twice.
+    again = events(console.get(f"/events/runs/{run.id}", **{"Last-Event-ID": "33"}).body)
+    assert [n for n, _ in again] == ["end"]
+
+
+def test_heal_from_the_console_is_a_recorded_reconcile_run(console: Console) -> None:
+    form, cookie, html = console.confirm(kind="heal", env="dev")
+    assert "Heal drift in dev" in html
+    queued = console.post(form, cookie, Origin=console.url)
+    assert queued.status == 303, queued.body[:300]
+    job_id = queued.headers["location"].rsplit("/", 1)[1].replace("%3A", ":")
+    end = events(console.get(f"/events/jobs/{job_id}").body)[-1][1]
+    run = console.engine.run_store.get(end["run"])
+    assert run is not None, end
+    assert run.kind == "reconcile" and run.trigger == "console" and run.details["heal"] is True
+    assert run.details["job"] == job_id and end["outcome"] == run.outcome
+    # No platform here: nothing to compare, so nothing drifted and nothing was healed.
+    assert run.outcome == "noop", (run.outcome, run.details)
+
+
+def test_retry_of_a_failed_release_from_the_console(console: Console) -> None:
+    """The deploy repo records api's release as failed (as a failed rollout leaves it):
+    a plain apply refuses it (blocked), the console's retry deploys it again."""
+    from tests.support.configrepo import git
+
+    world = console.world
+    clone = world.root / "deploy-edit"
+    git(world.root, "clone", "-q", str(world.deploy), str(clone))
+    state_file = clone / "dev" / ".state" / "api.json"
+    record = json.loads(state_file.read_text())
+    release = {**record["release"], "outcome": "failed", "reason": "ProgressDeadlineExceeded"}
+    record.update(release=release, last_failed=release)
+    state_file.write_text(json.dumps(record, indent=1))
+    git(clone, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "api failed")
+    git(clone, "push", "-q", "origin", "HEAD:main")
+
+    assert "kind=retry&amp;env=dev&amp;service=api" in console.get("/actions").body.decode()
+    form, cookie, html = console.confirm(kind="retry", env="dev", service="api")
+    assert "Retry api in dev" in html and "api</span>: update" in html
+    queued = console.post(form, cookie, Origin=console.url)
+    assert queued.status == 303, queued.body[:300]
+    job_id = queued.headers["location"].rsplit("/", 1)[1].replace("%3A", ":")
+    end = events(console.get(f"/events/jobs/{job_id}").body)[-1][1]
+    assert end["state"] == "done" and end["outcome"] == "succeeded", end
+    run = console.engine.run_store.get(end["run"])
+    assert run is not None and run.kind == "apply" and run.services == ["api"]
+    state = world.workspace().read_state("dev").services["api"]
+    assert state.release is not None and state.release.outcome == "committed"
+    assert state.release.id != release["id"]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from configcenter.adapters.marathon import (
+from configcenter.adapters.marathon_client import (
     LABEL_DIGEST,
     LABEL_ENV,
     LABEL_RELEASE,

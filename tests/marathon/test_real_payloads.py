@@ -8,16 +8,19 @@ from typing import Any
 import pytest
 import requests
 
-from configcenter.adapters import marathon as adapter
-from configcenter.adapters.marathon import (
+from configcenter.adapters.marathon_client import (
     LABEL_DIGEST,
     LABEL_RELEASE,
     MarathonAuthError,
     MarathonBusyError,
     MarathonConflictError,
+    MarathonError,
     MarathonSecretError,
     MarathonValidationError,
 )
+from configcenter.adapters.marathon_diff import runs
+from configcenter.adapters.marathon_observe import _image
+from configcenter.adapters.marathon_wait import _task_healthy
 from configcenter.ports.platform import Deployable
 from tests.marathon.test_marathon_double import settle
 from tests.support.marathon_double import MarathonDouble
@@ -49,11 +52,11 @@ def test_a_real_app_with_passing_checks_is_healthy(marathon_platform: MarathonFa
     app = real_app()
     app["labels"] = {**app["labels"], LABEL_RELEASE: "r1", LABEL_DIGEST: "sha256:d1"}
 
-    status = platform._status("/my-app", app, deployable(), None, set())
+    status = platform._waiter._status("/my-app", app, deployable(), None, set())
 
     assert (status.state, status.desired, status.ready) == ("healthy", 2, 2)
-    assert adapter._image(app) == "nginx:1.11"
-    assert all(adapter._task_healthy(t) for t in app["tasks"])
+    assert _image(app) == "nginx:1.11"
+    assert all(_task_healthy(t) for t in app["tasks"])
 
 
 def test_a_real_app_in_a_deployment_is_progressing(marathon_platform: MarathonFactory) -> None:
@@ -63,7 +66,7 @@ def test_a_real_app_in_a_deployment_is_progressing(marathon_platform: MarathonFa
     [running] = load("marathon/deployments.json")["body"]
     app["deployments"] = [{"id": running["id"]}]
 
-    status = platform._status("/my-app", app, deployable(), running["id"], {running["id"]})
+    status = platform._waiter._status("/my-app", app, deployable(), running["id"], {running["id"]})
 
     assert (status.state, status.reason) == ("progressing", "DeploymentInProgress")
 
@@ -83,9 +86,9 @@ def test_fields_marathon_fills_in_are_not_a_difference() -> None:
         "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0}],
         "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 1},
     }
-    assert adapter._runs(app, sent)
-    assert not adapter._runs(dict(app, constraints=[["hostname", "UNIQUE"]]), sent)
-    assert not adapter._runs(app, {**sent, "env": {"LOG_LEVEL": "info"}})
+    assert runs(app, sent)
+    assert not runs(dict(app, constraints=[["hostname", "UNIQUE"]]), sent)
+    assert not runs(app, {**sent, "env": {"LOG_LEVEL": "info"}})
 
 
 @pytest.mark.parametrize(
@@ -97,16 +100,18 @@ def test_fields_marathon_fills_in_are_not_a_difference() -> None:
         ("marathon/error_403_forbidden.json", MarathonAuthError, "lacks the permission"),
         ("marathon/error_403_forbidden.json", MarathonAuthError, "Not Authorized to perform"),
         ("marathon/error_401_admin_router.json", MarathonAuthError, "valid, unexpired"),
-        ("marathon/error_404_app.json", adapter.MarathonError, "does not exist"),
-        ("marathon/error_503.json", adapter.MarathonError, "Could not determine the current"),
-        ("marathon/error_503_timeout.json", adapter.MarathonError, "Futures timed out"),
+        ("marathon/error_404_app.json", MarathonError, "does not exist"),
+        ("marathon/error_503.json", MarathonError, "Could not determine the current"),
+        ("marathon/error_503_timeout.json", MarathonError, "Futures timed out"),
     ],
 )
 def test_real_error_bodies_become_the_right_errors(
     marathon_platform: MarathonFactory, rel: str, kind: type[Exception], words: str
 ) -> None:
     fixture = load(rel)
-    error = marathon_platform()._http_error(fixture["status"], fixture["body"], "deploy /my-app")
+    error = marathon_platform().client.http_error(
+        fixture["status"], fixture["body"], "deploy /my-app"
+    )
     assert type(error) is kind and words in str(error)
     assert "<html" not in str(error) and "<title" not in str(error)  # HTML said as text
 
@@ -116,7 +121,9 @@ def test_secret_store_codes_become_secret_errors(marathon_platform: MarathonFact
     for case in load("marathon/secret_store_errors.json")["cases"]:
         if case["status"] < 300 or case["status"] == 409:
             continue  # success, or PUT's "exists" that the adapter answers with PATCH
-        error = platform._secret_error(case["status"], case["body"], case["method"], "a/b/KEY")
+        error = platform.client.secret_error(
+            case["status"], case["body"], case["method"], "a/b/KEY"
+        )
         assert isinstance(error, MarathonSecretError), case
         said = str(error)
         assert f"(HTTP {case['status']});" in said and "marathon.json" not in said, said

@@ -139,7 +139,12 @@ def routes(engine: Engine) -> list[Route]:
         parameters:
           - {name: env, in: query, schema: {type: string}}
           - {name: kind, in: query, schema: {type: string}}
-          - {name: outcome, in: query, schema: {type: string}}
+          - name: outcome
+            in: query
+            schema:
+              type: string
+              enum: [running, succeeded, committed, no_changes, blocked, drift, healed, failed,
+                rolled_back]
           - {name: service, in: query, schema: {type: string}}
           - {name: limit, in: query, schema: {type: integer, default: 50}}
           - {name: before, in: query, schema: {type: string}, description: a run id to page from}

@@ -469,6 +469,8 @@ sync</span>{% else %}<span class="d-unknown">unknown: {{ c.drift.why }}</span>{%
 
 <section aria-labelledby="history-title" id="history">
 <h2 id="history-title">Releases</h2>
+<p class="more"><a id="service-runs" href="{{ root }}runs?{{ {"env": env, "service":
+ service}|urlencode }}">runs of {{ service }} in {{ env }} →</a></p>
 {% set releases = detail.releases %}
 {% if releases|length > 1 %}
 <form class="filters" method="get" action="{{ service|urlencode }}/diff" id="diff-form"

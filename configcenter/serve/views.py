@@ -8,7 +8,7 @@ Values are masked by those use cases; rendered files hold secret references only
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,10 +200,12 @@ def list_runs(
         more = len(runs) > limit or len(runs) == MAX_LIST_LIMIT
         runs = runs[:limit]
         return RunsPage(runs, runs[-1].id if more and runs else None, len(runs))
-    wanted: Callable[[Run], bool] = lambda run: (  # noqa: E731
-        (not outcome or status.run_outcome(run)["outcome"] == outcome)
-        and (not service or service in status.changed_services(run) or service in run.services)
-    )
+
+    def wanted(run: Run) -> bool:
+        if outcome and status.run_outcome(run)["outcome"] != outcome:
+            return False
+        return not service or service in status.changed_services(run) or service in run.services
+
     found: list[Run] = []
     scanned = 0
     cursor = before

@@ -363,3 +363,11 @@ def test_recorded_runs_count_each_run_once_across_pages(tmp_path: Path) -> None:
         }
     finally:
         store.close()
+
+
+def test_openapi_run_outcome_filter_lists_what_the_console_shows(console: Console) -> None:
+    from configcenter.serve.status import RUN_OUTCOMES
+
+    doc = json.loads(console.get("/openapi.json"))
+    params = {p["name"]: p for p in doc["paths"]["/api/runs"]["get"]["parameters"]}
+    assert params["outcome"]["schema"]["enum"] == list(RUN_OUTCOMES)

@@ -115,6 +115,7 @@ def test_service_page_shows_history_diff_form_and_plan(history: History) -> None
     assert f'href="api/diff?from={middle}&amp;to={newest}">vs previous</a>' in html
     assert f'href="api/diff?from={oldest}&amp;to={middle}">vs previous</a>' in html
     assert 'id="diff-form"' in html and f'<option value="{middle}" selected>' in html
+    assert 'href="../../../runs?env=dev&amp;service=api">runs of api in dev' in html
     plan = re.search(r'<section aria-labelledby="plan-title" id="plan">.*?</section>', html, re.S)
     assert plan and 'data-action="update"' in plan.group(0) and "3 → 4" in plan.group(0)
     assert SECRET_VALUE not in html
@@ -322,6 +323,7 @@ def test_in_chromium_matrix_to_service_to_diff(history: History, width: int, hei
         rows = driver.find_elements(By.CSS_SELECTOR, "#releases tbody tr")
         assert [r.get_attribute("data-release") for r in rows] == history.releases
         assert "update" in driver.find_element(By.ID, "plan").text
+        assert driver.find_element(By.ID, "service-runs").is_displayed()
         screenshot(driver, f"console-service-{width}px")
 
         Select(driver.find_element(By.ID, "diff-from")).select_by_value(oldest)

@@ -24,7 +24,7 @@ from configcenter.adapters.work_tree import (
 )
 from configcenter.core.errors import UserError
 from configcenter.core.limits import HARD_MAX_FILE_BYTES
-from configcenter.core.source import FileTooLarge, RepoPathError
+from configcenter.core.source import FileTooLarge, RepoPathError, content_id
 
 
 class WorkTreeTemplate:
@@ -68,10 +68,7 @@ class WorkTreeTemplate:
 
     @cached_property
     def tree_id(self) -> str:
-        h = hashlib.sha256()
-        for name, data in self._files.items():
-            h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-        return "worktree:" + h.hexdigest()
+        return "worktree:" + content_id(self._files)
 
     def read(self, name: str) -> bytes | None:
         return self._files.get(name)

@@ -263,13 +263,7 @@ class SqlJobStore:
         *,
         ref: str,
     ) -> list[str]:
-        """Mark queued jobs of this kind and `ref`, received before `up_to_seq`, done by `runs`.
-
-        A push applies the config repo's head, so one apply covers every push
-        to the same branch that had arrived before it fetched: they are
-        recorded, not re-run. Only a job that applied something may call this;
-        pushes to other refs are never covered.
-        """
+        """Queued pushes to `ref` up to `up_to_seq` recorded as done (the port says why)."""
         with self._tx() as cur:
             rows = self._run(
                 cur,

@@ -119,6 +119,14 @@ LINK_HINT = (
 # -- a config repo in memory ----------------------------------------------------------------------
 
 
+def content_id(files: Mapping[str, bytes]) -> str:
+    """A digest of a template's files (names and contents), for trees Git has not hashed."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()
+
+
 class MemoryTree:
     """One template version's files, in memory."""
 
@@ -128,10 +136,7 @@ class MemoryTree:
 
     @property
     def tree_id(self) -> str:
-        digest = hashlib.sha256()
-        for name in sorted(self._files):
-            digest.update(name.encode() + b"\0" + hashlib.sha256(self._files[name]).digest())
-        return "memory:" + digest.hexdigest()
+        return "memory:" + content_id(self._files)
 
     def read(self, name: str) -> bytes | None:
         return self._files.get(name)
@@ -224,10 +229,7 @@ class MemorySource:
 
     def tags(self) -> Mapping[str, str]:
         """Each tag's commit: a digest of its files, so equal trees share a commit."""
-        return {
-            tag: MemoryTree(tree).tree_id.removeprefix("memory:")[:40]
-            for tag, tree in self._tags.items()
-        }
+        return {tag: content_id(tree)[:40] for tag, tree in self._tags.items()}
 
     def template_tree(self, service: str, tag: str | None) -> MemoryTree | None:
         if tag is not None:

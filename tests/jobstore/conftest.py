@@ -1,23 +1,20 @@
-"""The job store contract suite runs once per adapter: SQLite and PostgreSQL."""
+"""The job store contract suite runs once per adapter: SQLite and PostgreSQL.
+
+The jobs sit beside the runs, so the store is named by the run store's URL:
+`store_url` is the run store suite's fixture (an empty database of each kind).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from configcenter.ports.jobstore import JobStore
 from configcenter.wiring import open_job_store
+from tests.runstore.conftest import store_url
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A run store URL naming an empty database of each kind (jobs sit beside the runs)."""
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'state' / 'runs.sqlite3'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
+__all__ = ["store", "store_url"]
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from configcenter.core.errors import ConfigError, Problem, ProblemList
 from configcenter.core.load import load_config
 from configcenter.core.model import Config
 from configcenter.core.plan import Plan, ServicePlan, service_record
-from configcenter.core.source import MemorySource
+from configcenter.core.source import ConfigSource, MemorySource
 from configcenter.core.state import EnvState, Release, ServiceState, state_dir
 
 GIT_IDENTITY = {
@@ -185,13 +185,7 @@ class ConfigRepo:
 
     def line_of(self, rel: str, needle: str, occurrence: int = 1) -> int:
         """The 1-based line of the `occurrence`-th line of `rel` containing `needle`."""
-        seen = 0
-        for number, line in enumerate(self.read(rel).splitlines(), start=1):
-            if needle in line:
-                seen += 1
-                if seen == occurrence:
-                    return number
-        raise AssertionError(f"{needle!r} is not in {rel}")
+        return line_of(self.read(rel), rel, needle, occurrence)
 
     # -- git -----------------------------------------------------------------------------------
 
@@ -225,12 +219,7 @@ class ConfigRepo:
 
     def problems(self) -> list[Problem]:
         """Every problem loading reports (errors and warnings), or [] when it loads clean."""
-        found = ProblemList()
-        try:
-            load_config(self.source(), found)
-        except ConfigError as exc:
-            return exc.problems
-        return found.items
+        return problems_of(self.source())
 
 
 class MemoryRepo:
@@ -276,13 +265,7 @@ class MemoryRepo:
             del self.files[path]
 
     def line_of(self, rel: str, needle: str, occurrence: int = 1) -> int:
-        seen = 0
-        for number, line in enumerate(self.read(rel).splitlines(), start=1):
-            if needle in line:
-                seen += 1
-                if seen == occurrence:
-                    return number
-        raise AssertionError(f"{needle!r} is not in {rel}")
+        return line_of(self.read(rel), rel, needle, occurrence)
 
     def source(self) -> MemorySource:
         return MemorySource(self.files, self.tags)
@@ -292,12 +275,28 @@ class MemoryRepo:
 
     def problems(self) -> list[Problem]:
         """Every problem loading reports (errors and warnings), or [] when it loads clean."""
-        found = ProblemList()
-        try:
-            load_config(self.source(), found)
-        except ConfigError as exc:
-            return exc.problems
-        return found.items
+        return problems_of(self.source())
+
+
+def line_of(text: str, rel: str, needle: str, occurrence: int = 1) -> int:
+    """The 1-based line of the `occurrence`-th line of `text` (file `rel`) with `needle`."""
+    seen = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            seen += 1
+            if seen == occurrence:
+                return number
+    raise AssertionError(f"{needle!r} is not in {rel}")
+
+
+def problems_of(source: ConfigSource) -> list[Problem]:
+    """Every problem loading `source` reports (errors and warnings); [] when it loads clean."""
+    found = ProblemList()
+    try:
+        load_config(source, found)
+    except ConfigError as exc:
+        return exc.problems
+    return found.items
 
 
 def only_problem(problems: list[Problem], severity: str = "error") -> Problem:

@@ -9,6 +9,11 @@ port's one factory signature:
     builder    open_builder(settings, context)                    ports.builder.BuilderFactory
     forge      open_forge(settings, context)                      ports.forge.ForgeFactory
     run store  open_store(url, redactor)                          RunStoreFactory below
+
+Ports with one adapter are opened here too, so nothing else imports it:
+`open_config_repo`, `open_config_git`, `open_deploy_repo`, `open_job_store`,
+`open_lease_leader`, `open_source_checkouts`, `open_registry` and
+`open_bytecode_cache`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ test. Adding a platform: its module, its registry entry, and one bed here.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from collections.abc import Iterator, Mapping
@@ -61,6 +60,14 @@ class Bed(Protocol):
 
     def scale_by_hand(self, service: str, replicas: int) -> None:
         """Change the replica count on the platform itself, as an operator would."""
+        ...
+
+
+class ObjectDriftBed(Bed, Protocol):
+    """A bed whose platform has the `object_drift` capability."""
+
+    def add_env_by_hand(self, service: str, key: str, value: str) -> None:
+        """Add an environment entry on the platform itself, as another manager would."""
         ...
 
 
@@ -150,6 +157,17 @@ class KubernetesBed:
         """`kubectl scale deployment/SERVICE --replicas=N`: the scale subresource."""
         self.apps.patch_namespaced_deployment_scale(
             service, self.namespace, {"spec": {"replicas": replicas}}
+        )
+
+    def add_env_by_hand(self, service: str, key: str, value: str) -> None:
+        """`kubectl set env deployment/SERVICE KEY=VALUE`: a strategic merge patch."""
+        container = self._deployment(service).spec.template.spec.containers[0].name
+        env = [{"name": key, "value": value}]
+        self.apps.patch_namespaced_deployment(
+            service,
+            self.namespace,
+            {"spec": {"template": {"spec": {"containers": [{"name": container, "env": env}]}}}},
+            field_manager="kubectl-set",
         )
 
     def _list(self, kind: str, selector: str) -> list[Any]:
@@ -296,15 +314,18 @@ class FakeBed:
 
     def running_image(self, service: str = "api") -> str | None:
         app = self.world.apps.get(("dev", service))
-        return None if app is None else app.release.image
+        return None if app is None else str(app.spec["image"])
 
     def leftovers(self, service: str) -> list[str]:
         return [f"app {service}"] if ("dev", service) in self.world.apps else []
 
     def scale_by_hand(self, service: str, replicas: int) -> None:
         with self.world.lock:
-            app = self.world.apps[("dev", service)]
-            app.release = dataclasses.replace(app.release, replicas=replicas)
+            self.world.apps[("dev", service)].spec["replicas"] = replicas
+
+    def add_env_by_hand(self, service: str, key: str, value: str) -> None:
+        with self.world.lock:
+            self.world.apps[("dev", service)].spec["env"][key] = value
 
 
 @pytest.fixture
@@ -315,14 +336,23 @@ def fake_kind(monkeypatch: pytest.MonkeyPatch) -> kinds.AdapterKind:
     return fake_platform.ENTRY
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("kubernetes", marks=pytest.mark.k8s),
-        "marathon",
-        "fake",
-    ]
-)
-def bed(request: pytest.FixtureRequest) -> Iterator[Bed]:
+#: Every platform the suite runs on, with the registry entry that says what it can do.
+BEDS = {"kubernetes": "kubernetes", "marathon": "marathon", "fake": "fake"}
+
+
+def _entry(kind: str) -> kinds.AdapterKind:
+    found = fake_platform.ENTRY if kind == "fake" else kinds.REGISTRY.find("platform", kind)
+    assert found is not None, kind
+    return found
+
+
+def _params(capability: str | None = None) -> list[Any]:
+    """The beds (of the platforms with `capability`), Kubernetes marked as needing the bed."""
+    chosen = [k for k in BEDS if capability is None or capability in _entry(k).capabilities]
+    return [pytest.param(k, marks=pytest.mark.k8s) if k == "kubernetes" else k for k in chosen]
+
+
+def _open_bed(request: pytest.FixtureRequest) -> Iterator[Any]:
     if request.param == "kubernetes":
         k8s = KubernetesBed(request.getfixturevalue("k8s_namespace"))
         yield k8s
@@ -334,3 +364,15 @@ def bed(request: pytest.FixtureRequest) -> Iterator[Bed]:
         fake = FakeBed()
         yield fake
         fake.close()
+
+
+@pytest.fixture(params=_params())
+def bed(request: pytest.FixtureRequest) -> Iterator[Bed]:
+    yield from _open_bed(request)
+
+
+@pytest.fixture(params=_params(kinds.OBJECT_DRIFT))
+def object_drift_bed(request: pytest.FixtureRequest) -> Iterator[ObjectDriftBed]:
+    """Only platforms whose registry entry declares `object_drift` (not Marathon: its diff
+    is the summary, and a PUT of the definition replaces the whole app anyway)."""
+    yield from _open_bed(request)

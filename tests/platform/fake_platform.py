@@ -7,22 +7,29 @@ by the `fake_kind` fixture the way a real adapter is listed in
 `configcenter.core.kinds`), and its bed in the contract suite's parameters
 (tests/platform/conftest.py). No other module changes.
 
-Releases whose image contains `never-ready` never become healthy, like pods on
-the Kubernetes test bed and apps on the Marathon double.
+An app is one object, `App/<service>`: image, replicas and environment. Like a
+server-side apply, `apply` sets the fields the release has and keeps
+environment entries someone else added; `replace_drifted` replaces the object
+whole (the `object_drift` capability). Releases whose image contains
+`never-ready` never become healthy, like pods on the Kubernetes test bed and
+apps on the Marathon double.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from configcenter.adapters.secrets import SecretError, resolve_secret
-from configcenter.core.kinds import CONFIG_FILES, AdapterKind
+from configcenter.core.kinds import CONFIG_FILES, OBJECT_DRIFT, AdapterKind
 from configcenter.core.redact import Redactor
 from configcenter.ports.platform import (
     Deployable,
+    Drift,
     ObservedService,
     PlatformError,
     PlatformTarget,
@@ -39,7 +46,7 @@ ENTRY = AdapterKind(
     __name__,
     "open_platform",
     settings={"world": "text", "files": "flag"},
-    capabilities=frozenset({CONFIG_FILES}),
+    capabilities=frozenset({CONFIG_FILES, OBJECT_DRIFT}),
     description="an in-memory platform for the contract suite",
 )
 
@@ -47,7 +54,14 @@ ENTRY = AdapterKind(
 @dataclass
 class App:
     release: Deployable
-    revision: str
+    #: The app object as the platform holds it: {"image", "replicas", "env"}.
+    spec: dict[str, Any]
+
+    @property
+    def revision(self) -> str:
+        """What runs, by content: a new spec (or config) is a new revision."""
+        identity = json.dumps([self.spec, self.release.config_digest], sort_keys=True)
+        return hashlib.sha256(identity.encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -59,6 +73,14 @@ class World:
 
 
 WORLDS: dict[str, World] = {}
+
+
+def _spec(deployable: Deployable) -> dict[str, Any]:
+    return {
+        "image": deployable.image,
+        "replicas": deployable.replicas,
+        "env": dict(deployable.values),
+    }
 
 
 class FakePlatform:
@@ -78,11 +100,12 @@ class FakePlatform:
                 raise PlatformError(f"{deployable.service}: {key}: {error}") from None
         if dry_run:
             return
-        revision = hashlib.sha256(
-            f"{deployable.image}|{deployable.config_digest}|{deployable.replicas}".encode()
-        ).hexdigest()[:10]
+        spec = _spec(deployable)
         with self.world.lock:
-            self.world.apps[(self.target.env, deployable.service)] = App(deployable, revision)
+            current = self.world.apps.get((self.target.env, deployable.service))
+            if current is not None:  # entries someone else added stay, ours are set
+                spec["env"] = {**current.spec["env"], **spec["env"]}
+            self.world.apps[(self.target.env, deployable.service)] = App(deployable, spec)
 
     def wait(
         self, deployable: Deployable, *, timeout: float, progress: ProgressCallback | None = None
@@ -106,23 +129,54 @@ class FakePlatform:
         return {
             service: ObservedService(
                 service,
-                app.release.image,
-                app.release.replicas,
+                app.spec["image"],
+                app.spec["replicas"],
                 app.release.config_digest,
                 app.release.release_id,
-                {f"App/{service}": {"image": app.release.image}},
+                {f"App/{service}": json.loads(json.dumps(app.spec))},
             )
             for service, app in sorted(apps.items())
         }
 
     def diff(self, deployable: Deployable, observed: ObservedService | None) -> ServiceDiff:
+        ref = f"App/{deployable.service}"
+        drifts: list[Drift] = []
+        if observed is not None:
+            want, have = _flat(_spec(deployable)), _flat(observed.objects.get(ref) or {})
+            for path in sorted(set(want) | set(have)):
+                if want.get(path) != have.get(path):
+                    drifts.append(
+                        Drift(deployable.service, f"{ref} {path}", want.get(path), have.get(path))
+                    )
         return service_diff(
-            deployable, observed, image=deployable.image, replicas=deployable.replicas
+            deployable,
+            observed,
+            image=deployable.image,
+            replicas=deployable.replicas,
+            objects=drifts,
         )
+
+    def replace_drifted(self, deployable: Deployable, refs: Iterable[str]) -> list[str]:
+        key = (self.target.env, deployable.service)
+        with self.world.lock:
+            if f"App/{deployable.service}" not in refs or key not in self.world.apps:
+                return []
+            self.world.apps[key] = App(deployable, _spec(deployable))
+        return [f"App/{deployable.service}"]
 
     def delete(self, service: str) -> None:
         with self.world.lock:
             self.world.apps.pop((self.target.env, service), None)
+
+
+def _flat(spec: Mapping[str, Any]) -> dict[str, str | None]:
+    """`image`, `replicas` and `env.<KEY>`, as text."""
+    out: dict[str, str | None] = {"image": spec.get("image"), "replicas": None}
+    if spec.get("replicas") is not None:
+        out["replicas"] = str(spec["replicas"])
+    for key, value in (spec.get("env") or {}).items():
+        out[f"env.{key}"] = str(value)
+    return out
 
 
 def check_config_files(

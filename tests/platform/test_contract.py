@@ -2,15 +2,19 @@
 
 Each test runs on every bed of tests/platform/conftest.py: Kubernetes on the test
 bed's API server, Marathon on its REST double, and the in-memory fake platform
-that shows what adding an adapter takes.
+that shows what adding an adapter takes. Nothing is skipped: a test of a
+capability (`object_drift_bed`) runs on exactly the platforms whose registry
+entry declares it.
 """
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
-from configcenter.ports.platform import Drift, PlatformError, RolloutStatus
-from tests.platform.conftest import Bed
+from configcenter.ports.platform import Drift, ObjectDriftPlatform, PlatformError, RolloutStatus
+from tests.platform.conftest import Bed, ObjectDriftBed
 
 
 def test_a_new_release_rolls_out_healthy_and_observe_reports_it(bed: Bed) -> None:
@@ -162,3 +166,28 @@ def test_a_changed_release_is_drift_on_its_digest_and_release(bed: Bed) -> None:
     assert fields["config_digest"] == (wanted.config_digest, running.config_digest)
     assert fields["release"] == ("r2", "r1")
     assert "image" not in fields and "replicas" not in fields
+
+
+def test_a_field_another_manager_added_inside_an_object_is_drift_until_replaced(
+    object_drift_bed: ObjectDriftBed,
+) -> None:
+    bed = object_drift_bed
+    platform = cast(ObjectDriftPlatform, bed.platform)
+    release = bed.release("r1")
+    platform.apply(release)
+    assert platform.wait(release, timeout=bed.healthy_timeout).state == "healthy"
+
+    bed.add_env_by_hand("api", "EXTRA", "by-hand")
+    platform.apply(release)  # sets the release's fields only: the entry stays
+    assert platform.wait(release, timeout=bed.healthy_timeout).state == "healthy"
+    drifted = platform.diff(release, platform.observe()["api"])
+
+    extra = [d for d in drifted.drifts if "EXTRA" in d.field]
+    assert extra and all(d.kind == "changed" and d.desired is None for d in extra), drifted
+    assert "by-hand" in {d.live for d in extra}
+    refs = sorted({d.field.split(" ", 1)[0] for d in extra})
+
+    assert platform.replace_drifted(release, refs) == refs
+    platform.apply(release)
+    assert platform.wait(release, timeout=bed.healthy_timeout).state == "healthy"
+    assert platform.diff(release, platform.observe()["api"]).drifts == ()

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from configcenter.ports.jobstore import Job
+from configcenter.usecases.image_push import services_for_pushed_image
 from configcenter.usecases.webhooks import GitLabEvent, WebhookError
 
 if TYPE_CHECKING:
@@ -174,16 +175,9 @@ def _image(engine: Engine, job: Job) -> JobOutcome:
     repository = str(job.payload["repository"])
     tag = job.payload.get("tag")
     ws = engine.fresh_workspace()
-    config = ws.config
-    targets: dict[str, list[str]] = {}
-    for env in config.project.environments:
-        environment = config.environment(env)
-        if not environment.auto_apply:
-            continue
-        for name, service in environment.services.items():
-            ref = service.image.ref if service.image else None
-            if ref and _same_repository(ref, repository, tag if isinstance(tag, str) else None):
-                targets.setdefault(env, []).append(name)
+    targets = services_for_pushed_image(
+        ws.config, repository, tag if isinstance(tag, str) else None
+    )
     if not targets:
         return "ignored", [], f"no auto_apply environment runs {repository}"
     runs: list[str] = []
@@ -197,18 +191,6 @@ def _image(engine: Engine, job: Job) -> JobOutcome:
         notes += env_notes
         state = "failed" if env_state == "failed" else state
     return state, runs, "; ".join(notes)
-
-
-def _same_repository(ref: str, repository: str, tag: str | None) -> bool:
-    """Whether an image reference names this registry repository (and tag, when pushed)."""
-    name, _, _digest = ref.partition("@")
-    last = name.rsplit("/", 1)[-1]
-    ref_tag = last.split(":", 1)[1] if ":" in last else "latest"
-    path = name[: len(name) - len(ref_tag) - 1] if ":" in last else name
-    first, _, rest = path.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        path = rest  # drop the registry host
-    return path == repository and (tag is None or tag == ref_tag)
 
 
 def _apply_envs(

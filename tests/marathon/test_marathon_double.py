@@ -6,7 +6,6 @@ REST semantics the adapter relies on (see the RAML cited in marathon_double.py).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ import requests
 from marathon import MarathonClient
 from marathon.exceptions import ConflictError, MarathonHttpError, NotFoundError
 
+from tests.support.helpers import poll
 from tests.support.marathon_double import MarathonDouble
 
 APP: dict[str, Any] = {
@@ -26,10 +26,8 @@ APP: dict[str, Any] = {
 
 def settle(server: MarathonDouble, deadline: float = 10.0) -> None:
     """Poll /v2/deployments until it is empty, like any Marathon client would."""
-    end = time.monotonic() + deadline
-    while requests.get(f"{server.url}/v2/deployments", timeout=5).json():
-        assert time.monotonic() < end, "deployments never finished"
-        time.sleep(0.02)
+    url = f"{server.url}/v2/deployments"
+    poll(lambda: not requests.get(url, timeout=5).json(), deadline, "deployments to finish", 0.02)
 
 
 def test_ping_info_and_the_marathon_client(marathon_server: MarathonDouble) -> None:
@@ -118,12 +116,13 @@ def test_never_ready_images_keep_the_deployment_and_the_old_tasks(
     settle(marathon_server)
     broken = dict(APP, container={"type": "DOCKER", "docker": {"image": "shop/api:never-ready"}})
     deployment = requests.put(url, json=broken, timeout=5).json()["deploymentId"]
-    end = time.monotonic() + 10
-    while True:
-        app = requests.get(url, params={"embed": "app.tasks"}, timeout=5).json()["app"]
-        if app["tasksUnhealthy"] == 2 or time.monotonic() > end:
-            break
-        time.sleep(0.02)
+
+    def two_unhealthy() -> dict[str, Any] | None:
+        reply = requests.get(url, params={"embed": "app.tasks"}, timeout=5)
+        app: dict[str, Any] = reply.json()["app"]
+        return app if app["tasksUnhealthy"] == 2 else None
+
+    app = poll(two_unhealthy, 10, "two unhealthy tasks of the new version", 0.02)
 
     assert app["tasksRunning"] == 4 and app["tasksHealthy"] == 2 and app["tasksUnhealthy"] == 2
     assert app["deployments"] == [{"id": deployment}]

@@ -95,6 +95,12 @@ class Registry:
         entry = self.find(port, kind)
         return entry is not None and capability in entry.capabilities
 
+    def having(self, port: Port, capability: str) -> tuple[str, ...]:
+        """The kinds of `port` with `capability`, in registration order (for messages)."""
+        return tuple(
+            e.kind for e in self.entries if e.port == port and capability in e.capabilities
+        )
+
 
 _KUBERNETES_SETTINGS: dict[str, SettingType] = {
     "context": "text",

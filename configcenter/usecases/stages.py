@@ -65,15 +65,19 @@ def check_platform(stages: ReleaseStages, platform_kind: str, service: str) -> N
     ):
         raise ValueError(
             f"{service}: pre-deploy and verification Jobs need a platform that runs Jobs "
-            f"(kubernetes), and its platform is {platform_kind}; use verify: {{http: ...}} "
-            "checks there, or remove hooks:/verify: jobs from its template"
+            f"({_kinds_with(kinds.JOBS)}), and its platform is {platform_kind}; use "
+            "verify: {http: ...} checks there, or remove hooks:/verify: jobs from its template"
         )
     if stages.http and not kinds.REGISTRY.supports("platform", platform_kind, kinds.TASK_ENDPOINTS):
         raise ValueError(
             f"{service}: verify.http checks need a platform that reports its tasks' "
-            f"endpoints (marathon), and its platform is {platform_kind}; use a verification "
-            "Job (verify: [smoke.yaml]) there"
+            f"endpoints ({_kinds_with(kinds.TASK_ENDPOINTS)}), and its platform is "
+            f"{platform_kind}; use a verification Job (verify: [smoke.yaml]) there"
         )
+
+
+def _kinds_with(capability: str) -> str:
+    return " or ".join(kinds.REGISTRY.having("platform", capability)) or "none registered"
 
 
 def check_plan(config: Config, changes: Iterable[ServicePlan]) -> None:

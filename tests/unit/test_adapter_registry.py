@@ -44,3 +44,25 @@ def test_the_schema_takes_its_kinds_and_settings_from_the_registry(repo: ConfigR
     assert "'kind' is 'podman', which is not one of: buildah, docker, kaniko" in messages
     # context: and namespace: are settings a registered platform reads: not unknown keys.
     assert not [m for m in messages if m.startswith("unknown key")]
+
+
+def test_messages_name_the_platforms_that_have_a_capability() -> None:
+    from configcenter.core.stages import HttpCheck, ReleaseStages
+    from configcenter.usecases.stages import check_platform
+
+    assert kinds.REGISTRY.having("platform", kinds.JOBS) == ("kubernetes",)
+    assert kinds.REGISTRY.having("platform", kinds.TASK_ENDPOINTS) == ("marathon",)
+    with pytest.raises(ValueError, match=r"runs Jobs \(kubernetes\), and its platform is marathon"):
+        check_platform(ReleaseStages(verify=("smoke.yaml",)), "marathon", "api")
+    http = ReleaseStages(http=HttpCheck("/healthz"))
+    with pytest.raises(ValueError, match=r"endpoints \(marathon\), and its platform is kubernetes"):
+        check_platform(http, "kubernetes", "api")
+
+
+def test_every_platform_module_with_config_files_has_its_check() -> None:
+    import importlib
+
+    for entry in kinds.REGISTRY.entries:
+        if entry.port == "platform" and kinds.CONFIG_FILES in entry.capabilities:
+            module = importlib.import_module(entry.module)
+            assert callable(getattr(module, "check_config_files", None)), entry.kind

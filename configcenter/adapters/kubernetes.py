@@ -72,11 +72,7 @@ class KubernetesPlatform:
     # -- the port ----------------------------------------------------------------------
 
     def apply(self, deployable: Deployable, *, dry_run: bool = False) -> None:
-        """Server-side apply of the release's objects (field manager `configcenter`).
-
-        A dry run applies with the server's dry run and prunes nothing: it logs
-        what it would prune.
-        """
+        """Server-side apply of the release's objects (see `ReleaseApplier.apply`)."""
         self._applier.apply(deployable, dry_run=dry_run)
 
     def prune(self, deployable: Deployable) -> list[str]:

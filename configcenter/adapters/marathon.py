@@ -137,13 +137,8 @@ class MarathonPlatform:
     def apply(
         self, deployable: Deployable, *, dry_run: bool = False, force: bool | None = None
     ) -> None:
-        """PUT the app (creating it if new); a no-op when Marathon already runs this definition.
-
-        A 409 (app locked by a running deployment) is an error unless `force`
-        (per call, or the platform default) is set; the one exception is a lock
-        held by a rollout this adapter's `wait` reported failed, which a
-        rollback may cancel without asking, since it is known to be broken.
-        """
+        """PUT the app unless Marathon runs this definition already; `force` and 409s: see
+        `MarathonApplier.apply`."""
         self._applier.apply(deployable, dry_run=dry_run, force=force)
 
     def wait(

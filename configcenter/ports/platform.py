@@ -23,7 +23,7 @@ class PlatformTarget:
     """One environment's target, settings already rendered for that env."""
 
     name: str  # the platform's name in configcenter.yaml
-    kind: str  # "kubernetes" | "marathon"
+    kind: str  # a platform kind of the registry (configcenter.core.kinds)
     env: str
     settings: Mapping[str, str]  # e.g. namespace, context, url, group
 

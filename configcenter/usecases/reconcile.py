@@ -27,16 +27,9 @@ from configcenter.ports.platform import (
     Platform,
     RolloutStatus,
 )
-from configcenter.usecases.apply import (
-    PLATFORM_FAILURES,
-    Reporter,
-    ServiceResult,
-    _files_of,
-    _RunLog,
-    _state_at,
-    default_actor,
-    rollout_timeout,
-)
+from configcenter.usecases.apply.deploy import PLATFORM_FAILURES, rollout_timeout
+from configcenter.usecases.apply.records import files_of, state_at
+from configcenter.usecases.apply.report import Reporter, RunLog, ServiceResult, default_actor
 from configcenter.usecases.inspect import check_env
 from configcenter.usecases.platforms import deployable, open_platform
 from configcenter.usecases.workspace import Workspace
@@ -127,7 +120,7 @@ def reconcile(
             {"heal": heal, "config_commit": ws.config.commit},
         )
         run_id = run.id
-    log = _RunLog(ws, run_id, reporter)
+    log = RunLog(ws, run_id, reporter)
     report = DriftReport(env, run_id, heal=heal)
     try:
         state = ws.read_state(env)
@@ -180,7 +173,7 @@ def reconcile(
 # -- comparing ---------------------------------------------------------------------------------
 
 
-def _compare(ws: Workspace, env: str, state: EnvState, log: _RunLog) -> list[ServiceDrift]:
+def _compare(ws: Workspace, env: str, state: EnvState, log: RunLog) -> list[ServiceDrift]:
     config = ws.config
     by_platform: dict[str, list[str]] = {}
     results: dict[str, ServiceDrift] = {}
@@ -291,7 +284,7 @@ def _progress(reporter: Reporter, service: str) -> Callable[[RolloutStatus], Non
 
 
 def _heal(
-    ws: Workspace, env: str, services: list[ServiceDrift], log: _RunLog, reporter: Reporter
+    ws: Workspace, env: str, services: list[ServiceDrift], log: RunLog, reporter: Reporter
 ) -> list[ServiceResult]:
     """Make each drifted service's live objects equal to its current release again.
 
@@ -302,7 +295,7 @@ def _heal(
     is never rewritten, and nothing is rolled back.
     """
     repo = ws.deploy_repo
-    state = _state_at(repo, env, repo.sync())
+    state = state_at(repo, env, repo.sync())
     timeout = rollout_timeout(ws.config, env)
     results: list[ServiceResult] = []
     for item in services:
@@ -314,7 +307,7 @@ def _heal(
         release = current.release.id
         log(f"{name}: healing: re-applying {release}")
         platform = open_platform(ws.config, env, current.platform, ws.redactor)
-        desired = deployable(env, name, current, _files_of(repo, env, name, current), release)
+        desired = deployable(env, name, current, files_of(repo, env, name, current), release)
         # Object drifts are "<Kind/name> <path>"; summary ones (image, replicas) are one word.
         changed = sorted(
             {

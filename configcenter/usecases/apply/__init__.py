@@ -1,0 +1,141 @@
+"""apply, deploy and rollback: the one place each of these flows lives.
+
+apply: plan -> build what changed -> one commit per env (pushed, retried on a
+concurrent push) -> roll out in dependency order -> record the outcome, rolling
+a failed service back to its last good release. The CLI and `serve` both call
+these functions, so a webhook-triggered apply is the CLI's apply.
+
+The flow's parts, one module each:
+
+* `report`: options, results, the reporter and the run's log;
+* `guard`: refusals before anything is committed;
+* `commit`: plan, build, commit and push the environment's new releases;
+* `rollout`: catching up with the platform, and rolling out in dependency order;
+* `deploy`: one release's rollout and what the release policy makes of its end
+  (`configcenter.core.release_policy`), and the deploy and rollback use cases;
+* `records`: reading and writing the deploy repo's records.
+"""
+
+from __future__ import annotations
+
+from configcenter.core.plan import Plan, ResolvedImage
+from configcenter.usecases.apply.commit import commit_release, release_id
+from configcenter.usecases.apply.deploy import (
+    PLATFORM_FAILURES,
+    deploy_service,
+    rollback_service,
+    rollout_timeout,
+)
+from configcenter.usecases.apply.guard import check_names
+from configcenter.usecases.apply.records import find_release_commit, release_snapshot
+from configcenter.usecases.apply.report import (
+    ApplyError,
+    ApplyOptions,
+    ApplyResult,
+    Reporter,
+    RunLog,
+    ServiceResult,
+    default_actor,
+)
+from configcenter.usecases.apply.rollout import catch_up, release_of, roll_out, rolls_out
+from configcenter.usecases.inspect import check_env
+from configcenter.usecases.workspace import Workspace
+
+
+def apply_env(
+    ws: Workspace, env: str, options: ApplyOptions, reporter: Reporter | None = None
+) -> ApplyResult:
+    reporter = reporter or Reporter()
+    config = ws.config
+    check_env(config, env)
+    if options.dry_run:
+        from configcenter.usecases.observe import converged_plan
+
+        plan = converged_plan(
+            ws, env, only=options.services, retry=options.retry, warn=reporter.message
+        ).plan
+        reporter.plan_ready(plan)
+        return ApplyResult(env, None, plan, dry_run=True)
+    check_names(ws, env, options)
+    repo = ws.deploy_repo
+    store = ws.run_store
+    run = ws.start_run(
+        "apply",
+        env,
+        sorted(options.services or []),
+        options.trigger,
+        options.actor or default_actor(),
+        {"config_commit": config.commit},
+    )
+    log = RunLog(ws, run.id, reporter)
+    try:
+        from configcenter.usecases.images import resolve_given_images
+
+        # Given images on our registry deploy as the digest their tag names now.
+        resolved: dict[str, ResolvedImage] = resolve_given_images(
+            config, env, ws.redactor, only=options.services
+        )
+        caught: list[ServiceResult] = []
+        shown: Plan | None = None
+        if options.rollout:
+            caught, shown = catch_up(ws, env, options, resolved, log, reporter)
+        with repo.lock():  # the cache dir, for sync + commit + push only
+            plan, sha, state = commit_release(
+                ws, env, options, run.id, log, reporter, resolved, shown is not None
+            )
+        # The plan as shown: with the platform steps the catch-up carried out.
+        result = ApplyResult(env, run.id, shown or plan, sha)
+        done = {r.service for r in caught}
+        result.results = caught + [
+            ServiceResult(
+                s.service,
+                s.action,
+                s.action if s.action == "blocked" else "noop",
+                reason=s.blocked or "",
+            )
+            for s in plan.services
+            if s.action in ("noop", "blocked") and s.service not in done
+        ]
+        if sha is not None:
+            committed = list(plan.changes)
+            if options.rollout and rolls_out(config, env, committed):
+                result.results += roll_out(ws, env, state, sha, committed, options, log, reporter)
+            else:
+                result.results += [
+                    ServiceResult(
+                        s.service,
+                        s.action,
+                        "committed",
+                        release_of(state, s.service),
+                    )
+                    for s in committed
+                ]
+        details: dict[str, object] = {
+            "commit": sha,
+            "results": [r.__dict__ for r in result.results if r.outcome != "noop"],
+        }
+        if options.skip_verify:
+            details["skip_verify"] = True
+        store.finish(run.id, result.outcome, details)
+        return result
+    except BaseException as exc:
+        store.finish(run.id, "failed", {"error": ws.redactor.redact(str(exc))})
+        raise
+
+
+__all__ = [
+    "PLATFORM_FAILURES",
+    "ApplyError",
+    "ApplyOptions",
+    "ApplyResult",
+    "Reporter",
+    "ServiceResult",
+    "apply_env",
+    "default_actor",
+    "deploy_service",
+    "find_release_commit",
+    "release_id",
+    "release_snapshot",
+    "rollback_service",
+    "rollout_timeout",
+]

@@ -1177,6 +1177,7 @@ def build(
 @handle_errors
 def reconcile(ws: Workspace, env: str, heal: bool, as_json: bool, exit_code: bool) -> None:
     """Report (and with --heal, fix) drift between ENV's platform and the deploy repo."""
+    ws.focus = (env,)  # the other environments' files are not read
     from configcenter.output import PrintingReporter, QuietReporter
     from configcenter.usecases.reconcile import reconcile as run_reconcile
 

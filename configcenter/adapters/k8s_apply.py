@@ -63,7 +63,7 @@ class ReleaseApplier:
         self.redactor = client.redactor
         #: The env's Secrets, listed once for a plan's `secrets_match` calls (one list call
         #: for every service); any apply through this instance drops it.
-        self._env_secrets: dict[str, dict[str, Any]] | None = None
+        self._env_secrets: dict[str, dict[str, dict[str, Any]]] | None = None
         #: Why that list failed, so the plan's other services say so without asking again.
         self._env_secrets_error: str | None = None
 
@@ -169,14 +169,16 @@ class ReleaseApplier:
                 except PlatformError as exc:
                     self._env_secrets_error = str(exc)
                     raise
-                self._env_secrets = {
-                    str(item["metadata"]["name"]): item for item in listing.get("items") or []
-                }
-            live = {
-                name: item.get("data") or {}
-                for name, item in self._env_secrets.items()
-                if (item["metadata"].get("labels") or {}).get(SERVICE_LABEL) == deployable.service
-            }
+                # By service: each service's look-up is then one dict access, not a scan
+                # of the whole environment's Secrets (quadratic at 500 services).
+                self._env_secrets = {}
+                for item in listing.get("items") or []:
+                    owner = (item["metadata"].get("labels") or {}).get(SERVICE_LABEL)
+                    if owner is None:
+                        continue
+                    name = str(item["metadata"]["name"])
+                    self._env_secrets.setdefault(str(owner), {})[name] = item.get("data") or {}
+            live = self._env_secrets.get(deployable.service, {})
         except PlatformError as exc:
             return str(exc)
         seen = False

@@ -104,7 +104,7 @@ def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
     if fields:
         out = _project(obj, fields)
     else:
-        out = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
+        out = {k: _copied(v) for k, v in obj.items() if k != "status"}
     out_meta = out.setdefault("metadata", {})
     for key in _SERVER_METADATA:
         out_meta.pop(key, None)
@@ -137,7 +137,7 @@ def _merge(into: dict[str, Any], fields: Mapping[str, Any]) -> None:
 def _project(value: Any, fields: Mapping[str, Any]) -> Any:
     children = {k: v for k, v in fields.items() if k != "."}
     if not children:
-        return copy.deepcopy(value)
+        return _copied(value)
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, sub in children.items():
@@ -153,7 +153,17 @@ def _project(value: Any, fields: Mapping[str, Any]) -> Any:
                     items.append(_project(item, sub))
                     break
         return items
-    return copy.deepcopy(value)
+    return value  # a scalar (JSON from the API server): immutable
+
+
+def _copied(value: Any) -> Any:
+    """A copy of JSON data (what the API server returns): several times faster than
+    `copy.deepcopy`, which the projection of 2,000 live objects spent most of its time in."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    return value
 
 
 def _list_item_matches(key: str, index: int, item: Any) -> bool:

@@ -628,7 +628,7 @@ def build_objects(
                 "config and secrets; rename it"
             )
         _refuse_secrets_in(item)
-        body = copy.deepcopy(item.body)
+        body = item.body  # parsed for this call alone: nobody else holds it
         _place_in_namespace(item, body, namespace)
         _prepare_pod_spec(item, body, deployable, config)
         objects.append(SourcedObject(item.source, body))
@@ -645,13 +645,32 @@ def build_objects(
 
 def _refuse_secrets_in(item: SourcedObject) -> None:
     """A manifest is sent as written: a placeholder in it would reach the cluster as text."""
-    text = yaml.safe_dump(item.body)
-    if MARKER in text and find_refs(text):
+    if any(MARKER in text and find_refs(text) for text in _strings(item.body)):
         raise ManifestError(
             f"{item.source}: {item.ref} holds a secret placeholder; a secret reaches the pods "
             "only through the ENV list, an .env output or a config file (configcenter puts "
             "those in a Secret): move it there"
         )
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in parsed YAML data, keys included; a node an alias repeats (or one
+    that contains itself) is walked once."""
+    seen: set[int] = set()
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, (dict, list)):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    pending.extend((key, item))
+            else:
+                pending.extend(node)
 
 
 def is_versioned(item: Mapping[str, Any]) -> bool:

@@ -19,6 +19,8 @@ from configcenter.core.errors import UserError
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from starlette.applications import Starlette
 
     from configcenter.serve.engine import Engine
@@ -158,8 +160,14 @@ def run_server(ws: Workspace, options: ServeOptions) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    _, app = build(ws, options)
-    uvicorn.run(
+    engine, app = build(ws, options)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            engine.draining.set()  # the console's live streams end instead of holding us up
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
         app,
         host=options.host,
         port=options.port,
@@ -167,3 +175,4 @@ def run_server(ws: Workspace, options: ServeOptions) -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+    Server(config).run()

@@ -147,6 +147,9 @@ class Engine:
         self.notifier: Notifier | None = None
         #: The HMAC key console actions' plan digests are checked with (serve/actions.py).
         self.action_key: bytes | None = None
+        #: Set when the server is asked to stop: live streams end (serve/stream.py), so
+        #: open console pages do not hold the shutdown up; browsers reconnect elsewhere.
+        self.draining = threading.Event()
 
     @cached_property
     def run_store(self) -> RunStore:

@@ -168,8 +168,8 @@ async def run_log_events(
         if run.outcome != "running":
             yield sse("end", {"outcome": run.outcome, "run": run.id})
             return
-        if time.monotonic() > deadline:
-            return
+        if time.monotonic() > deadline or engine.draining.is_set():
+            return  # the browser reconnects (here or to another replica) and resumes
         if time.monotonic() > beat:
             beat = time.monotonic() + HEARTBEAT_SECONDS
             yield ": still running\n\n"
@@ -227,7 +227,7 @@ async def job_events(engine: Engine, job_id: str, offset: int) -> AsyncIterator[
                 },
             )
             return
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or engine.draining.is_set():
             return
         await asyncio.sleep(POLL_SECONDS)
 
@@ -249,7 +249,7 @@ async def status_events(engine: Engine, since: str) -> AsyncIterator[str]:
     deadline = time.monotonic() + STATUS_STREAM_SECONDS
     beat = time.monotonic() + HEARTBEAT_SECONDS
     last = since
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not engine.draining.is_set():
         now = await run_in_threadpool(status_version, engine)
         if now != last:
             yield sse("change", {"version": now}, now)

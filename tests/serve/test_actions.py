@@ -424,3 +424,45 @@ def test_retry_of_a_failed_release_from_the_console(console: Console) -> None:
     state = world.workspace().read_state("dev").services["api"]
     assert state.release is not None and state.release.outcome == "committed"
     assert state.release.id != release["id"]
+
+
+def test_open_console_pages_do_not_hold_up_a_shutdown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`configcenter serve` on SIGTERM ends its live streams (browsers reconnect), instead
+    of waiting out the 30 s graceful timeout for a status page left open."""
+    import base64
+    import signal
+
+    from tests.support.serve_fixtures import ServeProcess
+
+    world = _world(tmp_path, monkeypatch, BASIC)
+    proc = ServeProcess(world, "--workers", "1")
+    connected = threading.Event()
+    body: list[bytes] = []
+
+    def read_stream() -> None:
+        token = base64.b64encode(f"ops:{API_TOKEN}".encode()).decode()
+        request = urllib.request.Request(
+            proc.url + "/events/status", headers={"Authorization": f"Basic {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            while not connected.is_set():  # up to the first event: the stream is open
+                line = response.readline()
+                body.append(line)
+                if line.startswith(b"event: change") or not line:
+                    connected.set()
+            body.append(response.read())  # until serve ends the stream
+
+    try:
+        proc.wait_ready()
+        reader = threading.Thread(target=read_stream, daemon=True)
+        reader.start()
+        assert connected.wait(30), "the status stream did not open"
+        proc.process.send_signal(signal.SIGTERM)
+        # Well inside uvicorn's 30 s graceful timeout: the stream ended, the process exited.
+        poll(lambda: proc.process.poll() is not None, 20, "serve to exit")
+        reader.join(timeout=10)
+        assert not reader.is_alive() and b"event: change" in b"".join(body)
+    finally:
+        proc.stop()

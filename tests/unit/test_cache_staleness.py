@@ -7,10 +7,13 @@ same name, a file edited between commands, a tag moved) and asserting the fresh 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from configcenter.adapters import k8s_manifests
 from configcenter.core.load import load_config
 from configcenter.core.render import Renderer
 from configcenter.ports.platform import Deployable
+from configcenter.wiring import open_bytecode_cache
 from tests.support.configrepo import ConfigRepo
 
 MANIFEST = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata: {}\n"
@@ -81,3 +84,49 @@ def test_the_config_repo_keeps_consumption_records_on_disk(repo: ConfigRepo) -> 
     )
     first.save_caches()
     assert list(repo.source().consumption_cache.values()) == [("DB_NAME",)]
+
+
+def test_kept_yaml_parses_follow_the_file_contents(repo: ConfigRepo) -> None:
+    """The config repo keeps YAML parses on disk by a digest of the file's text: a value
+    edited between two runs is the new value, never the kept parse."""
+    first = repo.source()
+    assert load_config(first).environment("dev").services["api"].values.tree["DB_HOST"] == "db"
+    first.save_caches()
+    assert first.parse_cache
+    defaults = repo.read("environments/_defaults.yaml")
+    repo.write("environments/_defaults.yaml", defaults.replace("DB_HOST: db", "DB_HOST: db-2"))
+    tree = load_config(repo.source()).environment("dev").services["api"].values.tree
+    assert tree["DB_HOST"] == "db-2"
+
+
+def test_kept_git_objects_follow_a_moved_tag(repo: ConfigRepo) -> None:
+    """Git objects are kept by sha and tags are read afresh each run: a tag moved behind
+    the cache's back (plan then refuses it as moved) reads the new commit's files."""
+    first = repo.source()
+    load_config(first)
+    first.save_caches()
+    repo.write("templates/db/app.env.j2", "POSTGRES_DB={{ DB_NAME }}\nMOVED=1\n")
+    repo.commit("db: the same tag, other files")
+    repo.tag("db/1.0.0", force=True)
+    template = load_config(repo.source()).environment("dev").services["db"].template
+    assert template.tree.read("app.env.j2") == b"POSTGRES_DB={{ DB_NAME }}\nMOVED=1\n"
+
+
+def test_compiled_templates_follow_the_template_source(repo: ConfigRepo, tmp_path: Path) -> None:
+    """Jinja's bytecode on disk is keyed by the template's source, and a renderer's compiled
+    templates by the tree's content id: an edit renders anew in the same process and in
+    the next one."""
+    repo.write("environments/dev/db.yaml", "template: HEAD\nimage: {ref: postgres:16}\n")
+    cache = tmp_path / "bytecode"
+
+    def render(renderer: Renderer) -> bytes:
+        config = repo.load()
+        service = config.environment("dev").services["db"]
+        return renderer.render(config, service, "postgres:16").files["app.env"]
+
+    renderer = Renderer(open_bytecode_cache(cache))
+    assert render(renderer) == b"POSTGRES_DB=shop\n"
+    assert any(cache.iterdir())
+    repo.write("templates/db/app.env.j2", "POSTGRES_DB={{ DB_NAME }}-edited\n")
+    assert render(renderer) == b"POSTGRES_DB=shop-edited\n"
+    assert render(Renderer(open_bytecode_cache(cache))) == b"POSTGRES_DB=shop-edited\n"

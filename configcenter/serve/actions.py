@@ -32,6 +32,7 @@ import hmac
 import itertools
 import json
 import secrets
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,8 +46,10 @@ from starlette.routing import Route
 
 from configcenter.core.errors import UserError
 from configcenter.ports.jobstore import Job
+from configcenter.ports.platform import RolloutStatus
 from configcenter.serve import action_pages
 from configcenter.serve.stream import JOB_DETAIL
+from configcenter.usecases.apply import Reporter
 
 if TYPE_CHECKING:
     from configcenter.serve.engine import Engine, ServeWorkspace
@@ -398,6 +401,38 @@ def run_action(engine: Engine, job: Job) -> JobOutcome:
     return state, runs, note
 
 
+class _ProgressToLog(Reporter):
+    """What the CLI prints of a rollout's progress, written to the action's run log too:
+    the use cases log their messages there, rollout progress only goes to the reporter,
+    and the console's log stream is all its user sees."""
+
+    def __init__(self, engine: Engine, env: str, job_id: str) -> None:
+        self.engine = engine
+        self.env = env
+        self.job_id = job_id
+        self._run_id: str | None = None
+        self._last: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def rollout(self, service: str, status: RolloutStatus) -> None:
+        line = (
+            f"{service}: {status.state} {status.updated}/{status.desired} updated, "
+            f"{status.ready} ready, {status.available} available"
+            + (f" ({status.reason})" if status.reason else "")
+        )
+        with self._lock:
+            if self._last.get(service) == line:
+                return
+            self._last[service] = line
+            if self._run_id is None:
+                runs = self.engine.run_store.list(env=self.env, limit=20)
+                mine = [r.id for r in runs if r.details.get(JOB_DETAIL) == self.job_id]
+                self._run_id = mine[0] if mine else None
+            if self._run_id is not None:
+                text = self.engine.redactor.redact(line)
+                self.engine.run_store.append_log(self._run_id, text + "\n")
+
+
 def _metric_kind(kind: str) -> str:
     """The run kind an action records (configcenter_runs_total{kind})."""
     return {"retry": "apply", "heal": "reconcile"}.get(kind, kind)
@@ -417,7 +452,7 @@ def _carry_out(
             trigger="console",
             actor=actor,
         )
-        result = apply_env(ws, request.env, options)
+        result = apply_env(ws, request.env, options, _ProgressToLog(engine, request.env, job_id))
         runs = [result.run_id] if result.run_id else []
         failed = result.outcome in ("failed", "rolled_back")
         state = "failed" if failed else "done"
@@ -427,7 +462,13 @@ def _carry_out(
 
         assert request.service is not None
         rolled = rollback_service(
-            ws, request.env, request.service, request.release, trigger="console", actor=actor
+            ws,
+            request.env,
+            request.service,
+            request.release,
+            trigger="console",
+            actor=actor,
+            reporter=_ProgressToLog(engine, request.env, job_id),
         )
         runs = [
             r.id
@@ -439,7 +480,14 @@ def _carry_out(
     if request.kind == "heal":
         from configcenter.usecases.reconcile import reconcile
 
-        report = reconcile(ws, request.env, heal=True, trigger="console", actor=actor)
+        report = reconcile(
+            ws,
+            request.env,
+            heal=True,
+            trigger="console",
+            actor=actor,
+            reporter=_ProgressToLog(engine, request.env, job_id),
+        )
         runs = [report.run_id] if report.run_id else []
         state = "failed" if report.outcome == "failed" else "done"
         note = f"{len(report.drifts)} drift(s), healed {len(report.healed)}"

@@ -170,6 +170,7 @@ def test_rollback_from_the_console_streams_its_log_and_the_status_follows(
         ended = log.get_attribute("data-ended")
         assert ended == "succeeded", driver.find_element(By.ID, "outcome").text
         assert f"api: rolled back to {target}" in log.text
+        assert "api: healthy 2/2 updated, 2 ready" in log.text  # the rollout's progress
         assert "succeeded" in driver.find_element(By.ID, "outcome").text
         assert driver.find_element(By.ID, "state").get_attribute("data-state") == "done"
         run_link = driver.find_element(By.CSS_SELECTOR, "#run a")

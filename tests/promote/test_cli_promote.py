@@ -8,9 +8,8 @@ import subprocess
 from click.testing import CliRunner
 
 from configcenter.cli import cli
-from configcenter.usecases.promote import read_marker
 from tests.support.configrepo import git
-from tests.support.promote_fixtures import PromotionBed
+from tests.support.promote_fixtures import PromotionBed, read_marker
 
 BRANCH = "promote/dev-to-demo"
 DEMO_API = "environments/demo/api.yaml"

@@ -8,10 +8,16 @@ from dataclasses import replace
 import pytest
 
 from configcenter.core.state import Release
-from configcenter.usecases.promote import PromotionError, promote, read_marker
+from configcenter.usecases.promote import PromotionError, promote
 from tests.support.configrepo import git
 from tests.support.gitlab_double import GitLabDouble
-from tests.support.promote_fixtures import DB_SECRET_ENV, GITLAB_PROJECT, TOKEN_ENV, PromotionBed
+from tests.support.promote_fixtures import (
+    DB_SECRET_ENV,
+    GITLAB_PROJECT,
+    TOKEN_ENV,
+    PromotionBed,
+    read_marker,
+)
 
 BRANCH = "promote/dev-to-demo"
 DEMO_API = "environments/demo/api.yaml"

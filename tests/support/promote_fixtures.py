@@ -9,16 +9,19 @@ conftest through `pytest_plugins`.
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from configcenter.core.state import EnvState, state_dir
 from configcenter.usecases.apply import ApplyOptions, ApplyResult, apply_env
+from configcenter.usecases.promote.text import MARKER
 from configcenter.usecases.workspace import Workspace
 from tests.support.configrepo import git, need_git
 from tests.support.gitlab_double import GitLabDouble
@@ -267,3 +270,19 @@ def gitlab_bed(
     bed.apply("dev")
     bed.apply("demo")
     return bed, gitlab_server
+
+
+def read_marker(description: str) -> dict[str, Any] | None:
+    """The machine-readable block of a promotion description, or None."""
+    start = description.find(f"<!-- {MARKER}")
+    if start < 0:
+        return None
+    body = description[start + len(f"<!-- {MARKER}") :]
+    end = body.find("-->")
+    if end < 0:
+        return None
+    try:
+        data = json.loads(body[:end])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

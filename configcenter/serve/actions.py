@@ -52,6 +52,7 @@ from configcenter.serve.stream import JOB_DETAIL
 from configcenter.usecases.apply import Reporter
 
 if TYPE_CHECKING:
+    from configcenter.core.redact import Redactor
     from configcenter.serve.engine import Engine, ServeWorkspace
     from configcenter.serve.handlers import JobOutcome
     from configcenter.serve.settings import ServeSettings
@@ -140,6 +141,20 @@ def parse_request(params: Mapping[str, str], ws: ServeWorkspace) -> ActionReques
 # -- plans and digests -------------------------------------------------------------------------
 
 
+def masked(value: Any, redactor: Redactor) -> Any:
+    """`value` (JSON-shaped) with every string, keys included, through the secret masker:
+    string by string, so a secret JSON would escape is masked too."""
+    if isinstance(value, str):
+        return redactor.redact(value)
+    if isinstance(value, dict):
+        return {redactor.redact(str(k)): masked(v, redactor) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(v, redactor) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redactor.redact(str(value))
+
+
 def secret_key(settings: ServeSettings) -> bytes | None:
     """The HMAC key of digests and CSRF tokens, from the auth secrets (None: no auth set)."""
     if not settings.api_protected:
@@ -170,7 +185,7 @@ def propose(ws: ServeWorkspace, request: ActionRequest, key: bytes) -> Proposal:
         title, verb, plan = _heal_plan(ws, request)
     else:
         title, verb, plan = _promote_plan(ws, request)
-    plan = json.loads(ws.redactor.redact(json.dumps(plan, sort_keys=True, default=str)))
+    plan = masked(plan, ws.redactor)
     warnings = [ws.redactor.redact(w) for w in warnings]
     return Proposal(request, title, verb, plan, plan_digest(key, request, plan), warnings)
 
@@ -518,7 +533,7 @@ def _promote(
     message = ws.redactor.redact(result.message)
     store.append_log(run.id, message + "\n")
     outcome = "noop" if result.status == "nothing" else "succeeded"
-    details = json.loads(ws.redactor.redact(json.dumps(result.to_json(), default=str)))
+    details = masked(result.to_json(), ws.redactor)
     store.finish(run.id, outcome, {"promotion": details})
     return "done", [run.id], message[:300], outcome
 

@@ -466,3 +466,47 @@ def test_open_console_pages_do_not_hold_up_a_shutdown(
         assert not reader.is_alive() and b"event: change" in b"".join(body)
     finally:
         proc.stop()
+
+
+SENTINEL = "sentinel-actions-5f19e0"
+
+
+def test_no_secret_value_on_any_action_page_stream_or_run(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LOG_LEVEL comes from a secret: its plan, the apply, a rollback across it and their
+    pages, streams and runs show the reference or a mask, never the value."""
+    monkeypatch.setenv("CC_LOG_LEVEL", SENTINEL)
+    world = console.world
+    world.config.write(
+        "environments/dev/api.yaml",
+        API_11 + 'values:\n  LOG_LEVEL: {secret: "env:CC_LOG_LEVEL"}\n',
+    )
+    world.config.commit("dev: LOG_LEVEL from a secret")
+    world.push_config()
+    seen: list[bytes] = []
+
+    def run_action(**query: str) -> dict[str, Any]:
+        form, cookie, html = console.confirm(**query)
+        seen.append(html.encode())
+        queued = console.post(form, cookie, Origin=console.url)
+        assert queued.status == 303, queued.body[:300]
+        job_id = queued.headers["location"].rsplit("/", 1)[1].replace("%3A", ":")
+        seen.append(console.get(f"/actions/jobs/{job_id}").body)
+        stream = console.get(f"/events/jobs/{job_id}").body
+        seen.append(stream)
+        end: dict[str, Any] = events(stream)[-1][1]
+        run = console.engine.run_store.get(end["run"])
+        assert run is not None
+        seen.append(json.dumps([run.log, run.details]).encode())
+        seen.append(console.get(f"/runs/{run.id}").body)
+        return end
+
+    assert run_action(kind="apply", env="dev")["outcome"] == "succeeded"
+    before = releases(world)[1]
+    assert run_action(kind="rollback", env="dev", service="api", release=before)["outcome"] == (
+        "succeeded"
+    )
+    seen.append(console.get("/actions").body)
+    assert any(b"LOG_LEVEL" in page for page in seen)
+    assert not [page[:200] for page in seen if SENTINEL.encode() in page]

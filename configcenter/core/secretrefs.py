@@ -35,13 +35,3 @@ def substitute(text: str, resolve: Callable[[str], str]) -> str:
     if MARKER not in text:
         return text
     return PLACEHOLDER.sub(lambda match: resolve(match.group(1)), text)
-
-
-def find_refs_bytes(data: bytes) -> list[str]:
-    """`find_refs` for a rendered file (not UTF-8: it cannot hold a placeholder we made)."""
-    if MARKER.encode() not in data:
-        return []
-    try:
-        return find_refs(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        return []

@@ -1,4 +1,4 @@
-from configcenter.core.secretrefs import find_refs, find_refs_bytes, has_refs, substitute
+from configcenter.core.secretrefs import find_refs, has_refs, substitute
 from configcenter.core.values import SecretRef
 
 
@@ -14,8 +14,3 @@ def test_text_without_placeholders_is_untouched() -> None:
     assert find_refs("a=${HOME} b=$secret c=${secret:}") == []
     assert not has_refs("plain")
     assert substitute("plain ${x}", lambda ref: "boom") == "plain ${x}"
-
-
-def test_bytes_that_are_not_utf8_hold_no_placeholder() -> None:
-    assert find_refs_bytes(b"\xff${secret:env:X}") == []
-    assert find_refs_bytes(b"k: ${secret:k8s:ns/n/key}") == ["k8s:ns/n/key"]

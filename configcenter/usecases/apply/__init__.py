@@ -98,7 +98,7 @@ def apply_env(
         ]
         if sha is not None:
             committed = list(plan.changes)
-            if options.rollout and rolls_out(config, env, committed):
+            if options.rollout and rolls_out(committed):
                 result.results += roll_out(ws, env, state, sha, committed, options, log, reporter)
             else:
                 result.results += [

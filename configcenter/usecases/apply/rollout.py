@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from configcenter.core import release_policy as policy
 from configcenter.core.converge import Step, converge
-from configcenter.core.model import Config
 from configcenter.core.order import dependents_of
 from configcenter.core.plan import (
     Plan,
@@ -279,7 +278,7 @@ def roll_out(
     return [results[s.service] for s in committed if s.service in results]
 
 
-def rolls_out(config: Config, env: str, plans: list[ServicePlan]) -> bool:
+def rolls_out(plans: list[ServicePlan]) -> bool:
     """An environment rolls out when its services have a platform."""
     return any(
         s.config is not None and s.config.platform for s in plans if s.action != "delete"

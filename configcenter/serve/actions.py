@@ -61,6 +61,11 @@ if TYPE_CHECKING:
 ACTION_KINDS = ("apply", "retry", "rollback", "heal", "promote")
 CSRF_COOKIE = "cc_csrf"
 MAX_FORM = 64 * 1024
+NO_FRAMING = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+}
 
 
 class ActionError(UserError):
@@ -563,7 +568,9 @@ def routes(engine: Engine, settings: ServeSettings) -> list[Route]:
         return None
 
     def page(request: Request, body: str, status_code: int = 200) -> HTMLResponse:
-        return HTMLResponse(body, status_code=status_code)
+        # Never inside another site's frame: a confirm button there could be clicked
+        # through a decoy (clickjacking), which no CSRF token stops.
+        return HTMLResponse(body, status_code=status_code, headers=NO_FRAMING)
 
     def refused(request: Request, why: str, status_code: int) -> HTMLResponse:
         root = _root(request)
@@ -690,6 +697,22 @@ def routes(engine: Engine, settings: ServeSettings) -> list[Route]:
           400: {description: not an action that can be asked for}
           403: {description: "CSRF check failed, or actions are off"}
           409: {description: the plan changed since it was shown}
+        requestBody:
+          required: true
+          content:
+            application/x-www-form-urlencoded:
+              schema:
+                type: object
+                required: [kind, env, digest, csrf, form]
+                properties:
+                  kind: {type: string, enum: [apply, retry, rollback, heal, promote]}
+                  env: {type: string}
+                  service: {type: string}
+                  release: {type: string}
+                  target: {type: string}
+                  digest: {type: string, description: the plan digest the page showed}
+                  csrf: {type: string, description: "the page's token for the cc_csrf cookie"}
+                  form: {type: string, description: "the form's id: a second post is the same"}
         """
         why = disabled()
         if why is not None:

@@ -174,6 +174,12 @@ def test_rollback_from_the_console_is_a_recorded_run_with_a_live_log(console: Co
 
     form, cookie, html = console.confirm(kind="rollback", env="dev", service="api", release=older)
     assert f"Roll back api in dev to {older}" in html
+    framing = console.get(
+        "/actions/confirm?"
+        + urlencode({"kind": "rollback", "env": "dev", "service": "api", "release": older})
+    ).headers
+    assert framing["x-frame-options"] == "DENY"  # no confirm button in another site's frame
+    assert framing["content-security-policy"] == "frame-ancestors 'none'"
     assert "registry.test/shop/api:1.1" in html and "registry.test/shop/api:1.0" in html
     assert form["digest"] and form["csrf"] and form["release"] == older
     assert API_TOKEN not in html

@@ -98,6 +98,21 @@ def _fmt(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
+class _Lines:
+    """Lines to print in one go: plain strings are read as markup, as Console.print does."""
+
+    def __init__(self) -> None:
+        self.items: list[Text] = []
+
+    def print(self, item: str | Text) -> None:
+        self.items.append(Text.from_markup(item) if isinstance(item, str) else item)
+
+    def flush(self) -> None:
+        if self.items:
+            out.print(Text("\n").join(self.items))
+        self.items = []
+
+
 def print_plan(
     plan: Plan,
     verbose_noop: bool = False,
@@ -112,10 +127,16 @@ def print_plan(
     commit = f" (config {plan.config_commit[:10]})" if plan.config_commit else ""
     summary = f"{len(changes)} to change, {len(blocked)} blocked, {len(unchanged)} unchanged"
     out.print(Text.assemble(("Plan for ", "bold"), (plan.env, "bold cyan"), commit, f": {summary}"))
+    # One print for all services: a Console.print costs ~0.1 ms, and a plan of 500 creates
+    # made 2,000 of them.
+    lines = _Lines()
     for service in plan.services:
         if service.action == "noop" and not (full or verbose_noop):
             continue
-        print_service_plan(service, verbose_noop or full, full=full, unverified=unverified)
+        print_service_plan(
+            service, verbose_noop or full, full=full, unverified=unverified, to=lines
+        )
+    lines.flush()
     if unchanged and not (full or verbose_noop):
         names = ", ".join(s.service for s in unchanged)
         out.print(Text(f"  = unchanged: {names}", style="dim"))
@@ -138,45 +159,49 @@ def print_service_plan(
     *,
     full: bool = True,
     unverified: Mapping[str, str] | None = None,
+    to: _Lines | None = None,
 ) -> None:
+    """Print one service's plan (into `to` when given, else on stdout)."""
+    printer: _Lines | Console = to if to is not None else out
     mark, style = ACTION_STYLE[s.action]
     head = Text.assemble(
         (f"  {mark} ", style), (s.service.ljust(16), "bold"), (s.action.ljust(8), style)
     )
     if s.reasons:
         head.append(" [" + ", ".join(s.reasons) + "]", style="dim")
-    out.print(head)
+    printer.print(head)
     if s.action == "noop" and not verbose_noop:
         return
     if s.blocked:
-        out.print(Text(f"      {s.blocked}", style="magenta"))
+        printer.print(Text(f"      {s.blocked}", style="magenta"))
     if isinstance(s, PlatformServicePlan) and s.step is not None:
-        out.print(Text(f"      {s.step.why}", style="cyan"))
+        printer.print(Text(f"      {s.step.why}", style="cyan"))
     if s.template_from != s.template_to:
-        out.print(f"      template {s.template_from or '(none)'} -> {s.template_to or '(none)'}")
+        before, after = s.template_from or "(none)", s.template_to or "(none)"
+        printer.print(f"      template {before} -> {after}")
     if s.image_from != s.image_to and (s.image_from or s.image_to):
-        out.print(f"      image    {s.image_from or '(none)'} -> {s.image_to or '(none)'}")
+        printer.print(f"      image    {s.image_from or '(none)'} -> {s.image_to or '(none)'}")
     if unverified and s.service in unverified:
-        out.print(
+        printer.print(
             Text(
                 "      image    unverified: not pinned to a digest (registry unreachable)",
                 style="yellow",
             )
         )
     if s.replicas:
-        out.print(f"      replicas: {s.replicas[0]} -> {s.replicas[1]}")
+        printer.print(f"      replicas: {s.replicas[0]} -> {s.replicas[1]}")
     for key in s.rotated:
-        out.print(Text(f"      ~ {key}: *** (rotated)", style="yellow"))
+        printer.print(Text(f"      ~ {key}: *** (rotated)", style="yellow"))
     if s.secrets_unknown:
-        out.print(Text(f"      secrets: cannot tell whether they rotated: {s.secrets_unknown}"))
+        printer.print(Text(f"      secrets: cannot tell whether they rotated: {s.secrets_unknown}"))
     stages = release_stage_lines(s)
     if stages:
-        out.print(Text("      stages   " + " -> ".join(stages), style="cyan"))
+        printer.print(Text("      stages   " + " -> ".join(stages), style="cyan"))
     if s.action == "create" and not full:
         # Everything is new: counts, not every value and every line (--full lists them).
         values = len(s.added)
         files = ", ".join(s.diffs) or "none"
-        out.print(
+        printer.print(
             Text(f"      {values} value(s), files: {files}   (--full lists them)", style="dim")
         )
         return
@@ -186,9 +211,9 @@ def print_service_plan(
         ("removed", s.removed, "-", "red"),
     ):
         for key, change in items.items():
-            out.print(_value_line(sign, key, change, colour, label))
+            printer.print(_value_line(sign, key, change, colour, label))
     for name, diff in s.diffs.items():
-        out.print(Text(f"      {name}:", style="bold"))
+        printer.print(Text(f"      {name}:", style="bold"))
         for line in diff.splitlines():
             colour = (
                 "green"
@@ -199,7 +224,7 @@ def print_service_plan(
                 if line.startswith("@@")
                 else "dim"
             )
-            out.print(Text("        " + line, style=colour))
+            printer.print(Text("        " + line, style=colour))
 
 
 def release_stage_lines(s: ServicePlan) -> list[str]:

@@ -200,11 +200,21 @@ def parse_manifests(files: Mapping[str, bytes]) -> list[SourcedObject]:
 
 
 def _yaml_objects(name: str, data: bytes) -> list[dict[str, Any]] | None:
-    """The objects of one YAML output; None when it is an application's YAML instead.
+    """The objects of one YAML output (the caller's own copy); None when it is an
+    application's YAML instead.
 
     A file with no documents at all is a manifest that rendered empty (a
     template like `{% if env == 'prod' %}...`), not a config file.
     """
+    found = _parsed_objects(name, data)
+    return None if found is None else [_copy_doc(name, doc, set()) for doc in found]
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_objects(name: str, data: bytes) -> tuple[dict[str, Any], ...] | None:
+    """`_yaml_objects`' parse, kept by name and content (never handed out: callers get
+    copies). Building a release asks twice per manifest (is it one? its objects), and the
+    Python half of the YAML loader is most of a reconcile's time."""
     try:
         docs = [d for d in yaml.load_all(data, Loader=_Loader) if d is not None]
     except yaml.YAMLError as exc:
@@ -223,17 +233,29 @@ def _yaml_objects(name: str, data: bytes) -> list[dict[str, Any]] | None:
     for doc in objects:
         if doc.get("kind") == "List":
             raise ManifestError(f"{name}: kind List is not supported; write one document each")
-    return objects
+    return tuple(objects)
 
 
-@functools.lru_cache(maxsize=4096)
+def _copy_doc(name: str, value: Any, path: set[int]) -> Any:
+    """A copy of parsed YAML (maps and lists new, leaves shared); an alias that contains
+    itself is refused, as no Kubernetes object can be written down that way."""
+    if isinstance(value, (dict, list)):
+        if id(value) in path:
+            raise ManifestError(f"{name}: a YAML alias refers to itself; write the value out")
+        path.add(id(value))
+        if isinstance(value, dict):
+            copied: Any = {k: _copy_doc(name, v, path) for k, v in value.items()}
+        else:
+            copied = [_copy_doc(name, v, path) for v in value]
+        path.discard(id(value))
+        return copied
+    return value
+
+
 def _holds_objects(name: str, data: bytes) -> bool:
-    """Whether a YAML output is manifests (not an application's YAML), keyed by its bytes.
-
-    A plan asks this several times per release (config and secret files, references), so
-    the answer is kept for the same name and content; other bytes are parsed again.
-    """
-    return _yaml_objects(name, data) is not None
+    """Whether a YAML output is manifests (not an application's YAML); parsed once per
+    name and content (`_parsed_objects`), however often a plan or apply asks."""
+    return _parsed_objects(name, data) is not None
 
 
 def _looks_like_object(doc: object) -> bool:

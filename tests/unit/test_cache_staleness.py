@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from configcenter.adapters import k8s_manifests
 from configcenter.core.load import load_config
 from configcenter.core.render import Renderer
@@ -130,3 +132,26 @@ def test_compiled_templates_follow_the_template_source(repo: ConfigRepo, tmp_pat
     repo.write("templates/db/app.env.j2", "POSTGRES_DB={{ DB_NAME }}-edited\n")
     assert render(renderer) == b"POSTGRES_DB=shop-edited\n"
     assert render(Renderer(open_bytecode_cache(cache))) == b"POSTGRES_DB=shop-edited\n"
+
+
+def test_kept_manifest_parses_are_never_handed_out() -> None:
+    """Each caller gets its own copy of a manifest's objects: building a release edits
+    them (namespace, labels, pod spec), and the next build of the same bytes must start
+    from the file, not from the last build's edits."""
+    files = {"extra.yaml": MANIFEST}
+    first = k8s_manifests.parse_manifests(files)
+    first[0].body["metadata"]["name"] = "edited by a caller"
+    first[0].body["data"]["added"] = "x"
+    again = k8s_manifests.parse_manifests(files)
+    assert again[0].body == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "extra"},
+        "data": {},
+    }
+
+
+def test_a_manifest_alias_that_contains_itself_is_refused() -> None:
+    looping = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: &d {self: *d}\n"
+    with pytest.raises(k8s_manifests.ManifestError, match="alias refers to itself"):
+        k8s_manifests.parse_manifests({"loop.yaml": looping})

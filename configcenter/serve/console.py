@@ -21,6 +21,7 @@ from configcenter.core.errors import ConfigError, UserError
 from configcenter.ports.runstore import RUN_KINDS, RunStoreError
 from configcenter.serve import page, status, views
 from configcenter.serve.engine import Engine, ServeWorkspace
+from configcenter.usecases.workspace import Workspace
 
 #: Runs the status page lists; the runs page lists RUNS_PAGE per page.
 INDEX_RUNS = 30
@@ -70,7 +71,7 @@ def _check_filters(filters: dict[str, str | None]) -> None:
         )
 
 
-def _choices(ws: ServeWorkspace) -> dict[str, list[str]]:
+def _choices(ws: Workspace) -> dict[str, list[str]]:
     config = ws.config
     names = sorted({s for env in config.environments.values() for s in env.services})
     return {
@@ -179,7 +180,9 @@ def routes(engine: Engine) -> list[Route]:
         security: [{bearer: []}, {basic: []}]
         responses: {200: {description: html}, 400: {description: bad query}}
         """
-        ws = engine.fresh_workspace()
+        # Only names for the form: the config serve started with will do (loading the
+        # config repo anew costs more than the whole run store query).
+        ws = engine.base
         project = ws.config.project.name
         filters = run_filters(request)
         try:

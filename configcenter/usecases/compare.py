@@ -7,11 +7,13 @@ secret references, never their values.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from configcenter.core.errors import ConfigError, Problem, TransientFailure, UserError
+from configcenter.core.errors import ConfigError, Problem, ProblemList, TransientFailure, UserError
+from configcenter.core.source import ConfigSource, MemorySource
 from configcenter.core.state import EnvState, ServiceState
 from configcenter.core.values import canonical, flatten, masked, to_value
 from configcenter.ports.deploy_repo import DeployRepoError
@@ -352,34 +354,79 @@ class ReleaseDiff:
         }
 
 
+class _OneServiceAt(MemorySource):
+    """The files that layer one service's values, as they were at a config commit, in
+    memory; released templates (tags never move) come from the config repo itself."""
+
+    def __init__(
+        self,
+        files: dict[str, bytes | str],
+        present: set[str],
+        commit: str,
+        repo: ConfigSource,
+        root: Path,
+    ) -> None:
+        super().__init__(files, head=commit, root=root)
+        self._repo = repo
+        self._present = present  # the environment's other files: there, but not read
+
+    def path_kind(self, rel: str) -> str | None:
+        if rel.strip("/") in self._present:
+            return "file"
+        return super().path_kind(rel)
+
+    def tags(self) -> Mapping[str, str]:
+        return self._repo.tags()
+
+    def template_tree(self, service: str, tag: str | None) -> Any:
+        if tag is None:  # the work tree's template: as it was at the commit
+            return super().template_tree(service, None)
+        return self._repo.template_tree(service, tag)
+
+
 def release_sources(ws: Workspace, view: ReleaseView) -> dict[str, str]:
-    """Where each value of a release was set (key -> "file:line"), read from the config
-    repo as it was at the release's config commit. UserError when that commit is not
-    known or the config did not load there (the caller says so; the diff still stands).
+    """Where each value of a release was set (key -> "file:line"), loaded from the config
+    repo as it was at the release's config commit: the project file, the defaults, the
+    environment's and the service's files and its work-tree template, nothing else (so
+    one release costs one service's load, whatever the repo's size). UserError when that
+    commit is not known or the files did not load there (the diff still stands).
     """
+    from configcenter.core.load import load_config
     from configcenter.wiring import open_config_git
 
-    if not view.config_commit:
+    commit = view.config_commit
+    if not commit:
         raise UserError(f"{view.release} does not record the config commit it was made from")
     git = open_config_git(ws.root, UserError)
-    if git.rev(view.config_commit) is None:
+    if git.rev(commit) is None:
         raise UserError(
-            f"config commit {view.config_commit[:10]} of {view.release} is not in this "
-            "checkout of the config repo (fetch it)"
+            f"config commit {commit[:10]} of {view.release} is not in this checkout of the "
+            "config repo (fetch it)"
         )
-    with git.worktree(view.config_commit) as tree:
-        then = Workspace(tree, focus=(view.env,))
-        try:
-            environment = then.config.environment(view.env)
-        except ConfigError as exc:
-            raise UserError(
-                f"the config repo at {view.config_commit[:10]} does not load: "
-                f"{exc.problems[0] if exc.problems else exc}"
-            ) from None
-        service = environment.services.get(view.service)
-        if service is None:
-            return {}
-        return {key: str(entry.source) for key, entry in service.values.flat()}
+    wanted = [
+        "configcenter.yaml",
+        "environments/_defaults.yaml",
+        f"environments/{view.env}/_env.yaml",
+        f"environments/{view.env}/{view.service}.yaml",
+        f"templates/{view.service}",
+    ]
+    listed = git.run("ls-tree", "-r", "--name-only", commit, "--", *wanted).splitlines()
+    files: dict[str, bytes | str] = {}
+    for path in listed:
+        text = git.read(commit, path)
+        if text is not None:
+            files[path] = text
+    others = git.run("ls-tree", "--name-only", commit, "--", f"environments/{view.env}/")
+    source = _OneServiceAt(files, set(others.splitlines()), commit, ws.source, ws.root)
+    try:
+        then = load_config(source, ProblemList(), (view.env,))
+    except ConfigError as exc:
+        first = exc.problems[0] if exc.problems else exc
+        raise UserError(f"the config repo at {commit[:10]} does not load: {first}") from None
+    service = then.environment(view.env).services.get(view.service)
+    if service is None:
+        return {}
+    return {key: str(entry.source) for key, entry in service.values.flat()}
 
 
 def diff_releases(

@@ -11,7 +11,7 @@ port's one factory signature:
     run store  open_store(url, redactor)                          RunStoreFactory below
 
 Ports with one adapter are opened here too, so nothing else imports it:
-`open_config_repo`, `open_config_git`, `open_deploy_repo`, `open_job_store`,
+`open_config_repo`, `open_config_git`, `open_config_lineage`, `open_deploy_repo`, `open_job_store`,
 `open_lease_leader`, `open_source_checkouts`, `open_registry` and
 `open_bytecode_cache`.
 """
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import jinja2
 
     from configcenter.adapters.config_git import ConfigGit
+    from configcenter.ports.config_lineage import ConfigLineage
     from configcenter.ports.config_repo import ConfigRepo
     from configcenter.ports.deploy_repo import DeployRepo
     from configcenter.ports.jobstore import JobStore
@@ -205,6 +206,13 @@ def open_config_git(
     from configcenter.adapters.config_git import ConfigGit
 
     return ConfigGit(root, error, work_branch_prefix=work_branch_prefix, prompt=prompt)
+
+
+def open_config_lineage(root: Path) -> ConfigLineage:
+    """The history of the config repo checkout at `root`, for apply's guard (Git)."""
+    from configcenter.adapters.git_lineage import GitLineage
+
+    return GitLineage(root)
 
 
 def open_lease_leader(

@@ -1,4 +1,5 @@
-"""Questions about the config repo's history that apply's stale/dirty guard asks Git.
+"""Questions about the config repo's history that apply's stale/dirty guard asks Git
+(the config lineage port, `configcenter.ports.config_lineage`):
 
 * which of the files configcenter reads have uncommitted (or untracked) changes;
 * how the config commit being applied relates to the one last applied.
@@ -9,12 +10,11 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+
+from configcenter.ports.config_lineage import Relation
 
 #: What apply reads from a config repo's work tree.
 READ_PATHS = ("configcenter.yaml", "environments", "templates")
-
-Relation = Literal["same", "newer", "older", "diverged", "unknown"]
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -59,3 +59,16 @@ def relation(root: Path, applied: str, current: str) -> Relation:
     if _git(root, "merge-base", "--is-ancestor", current, applied).returncode == 0:
         return "older"
     return "diverged"
+
+
+class GitLineage:
+    """The config lineage port over the Git checkout at `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def dirty_paths(self) -> list[str]:
+        return dirty_paths(self.root)
+
+    def relation(self, applied: str, current: str) -> Relation:
+        return relation(self.root, applied, current)

@@ -19,10 +19,7 @@ FORBIDDEN = ("kubernetes", "subprocess", "configcenter.adapters")
 
 #: Known breaks of the rule above, each to be moved behind a port; the test fails
 #: when one is fixed (remove it here) or a new one appears.
-ALLOWED: set[tuple[str, str]] = {
-    # apply reads the config repo's commit lineage from Git directly.
-    ("configcenter.usecases.apply.guard", "configcenter.adapters.git_lineage"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

@@ -3,11 +3,13 @@ config commit, stages or platforms the release cannot reach."""
 
 from __future__ import annotations
 
+from configcenter import wiring
 from configcenter.core.plan import (
     Plan,
     ServicePlan,
 )
 from configcenter.core.state import EnvState
+from configcenter.ports.config_lineage import Relation
 from configcenter.usecases.apply.report import ApplyError, ApplyOptions, RunLog
 from configcenter.usecases.platforms import open_platform
 from configcenter.usecases.workspace import Workspace
@@ -45,9 +47,8 @@ def guard_config_commit(
     current = config.commit
     if current is None:
         return None  # not a Git work tree: there is no commit to compare
-    from configcenter.adapters.git_lineage import Relation, dirty_paths, relation
-
-    dirty = dirty_paths(config.root)
+    lineage = wiring.open_config_lineage(config.root)
+    dirty = lineage.dirty_paths()
     if dirty:
         shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
         raise ApplyError(
@@ -63,7 +64,7 @@ def guard_config_commit(
         if not applied:
             continue
         if applied not in known:
-            known[applied] = relation(config.root, applied, current)
+            known[applied] = lineage.relation(applied, current)
         if known[applied] not in ("same", "newer"):
             found[sp.service] = (applied, known[applied])
     if not found:

@@ -355,3 +355,41 @@ def test_in_chromium_matrix_to_service_to_diff(history: History, width: int, hei
         assert "1 to change" in driver.find_element(By.ID, "plan-summary").text
         assert "replicas" in driver.find_element(By.ID, "plan").text
         screenshot(driver, f"console-plan-{width}px")
+
+
+def test_diff_sources_of_a_service_that_depends_on_another(console: Console) -> None:
+    """Only web's own files are read at each config commit; that api (which web depends on)
+    is in dev then is known from Git's listing, so the sources load."""
+    world = console.world
+    world.config.write("templates/web/template.yaml", "outputs: [app.env]\ndepends_on: [api]\n")
+    world.config.write("templates/web/app.env.j2", "GREETING={{ GREETING }}\n")
+    world.config.commit("web template")
+    world.config.tag("web/1.0.0")
+    releases = []
+    for greeting in ("hello", "howdy"):
+        world.config.write(
+            "environments/dev/web.yaml",
+            "template: 1.0.0\nimage: {ref: registry.test/shop/web:1.0}\nreplicas: 1\n"
+            f"values:\n  GREETING: {greeting}\n",
+        )
+        world.config.commit(f"web says {greeting}")
+        ws = Workspace(world.config.root, run_store_url=world.run_store_url)
+        result = apply_env(ws, "dev", ApplyOptions(actor="ops@test"))
+        [release] = [r.release for r in result.results if r.service == "web"]
+        releases.append(release)
+    diff = json.loads(
+        console.get(f"/api/environments/dev/services/web/diff?from={releases[0]}&to={releases[1]}")
+    )
+    assert diff["values"]["changed"] == {"GREETING": {"from": "hello", "to": "howdy"}}
+    assert diff["sources"] == {
+        "GREETING": {"from": "environments/dev/web.yaml:5", "to": "environments/dev/web.yaml:5"}
+    }
+    assert diff["sources_note"] is None
+    # A release of another service is refused, naming the service it is of.
+    other = json.loads(console.get("/api/environments/dev/services/api"))["releases"][0]["release"]
+    wrong = http(
+        "GET",
+        console.url + f"/api/environments/dev/services/web/diff?from={other}&to={releases[1]}",
+        headers={"Authorization": "Bearer apisec-test"},
+    )
+    assert wrong.status == 404 and "is of api, not web" in wrong.json()["error"]

@@ -324,10 +324,16 @@ class Engine:
 
     # -- helpers for handlers --------------------------------------------------------------
 
-    def fresh_workspace(self, run_details: Mapping[str, object] | None = None) -> ServeWorkspace:
+    def fresh_workspace(
+        self,
+        run_details: Mapping[str, object] | None = None,
+        focus: tuple[str, ...] | None = None,
+    ) -> ServeWorkspace:
         """A Workspace that loads the config repo anew (as it is on disk now); the runs it
-        starts carry `run_details` (a console action's job id)."""
+        starts carry `run_details` (a console action's job id). `focus` loads only those
+        environments (`()`: configcenter.yaml alone)."""
         ws = ServeWorkspace(self.base, self.run_store, self.redactor, self.identity, run_details)
+        ws.focus = focus
         with self._config_lock:
             _ = ws.config
         return ws

@@ -269,6 +269,10 @@ def changed_services(run: Run) -> list[str]:
     a whole-environment apply.
     """
     details = run.details
+    promotion = details.get("promotion")
+    if run.kind == "promote" and isinstance(promotion, dict):
+        pins = promotion.get("services")
+        return sorted(str(name) for name in pins) if isinstance(pins, dict) else []
     if run.kind in ("apply", "promote"):
         names = [str(r.get("service")) for r in _results(run) if r.get("outcome") not in _UNCHANGED]
         return list(dict.fromkeys(names))

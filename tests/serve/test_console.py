@@ -371,3 +371,12 @@ def test_openapi_run_outcome_filter_lists_what_the_console_shows(console: Consol
     doc = json.loads(console.get("/openapi.json"))
     params = {p["name"]: p for p in doc["paths"]["/api/runs"]["get"]["parameters"]}
     assert params["outcome"]["schema"]["enum"] == list(RUN_OUTCOMES)
+
+
+def test_a_promotion_run_lists_the_services_it_pins(console: Console) -> None:
+    run = console.store.start("promote", "prod", [], "console", "ops@test", {"from": "dev"})
+    promotion = {"status": "opened", "services": {"web": {}, "api": {}}, "skipped": {}}
+    console.store.finish(run.id, "succeeded", {"promotion": promotion})
+    [shown] = json.loads(console.get("/api/runs?kind=promote"))
+    assert shown["changed"] == ["api", "web"]
+    assert shown["shown"]["outcome"] == "succeeded"

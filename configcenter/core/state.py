@@ -34,13 +34,11 @@ STATE_DIR = ".state"
 LEGACY_STATE_FILE = "state.yaml"  # format 1: one YAML file per environment
 VERSION_KEY = "configcenter_state"
 ENV_RECORD = "_env.json"
-HEADER = "# Written by configcenter. Do not edit: the next plan compares against it.\n"
 
 try:
     _Loader: type = yaml.CSafeLoader
-    _Dumper: type = yaml.CSafeDumper
 except AttributeError:  # pragma: no cover
-    _Loader, _Dumper = yaml.SafeLoader, yaml.SafeDumper
+    _Loader = yaml.SafeLoader
 
 _STATE_NAME = re.compile(r"^(?P<env>[^/]+)/\.state/(?P<service>[^/]+)\.json$")
 
@@ -268,15 +266,6 @@ class EnvState:
         if legacy is not None:
             stored[legacy_state_path(env)] = legacy
         return cls(env, services, config_commit, stored)
-
-    def to_yaml(self) -> bytes:
-        """The format-1 file (still read; written only to test migration from it)."""
-        data: dict[str, Any] = {"env": self.env}
-        if self.config_commit:
-            data["config_commit"] = self.config_commit
-        data["services"] = {name: self.services[name].to_dict() for name in sorted(self.services)}
-        body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
-        return (HEADER + body).encode()
 
     @classmethod
     def from_yaml(cls, env: str, raw: bytes | None, where: str = "") -> EnvState:

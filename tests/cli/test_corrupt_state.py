@@ -14,7 +14,14 @@ from configcenter.cli import cli as cli_group
 from configcenter.core.plan import make_plan
 from configcenter.core.render import Renderer
 from configcenter.core.state import STATE_VERSION, EnvState
-from tests.support.configrepo import ConfigRepo, DeployRemote, deploy_files, git, state_after
+from tests.support.configrepo import (
+    ConfigRepo,
+    DeployRemote,
+    deploy_files,
+    git,
+    legacy_state_yaml,
+    state_after,
+)
 
 API_STATE = "dev/.state/api.json"
 
@@ -129,7 +136,7 @@ def test_a_format_1_state_yaml_plans_as_before_and_apply_migrates_it(
     state = state_after(plan)
     # A deploy repo written by an older configcenter: one dev/state.yaml.
     remote.publish(EnvState("dev"))  # (an empty first commit, and the work clone)
-    for rel, data in {**deploy_files(plan), "dev/state.yaml": state.to_yaml()}.items():
+    for rel, data in {**deploy_files(plan), "dev/state.yaml": legacy_state_yaml(state)}.items():
         (remote.work / rel).parent.mkdir(parents=True, exist_ok=True)
         (remote.work / rel).write_bytes(data)
     git(remote.work, "add", "-A")

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from configcenter.adapters.git_config_repo import GitConfigRepo
 from configcenter.core.errors import ConfigError, Problem, ProblemList
@@ -322,6 +323,18 @@ def service_state(plan: ServicePlan, *, release_id: str = "r1") -> ServiceState:
         secrets_generation=plan.secrets_generation,
     )
     return service_record(plan, release, last_good=release, last_failed=None)
+
+
+def legacy_state_yaml(state: EnvState) -> bytes:
+    """`state` as a format-1 ``<env>/state.yaml`` (still read, and migrated, by configcenter;
+    it writes format 2 only), for tests of reading and migrating it."""
+    data: dict[str, object] = {"env": state.env}
+    if state.config_commit:
+        data["config_commit"] = state.config_commit
+    data["services"] = {name: state.services[name].to_dict() for name in sorted(state.services)}
+    body = yaml.dump(data, Dumper=yaml.CSafeDumper, sort_keys=False, default_flow_style=False)
+    header = "# Written by configcenter. Do not edit: the next plan compares against it.\n"
+    return (header + body).encode()
 
 
 def state_after(plan: Plan, *, release_id: str = "r1") -> EnvState:

@@ -17,6 +17,7 @@ from configcenter.core.state import (
     legacy_state_path,
     state_path,
 )
+from tests.support.configrepo import legacy_state_yaml
 
 API = state_path("dev", "api")
 
@@ -83,7 +84,7 @@ def test_changes_rewrite_only_the_records_that_changed_and_delete_removed_ones()
 
 def test_a_format_1_state_yaml_is_read_and_replaced_on_the_next_commit() -> None:
     state = env_state()
-    legacy = {legacy_state_path("dev"): state.to_yaml()}
+    legacy = {legacy_state_path("dev"): legacy_state_yaml(state)}
     read = EnvState.from_files("dev", legacy)
     assert read.services == state.services
     changes = read.changes()  # unchanged records: still migrated, all of them
@@ -167,7 +168,7 @@ CORRUPT_YAML: dict[str, tuple[bytes, str, str]] = {
     "services number": (b"services: 30\n", "services", "must be a mapping, not a number"),
     "service text": (b"services: {api: running}\n", "services.api", "must be a mapping"),
     "replicas many": (
-        env_state().to_yaml().replace(b"replicas: 2", b"replicas: many"),
+        legacy_state_yaml(env_state()).replace(b"replicas: 2", b"replicas: many"),
         "services.api.replicas",
         "whole number, not a string ('many')",
     ),
@@ -203,7 +204,7 @@ def test_the_environment_s_config_commit_has_its_own_record() -> None:
     again.services["db"] = record(replicas=4)
     assert set(again.changes()) == {"dev/.state/db.json"}
     # And it survives the migration from format 1.
-    migrated = EnvState.from_files("dev", {LEGACY: state.to_yaml()})
+    migrated = EnvState.from_files("dev", {LEGACY: legacy_state_yaml(state)})
     assert migrated.config_commit == state.config_commit
     assert "dev/.state/_env.json" in migrated.changes()
 

@@ -227,7 +227,7 @@ MACROS = """
  %}</pre>
 {%- endmacro %}
 
-{% macro runs_table(runs, root, filtered=False) %}
+{% macro runs_table(runs, root, filtered=False, tail=40) %}
 <div class="scroll">
 <table id="runs">
 <thead><tr><th scope="col">outcome</th><th scope="col">run</th><th scope="col">kind</th>
@@ -244,10 +244,11 @@ MACROS = """
   %} <span class="muted">(asked: {{ r.services|join(", ") }})</span>{% endif %}</td>
   <td>{{ r.trigger }}</td><td>{{ r.actor }}</td><td>{{ when(r.started_at) }}</td>
 </tr>
-{% if r.log or (bad and r.details.error) %}<tr class="{{ 'failed' if bad else '' }}">
-<td colspan="8"><details{% if bad %} open{% endif %}>
-<summary>log</summary><pre>{{ r.log or "" }}{% if bad and r.details.error %}{{ "\\n" if r.log
- }}error: {{ r.details.error }}{% endif %}</pre></details></td></tr>{% endif %}
+{% if bad and (r.log or r.details.error) %}{% set lines = (r.log or "").splitlines() %}
+<tr class="failed"><td colspan="8"><details open>
+<summary>log{% if lines|length > tail %} (the last {{ tail }} lines; the run's page has all {{
+ lines|length }}){% endif %}</summary><pre>{{ lines[-tail:]|join("\\n") }}{% if r.details.error
+ %}{{ "\\n" if lines }}error: {{ r.details.error }}{% endif %}</pre></details></td></tr>{% endif %}
 {% else %}<tr><td colspan="8" class="muted">no runs{{ " match" if filtered else " yet" }}</td>
 </tr>{% endfor %}
 </tbody>

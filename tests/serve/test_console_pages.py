@@ -393,3 +393,19 @@ def test_diff_sources_of_a_service_that_depends_on_another(console: Console) -> 
         headers={"Authorization": "Bearer apisec-test"},
     )
     assert wrong.status == 404 and "is of api, not web" in wrong.json()["error"]
+
+
+def test_run_lists_show_the_tail_of_failed_runs_logs_only(console: Console) -> None:
+    failed = console.store.start("deploy", "dev", ["api"], "cli", "ops@test")
+    console.store.append_log(failed.id, "".join(f"step {i:03d}\n" for i in range(1, 101)))
+    console.store.finish(failed.id, "failed", {"error": "ProgressDeadlineExceeded"})
+    fine = console.store.start("deploy", "dev", ["api"], "cli", "ops@test")
+    console.store.append_log(fine.id, "quiet success line\n")
+    console.store.finish(fine.id, "succeeded", {})
+    for html in (console.page(), console.get("/runs").decode()):
+        assert "log (the last 40 lines; the run's page has all 100)" in html
+        assert "step 061\n" in html and "step 100\nerror: ProgressDeadlineExceeded" in html
+        assert "step 060" not in html
+        assert "quiet success line" not in html  # on its run's page, not inline
+    assert "step 001" in console.get(f"/runs/{failed.id}").decode()
+    assert "quiet success line" in console.get(f"/runs/{fine.id}").decode()

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -116,10 +118,19 @@ LIVE_JS = r"""(function () {
         outcome.textContent = [data.outcome, data.note].filter(Boolean).join(": ");
         outcome.dataset.outcome = data.outcome || data.state || "";
       }
-      var badge = document.querySelector("h1 .badge");
-      if (badge && data.outcome) {
-        badge.textContent = data.outcome;
-        badge.className = "badge " + data.outcome;
+      if (!state) {
+        // A run's page: draw it again as it ended (outcome, services, error, details).
+        fetch(location.href, {credentials: "same-origin", cache: "no-store"})
+          .then(function (r) { return r.ok ? r.text() : null; })
+          .then(function (html) {
+            if (!html) { return; }
+            var doc = new DOMParser().parseFromString(html, "text/html");
+            var fresh = doc.querySelector("main");
+            var old = document.querySelector("main");
+            if (fresh && old) { old.replaceWith(document.importNode(fresh, true)); }
+            document.documentElement.dataset.ended = data.outcome || "ended";
+          })
+          .catch(function () {});
       }
     });
   }
@@ -241,7 +252,30 @@ def status_version(engine: Engine) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-async def status_events(engine: Engine, since: str) -> AsyncIterator[str]:
+class SharedVersion:
+    """`status_version`, read from the stores at most once a `ttl`, whatever the number
+    of open pages: every status stream of a replica shares it."""
+
+    def __init__(self, engine: Engine, ttl: float = POLL_SECONDS * 2) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self.reads = 0  # store reads so far (the test counts them)
+        self._lock = threading.Lock()
+        self._value = ""
+        self._at = -math.inf
+
+    def __call__(self) -> str:
+        with self._lock:
+            if time.monotonic() - self._at >= self.ttl:
+                self._value = status_version(self.engine)
+                self._at = time.monotonic()
+                self.reads += 1
+            return self._value
+
+
+async def status_events(
+    engine: Engine, since: str, version: Callable[[], str] | None = None
+) -> AsyncIterator[str]:
     """`change` (id: the new version) whenever the version is not `since`: at once on a
     first connection (the page may be older than the stream; live.js swaps only what
     differs), and on a reconnect only if it changed since the last one this browser saw."""
@@ -250,7 +284,7 @@ async def status_events(engine: Engine, since: str) -> AsyncIterator[str]:
     beat = time.monotonic() + HEARTBEAT_SECONDS
     last = since
     while time.monotonic() < deadline and not engine.draining.is_set():
-        now = await run_in_threadpool(status_version, engine)
+        now = await run_in_threadpool(version or (lambda: status_version(engine)))
         if now != last:
             yield sse("change", {"version": now}, now)
             last = now
@@ -261,6 +295,8 @@ async def status_events(engine: Engine, since: str) -> AsyncIterator[str]:
 
 
 def routes(engine: Engine) -> list[Route]:
+    shared = SharedVersion(engine)  # one store read a second for all open pages
+
     def live_js(request: Request) -> Response:
         """
         summary: The console's script (log streaming, status refresh)
@@ -317,7 +353,7 @@ def routes(engine: Engine) -> list[Route]:
         responses: {200: {description: text/event-stream}}
         """
         since = request.headers.get("last-event-id", "")
-        return _stream(status_events(engine, since[:64]))
+        return _stream(status_events(engine, since[:64], shared))
 
     return [
         Route("/assets/live.js", live_js, methods=["GET"]),

@@ -516,3 +516,17 @@ def test_no_secret_value_on_any_action_page_stream_or_run(
     seen.append(console.get("/actions").body)
     assert any(b"LOG_LEVEL" in page for page in seen)
     assert not [page[:200] for page in seen if SENTINEL.encode() in page]
+
+
+def test_open_status_pages_share_one_store_read(console: Console) -> None:
+    """However many status streams are open, a replica reads the stores once a tick."""
+    from configcenter.serve.stream import SharedVersion, status_version
+
+    shared = SharedVersion(console.engine, ttl=3600)
+    versions = {shared() for _ in range(200)}
+    assert shared.reads == 1 and versions == {status_version(console.engine)}
+    # A new run changes the version the next read sees.
+    every = SharedVersion(console.engine, ttl=0)
+    first = every()
+    console.engine.run_store.start("deploy", "dev", ["api"], "cli", "ops@test")
+    assert every() != first and every.reads == 2

@@ -22,8 +22,6 @@ from configcenter.usecases.history import history
 from tests.serve.conftest import SERVE_SECTION
 from tests.support.serve_fixtures import ServeProcess, ShopWorld, make_shop_world
 
-pytestmark = pytest.mark.k8s
-
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 API_TOKEN = "apisec-browser"
 BASIC = SERVE_SECTION + '  basic_auth: {username: ops, password: {secret: "env:CC_API_TOKEN"}}\n'
@@ -95,6 +93,7 @@ def releases_by_image(world: ShopWorld) -> dict[str, str]:
     return {e.image: e.release for e in history(world.workspace(), "dev", "api")}
 
 
+@pytest.mark.k8s
 def test_rollback_from_the_console_streams_its_log_and_the_status_follows(
     world: ShopWorld,
     k8s_namespace: Any,
@@ -194,3 +193,49 @@ def test_rollback_from_the_console_streams_its_log_and_the_status_follows(
         fits(width)
         shot("status-after", width)
         releases = releases_by_image(world)
+
+
+def test_a_running_runs_page_streams_its_log_then_shows_how_it_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, driver: Any
+) -> None:
+    """A run the CLI is making (written to the shared run store, as the CLI writes it):
+    its page shows new log lines as they come and, once it ends, its outcome."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.serve.test_actions import console_for
+
+    for name, value in (
+        ("CC_WEBHOOK_TOKEN", "whsec-browser"),
+        ("CC_REGISTRY_TOKEN", "regsec-browser"),
+        ("CC_API_TOKEN", "apisec-actions"),
+        ("XDG_STATE_HOME", str(tmp_path / "xdg-state")),
+        ("XDG_CACHE_HOME", str(tmp_path / "xdg-cache")),
+    ):
+        monkeypatch.setenv(name, value)
+    world = make_shop_world(tmp_path / "world", serve=BASIC)
+    assert apply_env(world.workspace(), "dev", ApplyOptions(actor="ops@test")).outcome == (
+        "succeeded"
+    )
+    store = world.workspace().run_store
+    run = store.start("deploy", "dev", ["api"], "cli", "ops@test")
+    store.append_log(run.id, "api: first line\n")
+    with console_for(world) as console:
+        driver.get(console.url.replace("http://", "http://ops:apisec-actions@") + f"/runs/{run.id}")
+        log = driver.find_element(By.ID, "log")
+        assert log.text == "api: first line"
+        WebDriverWait(driver, 30).until(lambda d: log.get_attribute("data-streaming") == "1")
+        store.append_log(run.id, "api: second line\n")
+        WebDriverWait(driver, 30, poll_frequency=0.1).until(
+            lambda d: "api: second line" in log.text, "the new line to stream in"
+        )
+        assert log.text.count("api: first line") == 1  # drawn once, not streamed again
+        store.finish(run.id, "succeeded", {"result": {"service": "api", "outcome": "healthy"}})
+        WebDriverWait(driver, 30, poll_frequency=0.1).until(
+            lambda d: d.execute_script("return document.documentElement.dataset.ended"),
+            "the page to redraw the ended run",
+        )
+        badge = driver.find_element(By.CSS_SELECTOR, "h1 .badge").text
+        assert "succeeded" in badge, badge
+        assert "api: second line" in driver.find_element(By.ID, "log").text
+    store.close()

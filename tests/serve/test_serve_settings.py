@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from configcenter.serve.engine import parse_interval
-from configcenter.serve.handlers import _same_repository, registry_jobs
+from configcenter.serve.handlers import registry_jobs
 from configcenter.serve.metrics import Metrics
+from configcenter.usecases.image_push import names_pushed_image
 from configcenter.usecases.webhooks import WebhookError
 from tests.support.serve_fixtures import make_shop_world
 
@@ -75,7 +76,7 @@ def test_plain_text_secret_in_serve_section_is_refused(tmp_path: Path) -> None:
 def test_image_reference_matches_registry_repository(
     ref: str, repository: str, tag: str | None, same: bool
 ) -> None:
-    assert _same_repository(ref, repository, tag) is same
+    assert names_pushed_image(ref, repository, tag) is same
 
 
 def test_registry_envelope_errors_name_the_problem() -> None:

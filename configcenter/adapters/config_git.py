@@ -71,7 +71,9 @@ class ConfigGit:
                 stdin=self._stdin,
             )
         except FileNotFoundError:
-            raise self.error("git is not installed: install git to promote") from None
+            raise self.error(
+                "git is not installed: install git (configcenter runs it in the config repo)"
+            ) from None
         if check and proc.returncode != 0:
             raise self.error(f"git {args[0]} failed in {cwd or self.root}: {_detail(proc)}")
         return proc.stdout.strip() if proc.returncode == 0 else ""

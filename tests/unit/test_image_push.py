@@ -24,6 +24,8 @@ values:
         ("registry.example.com/shop/api:1.0", "shop/api", "1.1", False),
         ("registry.example.com/shop/api:1.0", "shop/api", None, True),  # pushed by digest
         ("registry.example.com/shop/api:1.0", "shop/web", "1.0", False),
+        ("registry.example.com/shop/api-v2:1.0", "shop/api", "1.0", False),
+        ("localhost/shop/api:2", "shop/api", "2", True),
         ("localhost:5000/shop/api", "shop/api", "latest", True),  # no tag is latest
         ("localhost/shop/api@sha256:" + "a" * 64, "shop/api", "latest", True),
         ("127.0.0.1:5000/shop/api:2@sha256:" + "b" * 64, "shop/api", "2", True),

@@ -302,26 +302,43 @@ def routes(engine: Engine) -> list[Route]:
         parameters:
           - {name: env, in: path, required: true, schema: {type: string}}
           - {name: service, in: path, required: true, schema: {type: string}}
+          - {name: limit, in: query, schema: {type: integer, default: 50, maximum: 1000},
+             description: how many releases}
         security: [{bearer: []}, {basic: []}]
-        responses: {200: {description: the service}, 404: {description: no such env or service}}
+        responses:
+          200: {description: the service}
+          400: {description: bad limit}
+          404: {description: no such env or service}
         """
         ws = workspace()
         try:
-            return JSONResponse(views.service_detail(ws, *_service_args(request)))
+            limit = _limit(request.query_params.get("limit"), views.HISTORY_LIMIT)
+            return JSONResponse(views.service_detail(ws, *_service_args(request), limit))
+        except ValueError as exc:
+            return _error(400, str(exc), "pass e.g. limit=200")
         except views.NotFound as exc:
             return _error(404, exc.message, exc.fix)
 
     def service_html(request: Request) -> Response:
         """
         summary: One service's page (HTML)
+        parameters:
+          - {name: limit, in: query, schema: {type: integer, default: 50, maximum: 1000},
+             description: how many releases}
         security: [{bearer: []}, {basic: []}]
-        responses: {200: {description: html}, 404: {description: no such env or service}}
+        responses:
+          200: {description: html}
+          400: {description: bad limit}
+          404: {description: no such env or service}
         """
         ws = workspace()
         env, service = _service_args(request)
         project = ws.config.project.name
         try:
-            detail = views.service_detail(ws, env, service)
+            limit = _limit(request.query_params.get("limit"), views.HISTORY_LIMIT)
+            detail = views.service_detail(ws, env, service, limit)
+        except ValueError as exc:
+            return _html_error(request, project, 400, str(exc), "pass e.g. ?limit=200")
         except views.NotFound as exc:
             return _html_error(request, project, 404, exc.message, exc.fix)
         return HTMLResponse(
@@ -332,6 +349,7 @@ def routes(engine: Engine) -> list[Route]:
                 env=env,
                 service=service,
                 detail=detail,
+                limit=limit,
             )
         )
 

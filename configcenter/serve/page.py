@@ -507,6 +507,8 @@ if loop.first %} selected{% endif %}>{{ r.release }} ({{ when(r.at) }})</option>
 {% else %}<tr><td colspan="9" class="muted">no releases of {{ service }} in {{ env }} yet</td>
 </tr>{% endfor %}
 </tbody></table></div>
+{% if releases|length == limit %}<p class="more"><a id="older-releases" href="?limit={{
+ [limit * 4, 1000]|min }}">more releases →</a></p>{% endif %}
 </section>
 {% endblock %}
 """

@@ -102,8 +102,10 @@ def _plan_or_error(
 # -- one service ------------------------------------------------------------------------------
 
 
-def service_detail(ws: Workspace, env: str, service: str) -> dict[str, Any]:
-    """The service page: its matrix cell, its releases newest first, its pending plan."""
+def service_detail(
+    ws: Workspace, env: str, service: str, limit: int = HISTORY_LIMIT
+) -> dict[str, Any]:
+    """The service page: its matrix cell, its `limit` newest releases, its pending plan."""
     from configcenter.usecases.history import history
 
     check_env(ws, env)
@@ -116,7 +118,7 @@ def service_detail(ws: Workspace, env: str, service: str) -> dict[str, Any]:
     warnings: list[str] = []
     releases = [
         {**entry.__dict__, "by": " ".join(x for x in (entry.trigger, entry.actor) if x)}
-        for entry in history(ws, env, service, HISTORY_LIMIT, warn=warnings.append)
+        for entry in history(ws, env, service, limit, warn=warnings.append)
     ]
     plan: dict[str, Any] | None = None
     plan_error: str | None = None

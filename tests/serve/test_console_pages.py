@@ -409,3 +409,17 @@ def test_run_lists_show_the_tail_of_failed_runs_logs_only(console: Console) -> N
         assert "quiet success line" not in html  # on its run's page, not inline
     assert "step 001" in console.get(f"/runs/{failed.id}").decode()
     assert "quiet success line" in console.get(f"/runs/{fine.id}").decode()
+
+
+def test_service_history_limit(history: History) -> None:
+    two = history.json("/api/environments/dev/services/api?limit=2")["releases"]
+    assert [r["release"] for r in two] == history.releases[:2]
+    html = history.html("/environments/dev/services/api?limit=2")
+    assert '<a id="older-releases" href="?limit=8">more releases →</a>' in html
+    assert "older-releases" not in history.html("/environments/dev/services/api")
+    bad = http(
+        "GET",
+        history.console.url + "/api/environments/dev/services/api?limit=0",
+        headers={"Authorization": "Bearer apisec-test"},
+    )
+    assert bad.status == 400 and "limit must be" in bad.json()["error"]

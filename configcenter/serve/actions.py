@@ -44,12 +44,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from configcenter.core.errors import UserError
+from configcenter.core.errors import ConfigError, UserError
+from configcenter.ports.deploy_repo import DeployRepoError
 from configcenter.ports.jobstore import Job
 from configcenter.ports.platform import RolloutStatus
 from configcenter.serve import action_pages
 from configcenter.serve.stream import JOB_DETAIL
-from configcenter.usecases.apply import Reporter
+from configcenter.usecases.apply import ApplyError, Reporter
 
 if TYPE_CHECKING:
     from configcenter.core.redact import Redactor
@@ -59,6 +60,9 @@ if TYPE_CHECKING:
 
 #: What the console can do, in the order the actions page offers them.
 ACTION_KINDS = ("apply", "retry", "rollback", "heal", "promote")
+#: Why a plan cannot be made: a bad request (UserError), a config or deploy repo that
+#: cannot be read, a config repo that cannot be fetched (RuntimeError from the engine).
+PLAN_ERRORS = (UserError, ConfigError, DeployRepoError, ApplyError, RuntimeError)
 CSRF_COOKIE = "cc_csrf"
 MAX_FORM = 64 * 1024
 NO_FRAMING = {
@@ -217,7 +221,7 @@ def _apply_plan(
 
 
 def _rollback_plan(ws: ServeWorkspace, request: ActionRequest) -> tuple[str, str, dict[str, Any]]:
-    from configcenter.usecases.apply import ApplyError, release_snapshot
+    from configcenter.usecases.apply import release_snapshot
 
     assert request.service is not None and request.release is not None
     current = ws.read_state(request.env).services.get(request.service)
@@ -403,7 +407,7 @@ def run_action(engine: Engine, job: Job) -> JobOutcome:
         try:
             parsed = parse_request({k: v for k, v in request.to_json().items() if v}, ws)
             now = propose(ws, parsed, key)
-        except UserError as exc:
+        except PLAN_ERRORS as exc:
             return "failed", [], f"refused: {engine.redactor.redact(str(exc))}"
         if not hmac.compare_digest(now.digest, str(job.payload.get("digest"))):
             return (
@@ -576,6 +580,14 @@ def routes(engine: Engine, settings: ServeSettings) -> list[Route]:
         root = _root(request)
         return page(request, action_pages.render_refused(root=root, why=why), status_code)
 
+    def cannot_plan(request: Request, exc: Exception) -> HTMLResponse:
+        """400 for an action asked for wrongly; 503 when the config or deploy repo cannot
+        be read or fetched now (nothing is queued either way)."""
+        text = engine.redactor.redact(str(exc))
+        if isinstance(exc, UserError):
+            return refused(request, text, 400)
+        return refused(request, f"The plan cannot be made now, so nothing runs: {text}", 503)
+
     def with_cookie(request: Request, response: Response, nonce: str, new: bool) -> Response:
         if new:
             response.set_cookie(
@@ -668,12 +680,12 @@ def routes(engine: Engine, settings: ServeSettings) -> list[Route]:
         if why is not None:
             return refused(request, why, 403)
         assert key is not None
-        engine.update_config_repo()
-        ws = engine.fresh_workspace()
         try:
+            engine.update_config_repo()
+            ws = engine.fresh_workspace()
             proposal = propose(ws, parse_request(dict(request.query_params), ws), key)
-        except UserError as exc:
-            return refused(request, engine.redactor.redact(str(exc)), 400)
+        except PLAN_ERRORS as exc:
+            return cannot_plan(request, exc)
         nonce, new = csrf_nonce(request)
         body = action_pages.render_confirm(
             root=_root(request),
@@ -741,12 +753,12 @@ def routes(engine: Engine, settings: ServeSettings) -> list[Route]:
         job_id = f"console:{form.get('kind', '')}:{_mac(key, 'form', form.get('form', ''))[:24]}"
         if form.get("form") and engine.jobs.get(job_id) is not None:
             return RedirectResponse(f"{_root(request)}actions/jobs/{job_id}", status_code=303)
-        engine.update_config_repo()
-        ws = engine.fresh_workspace()
         try:
+            engine.update_config_repo()
+            ws = engine.fresh_workspace()
             proposal = propose(ws, parse_request(form, ws), key)
-        except UserError as exc:
-            return refused(request, engine.redactor.redact(str(exc)), 400)
+        except PLAN_ERRORS as exc:
+            return cannot_plan(request, exc)
         if not hmac.compare_digest(proposal.digest, form.get("digest", "")):
             body = action_pages.render_confirm(
                 root=_root(request),

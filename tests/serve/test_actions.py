@@ -530,3 +530,16 @@ def test_open_status_pages_share_one_store_read(console: Console) -> None:
     first = every()
     console.engine.run_store.start("deploy", "dev", ["api"], "cli", "ops@test")
     assert every() != first and every.reads == 2
+
+
+def test_a_config_that_does_not_load_refuses_the_action_and_says_why(console: Console) -> None:
+    form, cookie, _ = console.confirm(kind="apply", env="dev")
+    world = console.world
+    world.config.write("environments/dev/api.yaml", "template: [1.0.0\n")
+    world.config.commit("dev: broken api.yaml")
+    world.push_config()
+    page = console.get("/actions/confirm?kind=apply&env=dev", status=503).body.decode()
+    assert "The plan cannot be made now, so nothing runs" in page
+    assert "environments/dev/api.yaml" in page
+    refused = console.post(form, cookie, Origin=console.url)
+    assert refused.status == 503 and console.console_jobs() == []

@@ -47,6 +47,14 @@ def _problem(p: Problem) -> dict[str, Any]:
     }
 
 
+def _masked(ws: Workspace, data: dict[str, Any]) -> dict[str, Any]:
+    """Every string in `data` (keys too) through the secret masker, as a last guard: the use
+    cases mask values already, this catches a resolved secret anywhere else."""
+    out = ws.redactor.redact_data(data)
+    assert isinstance(out, dict)
+    return out
+
+
 def error_text(ws: Workspace, exc: BaseException) -> str:
     """A use case's refusal as the CLI would print it, secrets masked."""
     return ws.redactor.redact(str(exc))
@@ -76,18 +84,21 @@ def env_plan(ws: Workspace, env: str, only: Collection[str] | None = None) -> di
             counts["blocked"] += 1
         elif s.action == "noop":
             counts["unchanged"] += 1
-    return {
-        "env": env,
-        "config_commit": plan.config_commit,
-        "summary": counts,
-        "services": services,
-        "unverified": dict(checked.unverified),
-        "warnings": [_problem(w) for w in checked.warnings]
-        + [
-            {"file": None, "line": None, "message": n, "hint": "", "severity": "warning"}
-            for n in notes
-        ],
-    }
+    return _masked(
+        ws,
+        {
+            "env": env,
+            "config_commit": plan.config_commit,
+            "summary": counts,
+            "services": services,
+            "unverified": dict(checked.unverified),
+            "warnings": [_problem(w) for w in checked.warnings]
+            + [
+                {"file": None, "line": None, "message": n, "hint": "", "severity": "warning"}
+                for n in notes
+            ],
+        },
+    )
 
 
 def _plan_or_error(
@@ -132,15 +143,18 @@ def service_detail(
                 plan["unverified"] = whole["unverified"].get(service)
     else:
         plan_error = f"{service} is no longer in the config repo's {env}: apply deletes it"
-    return {
-        "env": env,
-        "service": service,
-        "status": cells[service],
-        "releases": releases,
-        "plan": plan,
-        "plan_error": plan_error,
-        "warnings": [ws.redactor.redact(w) for w in warnings],
-    }
+    return _masked(
+        ws,
+        {
+            "env": env,
+            "service": service,
+            "status": cells[service],
+            "releases": releases,
+            "plan": plan,
+            "plan_error": plan_error,
+            "warnings": warnings,
+        },
+    )
 
 
 def release_diff(ws: Workspace, env: str, service: str, a: str, b: str) -> dict[str, Any]:
@@ -159,7 +173,7 @@ def release_diff(ws: Workspace, env: str, service: str, a: str, b: str) -> dict[
                 f"release {side.release!r} is of {side.service}, not {service}",
                 f"pick releases listed on {env}/{service}",
             )
-    return diff.to_json()
+    return _masked(ws, diff.to_json())
 
 
 # -- runs -------------------------------------------------------------------------------------

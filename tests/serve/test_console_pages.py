@@ -423,3 +423,28 @@ def test_service_history_limit(history: History) -> None:
         headers={"Authorization": "Bearer apisec-test"},
     )
     assert bad.status == 400 and "limit must be" in bad.json()["error"]
+
+
+def test_a_value_equal_to_a_secret_serve_knows_is_masked_on_every_page(console: Console) -> None:
+    """serve.api_token's value written as a plain value: the masker catches it everywhere."""
+    world = console.world
+    world.config.write(API, api_yaml(2, "apisec-test"))
+    world.config.commit("a value that is a secret")
+    ws = Workspace(world.config.root, run_store_url=world.run_store_url)
+    assert apply_env(ws, "dev", ApplyOptions(actor="ops@test")).outcome == "succeeded"
+    world.config.write(API, api_yaml(3, "apisec-test"))
+    world.config.commit("pending")
+    releases = json.loads(console.get("/api/environments/dev/services/api"))["releases"]
+    newest, older = releases[0]["release"], releases[1]["release"]
+    diff = f"environments/dev/services/api/diff?from={older}&to={newest}"
+    pages = [
+        "/api/environments/dev/plan",
+        "/api/environments/dev/services/api",
+        f"/api/{diff}",
+        "/environments/dev",
+        "/environments/dev/services/api",
+        f"/{diff}",
+    ]
+    everything = "".join(console.get(p).decode() for p in pages)
+    assert "apisec-test" not in everything
+    assert json.loads(console.get(f"/api/{diff}"))["values"]["changed"]["LOG_LEVEL"]["to"] == "***"

@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import logging
 import secrets
 import threading
 import time
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
     from configcenter.serve.engine import Engine, ServeWorkspace
     from configcenter.serve.handlers import JobOutcome
     from configcenter.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
 
 #: What the console can do, in the order the actions page offers them.
 ACTION_KINDS = ("apply", "retry", "rollback", "heal", "promote")
@@ -437,6 +440,7 @@ class _ProgressToLog(Reporter):
         self._run_id: str | None = None
         self._last: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._broken = False
 
     def rollout(self, service: str, status: RolloutStatus) -> None:
         line = (
@@ -445,16 +449,25 @@ class _ProgressToLog(Reporter):
             + (f" ({status.reason})" if status.reason else "")
         )
         with self._lock:
-            if self._last.get(service) == line:
+            if self._last.get(service) == line or self._broken:
                 return
             self._last[service] = line
-            if self._run_id is None:
-                runs = self.engine.run_store.list(env=self.env, limit=20)
-                mine = [r.id for r in runs if r.details.get(JOB_DETAIL) == self.job_id]
-                self._run_id = mine[0] if mine else None
-            if self._run_id is not None:
-                text = self.engine.redactor.redact(line)
-                self.engine.run_store.append_log(self._run_id, text + "\n")
+            try:
+                if self._run_id is None:
+                    runs = self.engine.run_store.list(env=self.env, limit=20)
+                    mine = [r.id for r in runs if r.details.get(JOB_DETAIL) == self.job_id]
+                    self._run_id = mine[0] if mine else None
+                if self._run_id is not None:
+                    text = self.engine.redactor.redact(line)
+                    self.engine.run_store.append_log(self._run_id, text + "\n")
+            except Exception as exc:
+                # A run store that fails never stops a rollout: said once, then skipped.
+                self._broken = True
+                log.warning(
+                    "console job %s: rollout progress not logged: %s",
+                    self.job_id,
+                    self.engine.redactor.redact(f"{type(exc).__name__}: {exc}"),
+                )
 
 
 def _metric_kind(kind: str) -> str:

@@ -339,6 +339,16 @@ def test_in_chromium_matrix_to_service_to_diff(history: History, width: int, hei
         assert "+LOG_LEVEL=${secret:env:CC_LOG_LEVEL}" in added and "-LOG_LEVEL=info" in removed
         assert SECRET_VALUE not in driver.page_source
         screenshot(driver, f"console-diff-{width}px")
+        driver.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+        )
+        driver.refresh()
+        wait.until(lambda d: d.find_elements(By.ID, "values"))
+        line = driver.find_element(By.CSS_SELECTOR, "pre.diff .add")
+        assert line.value_of_css_property("background-color") == "rgba(18, 54, 31, 1)"
+        screenshot(driver, f"console-diff-{width}px-dark")
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
         driver.find_element(By.LINK_TEXT, "api").click()  # back through the breadcrumb
         wait.until(lambda d: d.find_elements(By.ID, "releases"))

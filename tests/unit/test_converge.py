@@ -12,7 +12,7 @@ from configcenter.core.converge import (
 from configcenter.core.plan import Plan, make_plan
 from configcenter.core.render import Renderer
 from configcenter.core.state import EnvState
-from tests.support.configrepo import ConfigRepo, deploy_files, state_after
+from tests.support.configrepo import ConfigRepo, MemoryRepo, deploy_files, state_after
 
 
 def deployed(repo: ConfigRepo) -> tuple[EnvState, dict[str, bytes]]:
@@ -138,15 +138,15 @@ def test_an_unrecorded_live_release_is_watched_before_a_new_one(repo: ConfigRepo
     assert [(s.service, s.kind) for s in result.catch_up()] == [("api", "watch")]
 
 
-def test_a_platform_added_later_is_committed_then_rolled_out(repo: ConfigRepo) -> None:
+def test_a_platform_added_later_is_committed_then_rolled_out(memory_repo: MemoryRepo) -> None:
     env_file = "environments/dev/_env.yaml"
-    with_platform = repo.read(env_file)
-    repo.write(env_file, with_platform.replace("platform: local\n", ""))
-    plan = make_plan(repo.load(), "dev", EnvState("dev"), Renderer(), {}.get, only=["db"])
+    with_platform = memory_repo.read(env_file)
+    memory_repo.write(env_file, with_platform.replace("platform: local\n", ""))
+    plan = make_plan(memory_repo.load(), "dev", EnvState("dev"), Renderer(), {}.get, only=["db"])
     state, files = state_after(plan, release_id="r1"), deploy_files(plan)
     assert state.services["db"].platform is None
-    repo.write(env_file, with_platform)
-    plan = make_plan(repo.load(), "dev", state, Renderer(), files.get, only=["db"])
+    memory_repo.write(env_file, with_platform)
+    plan = make_plan(memory_repo.load(), "dev", state, Renderer(), files.get, only=["db"])
     assert actions(plan)["db"] == ("noop", []), "the deploy repo alone sees nothing to do"
 
     result = converge(plan, state, {})

@@ -13,7 +13,7 @@ from configcenter.core.plan import ServicePlan, make_plan
 from configcenter.core.render import Renderer
 from configcenter.core.state import EnvState, Release
 from configcenter.usecases.platforms import env_string
-from tests.support.configrepo import ConfigRepo, deploy_files, state_after
+from tests.support.configrepo import ConfigRepo, MemoryRepo, deploy_files, state_after
 
 API_DEV = "environments/dev/api.yaml"
 
@@ -60,8 +60,8 @@ class Platform:
         return self.answer
 
 
-def test_a_rotated_secret_is_a_change_named_secrets_with_no_value(repo: ConfigRepo) -> None:
-    config = repo.load()
+def test_a_rotated_secret_is_a_change_named_secrets_with_no_value(memory_repo: MemoryRepo) -> None:
+    config = memory_repo.load()
     first = make_plan(config, "dev", EnvState("dev"), Renderer(), {}.get)
     state, files = state_after(first), deploy_files(first)
     platform = Platform(None)
@@ -77,8 +77,8 @@ def test_a_rotated_secret_is_a_change_named_secrets_with_no_value(repo: ConfigRe
     assert [s.action for s in same.services] == ["noop", "noop"]
 
 
-def test_a_rolled_back_rotation_asked_for_again_is_blocked(repo: ConfigRepo) -> None:
-    config = repo.load()
+def test_a_rolled_back_rotation_asked_for_again_is_blocked(memory_repo: MemoryRepo) -> None:
+    config = memory_repo.load()
     first = make_plan(config, "dev", EnvState("dev"), Renderer(), {}.get)
     state, files = state_after(first), deploy_files(first)
     rotated = make_plan(config, "dev", state, Renderer(), files.get, secret_check=Platform(None))
@@ -97,8 +97,8 @@ def test_a_rolled_back_rotation_asked_for_again_is_blocked(repo: ConfigRepo) -> 
     assert {s.service: s.action for s in again.services}["api"] == "blocked"
 
 
-def test_a_platform_that_cannot_tell_is_said_so(repo: ConfigRepo) -> None:
-    config = repo.load()
+def test_a_platform_that_cannot_tell_is_said_so(memory_repo: MemoryRepo) -> None:
+    config = memory_repo.load()
     first = make_plan(config, "dev", EnvState("dev"), Renderer(), {}.get)
     unknown = Platform("no kubeconfig")
     plan = make_plan(

@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from configcenter.core.errors import ConfigError, Problem, ProblemList, TransientFailure, UserError
 from configcenter.core.source import ConfigSource, MemorySource
@@ -18,8 +18,11 @@ from configcenter.core.state import EnvState, ServiceState
 from configcenter.core.values import canonical, flatten, masked, to_value
 from configcenter.ports.deploy_repo import DeployRepoError
 from configcenter.usecases.inspect import check_env, plan_env_checked
-from configcenter.usecases.state_store import read_env_state
+from configcenter.usecases.state_store import read_service_state
 from configcenter.usecases.workspace import Workspace
+
+if TYPE_CHECKING:
+    from configcenter.usecases.history import HistoryEntry
 
 # -- services ENV ----------------------------------------------------------------------------
 
@@ -268,12 +271,18 @@ class ReleaseView:
         return data
 
 
-def find_release(ws: Workspace, env: str, release: str) -> ReleaseView:
-    """A release as the deploy repo recorded it: pins, values (masked) and files."""
+def find_release(
+    ws: Workspace, env: str, release: str, entries: list[HistoryEntry] | None = None
+) -> ReleaseView:
+    """A release as the deploy repo recorded it: pins, values (masked) and files.
+
+    `entries` is the env's history when the caller has read it already (a diff of two
+    releases reads it once)."""
     from configcenter.usecases.history import history
 
     check_env(ws.config, env)
-    entries = history(ws, env, None, limit=1000)
+    if entries is None:
+        entries = history(ws, env, None, limit=1000)
     entry = next((e for e in entries if e.release == release), None)
     if entry is None:
         known = ", ".join(e.release for e in entries[:5]) or "none yet"
@@ -287,8 +296,7 @@ def find_release(ws: Workspace, env: str, release: str) -> ReleaseView:
             ]
         )
     repo = ws.deploy_repo
-    state = read_env_state(repo, env, entry.commit)
-    record: ServiceState | None = state.services.get(entry.service)
+    record: ServiceState | None = read_service_state(repo, env, entry.service, entry.commit)
     if record is None:
         raise ConfigError(
             [
@@ -434,7 +442,11 @@ def diff_releases(
 ) -> ReleaseDiff:
     """What changed from release A to B; `with_sources` adds where each differing value
     was set, from the config repo at each release's config commit."""
-    before, after = find_release(ws, env, a), find_release(ws, env, b)
+    from configcenter.usecases.history import history
+
+    check_env(ws.config, env)
+    entries = history(ws, env, None, limit=1000)
+    before, after = find_release(ws, env, a, entries), find_release(ws, env, b, entries)
     fields = {
         k: (getattr(before, k), getattr(after, k))
         for k in ("service", "template", "image", "replicas")

@@ -11,9 +11,12 @@ from __future__ import annotations
 from configcenter.core.state import (
     VERSION_KEY,
     EnvState,
+    ServiceState,
     StateError,
+    env_record_path,
     legacy_state_path,
     state_dir,
+    state_path,
 )
 from configcenter.ports.deploy_repo import DeployRepo
 
@@ -32,6 +35,18 @@ def read_env_state(repo: DeployRepo, env: str, rev: str | None) -> EnvState:
         return EnvState.from_files(env, files, f"deploy repo commit {rev[:10]}")
     except StateError as exc:
         raise explained(repo, exc, rev) from None
+
+
+def read_service_state(repo: DeployRepo, env: str, service: str, rev: str) -> ServiceState | None:
+    """One service's record at ``rev``: only its file is read (and the env's, and a format-1
+    ``state.yaml`` if the commit still has one), not every record of the environment."""
+    paths = [state_path(env, service), env_record_path(env), legacy_state_path(env)]
+    files = repo.read_under(paths, rev)
+    try:
+        state = EnvState.from_files(env, files, f"deploy repo commit {rev[:10]}")
+    except StateError as exc:
+        raise explained(repo, exc, rev) from None
+    return state.services.get(service)
 
 
 def explained(repo: DeployRepo, exc: StateError, rev: str) -> StateError:

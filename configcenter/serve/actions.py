@@ -50,6 +50,7 @@ from configcenter.ports.deploy_repo import DeployRepoError
 from configcenter.ports.jobstore import Job
 from configcenter.ports.platform import RolloutStatus
 from configcenter.serve import action_pages
+from configcenter.serve import page as page_module
 from configcenter.serve.stream import JOB_DETAIL
 from configcenter.usecases.apply import ApplyError, Reporter
 
@@ -583,6 +584,9 @@ def routes(engine: Engine, settings: ServeSettings) -> list[Route]:
                 "configcenter.yaml."
             )
         return None
+
+    # The console's pages link actions only where they can run (serve/page.py).
+    page_module.set_global("actions_enabled", disabled() is None)
 
     def page(request: Request, body: str, status_code: int = 200) -> HTMLResponse:
         # Never inside another site's frame: a confirm button there could be clicked

@@ -440,9 +440,10 @@ SERVICE = """{% extends "base.html" %}{% from "macros.html" import badge, when, 
 {% block title %}{{ service }} in {{ env }} · {{ project }}{% endblock %}
 {% block crumbs %}<span> / </span><a href="{{ root }}environments/{{ env|urlencode }}">{{ env
 }}</a><span> / </span>{{ service }}{% endblock %}
-{% block actions %}<a href="{{ root }}actions/rollback?{{ {"env": env, "service": service}|urlencode
- }}">roll back…</a> · <a href="{{ root }}actions/confirm?{{ {"kind": "apply", "env": env,
- "service": service}|urlencode }}">apply {{ service }}</a>{% endblock %}
+{% block actions %}{% if actions_enabled %}<a href="{{ root }}actions/rollback?{{ {"env": env,
+ "service": service}|urlencode }}">roll back…</a> · <a href="{{ root }}actions/confirm?{{
+ {"kind": "apply", "env": env, "service": service}|urlencode }}">apply {{ service }}</a>{% endif
+ %}{% endblock %}
 {% block content %}
 {% set c = detail.status %}
 <h1>{{ service }} <span class="muted">in {{ env }}</span></h1>
@@ -516,9 +517,10 @@ if loop.first %} selected{% endif %}>{{ r.release }} ({{ when(r.at) }})</option>
 ENV = """{% extends "base.html" %}{% from "macros.html" import service_plan, short %}
 {% block title %}plan for {{ env }} · {{ project }}{% endblock %}
 {% block crumbs %}<span> / </span>{{ env }}{% endblock %}
-{% block actions %}<a href="{{ root }}actions/confirm?{{ {"kind": "apply", "env": env}|urlencode
+{% block actions %}{% if actions_enabled %}<a href="{{ root
+ }}actions/confirm?{{ {"kind": "apply", "env": env}|urlencode
  }}">apply {{ env }}…</a> · <a href="{{ root }}actions/confirm?{{ {"kind": "heal", "env": env
- }|urlencode }}">heal drift…</a>{% endblock %}
+ }|urlencode }}">heal drift…</a>{% endif %}{% endblock %}
 {% block content %}
 <h1>Plan for {{ env }}</h1>
 <p class="meta">what <code>configcenter apply {{ env }}</code> would do now{% if plan and
@@ -620,7 +622,18 @@ def _env() -> Environment:
     env.globals.update(
         style=STYLE, labels=LABELS, marks=MARKS, short_digest=short_digest, project="configcenter"
     )
+    env.globals.update(GLOBALS)
     return env
+
+
+#: Values every template sees, set by other modules (serve/actions: `actions_enabled`).
+GLOBALS: dict[str, Any] = {}
+
+
+def set_global(name: str, value: Any) -> None:
+    """Give every template `name` (pages rendered afterwards see it)."""
+    GLOBALS[name] = value
+    _env.cache_clear()
 
 
 def root_of(path: str) -> str:

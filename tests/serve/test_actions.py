@@ -298,6 +298,11 @@ def test_actions_page_offers_each_action_and_the_status_stream_says_change(
         "actions/rollback?env=dev&amp;service=api",
     ):
         assert href in html, href
+    for path, link in (
+        ("/environments/dev", "actions/confirm?kind=heal&amp;env=dev"),
+        ("/environments/dev/services/api", "actions/rollback?env=dev&amp;service=api"),
+    ):
+        assert link in console.get(path).body.decode(), path
     index = console.get("/").body.decode()
     assert 'href="./actions"' in index and 'src="./assets/live.js"' in index
     assert "EventSource" in console.get("/assets/live.js").body.decode()
@@ -326,6 +331,8 @@ def test_read_only_mode_and_no_auth_refuse_actions(
         html = console.get("/actions").body.decode()
         assert "read-only here: serve.actions is false" in html
         assert "actions/confirm" not in html
+        for path in ("/environments/dev", "/environments/dev/services/api"):
+            assert "actions/" not in console.get(path).body.decode(), path
         page = console.get("/actions/confirm?kind=apply&env=dev", status=403).body.decode()
         assert "serve.actions is false" in page
         posted = console.post({"kind": "apply", "env": "dev"}, "x" * 43, Origin=console.url)

@@ -276,6 +276,9 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=500)
     parser.add_argument("--peers-venv", type=Path, help="venv with kapitan and jsonnet")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--peers", default="kapitan,go-jsonnet,jsonnet", help="which peers (comma-separated)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cc-bench-peers-") as tmp:
         bench(args, Path(tmp))
@@ -298,8 +301,9 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
     floor = b.rows[-1]
     venv_bin = args.peers_venv / "bin" if args.peers_venv else Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    peers = set(args.peers.split(","))
     kapitan = venv_bin / "kapitan"
-    if kapitan.exists():
+    if "kapitan" in peers and kapitan.exists():
         src = tmp / "kapitan"
         write_kapitan(src, args.services)
         jobs = str(os.cpu_count() or 2)
@@ -309,11 +313,13 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
             env,
         )
         b.record("kapitan compile", [sample], f"parallelism {jobs}")
-    else:
+    elif "kapitan" in peers:
         print(f"  kapitan: not installed in {venv_bin}", flush=True)
     python = venv_bin / "python"
     src = tmp / "jsonnet"
     for module, label in (("_gojsonnet", "go-jsonnet"), ("_jsonnet", "jsonnet (C++)")):
+        if label.split(" ")[0] not in peers:
+            continue
         probe = [str(python), "-c", f"import {module}"]
         if not python.exists() or subprocess.run(probe, capture_output=True).returncode:
             print(f"  {label}: its python binding is not installed in {venv_bin}", flush=True)

@@ -64,10 +64,19 @@ def problem_json(p: Problem) -> dict[str, Any]:
 
 
 def emit(data: dict[str, Any], ok: bool = True) -> None:
-    """One JSON object on stdout: `ok` and `version` first, then the command's data."""
-    from configcenter.output import print_json
+    """One JSON object on stdout: `ok` and `version` first, then the command's data.
 
-    print_json({"ok": ok, "version": version(), **data})
+    Written without `configcenter.output`: importing rich is 0.1 s a script need not pay.
+    """
+    import json
+
+    sys.stdout.write(json.dumps({"ok": ok, "version": version(), **data}, indent=2, default=str))
+    sys.stdout.write("\n")
+
+
+def warn_line(text: str) -> None:
+    """`warning: TEXT` on stderr, as plain text (no rich needed for one line)."""
+    click.echo(f"warning: {text}", err=True)
 
 
 def wants_json() -> bool:
@@ -580,7 +589,6 @@ def plan(
     """
     ws.focus = (env,)
     ws.read_only = True  # git network steps use deploy_repo.plan_timeout
-    from configcenter.output import err
     from configcenter.usecases.inspect import plan_env_checked
     from configcenter.usecases.observe import converge_observed
 
@@ -590,7 +598,7 @@ def plan(
         env,
         checked.plan,
         only=services or None,
-        warn=lambda text: err.print(f"warning: {text}", markup=False),
+        warn=warn_line,
     ).plan
     if as_json:
         emit(
@@ -1085,12 +1093,9 @@ def history(
 
         print_release_diff(changes)
         return
-    from configcenter.output import err
     from configcenter.usecases.history import history as run_history
 
-    entries = run_history(
-        ws, env, service, limit, warn=lambda text: err.print(f"warning: {text}", markup=False)
-    )
+    entries = run_history(ws, env, service, limit, warn=warn_line)
     if not as_json:
         from configcenter.output import print_problems
 

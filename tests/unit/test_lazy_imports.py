@@ -38,3 +38,13 @@ else:
     raise AssertionError("no error")
 """
     assert "kubernetes" not in _modules_after(code)
+
+
+def test_the_cli_starts_without_rich_or_the_kubernetes_client() -> None:
+    """Commands that print JSON (scripts, plan --json) never need rich; only platforms
+    that are used load the Kubernetes client."""
+    loaded = _modules_after(
+        "from configcenter.cli import emit, warn_line\nemit({'probe': 1})\nwarn_line('a warning')\n"
+    )
+    assert "rich" not in loaded
+    assert "kubernetes" not in loaded

@@ -8,7 +8,9 @@ pool and Git, rendering and database calls never block the event loop.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -17,11 +19,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from configcenter.core.errors import ConfigError, UserError
+from configcenter.core.errors import ConfigError, TransientFailure, UserError
+from configcenter.ports.deploy_repo import DeployRepoError
 from configcenter.ports.runstore import RUN_KINDS, RunStoreError
 from configcenter.serve import page, status, views
 from configcenter.serve.engine import Engine, ServeWorkspace
 from configcenter.usecases.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+#: What a page cannot be drawn without, as the operator fixes it: a config repo that does
+#: not load, a deploy repo record that cannot be read, a repo that cannot be reached.
+UNAVAILABLE = (ConfigError, UserError, DeployRepoError, TransientFailure)
 
 #: Runs the status page lists; the runs page lists RUNS_PAGE per page.
 INDEX_RUNS = 30
@@ -253,6 +262,7 @@ def routes(engine: Engine) -> list[Route]:
           200: {description: the plan}
           404: {description: no such environment}
           422: {description: "the config repo does not plan (the problems, as the CLI says them)"}
+          503: {description: "the config or deploy repo cannot be read now (why, and the fix)"}
         """
         ws = workspace()
         only = request.query_params.getlist("service") or None
@@ -309,13 +319,15 @@ def routes(engine: Engine) -> list[Route]:
           200: {description: the service}
           400: {description: bad limit}
           404: {description: no such env or service}
+          503: {description: "the config or deploy repo cannot be read now (why, and the fix)"}
         """
         ws = workspace()
         try:
             limit = _limit(request.query_params.get("limit"), views.HISTORY_LIMIT)
-            return JSONResponse(views.service_detail(ws, *_service_args(request), limit))
         except ValueError as exc:
             return _error(400, str(exc), "pass e.g. limit=200")
+        try:
+            return JSONResponse(views.service_detail(ws, *_service_args(request), limit))
         except views.NotFound as exc:
             return _error(404, exc.message, exc.fix)
 
@@ -336,9 +348,10 @@ def routes(engine: Engine) -> list[Route]:
         project = ws.config.project.name
         try:
             limit = _limit(request.query_params.get("limit"), views.HISTORY_LIMIT)
-            detail = views.service_detail(ws, env, service, limit)
         except ValueError as exc:
             return _html_error(request, project, 400, str(exc), "pass e.g. ?limit=200")
+        try:
+            detail = views.service_detail(ws, env, service, limit)
         except views.NotFound as exc:
             return _html_error(request, project, 404, exc.message, exc.fix)
         return HTMLResponse(
@@ -376,7 +389,10 @@ def routes(engine: Engine) -> list[Route]:
           - {name: from, in: query, required: true, schema: {type: string}}
           - {name: to, in: query, required: true, schema: {type: string}}
         security: [{bearer: []}, {basic: []}]
-        responses: {200: {description: the diff}, 404: {description: no such release}}
+        responses:
+          200: {description: the diff}
+          404: {description: no such release}
+          503: {description: "the config or deploy repo cannot be read now (why, and the fix)"}
         """
         try:
             ws, env, service, a, b = _diff(request)
@@ -408,6 +424,24 @@ def routes(engine: Engine) -> list[Route]:
             status_code=code,
         )
 
+    def guarded(fn: Callable[[Request], Response], html: bool) -> Callable[[Request], Response]:
+        """`fn`, answering 503 with the reason (one log line) when what it reads is broken."""
+
+        @functools.wraps(fn)
+        def endpoint(request: Request) -> Response:
+            try:
+                return fn(request)
+            except UNAVAILABLE as exc:
+                text = engine.redactor.redact(str(exc))
+                log.warning("%s: %s", request.url.path, text)
+                fix = "fix what this names; the page reads it again on the next request"
+                if html:
+                    project = engine.base.config.project.name
+                    return _html_error(request, project, 503, text, fix)
+                return _error(503, text, fix)
+
+        return endpoint
+
     endpoint = Callable[[Request], Response]
     table: list[tuple[str, endpoint]] = [
         ("/", index),
@@ -421,4 +455,7 @@ def routes(engine: Engine) -> list[Route]:
         ("/api/environments/{env}/services/{service}", api_service),
         ("/api/environments/{env}/services/{service}/diff", api_diff),
     ]
-    return [Route(path, fn, methods=["GET"]) for path, fn in table]
+    return [
+        Route(path, guarded(fn, not path.startswith("/api/")), methods=["GET"])
+        for path, fn in table
+    ]

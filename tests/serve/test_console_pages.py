@@ -16,6 +16,7 @@ import pytest
 from configcenter.usecases.apply import ApplyOptions, apply_env
 from configcenter.usecases.workspace import Workspace
 from tests.serve.conftest import DIGEST, Console, chrome, screenshot
+from tests.support.configrepo import git
 from tests.support.serve_fixtures import http
 
 SECRET_VALUE = "sentinel-log-level-7d2c41"
@@ -458,3 +459,19 @@ def test_a_value_equal_to_a_secret_serve_knows_is_masked_on_every_page(console: 
     everything = "".join(console.get(p).decode() for p in pages)
     assert "apisec-test" not in everything
     assert json.loads(console.get(f"/api/{diff}"))["values"]["changed"]["LOG_LEVEL"]["to"] == "***"
+
+
+def test_a_broken_state_record_is_a_503_naming_it_not_a_500(console: Console) -> None:
+    world = console.world
+    clone = world.root / "deploy-edit"
+    git(world.root, "clone", "-q", str(world.deploy), str(clone))
+    (clone / "dev" / ".state" / "api.json").write_text("{not json\n")
+    git(clone, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "hand edit")
+    git(clone, "push", "-q", "origin", "HEAD:main")
+    auth = {"Authorization": "Bearer apisec-test"}
+    for path in ("/api/environments/dev/services/api", "/environments/dev/services/api", "/"):
+        result = http("GET", console.url + path, headers=auth)
+        assert result.status == 503, (path, result.status, result.body[:300])
+        assert "dev/.state/api.json" in result.body.decode(), path
+    body = http("GET", console.url + "/api/environments/dev/services/api", headers=auth).json()
+    assert body["fix"]

@@ -29,6 +29,8 @@ from configcenter.adapters.k8s_manifests import (
     FIELD_MANAGER,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
+    RECORDED_OBJECT_KINDS,
+    RELEASE_OBJECTS_ANNOTATION,
     SERVICE_LABEL,
     ManifestError,
     SourcedObject,
@@ -83,6 +85,10 @@ class ReleaseApplier:
         missing = self._missing_secrets(deployable) if namespace_exists else None
         values = self.resolve_secrets(deployable) if missing or missing is None else None
         objects = build_objects(deployable, self.namespace, values)
+        record = config_map_name(deployable.service)
+        release_objects = sorted(
+            o.ref for o in objects if o.kind in RECORDED_OBJECT_KINDS and o.name != record
+        )
         if missing is not None:
             objects = [
                 o
@@ -103,7 +109,7 @@ class ReleaseApplier:
         kinds = self._recorded_kinds(deployable.service) | {
             (str(obj.body["apiVersion"]), obj.kind) for obj in objects
         }
-        _record_kinds(objects, config_map_name(deployable.service), kinds)
+        _record_kinds(objects, record, kinds, release_objects)
         for obj, resource in resources:
             if is_versioned(obj.body):
                 self._create_version(obj, resource, deployable, dry_run=dry_run)
@@ -505,12 +511,17 @@ def _group(api_version: str) -> str:
 
 
 def _record_kinds(
-    objects: Iterable[SourcedObject], config_map: str, kinds: Iterable[tuple[str, str]]
+    objects: Iterable[SourcedObject],
+    config_map: str,
+    kinds: Iterable[tuple[str, str]],
+    release_objects: Iterable[str],
 ) -> None:
     record = ",".join(sorted(f"{api_version}/{kind}" for api_version, kind in kinds))
     for obj in objects:
         if obj.kind == "ConfigMap" and obj.name == config_map:
-            obj.body["metadata"].setdefault("annotations", {})[APPLIED_KINDS_ANNOTATION] = record
+            annotations = obj.body["metadata"].setdefault("annotations", {})
+            annotations[APPLIED_KINDS_ANNOTATION] = record
+            annotations[RELEASE_OBJECTS_ANNOTATION] = ",".join(release_objects)
 
 
 def _parse_kinds(record: str) -> set[tuple[str, str]]:

@@ -40,6 +40,14 @@ FILES_MOUNT_ANNOTATION = "configcenter.io/files-mount-path"
 #: On the `<service>-config` ConfigMap: every kind configcenter applied for the
 #: service, so pruning lists exactly those kinds (the record only grows).
 APPLIED_KINDS_ANNOTATION = "configcenter.io/applied-kinds"
+#: On the `<service>-config` ConfigMap: `Kind/name` of every workload, Service, ConfigMap
+#: and Secret the release applied, so `observe` can tell a release whose objects were
+#: deleted by hand (or collected with their owner) from one that runs whole.
+RELEASE_OBJECTS_ANNOTATION = "configcenter.io/objects"
+#: The kinds that list names: what `observe` lists anyway.
+RECORDED_OBJECT_KINDS = frozenset(
+    {"Deployment", "StatefulSet", "DaemonSet", "Service", "ConfigMap", "Secret"}
+)
 #: On the versioned, immutable objects that carry a release's config and secrets: their role
 #: (config | files | secrets | secret-files). Pruning leaves them to `versions_to_collect`.
 VERSIONED_LABEL = "configcenter.io/versioned"

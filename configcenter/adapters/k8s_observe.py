@@ -14,10 +14,14 @@ from typing import Any
 from configcenter.adapters.k8s_client import KubeClient
 from configcenter.adapters.k8s_live import clean_live, main_workload, without_claim_defaults
 from configcenter.adapters.k8s_manifests import (
+    APPLIED_KINDS_ANNOTATION,
     DIGEST_ANNOTATION,
     RELEASE_ANNOTATION,
+    RELEASE_OBJECTS_ANNOTATION,
     SERVICE_LABEL,
+    VERSIONED_ROLES,
     build_objects,
+    config_map_name,
     env_selector,
     is_versioned,
     pod_templates,
@@ -36,6 +40,8 @@ OBSERVED_KINDS = (
     ("v1", "ConfigMap"),
     ("v1", "Secret"),
 )
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
 
 def observe(client: KubeClient, env: str) -> dict[str, ObservedService]:
@@ -150,7 +156,36 @@ def _observed(
         config_digest=digest,
         release_id=release,
         objects=dict(sorted(objects.items())),
+        missing=_missing(service, live),
     )
+
+
+def _missing(service: str, live: Mapping[str, list[dict[str, Any]]]) -> tuple[str, ...]:
+    """Objects the running release needs that are gone: those its record lists (applied
+    with it) and the ConfigMaps and Secrets its workloads' pods refer to."""
+    present = {
+        f"{kind}/{item['metadata']['name']}" for kind, items in live.items() for item in items
+    }
+    # Only configcenter's own versions: a pod may also read a Secret someone else made.
+    prefixes = tuple(f"{name(service)}-" for name in VERSIONED_ROLES.values())
+    wanted = {
+        ref for ref in _referenced_versions(live) if ref.split("/", 1)[1].startswith(prefixes)
+    }
+    for item in live.get("ConfigMap", []):
+        if item["metadata"]["name"] != config_map_name(service):
+            continue
+        annotations = item["metadata"].get("annotations") or {}
+        listed = annotations.get(RELEASE_OBJECTS_ANNOTATION)
+        if listed is not None:
+            wanted.update(ref for ref in str(listed).split(",") if ref)
+            continue
+        # A record from before objects were listed names kinds only: a workload kind
+        # applied but no workload left at all is still a release that does not run.
+        kinds = str(annotations.get(APPLIED_KINDS_ANNOTATION) or "")
+        workloads = [k for k in WORKLOAD_KINDS if f"/{k}" in kinds]
+        if workloads and not any(live.get(k) for k in WORKLOAD_KINDS):
+            return tuple(sorted({*(wanted - present), f"{workloads[0]}/{service}"}))
+    return tuple(sorted(wanted - present))
 
 
 def _referenced_versions(live: Mapping[str, list[dict[str, Any]]]) -> set[str]:

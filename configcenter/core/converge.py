@@ -193,7 +193,7 @@ def _catch_up(
     on_platform = (
         f"{platform} runs {running}"
         if present and running
-        else f"{platform} runs an unknown release"
+        else f"{platform} runs an unknown or incomplete release"
         if present
         else f"not on {platform}"
     )

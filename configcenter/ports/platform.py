@@ -70,6 +70,9 @@ class ObservedService:
     config_digest: str | None
     release_id: str | None
     objects: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    #: `Kind/name` of objects the running release needs that are not there: the release
+    #: does not run whole (deleted by hand, collected with an owner), so apply rolls it out.
+    missing: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from configcenter.core.model import Config
 from configcenter.core.plan import Plan
 from configcenter.core.state import EnvState
 from configcenter.ports.deploy_repo import DeployRepoError
+from configcenter.ports.platform import ObservedService
 from configcenter.usecases.platforms import open_platform
 from configcenter.usecases.workspace import Workspace
 
@@ -46,9 +47,12 @@ def observe_env(
             raise ObserveError(
                 f"platform '{name}' for {env} cannot be reached: {ws.redactor.redact(str(exc))}"
             ) from None
-        live[name] = {service: item.release_id for service, item in observed.items()}
+        live[name] = live_releases(observed)
         if log is not None:
             log(f"{env}: observed {len(observed)} service(s) on platform {name}")
+            for service, item in observed.items():
+                if item.missing:
+                    log(f"{service}: {', '.join(item.missing)} missing on platform {name}")
     return only_ours(ws, env, state, live, log)
 
 
@@ -122,8 +126,16 @@ def converge_observed(
                     "the plan compares with the deploy repo only for its services"
                 )
             continue
-        live[name] = {service: item.release_id for service, item in observed.items()}
+        live[name] = live_releases(observed)
     return converge(plan, state, only_ours(ws, env, state, live, warn), only=only)
+
+
+def live_releases(observed: Mapping[str, ObservedService]) -> LiveServices:
+    """Service -> the release it runs. A release some of whose objects are gone does not
+    run whole (None: an unknown release), so converge rolls it out again."""
+    return {
+        service: None if item.missing else item.release_id for service, item in observed.items()
+    }
 
 
 def _deployed_before(ws: Workspace, env: str, service: str) -> bool:

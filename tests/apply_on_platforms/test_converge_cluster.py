@@ -29,7 +29,7 @@ from tests.apply_on_platforms.test_kubernetes import (
     services,
 )
 from tests.support.e2e_fixtures import World
-from tests.support.k8s_fixtures import FAILS_JOB_IMAGE_MARK, K8sNamespace
+from tests.support.k8s_fixtures import FAILS_JOB_IMAGE_MARK, K8sNamespace, version_in_use
 from tests.support.rollout_fixtures import add_service, set_service, workspace
 
 pytestmark = pytest.mark.k8s
@@ -100,6 +100,31 @@ def test_no_rollout_then_apply_rolls_out_what_was_committed(
     again = expect(world.cc("apply", "dev"), 0)
     assert "nothing to do" in again.output.lower()
     assert world.head() == head and cluster.snapshot() == before
+
+
+def test_objects_deleted_by_hand_are_a_plan_step_and_apply_puts_them_back(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """A deleted Deployment, or a ConfigMap its pods read, is not "nothing to do"."""
+    world = k8s_world(tmp_path, k8s_namespace, services=("db", "worker"))
+    world.ok("apply", "dev")
+    released = {name: record["release"]["id"] for name, record in services(world).items()}
+    db_config = version_in_use(cluster.api, cluster.ns, "db-config")
+    cluster.apps.delete_namespaced_deployment("worker", cluster.ns)
+    cluster.core.delete_namespaced_config_map(db_config, cluster.ns)
+
+    plan = plan_of(world)
+    for name in ("db", "worker"):
+        assert (plan[name]["action"], plan[name]["reasons"]) == ("update", ["platform"]), name
+        assert "incomplete release" in plan[name]["platform"]["why"]
+    output = world.ok("apply", "dev").output
+    assert "Deployment/worker missing on platform" in output
+    assert f"ConfigMap/{db_config} missing on platform" in output
+
+    assert live_release(cluster, "worker") == released["worker"]
+    assert cluster.core.read_namespaced_config_map(db_config, cluster.ns).data
+    assert {n: r["release"]["id"] for n, r in services(world).items()} == released
+    assert {s["action"] for s in plan_of(world).values()} == {"noop"}
 
 
 def test_a_platform_added_after_the_first_apply_is_rolled_out_and_deploy_works(

@@ -122,7 +122,13 @@ def test_a_failed_heal_is_a_failed_run_and_leaves_the_release_record_alone(
     assert services(world)["api"] == record
     assert record["release"]["outcome"] == "healthy"
     assert world.runs()[-1][1:] == ("reconcile", "dev", "cli", "failed")
+    # The record is untouched, and the plan says the truth: api's Secret is gone, so its
+    # release does not run whole and apply would roll it out again.
     plan = json.loads(world.ok("plan", "dev", "--json").stdout)
-    assert {s["service"]: s["action"] for s in plan["services"]} == {"db": "noop", "api": "noop"}
+    by_service = {s["service"]: s for s in plan["services"]}
+    assert {name: s["action"] for name, s in by_service.items()} == {"db": "noop", "api": "update"}
+    assert by_service["api"]["reasons"] == ["platform"]
     code, _ = reconcile(world, "--heal")
     assert code == 0 and cluster.deployment("api").spec.replicas == 1
+    plan = json.loads(world.ok("plan", "dev", "--json").stdout)
+    assert {s["service"]: s["action"] for s in plan["services"]} == {"db": "noop", "api": "noop"}

@@ -156,7 +156,7 @@ DESCRIPTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("configcenter.yaml", "run_store.url"): (
         "`sqlite:///path` or `postgresql://...`; `--run-store` / `CONFIGCENTER_RUN_STORE` "
         "override it.",
-        "`~/.local/state/configcenter/runs.sqlite3`",
+        "`~/.local/state/configcenter/projects/<project>/runs.sqlite3`",
     ),
     ("configcenter.yaml", "serve"): ("Shared secrets of `configcenter serve`.", ""),
     ("configcenter.yaml", "serve.webhook_token"): (

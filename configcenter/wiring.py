@@ -131,6 +131,13 @@ def open_run_store(url: str | None = None, redactor: Redactor | None = None) -> 
     return opener(url, redactor)
 
 
+def default_run_store_url(project: str) -> str:
+    """The run store a project uses when none is configured: its own SQLite file."""
+    from configcenter.adapters.runstores import project_sqlite_path
+
+    return f"sqlite://{project_sqlite_path(project)}"
+
+
 def open_job_store(run_store_url: str | None = None) -> JobStore:
     """serve's job queue beside the run store `run_store_url` names: the same PostgreSQL
     database, or a SQLite file next to the run store's (None: next to the default one)."""

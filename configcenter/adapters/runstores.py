@@ -343,13 +343,42 @@ def run_from_row(
 
 
 def default_sqlite_path() -> Path:
-    """`$XDG_STATE_HOME/configcenter/runs.sqlite3`, `~/.local/state` when unset.
+    """`$XDG_STATE_HOME/configcenter/runs.sqlite3`, `~/.local/state` when unset: the one
+    store of configcenter before stores were per project (see `project_sqlite_path`).
 
     The XDG spec says a relative XDG_STATE_HOME is invalid and must be ignored.
     """
     base = os.environ.get("XDG_STATE_HOME", "")
     root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "state"
     return root / "configcenter" / SQLITE_FILE_NAME
+
+
+def project_sqlite_path(project: str) -> Path:
+    """The default run store of one project: `<state>/configcenter/projects/<project>/runs.sqlite3`.
+
+    Runs, the console's drift and metrics, and serve's job queue (a file beside it) are
+    per environment name; two projects sharing one store would see each other's. A store
+    from before (`default_sqlite_path`) stays with the first project that opens it after
+    the upgrade (recorded beside it), so its history is not lost; others get their own.
+    """
+    legacy = default_sqlite_path()
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", project).strip(".") or "project"
+    scoped = legacy.parent / "projects" / safe / SQLITE_FILE_NAME
+    if scoped.exists() or not legacy.exists():
+        return scoped
+    marker = legacy.with_name(SQLITE_FILE_NAME + ".project")
+    try:
+        with marker.open("x", encoding="utf-8") as out:
+            out.write(project + "\n")
+    except FileExistsError:
+        pass
+    except OSError:
+        return scoped
+    try:
+        owner = marker.read_text(encoding="utf-8").strip()
+    except OSError:
+        return scoped
+    return legacy if owner == project else scoped
 
 
 def mask_url(url: str) -> str:

@@ -381,10 +381,12 @@ class SqlJobStore:
 
 
 def _sqlite_path(url: str | None) -> Path:
+    legacy = default_sqlite_path()
     if url and url.startswith("sqlite://"):
         runs = Path(url[len("sqlite://") :]).expanduser()
-        return runs.with_name(runs.stem + "-serve.sqlite3")
-    return default_sqlite_path().with_name("serve.sqlite3")
+        if runs != legacy:
+            return runs.with_name(runs.stem + "-serve.sqlite3")
+    return legacy.with_name("serve.sqlite3")  # beside the store from before per-project ones
 
 
 def _job(row: Sequence[Any]) -> Job:

@@ -72,8 +72,7 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
             "--kubeconfig is only used for the leader Lease: add --lease-namespace NS "
             "(platforms keep their own kubeconfig in configcenter.yaml)"
         )
-    run_store_url = ws.run_store_url or config.project.run_store_url
-    jobs = open_job_store(run_store_url)
+    jobs = open_job_store(ws.effective_run_store_url)
     metrics = Metrics()
 
     def collect(m: Metrics) -> None:

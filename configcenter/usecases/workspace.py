@@ -140,12 +140,19 @@ class Workspace:
         )
 
     @cached_property
+    def effective_run_store_url(self) -> str:
+        """`--run-store`, else configcenter.yaml's run_store.url, else this project's own
+        SQLite file (never a store another project writes to)."""
+        from configcenter.wiring import default_run_store_url
+
+        project = self.config.project
+        return self.run_store_url or project.run_store_url or default_run_store_url(project.name)
+
+    @cached_property
     def run_store(self) -> RunStore:
         from configcenter.wiring import open_run_store
 
-        return open_run_store(
-            self.run_store_url or self.config.project.run_store_url, self.redactor
-        )
+        return open_run_store(self.effective_run_store_url, self.redactor)
 
     def start_run(
         self,

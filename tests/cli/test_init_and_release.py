@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from configcenter.adapters.sqlite_runs import SqliteRunStore
 from configcenter.cli import cli as cli_group
 from tests.support.configrepo import GIT_IDENTITY, ConfigRepo, git, need_git
 
@@ -167,3 +168,29 @@ def test_release_usage_errors(tmp_path: Path) -> None:
     assert cc("-C", str(repo.root), "template", "release").exit_code == 64
     assert cc("-C", str(repo.root), "template", "release", "1.0.0").exit_code == 64
     assert cc("-C", str(repo.root), "template", "release", "a", "--all", "1.0.0").exit_code == 64
+
+
+def test_two_projects_with_the_default_run_store_keep_their_runs_apart(tmp_path: Path) -> None:
+    """Runs (and with them the console's drift, metrics and serve's queue) are per
+    environment name: each project gets its own default store, never a shared one."""
+    from configcenter.adapters.runstores import default_sqlite_path, project_sqlite_path
+
+    state = tmp_path / "state" / "configcenter"
+    # A store from before per-project stores, with a run in it.
+    with SqliteRunStore(default_sqlite_path(), None) as legacy:
+        legacy.start("apply", "dev", ["hello"], "cli", "alice")
+    for name in ("first", "second"):
+        made = cc("init", str(tmp_path / name), "--project", name, "--json")
+        assert made.exit_code == 0, made.output
+        applied = cc("apply", "dev", "--no-rollout", cwd=tmp_path / name)
+        assert applied.exit_code == 0, applied.output
+
+    # The first project to open the old store after the upgrade keeps it and its history.
+    assert project_sqlite_path("first") == default_sqlite_path()
+    assert project_sqlite_path("second") == state / "projects" / "second" / "runs.sqlite3"
+    with SqliteRunStore(default_sqlite_path(), None) as first:
+        assert [(r.kind, r.actor) for r in first.list()][-1] == ("apply", "alice")
+        assert len(first.list()) == 2
+    with SqliteRunStore(project_sqlite_path("second"), None) as second:
+        [run] = second.list()
+        assert (run.kind, run.env, run.outcome) == ("apply", "dev", "succeeded")

@@ -285,7 +285,8 @@ class World:
 
     @property
     def run_store_file(self) -> Path:
-        return self.state_home / "configcenter" / "runs.sqlite3"
+        """The project's default run store (the worlds are all project `shop`)."""
+        return self.state_home / "configcenter" / "projects" / "shop" / "runs.sqlite3"
 
     def runs(self) -> list[tuple[str, str, str, str, str]]:
         """(id, kind, env, trigger, outcome) of every run, oldest first."""

@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from configcenter.core.errors import ConfigError, Problem, Source
-from configcenter.usecases.workspace import Workspace
+from configcenter.usecases.workspace import Workspace, is_remote_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -339,7 +339,8 @@ class ConfigcenterCLI(click.Group):
     metavar="URL",
     envvar="CONFIGCENTER_DEPLOY_REPO",
     show_envvar=True,
-    help="Deploy repo path or URL (overrides configcenter.yaml).",
+    help="Deploy repo path or URL (overrides configcenter.yaml); a relative path is "
+    "relative to the current directory.",
 )
 @click.option(
     "--run-store",
@@ -368,6 +369,9 @@ def cli(
     across environments, from templates and values kept in a Git config repo."""
     if config_dir is None:
         config_dir = find_config_repo(Path.cwd()) or Path(".")
+    if deploy_repo and not is_remote_url(deploy_repo):
+        # A path on the command line is relative to where the user is, not to -C.
+        deploy_repo = str(Path(deploy_repo).expanduser().resolve())
     ctx.obj = Workspace(config_dir, deploy_repo, run_store, strict)
     ctx.call_on_close(ctx.obj.save_caches)
 

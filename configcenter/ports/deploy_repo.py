@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from configcenter.core.errors import TransientFailure
+from configcenter.core.errors import TransientFailure, UserError
 
 # A change set for ``DeployRepo.commit``: path -> new bytes, or None to delete.
 # A key ending in "/" mapped to None deletes that whole directory (see
@@ -24,6 +24,10 @@ Changes = Mapping[str, bytes | None]
 
 class DeployRepoError(Exception):
     """A deploy repo operation failed; the message says what and how to fix it."""
+
+
+class DeployRepoMissing(DeployRepoError, UserError):
+    """The deploy repo is a local path where nothing exists: a typo, or not created yet."""
 
 
 class DeployRepoUnreachable(DeployRepoError, TransientFailure):

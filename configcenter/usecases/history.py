@@ -53,7 +53,7 @@ def history(
     """
     ws.without_environments_if_broken(warn or (lambda text: None))
     check_env(ws.config, env)
-    if not ws.deploy_repo_exists():
+    if not ws.has_deploy_repo():
         return []
     repo = ws.deploy_repo
     head = repo.sync()

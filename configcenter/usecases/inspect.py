@@ -108,11 +108,19 @@ def _check_moved_tags(ws: Workspace, problems: ProblemList) -> None:
     Only when the deploy repo is a reachable path or URL; validate never needs it.
     """
     from configcenter.core.errors import TransientFailure
-    from configcenter.ports.deploy_repo import DeployRepoError
+    from configcenter.ports.deploy_repo import DeployRepoError, DeployRepoMissing
 
-    if not ws.deploy_repo_exists():
-        return
     config = ws.config
+    try:
+        if not ws.has_deploy_repo():
+            return
+    except DeployRepoMissing as exc:  # a local path where nothing exists
+        ws.problems.warning(
+            config.project.doc.source("deploy_repo", "url"),
+            f"moved tags not checked: {exc.message}",
+            exc.hint,
+        )
+        return
     for env, environment in config.environments.items():
         try:
             state = ws.read_state(env)

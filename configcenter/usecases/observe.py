@@ -139,7 +139,7 @@ def live_releases(observed: Mapping[str, ObservedService]) -> LiveServices:
 
 
 def _deployed_before(ws: Workspace, env: str, service: str) -> bool:
-    if not ws.deploy_repo_exists():
+    if not ws.has_deploy_repo():
         return False
     try:
         return bool(ws.deploy_repo.log(prefix=f"{env}/{service}/", limit=1))

@@ -113,12 +113,40 @@ class Workspace:
             self.source.save_caches()
 
     def resolved_deploy_url(self) -> str | None:
+        """The deploy repo's URL or absolute path.
+
+        configcenter.yaml's `deploy_repo.url` is relative to the config repo, and so is a
+        relative `deploy_repo_url` given here (the CLI makes `--deploy-repo` absolute
+        against the current directory before it gets here).
+        """
         url = self.deploy_repo_url or self.config.project.deploy_repo_url
         if url is None:
             return None
         if is_remote_url(url) or Path(url).is_absolute():
             return url
         return str((self.root / url).resolve())
+
+    def _check_local_deploy_repo(self, url: str) -> None:
+        """A local deploy repo path that does not exist is an error, never an empty repo."""
+        if is_remote_url(url) or Path(url).exists():
+            return
+        from configcenter.ports.deploy_repo import DeployRepoMissing
+
+        create = f"create it with `git init --bare {url}` (configcenter init makes one)"
+        if self.deploy_repo_url:
+            raise DeployRepoMissing(
+                f"deploy repo {url} does not exist (from --deploy-repo / CONFIGCENTER_DEPLOY_REPO)",
+                hint="a relative --deploy-repo is relative to the current directory; "
+                f"fix the path, or {create}",
+            )
+        where = self.config.project.doc.source("deploy_repo", "url")
+        raise DeployRepoMissing(
+            f"deploy repo {url} does not exist (deploy_repo.url "
+            f"{self.config.project.deploy_repo_url!r}, relative to the config repo)",
+            file=where.file,
+            line=where.line,
+            hint=f"fix deploy_repo.url or pass --deploy-repo, or {create}",
+        )
 
     @cached_property
     def deploy_repo(self) -> DeployRepo:
@@ -130,6 +158,7 @@ class Workspace:
                 "no deploy repo: set deploy_repo: {url: ...} in configcenter.yaml "
                 "or pass --deploy-repo"
             )
+        self._check_local_deploy_repo(url)
         project = self.config.project
         return open_deploy_repo(
             url,
@@ -190,15 +219,21 @@ class Workspace:
             self.run_store, self.run_store.list(env=env, limit=200), dead_process
         )
 
-    def deploy_repo_exists(self) -> bool:
+    def has_deploy_repo(self) -> bool:
+        """Whether a deploy repo is configured (False: none, so nothing was deployed).
+
+        Raises `DeployRepoMissing` when it is a local path where nothing exists: a plan
+        or history read from it would be a guess, not what was deployed.
+        """
         url = self.resolved_deploy_url()
         if url is None:
             return False
-        return is_remote_url(url) or Path(url).exists()
+        self._check_local_deploy_repo(url)
+        return True
 
     def read_state(self, env: str, rev: str | None = None) -> EnvState:
         """The env's state record; empty when the deploy repo, branch or env does not exist yet."""
-        if not self.deploy_repo_exists():
+        if not self.has_deploy_repo():
             return EnvState(env)
         from configcenter.usecases.state_store import read_env_state
 
@@ -220,7 +255,7 @@ class Workspace:
 
     def previous_file(self, rev: str | None = None) -> Callable[[str], bytes | None]:
         """A reader of rendered files at the synced deploy repo head (None when absent)."""
-        if not self.deploy_repo_exists():
+        if not self.has_deploy_repo():
             return _absent
         repo = self.deploy_repo
         if repo.head() is None and rev is None:

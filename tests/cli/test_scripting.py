@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from configcenter.cli import EXIT_USAGE
 from configcenter.cli import cli as cli_group
-from tests.support.configrepo import ConfigRepo, git
+from tests.support.configrepo import ConfigRepo, DeployRemote, git
 from tests.support.helpers import free_port
 
 API_DEV = "environments/dev/api.yaml"
@@ -196,7 +196,8 @@ def test_environment_variables_set_global_options(
     deploy = CliRunner().invoke(
         cli_group, ["history", "dev"], env={**env, "CONFIGCENTER_DEPLOY_REPO": str(missing)}
     )
-    assert deploy.exit_code == 0 and deploy.stdout == "no releases in dev yet\n"
+    assert deploy.exit_code == 1  # a deploy repo where nothing exists is not an empty one
+    assert f"deploy repo {missing} does not exist" in deploy.stderr
 
 
 def test_global_options_after_the_command(repo: ConfigRepo, tmp_path: Path) -> None:
@@ -250,7 +251,9 @@ def test_history_of_an_unknown_service_is_an_error(repo: ConfigRepo) -> None:
 # -- offline: render and plan without the registry -------------------------------------------
 
 
-def test_render_and_plan_work_when_the_registry_is_unreachable(repo: ConfigRepo) -> None:
+def test_render_and_plan_work_when_the_registry_is_unreachable(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
     host = f"127.0.0.1:{free_port()}"
     repo.write(
         "configcenter.yaml",
@@ -268,7 +271,8 @@ def test_render_and_plan_work_when_the_registry_is_unreachable(repo: ConfigRepo)
     assert set(data["unverified"]) == {"api"}
     assert data["warnings"][0]["severity"] == "warning"
     # apply deploys by digest: it still needs the registry.
-    applied = run(repo, "apply", "dev", "--no-rollout", "--deploy-repo", str(repo.root / "d.git"))
+    deploy = DeployRemote(tmp_path).url
+    applied = run(repo, "apply", "dev", "--no-rollout", "--deploy-repo", deploy)
     assert applied.exit_code == 1
     assert "cannot pin given images to their digests" in applied.output
 

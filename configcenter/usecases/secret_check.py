@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 from configcenter.core.plan import PreviousFile, SecretCheck, ServicePlan
 from configcenter.core.redact import Redactor
+from configcenter.core.secretrefs import has_refs
+from configcenter.core.values import to_value
 from configcenter.ports.platform import Deployable, Platform, PlatformError
 from configcenter.usecases.platforms import NoPlatform, config_digest, env_values, open_platform
 from configcenter.usecases.workspace import Workspace
@@ -40,11 +42,13 @@ def secret_checker(ws: Workspace, env: str, previous_file: PreviousFile) -> Secr
         platform = platform_for(service.platform)
         if isinstance(platform, str):
             return platform
+        rendered = files is not None
+        previous = plan.previous
+        names = previous.files if previous is not None else {}
+        found = {n: previous_file(f"{env}/{service.name}/{n}") for n in names}
+        found_before = {n: data for n, data in found.items() if data is not None}
         if files is None:
-            previous = plan.previous
-            names = previous.files if previous is not None else {}
-            found = {n: previous_file(f"{env}/{service.name}/{n}") for n in names}
-            files = {n: data for n, data in found.items() if data is not None}
+            files = found_before
         values, secrets = env_values(plan.consumed_values, list(service.template.env_keys))
         target = Deployable(
             env=env,
@@ -61,8 +65,35 @@ def secret_checker(ws: Workspace, env: str, previous_file: PreviousFile) -> Secr
             secrets_generation=generations[0] if generations else 1,
         )
         try:
-            return platform.secrets_match(target, generations)
+            verdict = platform.secrets_match(target, generations)
         except PlatformError as exc:
-            return redactor.redact(str(exc))
+            verdict = redactor.redact(str(exc))
+        if (
+            isinstance(verdict, str)
+            and rendered
+            and _references_changed(plan, target, found_before)
+        ):
+            # The values cannot be compared now, but the release's Secrets differ from the
+            # recorded generation's by their references alone (a file that holds a secret
+            # changed, a secret was added): no generation can be reused, whatever the values.
+            return None
+        return verdict
 
     return check
+
+
+def _references_changed(
+    plan: ServicePlan, target: Deployable, before: Mapping[str, bytes] | None
+) -> bool:
+    """Whether what the release puts into Secrets differs from the recorded release's, as
+    references (never values): the files holding a secret, and the ENV list's secrets."""
+    previous = plan.previous
+    if previous is None or before is None:
+        return True
+    now = {n: data for n, data in target.files.items() if has_refs(data.decode(errors="replace"))}
+    was = {n: data for n, data in before.items() if has_refs(data.decode(errors="replace"))}
+    if now != was:
+        return True
+    env_keys = list(plan.config.template.env_keys) if plan.config is not None else []
+    _, secrets_before = env_values(to_value(previous.values), env_keys)
+    return secrets_before != target.secrets

@@ -275,3 +275,41 @@ def test_a_changed_file_holding_a_secret_is_a_values_change_not_a_rotation(
     assert live.secret_data("api-secret-files")["conf_app.yaml"] == (
         f'level: warning\npassword: "{ROTATED}"\n'
     )
+
+
+def test_a_changed_file_holding_a_secret_never_reuses_an_old_generation(
+    tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
+) -> None:
+    """With the secret's value not resolvable here, the release cannot reuse the Secret of
+    the one before (it holds the old file): the rollout fails, it does not run stale files."""
+    world = world_for(tmp_path, k8s_namespace, services=("api",))
+    release(
+        world,
+        "api",
+        "1.1.0",
+        {
+            "template.yaml": "outputs: [app.env, deployment.yaml, conf/app.yaml]\n"
+            "env: [LOG_LEVEL, NEVER_READY]\n",
+            "conf/app.yaml.j2": 'level: {{ LOG_LEVEL }}\npassword: "{{ DB_PASSWORD }}"\n',
+        },
+    )
+    pin(world, "api", "1.1.0")
+    expect(world.cc("apply", "dev"), 0)
+    before = live.secret_data("api-secret-files")
+
+    set_service(world, "api", LOG_LEVEL="debug")
+    secret = world.env.pop(SECRET_ENV)
+    try:
+        failed = world.cc("apply", "dev")
+    finally:
+        world.env[SECRET_ENV] = secret
+    assert failed.code != 0, failed.output
+    assert SECRET_ENV in failed.output
+    assert live.secret_data("api-secret-files") == before, "the last good files still run"
+
+    expect(world.cc("apply", "dev", "--retry", "api"), 0)
+    assert live.secret_data("api-secret-files")["conf_app.yaml"] == (
+        f'level: debug\npassword: "{SENTINEL}"\n'
+    )
+    deployed = world.files()["dev/api/conf/app.yaml"]
+    assert deployed.startswith(b"level: debug\n"), "the deploy repo and the pods agree"

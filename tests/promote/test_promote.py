@@ -172,6 +172,22 @@ def test_a_service_with_no_good_release_is_skipped_with_the_reason(
     assert gitlab.merge_requests(GITLAB_PROJECT) == []
 
 
+def test_a_service_the_target_does_not_have_is_named_not_silently_left_out(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    bed, gitlab = gitlab_bed
+    (bed.config / DEMO_API).unlink()
+    bed.commit("demo: no api yet")
+    bed.push()
+
+    result = promote(bed.ws(), "dev", "demo")
+
+    assert result.status == "nothing"
+    assert [s.service for s in result.skipped] == ["api"]
+    assert "api: not in demo: create environments/demo/api.yaml with its values" in (result.message)
+    assert gitlab.merge_requests(GITLAB_PROJECT) == []
+
+
 def test_out_of_order_promotion_is_refused_unless_allowed(
     gitlab_bed: tuple[PromotionBed, GitLabDouble],
 ) -> None:

@@ -101,6 +101,18 @@ def promote(
         for s in ([] if service else target_env.order)
         if s not in state.services
     ]
+    if service is None:
+        # A service only the source runs is not promoted (values are never copied): said,
+        # so "nothing to promote" is never the whole story.
+        only_source = [s for s in config.environment(source).order if s not in target_env.services]
+        skipped += [
+            Skipped(
+                s,
+                f"not in {target}: create environments/{target}/{s}.yaml with its values "
+                "first (values are never copied between environments)",
+            )
+            for s in only_source
+        ]
     for name in names:
         choice = choose_pin(config, source, target, name, state.services.get(name))
         (pins if isinstance(choice, Pin) else skipped).append(choice)  # type: ignore[arg-type]

@@ -128,51 +128,62 @@ def _strict(problems: Sequence[Problem]) -> list[Problem]:
     ]
 
 
+BUG_NOTE = (
+    "This is a bug in configcenter, not a problem with your input: please report "
+    "it with the traceback above and the command you ran."
+)
+
+
 def handle_errors(fn: F) -> F:
+    """Every command: user errors print as one message (exit 1), a bug shows its traceback."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ConfigError as exc:
-            fail(_strict(exc.problems))
         except (click.ClickException, click.exceptions.Exit, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
-            known = _known_errors()
-            if isinstance(exc, known):
-                message = str(exc)
-                if wants_json():
-                    fail([_problem_of(exc)])
-                raise UserError(message) from None
-            exc.add_note(
-                "This is a bug in configcenter, not a problem with your input: please report "
-                "it with the traceback above and the command you ran."
-            )
-            if wants_json():
-                # Scripts still get their one object; the traceback goes to stderr. Only the
-                # type is named here: the text of an unexpected error is not known to be safe.
-                from configcenter.output import print_json
+            report_error(exc)
 
-                print_json(
-                    {
-                        "ok": False,
-                        "version": version(),
-                        "exit_code": EXIT_ERROR,
-                        "problems": [
-                            problem_json(
-                                Problem(
-                                    Source(""),
-                                    f"internal error ({type(exc).__name__}); the traceback "
-                                    "is on stderr",
-                                    "this is a bug in configcenter: please report it",
-                                )
-                            )
-                        ],
-                    }
-                )
-            raise
-
+    wrapper.handles_errors = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def report_error(exc: Exception) -> NoReturn:
+    """A config or user error: its problems or message, no traceback (exit 1); with --json
+    one JSON object. Anything else is a bug: re-raised with a note asking to report it."""
+    if isinstance(exc, ConfigError):
+        fail(_strict(exc.problems))
+    if isinstance(exc, _known_errors()):
+        if wants_json():
+            fail([_problem_of(exc)])
+        raise UserError(str(exc)) from None
+    if BUG_NOTE in getattr(exc, "__notes__", ()):
+        raise exc  # reported once already, by the command's own handler
+    exc.add_note(BUG_NOTE)
+    if wants_json():
+        # Scripts still get their one object; the traceback goes to stderr. Only the
+        # type is named here: the text of an unexpected error is not known to be safe.
+        from configcenter.output import print_json
+
+        print_json(
+            {
+                "ok": False,
+                "version": version(),
+                "exit_code": EXIT_ERROR,
+                "problems": [
+                    problem_json(
+                        Problem(
+                            Source(""),
+                            f"internal error ({type(exc).__name__}); the traceback is on stderr",
+                            "this is a bug in configcenter: please report it",
+                        )
+                    )
+                ],
+            }
+        )
+    raise exc
 
 
 def _problem_of(exc: BaseException) -> Problem:
@@ -188,14 +199,13 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     """Errors that explain themselves: printed as one message, no traceback.
 
     A bare ValueError is not one of them: user errors are `core.errors.UserError`.
+    apply's, observe's and template release's errors are typed (core.errors) kinds.
     """
     from configcenter.core import errors as core_errors
     from configcenter.ports.builder import BuildFailed
     from configcenter.ports.deploy_repo import DeployRepoError
     from configcenter.ports.runstore import RunStoreError
-    from configcenter.usecases.apply import ApplyError
     from configcenter.usecases.build import BuildsFailed
-    from configcenter.usecases.release_template import TagPushError
 
     return (
         core_errors.UserError,
@@ -204,10 +214,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         FileNotFoundError,
         DeployRepoError,
         RunStoreError,
-        ApplyError,
         BuildFailed,
         BuildsFailed,
-        TagPushError,
     )
 
 
@@ -319,6 +327,14 @@ class ConfigcenterCLI(click.Group):
             sys.exit(EXIT_ERROR)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # outside a command (global options, closing): the same rules
+            try:
+                report_error(exc)
+            except UserError as user:
+                user.show()
+                sys.exit(user.exit_code)
 
 
 @click.group(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 
 from configcenter.core.converge import Converged, LiveServices, converge
+from configcenter.core.errors import TransientFailure
 from configcenter.core.model import Config
 from configcenter.core.plan import Plan
 from configcenter.core.state import EnvState
@@ -18,8 +19,8 @@ from configcenter.usecases.platforms import open_platform
 from configcenter.usecases.workspace import Workspace
 
 
-class ObserveError(Exception):
-    """A platform of the environment could not be observed."""
+class ObserveError(TransientFailure):
+    """A platform of the environment could not be observed (unreachable, or refused)."""
 
 
 def env_platforms(config: Config, env: str, state: EnvState) -> list[str]:

@@ -8,7 +8,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from configcenter import wiring
-from configcenter.core.errors import ConfigError, Problem, ProblemList, Source, UserError
+from configcenter.core.errors import (
+    ConfigError,
+    Problem,
+    ProblemList,
+    Source,
+    TransientFailure,
+    UserError,
+)
 from configcenter.core.model import HEAD, Template
 from configcenter.core.plan import desired_image
 from configcenter.core.render import RenderError
@@ -267,8 +274,9 @@ def tag_remote(ws: Workspace) -> str | None:
     return "origin" if "origin" in remotes else remotes[0]
 
 
-class TagPushError(Exception):
-    """The tags were created locally but could not be pushed."""
+class TagPushError(TransientFailure):
+    """The tags were created locally but could not be pushed; the message gives the
+    `git push` that finishes the job."""
 
 
 def push_tags(ws: Workspace, remote: str, tags: Sequence[str]) -> None:

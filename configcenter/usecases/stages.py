@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from configcenter.core import kinds
+from configcenter.core.errors import UserError
 from configcenter.core.model import Config
 from configcenter.core.plan import ServicePlan
 from configcenter.core.stages import HttpCheck, ReleaseStages
@@ -59,17 +60,19 @@ def release_stages(state: ServiceState) -> ReleaseStages:
 
 
 def check_platform(stages: ReleaseStages, platform_kind: str, service: str) -> None:
-    """Refuse stages the platform cannot run, naming the fix (before anything changes)."""
+    """Refuse stages the platform cannot run, naming the fix (before anything changes).
+
+    Raises UserError: the template asks for what its platform cannot do."""
     if (stages.pre_deploy or stages.verify) and not kinds.REGISTRY.supports(
         "platform", platform_kind, kinds.JOBS
     ):
-        raise ValueError(
+        raise UserError(
             f"{service}: pre-deploy and verification Jobs need a platform that runs Jobs "
             f"({_kinds_with(kinds.JOBS)}), and its platform is {platform_kind}; use "
             "verify: {http: ...} checks there, or remove hooks:/verify: jobs from its template"
         )
     if stages.http and not kinds.REGISTRY.supports("platform", platform_kind, kinds.TASK_ENDPOINTS):
-        raise ValueError(
+        raise UserError(
             f"{service}: verify.http checks need a platform that reports its tasks' "
             f"endpoints ({_kinds_with(kinds.TASK_ENDPOINTS)}), and its platform is "
             f"{platform_kind}; use a verification Job (verify: [smoke.yaml]) there"
@@ -81,7 +84,9 @@ def _kinds_with(capability: str) -> str:
 
 
 def check_plan(config: Config, changes: Iterable[ServicePlan]) -> None:
-    """Before anything is committed: every changed service's stages fit its platform."""
+    """Before anything is committed: every changed service's stages fit its platform.
+
+    Raises one UserError naming every template that does not fit."""
     from configcenter.core.stages import template_stages
 
     problems: list[str] = []
@@ -95,10 +100,10 @@ def check_plan(config: Config, changes: Iterable[ServicePlan]) -> None:
         stages = template_stages(template.doc.data or {}, template.outputs, template.doc.source)
         try:
             check_platform(stages, spec.kind, plan.service)
-        except ValueError as exc:
+        except UserError as exc:
             problems.append(f"{template.label}/template.yaml: {exc}")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise UserError("; ".join(problems))
 
 
 def _tail(lines: tuple[str, ...] | list[str]) -> str:
@@ -178,7 +183,7 @@ def run_release(
         return run
     try:
         check_platform(stages, platform.target.kind, service)
-    except ValueError as exc:
+    except UserError as exc:
         run.status = RolloutStatus("failed", PRE_DEPLOY_FAILED, str(exc))
         run.applied = False
         return run

@@ -134,12 +134,13 @@ def test_http_verification_fails_after_a_healthy_rollout_and_rolls_back(
 
 def test_http_verification_cannot_be_asked_of_kubernetes(tmp_path: Path) -> None:
     """verify.http on a platform without task endpoints fails the release before any change."""
+    from configcenter.core.errors import UserError
     from configcenter.core.stages import HttpCheck, ReleaseStages
     from configcenter.usecases.stages import check_platform
 
-    with pytest.raises(ValueError, match=r"verify\.http checks need a platform"):
+    with pytest.raises(UserError, match=r"verify\.http checks need a platform"):
         check_platform(ReleaseStages(http=HttpCheck("/healthz")), "kubernetes", "web")
-    with pytest.raises(ValueError, match="need a platform that runs Jobs"):
+    with pytest.raises(UserError, match="need a platform that runs Jobs"):
         check_platform(ReleaseStages(verify=("smoke.yaml",)), "marathon", "web")
 
 

@@ -47,15 +47,16 @@ def test_the_schema_takes_its_kinds_and_settings_from_the_registry(repo: ConfigR
 
 
 def test_messages_name_the_platforms_that_have_a_capability() -> None:
+    from configcenter.core.errors import UserError
     from configcenter.core.stages import HttpCheck, ReleaseStages
     from configcenter.usecases.stages import check_platform
 
     assert kinds.REGISTRY.having("platform", kinds.JOBS) == ("kubernetes",)
     assert kinds.REGISTRY.having("platform", kinds.TASK_ENDPOINTS) == ("marathon",)
-    with pytest.raises(ValueError, match=r"runs Jobs \(kubernetes\), and its platform is marathon"):
+    with pytest.raises(UserError, match=r"runs Jobs \(kubernetes\), and its platform is marathon"):
         check_platform(ReleaseStages(verify=("smoke.yaml",)), "marathon", "api")
     http = ReleaseStages(http=HttpCheck("/healthz"))
-    with pytest.raises(ValueError, match=r"endpoints \(marathon\), and its platform is kubernetes"):
+    with pytest.raises(UserError, match=r"endpoints \(marathon\), and its platform is kubernetes"):
         check_platform(http, "kubernetes", "api")
 
 

@@ -30,8 +30,11 @@ from configcenter.usecases.apply.guard import check_names
 from configcenter.usecases.apply.records import find_release_commit, release_snapshot
 from configcenter.usecases.apply.report import (
     ApplyError,
+    ApplyFailed,
     ApplyOptions,
+    ApplyRefused,
     ApplyResult,
+    ApplyUnreachable,
     Reporter,
     RunLog,
     ServiceResult,
@@ -126,8 +129,11 @@ def apply_env(
 __all__ = [
     "PLATFORM_FAILURES",
     "ApplyError",
+    "ApplyFailed",
     "ApplyOptions",
+    "ApplyRefused",
     "ApplyResult",
+    "ApplyUnreachable",
     "Reporter",
     "ServiceResult",
     "apply_env",

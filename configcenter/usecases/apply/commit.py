@@ -25,7 +25,13 @@ from configcenter.ports.deploy_repo import (
 )
 from configcenter.usecases.apply.guard import guard_config_commit, preflight
 from configcenter.usecases.apply.records import MAX_PUSH_ATTEMPTS, push, state_at
-from configcenter.usecases.apply.report import ApplyError, ApplyOptions, Reporter, RunLog
+from configcenter.usecases.apply.report import (
+    ApplyOptions,
+    ApplyRefused,
+    ApplyUnreachable,
+    Reporter,
+    RunLog,
+)
 from configcenter.usecases.workspace import PreviousFiles, Workspace
 
 
@@ -51,7 +57,7 @@ def commit_release(
         if pending:
             if not options.build:
                 names = ", ".join(s.service for s in pending)
-                raise ApplyError(
+                raise ApplyRefused(
                     f"{names}: the image must be built first (its source or Dockerfile inputs "
                     "changed); run without --no-build, or first "
                     + " and ".join(f"`configcenter build {env} {s.service}`" for s in pending)
@@ -99,7 +105,7 @@ def commit_release(
         delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
         log(f"push rejected (attempt {attempt}): the deploy repo moved; re-planning")
         time.sleep(delay)  # backoff before retrying against the new remote head
-    raise ApplyError(
+    raise ApplyUnreachable(
         f"gave up after {MAX_PUSH_ATTEMPTS} attempts: the deploy repo kept moving under us; "
         "nothing was lost, run apply again"
     )

@@ -23,7 +23,8 @@ from configcenter.usecases.apply.records import (
     state_at,
 )
 from configcenter.usecases.apply.report import (
-    ApplyError,
+    ApplyFailed,
+    ApplyRefused,
     Reporter,
     RunLog,
     ServiceResult,
@@ -172,7 +173,7 @@ def _current(ws: Workspace, env: str, service: str) -> tuple[EnvState, ServiceSt
     state = state_at(repo, env, head)
     current = state.services.get(service)
     if current is None or current.release is None:
-        raise ApplyError(
+        raise ApplyRefused(
             f"{service} has no release in {env} yet: "
             f"run `configcenter apply {env} --service {service}`"
         )
@@ -200,7 +201,7 @@ def deploy_service(
         # (the recorded outcome then names the platform, as the next apply would).
         wanted = _config_platform(ws.config, env, service)
         if wanted is None:
-            raise ApplyError(
+            raise ApplyRefused(
                 f"{service} has no platform in {env}: set `platform:` for the environment or "
                 "the service in the config repo, then `configcenter apply` (or deploy again)"
             )
@@ -281,12 +282,12 @@ def rollback_service(
     assert current.release is not None
     target = to or _previous_good(ws, env, service, current)
     if target is None:
-        raise ApplyError(
+        raise ApplyRefused(
             f"{service} in {env} has no earlier good release to roll back to "
             f"(`configcenter history {env} --service {service}` lists its releases)"
         )
     if target == current.release.id:
-        raise ApplyError(
+        raise ApplyRefused(
             f"{service} in {env} already runs {target}; name an older one with --to "
             f"(see `configcenter history {env} --service {service}`)"
         )
@@ -304,7 +305,7 @@ def rollback_service(
                 platform, item, rollout_timeout(ws.config, env), service, log, reporter
             )
             if status.state != "healthy":
-                raise ApplyError(
+                raise ApplyFailed(
                     f"rollback of {service} to {target} did not become healthy: "
                     f"{status.reason} {status.message}".strip()
                 )

@@ -4,13 +4,14 @@ config commit, stages or platforms the release cannot reach."""
 from __future__ import annotations
 
 from configcenter import wiring
+from configcenter.core.errors import UserError
 from configcenter.core.plan import (
     Plan,
     ServicePlan,
 )
 from configcenter.core.state import EnvState
 from configcenter.ports.config_lineage import Relation
-from configcenter.usecases.apply.report import ApplyError, ApplyOptions, RunLog
+from configcenter.usecases.apply.report import ApplyOptions, ApplyRefused, ApplyUnreachable, RunLog
 from configcenter.usecases.platforms import open_platform
 from configcenter.usecases.workspace import Workspace
 
@@ -30,7 +31,7 @@ def check_names(ws: Workspace, env: str, options: ApplyOptions) -> None:
     unknown = [s for s in dict.fromkeys(unknown) if s not in state.services]
     if unknown:
         names = sorted({*known, *state.services})
-        raise ApplyError(
+        raise ApplyRefused(
             f"{', '.join(repr(s) for s in unknown)}: no such service in {env} "
             f"(known: {', '.join(names) or 'none'}); check --service/--retry"
         )
@@ -51,7 +52,7 @@ def guard_config_commit(
     dirty = lineage.dirty_paths()
     if dirty:
         shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
-        raise ApplyError(
+        raise ApplyRefused(
             f"the config work tree has uncommitted changes in files apply reads ({shown}); "
             f"apply deploys commits (its record names config commit {current[:12]}, which "
             "does not hold them): commit them, or `git stash` them, and apply again"
@@ -81,7 +82,7 @@ def guard_config_commit(
     }[worst]
     if options.override:
         return f"{worst} config {current} applied over {applied} ({names})"
-    raise ApplyError(
+    raise ApplyRefused(
         f"{what}. Nothing was changed. `git pull` to apply the newest config; "
         + " or ".join(f"`configcenter rollback {env} {name}`" for name in sorted(found))
         + " to go back to an earlier release on purpose; "
@@ -100,8 +101,8 @@ def preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: RunLog) 
 
     try:
         check_plan(ws.config, changes)  # stages the platform cannot run (hooks:, verify:)
-    except ValueError as exc:
-        raise ApplyError(f"{exc}; nothing was committed") from None
+    except UserError as exc:
+        raise ApplyRefused(f"{exc}; nothing was committed") from None
     names = sorted(
         {
             (s.config.platform if s.config else None)
@@ -115,7 +116,7 @@ def preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: RunLog) 
         try:
             open_platform(ws.config, env, name, ws.redactor).observe()
         except Exception as exc:
-            raise ApplyError(
+            raise ApplyUnreachable(
                 f"platform '{name}' for {env} cannot be reached: {ws.redactor.redact(str(exc))}; "
                 "nothing was committed (fix the platform settings or connection, or use "
                 "--no-rollout to commit only)"

@@ -17,7 +17,13 @@ from configcenter.ports.deploy_repo import (
     compose_message,
     delete_prefix,
 )
-from configcenter.usecases.apply.report import ApplyError, RunLog, ServiceResult
+from configcenter.usecases.apply.report import (
+    ApplyFailed,
+    ApplyRefused,
+    ApplyUnreachable,
+    RunLog,
+    ServiceResult,
+)
 from configcenter.usecases.state_store import read_env_state
 from configcenter.usecases.workspace import Workspace
 
@@ -54,7 +60,7 @@ def release_snapshot(
     state = state_at(repo, env, commit.sha)
     snapshot = state.services.get(service)
     if snapshot is None:
-        raise ApplyError(
+        raise ApplyFailed(
             f"release {release_id}: commit {commit.sha[:10]} has no state for {service}"
         )
     return snapshot, files_of(repo, env, service, snapshot, commit.sha)
@@ -64,7 +70,7 @@ def find_release_commit(repo: DeployRepo, env: str, service: str, release_id: st
     for info in repo.log(prefix=f"{env}/", limit=None, grep=release_id):
         if f"{service} {release_id}" in info.trailer_values("Configcenter-Release"):
             return info
-    raise ApplyError(
+    raise ApplyRefused(
         f"release {release_id} of {service} is not in the deploy repo's history of {env}; "
         f"`configcenter history {env} --service {service}` lists releases"
     )
@@ -133,4 +139,4 @@ def _record_locked(
         if sha is None or push(repo, sha, head):
             return
         time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-    raise ApplyError("could not record the rollout outcome: the deploy repo kept moving")
+    raise ApplyUnreachable("could not record the rollout outcome: the deploy repo kept moving")

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from configcenter.core.errors import PlatformFailure, TransientFailure, UserError
 from configcenter.core.plan import (
     Plan,
 )
@@ -19,7 +20,27 @@ from configcenter.usecases.workspace import Workspace
 
 
 class ApplyError(Exception):
-    """apply could not finish; the deploy repo is before or after a whole commit."""
+    """apply could not finish; the deploy repo is before or after a whole commit.
+
+    Raised as one of the typed kinds below, so callers (the CLI, serve's jobs and
+    actions) treat it as the user error, transient or platform failure it is.
+    """
+
+
+class ApplyRefused(ApplyError, UserError):
+    """apply, deploy or rollback will not start as asked: the message says what to fix
+    (a service or release name, uncommitted or stale config, a build first)."""
+
+
+class ApplyUnreachable(ApplyError, TransientFailure):
+    """A platform or the deploy repo did not answer, or kept moving; nothing was lost,
+    running the command again may succeed."""
+
+
+class ApplyFailed(ApplyError, PlatformFailure):
+    """A step was carried out and failed on the platform, or a deploy repo record it
+    needs is not there (a rollback that did not become healthy); trying again will not
+    help as it is."""
 
 
 class Reporter:

@@ -22,8 +22,8 @@ from configcenter.usecases.apply.deploy import PLATFORM_FAILURES, deploy_one, ro
 from configcenter.usecases.apply.guard import guard_config_commit
 from configcenter.usecases.apply.records import Outcome, files_of, record, state_at
 from configcenter.usecases.apply.report import (
-    ApplyError,
     ApplyOptions,
+    ApplyUnreachable,
     Reporter,
     RunLog,
     ServiceResult,
@@ -58,7 +58,7 @@ def catch_up(
     try:
         live = observe_env(ws, env, state, log)
     except ObserveError as exc:
-        raise ApplyError(
+        raise ApplyUnreachable(
             f"{exc}; nothing was committed or changed (fix the platform settings or "
             "connection, or use --no-rollout to commit only)"
         ) from None

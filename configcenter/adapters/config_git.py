@@ -149,6 +149,34 @@ class ConfigGit:
             )
         return proc.stdout.split()[0]
 
+    def checkout_state(self, timeout: float | None = None) -> tuple[str, str] | None:
+        """(HEAD commit, every tag with the object it names) when the work tree is exactly
+        HEAD: no modified, staged, untracked or ignored file. None otherwise (or no HEAD)."""
+        status = self.attempt(
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "--untracked-files=all",
+            "--ignored=traditional",
+            timeout=timeout,
+        )
+        if status.returncode != 0:
+            return None
+        head = ""
+        for line in status.stdout.splitlines():
+            if not line.startswith("# "):
+                return None  # a change, an untracked or an ignored file
+            if line.startswith("# branch.oid "):
+                head = line.removeprefix("# branch.oid ").strip()
+        if not re.fullmatch(r"[0-9a-f]{40,64}", head):
+            return None  # "(initial)": no commit yet
+        tags = self.attempt(
+            "for-each-ref", "--format=%(refname) %(objectname)", "refs/tags", timeout=timeout
+        )
+        if tags.returncode != 0:
+            return None
+        return head, tags.stdout
+
     def has_origin(self) -> bool:
         return "origin" in self.run("remote").split()
 

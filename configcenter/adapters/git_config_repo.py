@@ -11,6 +11,7 @@ import os
 import pickle
 import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -150,12 +151,15 @@ class _ObjectReader:
 
     def __init__(self, repo: Any, cache: _DiskCache) -> None:
         self._repo = repo
+        # One `cat-file --batch` process: serve's page threads share a loaded config.
+        self._lock = threading.Lock()
         self._commits: dict[str, str] = cache.table("commit_tree")
         self._trees: dict[str, dict[str, tuple[str, str]]] = cache.table("trees")
         self._blobs: dict[str, bytes] = cache.table("blobs")
 
     def _data(self, sha: str) -> tuple[str, bytes]:
-        _, kind, _, data = self._repo.git.get_object_data(sha)
+        with self._lock:
+            _, kind, _, data = self._repo.git.get_object_data(sha)
         return kind.decode() if isinstance(kind, bytes) else str(kind), data
 
     def commit_tree(self, commit: str) -> str:

@@ -337,7 +337,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         security: [{bearer: []}, {basic: []}]
         responses: {200: {description: list of environments}}
         """
-        return JSONResponse(status.environments(engine.fresh_workspace()))
+        return JSONResponse(status.environments(engine.page_workspace()))
 
     def api_services(request: Request) -> Response:
         """
@@ -351,7 +351,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
           404: {description: no such environment}
         """
         env = request.path_params["env"]
-        ws = engine.fresh_workspace()
+        ws = engine.page_workspace()
         if env not in ws.config.environments:
             return _error(
                 404,
@@ -366,7 +366,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         security: [{bearer: []}, {basic: []}]
         responses: {200: {description: "{environments, services, cells: {env: {service: ...}}}"}}
         """
-        return JSONResponse(status.matrix(engine.fresh_workspace()))
+        return JSONResponse(status.matrix(engine.page_workspace()))
 
     def api_run(request: Request) -> Response:
         """

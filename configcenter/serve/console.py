@@ -95,7 +95,7 @@ def routes(engine: Engine) -> list[Route]:
     """The console's routes for `engine` (the app adds them to its own)."""
 
     def workspace() -> ServeWorkspace:
-        ws = engine.fresh_workspace()
+        ws = engine.page_workspace()
         ws.read_only = True  # plan's git network steps use deploy_repo.plan_timeout
         return ws
 
@@ -122,7 +122,7 @@ def routes(engine: Engine) -> list[Route]:
         security: [{bearer: []}, {basic: []}]
         responses: {200: {description: html}}
         """
-        ws = engine.fresh_workspace()
+        ws = engine.page_workspace()
         _, runs = runs_page(dict.fromkeys((*views.RUN_FILTERS, "before")), INDEX_RUNS, True)
         return HTMLResponse(
             page.render_index(

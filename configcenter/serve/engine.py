@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +31,12 @@ from configcenter.serve.metrics import Metrics
 from configcenter.usecases.workspace import Workspace
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from configcenter.adapters.config_git import ConfigGit
+    from configcenter.core.errors import ProblemList
+    from configcenter.core.model import Config
+    from configcenter.ports.config_repo import ConfigRepo
     from configcenter.ports.runstore import Run, RunStore
     from configcenter.serve.notify import Notifier
 
@@ -104,6 +110,48 @@ class ServeWorkspace(Workspace):
     @property
     def redactor(self) -> Redactor:
         return self._shared_redactor
+
+
+class LoadedConfigs:
+    """Loaded configs of the config repo checkout, kept by what the load read.
+
+    The key is the checkout's HEAD commit, every tag (template versions are read from
+    them), strict mode and the environments loaded; a checkout whose work tree differs
+    from HEAD in any way (a modified, untracked or ignored file) has no key and is
+    loaded afresh each time. A poll or webhook that fast-forwards the checkout, or a
+    tag that moves, makes a new key: a kept config is never served stale.
+    """
+
+    KEEP = 4
+
+    def __init__(self, git: ConfigGit) -> None:
+        self._git = git
+        self._kept: OrderedDict[tuple[object, ...], tuple[ConfigRepo, ProblemList, Config]] = (
+            OrderedDict()
+        )
+
+    def key(
+        self, root: Path, strict: bool, focus: tuple[str, ...] | None
+    ) -> tuple[object, ...] | None:
+        if not self._git.is_clone():
+            return None
+        state = self._git.checkout_state(timeout=GIT_TIMEOUT)
+        if state is None:
+            return None
+        head, tags = state
+        return (str(root), head, tags, strict, focus)
+
+    def get(self, key: tuple[object, ...]) -> tuple[ConfigRepo, ProblemList, Config] | None:
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+        return kept
+
+    def put(self, key: tuple[object, ...], loaded: tuple[ConfigRepo, ProblemList, Config]) -> None:
+        self._kept[key] = loaded
+        self._kept.move_to_end(key)
+        while len(self._kept) > self.KEEP:
+            self._kept.popitem(last=False)
 
 
 @dataclass
@@ -337,6 +385,32 @@ class Engine:
         with self._config_lock:
             _ = ws.config
         return ws
+
+    def page_workspace(self, focus: tuple[str, ...] | None = None) -> ServeWorkspace:
+        """A Workspace for a page or API read: the config as loaded for the config repo
+        commit serve has checked out, loaded once per commit (see `LoadedConfigs`).
+
+        A config that does not load raises as in `fresh_workspace` (and is loaded again
+        on the next request: only loads that succeeded are kept).
+        """
+        ws = ServeWorkspace(self.base, self.run_store, self.redactor, self.identity)
+        ws.focus = focus
+        with self._config_lock:
+            key = self._loaded.key(self.base.root, self.base.strict, focus)
+            kept = self._loaded.get(key) if key is not None else None
+            if kept is not None:
+                ws.adopt(*kept)
+                return ws
+            config = ws.config
+            if key is not None:
+                self._loaded.put(key, (ws.source, ws.problems, config))
+        return ws
+
+    @cached_property
+    def _loaded(self) -> LoadedConfigs:
+        from configcenter import wiring
+
+        return LoadedConfigs(wiring.open_config_git(self.base.root, RuntimeError))
 
     @contextmanager
     def env_lock(self, env: str) -> Iterator[None]:

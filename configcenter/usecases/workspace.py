@@ -74,6 +74,10 @@ class Workspace:
         self.problems.raise_if_errors(self.strict)
         return config
 
+    def adopt(self, source: ConfigRepo, problems: ProblemList, config: Config) -> None:
+        """Use a config loaded before from the same content (serve keeps them per commit)."""
+        self.__dict__.update(source=source, problems=problems, config=config)
+
     def without_environments_if_broken(self, warn: Callable[[str], None]) -> bool:
         """For commands the deploy repo alone can serve (rollback, history): when an
         environment's files do not load, go on with configcenter.yaml only (deploy

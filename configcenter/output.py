@@ -192,6 +192,15 @@ def print_service_plan(
         printer.print(f"      replicas: {s.replicas[0]} -> {s.replicas[1]}")
     for key in s.rotated:
         printer.print(Text(f"      ~ {key}: *** (rotated)", style="yellow"))
+    if s.maybe_rotated:
+        keys = ", ".join(s.maybe_rotated)
+        printer.print(
+            Text(
+                f"      ~ {keys}: *** (may have rotated: the platform cannot tell them apart, "
+                f"{s.maybe_rotated_why})",
+                style="yellow",
+            )
+        )
     if s.secrets_unknown:
         printer.print(Text(f"      secrets: cannot tell whether they rotated: {s.secrets_unknown}"))
     stages = release_stage_lines(s)

@@ -47,6 +47,7 @@ from configcenter.adapters.k8s_manifests import (
 )
 from configcenter.adapters.k8s_observe import OBSERVED_KINDS
 from configcenter.adapters.secrets import SecretError, resolve_secret, secret_scheme
+from configcenter.core.secretrefs import SecretsRotated, find_refs, separate_rotated
 from configcenter.ports.platform import Deployable, PlatformError
 
 log = logging.getLogger("configcenter.adapters.kubernetes")  # one logger name for the adapter
@@ -150,12 +151,17 @@ class ReleaseApplier:
         self._collect_versions(deployable, objects)
         return pruned
 
-    def secrets_match(self, deployable: Deployable, generations: list[int]) -> int | str | None:
-        """Compare freshly resolved secret values with each generation's live Secrets."""
+    def secrets_match(
+        self, deployable: Deployable, generations: list[int]
+    ) -> int | SecretsRotated | str:
+        """Compare freshly resolved secret values with each generation's live Secrets; when
+        none matches, which references differ from the first generation's, key by key."""
         self.check_env(deployable)
         probe = secret_objects(deployable, None)
+        if not generations:
+            return "no secrets generation to compare with"
         if not probe:
-            return generations[0] if generations else None
+            return generations[0]
         try:
             values = self.resolve_secrets(deployable)
             if self._env_secrets_error is not None:
@@ -196,7 +202,9 @@ class ReleaseApplier:
             seen = True
             if all(live[o.name] == o.body["data"] for o in wanted):
                 return generation
-        return None if seen else "its Secrets are not on the platform yet"
+        if not seen:
+            return "its Secrets are not on the platform yet"
+        return _rotated_refs(replace(deployable, secrets_generation=generations[0]), live, values)
 
     def replace_drifted(self, deployable: Deployable, refs: Iterable[str]) -> list[str]:
         """Make the objects `refs` (`Kind/name`) equal to the release again, by replacing them.
@@ -472,6 +480,33 @@ class ReleaseApplier:
 
 #: Service spec fields the API server allocates: kept from the live object on replace.
 _ALLOCATED_SERVICE_FIELDS = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
+
+
+def _rotated_refs(
+    deployable: Deployable, live: Mapping[str, Mapping[str, Any]], values: Mapping[str, str]
+) -> SecretsRotated:
+    """Which references resolve to a value other than `deployable`'s generation holds,
+    compared entry by entry (an ENV key of the env Secret, a whole file of the secret-files
+    Secret). Values are compared in memory only; nothing derived from them is returned."""
+    wanted = secret_objects(deployable, values)
+    missing = [o.name for o in wanted if o.name not in live]
+    refs = sorted(release_refs(deployable))
+    if missing:
+        return SecretsRotated(
+            (),
+            tuple(refs),
+            f"generation {deployable.secrets_generation}'s Secret "
+            f"{', '.join(missing)} is not on the platform to compare with",
+        )
+    # The same objects with every placeholder left as it is: what each entry refers to.
+    placeholders = {ref: f"${{secret:{ref}}}" for ref in refs}
+    texts = {o.name: o.body["data"] for o in secret_objects(deployable, placeholders)}
+    entries: dict[str, tuple[list[str], bool]] = {}
+    for obj in wanted:
+        for key, data in obj.body["data"].items():
+            text = base64.b64decode(texts[obj.name][key]).decode("utf-8")
+            entries[f"{obj.name}/{key}"] = (find_refs(text), live[obj.name].get(key) == data)
+    return separate_rotated(entries, what="Secret entry")
 
 
 def _replacement(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:

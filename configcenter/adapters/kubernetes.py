@@ -30,6 +30,7 @@ from configcenter.adapters.k8s_client import KubeClient
 from configcenter.adapters.k8s_manifests import check_namespace
 from configcenter.adapters.k8s_wait import RolloutWaiter
 from configcenter.core.redact import Redactor
+from configcenter.core.secretrefs import SecretsRotated
 from configcenter.ports.platform import (
     Deployable,
     ObservedService,
@@ -79,7 +80,9 @@ class KubernetesPlatform:
         """Delete what earlier releases of the service left and this one no longer renders."""
         return self._applier.prune(deployable)
 
-    def secrets_match(self, deployable: Deployable, generations: list[int]) -> int | str | None:
+    def secrets_match(
+        self, deployable: Deployable, generations: list[int]
+    ) -> int | SecretsRotated | str:
         """Compare freshly resolved secret values with each generation's live Secrets."""
         return self._applier.secrets_match(deployable, generations)
 

@@ -33,6 +33,7 @@ from configcenter.adapters.marathon_client import (
 )
 from configcenter.adapters.marathon_observe import AppVersion, MarathonObserver
 from configcenter.adapters.marathon_wait import MarathonWaiter
+from configcenter.core.secretrefs import SecretsRotated
 from configcenter.ports.platform import (
     Deployable,
     ObservedService,
@@ -155,7 +156,9 @@ class MarathonPlatform:
         """One GET /v2/apps?embed=apps.tasks: every app directly under the env's group."""
         return self._observer.observe()
 
-    def secrets_match(self, deployable: Deployable, generations: list[int]) -> int | str | None:
+    def secrets_match(
+        self, deployable: Deployable, generations: list[int]
+    ) -> int | SecretsRotated | str:
         """Compare freshly resolved values with what the secret store holds per generation."""
         return self._applier.secrets_match(deployable, generations)
 

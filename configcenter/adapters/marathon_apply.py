@@ -39,7 +39,13 @@ from configcenter.adapters.marathon_client import (
 from configcenter.adapters.marathon_diff import READ_ONLY, runs
 from configcenter.adapters.secrets import SecretError, resolve_secret, secret_scheme
 from configcenter.core import fileurls
-from configcenter.core.secretrefs import MARKER, find_refs, substitute
+from configcenter.core.secretrefs import (
+    MARKER,
+    SecretsRotated,
+    find_refs,
+    separate_rotated,
+    substitute,
+)
 from configcenter.ports.platform import Deployable, UndeliveredFiles
 
 if TYPE_CHECKING:
@@ -128,20 +134,26 @@ class MarathonApplier:
             result.get("version"),
         )
 
-    def secrets_match(self, deployable: Deployable, generations: list[int]) -> int | str | None:
-        """Compare freshly resolved values with what the secret store holds per generation."""
+    def secrets_match(
+        self, deployable: Deployable, generations: list[int]
+    ) -> int | SecretsRotated | str:
+        """Compare freshly resolved values with what the secret store holds per generation;
+        when none matches, which references differ from the first generation's, key by key."""
         wanted = {
             key: text
             for key, text in _env_entries(deployable).items()
             if isinstance(text, str) and find_refs(text)
         }
+        if not generations:
+            return "no secrets generation to compare with"
         if not wanted:
-            return generations[0] if generations else None
+            return generations[0]
         if not self.client.secrets_url:
             return f"platforms.{self.target.name} has no secrets_url"
         try:
             values = {k: self._resolved(deployable.service, k, t) for k, t in wanted.items()}
             seen = False
+            first: dict[str, str] | None = None
             for generation in generations:
                 candidate = replace(deployable, secrets_generation=generation)
                 stored: dict[str, str] = {}
@@ -151,6 +163,8 @@ class MarathonApplier:
                     )
                     if response.status_code == 200:
                         stored[key] = str((response.json() or {}).get("value", ""))
+                if generation == generations[0]:
+                    first = stored
                 if set(stored) != set(wanted):
                     continue
                 seen = True
@@ -158,7 +172,28 @@ class MarathonApplier:
                     return generation
         except (MarathonError, SecretError, ValueError) as exc:
             return str(exc)
-        return None if seen else "its secrets are not in the secret store yet"
+        if not seen:
+            return "its secrets are not in the secret store yet"
+        # Compared in memory, key by key; nothing derived from a value leaves this method.
+        stored = first or {}
+        found = separate_rotated(
+            {k: (find_refs(t), stored[k] == values[k]) for k, t in wanted.items() if k in stored},
+            what="secret",
+        )
+        absent = sorted(k for k in wanted if k not in stored)
+        if not absent:
+            return found
+        proven = {r for k in stored if stored[k] == values[k] for r in find_refs(wanted[k])}
+        unsure = {r for k in absent for r in find_refs(wanted[k])} - proven - set(found.refs)
+        why = (
+            f"generation {generations[0]} has no {', '.join(absent)} in the secret store "
+            "to compare with"
+        )
+        return SecretsRotated(
+            found.refs,
+            tuple(sorted(unsure | set(found.together))),
+            "; ".join(w for w in (found.why, why) if w),
+        )
 
     def app_definition(self, deployable: Deployable) -> JSON:
         """The JSON `apply` would PUT, secret values not included (they never are)."""

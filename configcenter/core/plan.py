@@ -25,6 +25,7 @@ from configcenter.core.consumed import Consumption
 from configcenter.core.errors import ConfigError, Problem, ProblemList, Source
 from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.render import Renderer, RenderError, platform_settings
+from configcenter.core.secretrefs import SecretsRotated
 from configcenter.core.state import EnvState, Release, ServiceState
 from configcenter.core.values import MASK, SecretRef, canonical, digest, flatten, masked, to_value
 
@@ -73,6 +74,9 @@ class ServicePlan:
     replicas: tuple[int | None, int | None] | None = None
     #: Secret keys whose values rotated (values never shown); "cannot tell" reason otherwise.
     rotated: list[str] = field(default_factory=list)
+    #: Secret keys that may have rotated: the platform cannot tell them apart (`why`).
+    maybe_rotated: list[str] = field(default_factory=list)
+    maybe_rotated_why: str = ""
     secrets_unknown: str | None = None
     diffs: dict[str, str] = field(default_factory=dict)
     blocked: str | None = None
@@ -86,6 +90,11 @@ class ServicePlan:
     previous: ServiceState | None = None
     consumption: Consumption | None = None
     secrets_generation: int = 0
+
+    @property
+    def rotates(self) -> bool:
+        """Whether the platform found secret values that differ from the release's."""
+        return bool(self.rotated or self.maybe_rotated)
 
     @property
     def consumed_values(self) -> dict[str, Any]:
@@ -111,8 +120,13 @@ class ServicePlan:
         }
         if self.replicas is not None:
             data["replicas"] = {"from": self.replicas[0], "to": self.replicas[1]}
-        if self.rotated:
+        if self.rotates:
             data["secrets"] = {"rotated": list(self.rotated)}
+        if self.maybe_rotated:
+            data["secrets"]["cannot_separate"] = {
+                "keys": list(self.maybe_rotated),
+                "why": self.maybe_rotated_why,
+            }
         if self.secrets_unknown:
             data["secrets"] = {"unknown": self.secrets_unknown}
         if self.blocked:
@@ -164,9 +178,12 @@ def service_record(
 
 #: Asks the platform whether the secret values a service's release carries are those of one of
 #: `generations` (tried in order). `files` are the release's rendered files (None: the ones the
-#: deploy repo holds). Returns the matching generation, None when the live values differ from
-#: every candidate (a rotation), or a sentence when the platform cannot tell.
-SecretCheck = Callable[[ServicePlan, Mapping[str, bytes] | None, list[int]], int | str | None]
+#: deploy repo holds). Returns the matching generation, the references whose values rotated
+#: when the live values differ from every candidate, or a sentence when the platform cannot
+#: tell.
+SecretCheck = Callable[
+    [ServicePlan, Mapping[str, bytes] | None, list[int]], int | SecretsRotated | str
+]
 
 
 def _change_json(change: ValueChange) -> dict[str, Any]:
@@ -436,7 +453,7 @@ def _plan_service(
     rendered = renderer.render(config, service, image.ref)
     plan.files = rendered.files
     plan.rendered_digest, _ = files_digest(rendered.files)
-    if refs and secret_check is not None and previous is not None and not plan.rotated:
+    if refs and secret_check is not None and previous is not None and not plan.rotates:
         if secret_refs(to_value(previous.values)) == secret_refs(consumed):
             # Other inputs changed too: did the values behind the same references rotate?
             # (Asked against the recorded release's files, so a changed file that holds a
@@ -467,7 +484,7 @@ def _plan_service(
             plan.reasons.append("image")
         # `secrets` is a rotation (or Secrets the platform lost), not a new generation that
         # a changed file holding a secret needs anyway: that change has its own reason.
-        if plan.rotated or (plan.secrets_generation != generation and not plan.reasons):
+        if plan.rotates or (plan.secrets_generation != generation and not plan.reasons):
             plan.reasons.append("secrets")
         if plan.replicas:
             plan.reasons.append("replicas")
@@ -534,13 +551,38 @@ def _check_secrets(
     if isinstance(verdict, str):
         plan.secrets_unknown = verdict
         return
-    if verdict is None:
+    if isinstance(verdict, SecretsRotated):
         newest = max([*candidates, previous.secrets_generation if previous else 0])
         plan.secrets_generation = newest + 1
     else:
         plan.secrets_generation = verdict
     if rotation and plan.secrets_generation != current:
-        plan.rotated = sorted(secret_refs(plan.consumed_values))
+        if not isinstance(verdict, SecretsRotated):
+            # Another generation (a rotation rolled back) holds the values: which of them
+            # differ from the release's own generation is asked of that one alone.
+            verdict = check(plan, files, [current])
+        _name_rotated(plan, verdict)
+
+
+def _name_rotated(plan: ServicePlan, verdict: int | SecretsRotated | str) -> None:
+    """The consumed keys behind the references the platform found rotated (by reference: a
+    key is named, never its value); those it cannot tell apart are named as such."""
+    keys = secret_refs(plan.consumed_values)
+    if not isinstance(verdict, SecretsRotated):
+        plan.maybe_rotated = sorted(keys)
+        plan.maybe_rotated_why = (
+            verdict if isinstance(verdict, str) else "the platform did not say which one differs"
+        )
+        return
+    rotated = set(verdict.refs)
+    together = set(verdict.together) - rotated
+    plan.rotated = sorted(k for k, ref in keys.items() if ref in rotated)
+    plan.maybe_rotated = sorted(k for k, ref in keys.items() if ref in together)
+    plan.maybe_rotated_why = verdict.why
+    if not plan.rotated and not plan.maybe_rotated:
+        # The platform found a difference it did not place on a key: say which may have.
+        plan.maybe_rotated = sorted(keys)
+        plan.maybe_rotated_why = verdict.why or "the platform did not say which one differs"
 
 
 def _reasons_for_create(service: ServiceConfig) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 
 from configcenter.core.errors import PlatformFailure
 from configcenter.core.redact import Redactor
+from configcenter.core.secretrefs import SecretsRotated
 
 RolloutState = Literal["progressing", "healthy", "failed"]
 DriftKind = Literal["changed", "missing", "orphan"]
@@ -179,13 +180,17 @@ class Platform(Protocol):
         """Remove a service that left the config."""
         ...
 
-    def secrets_match(self, deployable: Deployable, generations: list[int]) -> int | str | None:
+    def secrets_match(
+        self, deployable: Deployable, generations: list[int]
+    ) -> int | SecretsRotated | str:
         """Which of `generations` holds exactly the secret values `deployable` resolves to now.
 
         Compares with what the platform holds (never a stored hash). Returns the first
-        matching generation, None when the platform holds a candidate and none matches (the
-        values rotated), or a sentence saying why it cannot tell (nothing live yet, a
-        reference not resolvable here, a platform that cannot read its secrets back).
+        matching generation; when the platform holds a candidate and none matches (the
+        values rotated), a `SecretsRotated` naming the references whose values differ from
+        the first candidate's, key by key (and those it cannot tell apart, honestly); or a
+        sentence saying why it cannot tell (nothing live yet, a reference not resolvable
+        here, a platform that cannot read its secrets back).
         """
         ...
 

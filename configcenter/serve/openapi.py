@@ -54,7 +54,12 @@ SERVICE_PLAN = _obj(
     ),
     files={**_map(_STR), "description": "output name -> unified diff"},
     replicas=_FROM_TO,
-    secrets=_obj([], rotated=_STRS, unknown=_STR),
+    secrets=_obj(
+        [],
+        rotated=_STRS,
+        cannot_separate=_obj(["keys", "why"], keys=_STRS, why=_STR),
+        unknown=_STR,
+    ),
     blocked=_STR,
     platform=_obj([], step=_STR, platform=_STR, why=_STR, release=_NSTR),
 )

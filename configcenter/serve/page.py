@@ -287,6 +287,9 @@ MACROS = """
 {% if s.replicas %}<dt>replicas</dt><dd>{{ s.replicas.from }} → {{ s.replicas.to }}</dd>{% endif %}
 {% if s.secrets and s.secrets.rotated %}<dt>secrets rotated</dt>
 <dd>{{ s.secrets.rotated|join(", ") }}</dd>{% endif %}
+{% if s.secrets and s.secrets.cannot_separate %}<dt>secrets may have rotated</dt>
+<dd>{{ s.secrets.cannot_separate["keys"]|join(", ") }} (cannot tell them apart:
+{{ s.secrets.cannot_separate.why }})</dd>{% endif %}
 {% if s.secrets and s.secrets.unknown %}<dt>secrets</dt><dd>not checked for rotation:
 {{ s.secrets.unknown }}</dd>{% endif %}
 {% if s.unverified %}<dt>image</dt><dd>not pinned to a digest: {{ s.unverified }}</dd>{% endif %}

@@ -2,7 +2,8 @@
 
 The plan never hashes secret values; it hands each service with secrets to its
 platform, which resolves the references now and compares them with the
-immutable Secrets a generation was made with. A platform that cannot be
+immutable Secrets a generation was made with, and names the references whose
+values differ (never the values). A platform that cannot be
 reached (or cannot read its secrets back) makes the plan say it cannot tell.
 """
 
@@ -14,7 +15,7 @@ from configcenter.core.plan import PreviousFile, SecretCheck, ServicePlan
 from configcenter.core.redact import Redactor
 from configcenter.core.secretrefs import has_refs
 from configcenter.core.values import to_value
-from configcenter.ports.platform import Deployable, Platform, PlatformError
+from configcenter.ports.platform import Deployable, Platform, PlatformError, SecretsRotated
 from configcenter.usecases.platforms import NoPlatform, config_digest, env_values, open_platform
 from configcenter.usecases.workspace import Workspace
 
@@ -34,7 +35,7 @@ def secret_checker(ws: Workspace, env: str, previous_file: PreviousFile) -> Secr
 
     def check(
         plan: ServicePlan, files: Mapping[str, bytes] | None, generations: list[int]
-    ) -> int | str | None:
+    ) -> int | SecretsRotated | str:
         service = plan.config
         assert service is not None and plan.image is not None
         if not service.platform:
@@ -76,7 +77,7 @@ def secret_checker(ws: Workspace, env: str, previous_file: PreviousFile) -> Secr
             # The values cannot be compared now, but the release's Secrets differ from the
             # recorded generation's by their references alone (a file that holds a secret
             # changed, a secret was added): no generation can be reused, whatever the values.
-            return None
+            return SecretsRotated(why="the references its Secrets hold changed")
         return verdict
 
     return check

@@ -22,6 +22,17 @@ from tests.support.rollout_fixtures import SENTINEL, make_rollout_world, set_ser
 pytestmark = pytest.mark.k8s
 
 ROTATED = "r0tated-Pa55w0rd-93b1e0"
+PAYMENTS_ENV = "SHOP_PAYMENTS_KEY"
+PAYMENTS = "paym3nts-K3y-5e1d2a"  # a second secret, which does not rotate
+
+
+def add_payments_key(world: World) -> None:
+    """A second secret in dev, `PAYMENTS_KEY` (env:SHOP_PAYMENTS_KEY); the caller commits."""
+    rel = "environments/dev/_env.yaml"
+    text = world.config.read(rel)
+    world.config.write(rel, text + f'  PAYMENTS_KEY: {{secret: "env:{PAYMENTS_ENV}"}}\n')
+    world.env[PAYMENTS_ENV] = PAYMENTS
+
 
 STATEFULSET_J2 = """\
 apiVersion: apps/v1
@@ -174,13 +185,14 @@ def test_secrets_reach_the_pods_as_values_wherever_used_and_rotate_and_roll_back
     tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
 ) -> None:
     world = world_for(tmp_path, k8s_namespace, services=("api",))
+    add_payments_key(world)
     release(
         world,
         "api",
         "1.1.0",
         {
             "template.yaml": "outputs: [app.env, deployment.yaml, conf/app.yaml]\n"
-            "env: [LOG_LEVEL, NEVER_READY, DB_PASSWORD]\n",
+            "env: [LOG_LEVEL, NEVER_READY, DB_PASSWORD, PAYMENTS_KEY]\n",
             "app.env.j2": "LOG_LEVEL={{ LOG_LEVEL }}\nPOSTGRES_PASSWORD={{ DB_PASSWORD }}\n"
             "DSN=postgres://app:{{ DB_PASSWORD }}@db/shop\n",
             "conf/app.yaml.j2": 'smtp:\n  host: mail\n  password: "{{ DB_PASSWORD }}"\n',
@@ -195,6 +207,7 @@ def test_secrets_reach_the_pods_as_values_wherever_used_and_rotate_and_roll_back
         "DB_PASSWORD": SENTINEL,
         "POSTGRES_PASSWORD": SENTINEL,
         "DSN": f"postgres://app:{SENTINEL}@db/shop",
+        "PAYMENTS_KEY": PAYMENTS,
     }
     assert live.secret_data("api-secret-files") == {
         "conf_app.yaml": f'smtp:\n  host: mail\n  password: "{SENTINEL}"\n'
@@ -215,11 +228,14 @@ def test_secrets_reach_the_pods_as_values_wherever_used_and_rotate_and_roll_back
     )
     text_plan = expect(world.cc("plan", "dev"), 0)
     assert "DB_PASSWORD: *** (rotated)" in text_plan.stdout
+    # Only the secret whose value changed is listed; PAYMENTS_KEY's value did not.
+    assert "PAYMENTS_KEY" not in text_plan.stdout, text_plan.stdout
     outputs += [text_plan.output, expect(world.cc("apply", "dev"), 0).output]
     assert live.secret_data("api-secrets")["POSTGRES_PASSWORD"] == ROTATED
     assert ROTATED in live.secret_data("api-secret-files")["conf_app.yaml"]
     assert live.active_hash("api") != first_hash, "a rotation rolls the pods"
     assert live.in_use("api-secrets") == "api-secrets-2"
+    assert live.secret_data("api-secrets")["PAYMENTS_KEY"] == PAYMENTS
     assert plan(world)["api"]["action"] == "noop", "rolled out: nothing more to do"
 
     # A rollback to the release made before the rotation runs with the values it ran with.
@@ -230,7 +246,7 @@ def test_secrets_reach_the_pods_as_values_wherever_used_and_rotate_and_roll_back
     assert live.active_hash("api") == first_hash, "the old ReplicaSet is scaled back up"
 
     for text in [*outputs, world.refs()]:
-        for value in (SENTINEL, ROTATED):
+        for value in (SENTINEL, ROTATED, PAYMENTS):
             assert value not in text
             assert base64.b64encode(value.encode()).decode() not in text
     for path, data in world.files().items():
@@ -313,3 +329,50 @@ def test_a_changed_file_holding_a_secret_never_reuses_an_old_generation(
     )
     deployed = world.files()["dev/api/conf/app.yaml"]
     assert deployed.startswith(b"level: debug\n"), "the deploy repo and the pods agree"
+
+
+def test_secrets_the_platform_cannot_tell_apart_are_said_so_not_guessed(
+    tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
+) -> None:
+    """Two secrets only ever delivered in one config file: the Secret compares the file as
+    a whole, so when it differs the plan names both as undecidable, not one as rotated."""
+    world = world_for(tmp_path, k8s_namespace, services=("api",))
+    add_payments_key(world)
+    release(
+        world,
+        "api",
+        "1.1.0",
+        {
+            "template.yaml": "outputs: [app.env, deployment.yaml, conf/app.yaml]\n"
+            "env: [LOG_LEVEL, NEVER_READY]\n",
+            "app.env.j2": "LOG_LEVEL={{ LOG_LEVEL }}\n",
+            "conf/app.yaml.j2": 'db: "{{ DB_PASSWORD }}"\npayments: "{{ PAYMENTS_KEY }}"\n',
+        },
+    )
+    pin(world, "api", "1.1.0")
+    outputs = [expect(world.cc("apply", "dev"), 0).output]
+
+    world.env[SECRET_ENV] = ROTATED
+    api = plan(world)["api"]
+    why = (
+        "Secret entry api-secret-files-1/conf_app.yaml holds more than one secret, "
+        "compared as a whole"
+    )
+    assert (api["action"], api["reasons"], api["secrets"]) == (
+        "update",
+        ["secrets"],
+        {"rotated": [], "cannot_separate": {"keys": ["DB_PASSWORD", "PAYMENTS_KEY"], "why": why}},
+    )
+    text_plan = expect(world.cc("plan", "dev"), 0)
+    assert "DB_PASSWORD, PAYMENTS_KEY: *** (may have rotated" in text_plan.stdout
+    assert "(rotated)" not in text_plan.stdout
+    outputs += [text_plan.output, expect(world.cc("apply", "dev"), 0).output]
+    assert live.in_use("api-secret-files") == "api-secret-files-2"
+    assert live.secret_data("api-secret-files")["conf_app.yaml"] == (
+        f'db: "{ROTATED}"\npayments: "{PAYMENTS}"\n'
+    )
+    assert plan(world)["api"]["action"] == "noop"
+    for text in [*outputs, world.refs()]:
+        for value in (SENTINEL, ROTATED, PAYMENTS):
+            assert value not in text
+            assert base64.b64encode(value.encode()).decode() not in text

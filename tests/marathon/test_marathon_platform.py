@@ -29,7 +29,7 @@ from configcenter.adapters.marathon_client import (
     MarathonUnavailableError,
     MarathonValidationError,
 )
-from configcenter.ports.platform import Deployable, PlatformError, RolloutStatus
+from configcenter.ports.platform import Deployable, PlatformError, RolloutStatus, SecretsRotated
 from tests.support.helpers import free_port
 from tests.support.marathon_double import MarathonDouble
 from tests.support.marathon_fixtures import MarathonFactory
@@ -330,7 +330,8 @@ def test_secrets_go_through_marathon_secrets_never_in_plain_text(
     # A rotation: generation 1 keeps the values it was made with (a rollback reads them);
     # the store tells the plan they differ now, and generation 2 carries the new value.
     monkeypatch.setenv("SHOP_DB_PASSWORD", "rotated-password")
-    assert platform.secrets_match(r1, [1]) is None
+    # Only DB_PASSWORD's value changed; API_KEY, read back from the store, did not.
+    assert platform.secrets_match(r1, [1]) == SecretsRotated(("env:SHOP_DB_PASSWORD",))
     platform.apply(r1)
     assert marathon_server.secret_values[("default", "shop/dev/api/1/DB_PASSWORD")] == password
     r2 = replace(release("r2", secrets=dict(r1.secrets)), secrets_generation=2)

@@ -27,6 +27,7 @@ from typing import Any
 from configcenter.adapters.secrets import SecretError, resolve_secret
 from configcenter.core.kinds import CONFIG_FILES, OBJECT_DRIFT, AdapterKind
 from configcenter.core.redact import Redactor
+from configcenter.core.secretrefs import SecretsRotated, separate_rotated
 from configcenter.ports.platform import (
     Deployable,
     Drift,
@@ -69,6 +70,9 @@ class World:
     """What runs on one fake platform: apps by (env, service)."""
 
     apps: dict[tuple[str, str], App] = field(default_factory=dict)
+    #: Resolved secret values by (env, service, generation), then key: written once per
+    #: generation and never rewritten, like Kubernetes' immutable Secrets.
+    secrets: dict[tuple[str, str, int], dict[str, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -92,16 +96,24 @@ class FakePlatform:
         self.world = WORLDS[name]
         self.redactor = redactor
 
-    def apply(self, deployable: Deployable, *, dry_run: bool = False) -> None:
+    def _resolve(self, deployable: Deployable) -> dict[str, str]:
+        resolved: dict[str, str] = {}
         for key, ref in sorted(deployable.secrets.items()):
             try:
-                resolve_secret(ref, on_resolved=self.redactor.register)
+                resolved[key] = resolve_secret(ref, on_resolved=self.redactor.register)
             except SecretError as error:
                 raise PlatformError(f"{deployable.service}: {key}: {error}") from None
+        return resolved
+
+    def apply(self, deployable: Deployable, *, dry_run: bool = False) -> None:
+        resolved = self._resolve(deployable)
         if dry_run:
             return
         spec = _spec(deployable)
+        generation = (self.target.env, deployable.service, deployable.secrets_generation)
         with self.world.lock:
+            if resolved:
+                self.world.secrets.setdefault(generation, resolved)
             current = self.world.apps.get((self.target.env, deployable.service))
             if current is not None:  # entries someone else added stay, ours are set
                 spec["env"] = {**current.spec["env"], **spec["env"]}
@@ -167,6 +179,39 @@ class FakePlatform:
     def delete(self, service: str) -> None:
         with self.world.lock:
             self.world.apps.pop((self.target.env, service), None)
+            for key in [k for k in self.world.secrets if k[:2] == (self.target.env, service)]:
+                del self.world.secrets[key]
+
+    def secrets_match(
+        self, deployable: Deployable, generations: list[int]
+    ) -> int | SecretsRotated | str:
+        """Each ENV secret is its own entry of a generation, so every rotated reference is
+        told apart."""
+        if not generations:
+            return "no secrets generation to compare with"
+        if not deployable.secrets:
+            return generations[0]
+        try:
+            now = self._resolve(deployable)
+        except PlatformError as error:
+            return str(error)
+        with self.world.lock:
+            held = {
+                g: self.world.secrets.get((self.target.env, deployable.service, g))
+                for g in generations
+            }
+        for generation in generations:
+            if held[generation] == now:
+                return generation
+        first = held[generations[0]]
+        if first is None:
+            if all(h is None for h in held.values()):
+                return "its secrets are not on the platform yet"
+            refs = tuple(sorted(set(deployable.secrets.values())))
+            return SecretsRotated((), refs, f"generation {generations[0]} is not on the platform")
+        return separate_rotated(
+            {k: ([ref], first.get(k) == now[k]) for k, ref in deployable.secrets.items()}
+        )
 
 
 def _flat(spec: Mapping[str, Any]) -> dict[str, str | None]:

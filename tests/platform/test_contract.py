@@ -9,11 +9,18 @@ entry declares it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import cast
 
 import pytest
 
-from configcenter.ports.platform import Drift, ObjectDriftPlatform, PlatformError, RolloutStatus
+from configcenter.ports.platform import (
+    Drift,
+    ObjectDriftPlatform,
+    PlatformError,
+    RolloutStatus,
+    SecretsRotated,
+)
 from tests.platform.conftest import Bed, ObjectDriftBed
 
 
@@ -116,6 +123,31 @@ def test_an_unresolvable_secret_is_named_and_nothing_is_deployed(
         bed.platform.apply(release)
 
     assert bed.leftovers("api") == []
+
+
+def test_only_the_secret_whose_value_changed_is_reported_rotated(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CC_CONTRACT_DB", "db-value-one")
+    monkeypatch.setenv("CC_CONTRACT_PAY", "pay-value-one")
+    secrets = {"DB_PASSWORD": "env:CC_CONTRACT_DB", "PAYMENTS_KEY": "env:CC_CONTRACT_PAY"}
+    first = bed.release("r1", secrets=secrets)
+    bed.platform.apply(first)
+    assert bed.platform.wait(first, timeout=bed.healthy_timeout).state == "healthy"
+    assert bed.platform.secrets_match(first, [1]) == 1, "nothing rotated yet"
+
+    monkeypatch.setenv("CC_CONTRACT_PAY", "pay-value-two")
+    found = bed.platform.secrets_match(first, [1])
+
+    assert found == SecretsRotated(("env:CC_CONTRACT_PAY",)), found
+    assert "value" not in repr(found), "no secret value in the answer"
+
+    second = replace(first, release_id="r2", secrets_generation=2)
+    bed.platform.apply(second)
+    assert bed.platform.wait(second, timeout=bed.healthy_timeout).state == "healthy"
+    assert bed.platform.secrets_match(second, [2, 1]) == 2, "the new generation holds it"
+    monkeypatch.setenv("CC_CONTRACT_DB", "db-value-two")
+    assert bed.platform.secrets_match(second, [2, 1]) == SecretsRotated(("env:CC_CONTRACT_DB",))
 
 
 def test_diff_of_what_just_rolled_out_is_empty(bed: Bed) -> None:

@@ -11,6 +11,7 @@ import pytest
 from configcenter.core.errors import ConfigError
 from configcenter.core.plan import ServicePlan, make_plan
 from configcenter.core.render import Renderer
+from configcenter.core.secretrefs import SecretsRotated, separate_rotated
 from configcenter.core.state import EnvState, Release
 from configcenter.usecases.platforms import env_string
 from tests.support.configrepo import ConfigRepo, MemoryRepo, deploy_files, state_after
@@ -49,22 +50,31 @@ def test_includes_are_followed_and_values_whole_or_a_dynamic_include_consume_all
 class Platform:
     """What a platform answers about secret values, as the SecretCheck port says."""
 
-    def __init__(self, answer: int | str | None) -> None:
+    def __init__(
+        self, answer: int | SecretsRotated | str, alone: SecretsRotated | None = None
+    ) -> None:
         self.answer = answer
+        #: The answer when asked about the release's own generation alone (which keys).
+        self.alone = alone
         self.asked: list[tuple[str, list[int]]] = []
 
     def __call__(
         self, plan: ServicePlan, files: Mapping[str, bytes] | None, generations: list[int]
-    ) -> int | str | None:
+    ) -> int | SecretsRotated | str:
         self.asked.append((plan.service, list(generations)))
+        if self.alone is not None and len(generations) == 1:
+            return self.alone
         return self.answer
+
+
+DB_ROTATED = SecretsRotated(("env:SHOP_DB_PASSWORD",))
 
 
 def test_a_rotated_secret_is_a_change_named_secrets_with_no_value(memory_repo: MemoryRepo) -> None:
     config = memory_repo.load()
     first = make_plan(config, "dev", EnvState("dev"), Renderer(), {}.get)
     state, files = state_after(first), deploy_files(first)
-    platform = Platform(None)
+    platform = Platform(DB_ROTATED)
     plan = make_plan(config, "dev", state, Renderer(), files.get, secret_check=platform)
     api = {s.service: s for s in plan.services}["api"]
     assert platform.asked == [("api", [1])], "only services with secrets are asked"
@@ -81,7 +91,9 @@ def test_a_rolled_back_rotation_asked_for_again_is_blocked(memory_repo: MemoryRe
     config = memory_repo.load()
     first = make_plan(config, "dev", EnvState("dev"), Renderer(), {}.get)
     state, files = state_after(first), deploy_files(first)
-    rotated = make_plan(config, "dev", state, Renderer(), files.get, secret_check=Platform(None))
+    rotated = make_plan(
+        config, "dev", state, Renderer(), files.get, secret_check=Platform(DB_ROTATED)
+    )
     api = {s.service: s for s in rotated.services}["api"]
     failed = Release(
         "api-r2",
@@ -91,10 +103,64 @@ def test_a_rolled_back_rotation_asked_for_again_is_blocked(memory_repo: MemoryRe
         secrets_generation=2,
     )
     state.services["api"] = replace(state.services["api"], last_failed=failed)
-    platform = Platform(2)
+    platform = Platform(2, alone=DB_ROTATED)
     again = make_plan(config, "dev", state, Renderer(), files.get, secret_check=platform)
-    assert platform.asked == [("api", [1, 2])]
-    assert {s.service: s.action for s in again.services}["api"] == "blocked"
+    # Generation 2 holds the values; which keys differ from generation 1 is asked of it alone.
+    assert platform.asked == [("api", [1, 2]), ("api", [1])]
+    blocked = {s.service: s for s in again.services}["api"]
+    assert (blocked.action, blocked.rotated) == ("blocked", ["DB_PASSWORD"])
+
+
+def test_keys_the_platform_cannot_tell_apart_are_named_as_such(memory_repo: MemoryRepo) -> None:
+    config = memory_repo.load()
+    first = make_plan(config, "dev", EnvState("dev"), Renderer(), {}.get)
+    state, files = state_after(first), deploy_files(first)
+    why = "Secret entry api-secret-files-1/settings.yaml holds more than one secret"
+    answer = SecretsRotated((), ("env:SHOP_DB_PASSWORD",), why)
+    plan = make_plan(config, "dev", state, Renderer(), files.get, secret_check=Platform(answer))
+    api = {s.service: s for s in plan.services}["api"]
+    assert (api.action, api.reasons, api.rotated) == ("update", ["secrets"], [])
+    assert api.secrets_generation == 2
+    assert api.to_json()["secrets"] == {
+        "rotated": [],
+        "cannot_separate": {"keys": ["DB_PASSWORD"], "why": why},
+    }
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        # One entry per secret: exactly the one that differs.
+        ({"A": (["env:A"], True), "B": (["env:B"], False)}, SecretsRotated(("env:B",))),
+        # A file holding two secrets differs: which one cannot be told.
+        (
+            {"f.yaml": (["env:A", "env:B"], False)},
+            SecretsRotated(
+                (),
+                ("env:A", "env:B"),
+                "entry f.yaml holds more than one secret, compared as a whole",
+            ),
+        ),
+        # One known to rotate does not clear the other of the file.
+        (
+            {"f.yaml": (["env:A", "env:B"], False), "A": (["env:A"], False)},
+            SecretsRotated(
+                ("env:A",),
+                ("env:B",),
+                "entry f.yaml holds more than one secret, compared as a whole",
+            ),
+        ),
+        # ...unless another entry proves one of them unchanged.
+        (
+            {"f.yaml": (["env:A", "env:B"], False), "A": (["env:A"], True)},
+            SecretsRotated(("env:B",)),
+        ),
+    ],
+)
+def test_rotated_references_are_separated_entry_by_entry(
+    entries: dict[str, tuple[list[str], bool]], expected: SecretsRotated
+) -> None:
+    assert separate_rotated(entries) == expected
 
 
 def test_a_platform_that_cannot_tell_is_said_so(memory_repo: MemoryRepo) -> None:

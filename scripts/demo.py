@@ -97,6 +97,7 @@ def main() -> None:
         XDG_STATE_HOME=str(workspace / "state"),
         XDG_CACHE_HOME=str(workspace / "cache"),
         SHOP_DEV_DB_PASSWORD="demo-dev-password",
+        SHOP_FILES_KEY="demo-files-key-0f3c9a",  # signs serve's file URLs for Marathon
         PATH=f"{BIN}:{env.get('PATH', '')}",
     )
     registry = start_registry(workspace / "registry")
@@ -218,7 +219,7 @@ def marathon_files(config: Path, env: dict[str, str], workspace: Path) -> None:
     marathon = MarathonDouble(deploy_seconds=0.5)
     marathon.start()
     port = free_port()
-    env = dict(env, SHOP_FILES_KEY="demo-files-key-0f3c9a", SHOP_PROD_DB_PASSWORD="demo-prod-pw")
+    env = dict(env, SHOP_PROD_DB_PASSWORD="demo-prod-pw")
     edit(config / "configcenter.yaml", "http://127.0.0.1:8080", marathon.url)
     edit(config / "configcenter.yaml", "http://127.0.0.1:8090", f"http://127.0.0.1:{port}")
     git("commit", "-qam", "demo: Marathon and serve on this machine", cwd=config)

@@ -119,7 +119,7 @@ def collect_services(engine: Engine, m: Metrics) -> None:
 
     names = ("configcenter_service_status", "configcenter_service_sync")
     try:
-        ws = engine.fresh_workspace()
+        ws = engine.page_workspace()
         cells = [
             (env, c) for env in ws.config.project.environments for c in status.services(ws, env)
         ]

@@ -303,7 +303,7 @@ class Engine:
 
     def _schedule(self) -> None:
         """Queue `schedule:<env>:<slot>` once per interval; the id dedupes across replicas."""
-        config = self.fresh_workspace().config
+        config = self.page_workspace().config
         now = time.time()
         for env in config.project.environments:
             raw = config.environment(env).reconcile_interval
@@ -387,8 +387,9 @@ class Engine:
         return ws
 
     def page_workspace(self, focus: tuple[str, ...] | None = None) -> ServeWorkspace:
-        """A Workspace for a page or API read: the config as loaded for the config repo
-        commit serve has checked out, loaded once per commit (see `LoadedConfigs`).
+        """A Workspace for what only reads (pages, the API, metrics, the schedule, notify
+        checks): the config as loaded for the config repo commit serve has checked out,
+        loaded once per commit (see `LoadedConfigs`). Jobs that apply load afresh.
 
         A config that does not load raises as in `fresh_workspace` (and is loaded again
         on the next request: only loads that succeeded are kept).

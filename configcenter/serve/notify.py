@@ -175,7 +175,7 @@ class Notifier:
         """Queue a notify job per new fact and channel of the envs `job` touched."""
         if not self.channels or job.kind == "notify":
             return 0
-        ws = engine.fresh_workspace()
+        ws = engine.page_workspace()
         envs = [job.env] if job.env else list(ws.config.project.environments)
         return self.check(engine, ws, envs)
 

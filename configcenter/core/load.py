@@ -42,13 +42,19 @@ def load_config(
     source: ConfigSource,
     problems: ProblemList | None = None,
     environments: Collection[str] | None = None,
+    services: Collection[str] | None = None,
 ) -> Config:
     """Load everything (or only `environments`, for commands about one environment).
+
+    `services` loads only those services' files of each environment (`()`: none, the
+    environments' own settings alone), for commands that need no more (history of one
+    service, deciding which environments auto-apply). Such a Config is not the whole
+    environment: never plan or apply from it.
 
     Raises ConfigError when there are errors (warnings are kept).
     """
     problems = problems if problems is not None else ProblemList()
-    loader = _Loader(source, problems, environments)
+    loader = _Loader(source, problems, environments, services)
     config = loader.load()
     problems.raise_if_errors()
     assert config is not None
@@ -71,8 +77,10 @@ class _Loader:
         source: ConfigSource,
         problems: ProblemList,
         only: Collection[str] | None = None,
+        services: Collection[str] | None = None,
     ) -> None:
         self.only = set(only) if only is not None else None
+        self.services = set(services) if services is not None else None
         self.source = source
         # An adapter may keep parses across runs, keyed by content digest.
         self.parse_cache: ParseCache | None = source.parse_cache
@@ -337,6 +345,8 @@ class _Loader:
                     )
                 continue
             stem = file.removesuffix(".yaml")
+            if self.services is not None and stem not in self.services:
+                continue
             why = schema.name_problem(stem)
             if why is not None:
                 self.problems.error(

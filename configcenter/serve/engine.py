@@ -376,12 +376,15 @@ class Engine:
         self,
         run_details: Mapping[str, object] | None = None,
         focus: tuple[str, ...] | None = None,
+        services: tuple[str, ...] | None = None,
     ) -> ServeWorkspace:
         """A Workspace that loads the config repo anew (as it is on disk now); the runs it
         starts carry `run_details` (a console action's job id). `focus` loads only those
-        environments (`()`: configcenter.yaml alone)."""
+        environments (`()`: configcenter.yaml alone); `services=()` loads the environments'
+        settings without their services (never to plan or apply from)."""
         ws = ServeWorkspace(self.base, self.run_store, self.redactor, self.identity, run_details)
         ws.focus = focus
+        ws.services = services
         with self._config_lock:
             _ = ws.config
         return ws

@@ -50,8 +50,22 @@ def service_config(config: Config, env: str, service: str) -> ServiceConfig:
 
 
 def check_service_known(ws: Workspace, env: str, service: str) -> None:
-    """A service name given on the command line must be one of ENV's services."""
-    service_config(ws.config, env, service)
+    """A service name given on the command line must be one of ENV's services.
+
+    A config loaded with some services only (history of one) is loaded whole here, to
+    name the others; one that did not load (history went on from the deploy repo
+    alone) cannot say, and the warning about it was given.
+    """
+    config = ws.config
+    if ws.services is not None:
+        whole = Workspace(ws.root, ws.deploy_repo_url, ws.run_store_url, ws.strict, (env,))
+        try:
+            config = whole.config
+        except ConfigError:
+            return
+    if env not in config.environments:
+        return
+    service_config(config, env, service)
 
 
 @dataclass

@@ -95,7 +95,12 @@ def handle_gitlab_event(
             reason=f"push to {event.ref!r}: only pushes to the default branch {default!r} apply"
         )
     check_contains(git, default, event.after)
-    envs = [e for e in config.project.environments if config.environment(e).auto_apply]
+    # The caller may have loaded only the auto_apply environments (serve's push job).
+    envs = [
+        e
+        for e in config.project.environments
+        if e in config.environments and config.environment(e).auto_apply
+    ]
     if not envs:
         return TriggerResults(reason=f"push to {default}: no environment has auto_apply: true")
     if polled:

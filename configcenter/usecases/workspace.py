@@ -54,6 +54,9 @@ class Workspace:
     focus: tuple[str, ...] | None = None
     # A command that only reads (plan) uses deploy_repo.plan_timeout for git's network steps.
     read_only: bool = False
+    # Only these services' files of each environment (history of one service); `()`: the
+    # environments' settings alone. A Config loaded so must not be planned or applied.
+    services: tuple[str, ...] | None = None
 
     @cached_property
     def source(self) -> ConfigRepo:
@@ -68,7 +71,7 @@ class Workspace:
     @cached_property
     def config(self) -> Config:
         try:
-            config = load_config(self.source, self.problems, self.focus)
+            config = load_config(self.source, self.problems, self.focus, self.services)
         finally:
             self.source.save_caches()
         self.problems.raise_if_errors(self.strict)

@@ -471,10 +471,16 @@ def test_rollback_and_history_work_from_the_deploy_repo_when_the_config_is_broke
     world.config.commit("db: broken")
     assert world.cc("plan", "dev").code == 1
 
+    # history of one service reads only that service's file to warn: db's is broken.
     listed = world.ok("history", "dev", "--service", "worker", "--json")
-    assert "does not load" in listed.stderr and "environments/dev/db.yaml" in listed.stderr
+    assert "does not load" not in listed.stderr, listed.stderr
     releases = json.loads(listed.stdout)["releases"]
     assert good in [r["release"] for r in releases]
+    of_db = world.ok("history", "dev", "--service", "db", "--json")
+    assert "does not load" in of_db.stderr and "environments/dev/db.yaml" in of_db.stderr
+    assert json.loads(of_db.stdout)["releases"]
+    whole = world.ok("history", "dev", "--json")
+    assert "does not load" in whole.stderr and "environments/dev/db.yaml" in whole.stderr
 
     back = world.ok("rollback", "dev", "worker")
 

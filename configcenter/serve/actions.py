@@ -625,7 +625,7 @@ def routes(engine: Engine, settings: ServeSettings) -> list[Route]:
         """
         from configcenter.serve import status
 
-        ws = engine.fresh_workspace()
+        ws = engine.page_workspace()
         config = ws.config
         envs = list(config.project.environments)
         matrix = status.matrix(ws)
@@ -652,7 +652,7 @@ def routes(engine: Engine, settings: ServeSettings) -> list[Route]:
         """
         from configcenter.usecases.history import history
 
-        ws = engine.fresh_workspace()
+        ws = engine.page_workspace()
         q = request.query_params
         try:
             wanted = parse_request(
@@ -699,7 +699,7 @@ def routes(engine: Engine, settings: ServeSettings) -> list[Route]:
         assert key is not None
         try:
             engine.update_config_repo()
-            ws = engine.fresh_workspace()
+            ws = engine.page_workspace()
             proposal = propose(ws, parse_request(dict(request.query_params), ws), key)
         except PLAN_ERRORS as exc:
             return cannot_plan(request, exc)
@@ -772,7 +772,7 @@ def routes(engine: Engine, settings: ServeSettings) -> list[Route]:
             return RedirectResponse(f"{_root(request)}actions/jobs/{job_id}", status_code=303)
         try:
             engine.update_config_repo()
-            ws = engine.fresh_workspace()
+            ws = engine.page_workspace()
             proposal = propose(ws, parse_request(form, ws), key)
         except PLAN_ERRORS as exc:
             return cannot_plan(request, exc)

@@ -100,6 +100,7 @@ def test_rollback_from_the_console_streams_its_log_and_the_status_follows(
     driver: Any,
     serve_processes: list[ServeProcess],
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -126,9 +127,15 @@ def test_rollback_from_the_console_streams_its_log_and_the_status_follows(
         assert page_width <= width, f"{width}px: {driver.current_url} is {page_width}px wide"
 
     def cell_text() -> str:
-        return str(
-            driver.find_element(By.CSS_SELECTOR, 'td[data-env="dev"][data-service="api"]').text
-        )
+        return cell_read(lambda cell: str(cell.text))
+
+    def cell_read(read: Any) -> str:
+        """Read the cell; the live refresh may replace it between find and read: try again."""
+        try:
+            found = driver.find_element(By.CSS_SELECTOR, 'td[data-env="dev"][data-service="api"]')
+            return str(read(found))
+        except StaleElementReferenceException:
+            return ""
 
     # (width, from, to): at 1400 px 1.2 -> 1.1, then at 390 px 1.1 -> 1.0.
     for width, height, before, after in ((1400, 900, "1.2", "1.1"), (390, 844, "1.1", "1.0")):
@@ -185,11 +192,24 @@ def test_rollback_from_the_console_streams_its_log_and_the_status_follows(
         driver.switch_to.window(status)
         shown = IMAGE.format(after)
         wait("the status page to follow", lambda d, image=shown: image in cell_text(), 60)
-        cell = driver.find_element(By.CSS_SELECTOR, 'td[data-env="dev"][data-service="api"]')
-        assert cell.get_attribute("data-status") == "healthy"
+        wait(
+            "the cell to say healthy",
+            lambda d: cell_read(lambda cell: cell.get_attribute("data-status")) == "healthy",
+            30,
+        )
         assert driver.execute_script("return window.__notReloaded === true")
-        runs = driver.find_element(By.ID, "runs").text
-        assert "rollback" in runs and "console" in runs
+
+        def runs_text() -> str:
+            try:
+                return str(driver.find_element(By.ID, "runs").text)
+            except StaleElementReferenceException:
+                return ""
+
+        wait(
+            "the runs to list the console's rollback",
+            lambda d: "rollback" in runs_text() and "console" in runs_text(),
+            30,
+        )
         fits(width)
         shot("status-after", width)
         releases = releases_by_image(world)

@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from configcenter.adapters.marathon_client import (
     APP_FILE,
@@ -47,9 +47,6 @@ from configcenter.core.secretrefs import (
     substitute,
 )
 from configcenter.ports.platform import Deployable, UndeliveredFiles
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("configcenter.adapters.marathon")  # one logger name for the adapter
 

@@ -10,12 +10,9 @@ field is empty or one Marathon fills in itself (the normaliser gitops-engine's
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from configcenter.ports.platform import Deployable, ObservedService, ServiceDiff, service_diff
-
-if TYPE_CHECKING:
-    pass
 
 JSON = dict[str, Any]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from configcenter.adapters.marathon_client import (
@@ -16,9 +16,6 @@ from configcenter.adapters.marathon_client import (
     MarathonApi,
 )
 from configcenter.ports.platform import ObservedService
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("configcenter.adapters.marathon")  # one logger name for the adapter
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from configcenter.adapters.marathon_client import (
     JSON,
@@ -20,9 +20,6 @@ from configcenter.adapters.marathon_client import (
     MarathonApi,
 )
 from configcenter.ports.platform import Deployable, PlatformError, ProgressCallback, RolloutStatus
-
-if TYPE_CHECKING:
-    pass
 
 
 class MarathonWaiter:

@@ -10,6 +10,7 @@ SQL stay in each adapter.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -368,10 +369,9 @@ def project_sqlite_path(project: str) -> Path:
         return scoped
     marker = legacy.with_name(SQLITE_FILE_NAME + ".project")
     try:
-        with marker.open("x", encoding="utf-8") as out:
+        # The first project to get here claims it; a marker already there was claimed before.
+        with contextlib.suppress(FileExistsError), marker.open("x", encoding="utf-8") as out:
             out.write(project + "\n")
-    except FileExistsError:
-        pass
     except OSError:
         return scoped
     try:

@@ -32,6 +32,9 @@ from configcenter.core.values import MASK, SecretRef, canonical, digest, flatten
 RENDER_VERSION = 2  # bump when rendering semantics change, so every service re-renders
 ACTIONS = ("create", "update", "delete", "noop", "blocked")
 REASONS = ("template", "values", "image", "secrets", "replicas")
+#: A `SecretCheck`'s `SecretsRotated.why` when the values could not be compared but the
+#: references the release's Secrets hold differ from the recorded release's.
+REFERENCES_CHANGED = "the references its Secrets hold changed"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,9 @@ class ServicePlan:
     maybe_rotated: list[str] = field(default_factory=list)
     maybe_rotated_why: str = ""
     secrets_unknown: str | None = None
+    #: The secret values could not be compared, but the references the Secrets hold
+    #: differ from the recorded release's: a generation of other content is never reused.
+    secrets_references_changed: bool = False
     diffs: dict[str, str] = field(default_factory=dict)
     blocked: str | None = None
     # What apply needs (not printed):
@@ -463,6 +469,17 @@ def _plan_service(
         # New inputs: reuse the current generation only if the platform holds exactly the
         # secret values this rendering delivers (its Secrets are immutable).
         _check_secrets(plan, service, previous, rendered.files, secret_check, rotation=False)
+        failed = previous.last_failed
+        if (
+            plan.secrets_references_changed
+            and failed is not None
+            and failed.secrets_generation
+            and inputs_digest(config, service, image, consumed, failed.secrets_generation)
+            == failed.inputs_digest
+        ):
+            # Exactly the inputs of the release that failed (or was rolled back): its
+            # generation holds these references, so the plan says blocked, not a new try.
+            plan.secrets_generation = failed.secrets_generation
         plan.inputs_digest = inputs_digest(
             config, service, image, consumed, plan.secrets_generation
         )
@@ -552,6 +569,9 @@ def _check_secrets(
         plan.secrets_unknown = verdict
         return
     if isinstance(verdict, SecretsRotated):
+        plan.secrets_references_changed = verdict.why == REFERENCES_CHANGED and not (
+            verdict.refs or verdict.together
+        )
         newest = max([*candidates, previous.secrets_generation if previous else 0])
         plan.secrets_generation = newest + 1
     else:

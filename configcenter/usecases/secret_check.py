@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from configcenter.core.plan import PreviousFile, SecretCheck, ServicePlan
+from configcenter.core.plan import REFERENCES_CHANGED, PreviousFile, SecretCheck, ServicePlan
 from configcenter.core.redact import Redactor
 from configcenter.core.secretrefs import has_refs
 from configcenter.core.values import to_value
@@ -77,7 +77,7 @@ def secret_checker(ws: Workspace, env: str, previous_file: PreviousFile) -> Secr
             # The values cannot be compared now, but the release's Secrets differ from the
             # recorded generation's by their references alone (a file that holds a secret
             # changed, a secret was added): no generation can be reused, whatever the values.
-            return SecretsRotated(why="the references its Secrets hold changed")
+            return SecretsRotated(why=REFERENCES_CHANGED)
         return verdict
 
     return check

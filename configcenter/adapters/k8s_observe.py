@@ -66,17 +66,16 @@ def observe(client: KubeClient, env: str) -> dict[str, ObservedService]:
             ref = f"{kind}/{item['metadata']['name']}"
             by_service.setdefault(service, {})[ref] = clean_live(item)
             live.setdefault(service, {}).setdefault(kind, []).append(item)
-    for service, objects in by_service.items():
+    observed = {}
+    for service, objects in sorted(by_service.items()):
         # Config and secret versions kept for rollbacks are not what runs: only the ones
         # the service's workloads refer to are.
         used = _referenced_versions(live.get(service, {}))
         for ref in [r for r, body in objects.items() if is_versioned(body)]:
             if ref not in used:
                 del objects[ref]
-    return {
-        service: _observed(service, live.get(service, {}), objects)
-        for service, objects in sorted(by_service.items())
-    }
+        observed[service] = _observed(service, live.get(service, {}), objects, used)
+    return observed
 
 
 def desired_objects(deployable: Deployable, namespace: str) -> dict[str, Mapping[str, Any]]:
@@ -121,14 +120,18 @@ def _deletable_resources(client: KubeClient) -> list[Any]:
 
 
 def _observed(
-    service: str, live: Mapping[str, list[dict[str, Any]]], objects: Mapping[str, Any]
+    service: str,
+    live: Mapping[str, list[dict[str, Any]]],
+    objects: Mapping[str, Any],
+    used: set[str],
 ) -> ObservedService:
-    """Summarise a service by its main workload (see `main_workload`)."""
-    workloads = {
+    """Summarise a service by its main workload (see `main_workload`); `used` are the
+    versions its workloads refer to."""
+    present = {
         f"{kind}/{item['metadata']['name']}": item for kind, items in live.items() for item in items
     }
-    ref = main_workload(service, workloads)
-    main = workloads[ref] if ref is not None else None
+    ref = main_workload(service, present)
+    main = present[ref] if ref is not None else None
     image = replicas = digest = release = None
     if main is not None:
         annotations = main["metadata"].get("annotations") or {}
@@ -156,21 +159,18 @@ def _observed(
         config_digest=digest,
         release_id=release,
         objects=dict(sorted(objects.items())),
-        missing=_missing(service, live),
+        missing=_missing(service, live, set(present), used),
     )
 
 
-def _missing(service: str, live: Mapping[str, list[dict[str, Any]]]) -> tuple[str, ...]:
+def _missing(
+    service: str, live: Mapping[str, list[dict[str, Any]]], present: set[str], used: set[str]
+) -> tuple[str, ...]:
     """Objects the running release needs that are gone: those its record lists (applied
-    with it) and the ConfigMaps and Secrets its workloads' pods refer to."""
-    present = {
-        f"{kind}/{item['metadata']['name']}" for kind, items in live.items() for item in items
-    }
+    with it) and the versions its workloads' pods refer to (`used`)."""
     # Only configcenter's own versions: a pod may also read a Secret someone else made.
     prefixes = tuple(f"{name(service)}-" for name in VERSIONED_ROLES.values())
-    wanted = {
-        ref for ref in _referenced_versions(live) if ref.split("/", 1)[1].startswith(prefixes)
-    }
+    wanted = {ref for ref in used if ref.split("/", 1)[1].startswith(prefixes)}
     for item in live.get("ConfigMap", []):
         if item["metadata"]["name"] != config_map_name(service):
             continue
@@ -184,7 +184,7 @@ def _missing(service: str, live: Mapping[str, list[dict[str, Any]]]) -> tuple[st
         kinds = str(annotations.get(APPLIED_KINDS_ANNOTATION) or "")
         workloads = [k for k in WORKLOAD_KINDS if f"/{k}" in kinds]
         if workloads and not any(live.get(k) for k in WORKLOAD_KINDS):
-            return tuple(sorted({*(wanted - present), f"{workloads[0]}/{service}"}))
+            wanted.add(f"{workloads[0]}/{service}")  # named by the service: a guess, for the log
     return tuple(sorted(wanted - present))
 
 

@@ -253,11 +253,9 @@ def test_secrets_reach_the_pods_as_values_wherever_used_and_rotate_and_roll_back
         assert SENTINEL.encode() not in data and ROTATED.encode() not in data, path
 
 
-def test_a_changed_file_holding_a_secret_is_a_values_change_not_a_rotation(
-    tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
-) -> None:
-    """The file's Secret gets a new generation either way; the plan says why, truthfully."""
-    world = world_for(tmp_path, k8s_namespace, services=("api",))
+def applied_with_a_secret_file(tmp_path: Path, ns: K8sNamespace) -> World:
+    """api 1.1.0 applied, with conf/app.yaml holding LOG_LEVEL and the secret DB_PASSWORD."""
+    world = world_for(tmp_path, ns, services=("api",))
     release(
         world,
         "api",
@@ -270,6 +268,14 @@ def test_a_changed_file_holding_a_secret_is_a_values_change_not_a_rotation(
     )
     pin(world, "api", "1.1.0")
     expect(world.cc("apply", "dev"), 0)
+    return world
+
+
+def test_a_changed_file_holding_a_secret_is_a_values_change_not_a_rotation(
+    tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
+) -> None:
+    """The file's Secret gets a new generation either way; the plan says why, truthfully."""
+    world = applied_with_a_secret_file(tmp_path, k8s_namespace)
 
     set_service(world, "api", LOG_LEVEL="debug")
     api = plan(world)["api"]
@@ -298,19 +304,7 @@ def test_a_changed_file_holding_a_secret_never_reuses_an_old_generation(
 ) -> None:
     """With the secret's value not resolvable here, the release cannot reuse the Secret of
     the one before (it holds the old file): the rollout fails, it does not run stale files."""
-    world = world_for(tmp_path, k8s_namespace, services=("api",))
-    release(
-        world,
-        "api",
-        "1.1.0",
-        {
-            "template.yaml": "outputs: [app.env, deployment.yaml, conf/app.yaml]\n"
-            "env: [LOG_LEVEL, NEVER_READY]\n",
-            "conf/app.yaml.j2": 'level: {{ LOG_LEVEL }}\npassword: "{{ DB_PASSWORD }}"\n',
-        },
-    )
-    pin(world, "api", "1.1.0")
-    expect(world.cc("apply", "dev"), 0)
+    world = applied_with_a_secret_file(tmp_path, k8s_namespace)
     before = live.secret_data("api-secret-files")
 
     set_service(world, "api", LOG_LEVEL="debug")

@@ -199,11 +199,18 @@ def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console
 
 
 @contextmanager
-def serving(app: Starlette) -> Iterator[str]:
-    """The app on 127.0.0.1:<free port> (uvicorn in a thread), until the block ends."""
+def serving(app: Starlette, *, lifespan: bool = False) -> Iterator[str]:
+    """The app on 127.0.0.1:<free port> (uvicorn in a thread), until the block ends; with
+    `lifespan`, its start-up and shutdown run too (the engine's workers)."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="on" if lifespan else "off",
+            log_level="warning",
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -212,7 +219,7 @@ def serving(app: Starlette) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=30)
+        thread.join(timeout=60 if lifespan else 30)
 
 
 __all__ = ["Console", "Served", "poll", "serving", "start_served"]

@@ -23,38 +23,19 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 
 from configcenter.ports.jobstore import Job
 from configcenter.serve import ServeOptions, build
 from configcenter.serve.engine import Engine
 from configcenter.usecases.apply import ApplyOptions, apply_env
 from configcenter.usecases.workspace import Workspace
-from tests.serve.conftest import SERVE_SECTION
-from tests.support.helpers import free_port, poll
+from tests.serve.conftest import SERVE_SECTION, serving
+from tests.support.helpers import poll
 from tests.support.serve_fixtures import HttpResult, ShopWorld, http, make_shop_world
 
 API_TOKEN = "apisec-actions"
 BASIC = SERVE_SECTION + '  basic_auth: {username: ops, password: {secret: "env:CC_API_TOKEN"}}\n'
 API_11 = "template: 1.0.0\nimage: {ref: registry.test/shop/api:1.1}\nreplicas: 2\n"
-
-
-@contextmanager
-def serving_with_workers(app: Starlette) -> Iterator[str]:
-    """The app with its lifespan (engine workers running) on 127.0.0.1:<free port>."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        poll(lambda: server.started or None, 30, "uvicorn to listen")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -141,7 +122,7 @@ def console_for(world: ShopWorld) -> Iterator[Console]:
     ws = Workspace(world.config.root, run_store_url=world.run_store_url)
     engine, app = build(ws, ServeOptions(workers=1, identity="replica-a"))
     basic = base64.b64encode(f"ops:{API_TOKEN}".encode()).decode()
-    with serving_with_workers(app) as url:
+    with serving(app, lifespan=True) as url:
         yield Console(world, engine, url, basic)
 
 

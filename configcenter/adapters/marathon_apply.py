@@ -280,13 +280,18 @@ class MarathonApplier:
         labels = app.get("labels") or {}
         if not isinstance(labels, dict):
             raise MarathonSettingsError(f"{where}: 'labels' must be an object")
+        # Labels are part of what Marathon compares to decide on a restart (a change to
+        # anything but `instances` restarts every task: AppDefinition.isUpgrade), so a
+        # release that only scales another carries that one's id and digest: same labels,
+        # same definition but for `instances`, and Marathon scales without a restart.
+        release_id, digest = deployable.workload_identity
         app["labels"] = {
             **{str(k): str(v) for k, v in labels.items()},
             **{str(k): str(v) for k, v in deployable.labels.items()},
             LABEL_ENV: deployable.env,
             LABEL_SERVICE: deployable.service,
-            LABEL_RELEASE: deployable.release_id,
-            LABEL_DIGEST: deployable.config_digest,
+            LABEL_RELEASE: release_id,
+            LABEL_DIGEST: digest,
         }
         return app, secrets
 

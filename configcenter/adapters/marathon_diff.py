@@ -10,6 +10,7 @@ field is empty or one Marathon fills in itself (the normaliser gitops-engine's
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from configcenter.ports.platform import Deployable, ObservedService, ServiceDiff, service_diff
@@ -64,9 +65,12 @@ _FILLED_BY_MARATHON = frozenset(
 
 
 def diff(deployable: Deployable, observed: ObservedService | None) -> ServiceDiff:
-    """Image, instances, config digest and release: the labels and fields we own."""
+    """Image, instances, config digest and release: the labels and fields we own (a release
+    that only scales another carries that one's release id and digest)."""
+    release_id, digest = deployable.workload_identity
+    carried = replace(deployable, release_id=release_id, config_digest=digest)
     return service_diff(
-        deployable, observed, image=deployable.image or None, replicas=deployable.replicas
+        carried, observed, image=deployable.image or None, replicas=deployable.replicas
     )
 
 

@@ -114,11 +114,15 @@ class MarathonWaiter:
                 message=f"{app_id} does not exist on Marathon at {self.client.url}; apply it first",
             )
         labels = app.get("labels") or {}
-        ours = (
-            labels.get(LABEL_RELEASE) == deployable.release_id
-            and labels.get(LABEL_DIGEST) == deployable.config_digest
-        )
+        release_id, digest = deployable.workload_identity
         desired = int(app.get("instances") or 0)
+        # A release that only scales another carries that one's labels: its count tells them
+        # apart (None: an autoscaler owns the count).
+        ours = (
+            labels.get(LABEL_RELEASE) == release_id
+            and labels.get(LABEL_DIGEST) == digest
+            and deployable.replicas in (None, desired)
+        )
         config_version = str((app.get("versionInfo") or {}).get("lastConfigChangeAt") or "")
         checked = bool(app.get("healthChecks"))
         tasks = app.get("tasks") or []
@@ -141,8 +145,9 @@ class MarathonWaiter:
                 state="failed",
                 reason="Superseded",
                 message=(
-                    f"{app_id} now runs release {labels.get(LABEL_RELEASE)!r}, not "
-                    f"{deployable.release_id!r}: the deployment was cancelled or replaced"
+                    f"{app_id} now runs release {labels.get(LABEL_RELEASE)!r} with {desired} "
+                    f"instance(s), not {release_id!r} with {deployable.replicas}: the "
+                    "deployment was cancelled or replaced"
                 ),
                 available=available,
                 **counts,

@@ -155,7 +155,7 @@ def _step(sp: ServicePlan, live: Mapping[str, LiveServices]) -> Step | None:
     present = sp.service in live[platform]
     if sp.action in ("create", "update"):
         # A new release follows; the one it replaces must have its outcome first.
-        if release.outcome == "committed" and present and running == release.id:
+        if release.outcome == "committed" and present and _runs(release, running):
             return Step(
                 sp.service,
                 "watch",
@@ -180,7 +180,7 @@ def _catch_up(
 ) -> Step | None:
     if release.outcome not in ("committed", "healthy"):
         return None
-    if present and running == release.id:
+    if present and _runs(release, running):
         if release.outcome == "healthy":
             return None
         return Step(
@@ -207,6 +207,13 @@ def _catch_up(
         else f"{release.id} {what} healthy, but {on_platform}: roll it out again",
         release.id,
     )
+
+
+def _runs(release: Release, running: str | None) -> bool:
+    """Whether a workload carrying release id `running` runs `release`: its own id, or, for
+    a release that only scales another, that one's (a platform whose labels restart the
+    workload keeps them on a scale; a catch-up re-applies it, which scales)."""
+    return running is not None and running in (release.id, release.scale_of or release.id)
 
 
 def _with_step(sp: ServicePlan, step: Step) -> PlatformServicePlan:

@@ -101,6 +101,12 @@ class Release:
     inputs_digest: str = ""
     reason: str = ""  # why it failed / was rolled back
     secrets_generation: int = 0  # which generation of the service's Secrets it ran with
+    #: Only the replicas changed since the release it scales: that release's id and config
+    #: digest (the first of a run of scales). A platform whose release labels are part of
+    #: what restarts the workload (Marathon) keeps carrying those, so a scale restarts
+    #: nothing; what runs with them at this release's count is this release.
+    scale_of: str = ""
+    scale_of_digest: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Release | None:

@@ -48,6 +48,16 @@ class Deployable:
     stage_files: frozenset[str] = frozenset()
     #: Names the objects that carry the release's secret values; moves when they rotate.
     secrets_generation: int = 1
+    #: When only the replicas changed since an earlier release: that release's id and config
+    #: digest. A platform whose workload restarts when its release labels change (Marathon:
+    #: labels are part of an app's definition) labels the workload with these instead, so
+    #: the change is a scale; the others label it with `release_id` and `config_digest`.
+    scale_of: tuple[str, str] | None = None
+
+    @property
+    def workload_identity(self) -> tuple[str, str]:
+        """The release id and config digest a restart-on-relabel platform's workload carries."""
+        return self.scale_of or (self.release_id, self.config_digest)
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,16 @@ def deployable(
         labels={},
         stage_files=ReleaseStages.from_record(state.stages).job_files,
         secrets_generation=state.secrets_generation,
+        scale_of=scale_of(state, release_id),
     )
+
+
+def scale_of(state: ServiceState, release_id: str) -> tuple[str, str] | None:
+    """The release `release_id` only scales (id and config digest), from its record."""
+    release = state.release
+    if release is None or release.id != release_id or not release.scale_of:
+        return None
+    return release.scale_of, release.scale_of_digest or config_digest(state)
 
 
 def env_values(

@@ -7,9 +7,11 @@ but never pass their health checks, so their deployment never completes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from configcenter.usecases.apply import ApplyOptions, apply_env
@@ -19,6 +21,18 @@ from tests.support.marathon_double import MarathonDouble
 from tests.support.rollout_fixtures import SENTINEL, make_rollout_world, set_service, workspace
 
 APP = "/shop/dev/worker"
+#: What a scale moves on an app: its count, version, tasks and their bookkeeping.
+VOLATILE = {
+    "instances",
+    "version",
+    "versionInfo",
+    "tasks",
+    "tasksStaged",
+    "tasksRunning",
+    "tasksHealthy",
+    "tasksUnhealthy",
+    "deployments",
+}
 
 
 def mesos_world(tmp_path: Path, server: MarathonDouble, **kwargs: Any) -> World:
@@ -226,3 +240,89 @@ def test_an_unreachable_platform_stops_apply_before_anything_is_committed(
     # Once it is reachable the same inputs are a plain create, not a blocked release.
     plan = world.cc("plan", "dev", "--json")
     assert '"action": "create"' in plan.output
+
+
+def _set_replicas(world: World, service: str, replicas: int) -> None:
+    rel = f"environments/dev/{service}.yaml"
+    lines = [
+        f"replicas: {replicas}" if line.startswith("replicas:") else line
+        for line in world.config.read(rel).splitlines()
+    ]
+    world.config.write(rel, "\n".join(lines) + "\n")
+    world.config.commit(f"dev: {service} x{replicas}")
+
+
+def _task_ids(app: dict[str, Any]) -> set[str]:
+    return {t["id"] for t in app.get("tasks") or []}
+
+
+@pytest.mark.parametrize("renders_instances", [False, True], ids=["adapter-owned", "rendered"])
+def test_a_replicas_only_change_scales_the_app_without_restarting_a_task(
+    tmp_path: Path, marathon_server: MarathonDouble, renders_instances: bool
+) -> None:
+    world = mesos_world(tmp_path, marathon_server, replicas={"worker": 2})
+    if renders_instances:
+        # A template may render the count itself: it is still only a scale.
+        template = "templates/worker/marathon.json.j2"
+        text = world.config.read(template).replace(
+            '"mem": 64,', '"mem": 64, "instances": {{ replicas }},'
+        )
+        world.config.write(template, text)
+        world.config.commit("worker renders its instances")
+        world.config.tag("worker/1.0.1")
+        rel = "environments/dev/worker.yaml"
+        world.config.write(
+            rel, world.config.read(rel).replace("template: 1.0.0", "template: 1.0.1")
+        )
+        world.config.commit("dev: worker 1.0.1")
+    world.ok("apply", "dev")
+    before = marathon_server.app_json(APP)
+    first = record(world)["release"]["id"]
+    assert len(healthy_tasks(before)) == 2
+
+    _set_replicas(world, "worker", 3)
+    planned = json.loads(world.ok("plan", "dev", "--json").stdout)["services"]
+    assert [(s["service"], s["action"], s["reasons"]) for s in planned] == [
+        ("worker", "update", ["replicas"])
+    ]
+    world.ok("apply", "dev")
+
+    scaled = marathon_server.app_json(APP)
+    assert scaled["instances"] == 3 and len(healthy_tasks(scaled)) == 3
+    info = (
+        scaled["versionInfo"]["lastConfigChangeAt"],
+        before["versionInfo"]["lastConfigChangeAt"],
+    )
+    assert info[0] == info[1], "a scale is not a config change: the tasks were restarted"
+    assert _task_ids(before) < _task_ids(scaled), "every task that ran before still runs"
+    assert scaled["labels"] == before["labels"], "a label change restarts every task"
+    assert {k: v for k, v in scaled.items() if k not in VOLATILE} == {
+        k: v for k, v in before.items() if k not in VOLATILE
+    }, "the PUT changed more than instances"
+    state = record(world)
+    assert state["release"]["outcome"] == "healthy" and state["release"]["id"] != first
+    assert state["replicas"] == 3
+
+    # The next apply converges: nothing to roll out again, nothing to commit.
+    again = json.loads(world.ok("plan", "dev", "--json").stdout)["services"]
+    assert [(s["service"], s["action"]) for s in again] == [("worker", "noop")]
+    head = world.head()
+    assert "Nothing to do" in world.ok("apply", "dev").output
+    assert world.head() == head
+    assert marathon_server.app_json(APP)["version"] == scaled["version"]
+
+    # Down again: the tasks that stay are tasks that ran, none new.
+    _set_replicas(world, "worker", 1)
+    world.ok("apply", "dev")
+    down = marathon_server.app_json(APP)
+    assert down["instances"] == 1 and _task_ids(down) < _task_ids(scaled)
+    assert down["versionInfo"]["lastConfigChangeAt"] == info[1]
+
+    # A change the tasks consume still restarts them and the app carries its new release.
+    set_service(world, "worker", LOG_LEVEL="debug")
+    world.ok("apply", "dev")
+    changed = marathon_server.app_json(APP)
+    assert changed["versionInfo"]["lastConfigChangeAt"] > info[1]
+    assert not _task_ids(changed) & _task_ids(down)
+    assert changed["labels"]["configcenter.io/release"] == record(world)["release"]["id"]
+    assert json.loads(world.ok("plan", "dev", "--json").stdout)["services"][0]["action"] == "noop"

@@ -83,6 +83,14 @@ class Namespace:
         assert len(active) == 1, [rs.metadata.name for rs in active]
         return str(active[0].metadata.labels["pod-template-hash"])
 
+    def replica_set_uids(self, service: str) -> dict[str, str]:
+        items = self.apps.list_namespaced_replica_set(self.ns, label_selector=f"app={service}")
+        return {rs.metadata.name: rs.metadata.uid for rs in items.items}
+
+    def pod_uids(self, service: str) -> set[str]:
+        pods = self.core.list_namespaced_pod(self.ns, label_selector=f"app={service}").items
+        return {p.metadata.uid for p in pods if not p.metadata.deletion_timestamp}
+
     def in_use(self, name: str) -> str:
         found = version_in_use(self.api, self.ns, name)
         assert found != name, f"no workload refers to a version of {name}"
@@ -166,6 +174,8 @@ def test_a_replicas_change_scales_in_place_with_the_same_pod_template(
     world = world_for(tmp_path, k8s_namespace, services=("worker",))
     expect(world.cc("apply", "dev"), 0)
     template_hash = live.active_hash("worker")
+    replica_sets = live.replica_set_uids("worker")
+    pods = live.pod_uids("worker")
     pin(world, "worker", "1.0.0", replicas=3)
 
     worker = plan(world)["worker"]
@@ -179,6 +189,14 @@ def test_a_replicas_change_scales_in_place_with_the_same_pod_template(
     deployment = live.apps.read_namespaced_deployment("worker", live.ns)
     assert (deployment.spec.replicas, deployment.status.ready_replicas) == (3, 3)
     assert live.active_hash("worker") == template_hash, "a scale is not a restart"
+    assert live.replica_set_uids("worker") == replica_sets, "the same ReplicaSet scaled"
+    assert pods <= live.pod_uids("worker"), "the pod that ran before still runs"
+    # The next apply converges: the release runs, nothing is rolled out or committed again.
+    assert plan(world)["worker"]["action"] == "noop"
+    head = world.head()
+    assert "Nothing to do" in expect(world.cc("apply", "dev"), 0).output
+    assert world.head() == head
+    assert live.replica_set_uids("worker") == replica_sets
 
 
 def test_secrets_reach_the_pods_as_values_wherever_used_and_rotate_and_roll_back(

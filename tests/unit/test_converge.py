@@ -156,3 +156,32 @@ def test_a_platform_added_later_is_committed_then_rolled_out(memory_repo: Memory
     assert (step.kind, step.platform) == ("commit", "local")
     assert step.why == "platform none -> local"
     assert result.catch_up() == []
+
+
+def scaled(state: EnvState, outcome: str, *, of: str = "r1") -> EnvState:
+    """Each service's release as `r2`, one that only scales release `of`."""
+    out = EnvState(state.env, dict(state.services))
+    for name, record in out.services.items():
+        assert record.release is not None
+        release = replace(record.release, id="r2", outcome=outcome, scale_of=of)
+        out.services[name] = replace(record, release=replace(release, scale_of_digest="d1"))
+    return out
+
+
+def test_a_workload_carrying_the_release_a_scale_scales_runs_that_scale(
+    repo: ConfigRepo,
+) -> None:
+    state, files = deployed(repo)
+    state = scaled(state, "healthy")
+    plan = replan(repo, state, files)
+
+    result = converge(plan, state, {"local": {"db": "r1", "api": "r2"}})
+
+    assert result.steps == {}, "r2 only scales r1: a workload labelled r1 runs it"
+    # Committed, never recorded: re-applied (which scales) and recorded.
+    committed = scaled(state, "committed")
+    result = converge(replan(repo, committed, files), committed, {"local": {"db": "r1"}})
+    assert {s.service: s.kind for s in result.catch_up()} == {"db": "record", "api": "rollout"}
+    # Any other release is not it.
+    result = converge(plan, state, {"local": {"db": "r0", "api": "r2"}})
+    assert {s.service: s.kind for s in result.catch_up()} == {"db": "rollout"}

@@ -177,6 +177,9 @@ def _changes(
             secrets_generation=sp.secrets_generation,
         )
         previous = sp.previous
+        scaled = _scaled_release(sp)
+        if scaled is not None:
+            release.scale_of, release.scale_of_digest = scaled
         new_state.services[sp.service] = service_record(
             sp,
             release,
@@ -190,6 +193,22 @@ def _changes(
         )
     changes.update(new_state.changes(state))  # only the records that changed
     return new_state, changes
+
+
+def _scaled_release(sp: ServicePlan) -> tuple[str, str] | None:
+    """When only the replicas change: the release this one scales (id, config digest), the
+    first of a run of scales, so every release of the run carries the same workload."""
+    from configcenter.usecases.platforms import config_digest, scale_of
+
+    previous = sp.previous
+    if sp.reasons != ["replicas"] or previous is None or previous.release is None:
+        return None
+    if previous.release.outcome not in ("healthy", "committed"):
+        return None  # what runs is not known to be that release: roll the new one out whole
+    return scale_of(previous, previous.release.id) or (
+        previous.release.id,
+        config_digest(previous),
+    )
 
 
 def _stages_record(sp: ServicePlan) -> dict[str, object]:

@@ -10,7 +10,7 @@ the manifest as applied, plus any change someone made by hand (`kubectl edit`,
 
 from __future__ import annotations
 
-import copy
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -62,35 +62,45 @@ def without_claim_defaults(obj: Mapping[str, Any]) -> dict[str, Any]:
     That list is atomic, so managedFields marks it whole and its items come back
     with `apiVersion`/`kind`, a `status`, and `volumeMode: Filesystem` filled in.
     Apply this to desired and live alike: a template that writes the default
-    itself then matches too. Other kinds are returned as they are (copied).
+    itself then matches too. `obj` is never changed: the answer is a new top-level
+    map whose untouched parts are `obj`'s own (only the path down to the claims is
+    copied), so other kinds cost one shallow copy instead of a deep one.
     """
-    out = copy.deepcopy(dict(obj))
+    out = dict(obj)
     if out.get("kind") != "StatefulSet":
         return out
-    claims = (out.get("spec") or {}).get("volumeClaimTemplates")
+    spec = out.get("spec")
+    if not isinstance(spec, dict):
+        return out
+    claims = spec.get("volumeClaimTemplates")
     if not isinstance(claims, list):
         return out
+    trimmed: list[Any] = []
     for claim in claims:
         if not isinstance(claim, dict):
+            trimmed.append(claim)
             continue
+        claim = dict(claim)
         if claim.get("apiVersion") == "v1":
             claim.pop("apiVersion")
         if claim.get("kind") == "PersistentVolumeClaim":
             claim.pop("kind")
         claim.pop("status", None)
         meta = claim.get("metadata")
-        if isinstance(meta, dict):
-            meta.pop("creationTimestamp", None)
-        spec = claim.get("spec")
-        if isinstance(spec, dict) and spec.get("volumeMode") == "Filesystem":
-            spec.pop("volumeMode")
+        if isinstance(meta, dict) and "creationTimestamp" in meta:
+            claim["metadata"] = {k: v for k, v in meta.items() if k != "creationTimestamp"}
+        claim_spec = claim.get("spec")
+        if isinstance(claim_spec, dict) and claim_spec.get("volumeMode") == "Filesystem":
+            claim["spec"] = {k: v for k, v in claim_spec.items() if k != "volumeMode"}
+        trimmed.append(claim)
+    out["spec"] = {**spec, "volumeClaimTemplates": trimmed}
     return out
 
 
 def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
     """The live object minus status, server metadata, defaults; Secret values masked."""
     meta = obj.get("metadata") or {}
-    fields: dict[str, Any] = {}
+    fields: Mapping[str, Any] = {}
     for entry in meta.get("managedFields") or []:
         # Status writes are the controllers'; the scale subresource is `kubectl scale`
         # changing spec.replicas, which is exactly the drift worth seeing.
@@ -100,7 +110,7 @@ def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
         # server defaulted in that replace is not something anyone set.
         if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Update":
             continue
-        _merge(fields, entry.get("fieldsV1") or {})
+        fields = _union(fields, entry.get("fieldsV1") or {})
     if fields:
         out = _project(obj, fields)
     else:
@@ -129,27 +139,42 @@ def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _merge(into: dict[str, Any], fields: Mapping[str, Any]) -> None:
-    for key, sub in fields.items():
-        _merge(into.setdefault(key, {}), sub or {})
+def _union(a: Mapping[str, Any], b: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Two field sets as one; neither is changed, parts only one of them has are shared."""
+    if not b:
+        return a
+    if not a:
+        return b
+    out = dict(a)
+    for key, sub in b.items():
+        mine = a.get(key)
+        out[key] = _union(mine, sub or {}) if mine else (sub or {})
+    return out
 
 
 def _project(value: Any, fields: Mapping[str, Any]) -> Any:
-    children = {k: v for k, v in fields.items() if k != "."}
-    if not children:
-        return _copied(value)
+    """`value` cut down to `fields` (a fieldsV1 tree); a field set without children (only
+    `.` or nothing) takes the whole value, copied."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
-        for key, sub in children.items():
-            name = key[2:]
-            if key.startswith("f:") and name in value:
-                out[name] = _project(value[name], sub)
-        return out
+        whole = True
+        for key, sub in fields.items():
+            if key == ".":
+                continue
+            whole = False
+            if key[:2] == "f:":
+                name = key[2:]
+                if name in value:
+                    out[name] = _project(value[name], sub)
+        return _copied(value) if whole else out
     if isinstance(value, list):
+        matchers = [(_list_key(key), sub) for key, sub in fields.items() if key != "."]
+        if not matchers:
+            return _copied(value)
         items: list[Any] = []
         for index, item in enumerate(value):
-            for key, sub in children.items():
-                if _list_item_matches(key, index, item):
+            for (kind, wanted), sub in matchers:
+                if _list_item_matches(kind, wanted, index, item):
                     items.append(_project(item, sub))
                     break
         return items
@@ -166,17 +191,36 @@ def _copied(value: Any) -> Any:
     return value
 
 
-def _list_item_matches(key: str, index: int, item: Any) -> bool:
-    """Whether a fieldsV1 list key (`k:{...}`, `v:...`, `i:N`) names this item."""
+#: What `_list_key` answers for a key that names no item (not JSON where JSON belongs).
+_NO_ITEM = ("", None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _list_key(key: str) -> tuple[str, Any]:
+    """A fieldsV1 list key (`k:{...}`, `v:...`, `i:N`) as (kind, what it names), parsed
+    once per key text: the same keys (`k:{"name":"app"}`) come back in every object."""
     kind, _, raw = key.partition(":")
     if kind == "i":
-        return raw == str(index)
+        return kind, raw
+    if kind not in ("k", "v"):
+        return _NO_ITEM
     try:
         wanted = json.loads(raw)
     except ValueError:
-        return False
+        return _NO_ITEM
     if kind == "k":
-        return isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items())
+        if not isinstance(wanted, dict):
+            return _NO_ITEM
+        return kind, tuple(wanted.items())
+    return kind, wanted
+
+
+def _list_item_matches(kind: str, wanted: Any, index: int, item: Any) -> bool:
+    """Whether a parsed fieldsV1 list key (`_list_key`) names this item."""
+    if kind == "i":
+        return bool(wanted == str(index))
+    if kind == "k":
+        return isinstance(item, dict) and all(item.get(k) == v for k, v in wanted)
     if kind == "v":
         return bool(item == wanted)
     return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from configcenter.adapters.k8s_live import clean_live
 from configcenter.adapters.k8s_manifests import APPLIED_KINDS_ANNOTATION
 
@@ -114,3 +116,82 @@ def test_the_prune_record_is_bookkeeping_not_drift() -> None:
         "name": "api-config",
         "annotations": {"configcenter.io/release": "r1"},
     }
+
+
+def test_overlapping_field_sets_of_several_managers_are_united_and_nothing_is_changed() -> None:
+    """Two managers owning fields of the same containers (by `k:`), a finalizer (by `v:`)
+    and an item by index (`i:`): the projection takes what either set, the input stays."""
+    live = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "api",
+            "finalizers": ["example.com/keep", "example.com/other"],
+            "managedFields": [
+                {
+                    "manager": "configcenter",
+                    "operation": "Apply",
+                    "fieldsV1": {
+                        "f:spec": {
+                            "f:template": {
+                                "f:spec": {
+                                    "f:containers": {
+                                        'k:{"name":"app"}': {".": {}, "f:image": {}, "f:name": {}}
+                                    }
+                                }
+                            }
+                        }
+                    },
+                },
+                {
+                    "manager": "kubectl-edit",
+                    "operation": "Update",
+                    "fieldsV1": {
+                        "f:metadata": {"f:finalizers": {'v:"example.com/keep"': {}}},
+                        "f:spec": {
+                            "f:template": {
+                                "f:spec": {
+                                    "f:containers": {
+                                        'k:{"name":"app"}': {"f:args": {}},
+                                        'k:{"name":"sidecar"}': {".": {}, "f:name": {}},
+                                    },
+                                    "f:tolerations": {"i:1": {"f:key": {}}},
+                                }
+                            }
+                        },
+                    },
+                },
+            ],
+        },
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "app", "image": "a:1", "args": ["-v"], "imagePullPolicy": "X"},
+                        {"name": "sidecar", "image": "s:1"},
+                        {"name": "other", "image": "o:1"},
+                    ],
+                    "tolerations": [{"key": "first"}, {"key": "second", "effect": "NoSchedule"}],
+                }
+            },
+        },
+    }
+    before = copy.deepcopy(live)
+    cleaned = clean_live(live)
+    assert live == before
+    assert cleaned["metadata"] == {"name": "api", "finalizers": ["example.com/keep"]}
+    assert cleaned["spec"] == {
+        "template": {
+            "spec": {
+                "containers": [
+                    {"name": "app", "image": "a:1", "args": ["-v"]},
+                    {"name": "sidecar"},
+                ],
+                "tolerations": [{"key": "second"}],
+            }
+        }
+    }
+    # What the caller gets is its own: changing it changes nothing of the live object.
+    cleaned["spec"]["template"]["spec"]["containers"][0]["args"].append("-x")
+    assert live == before

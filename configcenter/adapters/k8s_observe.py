@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from configcenter.adapters.k8s_client import KubeClient
+from configcenter.adapters.k8s_desired_cache import DesiredObjectsCache
 from configcenter.adapters.k8s_live import clean_live, main_workload, without_claim_defaults
 from configcenter.adapters.k8s_manifests import (
     APPLIED_KINDS_ANNOTATION,
@@ -78,8 +79,18 @@ def observe(client: KubeClient, env: str) -> dict[str, ObservedService]:
     return observed
 
 
-def desired_objects(deployable: Deployable, namespace: str) -> dict[str, Mapping[str, Any]]:
-    """The objects `apply` would send, keyed like `observe()` keys them (object drift)."""
+def desired_objects(
+    deployable: Deployable, namespace: str, cache: DesiredObjectsCache | None = None
+) -> dict[str, Mapping[str, Any]]:
+    """The objects `apply` would send, keyed like `observe()` keys them (object drift);
+    kept in `cache` by everything they are built from, when one is given."""
+    if cache is None:
+        return build_desired(deployable, namespace)
+    return cache.get(deployable, namespace, lambda: build_desired(deployable, namespace))
+
+
+def build_desired(deployable: Deployable, namespace: str) -> dict[str, Mapping[str, Any]]:
+    """`desired_objects` built afresh: Secrets masked, only the kinds `observe` lists."""
     kinds = {kind for _, kind in OBSERVED_KINDS}
     built = build_objects(deployable, namespace, None)
     return {obj.ref: without_claim_defaults(obj.body) for obj in built if obj.kind in kinds}

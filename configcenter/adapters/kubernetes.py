@@ -12,7 +12,8 @@ puts together the adapter's parts, one module each (the split fluxcd/pkg's
 * `k8s_wait` with `k8s_rollout` (pure): watching the rollout, judging its health;
 * `k8s_observe` with `k8s_live` (pure): what runs, projected onto the fields
   someone set; delete;
-* `k8s_diff` (pure): drift of a release against what runs;
+* `k8s_diff` (pure): drift of a release against what runs; `k8s_desired_cache`
+  keeps each release's desired objects on disk between runs, content-addressed;
 * `k8s_jobs`: stage Jobs (pre-deploy, verification).
 
 Secret values are resolved only at apply time, registered with a `Redactor`,
@@ -27,6 +28,7 @@ from typing import Any
 from configcenter.adapters import k8s_diff, k8s_observe
 from configcenter.adapters.k8s_apply import ReleaseApplier
 from configcenter.adapters.k8s_client import KubeClient
+from configcenter.adapters.k8s_desired_cache import DesiredObjectsCache
 from configcenter.adapters.k8s_manifests import check_namespace
 from configcenter.adapters.k8s_wait import RolloutWaiter
 from configcenter.core.redact import Redactor
@@ -69,6 +71,7 @@ class KubernetesPlatform:
         self.client = KubeClient(target, self.namespace, kubeconfig, self.redactor)
         self._applier = ReleaseApplier(self.client)
         self._waiter = RolloutWaiter(self.client)
+        self._desired = DesiredObjectsCache()
 
     # -- the port ----------------------------------------------------------------------
 
@@ -104,7 +107,7 @@ class KubernetesPlatform:
 
     def desired_objects(self, deployable: Deployable) -> dict[str, Mapping[str, Any]]:
         """The objects `apply` would send, keyed like `observe()` keys them (object drift)."""
-        return k8s_observe.desired_objects(deployable, self.namespace)
+        return k8s_observe.desired_objects(deployable, self.namespace, self._desired)
 
     def diff(self, deployable: Deployable, observed: ObservedService | None) -> ServiceDiff:
         """The release's drift, object by object and field by field (see `k8s_diff`)."""

@@ -164,33 +164,7 @@ class ReleaseApplier:
             return generations[0]
         try:
             values = self.resolve_secrets(deployable)
-            if self._env_secrets_error is not None:
-                return self._env_secrets_error
-            if self._env_secrets is None:
-                try:
-                    listing = self.client.call(
-                        "list Secrets to compare secret values",
-                        self.client.get_json,
-                        self.client.resource("v1", "Secret"),
-                        namespace=self.namespace,
-                        label_selector=env_selector(deployable.env),
-                        # A plan must not hang on an unreachable cluster: it says it cannot
-                        # tell.
-                        _request_timeout=PLAN_REQUEST_TIMEOUT,
-                    )
-                except PlatformError as exc:
-                    self._env_secrets_error = str(exc)
-                    raise
-                # By service: each service's look-up is then one dict access, not a scan
-                # of the whole environment's Secrets (quadratic at 500 services).
-                self._env_secrets = {}
-                for item in listing.get("items") or []:
-                    owner = (item["metadata"].get("labels") or {}).get(SERVICE_LABEL)
-                    if owner is None:
-                        continue
-                    name = str(item["metadata"]["name"])
-                    self._env_secrets.setdefault(str(owner), {})[name] = item.get("data") or {}
-            live = self._env_secrets.get(deployable.service, {})
+            live = self._env_secret_data().get(deployable.service, {})
         except PlatformError as exc:
             return str(exc)
         seen = False
@@ -205,6 +179,45 @@ class ReleaseApplier:
         if not seen:
             return "its Secrets are not on the platform yet"
         return _rotated_refs(replace(deployable, secrets_generation=generations[0]), live, values)
+
+    def secrets_unavailable(self) -> str | None:
+        """Why no secret value of the target's environment can be compared now (its Secrets
+        cannot be listed), asked once per instance; None once they were listed."""
+        try:
+            self._env_secret_data()
+        except PlatformError as exc:
+            return str(exc)
+        return None
+
+    def _env_secret_data(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The env's Secrets' data by service and name: one list call for every service's
+        comparison (a scan per service would be quadratic at 500 services); its failure is
+        kept, so the plan's other services say so without asking again."""
+        if self._env_secrets_error is not None:
+            raise PlatformError(self._env_secrets_error)
+        if self._env_secrets is None:
+            try:
+                listing = self.client.call(
+                    "list Secrets to compare secret values",
+                    self.client.get_json,
+                    self.client.resource("v1", "Secret"),
+                    namespace=self.namespace,
+                    label_selector=env_selector(self.target.env),
+                    # A plan must not hang on an unreachable cluster: it says it cannot tell.
+                    _request_timeout=PLAN_REQUEST_TIMEOUT,
+                )
+            except PlatformError as exc:
+                self._env_secrets_error = str(exc)
+                raise
+            found: dict[str, dict[str, dict[str, Any]]] = {}
+            for item in listing.get("items") or []:
+                owner = (item["metadata"].get("labels") or {}).get(SERVICE_LABEL)
+                if owner is None:
+                    continue
+                name = str(item["metadata"]["name"])
+                found.setdefault(str(owner), {})[name] = item.get("data") or {}
+            self._env_secrets = found
+        return self._env_secrets
 
     def replace_drifted(self, deployable: Deployable, refs: Iterable[str]) -> list[str]:
         """Make the objects `refs` (`Kind/name`) equal to the release again, by replacing them.

@@ -89,6 +89,11 @@ class KubernetesPlatform:
         """Compare freshly resolved secret values with each generation's live Secrets."""
         return self._applier.secrets_match(deployable, generations)
 
+    def secrets_unavailable(self) -> str | None:
+        """Why the env's secret values cannot be compared now (its Secrets cannot be
+        listed: the cluster is unreachable, the kubeconfig is missing); asked once."""
+        return self._applier.secrets_unavailable()
+
     def wait(
         self, deployable: Deployable, *, timeout: float, progress: ProgressCallback | None = None
     ) -> RolloutStatus:

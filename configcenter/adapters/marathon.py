@@ -162,6 +162,11 @@ class MarathonPlatform:
         """Compare freshly resolved values with what the secret store holds per generation."""
         return self._applier.secrets_match(deployable, generations)
 
+    def secrets_unavailable(self) -> str | None:
+        """None: each service's secrets are looked up in the secret store by key, so whether
+        they can be compared is said per service by `secrets_match`."""
+        return None
+
     def diff(self, deployable: Deployable, observed: ObservedService | None) -> ServiceDiff:
         """Image, instances, config digest and release: the labels and fields we own."""
         return marathon_diff.diff(deployable, observed)

@@ -204,6 +204,15 @@ class Platform(Protocol):
         """
         ...
 
+    def secrets_unavailable(self) -> str | None:
+        """A sentence when no secret value of the target's environment can be compared now
+        (the platform cannot be reached, or cannot list what it holds), None when
+        `secrets_match` may tell. A plan asks it once per platform, before any service: a
+        service whose inputs did not change then says it cannot tell without its files
+        being read. `secrets_match` says the same per service when asked.
+        """
+        ...
+
 
 class ObjectDriftPlatform(Platform, Protocol):
     """A platform with the `object_drift` capability (`configcenter.core.kinds`): its `diff`

@@ -4,7 +4,9 @@ The plan never hashes secret values; it hands each service with secrets to its
 platform, which resolves the references now and compares them with the
 immutable Secrets a generation was made with, and names the references whose
 values differ (never the values). A platform that cannot be
-reached (or cannot read its secrets back) makes the plan say it cannot tell.
+reached (or cannot read its secrets back) makes the plan say it cannot tell; it is
+asked that once per platform, so a no-op plan of thousands of services does not
+read every service's files to learn, service by service, that it cannot tell.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from configcenter.usecases.workspace import Workspace
 def secret_checker(ws: Workspace, env: str, previous_file: PreviousFile) -> SecretCheck:
     """A `SecretCheck` for `env` that opens each platform once, on first use."""
     platforms: dict[str, Platform | str] = {}
+    unavailable: dict[str, str | None] = {}
     redactor: Redactor = ws.redactor
 
     def platform_for(name: str) -> Platform | str:
@@ -32,6 +35,16 @@ def secret_checker(ws: Workspace, env: str, previous_file: PreviousFile) -> Secr
             except (NoPlatform, PlatformError) as exc:
                 platforms[name] = redactor.redact(str(exc))
         return platforms[name]
+
+    def unavailable_on(name: str, platform: Platform) -> str | None:
+        """Why the platform cannot compare any of the env's secrets now, asked once."""
+        if name not in unavailable:
+            try:
+                why = platform.secrets_unavailable()
+            except PlatformError as exc:
+                why = str(exc)
+            unavailable[name] = None if why is None else redactor.redact(why)
+        return unavailable[name]
 
     def check(
         plan: ServicePlan, files: Mapping[str, bytes] | None, generations: list[int]
@@ -44,6 +57,11 @@ def secret_checker(ws: Workspace, env: str, previous_file: PreviousFile) -> Secr
         if isinstance(platform, str):
             return platform
         rendered = files is not None
+        why = unavailable_on(service.platform, platform)
+        if why is not None and not rendered:
+            # Inputs unchanged and a platform that cannot be asked: nothing to compare, so
+            # neither the recorded files are read nor the release built, per service.
+            return why
         previous = plan.previous
         names = previous.files if previous is not None else {}
         found = {n: previous_file(f"{env}/{service.name}/{n}") for n in names}

@@ -213,6 +213,10 @@ class FakePlatform:
             {k: ([ref], first.get(k) == now[k]) for k, ref in deployable.secrets.items()}
         )
 
+    def secrets_unavailable(self) -> str | None:
+        """The world is in memory: always there, so each service is asked."""
+        return None
+
 
 def _flat(spec: Mapping[str, Any]) -> dict[str, str | None]:
     """`image`, `replicas` and `env.<KEY>`, as text."""

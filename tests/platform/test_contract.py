@@ -148,6 +148,7 @@ def test_only_the_secret_whose_value_changed_is_reported_rotated(
     assert bed.platform.secrets_match(second, [2, 1]) == 2, "the new generation holds it"
     monkeypatch.setenv("CC_CONTRACT_DB", "db-value-two")
     assert bed.platform.secrets_match(second, [2, 1]) == SecretsRotated(("env:CC_CONTRACT_DB",))
+    assert bed.platform.secrets_unavailable() is None, "a platform that answers can compare"
 
 
 def test_diff_of_what_just_rolled_out_is_empty(bed: Bed) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -272,33 +273,68 @@ def inputs_digest(
     consumed: Mapping[str, Any],
     secrets_generation: int = 0,
 ) -> str:
-    """Everything a release is made of, secret values excepted (their generation stands in)."""
-    return digest(
-        {
-            "v": RENDER_VERSION,
-            "project": config.project.name,
-            "env": service.env,
-            "service": service.name,
-            "template": service.template.tree_id,
-            "tag": service.template.tag,
-            "values": consumed,
-            "replicas": service.replicas,
-            "image": image.ref,
-            "platform": platform_settings(config, service),
-            "secrets": secrets_generation,
-        }
+    """Everything a release is made of, secret values excepted (their generation stands in).
+
+    The digest of {v: RENDER_VERSION, project, env, service, template (tree id), tag,
+    values (consumed), replicas, image (ref), platform (its settings), secrets (the
+    generation)}, as `digest` encodes it.
+    """
+    return _Consumed(consumed).inputs_digest(
+        config, service, image, secrets_generation, platform_settings(config, service)
     )
 
 
-def has_secrets(value: Any) -> bool:
-    """Whether a value tree holds a secret anywhere (no copies: plans ask it per service)."""
-    if isinstance(value, SecretRef):
-        return True
-    if isinstance(value, dict):
-        return any(has_secrets(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_secrets(v) for v in value)
-    return False
+class _Consumed:
+    """A service's consumed values encoded once, as `digest` encodes them: its values digest
+    and its inputs digest (`inputs_digest`, for any secrets generation) are hashed from the
+    same text, and whether it holds a secret is learnt on the way."""
+
+    def __init__(self, consumed: Mapping[str, Any]) -> None:
+        self.secrets = False
+        self.text = json.dumps(consumed, sort_keys=True, separators=(",", ":"), default=self._leaf)
+        self.digest = _sha256(self.text)
+
+    def _leaf(self, value: Any) -> Any:
+        if isinstance(value, SecretRef):
+            self.secrets = True
+            return {"secret": value.ref}
+        return str(value)
+
+    def inputs_digest(
+        self,
+        config: Config,
+        service: ServiceConfig,
+        image: DesiredImage,
+        secrets_generation: int,
+        platform: Mapping[str, str],
+    ) -> str:
+        """`inputs_digest(...)` of these values: the same text, the values encoded once.
+
+        Their key, "values", sorts after every other key, so the text is the others' text
+        with the values appended.
+        """
+        others = json.dumps(
+            {
+                "v": RENDER_VERSION,
+                "project": config.project.name,
+                "env": service.env,
+                "service": service.name,
+                "template": service.template.tree_id,
+                "tag": service.template.tag,
+                "replicas": service.replicas,
+                "image": image.ref,
+                "platform": platform,
+                "secrets": secrets_generation,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+            default=self._leaf,
+        )
+        return _sha256(others[:-1] + ',"values":' + self.text + "}")
+
+
+def _sha256(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def secret_refs(tree: Mapping[str, Any]) -> dict[str, str]:
@@ -351,10 +387,15 @@ def make_plan(
     problems = ProblemList()
     plans: list[ServicePlan] = []
     resolved = resolved_images or {}
+    # Each platform's settings rendered for the env once: they are the same for every
+    # service of the env on it (the settings see only {{ env }} and {{ project }}).
+    platforms: dict[str | None, dict[str, str]] = {}
     for name in environment.order:
         if only and name not in only:
             continue
         service = environment.services[name]
+        if service.platform not in platforms:
+            platforms[service.platform] = platform_settings(config, service)
         try:
             plans.append(
                 _plan_service(
@@ -368,6 +409,7 @@ def make_plan(
                     render_all=render_all,
                     problems=problems,
                     secret_check=secret_check,
+                    platform=platforms[service.platform],
                 )
             )
         except RenderError as exc:
@@ -392,11 +434,14 @@ def _plan_service(
     render_all: bool,
     problems: ProblemList,
     secret_check: SecretCheck | None = None,
+    platform: Mapping[str, str] | None = None,
 ) -> ServicePlan:
+    settings = platform_settings(config, service) if platform is None else platform
     image = desired_image(config, service, previous, resolved)
     template = service.template
     consumption = _consumption(service, previous, renderer)
     consumed = consumption.select(service.values.tree)
+    encoded = _Consumed(consumed)
     generation = previous.secrets_generation if previous else 1
     plan = ServicePlan(
         service=service.name,
@@ -407,8 +452,8 @@ def _plan_service(
         image_to=image.description,
         config=service,
         image=image,
-        values_digest=digest(consumed),
-        inputs_digest=inputs_digest(config, service, image, consumed, generation),
+        values_digest=encoded.digest,
+        inputs_digest=encoded.inputs_digest(config, service, image, generation, settings),
         previous=previous,
         consumption=consumption,
         secrets_generation=generation,
@@ -428,14 +473,14 @@ def _plan_service(
         )
         return plan
     unchanged = previous is not None and previous.inputs_digest == plan.inputs_digest
-    refs = secret_check is not None and has_secrets(consumed)
+    refs = secret_check is not None and encoded.secrets
     if refs and secret_check is not None and unchanged:
         # Same inputs as the deploy repo holds: only the values behind its secrets may differ.
         _check_secrets(plan, service, previous, None, secret_check, rotation=True)
         unchanged = plan.secrets_generation == generation
         if not unchanged:
-            plan.inputs_digest = inputs_digest(
-                config, service, image, consumed, plan.secrets_generation
+            plan.inputs_digest = encoded.inputs_digest(
+                config, service, image, plan.secrets_generation, settings
             )
     # The deploy repo holds exactly these inputs, but their release failed and nothing
     # was rolled back (a first deploy, or a rollback that failed too): blocked, not noop.
@@ -474,14 +519,14 @@ def _plan_service(
             plan.secrets_references_changed
             and failed is not None
             and failed.secrets_generation
-            and inputs_digest(config, service, image, consumed, failed.secrets_generation)
+            and encoded.inputs_digest(config, service, image, failed.secrets_generation, settings)
             == failed.inputs_digest
         ):
             # Exactly the inputs of the release that failed (or was rolled back): its
             # generation holds these references, so the plan says blocked, not a new try.
             plan.secrets_generation = failed.secrets_generation
-        plan.inputs_digest = inputs_digest(
-            config, service, image, consumed, plan.secrets_generation
+        plan.inputs_digest = encoded.inputs_digest(
+            config, service, image, plan.secrets_generation, settings
         )
     if previous is None:
         plan.action = "create"

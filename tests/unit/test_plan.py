@@ -367,3 +367,68 @@ def test_a_release_left_failed_is_blocked_not_noop(repo: ConfigRepo) -> None:
     retried = replan(repo, deployed, retry=["api"])["api"]
     assert retried.action == "update"
     assert retried.files is not None
+
+
+def test_each_platform_settings_enter_the_digest_of_the_services_on_it(repo: ConfigRepo) -> None:
+    """A plan renders each platform's settings once per environment: a service's digest
+    holds its own platform's, as a plan of that service alone has it."""
+    repo.write(
+        "configcenter.yaml",
+        repo.read("configcenter.yaml")
+        + '  other: {kind: kubernetes, context: kind-other, namespace: "b-{{ env }}"}\n',
+    )
+    db_file = "environments/dev/db.yaml"
+    repo.write(db_file, repo.read(db_file) + "platform: other\n")
+    repo.commit("db on another platform")
+    whole = {s.service: s for s in plan_of(repo).services}
+    assert repo.load().environment("dev").services["db"].platform == "other"
+    for name in ("db", "api"):
+        assert plan_of(repo, only=[name]).services[0].inputs_digest == whole[name].inputs_digest
+
+    repo.write(db_file, repo.read(db_file).replace("platform: other\n", ""))
+    repo.commit("db back on local")
+    moved = {s.service: s for s in plan_of(repo).services}
+    assert moved["db"].inputs_digest != whole["db"].inputs_digest
+    assert moved["api"].inputs_digest == whole["api"].inputs_digest
+
+
+def test_the_digests_are_those_of_the_values_and_inputs_as_digest_encodes_them(
+    repo: ConfigRepo,
+) -> None:
+    """The plan encodes consumed values once for both digests: the same as `digest` of the
+    values, and of every input with the values under their key, secrets by reference."""
+    from configcenter.core.render import platform_settings
+    from configcenter.core.values import digest
+
+    repo.write(
+        "environments/dev/api.yaml",
+        "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\nreplicas: 2\n"
+        'values: {LOG_LEVEL: "dé\\u00e9bug", DB_HOST: {nested: [1, 2.5, true, null]}}\n',
+    )
+    repo.commit("values of every kind")
+    config = repo.load()
+    plan = plan_of(repo)
+    assert any(s.consumption is not None and s.consumed_values for s in plan.services)
+    for item in plan.services:
+        service = config.environment("dev").services[item.service]
+        assert item.image is not None
+        consumed = item.consumed_values
+        assert item.values_digest == digest(consumed)
+        expected = digest(
+            {
+                "v": 2,
+                "project": config.project.name,
+                "env": "dev",
+                "service": service.name,
+                "template": service.template.tree_id,
+                "tag": service.template.tag,
+                "values": consumed,
+                "replicas": service.replicas,
+                "image": item.image.ref,
+                "platform": platform_settings(config, service),
+                "secrets": item.secrets_generation,
+            }
+        )
+        assert item.inputs_digest == expected
+    api = {s.service: s for s in plan.services}["api"]
+    assert "DB_PASSWORD" in api.consumed_values, "a secret is among the values digested"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -17,6 +18,8 @@ from configcenter.usecases.workspace import Workspace, is_remote_url
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_ROLLED_BACK, EXIT_USAGE = 0, 1, 2, 3, 64
+#: The collector's thresholds as the interpreter started (serve runs with them).
+DEFAULT_GC_THRESHOLD = gc.get_threshold()
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -68,10 +71,36 @@ def emit(data: dict[str, Any], ok: bool = True) -> None:
 
     Written without `configcenter.output`: importing rich is 0.1 s a script need not pay.
     """
+    sys.stdout.write(json_text({"ok": ok, "version": version(), **data}))
+    sys.stdout.write("\n")
+
+
+def json_text(value: Any, depth: int = 0) -> str:
+    """`value` as JSON, indented two levels deep (the object's keys, and the items of its
+    lists: a plan's services, one per line), each deeper value on its line as one.
+
+    The deeper values are written by json's C encoder: with `indent` json falls back to
+    its pure-Python encoder, 0.6 s for the plan of 5,000 services.
+    """
     import json
 
-    sys.stdout.write(json.dumps({"ok": ok, "version": version(), **data}, indent=2, default=str))
-    sys.stdout.write("\n")
+    pad = "  " * (depth + 1)
+    end = "\n" + "  " * depth
+    if depth < 2 and isinstance(value, dict) and value:
+        items = [f"{pad}{_json_key(k)}: {json_text(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + end + "}"
+    if depth < 2 and isinstance(value, list | tuple) and value:
+        return "[\n" + ",\n".join(pad + json_text(v, depth + 1) for v in value) + end + "]"
+    return json.dumps(value, default=str)
+
+
+def _json_key(key: object) -> str:
+    """An object key as json writes it (a number or boolean key becomes its JSON text)."""
+    import json
+
+    if not isinstance(key, str):
+        key = next(iter(json.loads(json.dumps({key: 0}))))
+    return json.dumps(key)
 
 
 def warn_line(text: str) -> None:
@@ -1265,6 +1294,8 @@ def serve(
     """Webhooks, the reconcile schedule, the status API and the status page."""
     from configcenter.serve import ServeOptions, run_server
 
+    gc.set_threshold(*DEFAULT_GC_THRESHOLD)  # a server's heap turns over: collect as usual
+
     if run_store:
         ws.run_store_url = run_store
     run_server(
@@ -1313,5 +1344,14 @@ def promote(
     click.echo(result.message)
 
 
+#: The collector's thresholds for one command (`main`): young objects are still collected
+#: every 50,000 allocations, full passes are all but never made.
+COMMAND_GC_THRESHOLD = (50_000, 20, 100)
+
+
 def main() -> None:
+    # A command builds its data once and exits: with the default thresholds the collector
+    # made a dozen full passes over the growing heap, finding nothing to free (1.3 s of
+    # CPU of a 5,000-service plan). `serve` runs for days and puts the defaults back.
+    gc.set_threshold(*COMMAND_GC_THRESHOLD)
     cli(prog_name="configcenter")

@@ -494,12 +494,14 @@ def validate(ws: Workspace, as_json: bool) -> None:
             }
         )
         return
-    from configcenter.output import out, print_problems
+    if report.warnings:  # rich (~0.1 s to import) only when there is something to print
+        from configcenter.output import print_problems
 
-    print_problems(report.warnings)
-    out.print(
-        f"[green]ok[/green]: {report.environments} environments, {report.services} service "
-        f"configs, {report.renders} rendered, {len(report.warnings)} warning(s)"
+        print_problems(report.warnings)
+    click.echo(
+        click.style("ok", fg="green") + f": {report.environments} environments, "
+        f"{report.services} service configs, {report.renders} rendered, "
+        f"{len(report.warnings)} warning(s)"
     )
 
 
@@ -591,9 +593,10 @@ def render(
             }
         )
         return
-    from configcenter.output import print_problems
+    if result.warnings:  # rich (~0.1 s to import) only when there is something to print
+        from configcenter.output import print_problems
 
-    print_problems(result.warnings)
+        print_problems(result.warnings)
     if out is not None:
         click.echo(f"wrote {len(written)} files for {len(rendered)} services to {out}")
         return

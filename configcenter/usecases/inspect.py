@@ -283,10 +283,13 @@ def write_rendered(rendered: list[Rendered], out: Path) -> list[Path]:
     )
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     written = []
+    made: set[Path] = set()
     for item in rendered:
         for name, data in item.files.items():
             path = out / item.service / name
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent not in made:  # one mkdir per folder, not per file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
             fd = os.open(path, flags, 0o644)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import jinja2
 
     from configcenter.adapters.config_git import ConfigGit
+    from configcenter.core.render import RenderedStore
     from configcenter.ports.config_lineage import ConfigLineage
     from configcenter.ports.config_repo import ConfigRepo
     from configcenter.ports.deploy_repo import DeployRepo
@@ -154,6 +155,14 @@ def open_bytecode_cache(directory: Path) -> jinja2.BytecodeCache:
     return BestEffortBytecodeCache(directory)
 
 
+def open_render_cache(directory: Path) -> RenderedStore:
+    """Rendered files kept in `directory` by everything they were made of (best effort:
+    a pack that cannot be written costs a render next time and one warning)."""
+    from configcenter.adapters.jinja_cache import RenderedFilesCache
+
+    return RenderedFilesCache(directory)
+
+
 def open_registry(access: RegistryAccess) -> Registry:
     """The project's image registry (one adapter: the OCI distribution API)."""
     from configcenter.adapters.oci_registry import OciRegistry
@@ -262,6 +271,7 @@ __all__ = [
     "open_lease_leader",
     "open_platform",
     "open_registry",
+    "open_render_cache",
     "open_run_store",
     "open_source_checkouts",
     "resolve_secret",

@@ -10,7 +10,7 @@ everything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +56,18 @@ class Consumption:
         return cls(frozenset(names))
 
 
-def find_consumption(template: Template, environment: jinja2.Environment) -> Consumption:
-    """Parse every output of `template` (and what they include) for the names they read."""
+#: What one template source reads: (undeclared variables, referenced templates), or None
+#: when the caller should parse it with Jinja itself.
+NameFinder = Callable[[str], "tuple[frozenset[str], tuple[str | None, ...]] | None"]
+
+
+def find_consumption(
+    template: Template, environment: jinja2.Environment, names_of: NameFinder | None = None
+) -> Consumption:
+    """Parse every output of `template` (and what they include) for the names they read.
+
+    `names_of` may answer for a source without parsing it (the renderer's shared
+    compile knows them per shape of source); the answer must be `jinja2.meta`'s."""
     names: set[str] = set(template.env_keys)
     names.update(str(arg) for arg in (template.build or {}).get("args") or [])
     ignored = CONTEXT_NAMES | set(environment.globals)
@@ -72,14 +82,21 @@ def find_consumption(template: Template, environment: jinja2.Environment) -> Con
         if data is None:
             continue  # rendering reports the missing template with its file
         try:
-            ast = environment.parse(data.decode("utf-8"), name)
+            text = data.decode("utf-8")
+            found = names_of(text) if names_of is not None else None
+            if found is None:
+                ast = environment.parse(text, name)
+                found = (
+                    frozenset(meta.find_undeclared_variables(ast)),
+                    tuple(meta.find_referenced_templates(ast)),
+                )
         except (UnicodeDecodeError, jinja2.TemplateSyntaxError):
             continue  # rendering reports it with its file and line
-        used = meta.find_undeclared_variables(ast)
+        used, referenced_templates = found
         if "values" in used:
             return Consumption(frozenset(), True)
         names.update(used - ignored)
-        for referenced in meta.find_referenced_templates(ast):
+        for referenced in referenced_templates:
             if referenced is None:
                 return Consumption(frozenset(), True)
             pending.append(referenced)

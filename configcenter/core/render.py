@@ -13,8 +13,10 @@ import functools
 import hashlib
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from types import CodeType
+from typing import Any, Protocol, cast
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
@@ -24,6 +26,7 @@ from configcenter.core.consumed import CONTEXT_NAMES, Consumption, find_consumpt
 from configcenter.core.errors import Problem, Source
 from configcenter.core.model import Config, ServiceConfig, Template
 from configcenter.core.placement import misplaced_secret
+from configcenter.core.shared_compile import SharedCompile
 from configcenter.core.values import SecretRef, flatten
 
 
@@ -59,6 +62,66 @@ class _TreeLoader(jinja2.BaseLoader):
         )
 
 
+class _RenderSandbox(bounds.BoundedSandbox):
+    """The bounded sandbox, compiling through the renderer's `SharedCompile`: copies of a
+    template that differ only in their text are compiled once (see core/shared_compile.py)."""
+
+    def __init__(self, shared: SharedCompile, limits: bounds.Limits, **options: Any) -> None:
+        super().__init__(limits, **options)
+        self._shared = shared
+
+    # Jinja declares compile() with overloads on `raw`; this one keeps its signature.
+    def compile(  # type: ignore[override]
+        self,
+        source: str | jinja2.nodes.Template,
+        name: str | None = None,
+        filename: str | None = None,
+        raw: bool = False,
+        defer_init: bool = False,
+    ) -> str | CodeType:
+        if isinstance(source, str) and name is not None and not raw and not defer_init:
+            code = self._shared.compile(self, source, name, filename)
+            if code is not None:
+                return code
+        return super().compile(source, name, filename, raw, defer_init)  # type: ignore[call-overload]
+
+
+class RenderedRecords(Protocol):
+    """Rendered files kept by the edge between runs (`wiring.open_render_cache`).
+
+    `key` names everything a render reads (see `Renderer.rendered_key`), so a record can
+    never be stale; `group` (project/environment) only says which records go together.
+    """
+
+    def get(self, group: str, key: str) -> Mapping[str, bytes] | None: ...
+
+    def put(self, group: str, key: str, files: Mapping[str, bytes]) -> None: ...
+
+
+class RenderedStore(RenderedRecords, Protocol):
+    """What the edge opens: the records, and `save` to keep this run's for the next."""
+
+    def save(self) -> None: ...
+
+
+#: Bumped whenever rendering may make other files from the same inputs (a new context
+#: name, another check of the rendered files): part of every rendered record's key.
+RENDERED_VERSION = 1
+
+#: Set while a template calls something that answers differently each time (the
+#: `random` filter, `lipsum`): its files are not kept, the next run renders them again.
+_VOLATILE: ContextVar[bool] = ContextVar("configcenter_render_volatile", default=False)
+
+
+def _volatile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)  # keeps Jinja's pass_context marker
+    def call(*args: Any, **kwargs: Any) -> Any:
+        _VOLATILE.set(True)
+        return fn(*args, **kwargs)
+
+    return call
+
+
 #: Bumped whenever `find_consumption` may find other names in the same files; part of the
 #: key of every kept consumption record, with the Jinja version and the context names.
 CONSUMPTION_VERSION = 1
@@ -69,16 +132,22 @@ class Renderer:
         self,
         bytecode_cache: jinja2.BytecodeCache | None = None,
         consumption_records: MutableMapping[str, tuple[str, ...]] | None = None,
+        rendered_records: RenderedRecords | None = None,
     ) -> None:
         """`consumption_records`: what templates read, kept by the caller between runs (the
         config repo adapter's cache). Keys name a template tree by content, so a record can
-        never be stale; without it each run parses every template version it plans."""
+        never be stale; without it each run parses every template version it plans.
+        `rendered_records`: the files of earlier renders, by everything they were made of
+        (a service whose inputs were rendered before is not rendered again)."""
         # Keyed by template label too: byte-identical templates of two services share a tree
         # id, and error locations must name the service's own template files.
         self._environments: dict[tuple[str, str, bounds.Limits], SandboxedEnvironment] = {}
+        # Every environment below is made the same way, so they share compiled shapes.
+        self.shared_compile = SharedCompile()
         self._consumption: dict[str, Consumption] = {}
         self._records = consumption_records
         self._records_key: str | None = None
+        self._rendered = rendered_records
         # Compiled templates kept between runs: the edge opens it (the core writes nothing).
         self._bytecode_cache = bytecode_cache
 
@@ -90,7 +159,8 @@ class Renderer:
         if env is None:
             # Immutable: a template must not be able to change the values it is given
             # (values.update(...) would alter digests and later renders).
-            env = bounds.BoundedSandbox(
+            env = _RenderSandbox(
+                self.shared_compile,
                 limits,
                 loader=_TreeLoader(template, limits),
                 undefined=jinja2.StrictUndefined,
@@ -100,6 +170,8 @@ class Renderer:
                 auto_reload=False,
             )
             env.filters["tojson_compact"] = _tojson_compact
+            env.filters["random"] = _volatile(env.filters["random"])
+            env.globals["lipsum"] = _volatile(cast(Callable[..., Any], env.globals["lipsum"]))
             self._environments[key] = env
         return env
 
@@ -112,7 +184,9 @@ class Renderer:
             if self._records is not None:
                 found = Consumption.from_record(self._records.get(key))
             if found is None:
-                found = find_consumption(template, env)
+                found = find_consumption(
+                    template, env, lambda source: self.shared_compile.names(env, source)
+                )
                 if self._records is not None:
                     self._records[key] = tuple(found.to_record())
             self._consumption[template.tree_id] = found
@@ -126,6 +200,25 @@ class Renderer:
         return f"{self._records_key}:{tree_id}"
 
     def render(self, config: Config, service: ServiceConfig, image: str) -> Rendered:
+        """The service's files, or the RenderError of the first problem in them."""
+        if self._rendered is None:
+            return self._render(config, service, image)
+        group = f"{config.project.name}/{service.env}"
+        key = rendered_key(config, service, image)
+        kept = self._rendered.get(group, key)
+        if kept is not None:
+            return Rendered(service.name, dict(kept))
+        token = _VOLATILE.set(False)
+        try:
+            rendered = self._render(config, service, image)
+            volatile = _VOLATILE.get()
+        finally:
+            _VOLATILE.reset(token)
+        if not volatile:
+            self._rendered.put(group, key, rendered.files)
+        return rendered
+
+    def _render(self, config: Config, service: ServiceConfig, image: str) -> Rendered:
         limits = config.project.limits
         env = self._environment(service.template, limits)
         context = template_context(config, service, image)
@@ -198,6 +291,31 @@ class Renderer:
             if misplaced is not None:
                 raise RenderError(misplaced)
         return Rendered(service.name, files)
+
+
+def rendered_key(config: Config, service: ServiceConfig, image: str) -> str:
+    """Everything `Renderer.render` reads, as one digest: the template version (its label
+    names the files in errors; its tree id covers every file in it), the limits, and the
+    whole context (values in their order, secrets as references). `repr` tells apart what
+    the YAML loader makes (str, int, float, bool, None, dates, lists, dicts, SecretRef)."""
+    template = service.template
+    parts = (
+        RENDERED_VERSION,
+        jinja2.__version__,
+        template.label,
+        template.tree_id,
+        template.outputs,
+        config.project.limits,
+        config.project.name,
+        service.env,
+        service.name,
+        template.tag,
+        service.replicas,
+        image,
+        platform_settings(config, service),
+        service.values.tree,
+    )
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 def template_context(config: Config, service: ServiceConfig, image: str) -> dict[str, Any]:

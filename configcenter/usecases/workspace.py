@@ -15,7 +15,7 @@ from configcenter.core.errors import ConfigError, ProblemList, UserError
 from configcenter.core.load import load_config
 from configcenter.core.model import Config
 from configcenter.core.redact import Redactor
-from configcenter.core.render import Renderer
+from configcenter.core.render import RenderedStore, Renderer
 from configcenter.core.state import EnvState
 
 if TYPE_CHECKING:
@@ -112,12 +112,25 @@ class Workspace:
     def renderer(self) -> Renderer:
         from configcenter.wiring import open_bytecode_cache
 
-        return Renderer(open_bytecode_cache(cache_home() / "jinja"), self.source.consumption_cache)
+        return Renderer(
+            open_bytecode_cache(cache_home() / "jinja"),
+            self.source.consumption_cache,
+            self._rendered_files,
+        )
+
+    @cached_property
+    def _rendered_files(self) -> RenderedStore:
+        from configcenter.wiring import open_render_cache
+
+        return open_render_cache(cache_home() / "rendered")
 
     def save_caches(self) -> None:
-        """Keep for the next run what this one learnt (the config repo's caches), if opened."""
+        """Keep for the next run what this one learnt (the config repo's caches and the
+        rendered files), if opened."""
         if "source" in self.__dict__:
             self.source.save_caches()
+        if "_rendered_files" in self.__dict__:
+            self._rendered_files.save()
 
     def resolved_deploy_url(self) -> str | None:
         """The deploy repo's URL or absolute path.

@@ -321,6 +321,32 @@ def _pid_alive(pid: int, start: str | None) -> bool:
     return state not in ("Z", "X") and (start is None or started == start)
 
 
+def _parse_log(output: bytes) -> list[CommitInfo]:
+    """Commits from ``git log -z --format=_LOG_FORMAT`` output."""
+    fields = output.decode("utf-8", "replace").split("\0")
+    if fields and fields[-1] == "":
+        fields.pop()
+    commits = []
+    for i in range(0, len(fields) - _LOG_FIELDS + 1, _LOG_FIELDS):
+        sha, author, date, subject, body, trailers = fields[i : i + _LOG_FIELDS]
+        pairs = tuple(
+            (key.strip(), value.strip())
+            for key, _sep, value in (t.partition("\x1e") for t in trailers.split("\x1f"))
+            if key.strip()
+        )
+        commits.append(
+            CommitInfo(
+                sha=sha.strip(),
+                author=author,
+                date=datetime.fromisoformat(date),
+                subject=subject,
+                body=body.strip(),
+                trailers=pairs,
+            )
+        )
+    return commits
+
+
 class GitDeployRepo:
     """The deploy repo port on a Git remote (a bare repo path or any git URL)."""
 
@@ -655,14 +681,13 @@ class GitDeployRepo:
 
         The files are those at or under ``under`` (all when empty): path -> the new
         blob id (``read_blobs`` reads them), None where the commit deleted it. Two git
-        processes however many commits: ``log`` for the messages, ``log --raw`` for
-        the changed blobs.
+        processes however many commits: ``log --raw`` finds the commits and their changed
+        blobs (the one pass that compares trees), ``log --no-walk`` reads their messages.
         """
         clean = [p for p in dict.fromkeys(_check_prefix(p) for p in paths) if p]
         start = self._rev_or_head(rev)
         if start is None:
             return []
-        commits = self._log(clean, limit, None, start)
         args = ["-c", "core.quotePath=false", "log", "--raw", "--no-abbrev", "--no-renames"]
         args.append("--format=%x01%H")
         if limit is not None:
@@ -689,7 +714,20 @@ class GitDeployRepo:
             fields = meta.split()  # :old_mode new_mode old_blob new_blob status
             if len(fields) >= 5:
                 current[path] = None if fields[4].startswith("D") else fields[3]
-        return [(info, changed.get(info.sha, {})) for info in commits]
+        if not changed:
+            return []
+        # The messages of exactly those commits, in that order: no second walk comparing
+        # trees (at 5,000 services a path-limited walk of 1,000 commits is ~0.5 s of git).
+        listed = self._git(
+            "log", "--no-walk=unsorted", "-z", f"--format={_LOG_FORMAT}", "--stdin",
+            stdin="\n".join(changed).encode() + b"\n", check=False,
+        )  # fmt: skip
+        if listed.returncode != 0:
+            raise DeployRepoError(
+                f"cannot read history at revision {start!r} in deploy repo cache "
+                f"{self.cache_dir}: {self._stderr(listed)}"
+            )
+        return [(info, changed.get(info.sha, {})) for info in _parse_log(listed.stdout)]
 
     def list_files(self, prefix: str = "", rev: str | None = None) -> list[str]:
         clean = _check_prefix(prefix)
@@ -743,28 +781,7 @@ class GitDeployRepo:
                 f"cannot read history at revision {start!r} in deploy repo cache "
                 f"{self.cache_dir}: {self._stderr(proc)}"
             )
-        fields = proc.stdout.decode("utf-8", "replace").split("\0")
-        if fields and fields[-1] == "":
-            fields.pop()
-        commits = []
-        for i in range(0, len(fields) - _LOG_FIELDS + 1, _LOG_FIELDS):
-            sha, author, date, subject, body, trailers = fields[i : i + _LOG_FIELDS]
-            pairs = tuple(
-                (key.strip(), value.strip())
-                for key, _sep, value in (t.partition("\x1e") for t in trailers.split("\x1f"))
-                if key.strip()
-            )
-            commits.append(
-                CommitInfo(
-                    sha=sha.strip(),
-                    author=author,
-                    date=datetime.fromisoformat(date),
-                    subject=subject,
-                    body=body.strip(),
-                    trailers=pairs,
-                )
-            )
-        return commits
+        return _parse_log(proc.stdout)
 
     # -- writing ------------------------------------------------------------------
 

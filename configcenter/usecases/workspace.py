@@ -284,25 +284,40 @@ class Workspace:
 
 
 class PreviousFiles:
-    """Rendered files of one deploy repo revision, read in one batch per environment.
+    """Rendered files of one deploy repo revision, read in batches.
 
-    The first file asked for under `<env>/` loads every file under it (two git
-    processes), instead of one process per file.
+    The files of the first few services asked for are read service by service (one
+    service directory: two git processes); from the next service on, every file under
+    the environment is read in one batch, instead of one process per file. A plan that
+    changes one service of 5,000 reads its three files, not the 25,000 of the others.
     """
+
+    #: Services read one by one before the whole environment is read at once.
+    ONE_BY_ONE = 8
 
     def __init__(self, repo: DeployRepo, rev: str | None) -> None:
         self.repo = repo
         self.rev = rev
-        self._loaded: dict[str, dict[str, bytes]] = {}
+        self._loaded: dict[str, dict[str, bytes]] = {}  # env -> every file under it
+        self._services: dict[str, dict[str, bytes]] = {}  # "env/service" -> its files
 
     def __call__(self, path: str) -> bytes | None:
-        env = path.split("/", 1)[0]
+        env, _, rest = path.partition("/")
         files = self._loaded.get(env)
-        if files is None:
-            paths = self.repo.list_files(env, self.rev)
-            files = self.repo.read_many(paths, self.rev) if paths else {}
-            self._loaded[env] = files
-        return files.get(path)
+        if files is not None:
+            return files.get(path)
+        service = f"{env}/{rest.partition('/')[0]}"
+        found = self._services.get(service)
+        if found is None:
+            if sum(1 for s in self._services if s.startswith(env + "/")) < self.ONE_BY_ONE:
+                found = self.repo.read_under([service], self.rev)
+                self._services[service] = found
+            else:
+                paths = self.repo.list_files(env, self.rev)
+                files = self.repo.read_many(paths, self.rev) if paths else {}
+                self._loaded[env] = files
+                return files.get(path)
+        return found.get(path)
 
 
 def _absent(path: str) -> bytes | None:

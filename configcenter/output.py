@@ -136,19 +136,23 @@ def print_plan(
         print_service_plan(
             service, verbose_noop or full, full=full, unverified=unverified, to=lines
         )
-    lines.flush()
     if unchanged and not (full or verbose_noop):
         names = ", ".join(s.service for s in unchanged)
-        out.print(Text(f"  = unchanged: {names}", style="dim"))
+        lines.print(Text(f"  = unchanged: {names}", style="dim"))
+        # One line per reason, naming its services: a platform that cannot be reached
+        # gives every service of the environment the same one.
+        unknown: dict[str, list[str]] = {}
         for service in unchanged:
             if service.secrets_unknown:
-                out.print(
-                    Text(
-                        f"  ? {service.service}: secrets not checked for rotation: "
-                        f"{service.secrets_unknown}",
-                        style="dim",
-                    )
+                unknown.setdefault(service.secrets_unknown, []).append(service.service)
+        for why, services in unknown.items():
+            lines.print(
+                Text(
+                    f"  ? {', '.join(services)}: secrets not checked for rotation: {why}",
+                    style="dim",
                 )
+            )
+    lines.flush()
     if not changes and not blocked:
         out.print(Text("Nothing to do.", style="green"))
 

@@ -157,3 +157,23 @@ def test_secret_never_resolved(repo: ConfigRepo, remote: DeployRemote) -> None:
     assert "~ DB_PASSWORD: *** -> ***" in text
     assert "+DB_PASSWORD=${secret:env:SHOP_DB_PASSWORD_NEW}" in text
     assert SENTINEL not in text
+
+
+def test_unchanged_services_that_cannot_be_checked_for_one_reason_share_a_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from configcenter.core.plan import Plan, ServicePlan
+    from configcenter.output import print_plan
+
+    why = "platform 'local': cannot load kubeconfig"
+    services = [ServicePlan(f"svc-{n}", "noop", secrets_unknown=why) for n in range(3)]
+    services.insert(1, ServicePlan("plain", "noop"))
+    services.append(ServicePlan("other", "noop", secrets_unknown="no secrets generation"))
+    print_plan(Plan("dev", services))
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert lines == [
+        "  = unchanged: svc-0, plain, svc-1, svc-2, other",
+        f"  ? svc-0, svc-1, svc-2: secrets not checked for rotation: {why}",
+        "  ? other: secrets not checked for rotation: no secrets generation",
+        "Nothing to do.",
+    ]

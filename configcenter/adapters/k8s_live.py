@@ -100,17 +100,7 @@ def without_claim_defaults(obj: Mapping[str, Any]) -> dict[str, Any]:
 def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
     """The live object minus status, server metadata, defaults; Secret values masked."""
     meta = obj.get("metadata") or {}
-    fields: Mapping[str, Any] = {}
-    for entry in meta.get("managedFields") or []:
-        # Status writes are the controllers'; the scale subresource is `kubectl scale`
-        # changing spec.replicas, which is exactly the drift worth seeing.
-        if entry.get("subresource") == "status":
-            continue
-        # A heal replaces an object as configcenter (an Update, not an Apply): what the
-        # server defaulted in that replace is not something anyone set.
-        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Update":
-            continue
-        fields = _union(fields, entry.get("fieldsV1") or {})
+    fields = _set_fields(obj)
     if fields:
         out = _project(obj, fields)
     else:
@@ -137,6 +127,36 @@ def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(result.get(key), dict):
                 result[key] = {name: MASK for name in result[key]}
     return result
+
+
+def keeps_label(obj: Mapping[str, Any], label: str) -> bool:
+    """Whether `clean_live(obj)` has the label `label`, without projecting the object."""
+    if label not in ((obj.get("metadata") or {}).get("labels") or {}):
+        return False
+    node = _set_fields(obj)
+    for key in ("f:metadata", "f:labels", f"f:{label}"):
+        if all(k == "." for k in node):
+            return True  # a field set without children takes the whole value
+        if key not in node:
+            return False
+        node = node[key] or {}
+    return True
+
+
+def _set_fields(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The union of the field sets (fieldsV1) of everyone who set something in `obj`."""
+    fields: Mapping[str, Any] = {}
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        # Status writes are the controllers'; the scale subresource is `kubectl scale`
+        # changing spec.replicas, which is exactly the drift worth seeing.
+        if entry.get("subresource") == "status":
+            continue
+        # A heal replaces an object as configcenter (an Update, not an Apply): what the
+        # server defaulted in that replace is not something anyone set.
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Update":
+            continue
+        fields = _union(fields, entry.get("fieldsV1") or {})
+    return fields
 
 
 def _union(a: Mapping[str, Any], b: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -13,18 +13,23 @@ from typing import Any
 
 from configcenter.adapters.k8s_client import KubeClient
 from configcenter.adapters.k8s_desired_cache import DesiredObjectsCache
-from configcenter.adapters.k8s_live import clean_live, main_workload, without_claim_defaults
+from configcenter.adapters.k8s_live import (
+    clean_live,
+    keeps_label,
+    main_workload,
+    without_claim_defaults,
+)
 from configcenter.adapters.k8s_manifests import (
     APPLIED_KINDS_ANNOTATION,
     DIGEST_ANNOTATION,
     RELEASE_ANNOTATION,
     RELEASE_OBJECTS_ANNOTATION,
     SERVICE_LABEL,
+    VERSIONED_LABEL,
     VERSIONED_ROLES,
     build_objects,
     config_map_name,
     env_selector,
-    is_versioned,
     pod_templates,
     service_selector,
 )
@@ -48,7 +53,7 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 def observe(client: KubeClient, env: str) -> dict[str, ObservedService]:
     """What configcenter manages in the namespace now: one list call per kind."""
     selector = env_selector(env)
-    by_service: dict[str, dict[str, dict[str, Any]]] = {}
+    by_service: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     live: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for api_version, kind in OBSERVED_KINDS:
         listing = client.call(
@@ -65,16 +70,18 @@ def observe(client: KubeClient, env: str) -> dict[str, ObservedService]:
             if not service:
                 continue
             ref = f"{kind}/{item['metadata']['name']}"
-            by_service.setdefault(service, {})[ref] = clean_live(item)
+            by_service.setdefault(service, []).append((ref, item))
             live.setdefault(service, {}).setdefault(kind, []).append(item)
     observed = {}
-    for service, objects in sorted(by_service.items()):
+    for service, items in sorted(by_service.items()):
         # Config and secret versions kept for rollbacks are not what runs: only the ones
-        # the service's workloads refer to are.
+        # the service's workloads refer to are (the others are not even projected).
         used = _referenced_versions(live.get(service, {}))
-        for ref in [r for r, body in objects.items() if is_versioned(body)]:
-            if ref not in used:
-                del objects[ref]
+        objects = {
+            ref: clean_live(item)
+            for ref, item in items
+            if ref in used or not keeps_label(item, VERSIONED_LABEL)
+        }
         observed[service] = _observed(service, live.get(service, {}), objects, used)
     return observed
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import copy
 
-from configcenter.adapters.k8s_live import clean_live
-from configcenter.adapters.k8s_manifests import APPLIED_KINDS_ANNOTATION
+import pytest
+
+from configcenter.adapters.k8s_live import clean_live, keeps_label
+from configcenter.adapters.k8s_manifests import (
+    APPLIED_KINDS_ANNOTATION,
+    VERSIONED_LABEL,
+    is_versioned,
+)
 
 LIVE_SERVICE = {
     "apiVersion": "v1",
@@ -195,3 +201,66 @@ def test_overlapping_field_sets_of_several_managers_are_united_and_nothing_is_ch
     # What the caller gets is its own: changing it changes nothing of the live object.
     cleaned["spec"]["template"]["spec"]["containers"][0]["args"].append("-x")
     assert live == before
+
+
+@pytest.mark.parametrize(
+    "managed",
+    [
+        [],  # no managedFields at all: the object is taken whole
+        [{"manager": "configcenter", "operation": "Apply", "fieldsV1": {"f:data": {}}}],
+        [
+            {
+                "manager": "configcenter",
+                "operation": "Apply",
+                "fieldsV1": {"f:metadata": {"f:labels": {f"f:{VERSIONED_LABEL}": {}}}},
+            }
+        ],
+        [{"manager": "configcenter", "operation": "Apply", "fieldsV1": {"f:metadata": {".": {}}}}],
+        [
+            {
+                "manager": "configcenter",
+                "operation": "Apply",
+                "fieldsV1": {"f:metadata": {"f:labels": {".": {}}}},
+            }
+        ],
+        [
+            {
+                "manager": "configcenter",
+                "operation": "Apply",
+                "fieldsV1": {"f:metadata": {"f:labels": {"f:other": {}}}},
+            }
+        ],
+        # configcenter's own replace (a heal) is not something anyone set
+        [
+            {
+                "manager": "configcenter",
+                "operation": "Update",
+                "fieldsV1": {"f:metadata": {"f:labels": {f"f:{VERSIONED_LABEL}": {}}}},
+            },
+            {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {}}},
+        ],
+        [
+            {
+                "manager": "kube-controller-manager",
+                "operation": "Update",
+                "subresource": "status",
+                "fieldsV1": {"f:metadata": {"f:labels": {f"f:{VERSIONED_LABEL}": {}}}},
+            },
+            {"manager": "kubectl-label", "operation": "Update", "fieldsV1": {"f:data": {}}},
+        ],
+    ],
+)
+@pytest.mark.parametrize("labelled", [True, False])
+def test_keeps_label_answers_what_the_projection_keeps(
+    managed: list[dict[str, object]], labelled: bool
+) -> None:
+    """`observe` leaves old config versions unprojected by asking `keeps_label` first: it
+    must say exactly whether the cleaned object would carry the label."""
+    labels = {VERSIONED_LABEL: "config", "other": "x"} if labelled else {"other": "x"}
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "api-config-0123456789", "labels": labels, "managedFields": managed},
+        "data": {"A": "1"},
+    }
+    assert keeps_label(config_map, VERSIONED_LABEL) == is_versioned(clean_live(config_map))

@@ -9,6 +9,8 @@ sha256 of its bytes), the namespace, and the code that builds the objects (the b
 the modules doing it, PyYAML's version and loader, Python's version). A change of any
 input, or of that code, is a new key; the old answer is never read again.
 
+An apply keeps the objects of the release it applied (its manifests are parsed anyway),
+so the reconcile after it reads them; reconcile keeps what it had to build itself.
 One file per (namespace, env, service) slot holds the last key and its objects (pickled,
 so YAML's dates and non-string keys come back as they were parsed), so the cache stays as
 large as the set of services. Each lookup unpickles a fresh copy: callers own what they
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -58,12 +60,14 @@ def cache_dir() -> Path:
 
 
 def code_fingerprint() -> str | None:
-    """sha256 of the code that builds desired objects; None (no caching) if unreadable."""
+    """sha256 of the code that builds desired objects, as its files read now; None (no
+    caching) if one cannot be read."""
     digest = hashlib.sha256(f"{FORMAT}\0{sys.version_info[:2]}\0".encode())
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     digest.update(f"{yaml.__version__}\0{loader.__name__}\0".encode())
     for name in _CODE_MODULES:
-        path = getattr(importlib.import_module(name), "__file__", None)
+        spec = importlib.util.find_spec(name)
+        path = spec.origin if spec is not None else None
         if not path or not path.endswith(".py"):
             return None
         try:
@@ -73,23 +77,26 @@ def code_fingerprint() -> str | None:
     return digest.hexdigest()
 
 
+#: The fingerprint of the code this process runs, taken as it is imported (alongside the
+#: modules it names): files changed later (an upgrade while `serve` runs) must not lend
+#: their fingerprint to what the old code builds.
+LOADED_CODE = code_fingerprint()
+
+
 class DesiredObjectsCache:
     """`get(deployable, namespace, build)`: the kept objects when the key matches, else
     `build()`'s, which are then kept in the release's slot."""
 
     def __init__(self, directory: Path | None = None, code: str | None = None) -> None:
-        """`code` stands for the building code in the keys; by default its fingerprint
-        (`code_fingerprint`), taken when first needed."""
+        """`code` stands for the building code in the keys; by default the fingerprint of
+        the code this process loaded (`LOADED_CODE`)."""
         self.directory = directory if directory is not None else cache_dir()
-        self._code = code
-        self._fingerprinted = code is not None
+        self._code = code if code is not None else LOADED_CODE
         self._broken = False
 
     def key(self, deployable: Deployable, namespace: str) -> str | None:
         """The release's key, or None when it cannot be cached (unreadable code, a field
         of a type the key does not know)."""
-        if not self._fingerprinted:
-            self._code, self._fingerprinted = code_fingerprint(), True
         if self._code is None:
             return None
         try:
@@ -134,11 +141,16 @@ class DesiredObjectsCache:
 
     def _write(self, path: Path, key: str, objects: Objects) -> None:
         try:
+            data = pickle.dumps((FORMAT, key, objects), 5)
+        except Exception as exc:  # not expected of parsed YAML; never fail a command over it
+            log.debug("desired objects of %s not kept (%s)", path.name, exc)
+            return
+        try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as handle:
-                    pickle.dump((FORMAT, key, objects), handle, 5)
+                    handle.write(data)
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -146,7 +158,8 @@ class DesiredObjectsCache:
         except OSError as exc:
             self._broken = True
             log.warning(
-                "desired-objects cache %s cannot be written (%s); comparing without it",
+                "desired-objects cache %s cannot be written (%s); reconcile builds the "
+                "objects each time",
                 self.directory,
                 exc.strerror or exc,
             )

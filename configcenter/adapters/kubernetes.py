@@ -76,8 +76,14 @@ class KubernetesPlatform:
     # -- the port ----------------------------------------------------------------------
 
     def apply(self, deployable: Deployable, *, dry_run: bool = False) -> None:
-        """Server-side apply of the release's objects (see `ReleaseApplier.apply`)."""
+        """Server-side apply of the release's objects (see `ReleaseApplier.apply`).
+
+        The objects reconcile will compare with are kept too, while the release's manifests
+        are parsed anyway (the same content-addressed entry `desired_objects` would make).
+        """
         self._applier.apply(deployable, dry_run=dry_run)
+        if not dry_run:
+            self.desired_objects(deployable)
 
     def prune(self, deployable: Deployable) -> list[str]:
         """Delete what earlier releases of the service left and this one no longer renders."""

@@ -58,9 +58,12 @@ def test_rendered_files_changed_behind_the_cache_are_compared_afresh(
     deployed: ShopWorld, k8s_namespace: Any
 ) -> None:
     cache = Path(os.environ["XDG_CACHE_HOME"]) / "configcenter" / "k8s-desired"
-    assert _drifts(deployed) == []
-    assert len(list(cache.glob("*.pickle"))) == 1  # the release's objects are kept
+    assert len(list(cache.glob("*.pickle"))) == 1  # kept by the apply
     assert _drifts(deployed) == []  # and read back
+    [slot] = cache.glob("*.pickle")
+    slot.unlink()
+    assert _drifts(deployed) == []  # built again and kept by reconcile itself
+    assert len(list(cache.glob("*.pickle"))) == 1
 
     # Someone scales the live Deployment: the live side is never kept, the drift shows.
     from kubernetes import client

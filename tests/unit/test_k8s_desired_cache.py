@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from configcenter.adapters.k8s_desired_cache import DesiredObjectsCache, code_fingerprint
+from configcenter.adapters.k8s_desired_cache import (
+    LOADED_CODE,
+    DesiredObjectsCache,
+    code_fingerprint,
+)
 from configcenter.adapters.k8s_observe import build_desired, desired_objects
 from configcenter.ports.platform import Deployable
 
@@ -133,8 +137,11 @@ def test_the_namespace_and_the_building_code_are_part_of_the_key(tmp_path: Path)
     assert _container(desired_objects(RELEASE, "ns", stale))["image"] == "kept-by-older-code"
     fresh = desired_objects(RELEASE, "ns", DesiredObjectsCache(tmp_path, code="build-2"))
     assert fresh == build_desired(RELEASE, "ns")
-    # The default key is taken from the code's own bytes.
-    assert code_fingerprint() == code_fingerprint() is not None
+    # By default the key names the code this process loaded (its files' bytes at import).
+    assert LOADED_CODE is not None and code_fingerprint() == LOADED_CODE
+    assert DesiredObjectsCache(tmp_path).key(RELEASE, "ns") == DesiredObjectsCache(
+        tmp_path, code=LOADED_CODE
+    ).key(RELEASE, "ns")
 
 
 def test_callers_own_what_they_get(tmp_path: Path) -> None:

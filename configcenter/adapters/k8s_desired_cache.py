@@ -174,6 +174,8 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, Mapping):
         if not all(isinstance(k, str) for k in value):
             raise TypeError("a map with keys other than strings")
+        if all(type(v) is str for v in value.values()):  # values, secrets, labels
+            return sorted(value.items())
         return [[k, _canonical(v)] for k, v in sorted(value.items())]
     if isinstance(value, frozenset | set):
         return sorted(_canonical(v) for v in value)

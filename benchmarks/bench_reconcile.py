@@ -7,11 +7,10 @@ real kube-apiserver, controller-manager and scheduler, pods simulated by KWOK) a
 Then, every step a whole `configcenter` process (wall, CPU, peak memory, as bench_cli.py):
 
   apply            `apply dev --no-build`: N services applied and rolled out on the bed
-  reconcile, first `reconcile dev --json` right after the apply: each release's desired
-                   objects are built and kept (adapters/k8s_desired_cache.py, in this
-                   run's own XDG_CACHE_HOME)
-  reconcile        `reconcile dev --json` with nothing drifted (median of --repeat), the
-                   desired objects read back from that cache
+  reconcile, first `reconcile dev --json` right after the apply: the desired objects
+                   the apply kept (adapters/k8s_desired_cache.py, in this run's own
+                   XDG_CACHE_HOME) are read back
+  reconcile        `reconcile dev --json` with nothing drifted (median of --repeat)
   plan no-op       `plan dev --json` with the platform reachable (the secret check lists
                    the env's Secrets, observation lists the live objects)
   reconcile drift  after one Deployment's image was changed behind configcenter's back
@@ -82,7 +81,7 @@ def bench(args: argparse.Namespace, tmp: Path, bed: k8s_testbed.Testbed) -> None
     repeat = max(1, args.repeat)
     b.record("apply (rollout on the bed)", [b.run("apply", "dev", "--no-build")])
     first = b.run("reconcile", "dev", "--json")
-    b.record("reconcile, first (cold cache)", [first])
+    b.record("reconcile, first after apply", [first])
     runs = [b.run("reconcile", "dev", "--json") for _ in range(repeat)]
     report = json.loads(runs[-1].stdout)
     statuses: dict[str, int] = {}

@@ -110,8 +110,8 @@ class DesiredObjectsCache:
         return hashlib.sha256(text.encode("ascii")).hexdigest()
 
     def get(self, deployable: Deployable, namespace: str, build: Callable[[], Objects]) -> Objects:
-        key = self.key(deployable, namespace)
-        if key is None or self._broken:
+        key = None if self._broken else self.key(deployable, namespace)
+        if key is None:
             return build()
         path = self._slot(deployable, namespace)
         kept = self._read(path, key)

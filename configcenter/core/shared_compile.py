@@ -113,6 +113,7 @@ class SharedCompile:
         self._max = max_shapes
         self.compiled = 0  # shapes compiled
         self.served = 0  # sources whose code came from a compiled shape
+        self.last_served = False  # the environment's last compile came from a shape
 
     def _lex(self, env: jinja2.Environment, source: str) -> _Lexed | None:
         if source in self._lexed:

@@ -4,6 +4,7 @@ each had been compiled on its own: same output, same code, same errors at the sa
 from __future__ import annotations
 
 import dis
+from pathlib import Path
 from types import CodeType
 from typing import Any
 
@@ -17,6 +18,7 @@ from configcenter.core.plan import make_plan
 from configcenter.core.render import Renderer
 from configcenter.core.shared_compile import SharedCompile
 from configcenter.core.state import EnvState
+from configcenter.wiring import open_bytecode_cache
 from tests.support.configrepo import ConfigRepo
 
 OPTIONS: dict[str, Any] = dict(
@@ -206,3 +208,19 @@ def test_a_source_lexed_from_kept_tags_is_lexed_as_jinja_lexes_it(frame: str) ->
                 continue
             assert again is not None
             assert (again.shape, again.texts) == (alone.shape, alone.texts), (first, second)
+
+
+def test_code_the_shared_compile_made_is_not_written_to_the_bytecode_cache(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """Made again for ~0.1 ms, it would cost more to write and read back than it saves."""
+    for service in ("alpha", "beta"):
+        repo.write(f"templates/{service}/template.yaml", "outputs: [app.env]\n")
+        repo.write(f"templates/{service}/app.env.j2", f"# {service}\nX={{{{ X }}}}\n")
+        repo.write(f"environments/dev/{service}.yaml", "template: HEAD\nvalues: {X: 1}\n")
+    config = repo.load()
+    renderer = Renderer(open_bytecode_cache(tmp_path / "bc"))
+    for service in ("alpha", "beta"):
+        rendered = renderer.render(config, config.environment("dev").services[service], "i")
+        assert rendered.files["app.env"] == f"# {service}\nX=1\n".encode()
+    assert list((tmp_path / "bc").iterdir()) == []

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import jinja2
 
     from configcenter.adapters.config_git import ConfigGit
+    from configcenter.core.load_trace import LoadStore
     from configcenter.core.render import RenderedStore
     from configcenter.ports.config_lineage import ConfigLineage
     from configcenter.ports.config_repo import ConfigRepo
@@ -168,6 +169,14 @@ def open_registry(access: RegistryAccess) -> Registry:
     from configcenter.adapters.oci_registry import OciRegistry
 
     return OciRegistry(access.host, insecure=access.insecure, credentials=access.credentials)
+
+
+def open_load_store(directory: Path) -> LoadStore:
+    """Config loads kept in `directory` between runs, used again only while all they read
+    is unchanged (configcenter.core.load_trace)."""
+    from configcenter.adapters.load_store import DiskLoadStore
+
+    return DiskLoadStore(directory)
 
 
 def open_config_repo(root: Path) -> ConfigRepo:

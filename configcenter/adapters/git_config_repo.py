@@ -284,6 +284,10 @@ class GitTemplate:
 class GitConfigRepo:
     """A config repo on disk; Git is optional (no Git: no tags, HEAD pins only)."""
 
+    #: A tagged template tree is read from the tag's commit, and Git objects never change:
+    #: the same tags give the same trees (configcenter.core.load_trace relies on it).
+    tagged_trees_immutable = True
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self._repo: Any = None

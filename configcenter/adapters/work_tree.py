@@ -34,13 +34,25 @@ def file_kind(mode: int) -> str:
     return "special file"
 
 
+def entry_kind(entry: os.DirEntry[str]) -> str:
+    """What a directory entry is, from the listing itself where it says (no stat per entry)."""
+    if entry.is_symlink():
+        return "symbolic link"
+    if entry.is_file(follow_symlinks=False):
+        return "file"
+    if entry.is_dir(follow_symlinks=False):
+        return "directory"
+    return file_kind(entry.stat(follow_symlinks=False).st_mode)
+
+
 def _check_parents(root: Path, rel: str) -> bool:
     """False when a parent directory is missing; RepoPathError when one is not a directory."""
+    base = os.fspath(root)  # plain strings: pathlib's joins cost more than the lstat
     parts = rel.split("/")
     for i in range(1, len(parts)):
         prefix = "/".join(parts[:i])
         try:
-            mode = os.lstat(root / prefix).st_mode
+            mode = os.lstat(f"{base}/{prefix}").st_mode
         except FileNotFoundError:
             return False
         except NotADirectoryError:
@@ -55,7 +67,7 @@ def repo_path_kind(root: Path, rel: str) -> str | None:
     if not _check_parents(root, rel):
         return None
     try:
-        return file_kind(os.lstat(root / rel).st_mode)
+        return file_kind(os.lstat(f"{os.fspath(root)}/{rel}").st_mode)
     except (FileNotFoundError, NotADirectoryError):
         return None
 
@@ -70,7 +82,7 @@ def read_repo_file(root: Path, rel: str, max_bytes: int) -> bytes | None:
         return None
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(root / rel, flags)
+        fd = os.open(f"{os.fspath(root)}/{rel}", flags)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
@@ -100,7 +112,7 @@ def list_repo_dir(root: Path, rel: str) -> list[tuple[str, str]] | None:
     if kind != "directory":
         raise RepoPathError(rel, kind)
     with os.scandir(root / rel) as entries:
-        found = [(e.name, file_kind(e.stat(follow_symlinks=False).st_mode)) for e in entries]
+        found = [(e.name, entry_kind(e)) for e in entries]
     return sorted(found)
 
 
@@ -115,7 +127,7 @@ def walk_repo_dir(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
         with os.scandir(root / prefix if prefix else root) as entries:
             for entry in entries:
                 rel = f"{prefix}{entry.name}"
-                kind = file_kind(entry.stat(follow_symlinks=False).st_mode)
+                kind = entry_kind(entry)
                 if kind == "directory":
                     pending.append(rel + "/")
                 elif kind == "file":

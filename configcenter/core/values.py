@@ -54,16 +54,41 @@ class Entry:
 Key = tuple[str, ...]
 
 
-@dataclass
 class Layered:
-    """The merged result: a nested plain value tree plus per-leaf provenance."""
+    """The merged result: a nested plain value tree plus per-leaf provenance.
 
-    tree: dict[str, Any] = field(default_factory=dict)
-    entries: dict[Key, Entry] = field(default_factory=dict)
+    Kept loads (configcenter.core.load_trace) store the tree and the layers it was
+    merged from; the provenance is merged again from those the first time it is asked
+    for (a no-op plan never asks).
+    """
+
+    def __init__(self) -> None:
+        self.tree: dict[str, Any] = {}
+        self._entries: dict[Key, Entry] | None = {}
+        self._layers: list[tuple[str, YamlDoc, Mapping[str, Any]]] = []
+
+    @property
+    def entries(self) -> dict[Key, Entry]:
+        if self._entries is None:
+            again = Layered()
+            for layer, doc, values in self._layers:
+                again.merge(layer, doc, values)
+            self._entries = again.entries
+        return self._entries
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tree": self.tree, "layers": self._layers}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.tree = state["tree"]
+        self._layers = state["layers"]
+        self._entries = None
 
     def merge(self, layer: str, doc: YamlDoc, values: Mapping[str, Any] | None) -> None:
         # Anything but a mapping was already reported by the schema; layer nothing from it.
         if values and isinstance(values, Mapping):
+            _ = self.entries
+            self._layers.append((layer, doc, values))
             self._merge(self.tree, (), layer, doc, values)
 
     def _merge(

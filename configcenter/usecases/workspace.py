@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from configcenter.core.errors import ConfigError, ProblemList, UserError
 from configcenter.core.load import load_config
+from configcenter.core.load_trace import load_config_kept
 from configcenter.core.model import Config
 from configcenter.core.redact import Redactor
 from configcenter.core.render import RenderedStore, Renderer
@@ -70,8 +71,16 @@ class Workspace:
 
     @cached_property
     def config(self) -> Config:
+        from configcenter.wiring import open_load_store
+
         try:
-            config = load_config(self.source, self.problems, self.focus, self.services)
+            config = load_config_kept(
+                self.source,
+                open_load_store(cache_home() / "loads"),
+                self.problems,
+                self.focus,
+                self.services,
+            )
         finally:
             self.source.save_caches()
         self.problems.raise_if_errors(self.strict)

@@ -1,0 +1,71 @@
+"""Kept config loads on disk (see configcenter.core.load_trace), in the user's cache dir.
+
+One file per key; each is written whole and atomically, and a file that cannot be
+read is a miss. The newest `KEEP` files stay; older ones are removed as new ones come.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+KEEP = 12  # a few environments, all of them, and some single-service loads
+
+
+class DiskLoadStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @property
+    def salt(self) -> str:
+        return code_salt()
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return (self.directory / f"{key}.load").read_bytes()
+        except OSError:
+            return None
+
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, self.directory / f"{key}.load")
+        except OSError:
+            return  # a cache is an optimisation: never fail a command over it
+        self._prune()
+
+    def _prune(self) -> None:
+        try:
+            kept = sorted(
+                self.directory.glob("*.load"), key=lambda p: p.stat().st_mtime, reverse=True
+            )
+            for old in kept[KEEP:]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            return
+
+
+@lru_cache(maxsize=1)
+def code_salt() -> str:
+    """Names the code that loads: a kept load is used only by the code that made it.
+
+    The digest of configcenter's core modules (the loader and all it calls) and the
+    versions of Python, PyYAML and Jinja: an upgrade or an edited checkout loads afresh.
+    """
+    import jinja2
+    import yaml
+
+    import configcenter.core
+
+    digest = hashlib.sha256(f"{sys.version}\0{yaml.__version__}\0{jinja2.__version__}".encode())
+    core = Path(configcenter.core.__file__).parent
+    for path in sorted(core.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:32]

@@ -1,0 +1,336 @@
+"""A loaded config kept between runs, used again only while everything it read is unchanged.
+
+`load_config` is a pure function of what it reads through `ConfigSource`. A
+`TracingSource` records every read and a fingerprint of its answer (a digest of a
+file's bytes, a directory listing, the tag map, a template tree's content id, the
+refusal a link caused). A kept load is used again only when replaying that trace
+against the source now gives the same fingerprint at every step: the verifying
+traces of build systems. Nothing is keyed by time or guessed from a commit id: a
+file edited in the work tree, a moved tag, a new service file, a link that replaced a
+file each change a fingerprint, and the config is loaded afresh.
+
+A template version named by a tag is a function of the tag's commit when the source
+says so (`tagged_trees_immutable`: Git objects never change), so a replay does not
+read template trees whose tags are unchanged; the kept `Template`s get a tree that
+opens the source's own on first use. Work-tree (HEAD) templates are read again and
+compared by content.
+
+Only loads without errors are kept (a broken config is loaded, and reported, every
+time); their warnings are kept with them and reported again.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import pickle
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+from configcenter.core.errors import Problem, ProblemList
+from configcenter.core.load import load_config
+from configcenter.core.model import Config, Template
+from configcenter.core.source import ConfigSource, FileTooLarge, RepoPathError, TemplateTree
+
+if TYPE_CHECKING:
+    from configcenter.core.yamldoc import ParseCache
+
+#: Bumped whenever what a trace records, or how a kept load is stored, changes.
+FORMAT = 1
+
+T = TypeVar("T")
+Step = tuple[str, tuple[Any, ...], str]  # (call, its arguments, fingerprint of the answer)
+
+
+class LoadStore(Protocol):
+    """Where kept loads live between runs (one entry per key; the newest wins)."""
+
+    @property
+    def salt(self) -> str:
+        """Names the code that loads: a different configcenter never uses a kept load."""
+        ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _mapping_print(value: Mapping[str, str]) -> str:
+    return _digest("\n".join(f"{k}\0{v}" for k, v in sorted(value.items())).encode())
+
+
+def _tree_print(tree: TemplateTree | None) -> str:
+    if tree is None:
+        return "none"
+    refused = "\n".join(f"{name}\0{kind}" for name, kind in tree.refused)
+    return f"{tree.tree_id}\0{_digest(refused.encode())}"
+
+
+class _Untraceable(Exception):
+    """An answer that cannot be fingerprinted (an I/O error): the load is not kept."""
+
+
+class TracingSource:
+    """A `ConfigSource` that records what the loader read and what the answers were."""
+
+    def __init__(self, inner: ConfigSource) -> None:
+        self.inner = inner
+        self.root = inner.root
+        self.steps: list[Step] = []
+        self.traceable = True
+        # Trees handed out, by identity, so a kept load can name them instead of pickling them.
+        self._trees: dict[int, tuple[str, str | None, str, TemplateTree]] = {}
+
+    @property
+    def parse_cache(self) -> ParseCache | None:
+        return self.inner.parse_cache
+
+    def _answer(
+        self, call: str, args: tuple[Any, ...], fn: Callable[[], T], fp: Callable[[T], str]
+    ) -> T:
+        try:
+            result = fn()
+        except RepoPathError as exc:
+            self.steps.append((call, args, f"!path\0{exc.rel}\0{exc.kind}"))
+            raise
+        except FileTooLarge as exc:
+            self.steps.append((call, args, f"!large\0{exc.rel}\0{exc.size}\0{exc.limit}"))
+            raise
+        except Exception:
+            self.traceable = False
+            raise
+        self.steps.append((call, args, fp(result)))
+        return result
+
+    def read_file(self, rel: str, max_bytes: int) -> bytes | None:
+        return self._answer(
+            "read_file",
+            (rel, max_bytes),
+            lambda: self.inner.read_file(rel, max_bytes),
+            lambda data: "none" if data is None else _digest(data),
+        )
+
+    def list_dir(self, rel: str) -> list[tuple[str, str]] | None:
+        return self._answer("list_dir", (rel,), lambda: self.inner.list_dir(rel), _listing_print)
+
+    def path_kind(self, rel: str) -> str | None:
+        return self._answer(
+            "path_kind", (rel,), lambda: self.inner.path_kind(rel), lambda kind: str(kind)
+        )
+
+    def head_commit(self) -> str | None:
+        return self._answer("head_commit", (), self.inner.head_commit, lambda c: str(c))
+
+    def tags(self) -> Mapping[str, str]:
+        return self._answer("tags", (), self.inner.tags, _mapping_print)
+
+    def template_tree(self, service: str, tag: str | None) -> TemplateTree | None:
+        tree = self._answer(
+            "template_tree",
+            (service, tag),
+            lambda: self.inner.template_tree(service, tag),
+            _tree_print,
+        )
+        if tree is not None:
+            self._trees[id(tree)] = (service, tag, tree.tree_id, tree)
+        return tree
+
+    def tree_name(self, obj: object) -> tuple[str, str | None, str] | None:
+        """How a kept load names a tree this source handed out (None: not one of them)."""
+        found = self._trees.get(id(obj))
+        if found is None or found[3] is not obj:
+            return None
+        return found[0], found[1], found[2]
+
+
+def _listing_print(listing: list[tuple[str, str]] | None) -> str:
+    if listing is None:
+        return "none"
+    return _digest("\n".join(f"{name}\0{kind}" for name, kind in listing).encode())
+
+
+class KeptTree:
+    """A tagged template version of a kept load: the source's own tree, opened on first use.
+
+    The tag was unchanged when the load was used again, so the tree is the one recorded;
+    a no-op plan never reads it (the release record says what the version consumes).
+    """
+
+    def __init__(self, source: ConfigSource, service: str, tag: str, tree_id: str) -> None:
+        self._source = source
+        self._service = service
+        self._tag = tag
+        self._tree_id = tree_id
+        self._inner: TemplateTree | None = None
+
+    def _tree(self) -> TemplateTree:
+        if self._inner is None:
+            tree = self._source.template_tree(self._service, self._tag)
+            if tree is None or tree.tree_id != self._tree_id:
+                raise RuntimeError(
+                    f"templates/{self._service}@{self._tag} changed while configcenter ran"
+                )
+            self._inner = tree
+        return self._inner
+
+    @property
+    def tree_id(self) -> str:
+        return self._tree_id
+
+    def read(self, name: str) -> bytes | None:
+        return self._tree().read(name)
+
+    def has(self, name: str) -> bool:
+        return self._tree().has(name)
+
+    def files(self) -> Mapping[str, bytes]:
+        return self._tree().files()
+
+    @property
+    def refused(self) -> Sequence[tuple[str, str]]:
+        return self._tree().refused
+
+
+def _replay(
+    steps: list[Step], source: ConfigSource, immutable_tags: bool
+) -> dict[tuple[str, str | None], TemplateTree] | None:
+    """The trees read again (work-tree ones) when every step answers as recorded; else None."""
+    trees: dict[tuple[str, str | None], TemplateTree] = {}
+    checker = TracingSource(source)
+    for call, args, expected in steps:
+        if call == "template_tree" and immutable_tags and args[1] is not None:
+            continue  # the tags step (same tag -> same commit -> same tree) covers it
+        before = len(checker.steps)
+        try:
+            result = getattr(checker, call)(*args)
+        except (RepoPathError, FileTooLarge):
+            result = None
+        except Exception:
+            return None
+        if len(checker.steps) == before or checker.steps[-1][2] != expected:
+            return None
+        if call == "template_tree" and result is not None:
+            trees[(args[0], args[1])] = result
+    return trees
+
+
+def _templates(config: Config) -> list[Template]:
+    unique = {
+        id(s.template): s.template
+        for env in config.environments.values()
+        for s in env.services.values()
+    }
+    return list(unique.values())
+
+
+def _resolver(
+    source: ConfigSource, trees: dict[tuple[str, str | None], TemplateTree]
+) -> Callable[[str, str | None, str], TemplateTree]:
+    def resolve(service: str, tag: str | None, tree_id: str) -> TemplateTree:
+        tree = trees.get((service, tag))
+        if tree is None:
+            if tag is None:  # every work-tree template was read again by the replay
+                raise pickle.UnpicklingError(f"templates/{service} was not read again")
+            tree = trees[(service, tag)] = KeptTree(source, service, tag, tree_id)
+        return tree
+
+    return resolve
+
+
+def _key(
+    salt: str,
+    source: ConfigSource,
+    environments: Collection[str] | None,
+    services: Collection[str] | None,
+) -> str:
+    parts = [
+        f"v{FORMAT}",
+        salt,
+        # A trace replays only against the kind of source that recorded it: what a tagged
+        # tree is (a Git tree, or the work tree for a tag about to be made) is the source's.
+        f"{type(source).__module__}.{type(source).__qualname__}",
+        str(source.root),
+        "*" if environments is None else ",".join(sorted(environments)),
+        "*" if services is None else ",".join(sorted(services)),
+    ]
+    return _digest("\n".join(parts).encode())[:32]
+
+
+def load_config_kept(
+    source: ConfigSource,
+    store: LoadStore,
+    problems: ProblemList | None = None,
+    environments: Collection[str] | None = None,
+    services: Collection[str] | None = None,
+) -> Config:
+    """`load_config`, using the load kept in `store` when its trace replays unchanged.
+
+    Raises ConfigError like `load_config`; a config with errors is never kept.
+    """
+    problems = problems if problems is not None else ProblemList()
+    key = _key(store.salt, source, environments, services)
+    immutable_tags = bool(getattr(source, "tagged_trees_immutable", False))
+    kept = store.get(key)
+    if kept is not None:
+        config = _reuse(kept, source, immutable_tags, problems)
+        if config is not None:
+            return config
+    tracing = TracingSource(source)
+    first = len(problems.items)
+    config = load_config(tracing, problems, environments, services)
+    if tracing.traceable:
+        data = _dump(tracing, config, problems.items[first:])
+        if data is not None:
+            store.put(key, data)
+    return config
+
+
+def _dump(tracing: TracingSource, config: Config, warnings: list[Problem]) -> bytes | None:
+    # Templates name their trees while pickled (trees read Git; the source gives them back).
+    templates = _templates(config)
+    trees = [t.tree for t in templates]
+    names: list[tuple[str, str | None, str] | None] = [tracing.tree_name(t) for t in trees]
+    if any(name is None for name in names):
+        return None
+    try:
+        for template, name in zip(templates, names, strict=True):
+            template.tree = cast(TemplateTree, name)
+        body = pickle.dumps((config, warnings), protocol=5)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None  # something in the config cannot be kept: load it every time
+    finally:
+        for template, tree in zip(templates, trees, strict=True):
+            template.tree = tree
+    head = pickle.dumps(tracing.steps, protocol=5)
+    return len(head).to_bytes(8, "big") + head + body
+
+
+def _reuse(
+    data: bytes, source: ConfigSource, immutable_tags: bool, problems: ProblemList
+) -> Config | None:
+    # Allocation-heavy: the cyclic GC would run hundreds of times for nothing.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        size = int.from_bytes(data[:8], "big")
+        steps = pickle.loads(data[8 : 8 + size])
+        trees = _replay(steps, source, immutable_tags)
+        if trees is None:
+            return None
+        config, warnings = pickle.loads(data[8 + size :])
+        if not isinstance(config, Config):
+            return None
+        resolve = _resolver(source, trees)
+        for template in _templates(config):
+            template.tree = resolve(*cast(tuple[str, str | None, str], template.tree))
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError):
+        return None
+    finally:
+        if enabled:
+            gc.enable()
+    problems.items.extend(warnings)
+    return config

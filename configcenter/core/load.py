@@ -7,7 +7,9 @@ fixes a config in one go rather than one error per run.
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from configcenter.core import schema
@@ -38,11 +40,31 @@ RESERVED_NAMES = frozenset(
 )
 
 
+@dataclass
+class LoadMemo:
+    """What a load lends the next one: the services and tagged templates it loaded without
+    a single problem, with the digests of the bytes they were made from.
+
+    A service is the same while its file, configcenter.yaml, _defaults.yaml and its
+    environment's _env.yaml have the same bytes and its pinned tag the same commit (Git
+    objects never change); a tagged template is the same while its tag names the same
+    commit and configcenter.yaml (its limits) the same bytes. Only for sources whose
+    tagged trees are immutable (the Git adapter), and never for HEAD pins (the work tree
+    is read again).
+    """
+
+    services: dict[tuple[str, str], tuple[str, ServiceConfig]] = field(default_factory=dict)
+    templates: dict[tuple[str, str], tuple[str, Template]] = field(default_factory=dict)
+
+
 def load_config(
     source: ConfigSource,
     problems: ProblemList | None = None,
     environments: Collection[str] | None = None,
     services: Collection[str] | None = None,
+    *,
+    memo: LoadMemo | None = None,
+    lend: LoadMemo | None = None,
 ) -> Config:
     """Load everything (or only `environments`, for commands about one environment).
 
@@ -51,10 +73,14 @@ def load_config(
     service, deciding which environments auto-apply). Such a Config is not the whole
     environment: never plan or apply from it.
 
+    `memo` (an earlier load's `lend`) lets unchanged services and templates be taken as
+    they are instead of built again; `lend` is filled with this load's.
+
     Raises ConfigError when there are errors (warnings are kept).
     """
     problems = problems if problems is not None else ProblemList()
-    loader = _Loader(source, problems, environments, services)
+    reuse = memo if memo is not None and getattr(source, "tagged_trees_immutable", False) else None
+    loader = _Loader(source, problems, environments, services, reuse, lend)
     config = loader.load()
     problems.raise_if_errors()
     assert config is not None
@@ -78,12 +104,20 @@ class _Loader:
         problems: ProblemList,
         only: Collection[str] | None = None,
         services: Collection[str] | None = None,
+        memo: LoadMemo | None = None,
+        lend: LoadMemo | None = None,
     ) -> None:
         self.only = set(only) if only is not None else None
         self.services = set(services) if services is not None else None
         self.source = source
-        # An adapter may keep parses across runs, keyed by content digest.
-        self.parse_cache: ParseCache | None = source.parse_cache
+        self.memo = memo
+        self.lend = lend
+        # An adapter may keep parses across runs, keyed by content digest. A load with a
+        # memo parses only what changed: opening the whole cache would cost more.
+        self.parse_cache: ParseCache | None = None if memo is not None else source.parse_cache
+        self._digests: dict[str, str] = {}  # rel -> digest of the bytes read
+        self._clean: set[tuple[str, str]] = set()  # tagged templates loaded without a problem
+        self._lendable: list[tuple[str, str, str, ServiceConfig]] = []
         self.problems = problems
         self.root = source.root
         self._templates: dict[tuple[str, str], Template | None] = {}
@@ -100,6 +134,10 @@ class _Loader:
         self.problems.error(Source(rel), f"{rel} is a {kind}, not a regular file", LINK_HINT)
 
     def _read_doc(self, rel: str, spec: schema.Spec) -> YamlDoc | None:
+        raw = self._read_raw(rel)
+        return None if raw is None else self._doc(raw, rel, spec)
+
+    def _read_raw(self, rel: str) -> bytes | None:
         try:
             raw = self.source.read_file(rel, self.limits.yaml_file_bytes)
         except RepoPathError as exc:
@@ -108,8 +146,10 @@ class _Loader:
         except FileTooLarge as exc:
             self._too_large(rel, exc.size, self.limits.yaml_file_bytes, "yaml_file_size")
             return None
-        if raw is None:
-            return None
+        self._digests[rel] = "-" if raw is None else hashlib.sha256(raw).hexdigest()
+        return raw
+
+    def _doc(self, raw: bytes, rel: str, spec: schema.Spec) -> YamlDoc | None:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -199,7 +239,19 @@ class _Loader:
         }
         self._check_env_dirs(project)
         self._check_dependencies(environments)
+        if self.lend is not None:
+            self._fill(self.lend)
         return Config(self.root, self.source.head_commit(), project, environments)
+
+    def _fill(self, lend: LoadMemo) -> None:
+        project = self._digests.get(PROJECT_FILE, "")
+        for key in self._clean:
+            template = self._templates.get(key)
+            if template is not None:
+                lend.templates[key] = (project, template)
+        for env, name, fingerprint, service in self._lendable:
+            if (name, service.template.tag) in self._clean:
+                lend.services[(env, name)] = (fingerprint, service)
 
     def _project(self, doc: YamlDoc) -> Project:
         data = doc.data
@@ -311,7 +363,8 @@ class _Loader:
     # -- environments --------------------------------------------------------------------------
 
     def _environment(self, project: Project, name: str, defaults: YamlDoc | None) -> Environment:
-        env_doc = self._read_doc(f"environments/{name}/_env.yaml", schema.ENVIRONMENT)
+        env_rel = f"environments/{name}/_env.yaml"
+        env_doc = self._read_doc(env_rel, schema.ENVIRONMENT)
         env_data: dict[str, Any] = env_doc.data if env_doc else {}
         platform = env_data.get("platform")
         if isinstance(platform, str) and env_doc is not None:
@@ -326,6 +379,10 @@ class _Loader:
             reconcile_interval=reconcile.get("interval") if isinstance(reconcile, dict) else None,
             reconcile_heal=isinstance(reconcile, dict) and reconcile.get("heal") is True,
             rollout_timeout=rollout.get("timeout") if isinstance(rollout, dict) else None,
+        )
+        shared = "\0".join(
+            self._digests.get(rel, "?")
+            for rel in (PROJECT_FILE, "environments/_defaults.yaml", env_rel)
         )
         for file, kind in self._list_dir(f"environments/{name}"):
             rel = f"environments/{name}/{file}"
@@ -355,7 +412,7 @@ class _Loader:
                     f"rename the file, for example to {schema.suggest_name(stem)}.yaml",
                 )
                 continue
-            service = self._service(project, environment, stem, defaults, env_doc)
+            service = self._service(project, environment, stem, defaults, env_doc, shared)
             if service is not None:
                 environment.services[service.name] = service
         return environment
@@ -379,9 +436,54 @@ class _Loader:
         name: str,
         defaults: YamlDoc | None,
         env_doc: YamlDoc | None,
+        shared: str,
     ) -> ServiceConfig | None:
         rel = f"environments/{environment.name}/{name}.yaml"
-        doc = self._read_doc(rel, schema.SERVICE)
+        raw = self._read_raw(rel)
+        if raw is None:
+            return None
+        fingerprint = f"{shared}\0{self._digests[rel]}"
+        kept = self._kept_service(environment.name, name, fingerprint)
+        if kept is not None:
+            self._lendable.append((environment.name, name, fingerprint, kept))
+            return kept
+        before = len(self.problems.items)
+        service = self._new_service(project, environment, name, defaults, env_doc, raw, rel)
+        if service is not None and len(self.problems.items) == before:
+            self._lendable.append((environment.name, name, fingerprint, service))
+        return service
+
+    def _kept_service(self, env: str, name: str, fingerprint: str) -> ServiceConfig | None:
+        """The memo's service when all it was made from is unchanged (see LoadMemo)."""
+        found = self.memo.services.get((env, name)) if self.memo is not None else None
+        if found is None or found[0] != fingerprint:
+            return None
+        service = found[1]
+        template = service.template
+        if template.commit is None or self._tags().get(f"{name}/{template.tag}") != template.commit:
+            return None
+        key = (name, template.tag)
+        if key not in self._templates:
+            self._templates[key] = template
+            self._clean.add(key)
+        else:
+            current = self._templates[key]
+            if current is None:
+                return None
+            service.template = current  # the same commit: one Template for every environment
+        return service
+
+    def _new_service(
+        self,
+        project: Project,
+        environment: Environment,
+        name: str,
+        defaults: YamlDoc | None,
+        env_doc: YamlDoc | None,
+        raw: bytes,
+        rel: str,
+    ) -> ServiceConfig | None:
+        doc = self._doc(raw, rel, schema.SERVICE)
         if doc is None:
             return None
         data = doc.data
@@ -523,8 +625,27 @@ class _Loader:
             return None
         key = (service, pin)
         if key not in self._templates:
-            self._templates[key] = self._load_template(service, pin, where)
+            kept = self._kept_template(service, pin)
+            if kept is not None:
+                self._templates[key] = kept
+                self._clean.add(key)
+            else:
+                before = len(self.problems.items)
+                self._templates[key] = self._load_template(service, pin, where)
+                if pin != HEAD and len(self.problems.items) == before:
+                    self._clean.add(key)
         return self._templates[key]
+
+    def _kept_template(self, service: str, pin: str) -> Template | None:
+        found = self.memo.templates.get((service, pin)) if self.memo is not None else None
+        if found is None or pin == HEAD:
+            return None
+        project, template = found
+        if project != self._digests.get(PROJECT_FILE):
+            return None
+        if template.commit is None or template.commit != self._tags().get(f"{service}/{pin}"):
+            return None
+        return template
 
     def _load_template(self, service: str, pin: str, where: Source) -> Template | None:
         tag = None if pin == HEAD else pin

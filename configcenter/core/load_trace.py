@@ -15,6 +15,11 @@ read template trees whose tags are unchanged; the kept `Template`s get a tree th
 opens the source's own on first use. Work-tree (HEAD) templates are read again and
 compared by content.
 
+When the replay finds a change, the config is loaded again, but the kept load lends
+it every service and tagged template whose own inputs did not change
+(`configcenter.core.load.LoadMemo`): one edited service file among 5,000 builds one
+service, not 5,000.
+
 Only loads without errors are kept (a broken config is loaded, and reported, every
 time); their warnings are kept with them and reported again.
 """
@@ -28,7 +33,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from configcenter.core.errors import Problem, ProblemList
-from configcenter.core.load import load_config
+from configcenter.core.load import LoadMemo, load_config
 from configcenter.core.model import Config, Template
 from configcenter.core.source import ConfigSource, FileTooLarge, RepoPathError, TemplateTree
 
@@ -80,6 +85,7 @@ class TracingSource:
     def __init__(self, inner: ConfigSource) -> None:
         self.inner = inner
         self.root = inner.root
+        self.tagged_trees_immutable = bool(getattr(inner, "tagged_trees_immutable", False))
         self.steps: list[Step] = []
         self.traceable = True
         # Trees handed out, by identity, so a kept load can name them instead of pickling them.
@@ -160,7 +166,7 @@ class KeptTree:
     a no-op plan never reads it (the release record says what the version consumes).
     """
 
-    def __init__(self, source: ConfigSource, service: str, tag: str, tree_id: str) -> None:
+    def __init__(self, source: ConfigSource, service: str, tag: str | None, tree_id: str) -> None:
         self._source = source
         self._service = service
         self._tag = tag
@@ -218,12 +224,14 @@ def _replay(
     return trees
 
 
-def _templates(config: Config) -> list[Template]:
+def _templates(config: Config, memo: LoadMemo) -> list[Template]:
     unique = {
         id(s.template): s.template
         for env in config.environments.values()
         for s in env.services.values()
     }
+    unique.update({id(s.template): s.template for _, s in memo.services.values()})
+    unique.update({id(t): t for _, t in memo.templates.values()})
     return list(unique.values())
 
 
@@ -233,8 +241,8 @@ def _resolver(
     def resolve(service: str, tag: str | None, tree_id: str) -> TemplateTree:
         tree = trees.get((service, tag))
         if tree is None:
-            if tag is None:  # every work-tree template was read again by the replay
-                raise pickle.UnpicklingError(f"templates/{service} was not read again")
+            # A work-tree template the replay did not read again belongs to a load that is
+            # not used (only its memo is): opening it checks its content id.
             tree = trees[(service, tag)] = KeptTree(source, service, tag, tree_id)
         return tree
 
@@ -275,43 +283,63 @@ def load_config_kept(
     key = _key(store.salt, source, environments, services)
     immutable_tags = bool(getattr(source, "tagged_trees_immutable", False))
     kept = store.get(key)
+    memo = None
     if kept is not None:
-        config = _reuse(kept, source, immutable_tags, problems)
+        config, memo = _reuse(kept, source, immutable_tags, problems)
         if config is not None:
             return config
+    # Something changed: load again, taking from the kept load what did not (see LoadMemo).
     tracing = TracingSource(source)
     first = len(problems.items)
-    config = load_config(tracing, problems, environments, services)
+    lend = LoadMemo()
+    config = load_config(tracing, problems, environments, services, memo=memo, lend=lend)
     if tracing.traceable:
-        data = _dump(tracing, config, problems.items[first:])
+        data = _dump(tracing, config, problems.items[first:], lend)
         if data is not None:
             store.put(key, data)
     return config
 
 
-def _dump(tracing: TracingSource, config: Config, warnings: list[Problem]) -> bytes | None:
+def _tree_name(tracing: TracingSource, tree: TemplateTree) -> tuple[str, str | None, str] | None:
+    if isinstance(tree, KeptTree):
+        return tree._service, tree._tag, tree._tree_id
+    return tracing.tree_name(tree)
+
+
+def _dump(
+    tracing: TracingSource, config: Config, warnings: list[Problem], memo: LoadMemo
+) -> bytes | None:
     # Templates name their trees while pickled (trees read Git; the source gives them back).
-    templates = _templates(config)
+    templates = _templates(config, memo)
     trees = [t.tree for t in templates]
-    names: list[tuple[str, str | None, str] | None] = [tracing.tree_name(t) for t in trees]
+    names = [_tree_name(tracing, t) for t in trees]
     if any(name is None for name in names):
         return None
+    # Provenance is merged again on demand (Layered): not pickled, kept in this process.
+    layered = [s.values for env in config.environments.values() for s in env.services.values()]
+    layered += [s.values for _, s in memo.services.values()]
+    provenance = [values._entries for values in layered]
     try:
         for template, name in zip(templates, names, strict=True):
             template.tree = cast(TemplateTree, name)
-        body = pickle.dumps((config, warnings), protocol=5)
+        for values in layered:
+            values._entries = None
+        body = pickle.dumps((config, warnings, memo), protocol=5)
     except (pickle.PicklingError, TypeError, AttributeError):
         return None  # something in the config cannot be kept: load it every time
     finally:
         for template, tree in zip(templates, trees, strict=True):
             template.tree = tree
+        for values, entries in zip(layered, provenance, strict=True):
+            values._entries = entries
     head = pickle.dumps(tracing.steps, protocol=5)
     return len(head).to_bytes(8, "big") + head + body
 
 
 def _reuse(
     data: bytes, source: ConfigSource, immutable_tags: bool, problems: ProblemList
-) -> Config | None:
+) -> tuple[Config | None, LoadMemo | None]:
+    """The kept config when its trace replays unchanged; else its memo, for the next load."""
     # Allocation-heavy: the cyclic GC would run hundreds of times for nothing.
     enabled = gc.isenabled()
     gc.disable()
@@ -319,18 +347,20 @@ def _reuse(
         size = int.from_bytes(data[:8], "big")
         steps = pickle.loads(data[8 : 8 + size])
         trees = _replay(steps, source, immutable_tags)
-        if trees is None:
-            return None
-        config, warnings = pickle.loads(data[8 + size :])
-        if not isinstance(config, Config):
-            return None
-        resolve = _resolver(source, trees)
-        for template in _templates(config):
+        if trees is None and not immutable_tags:
+            return None, None  # a memo is only of use where tagged trees never change
+        config, warnings, memo = pickle.loads(data[8 + size :])
+        if not isinstance(config, Config) or not isinstance(memo, LoadMemo):
+            return None, None
+        resolve = _resolver(source, trees or {})
+        for template in _templates(config, memo):
             template.tree = resolve(*cast(tuple[str, str | None, str], template.tree))
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError):
-        return None
+        return None, None
     finally:
         if enabled:
             gc.enable()
+    if trees is None:
+        return None, memo
     problems.items.extend(warnings)
-    return config
+    return config, memo

@@ -58,8 +58,8 @@ class Layered:
     """The merged result: a nested plain value tree plus per-leaf provenance.
 
     Kept loads (configcenter.core.load_trace) store the tree and the layers it was
-    merged from; the provenance is merged again from those the first time it is asked
-    for (a no-op plan never asks).
+    merged from, without the provenance (`_entries` None while pickled): it is merged
+    again from the layers the first time it is asked for (a no-op plan never asks).
     """
 
     def __init__(self) -> None:
@@ -75,14 +75,6 @@ class Layered:
                 again.merge(layer, doc, values)
             self._entries = again.entries
         return self._entries
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"tree": self.tree, "layers": self._layers}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.tree = state["tree"]
-        self._layers = state["layers"]
-        self._entries = None
 
     def merge(self, layer: str, doc: YamlDoc, values: Mapping[str, Any] | None) -> None:
         # Anything but a mapping was already reported by the schema; layer nothing from it.

@@ -247,3 +247,47 @@ def test_an_unreadable_kept_load_is_a_miss(repo: ConfigRepo, store: DiskLoadStor
     config, _ = kept(repo, store)
     assert not was_kept(config)
     assert summary(config) == summary(load_config(repo.source()))
+
+
+def test_after_one_file_changes_the_rest_is_taken_from_the_kept_load_and_still_right(
+    repo: ConfigRepo, store: DiskLoadStore
+) -> None:
+    """An edit makes the next load build only what the edit touched: a service's warning is
+    still reported, another environment's services are unchanged, the edit is seen."""
+    repo.write(
+        "environments/dev/db.yaml",
+        "template: 1.0.0\nimage: {ref: postgres:16}\nvalues:\n  DB_NAMEE: typo\n",
+    )
+    _, fresh = kept(repo, store)
+    assert any("DB_NAMEE" in p.message for p in fresh.warnings)
+    repo.write(
+        "environments/prod/api.yaml",
+        "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\nreplicas: 5\n",
+    )
+    config, again = kept(repo, store)
+    assert [str(p) for p in again.items] == [str(p) for p in fresh.items]
+    assert config.environment("prod").services["api"].replicas == 5
+    assert summary(config) == summary(repo.load())
+
+
+def test_limits_lowered_apply_to_templates_taken_from_the_kept_load(
+    repo: ConfigRepo, store: DiskLoadStore
+) -> None:
+    kept(repo, store)
+    text = repo.read("configcenter.yaml")
+    repo.write("configcenter.yaml", text + "limits:\n  template_size: 40\n")
+    with pytest.raises(ConfigError, match="template_size"):
+        kept(repo, store)
+
+
+def test_a_new_release_pinned_by_one_service_is_its_own_template(
+    repo: ConfigRepo, store: DiskLoadStore
+) -> None:
+    kept(repo, store)
+    repo.release("db", "1.1.0", {"app.env.j2": "POSTGRES_DB={{ DB_NAME }}\nNEW=1\n"})
+    repo.write("environments/dev/db.yaml", "template: 1.1.0\nimage: {ref: postgres:16}\n")
+    config = assert_fresh(repo, store)
+    dev, prod = (config.environment(e).services["db"].template for e in ("dev", "prod"))
+    assert (dev.tag, prod.tag) == ("1.1.0", "1.0.0")
+    assert b"NEW=1" in (dev.tree.read("app.env.j2") or b"")
+    assert b"NEW=1" not in (prod.tree.read("app.env.j2") or b"")

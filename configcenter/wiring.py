@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from configcenter.core.render import RenderedStore
     from configcenter.ports.config_lineage import ConfigLineage
     from configcenter.ports.config_repo import ConfigRepo
-    from configcenter.ports.deploy_repo import DeployRepo
+    from configcenter.ports.deploy_repo import DeployRepo, RecordCache
     from configcenter.ports.jobstore import JobStore
     from configcenter.ports.leadership import Leadership
     from configcenter.ports.source import SourceCheckouts
@@ -154,6 +154,14 @@ def open_bytecode_cache(directory: Path) -> jinja2.BytecodeCache:
     from configcenter.adapters.jinja_cache import BestEffortBytecodeCache
 
     return BestEffortBytecodeCache(directory)
+
+
+def open_state_cache(directory: Path) -> RecordCache:
+    """The deploy repo's state records kept in `directory` by path and blob id (best
+    effort: a file that cannot be read or written costs a parse)."""
+    from configcenter.adapters.state_cache import StateRecordCache
+
+    return StateRecordCache(directory)
 
 
 def open_render_cache(directory: Path) -> RenderedStore:

@@ -655,6 +655,19 @@ class GitDeployRepo:
         pairs = zip(present, objects, strict=True)
         return {p: obj[1] for p, obj in pairs if obj is not None and obj[0] == b"blob"}
 
+    def blob_ids(self, prefixes: Sequence[str], rev: str | None = None) -> dict[str, str]:
+        """Path -> blob id of every file at or under ``prefixes``: one ``ls-tree``."""
+        clean = [p for p in dict.fromkeys(_check_prefix(p) for p in prefixes) if p]
+        start = self._rev_or_head(rev)
+        if start is None or not clean:
+            return {}
+        blobs = self._blob_ids(start, clean)
+        return {
+            p: blob.decode("ascii")
+            for p, blob in sorted(blobs.items())
+            if any(p == c or p.startswith(c + "/") for c in clean)
+        }
+
     def read_blobs(self, ids: Sequence[str]) -> dict[str, bytes]:
         """Blobs by id (as ``log_changes`` names them) in one ``cat-file --batch``."""
         wanted = list(dict.fromkeys(ids))

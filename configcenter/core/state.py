@@ -178,6 +178,105 @@ class ServiceState:
         return _encode_record(data)
 
 
+#: The fields of a record a plan of an unchanged service does not read: a record read
+#: from a cache by content (`lazy_record`) parses them from its bytes when first read.
+LAZY_FIELDS = ("values", "files", "env_keys", "last_good", "stages")
+
+
+def record_summary(record: ServiceState) -> tuple[Any, ...]:
+    """The record's other fields, in `summary_fields()` order (a cache keeps them with the
+    bytes the record was read from)."""
+    return tuple(getattr(record, name) for name in summary_fields())
+
+
+@functools.cache
+def summary_fields() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(ServiceState) if f.name not in LAZY_FIELDS)
+
+
+def lazy_record(
+    summary: tuple[Any, ...], path: str, raw: bytes, canonical: bool = False
+) -> ServiceState:
+    """A record from its summary (`record_summary` of the record `raw` at `path` was read as,
+    once, checked) whose other fields are parsed from `raw` when first read.
+
+    `canonical`: `raw` is exactly what `to_json` writes for that record, so `changes`
+    needs no encoding to know the record unchanged while nothing of it was changed.
+    """
+    record = _LazyServiceState.__new__(_LazyServiceState)
+    state = record.__dict__
+    # Its own copies of what can be changed in place; `summary` stays as read.
+    state.update(
+        (name, copy.copy(value) if isinstance(value, list | dict | Release) else value)
+        for name, value in zip(summary_fields(), summary, strict=True)
+    )
+    state["_source"] = (path, raw, summary, canonical)
+    return record
+
+
+def _unchanged_since_read(record: ServiceState, stored: bytes | None) -> bool:
+    """Whether `record` is a lazy record read from exactly `stored`, canonical, and nothing
+    of it was set or read in a way that could have changed it (its lazy fields unread)."""
+    state = record.__dict__
+    source = state.get("_source")
+    if source is None or stored is None:
+        return False
+    _path, raw, summary, canonical = source
+    if not canonical or (raw is not stored and raw != stored):
+        return False
+    if any(name in state for name in LAZY_FIELDS):
+        return False
+    return all(
+        state.get(name, _MISSING_FIELD) == value
+        for name, value in zip(summary_fields(), summary, strict=True)
+    )
+
+
+_MISSING_FIELD = object()
+
+
+class _LazyField:
+    """A lazy field of `_LazyServiceState`: parsed from the record's bytes on first read,
+    then an ordinary attribute (the instance's own value wins over this descriptor)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, record: ServiceState | None, owner: type | None = None) -> Any:
+        if record is None:
+            return self
+        state = record.__dict__
+        if self.name not in state:
+            path, raw = state["_source"][0], state["_source"][1]
+            match = _STATE_NAME.match(path)
+            assert match is not None, path  # the record was read from this path before
+            whole = _service_from_json(path, raw, "", match)
+            for name in LAZY_FIELDS:
+                state.setdefault(name, getattr(whole, name))
+        return state[self.name]
+
+
+class _LazyServiceState(ServiceState):
+    """A `ServiceState` whose `LAZY_FIELDS` are read from its record's bytes on first use.
+
+    Equal to a `ServiceState` of the same fields; copies, `dataclasses.replace` and
+    `asdict` read the fields as any caller does.
+    """
+
+    values = _LazyField()
+    files = _LazyField()
+    env_keys = _LazyField()
+    last_good = _LazyField()
+    stages = _LazyField()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServiceState):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(ServiceState))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass
 class EnvState:
     env: str
@@ -204,6 +303,8 @@ class EnvState:
         result: dict[str, bytes | None] = {}
         for name, record in self.services.items():
             path = state_path(self.env, name)
+            if _unchanged_since_read(record, stored.get(path)):
+                continue  # a lazy record untouched since read from these canonical bytes
             data = record.to_json(name)
             if stored.get(path) != data:
                 result[path] = data
@@ -242,11 +343,19 @@ class EnvState:
         return files
 
     @classmethod
-    def from_files(cls, env: str, files: Mapping[str, bytes], where: str = "") -> EnvState:
+    def from_files(
+        cls,
+        env: str,
+        files: Mapping[str, bytes],
+        where: str = "",
+        parsed: Mapping[str, ServiceState] | None = None,
+    ) -> EnvState:
         """The state from the files under ``<env>/.state/`` and/or ``<env>/state.yaml``.
 
         ``where`` says where the files were read (repository and revision), for errors.
-        Format-2 records win over a leftover format-1 file.
+        Format-2 records win over a leftover format-1 file. ``parsed`` holds records
+        already read from exactly these bytes at these paths (a cache by content), used
+        as they are.
         """
         legacy = files.get(legacy_state_path(env))
         records = {p: d for p, d in files.items() if p.startswith(state_dir(env) + "/")}
@@ -267,7 +376,12 @@ class EnvState:
                     f"remove {path} from the deploy repo: only configcenter writes under "
                     f"{state_dir(env)}/",
                 )  # fmt: skip
-            services[match["service"]] = _service_from_json(path, records[path], where, match)
+            known = parsed.get(path) if parsed is not None else None
+            services[match["service"]] = (
+                known
+                if known is not None
+                else _service_from_json(path, records[path], where, match)
+            )
         stored = dict(records)
         if legacy is not None:
             stored[legacy_state_path(env)] = legacy

@@ -101,6 +101,24 @@ def compose_message(subject: str, body: str = "", trailers: Iterable[tuple[str, 
     return "\n\n".join(parts) + "\n"
 
 
+#: A state record as a cache keeps it: (path, blob id) -> (its summary, its bytes, whether
+#: those bytes are exactly what configcenter writes for it).
+CachedRecords = dict[tuple[str, str], tuple[tuple[object, ...], bytes, bool]]
+
+
+class RecordCache(Protocol):
+    """State records kept on disk by path and blob id (content-addressed: a blob id names
+    its bytes), so a command reads and parses only the records it has not seen."""
+
+    def load(self, name: str) -> CachedRecords:
+        """The records kept under `name` ({} when none, or when they cannot be read)."""
+        ...
+
+    def save(self, name: str, records: CachedRecords) -> None:
+        """Keep exactly `records` under `name` (best effort: a failed write costs a parse)."""
+        ...
+
+
 class DeployRepo(Protocol):
     """A Git deploy repo as seen through a local cache of one remote branch."""
 
@@ -122,6 +140,11 @@ class DeployRepo(Protocol):
 
     def read_under(self, prefixes: Sequence[str], rev: str | None = None) -> dict[str, bytes]:
         """Every file at or under each of the directories or files ``prefixes``, in one batch."""
+        ...
+
+    def blob_ids(self, prefixes: Sequence[str], rev: str | None = None) -> dict[str, str]:
+        """Path -> blob id of every file at or under ``prefixes`` (contents not read): what
+        a cache of files by content looks them up by, before ``read_blobs`` of the rest."""
         ...
 
     def read_blobs(self, ids: Sequence[str]) -> dict[str, bytes]:

@@ -14,11 +14,13 @@ from configcenter.core.state import (
     ServiceState,
     StateError,
     env_record_path,
+    lazy_record,
     legacy_state_path,
+    record_summary,
     state_dir,
     state_path,
 )
-from configcenter.ports.deploy_repo import DeployRepo
+from configcenter.ports.deploy_repo import CachedRecords, DeployRepo, RecordCache
 
 
 def state_paths(env: str) -> list[str]:
@@ -26,15 +28,57 @@ def state_paths(env: str) -> list[str]:
     return [state_dir(env), legacy_state_path(env)]
 
 
-def read_env_state(repo: DeployRepo, env: str, rev: str | None) -> EnvState:
-    """The env's state at ``rev`` (empty when ``rev`` is None: nothing committed yet)."""
+def read_env_state(
+    repo: DeployRepo,
+    env: str,
+    rev: str | None,
+    cache: RecordCache | None = None,
+    cache_name: str = "",
+) -> EnvState:
+    """The env's state at ``rev`` (empty when ``rev`` is None: nothing committed yet).
+
+    With a ``cache`` (its entries under ``cache_name``: the deploy repo and env), the
+    records are looked up by path and blob id first; only the others are read and
+    parsed, and the cache is left holding exactly the records of ``rev``.
+    """
     if rev is None:
         return EnvState(env)
-    files = repo.read_under(state_paths(env), rev)
+    where = f"deploy repo commit {rev[:10]}"
+    if cache is None:
+        try:
+            return EnvState.from_files(env, repo.read_under(state_paths(env), rev), where)
+        except StateError as exc:
+            raise explained(repo, exc, rev) from None
+    ids = repo.blob_ids(state_paths(env), rev)
+    kept = cache.load(cache_name)
+    fetched = repo.read_blobs([b for p, b in ids.items() if (p, b) not in kept])
+    files: dict[str, bytes] = {}
+    parsed: dict[str, ServiceState] = {}
+    for path, blob in ids.items():
+        entry = kept.get((path, blob))
+        if entry is not None:
+            summary, raw, canonical = entry
+            files[path] = raw
+            parsed[path] = lazy_record(summary, path, raw, canonical)
+        elif blob in fetched:
+            files[path] = fetched[blob]
     try:
-        return EnvState.from_files(env, files, f"deploy repo commit {rev[:10]}")
+        state = EnvState.from_files(env, files, where, parsed)
     except StateError as exc:
         raise explained(repo, exc, rev) from None
+    records: CachedRecords = {}
+    for name, record in state.services.items():
+        path = state_path(env, name)
+        if path not in ids or path not in files:
+            continue
+        key = (path, ids[path])
+        entry = kept.get(key)
+        if entry is None:  # parsed now: checked, and its canonical form compared once
+            entry = (record_summary(record), files[path], record.to_json(name) == files[path])
+        records[key] = entry
+    if records.keys() != kept.keys():
+        cache.save(cache_name, records)
+    return state
 
 
 def read_service_state(repo: DeployRepo, env: str, service: str, rev: str) -> ServiceState | None:

@@ -21,7 +21,7 @@ from configcenter.core.state import EnvState
 
 if TYPE_CHECKING:
     from configcenter.ports.config_repo import ConfigRepo
-    from configcenter.ports.deploy_repo import DeployRepo
+    from configcenter.ports.deploy_repo import DeployRepo, RecordCache
     from configcenter.ports.runstore import Run, RunStore
 
 
@@ -274,13 +274,21 @@ class Workspace:
         # with its commit: plan and the platform check of the same head parse it once.
         kept = self._states.get(env)
         if kept is None or kept[0] != sha:
-            kept = (sha, read_env_state(repo, env, sha))
+            name = f"{self.resolved_deploy_url()}\0{self.config.project.deploy_repo_branch}\0{env}"
+            kept = (sha, read_env_state(repo, env, sha, self._record_cache, name))
             self._states[env] = kept
         return kept[1].copy()
 
     @cached_property
     def _states(self) -> dict[str, tuple[str, EnvState]]:
         return {}
+
+    @cached_property
+    def _record_cache(self) -> RecordCache:
+        """State records kept between commands by path and blob id (never stale)."""
+        from configcenter.wiring import open_state_cache
+
+        return open_state_cache(cache_home() / "state")
 
     def previous_file(self, rev: str | None = None) -> Callable[[str], bytes | None]:
         """A reader of rendered files at the synced deploy repo head (None when absent)."""

@@ -66,3 +66,104 @@ def test_rendered_files_read_service_by_service_then_in_one_batch_are_the_same(
     ws.deploy_repo.sync()
     assert PreviousFiles(ws.deploy_repo, None)("dev/svc-00/app.env") == b"changed\n"
     assert PreviousFiles(ws.deploy_repo, first)("dev/svc-00/app.env") == files["dev/svc-00/app.env"]
+
+
+def _published(repo: ConfigRepo, tmp_path: Path) -> tuple[DeployRemote, EnvState]:
+    remote = DeployRemote(tmp_path)
+    plan = make_plan(repo.load(), "dev", EnvState("dev"), Renderer(), lambda path: None)
+    state = state_after(plan)
+    # Every field set, those with defaults too (a kept record reads them from its bytes).
+    api = state.services["api"]
+    assert api.release is not None
+    state.services["api"] = replace(
+        api, last_good=api.release, last_failed=replace(api.release, id="r0", outcome="failed")
+    )
+    remote.publish(state, deploy_files(plan))
+    return remote, state
+
+
+def _cache_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "cache" / "configcenter" / "state").glob("*.pickle"))
+
+
+def test_records_kept_between_commands_read_as_parsed_and_a_changed_record_is_read_anew(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """The record cache is keyed by path and blob id: another writer's push is another
+    blob, read and parsed; the records kept read exactly as a fresh parse has them."""
+    remote, state = _published(repo, tmp_path)
+    cold = Workspace(repo.root, remote.url).read_state("dev")
+    assert cold.services == state.services
+    assert len(_cache_files(tmp_path)) == 1
+
+    # Each field read first, before any other (a field with a default included).
+    for field in ("last_good", "stages", "env_keys", "files", "values", "release"):
+        first_read = Workspace(repo.root, remote.url).read_state("dev").services["api"]
+        assert getattr(first_read, field) == getattr(state.services["api"], field), field
+    assert state.services["api"].last_good is not None
+
+    warm = Workspace(repo.root, remote.url).read_state("dev")  # a new command
+    assert warm.services == state.services
+    assert warm.stored == cold.stored
+    for name, record in warm.services.items():
+        fresh = state.services[name]
+        # Every field, the ones read from the bytes on first use included.
+        assert record.to_dict() == fresh.to_dict()
+        assert record.to_json(name) == fresh.to_json(name)
+        assert replace(record, replicas=5) == replace(fresh, replicas=5)
+    assert warm.changes() == {}, "records kept are what the deploy repo holds"
+    warm.services["api"].replicas = 9
+    assert list(warm.changes()) == ["dev/.state/api.json"]
+    # Changes made inside a record, to what it read from the cache or from its bytes.
+    inside = Workspace(repo.root, remote.url).read_state("dev")
+    release = inside.services["db"].release
+    assert release is not None
+    release.outcome = "failed"
+    inside.services["api"].values["LOG_LEVEL"] = "changed"
+    assert sorted(inside.changes()) == ["dev/.state/api.json", "dev/.state/db.json"]
+    assert Workspace(repo.root, remote.url).read_state("dev").changes() == {}
+
+    # Behind the cache's back: another writer changes api's record and pushes.
+    api = state.services["api"]
+    changed = EnvState("dev", {**state.services, "api": replace(api, replicas=7, values={})})
+    remote.publish(changed)
+    seen = Workspace(repo.root, remote.url).read_state("dev")
+    assert seen.services["api"].replicas == 7
+    assert seen.services["api"].values == {}
+    assert seen.services == changed.services
+
+
+def test_a_garbled_or_foreign_cache_file_is_not_used(repo: ConfigRepo, tmp_path: Path) -> None:
+    remote, state = _published(repo, tmp_path)
+    Workspace(repo.root, remote.url).read_state("dev")
+    [cache] = _cache_files(tmp_path)
+    cache.write_bytes(b"not a pickle")
+    assert Workspace(repo.root, remote.url).read_state("dev").services == state.services
+    # Entries another version of the reading code kept (other code key) are not used.
+    import pickle
+
+    data = pickle.loads(cache.read_bytes())
+    for key, (summary, raw, canonical) in list(data["records"].items()):
+        changed = raw.replace(b'"replicas": 1', b'"replicas": 42')
+        data["records"][key] = (summary, changed, canonical)
+    data["code"] = "another configcenter"
+    cache.write_bytes(pickle.dumps(data))
+    assert Workspace(repo.root, remote.url).read_state("dev").services == state.services
+
+
+def test_a_record_copied_under_another_name_is_refused_though_its_bytes_are_kept(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """Entries are keyed by path and blob: the same bytes at another path are checked."""
+    import pytest
+
+    from configcenter.core.state import StateError
+
+    remote, state = _published(repo, tmp_path)
+    Workspace(repo.root, remote.url).read_state("dev")
+    files = state.files()
+    files["dev/.state/api.json"] = files["dev/.state/db.json"]
+    bad = EnvState("dev", {})
+    remote.publish(bad, files)
+    with pytest.raises(StateError, match="named for 'api'"):
+        Workspace(repo.root, remote.url).read_state("dev")

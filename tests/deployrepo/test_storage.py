@@ -154,6 +154,17 @@ def test_reads_and_listings_at_head_and_at_older_revisions(deploy_repo: GitDeplo
     assert deploy_repo.list_files("staging") == []
     assert deploy_repo.read("dev/api/a", rev=f"{new}~1") == b"1"
 
+    ids = deploy_repo.blob_ids(["dev/api", "prod/api/a", "staging"])
+    assert sorted(ids) == ["dev/api/a", "dev/api/b", "prod/api/a"]
+    assert deploy_repo.read_blobs(list(ids.values())) == {
+        ids["dev/api/a"]: b"2",
+        ids["dev/api/b"]: b"b",
+        ids["prod/api/a"]: b"p",
+    }
+    before = deploy_repo.blob_ids(["dev/api"], rev=old)
+    assert list(before) == ["dev/api/a"] and before["dev/api/a"] != ids["dev/api/a"]
+    assert deploy_repo.read_blobs([before["dev/api/a"]]) == {before["dev/api/a"]: b"1"}
+
 
 def test_unknown_revision_is_a_clear_error(deploy_repo: GitDeployRepo) -> None:
     _apply(deploy_repo, {"dev/a": b"a"}, "one")

@@ -24,7 +24,7 @@ from configcenter.ports.deploy_repo import (
     delete_prefix,
 )
 from configcenter.usecases.apply.guard import guard_config_commit, preflight
-from configcenter.usecases.apply.records import MAX_PUSH_ATTEMPTS, push, state_at
+from configcenter.usecases.apply.records import MAX_PUSH_ATTEMPTS, push
 from configcenter.usecases.apply.report import (
     ApplyOptions,
     ApplyRefused,
@@ -51,7 +51,8 @@ def commit_release(
     announced = caught_up  # the catch-up showed the plan already
     for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
         head = repo.sync()
-        state = state_at(repo, env, head)
+        # Read through the workspace: its records kept by content are parsed once.
+        state = ws.read_state(env, head) if head is not None else EnvState(env)
         plan = plan_at(ws, env, state, head, options, resolved)
         pending = [s for s in plan.services if _needs_build(s)]
         if pending:

@@ -1,0 +1,87 @@
+"""State records kept on disk between commands, by path and blob id (`ports.deploy_repo.
+RecordCache`).
+
+A blob id names the bytes of a record, so an entry can never be stale: a record
+changed in the deploy repo has another blob id and is read and parsed afresh. Each
+entry holds the record's bytes (what `EnvState.changes` compares with) and its
+summary (`core.state.record_summary`: every field but the few a plan of an unchanged
+service does not read, which `core.state.lazy_record` parses from the bytes when
+asked). Entries are only written for records that were parsed and checked.
+
+Files are keyed by the code that reads records too (the bytes of `core/state.py`),
+so a configcenter that reads them differently never uses another's entries. The
+cache is an optimisation: a file that cannot be read is ignored, one that cannot be
+written is skipped, and nothing is ever half-written (temporary file, rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+from configcenter.core import state as state_module
+from configcenter.ports.deploy_repo import CachedRecords
+
+_log = logging.getLogger("configcenter")
+_FORMAT = 1
+
+
+@functools.cache
+def code_key() -> str:
+    """What the entries depend on besides the records: the reading code and the fields."""
+    h = hashlib.sha256(f"format {_FORMAT}\n".encode())
+    h.update(Path(state_module.__file__).read_bytes())
+    h.update("\0".join(state_module.summary_fields()).encode())
+    return h.hexdigest()
+
+
+class StateRecordCache:
+    """One file per name (a deploy repo's environment) in `directory`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, name: str) -> Path:
+        return self.directory / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".pickle")
+
+    def load(self, name: str) -> CachedRecords:
+        try:
+            with self._path(name).open("rb") as handle:
+                data = pickle.load(handle)
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:  # a garbled or foreign file is no entry, never a failure
+            _log.debug("state record cache %s not used: %s", self._path(name), exc)
+            return {}
+        if (
+            not isinstance(data, dict)
+            or data.get("code") != code_key()
+            or data.get("name") != name
+            or not isinstance(data.get("records"), dict)
+        ):
+            return {}
+        records: CachedRecords = data["records"]
+        return records
+
+    def save(self, name: str, records: CachedRecords) -> None:
+        data = {"code": code_key(), "name": name, "records": records}
+        target = self._path(name)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".records-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    pickle.dump(data, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:
+            _log.debug("state record cache %s not written: %s", target, exc)

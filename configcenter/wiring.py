@@ -12,8 +12,8 @@ port's one factory signature:
 
 Ports with one adapter are opened here too, so nothing else imports it:
 `open_config_repo`, `open_config_git`, `open_config_lineage`, `open_deploy_repo`, `open_job_store`,
-`open_lease_leader`, `open_source_checkouts`, `open_registry` and
-`open_bytecode_cache`.
+`open_lease_leader`, `open_source_checkouts`, `open_registry`,
+`open_bytecode_cache` and `open_state_cache`.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from types import CodeType
 from typing import Any, NamedTuple
 
@@ -56,14 +57,37 @@ def _scan(source: str) -> tuple[list[str], list[str]]:
     return tags, _TAG.split(source)
 
 
-def _lead(tags: list[str], i: int, text: str) -> str:
+_FrameKey = tuple[tuple[str, ...], tuple[_Slot, ...]]
+
+
+def _frame(source: str) -> tuple[_FrameKey, tuple[str, ...]] | None:
+    """The tags of `source`, what each text between them is to the lexer, and the text
+    tokens' values; None when the text holds a tag start or a carriage return (the plain
+    scan would not cut it as the lexer does)."""
+    if "\r" in source:
+        return None
+    tags, texts = _scan(source)
+    slots: list[_Slot] = []
+    values: list[str] = []
+    for i, text in enumerate(texts):
+        if _BEGIN.search(text):
+            return None
+        lead = _lead(tags, i, text)
+        data = _data(tags, i, text, lead)
+        slots.append(_Slot(bool(data), text.count("\n"), lead))
+        if data:
+            values.append(data)
+    return (tuple(tags), tuple(slots)), tuple(values)
+
+
+def _lead(tags: Sequence[str], i: int, text: str) -> str:
     """The whitespace a `-%}`, `-}}` or `-#}` before text `i` takes (Jinja: `\\s*`)."""
     if i > 0 and tags[i - 1][-3] == "-":
         return text[: len(text) - len(text.lstrip())]
     return ""
 
 
-def _data(tags: list[str], i: int, text: str, lead: str) -> str:
+def _data(tags: Sequence[str], i: int, text: str, lead: str) -> str:
     """What the lexer makes of text `i`: without `lead`, and right-stripped before a
     `{%-`, `{{-` or `{#-` (Jinja: `str.rstrip`)."""
     data = text[len(lead) :]
@@ -108,8 +132,7 @@ class SharedCompile:
         # The last sources lexed: the consumption check and the compile lex the same ones.
         self._lexed: OrderedDict[str, _Lexed | None] = OrderedDict()
         # Where the tags of a lexed source are, by the tags' text (see `_keep_frame`).
-        self._frames: OrderedDict[tuple[str, ...], tuple[_Lexed, tuple[_Slot, ...]]]
-        self._frames = OrderedDict()
+        self._frames: OrderedDict[_FrameKey, _Lexed] = OrderedDict()
         self._max = max_shapes
         self.compiled = 0  # shapes compiled
         self.served = 0  # sources whose code came from a compiled shape
@@ -162,51 +185,41 @@ class SharedCompile:
     def _keep_frame(self, source: str, raw: list[tuple[int, str, str]], lexed: _Lexed) -> None:
         """Remember where `source`'s tags are, when a plain scan for tags predicts exactly
         the lexer's text tokens (value and line) and as many tags: a later source with the
-        same tags is then lexed by `_by_frame` without the lexer."""
-        tags, texts = _scan(source)
-        if any(_BEGIN.search(text) for text in texts):
-            return  # a tag start the plain scan did not pair (unclosed, raw or odd text)
+        same tags and text slots is then lexed by `_by_frame` without the lexer."""
+        framed = _frame(source)
+        if framed is None:
+            return
+        key, _ = framed
+        tags, slots = key
         predicted: list[tuple[int, str]] = []
-        frame: list[_Slot] = []
         line = 1
-        for i, text in enumerate(texts):
-            lead = _lead(tags, i, text)
-            data = _data(tags, i, text, lead)
+        _, texts = _scan(source)
+        for i, (text, slot) in enumerate(zip(texts, slots, strict=True)):
+            data = _data(tags, i, text, slot.lead)
             if data:
-                predicted.append((line + lead.count("\n"), data))
-            frame.append(_Slot(bool(data), text.count("\n"), lead))
-            line += text.count("\n") + (tags[i].count("\n") if i < len(tags) else 0)
+                predicted.append((line + slot.lead.count("\n"), data))
+            line += slot.lines + (tags[i].count("\n") if i < len(tags) else 0)
         found = [(lineno, value) for lineno, kind, value in raw if kind == TOKEN_DATA and value]
         begins = sum(kind in _BEGINS for _, kind, _ in raw)
         if found != predicted or begins != len(tags):
             return  # the lexer reads a tag otherwise (a string holding "}}", raw text)
-        self._frames[tuple(tags)] = (lexed, tuple(frame))
+        self._frames[key] = lexed
         if len(self._frames) > self._max:
             self._frames.popitem(last=False)
 
     def _by_frame(self, source: str) -> _Lexed | None:
-        """The tokens of `source` from a kept source with the same tags, when the text
-        between them lexes alike: no tag start or carriage return in it, text where the
-        kept one had text, the same lines (every token keeps its line number) and the same
-        whitespace where a `-%}` takes it into the tag."""
-        tags, texts = _scan(source)
-        kept = self._frames.get(tuple(tags))
-        if kept is None:
+        """The tokens of `source` from a kept source with the same tags and text slots
+        (text or none, line breaks, the whitespace a `-%}` takes into its tag): the lexer
+        would cut it the same way, with only other text in the text tokens."""
+        framed = _frame(source)
+        if framed is None:
             return None
-        lexed, frame = kept
-        values: list[str] = []
-        for i, (text, slot) in enumerate(zip(texts, frame, strict=True)):
-            if "\r" in text or text.count("\n") != slot.lines or _BEGIN.search(text):
-                return None
-            lead = _lead(tags, i, text)
-            if lead != slot.lead:
-                return None
-            data = _data(tags, i, text, lead)
-            if bool(data) != slot.has_text:
-                return None
-            if data:
-                values.append(data)
-        return _Lexed(lexed.shape, tuple(values), lexed.tokens)
+        key, values = framed
+        lexed = self._frames.get(key)
+        if lexed is None:
+            return None
+        self._frames.move_to_end(key)
+        return _Lexed(lexed.shape, values, lexed.tokens)
 
     def _kept(self, table: OrderedDict[tuple[Any, ...], Any], lexed: _Lexed, make: Any) -> Any:
         found = table.get(lexed.shape)
@@ -226,18 +239,12 @@ class SharedCompile:
         lexed = self._lex(env, source)
         if lexed is None:
             return None
-        code = self._kept(self._shapes, lexed, lambda tokens: self._compile_shape(env, tokens))
-        if code is _UNSHAREABLE:
+        shape = self._kept(self._shapes, lexed, lambda tokens: self._compile_shape(env, tokens))
+        if shape is _UNSHAREABLE:
             return None
-        assert isinstance(code, CodeType)
+        assert isinstance(shape, _Fill)
         self.served += 1
-        texts = lexed.texts
-
-        def fill(match: re.Match[str]) -> str:
-            slot = match.group(1)
-            return name if slot == "n" else texts[int(slot)]
-
-        return _filled(code, fill, filename or "<template>")
+        return shape.filled(lexed.texts, name, filename or "<template>")
 
     def names(
         self, env: jinja2.Environment, source: str
@@ -282,22 +289,63 @@ class SharedCompile:
         except Exception:  # Jinja's own compile of the real source reports it
             return _UNSHAREABLE
         self.compiled += 1
-        return code
+        return _Fill.of(code)
 
 
-def _filled(code: CodeType, fill: Any, filename: str) -> CodeType:
-    return code.replace(
-        co_filename=filename, co_consts=tuple(_constant(c, fill, filename) for c in code.co_consts)
-    )
+_NAME = -1  # the slot of the template's name in a constant's pieces
 
 
-def _constant(value: Any, fill: Any, filename: str) -> Any:
+class _Fill(NamedTuple):
+    """A shape's code object and where its constants hold slots, found once per shape."""
+
+    code: CodeType
+    strings: tuple[tuple[int, tuple[str | int, ...]], ...]  # const index, text and slots
+    nested: tuple[tuple[int, _Fill], ...]  # const index of a code object inside
+    others: tuple[int, ...]  # tuples or frozensets holding a slot (filled one by one)
+
+    @classmethod
+    def of(cls, code: CodeType) -> _Fill:
+        strings: list[tuple[int, tuple[str | int, ...]]] = []
+        nested: list[tuple[int, _Fill]] = []
+        others: list[int] = []
+        for i, value in enumerate(code.co_consts):
+            if isinstance(value, str) and _OPEN in value:
+                parts = _SLOT.split(value)  # text, slot, text, ..., text
+                pieces = [
+                    part if k % 2 == 0 else (_NAME if part == "n" else int(part))
+                    for k, part in enumerate(parts)
+                ]
+                strings.append((i, tuple(p for p in pieces if p != "")))
+            elif isinstance(value, CodeType):
+                nested.append((i, cls.of(value)))
+            elif isinstance(value, tuple | frozenset) and _OPEN in repr(value):
+                others.append(i)
+        return cls(code, tuple(strings), tuple(nested), tuple(others))
+
+    def filled(self, texts: Sequence[str], name: str, filename: str) -> CodeType:
+        consts = list(self.code.co_consts)
+        for i, pieces in self.strings:
+            consts[i] = "".join(
+                [p if isinstance(p, str) else (name if p == _NAME else texts[p]) for p in pieces]
+            )
+        for i, inner in self.nested:
+            consts[i] = inner.filled(texts, name, filename)
+        if self.others:
+
+            def fill(match: re.Match[str]) -> str:
+                slot = match.group(1)
+                return name if slot == "n" else texts[int(slot)]
+
+            for i in self.others:
+                consts[i] = _constant(consts[i], fill)
+        return self.code.replace(co_filename=filename, co_consts=tuple(consts))
+
+
+def _constant(value: Any, fill: Any) -> Any:
     if isinstance(value, str):
         return _SLOT.sub(fill, value) if _OPEN in value else value
-    if isinstance(value, CodeType):
-        return _filled(value, fill, filename)
     if isinstance(value, tuple):
-        return tuple(_constant(v, fill, filename) for v in value)
+        return tuple(_constant(v, fill) for v in value)
     if isinstance(value, frozenset):
-        return frozenset(_constant(v, fill, filename) for v in value)
+        return frozenset(_constant(v, fill) for v in value)
     return value

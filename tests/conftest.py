@@ -1,5 +1,11 @@
 """Fixture modules every test can use: one entry per tests/support/*_fixtures.py."""
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
 pytest_plugins = [
     "tests.support.k8s_fixtures",
     "tests.support.marathon_fixtures",
@@ -12,3 +18,14 @@ pytest_plugins = [
     "tests.support.e2e_fixtures",
     "tests.support.rollout_fixtures",
 ]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_and_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test writes configcenter's caches or run stores into the user's ~/.cache or
+    ~/.local/state; tests that need their own set these again. (The test bed's binaries
+    live in ~/.cache/configcenter/k8s whatever XDG_CACHE_HOME says: built once, kept.)"""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+        yield

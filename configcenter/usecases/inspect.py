@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from configcenter import wiring
-from configcenter.core.errors import ConfigError, Problem, ProblemList, UserError
+from configcenter.core.errors import ConfigError, Problem, ProblemList, Source, UserError
 from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.plan import Plan, ResolvedImage, desired_image, make_plan
 from configcenter.core.render import Rendered, RenderError
-from configcenter.core.state import EnvState
+from configcenter.core.state import EnvState, ServiceState
 from configcenter.core.values import Entry
 from configcenter.usecases.workspace import Workspace
 
@@ -145,22 +145,31 @@ def _check_moved_tags(ws: Workspace, problems: ProblemList) -> None:
             )
             return
         for name, service in environment.services.items():
-            previous = state.services.get(name)
-            template = service.template
-            if (
-                previous is not None
-                and previous.template_tag == template.tag
-                and previous.template_commit
-                and template.commit
-                and previous.template_commit != template.commit
-            ):
-                problems.error(
-                    service.source("template"),
-                    f"template tag {name}/{template.tag} moved: the deploy repo recorded "
-                    f"commit {previous.template_commit[:12]}, the tag now points at "
-                    f"{template.commit[:12]}",
-                    "released tags must not move; release a new version instead",
-                )
+            _check_moved_tag(service, state.services.get(name), problems)
+
+
+def _check_moved_tag(
+    service: ServiceConfig, previous: ServiceState | None, problems: ProblemList
+) -> bool:
+    """A released tag that points elsewhere than the deploy repo recorded: an error (as
+    plan reports it). True when it moved."""
+    template = service.template
+    if (
+        previous is not None
+        and previous.template_tag == template.tag
+        and previous.template_commit
+        and template.commit
+        and previous.template_commit != template.commit
+    ):
+        problems.error(
+            service.source("template"),
+            f"template tag {service.name}/{template.tag} moved: the deploy repo recorded "
+            f"commit {previous.template_commit[:12]}, the tag now points at "
+            f"{template.commit[:12]}",
+            "released tags must not move; release a new version instead",
+        )
+        return True
+    return False
 
 
 @dataclass
@@ -203,15 +212,50 @@ class RenderResult:
 
 
 def render_env(ws: Workspace, env: str, services: Collection[str] | None = None) -> RenderResult:
-    """`render`: works offline; an image the registry could not pin is a warning."""
-    checked = plan_env_checked(ws, env, only=services, render_all=True)
-    rendered = [
-        Rendered(s.service, dict(s.files or {}))
-        for s in checked.plan.services
-        if s.action != "delete" and s.files is not None
-    ]
-    images = {s.service: s.image.ref for s in checked.plan.services if s.image is not None}
-    return RenderResult(rendered, images, checked.unverified, checked.warnings)
+    """`render`: the files apply would write, with the images the plan would name (given
+    images pinned by the registry, built ones as the deploy repo last recorded them), and
+    the same errors (render errors of every service, moved tags, unknown services). None
+    of the rest of a plan: no diffs, no value provenance, no platform asked whether secrets
+    rotated. Works offline: an image the registry could not pin is a warning."""
+    from configcenter.usecases.images import resolve_given_images
+
+    config = ws.config
+    check_env(config, env)
+    environment = config.environment(env)
+    state = ws.read_state(env)
+    if services:
+        unknown = [s for s in services if s not in environment.services and s not in state.services]
+        if unknown:
+            raise ConfigError(
+                [
+                    Problem(
+                        Source(f"environments/{env}/{u}.yaml"),
+                        f"service '{u}' is not deployed in {env}",
+                        "known: " + (", ".join(sorted(environment.services)) or "none"),
+                    )
+                    for u in unknown
+                ]
+            )
+    unreachable: dict[str, str] = {}
+    pinned = resolve_given_images(config, env, ws.redactor, only=services, unreachable=unreachable)
+    problems = ProblemList()
+    rendered: list[Rendered] = []
+    images: dict[str, str] = {}
+    for name in environment.order:
+        if services and name not in services:
+            continue
+        service = environment.services[name]
+        previous = state.services.get(name)
+        image = desired_image(config, service, previous, pinned)
+        images[name] = image.ref
+        if _check_moved_tag(service, previous, problems):
+            continue
+        try:
+            rendered.append(ws.renderer.render(config, service, image.ref))
+        except RenderError as exc:
+            problems.items.append(exc.problem)
+    problems.raise_if_errors()
+    return RenderResult(rendered, images, unreachable, _unpinned(config, env, unreachable))
 
 
 @dataclass
@@ -236,19 +280,20 @@ def plan_env_checked(
     """
     unreachable: dict[str, str] = {}
     plan = plan_env(ws, env, only=only, retry=retry, render_all=render_all, unreachable=unreachable)
-    warnings: list[Problem] = []
-    if unreachable:
-        config = ws.config
-        for service, why in sorted(unreachable.items()):
-            warnings.append(
-                Problem(
-                    config.environment(env).services[service].source("image", "ref"),
-                    f"{service}: image not pinned to a digest, registry unreachable ({why})",
-                    "render/plan show the tag as written; apply needs the registry",
-                    "warning",
-                )
-            )
-    return CheckedPlan(plan, unreachable, warnings)
+    return CheckedPlan(plan, unreachable, _unpinned(ws.config, env, unreachable))
+
+
+def _unpinned(config: Config, env: str, unreachable: Mapping[str, str]) -> list[Problem]:
+    """Warnings for images whose tag the registry could not be asked to pin."""
+    return [
+        Problem(
+            config.environment(env).services[service].source("image", "ref"),
+            f"{service}: image not pinned to a digest, registry unreachable ({why})",
+            "render/plan show the tag as written; apply needs the registry",
+            "warning",
+        )
+        for service, why in sorted(unreachable.items())
+    ]
 
 
 RENDER_MARKER = ".configcenter-render"

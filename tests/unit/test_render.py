@@ -142,3 +142,25 @@ def test_bytecode_cache_renders_the_same(repo: ConfigRepo, tmp_path: Path) -> No
     warm = Renderer(open_bytecode_cache(tmp_path / "bc")).render(config, service, "img:1")
     assert warm == cold
     assert cold.files["app.env"] == b"LOG_LEVEL=debug\n"
+
+
+def test_render_reports_the_errors_plan_reports(repo: ConfigRepo) -> None:
+    """render renders without planning, and stops on the same problems: every service's
+    render error, and a service that is not deployed in the environment."""
+    head_api(repo, "X={{ NOPE }}\n")
+    repo.write("templates/db/app.env.j2", "{{ broken\n")
+    repo.write("environments/dev/db.yaml", "template: HEAD\n")
+    with pytest.raises(ConfigError) as caught:
+        render(Workspace(repo.root), "dev")
+    assert [p.source.file for p in caught.value.problems] == [API_ENV, "templates/db/app.env.j2"]
+    with pytest.raises(ConfigError) as caught:
+        render(Workspace(repo.root), "dev", ["db", "nope"])
+    (problem,) = caught.value.problems
+    assert problem.message == "service 'nope' is not deployed in dev"
+    assert problem.hint == "known: api, db"
+
+
+def test_render_of_some_services_keeps_the_environment_order(repo: ConfigRepo) -> None:
+    rendered = render(Workspace(repo.root), "dev", ["api", "db"])
+    assert [r.service for r in rendered] == ["db", "api"]  # api depends on db
+    assert [r.service for r in render(Workspace(repo.root), "dev", ["api"])] == ["api"]

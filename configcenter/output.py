@@ -137,7 +137,7 @@ def print_plan(
             service, verbose_noop or full, full=full, unverified=unverified, to=lines
         )
     if unchanged and not (full or verbose_noop):
-        names = ", ".join(s.service for s in unchanged)
+        names = _names([s.service for s in unchanged])
         lines.print(Text(f"  = unchanged: {names}", style="dim"))
         # One line per reason, naming its services: a platform that cannot be reached
         # gives every service of the environment the same one.
@@ -148,13 +148,24 @@ def print_plan(
         for why, services in unknown.items():
             lines.print(
                 Text(
-                    f"  ? {', '.join(services)}: secrets not checked for rotation: {why}",
+                    f"  ? {_names(services)}: secrets not checked for rotation: {why}",
                     style="dim",
                 )
             )
     lines.flush()
     if not changes and not blocked:
         out.print(Text("Nothing to do.", style="green"))
+
+
+#: Services named on one summary line of a plan; the others are counted (--full lists all).
+NAMED_ON_A_LINE = 20
+
+
+def _names(services: list[str]) -> str:
+    if len(services) <= NAMED_ON_A_LINE:
+        return ", ".join(services)
+    shown = ", ".join(services[:NAMED_ON_A_LINE])
+    return f"{shown} and {len(services) - NAMED_ON_A_LINE:,} more ({len(services):,} in all)"
 
 
 def print_service_plan(

@@ -177,3 +177,21 @@ def test_unchanged_services_that_cannot_be_checked_for_one_reason_share_a_line(
         "  ? other: secrets not checked for rotation: no secrets generation",
         "Nothing to do.",
     ]
+
+
+def test_a_summary_line_names_twenty_services_and_counts_the_others(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from configcenter.core.plan import Plan, ServicePlan
+    from configcenter.output import print_plan
+
+    why = "platform 'local': cannot load kubeconfig"
+    names = [f"svc-{n:04d}" for n in range(5000)]
+    print_plan(Plan("dev", [ServicePlan(n, "noop", secrets_unknown=why) for n in names]))
+    lines = capsys.readouterr().out.splitlines()[1:]
+    first = ", ".join(names[:20])
+    assert lines == [
+        f"  = unchanged: {first} and 4,980 more (5,000 in all)",
+        f"  ? {first} and 4,980 more (5,000 in all): secrets not checked for rotation: {why}",
+        "Nothing to do.",
+    ]

@@ -645,6 +645,8 @@ def plan(
     from configcenter.usecases.observe import converge_observed
 
     checked = plan_env_checked(ws, env, only=services or None, retry=retry)
+    from configcenter.usecases.apply.guard import secrets_warnings
+
     result = converge_observed(
         ws,
         env,
@@ -652,18 +654,19 @@ def plan(
         only=services or None,
         warn=warn_line,
     ).plan
+    warnings = [*checked.warnings, *secrets_warnings(ws, result.changes)]
     if as_json:
         emit(
             {
                 **result.to_json(),
                 "unverified": checked.unverified,
-                "warnings": [problem_json(w) for w in checked.warnings],
+                "warnings": [problem_json(w) for w in warnings],
             }
         )
     else:
         from configcenter.output import print_plan, print_problems
 
-        print_problems(checked.warnings)
+        print_problems(warnings)
         print_plan(result, full=full, unverified=checked.unverified)
     if exit_code and result.changes:
         sys.exit(EXIT_CHANGES)

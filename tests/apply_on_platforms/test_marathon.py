@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from configcenter.usecases.apply import ApplyOptions, apply_env
-from tests.support.e2e_fixtures import World
+from tests.support.e2e_fixtures import SECRET_ENV, World
 from tests.support.helpers import free_port
 from tests.support.marathon_double import MarathonDouble
 from tests.support.rollout_fixtures import SENTINEL, make_rollout_world, set_service, workspace
@@ -326,3 +326,70 @@ def test_a_replicas_only_change_scales_the_app_without_restarting_a_task(
     assert not _task_ids(changed) & _task_ids(down)
     assert changed["labels"]["configcenter.io/release"] == record(world)["release"]["id"]
     assert json.loads(world.ok("plan", "dev", "--json").stdout)["services"][0]["action"] == "noop"
+
+
+def test_a_secret_that_cannot_be_resolved_is_refused_before_anything_is_committed(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    world = mesos_world(tmp_path, marathon_server, services=("db", "api"))
+    del world.env[SECRET_ENV]  # DB_PASSWORD: {secret: "env:SHOP_DB_PASSWORD"}, not set
+
+    planned = world.cc("plan", "dev")
+    assert planned.code == 0, planned.output
+    assert (
+        "environments/dev/_env.yaml:5: warning: api: value DB_PASSWORD: secret "
+        "'env:SHOP_DB_PASSWORD' cannot be resolved: environment variable SHOP_DB_PASSWORD "
+        "is not set; apply will refuse this release"
+    ) in " ".join(planned.output.split())
+    as_json = json.loads(world.cc("plan", "dev", "--json").stdout)
+    assert [w["message"] for w in as_json["warnings"] if "DB_PASSWORD" in w["message"]]
+
+    result = world.cc("apply", "dev")
+
+    assert result.code == 1, result.output
+    assert "environments/dev/_env.yaml:5: api: value DB_PASSWORD: secret" in result.output
+    assert "export SHOP_DB_PASSWORD" in result.output and "nothing was committed" in result.output
+    assert "Traceback" not in result.output
+    assert world.commit_count() == 0, "the deploy repo is unchanged"
+    assert not any(r.method in ("PUT", "POST") for r in marathon_server.requests)
+    assert marathon_server.apps == {} and marathon_server.secret_values == {}
+
+    # A file: secret that is not there is refused the same way, naming its file and line.
+    missing = tmp_path / "no-such-secret"
+    env_file = "environments/dev/_env.yaml"
+    text = world.config.read(env_file).replace('env:SHOP_DB_PASSWORD"', f'file:{missing}"')
+    world.config.write(env_file, text)
+    settings = world.config.read("configcenter.yaml")
+    allow = f'secrets:\n  file: {{allow: ["{tmp_path}/*"]}}\n'
+    world.config.write("configcenter.yaml", settings + allow)
+    world.config.commit("db password from a file")
+    result = world.cc("apply", "dev")
+    assert result.code == 1, result.output
+    assert f"{missing} does not exist" in result.output
+    assert "environments/dev/_env.yaml:5" in result.output
+    assert world.commit_count() == 0 and marathon_server.apps == {}
+
+    # Once it resolves, the same apply rolls out, and the value reaches the secret store only.
+    missing.write_text(SENTINEL + "\n")
+    world.ok("apply", "dev")
+    assert record(world, "api")["release"]["outcome"] == "healthy"
+    assert SENTINEL in marathon_server.secret_values.values()
+
+
+def test_a_release_whose_secrets_the_platform_holds_needs_no_value_to_roll_out(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    world = mesos_world(tmp_path, marathon_server, services=("db", "api"))
+    world.ok("apply", "dev")
+    stored = dict(marathon_server.secret_values)
+    del world.env[SECRET_ENV]  # e.g. applied from a machine that cannot read the secret
+
+    set_service(world, "api", image="registry.test/shop/api:1.1")
+    planned = world.ok("plan", "dev")
+    assert "apply will refuse" not in planned.output
+    world.ok("apply", "dev")
+
+    assert record(world, "api")["release"]["outcome"] == "healthy"
+    app = marathon_server.app_json("/shop/dev/api")
+    assert app["container"]["docker"]["image"] == "registry.test/shop/api:1.1"
+    assert marathon_server.secret_values == stored, "generation 1 holds the verified value"

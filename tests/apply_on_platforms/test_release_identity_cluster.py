@@ -388,3 +388,25 @@ def test_secrets_the_platform_cannot_tell_apart_are_said_so_not_guessed(
         for value in (SENTINEL, ROTATED, PAYMENTS):
             assert value not in text
             assert base64.b64encode(value.encode()).decode() not in text
+
+
+def test_a_secret_that_cannot_be_resolved_is_refused_before_the_commit_and_the_cluster(
+    tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
+) -> None:
+    world = world_for(tmp_path, k8s_namespace, services=("db", "api"))
+    del world.env[SECRET_ENV]  # DB_PASSWORD: {secret: "env:SHOP_DB_PASSWORD"}, not set
+
+    result = expect(world.cc("apply", "dev"), 1)
+
+    assert "environments/dev/_env.yaml:5: api: value DB_PASSWORD: secret" in result.output
+    assert "environment variable SHOP_DB_PASSWORD is not set" in result.output
+    assert "nothing was committed" in result.output and "Traceback" not in result.output
+    assert world.commit_count() == 0
+    assert live.apps.list_namespaced_deployment(live.ns).items == []
+    managed = "app.kubernetes.io/managed-by"
+    assert live.core.list_namespaced_secret(live.ns, label_selector=managed).items == []
+    assert live.core.list_namespaced_config_map(live.ns, label_selector=managed).items == []
+
+    world.env[SECRET_ENV] = SENTINEL
+    expect(world.cc("apply", "dev"), 0)
+    assert live.secret_data("api-secrets")["DB_PASSWORD"] == SENTINEL

@@ -4,7 +4,7 @@ config commit, stages or platforms the release cannot reach."""
 from __future__ import annotations
 
 from configcenter import wiring
-from configcenter.core.errors import UserError
+from configcenter.core.errors import Problem, Source, UserError
 from configcenter.core.plan import (
     Plan,
     ServicePlan,
@@ -122,3 +122,86 @@ def preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: RunLog) 
                 "--no-rollout to commit only)"
             ) from None
         log(f"{env}: platform {name} reachable")
+    refuse_unresolved_secrets(ws, changes)
+
+
+def unresolved_secrets(ws: Workspace, changes: list[ServicePlan]) -> list[Problem]:
+    """Every secret a release to roll out needs that cannot be resolved here, as problems
+    naming the service, the value's file and line, and the fix (never a value).
+
+    A release needs its secrets' values when its platform does not hold its secrets
+    generation yet (a new service, a new or rotated generation, another platform): the
+    platform resolves them at rollout. A generation the platform holds is immutable and
+    keeps the values it was made with, so nothing is resolved for it. `k8s:` references
+    are read by the Kubernetes platform in the cluster, at rollout.
+    """
+    from configcenter.core.plan import secret_refs
+
+    problems: list[Problem] = []
+    failures: dict[str, tuple[str, str] | None] = {}  # ref -> (problem, fix); None: resolves
+    for sp in changes:
+        service = sp.config
+        if sp.action not in ("create", "update") or service is None or not service.platform:
+            continue
+        if not _needs_secret_values(sp, service.platform):
+            continue
+        for key, ref in sorted(secret_refs(sp.consumed_values).items()):
+            if ref.partition(":")[0] not in ("env", "file"):
+                continue
+            if ref not in failures:
+                failures[ref] = _resolve_failure(ws, ref)
+            failure = failures[ref]
+            if failure is None:
+                continue
+            entry = service.values.entries.get(tuple(key.split(".")))
+            source = entry.source if entry is not None else Source("")
+            problems.append(
+                Problem(
+                    source,
+                    f"{sp.service}: value {key}: secret {ref!r} cannot be resolved: {failure[0]}",
+                    failure[1] or "fix the reference",
+                )
+            )
+    return problems
+
+
+def _resolve_failure(ws: Workspace, ref: str) -> tuple[str, str] | None:
+    """Why `ref` cannot be resolved here and the fix, or None when it resolves (the value is
+    only registered for masking, never kept)."""
+    try:
+        wiring.resolve_secret(ref, ws.redactor)
+    except wiring.SecretError as exc:
+        return ws.redactor.redact(exc.problem), exc.fix
+    return None
+
+
+def _needs_secret_values(sp: ServicePlan, platform: str) -> bool:
+    """Whether the platform must be handed the release's secret values (see above)."""
+    previous = sp.previous
+    if previous is None or previous.platform != platform:
+        return True
+    known = {previous.secrets_generation}
+    for release in (previous.release, previous.last_good, previous.last_failed):
+        if release is not None and release.secrets_generation:
+            known.add(release.secrets_generation)
+    return sp.secrets_generation not in known
+
+
+def refuse_unresolved_secrets(ws: Workspace, changes: list[ServicePlan]) -> None:
+    """Refuse, before anything is committed, releases whose secrets cannot be resolved:
+    committed, they would only fail at rollout (and be rolled back)."""
+    problems = unresolved_secrets(ws, changes)
+    if not problems:
+        return
+    raise ApplyRefused(
+        "; ".join(f"{p.source}: {p.message} (fix: {p.hint})" for p in problems)
+        + "; nothing was committed or changed"
+    )
+
+
+def secrets_warnings(ws: Workspace, changes: list[ServicePlan]) -> list[Problem]:
+    """What `plan` says about the releases apply would refuse for their secrets."""
+    return [
+        Problem(p.source, f"{p.message}; apply will refuse this release", p.hint, "warning")
+        for p in unresolved_secrets(ws, changes)
+    ]

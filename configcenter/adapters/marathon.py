@@ -149,7 +149,10 @@ class MarathonPlatform:
         return self._waiter.wait(deployable, timeout=timeout, progress=progress)
 
     def prune(self, deployable: Deployable) -> list[str]:
-        """Nothing is left to prune: a release is one app, replaced whole by its PUT."""
+        """A release is one app, replaced whole by its PUT: nothing of it is left to prune.
+        Its secret generations older than the newest few are collected (as Kubernetes
+        collects its Secrets' versions); returns nothing, like Kubernetes' collection."""
+        self._applier.collect_generations(deployable)
         return []
 
     def observe(self) -> Mapping[str, ObservedService]:

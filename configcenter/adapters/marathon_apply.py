@@ -192,6 +192,36 @@ class MarathonApplier:
             "; ".join(w for w in (found.why, why) if w),
         )
 
+    def collect_generations(self, deployable: Deployable) -> list[str]:
+        """Delete the service's secret generations older than the newest few, as Kubernetes
+        collects its Secrets' versions (`k8s_manifests.versions_to_collect`): a rollback to
+        a release within them finds its own values; the generation `deployable` runs with is
+        never collected. Returns the paths deleted. Call once the release is healthy."""
+        from configcenter.adapters.k8s_manifests import KEEP_VERSIONS
+
+        if not self.client.secrets_url:
+            return []
+        prefix = self.client.secret_prefix(deployable.service)
+        by_generation: dict[int, list[str]] = {}
+        for path in self.client.list_secrets(prefix):
+            number, _, key = path.strip("/").partition("/")
+            if number.isdigit() and key:  # only what this adapter stored
+                by_generation.setdefault(int(number), []).append(prefix + path.strip("/"))
+        keep = set(sorted(by_generation, reverse=True)[:KEEP_VERSIONS])
+        keep.add(deployable.secrets_generation)
+        deleted: list[str] = []
+        for generation in sorted(set(by_generation) - keep):
+            for source in sorted(by_generation[generation]):
+                self.client.secret_request("DELETE", source, ok=(204, 404))
+                deleted.append(source)
+            log.info(
+                "marathon %s: collected secrets generation %d of %s (an old version)",
+                self.target.name,
+                generation,
+                deployable.service,
+            )
+        return deleted
+
     def app_definition(self, deployable: Deployable) -> JSON:
         """The JSON `apply` would PUT, secret values not included (they never are)."""
         return self._definition(deployable)[0]

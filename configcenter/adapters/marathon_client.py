@@ -364,6 +364,24 @@ class MarathonApi:
             raise self.secret_error(response.status_code, payload, method, source)
         return response
 
+    def list_secrets(self, prefix: str) -> list[str]:
+        """The secret paths under `prefix` (a path ending in '/'), relative to it: the
+        Secrets API's `GET /secret/{store}/{path}?list=true` (`{"array": [...]}`); none when
+        the path does not exist."""
+        assert self.secrets_url is not None
+        path = prefix.rstrip("/")
+        url = f"{self.secrets_url}/secret/{quote(self.secret_store)}/{quote(path)}"
+        response = self.send("GET", url, params={"list": "true"})
+        if response.status_code == 404:
+            return []
+        if response.status_code != 200:
+            raise self.secret_error(response.status_code, None, "LIST", prefix)
+        try:
+            found = (response.json() or {}).get("array") or []
+        except ValueError:
+            found = []
+        return [str(p) for p in found if isinstance(p, str)]
+
     def secret_error(self, status: int, payload: Any, method: str, source: str) -> MarathonError:
         """A DC/OS secret store refusal, said as what it is (never "fix marathon.json.j2")."""
         # The Secrets API documents status codes only: the body, when there is one, is
@@ -379,7 +397,9 @@ class MarathonApi:
                 "unexpired DC/OS token"
             )
         elif status == 403:
-            action = "create" if method == "PUT" else "update" if method == "PATCH" else "delete"
+            action = {"PUT": "create", "PATCH": "update", "GET": "read", "LIST": "read"}.get(
+                method, "delete"
+            )
             fix = (
                 f"grant the token's account dcos:secrets:{self.secret_store}:{source} "
                 f"{action} (or dcos:secrets:{self.secret_store}:{self.secret_prefix('')}* )"

@@ -92,9 +92,18 @@ class MarathonObserver:
         except NotFoundError:
             return
         prefix = self.client.secret_prefix(service)
-        for secret in (current.get("secrets") or {}).values():
-            source = str(secret.get("source", ""))
-            if source.startswith(prefix) and self.client.secrets_url:
+        if self.client.secrets_url:
+            # Every generation this adapter stored for it, not only the one the app reads.
+            sources = {
+                prefix + path.strip("/")
+                for path in self.client.list_secrets(prefix)
+                if path.strip("/").partition("/")[0].isdigit()
+            }
+            for secret in (current.get("secrets") or {}).values():
+                source = str(secret.get("source", ""))
+                if source.startswith(prefix):
+                    sources.add(source)
+            for source in sorted(sources):
                 self.client.secret_request("DELETE", source, ok=(204, 404))
         self.deployments.pending.pop(app_id, None)
         log.info("marathon %s: deleted %s", self.target.name, app_id)

@@ -653,3 +653,50 @@ def test_readiness_checks_hold_the_rollout_until_the_tasks_are_ready(
     results = [r for a in deployment["currentActions"] for r in a["readinessCheckResults"]]
     assert results and not any(r["ready"] for r in results)
     assert {r["lastResponse"]["status"] for r in results} == {503}
+
+
+def test_old_secret_generations_are_collected_once_a_release_is_healthy(
+    marathon_server: MarathonDouble,
+    marathon_platform: MarathonFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    platform = marathon_platform()
+    secrets = {"DB_PASSWORD": "env:CC_GEN_PASSWORD", "API_KEY": "env:CC_GEN_KEY"}
+    monkeypatch.setenv("CC_GEN_KEY", "k3y")
+    monkeypatch.setenv("CC_GEN_PASSWORD", "w3b")
+    web = replace(release("w1", service="web", secrets=secrets), secrets_generation=1)
+    platform.apply(web)
+    assert platform.wait(web, timeout=10).state == "healthy"
+    for generation in range(1, 9):
+        monkeypatch.setenv("CC_GEN_PASSWORD", f"pa55-{generation}")
+        item = replace(release(f"r{generation}", secrets=secrets), secrets_generation=generation)
+        platform.apply(item)
+        assert platform.wait(item, timeout=10).state == "healthy"
+        platform.prune(item)
+
+    def stored(service: str) -> list[tuple[int, str]]:
+        prefix = f"shop/dev/{service}/"
+        return sorted(
+            (int(path.removeprefix(prefix).split("/")[0]), path.rsplit("/", 1)[1])
+            for _, path in marathon_server.secret_values
+            if path.startswith(prefix)
+        )
+
+    # The newest five generations stay (a rollback finds its own values); older ones go.
+    assert stored("api") == [(g, k) for g in range(4, 9) for k in ("API_KEY", "DB_PASSWORD")]
+    assert stored("web") == [(1, "API_KEY"), (1, "DB_PASSWORD")], "another app's are its own"
+
+    # A rollback to a kept generation needs no value: it reads what that generation holds.
+    monkeypatch.delenv("CC_GEN_PASSWORD")
+    back = replace(release("r4", secrets=secrets), secrets_generation=4)
+    platform.apply(back)
+    assert platform.wait(back, timeout=10).state == "healthy"
+    platform.prune(back)
+    sources = marathon_server.app_json("/shop/dev/api")["secrets"]
+    assert sources["DB_PASSWORD"]["source"] == "shop/dev/api/4/DB_PASSWORD"
+    assert marathon_server.secret_values[("default", "shop/dev/api/4/DB_PASSWORD")] == "pa55-4"
+    assert stored("api") == [(g, k) for g in range(4, 9) for k in ("API_KEY", "DB_PASSWORD")]
+
+    # A service that leaves takes every generation it had with it, and nothing else.
+    platform.delete("api")
+    assert stored("api") == [] and len(stored("web")) == 2

@@ -8,8 +8,9 @@ Marathon: the RAML in mesosphere/marathon, `docs/docs/rest-api/public/api/`
 `v2/types/app.raml`, `secrets.raml`, `environmentVariable.raml`,
 `versionInfo.raml`, `v2/examples/deployments.json`, `app_list.json`,
 `deployments_result.json`), and the DC/OS Secrets API
-(`PUT|PATCH|GET|DELETE /secrets/v1/secret/{store}/{path}` with `{"value": ...}`,
-dcos-docs-site `security/ent/secrets/secrets-api`).
+(`PUT|PATCH|GET|DELETE /secrets/v1/secret/{store}/{path}` with `{"value": ...}`, and
+`GET ...?list=true` answering `{"array": [paths under it]}`, dcos-docs-site
+`security/ent/secrets/secrets-api`, dcos-commons `SecretsClient.list`).
 
 What it models:
 
@@ -381,7 +382,9 @@ class MarathonDouble:
         if path == "/v2/info" and method == "GET":
             return 200, self._info()
         if path.startswith("/secrets/v1/secret/"):
-            return self._secret(method, path.removeprefix("/secrets/v1/secret/"), body)
+            return self._secret(
+                method, path.removeprefix("/secrets/v1/secret/"), body, _flag(query, "list")
+            )
         if path in ("/v2/apps", "/v2/apps/"):
             if method == "GET":
                 return 200, self._list_apps(query)
@@ -877,9 +880,20 @@ class MarathonDouble:
             "http_config": {"assets_path": None, "http_port": port, "https_port": 8443},
         }
 
-    def _secret(self, method: str, rest: str, body: str) -> tuple[int, Any]:
+    def _secret(self, method: str, rest: str, body: str, listing: bool = False) -> tuple[int, Any]:
         store, _, path = rest.partition("/")
         key = (store, path.strip("/"))
+        if method == "GET" and listing:
+            # `GET .../secret/{store}/{path}?list=true`: the secrets under the path, relative
+            # to it, as `{"array": [...]}` (dcos-commons' SecretsClient.list reads it so).
+            prefix = key[1] + "/" if key[1] else ""
+            return 200, {
+                "array": sorted(
+                    p.removeprefix(prefix)
+                    for s, p in self.secret_values
+                    if s == store and p.startswith(prefix)
+                )
+            }
         if not key[1]:
             raise HttpError(400, None)
         allowed = self.secret_permissions

@@ -59,6 +59,8 @@ DEFAULT_NETWORK_TIMEOUT = 300.0
 DEFAULT_PLAN_NETWORK_TIMEOUT = 30.0
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 LOCK_FILE = "configcenter.lock"
+#: Written into the cache once its bare repository is complete (see `_ensure_cache`).
+INITIALISED = "configcenter.initialised"
 
 # Every crash point in this adapter, in the order an apply passes them. The crash
 # tests run one child process per name, so a new step boundary must be listed here.
@@ -398,23 +400,34 @@ class GitDeployRepo:
 
     def _ensure_cache(self) -> None:
         """Create the bare cache repository on first use (``git init``; no GitPython, whose
-        import alone is ~50 ms of every command's start-up)."""
+        import alone is ~50 ms of every command's start-up).
+
+        Serve's workers and API and other processes may open a new cache at the same
+        moment: it is made under the cache's short flock, and a marker written last says it
+        is complete, so nobody sees (or makes) half of one."""
         if self._cache_ready:
             return
-        if not (self.cache_dir / "HEAD").exists():
+        if not (self.cache_dir / INITIALISED).exists():
             self._make_cache_dir()
-            for args in (
-                ["init", "--quiet", "--bare", str(self.cache_dir)],
-                # Auto-gc in the foreground, so it never races our next command.
-                [f"--git-dir={self.cache_dir}", "config", "gc.autoDetach", "false"],
-            ):
-                proc = subprocess.run(["git", *args], capture_output=True, env=self._env)
-                if proc.returncode != 0:
-                    raise DeployRepoError(
-                        f"cannot create the deploy repo cache {self.cache_dir}: "
-                        f"{self._stderr(proc)}. Set XDG_CACHE_HOME to a writable directory"
-                    )
+            with self._guard():
+                if not (self.cache_dir / INITIALISED).exists():
+                    self._init_cache()
         self._cache_ready = True
+
+    def _init_cache(self) -> None:
+        """`git init --bare` (again, harmlessly, over one an older version made), auto-gc in
+        the foreground so it never races our next command, then the marker that says done."""
+        for args in (
+            ["init", "--quiet", "--bare", str(self.cache_dir)],
+            [f"--git-dir={self.cache_dir}", "config", "gc.autoDetach", "false"],
+        ):
+            proc = subprocess.run(["git", *args], capture_output=True, env=self._env)
+            if proc.returncode != 0:
+                raise DeployRepoError(
+                    f"cannot create the deploy repo cache {self.cache_dir}: "
+                    f"{self._stderr(proc)}. Set XDG_CACHE_HOME to a writable directory"
+                )
+        (self.cache_dir / INITIALISED).touch()
 
     def _make_cache_dir(self) -> None:
         """The deploy repo cache is needed (it holds the clone): a clear error when it cannot

@@ -149,8 +149,10 @@ class RenderedFilesCache:
         files = self._new.get(group, {}).get(key)
         if files is None:
             files = self._pack(group).get(key)
-            if not isinstance(files, dict):
-                return None
+            if not isinstance(files, dict) or not all(
+                isinstance(name, str) and isinstance(data, bytes) for name, data in files.items()
+            ):
+                return None  # not what this cache writes: rendered anew
         self._used.setdefault(group, set()).add(key)
         return files
 

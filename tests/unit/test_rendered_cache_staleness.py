@@ -8,6 +8,7 @@ renderer and cache object (the next command) over the same directory.
 
 from __future__ import annotations
 
+import marshal
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,13 @@ def test_the_workspace_keeps_rendered_files_under_the_cache_home(
     ws.save_caches()
     (engine,) = (tmp_path / "cache/configcenter/rendered").iterdir()
     assert len(list(engine.iterdir())) == 2  # one pack per environment: shop/dev, shop/prod
+
+
+def test_a_pack_holding_something_else_is_rendered_anew(runs: Runs) -> None:
+    """A pack that loads but does not hold files by name (written by something else)."""
+    first = runs.files()
+    (pack,) = (runs.directory / runs.engine).iterdir()
+    kept = marshal.loads(pack.read_bytes())
+    pack.write_bytes(marshal.dumps({key: {"app.env": "text, not bytes"} for key in kept}))
+    assert runs.files() == first
+    assert runs.rendered == 2

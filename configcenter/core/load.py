@@ -535,9 +535,9 @@ class _Loader:
     def _check_values(self, service: ServiceConfig) -> None:
         declared = set(service.template.env_keys)
         for key in service.values.tree:
-            item = service.values.entries.get((key,))
-            where = item.source if item else service.source("values", key)
             if key in RESERVED_NAMES:
+                item = service.values.entries.get((key,))
+                where = item.source if item else service.source("values", key)
                 self.problems.error(
                     where,
                     f"value '{key}' clashes with the template variable '{key}'",

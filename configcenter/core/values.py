@@ -57,9 +57,10 @@ Key = tuple[str, ...]
 class Layered:
     """The merged result: a nested plain value tree plus per-leaf provenance.
 
-    Kept loads (configcenter.core.load_trace) store the tree and the layers it was
-    merged from, without the provenance (`_entries` None while pickled): it is merged
-    again from the layers the first time it is asked for (a no-op plan never asks).
+    Merging builds the tree only; the provenance (`entries`) is merged again from the
+    layers the first time it is asked for: a no-op plan, a render and a validate that
+    finds nothing to say never ask. Kept loads (configcenter.core.load_trace) store
+    the tree and the layers, without the provenance.
     """
 
     def __init__(self) -> None:
@@ -70,61 +71,80 @@ class Layered:
     @property
     def entries(self) -> dict[Key, Entry]:
         if self._entries is None:
-            again = Layered()
+            entries: dict[Key, Entry] = {}
+            tree: dict[str, Any] = {}
             for layer, doc, values in self._layers:
-                again.merge(layer, doc, values)
-            self._entries = again.entries
+                _merge(tree, entries, (), layer, doc, values)
+            self._entries = entries
         return self._entries
 
     def merge(self, layer: str, doc: YamlDoc, values: Mapping[str, Any] | None) -> None:
         # Anything but a mapping was already reported by the schema; layer nothing from it.
         if values and isinstance(values, Mapping):
-            _ = self.entries
             self._layers.append((layer, doc, values))
-            self._merge(self.tree, (), layer, doc, values)
-
-    def _merge(
-        self,
-        target: dict[str, Any],
-        prefix: Key,
-        layer: str,
-        doc: YamlDoc,
-        values: Mapping[str, Any],
-    ) -> None:
-        for raw_key, raw in values.items():
-            key = str(raw_key)
-            path = (*prefix, key)
-            value = to_value(raw)
-            if isinstance(value, dict) and isinstance(target.get(key), dict):
-                self._merge(target[key], path, layer, doc, raw)
-                continue
-            source = doc.source("values", *path)
-            overrode: list[Override] = []
-            # Entries below `path` exist only where the lower layer had a map there; scanning
-            # every entry for every key made layering quadratic in the number of values.
-            if isinstance(target.get(key), dict):
-                replaced = [p for p in self.entries if p[: len(path)] == path]
-            else:
-                replaced = [path] if path in self.entries else []
-            for old_path in replaced:
-                old = self.entries.pop(old_path)
-                overrode.extend(old.overrode)
-                overrode.append(Override(old.value, old.source, old.layer))
-            if isinstance(value, dict):
-                target[key] = {}
-                self._merge(target[key], path, layer, doc, raw)
-                if not raw:
-                    self.entries[path] = Entry({}, source, layer, overrode)
-                elif overrode:
-                    first = next(p for p in self.entries if p[: len(path)] == path)
-                    self.entries[first].overrode[:0] = overrode
-            else:
-                target[key] = value
-                self.entries[path] = Entry(value, source, layer, overrode)
+            _merge_values(self.tree, values)
+            self._entries = None
 
     def flat(self) -> Iterator[tuple[str, Entry]]:
         for path in sorted(self.entries):
             yield ".".join(path), self.entries[path]
+
+
+def _merge(
+    target: dict[str, Any],
+    entries: dict[Key, Entry],
+    prefix: Key,
+    layer: str,
+    doc: YamlDoc,
+    values: Mapping[str, Any],
+) -> None:
+    """Tree and provenance together: every leaf's Entry, with what it overrode."""
+    for raw_key, raw in values.items():
+        key = str(raw_key)
+        path = (*prefix, key)
+        value = to_value(raw)
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], entries, path, layer, doc, raw)
+            continue
+        source = doc.source("values", *path)
+        overrode: list[Override] = []
+        # Entries below `path` exist only where the lower layer had a map there; scanning
+        # every entry for every key made layering quadratic in the number of values.
+        if isinstance(target.get(key), dict):
+            replaced = [p for p in entries if p[: len(path)] == path]
+        else:
+            replaced = [path] if path in entries else []
+        for old_path in replaced:
+            old = entries.pop(old_path)
+            overrode.extend(old.overrode)
+            overrode.append(Override(old.value, old.source, old.layer))
+        if isinstance(value, dict):
+            target[key] = {}
+            _merge(target[key], entries, path, layer, doc, raw)
+            if not raw:
+                entries[path] = Entry({}, source, layer, overrode)
+            elif overrode:
+                first = next(p for p in entries if p[: len(path)] == path)
+                entries[first].overrode[:0] = overrode
+        else:
+            target[key] = value
+            entries[path] = Entry(value, source, layer, overrode)
+
+
+def _merge_values(target: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """The tree `_merge` builds, without provenance: maps merge key by key, anything else
+    (scalars, lists, secret references) replaces."""
+    for raw_key, raw in values.items():
+        key = str(raw_key)
+        if isinstance(raw, dict) and not (
+            set(raw) == {"secret"} and isinstance(raw["secret"], str)
+        ):
+            below = target.get(key)
+            if not isinstance(below, dict):
+                below = target[key] = {}
+            _merge_values(below, raw)
+        else:
+            target[key] = to_value(raw)
 
 
 def to_value(raw: Any) -> Any:

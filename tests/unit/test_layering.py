@@ -163,3 +163,29 @@ def test_explain_unknown_service_and_env(layered: ConfigRepo) -> None:
         explain(Workspace(layered.root), "stage", "api", None)
     assert caught.value.problems[0].message == "unknown environment 'stage'"
     assert caught.value.problems[0].hint == "environments: dev, prod"
+
+
+LAYERS = [
+    {"A": 1, "M": {"x": 1, "y": {"z": 1}}, "S": {"secret": "env:S"}, "L": [1, 2], "E": {}},
+    {"M": {"y": 2, "w": [3]}, "A": {"now": "a map"}, "S": "plain", "E": {"k": 1}},
+    {"M": {"y": {"again": {"secret": "env:T"}}}, "A": 7, "L": {"was": "a list"}, "N": None},
+]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_the_tree_merged_alone_is_the_tree_merged_with_provenance(count: int) -> None:
+    """Merging builds the tree without provenance; asking for the provenance merges the
+    layers again: both give the same tree, maps replaced by scalars and back included."""
+    from configcenter.core.values import Layered, _merge
+    from configcenter.core.yamldoc import YamlDoc
+
+    layered = Layered()
+    tree: dict[str, object] = {}
+    entries: dict[tuple[str, ...], object] = {}
+    for index, values in enumerate(LAYERS[:count]):
+        doc = YamlDoc(f"layer{index}.yaml", {"values": values})
+        layered.merge(f"layer{index}", doc, values)
+        _merge(tree, entries, (), f"layer{index}", doc, values)  # type: ignore[arg-type]
+    assert layered.tree == tree
+    assert set(layered.entries) == set(entries)
+    assert layered.tree["S"] == (SecretRef("env:S") if count == 1 else "plain")

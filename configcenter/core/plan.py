@@ -353,6 +353,23 @@ def files_digest(files: Mapping[str, bytes]) -> tuple[str, dict[str, str]]:
 PreviousFile = Callable[[str], bytes | None]
 
 
+def check_known(config: Config, env: str, state: EnvState, services: Collection[str]) -> None:
+    """ConfigError naming each of `services` that is neither in `env`'s config nor deployed."""
+    environment = config.environment(env)
+    unknown = [s for s in services if s not in environment.services and s not in state.services]
+    if unknown:
+        raise ConfigError(
+            [
+                Problem(
+                    Source(f"environments/{env}/{u}.yaml"),
+                    f"service '{u}' is not deployed in {env}",
+                    "known: " + (", ".join(sorted(environment.services)) or "none"),
+                )
+                for u in unknown
+            ]
+        )
+
+
 def make_plan(
     config: Config,
     env: str,
@@ -372,18 +389,7 @@ def make_plan(
     """
     environment = config.environment(env)
     if only:
-        unknown = [s for s in only if s not in environment.services and s not in state.services]
-        if unknown:
-            raise ConfigError(
-                [
-                    Problem(
-                        Source(f"environments/{env}/{u}.yaml"),
-                        f"service '{u}' is not deployed in {env}",
-                        "known: " + (", ".join(sorted(environment.services)) or "none"),
-                    )
-                    for u in unknown
-                ]
-            )
+        check_known(config, env, state, only)
     problems = ProblemList()
     plans: list[ServicePlan] = []
     resolved = resolved_images or {}

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from configcenter import wiring
-from configcenter.core.errors import ConfigError, Problem, ProblemList, Source, UserError
+from configcenter.core.errors import ConfigError, Problem, ProblemList, UserError
 from configcenter.core.model import Config, ServiceConfig
-from configcenter.core.plan import Plan, ResolvedImage, desired_image, make_plan
+from configcenter.core.plan import Plan, ResolvedImage, check_known, desired_image, make_plan
 from configcenter.core.render import Rendered, RenderError
 from configcenter.core.state import EnvState, ServiceState
 from configcenter.core.values import Entry
@@ -224,18 +224,7 @@ def render_env(ws: Workspace, env: str, services: Collection[str] | None = None)
     environment = config.environment(env)
     state = ws.read_state(env)
     if services:
-        unknown = [s for s in services if s not in environment.services and s not in state.services]
-        if unknown:
-            raise ConfigError(
-                [
-                    Problem(
-                        Source(f"environments/{env}/{u}.yaml"),
-                        f"service '{u}' is not deployed in {env}",
-                        "known: " + (", ".join(sorted(environment.services)) or "none"),
-                    )
-                    for u in unknown
-                ]
-            )
+        check_known(config, env, state, services)
     unreachable: dict[str, str] = {}
     pinned = resolve_given_images(config, env, ws.redactor, only=services, unreachable=unreachable)
     problems = ProblemList()

@@ -353,6 +353,29 @@ def files_digest(files: Mapping[str, bytes]) -> tuple[str, dict[str, str]]:
 PreviousFile = Callable[[str], bytes | None]
 
 
+def check_moved_tag(
+    service: ServiceConfig, previous: ServiceState | None, problems: ProblemList
+) -> bool:
+    """A released tag that points elsewhere than the deploy repo recorded is an error.
+    True when it moved."""
+    template = service.template
+    if (
+        previous is None
+        or previous.template_tag != template.tag
+        or not previous.template_commit
+        or not template.commit
+        or previous.template_commit == template.commit
+    ):
+        return False
+    problems.error(
+        service.source("template"),
+        f"template tag {service.name}/{template.tag} moved: the deploy repo recorded commit "
+        f"{previous.template_commit[:12]}, the tag now points at {template.commit[:12]}",
+        "released tags must not move; release a new version instead",
+    )
+    return True
+
+
 def check_known(config: Config, env: str, state: EnvState, services: Collection[str]) -> None:
     """ConfigError naming each of `services` that is neither in `env`'s config nor deployed."""
     environment = config.environment(env)
@@ -464,19 +487,7 @@ def _plan_service(
         consumption=consumption,
         secrets_generation=generation,
     )
-    if (
-        previous is not None
-        and previous.template_tag == template.tag
-        and previous.template_commit
-        and template.commit
-        and previous.template_commit != template.commit
-    ):
-        problems.error(
-            service.source("template"),
-            f"template tag {service.name}/{template.tag} moved: the deploy repo recorded commit "
-            f"{previous.template_commit[:12]}, the tag now points at {template.commit[:12]}",
-            "released tags must not move; release a new version instead",
-        )
+    if check_moved_tag(service, previous, problems):
         return plan
     unchanged = previous is not None and previous.inputs_digest == plan.inputs_digest
     refs = secret_check is not None and encoded.secrets

@@ -12,9 +12,16 @@ from pathlib import Path
 from configcenter import wiring
 from configcenter.core.errors import ConfigError, Problem, ProblemList, UserError
 from configcenter.core.model import Config, ServiceConfig
-from configcenter.core.plan import Plan, ResolvedImage, check_known, desired_image, make_plan
+from configcenter.core.plan import (
+    Plan,
+    ResolvedImage,
+    check_known,
+    check_moved_tag,
+    desired_image,
+    make_plan,
+)
 from configcenter.core.render import Rendered, RenderError
-from configcenter.core.state import EnvState, ServiceState
+from configcenter.core.state import EnvState
 from configcenter.core.values import Entry
 from configcenter.usecases.workspace import Workspace
 
@@ -145,31 +152,7 @@ def _check_moved_tags(ws: Workspace, problems: ProblemList) -> None:
             )
             return
         for name, service in environment.services.items():
-            _check_moved_tag(service, state.services.get(name), problems)
-
-
-def _check_moved_tag(
-    service: ServiceConfig, previous: ServiceState | None, problems: ProblemList
-) -> bool:
-    """A released tag that points elsewhere than the deploy repo recorded: an error (as
-    plan reports it). True when it moved."""
-    template = service.template
-    if (
-        previous is not None
-        and previous.template_tag == template.tag
-        and previous.template_commit
-        and template.commit
-        and previous.template_commit != template.commit
-    ):
-        problems.error(
-            service.source("template"),
-            f"template tag {service.name}/{template.tag} moved: the deploy repo recorded "
-            f"commit {previous.template_commit[:12]}, the tag now points at "
-            f"{template.commit[:12]}",
-            "released tags must not move; release a new version instead",
-        )
-        return True
-    return False
+            check_moved_tag(service, state.services.get(name), problems)
 
 
 @dataclass
@@ -237,7 +220,7 @@ def render_env(ws: Workspace, env: str, services: Collection[str] | None = None)
         previous = state.services.get(name)
         image = desired_image(config, service, previous, pinned)
         images[name] = image.ref
-        if _check_moved_tag(service, previous, problems):
+        if check_moved_tag(service, previous, problems):
             continue
         try:
             rendered.append(ws.renderer.render(config, service, image.ref))

@@ -64,19 +64,17 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _mapping_print(value: Mapping[str, str]) -> str:
-    return _digest("\n".join(f"{k}\0{v}" for k, v in sorted(value.items())).encode())
+def _pairs_print(pairs: Sequence[tuple[str, str]] | None) -> str:
+    """A listing, a tag map's items or a tree's refusals, as one digest."""
+    if pairs is None:
+        return "none"
+    return _digest("\n".join(f"{a}\0{b}" for a, b in pairs).encode())
 
 
 def _tree_print(tree: TemplateTree | None) -> str:
     if tree is None:
         return "none"
-    refused = "\n".join(f"{name}\0{kind}" for name, kind in tree.refused)
-    return f"{tree.tree_id}\0{_digest(refused.encode())}"
-
-
-class _Untraceable(Exception):
-    """An answer that cannot be fingerprinted (an I/O error): the load is not kept."""
+    return f"{tree.tree_id}\0{_pairs_print(tree.refused)}"
 
 
 class TracingSource:
@@ -121,7 +119,7 @@ class TracingSource:
         )
 
     def list_dir(self, rel: str) -> list[tuple[str, str]] | None:
-        return self._answer("list_dir", (rel,), lambda: self.inner.list_dir(rel), _listing_print)
+        return self._answer("list_dir", (rel,), lambda: self.inner.list_dir(rel), _pairs_print)
 
     def path_kind(self, rel: str) -> str | None:
         return self._answer(
@@ -132,7 +130,9 @@ class TracingSource:
         return self._answer("head_commit", (), self.inner.head_commit, lambda c: str(c))
 
     def tags(self) -> Mapping[str, str]:
-        return self._answer("tags", (), self.inner.tags, _mapping_print)
+        return self._answer(
+            "tags", (), self.inner.tags, lambda tags: _pairs_print(sorted(tags.items()))
+        )
 
     def template_tree(self, service: str, tag: str | None) -> TemplateTree | None:
         tree = self._answer(
@@ -151,12 +151,6 @@ class TracingSource:
         if found is None or found[3] is not obj:
             return None
         return found[0], found[1], found[2]
-
-
-def _listing_print(listing: list[tuple[str, str]] | None) -> str:
-    if listing is None:
-        return "none"
-    return _digest("\n".join(f"{name}\0{kind}" for name, kind in listing).encode())
 
 
 class KeptTree:

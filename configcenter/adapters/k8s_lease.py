@@ -95,15 +95,15 @@ class LeaseLeader:
     def _try(self) -> None:
         started = time.monotonic()
         try:
-            if self._acquire_or_renew():
-                # Renewed now: ours for the lease's duration, minus a margin for clock skew.
-                self._leader_until = started + self.duration * 0.8
-            else:
-                self._leader_until = 0.0
+            acquired = self._acquire_or_renew()
             self.last_error = ""
             if self._problem:
                 log.info("leader lease %s/%s: usable again", self.namespace, self.name)
+            # Cleared before leading: healthz (another thread) never says leader with the
+            # problem of before still set.
             self._problem = ""
+            # Renewed now: ours for the lease's duration, minus a margin for clock skew.
+            self._leader_until = started + self.duration * 0.8 if acquired else 0.0
         except Exception as exc:  # the API is unreachable: keep what we have until it lapses
             self.last_error = f"{type(exc).__name__}: {getattr(exc, 'reason', '') or exc}"
             problem = self._diagnose(exc)

@@ -115,7 +115,7 @@ def converge_observed(
     """`plan` with what the platforms run folded in. A platform that cannot be observed
     is reported through `warn` and left out: the plan is then the deploy repo's alone
     for its services."""
-    state = ws.read_state(env)
+    state = ws.peek_state(env)  # only read: its service names and platforms
     live: dict[str, LiveServices] = {}
     for name in env_platforms(ws.config, env, state):
         try:

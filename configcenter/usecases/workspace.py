@@ -264,6 +264,11 @@ class Workspace:
 
     def read_state(self, env: str, rev: str | None = None) -> EnvState:
         """The env's state record; empty when the deploy repo, branch or env does not exist yet."""
+        return self.peek_state(env, rev).copy()
+
+    def peek_state(self, env: str, rev: str | None = None) -> EnvState:
+        """`read_state` without the copy: the record this workspace keeps, for callers that
+        only read it (the next `read_state` of the same commit starts from it)."""
         if not self.has_deploy_repo():
             return EnvState(env)
         from configcenter.usecases.state_store import read_env_state
@@ -279,7 +284,7 @@ class Workspace:
             name = f"{self.resolved_deploy_url()}\0{self.config.project.deploy_repo_branch}\0{env}"
             kept = (sha, read_env_state(repo, env, sha, self._record_cache, name))
             self._states[env] = kept
-        return kept[1].copy()
+        return kept[1]
 
     @cached_property
     def _states(self) -> dict[str, tuple[str, EnvState]]:

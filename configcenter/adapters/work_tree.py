@@ -10,8 +10,12 @@ could be anything). `configcenter.adapters.git_config_repo` reads through these.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import pickle
 import stat
+import tempfile
+import time
 from pathlib import Path
 
 from configcenter.core.source import FileTooLarge, RepoPathError
@@ -135,3 +139,93 @@ def walk_repo_dir(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
                 else:
                     refused.append((rel, kind))
     return sorted(files), sorted(refused)
+
+
+#: A file modified this recently is not remembered by its stat: a write in the same clock
+#: tick would leave size and times as they were (git's "racily clean" entries).
+SETTLED_NS = 2_000_000_000
+
+StatKey = tuple[int, int, int, int, int]  # device, inode, size, mtime_ns, ctime_ns
+
+
+class StatDigests:
+    """The sha256 of work-tree files, remembered by what `lstat` says of them (as git's index).
+
+    A file whose device, inode, size, modification and change times are all as they were
+    when it was read has the bytes it had: every write moves the change time, which no
+    user can set. Files younger than `SETTLED_NS` are read every time. Anything but a
+    plain regular file within the size limit is read (and refused) as `read_repo_file`
+    does. Kept in one small file beside the config repo's other caches.
+    """
+
+    LIMIT = 200_000  # entries; past it the file is started again
+
+    def __init__(self, path: Path, settled_ns: int = SETTLED_NS) -> None:
+        self.path = path
+        self.settled_ns = settled_ns
+        self._entries: dict[str, tuple[StatKey, str]] | None = None
+        self._learnt = False
+
+    def _table(self) -> dict[str, tuple[StatKey, str]]:
+        if self._entries is None:
+            self._entries = {}
+            try:
+                with open(self.path, "rb") as handle:
+                    data = pickle.load(handle)
+            except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError):
+                return self._entries
+            if isinstance(data, dict) and data.get("version") == 1:
+                entries = data.get("entries")
+                if isinstance(entries, dict) and len(entries) < self.LIMIT:
+                    self._entries = entries
+        return self._entries
+
+    def digest(self, root: Path, rel: str, max_bytes: int) -> str | None:
+        """sha256 hex of `read_repo_file(root, rel, max_bytes)`; None when it is absent.
+        Raises what `read_repo_file` raises."""
+        if not _check_parents(root, rel):
+            return None
+        path = f"{os.fspath(root)}/{rel}"
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        key: StatKey | None = None
+        if stat.S_ISREG(info.st_mode) and info.st_size <= max_bytes:
+            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            known = self._table().get(rel)
+            if known is not None and known[0] == key:
+                return known[1]
+        data = read_repo_file(root, rel, max_bytes)
+        if data is None:
+            return None
+        digest = hashlib.sha256(data).hexdigest()
+        if key is not None and time.time_ns() - info.st_ctime_ns > self.settled_ns:
+            try:
+                after = os.lstat(path)
+            except OSError:
+                return digest
+            if key == (
+                after.st_dev,
+                after.st_ino,
+                after.st_size,
+                after.st_mtime_ns,
+                after.st_ctime_ns,
+            ):
+                self._table()[rel] = (key, digest)
+                self._learnt = True
+        return digest
+
+    def save(self) -> None:
+        """Write back, atomically, when something was learnt (never fails a command)."""
+        if not self._learnt or self._entries is None:
+            return
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as handle:
+                pickle.dump({"version": 1, "entries": self._entries}, handle, 5)
+            os.replace(tmp, self.path)
+        except OSError:
+            return
+        self._learnt = False

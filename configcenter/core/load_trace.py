@@ -71,6 +71,16 @@ def _pairs_print(pairs: Sequence[tuple[str, str]] | None) -> str:
     return _digest("\n".join(f"{a}\0{b}" for a, b in pairs).encode())
 
 
+def _refusal_print(exc: RepoPathError | FileTooLarge) -> str:
+    if isinstance(exc, RepoPathError):
+        return f"!path\0{exc.rel}\0{exc.kind}"
+    return f"!large\0{exc.rel}\0{exc.size}\0{exc.limit}"
+
+
+def _file_print(digest: str | None) -> str:
+    return "none" if digest is None else digest
+
+
 def _tree_print(tree: TemplateTree | None) -> str:
     if tree is None:
         return "none"
@@ -98,11 +108,8 @@ class TracingSource:
     ) -> T:
         try:
             result = fn()
-        except RepoPathError as exc:
-            self.steps.append((call, args, f"!path\0{exc.rel}\0{exc.kind}"))
-            raise
-        except FileTooLarge as exc:
-            self.steps.append((call, args, f"!large\0{exc.rel}\0{exc.size}\0{exc.limit}"))
+        except (RepoPathError, FileTooLarge) as exc:
+            self.steps.append((call, args, _refusal_print(exc)))
             raise
         except Exception:
             self.traceable = False
@@ -115,7 +122,7 @@ class TracingSource:
             "read_file",
             (rel, max_bytes),
             lambda: self.inner.read_file(rel, max_bytes),
-            lambda data: "none" if data is None else _digest(data),
+            lambda data: _file_print(None if data is None else _digest(data)),
         )
 
     def list_dir(self, rel: str) -> list[tuple[str, str]] | None:
@@ -201,7 +208,19 @@ def _replay(
     """The trees read again (work-tree ones) when every step answers as recorded; else None."""
     trees: dict[tuple[str, str | None], TemplateTree] = {}
     checker = TracingSource(source)
+    # A source may know a file's digest without reading it (the work tree: by its stat).
+    file_digest: Callable[[str, int], str | None] | None = getattr(source, "file_digest", None)
     for call, args, expected in steps:
+        if call == "read_file" and file_digest is not None:
+            try:
+                answer = _file_print(file_digest(*args))
+            except (RepoPathError, FileTooLarge) as exc:
+                answer = _refusal_print(exc)
+            except Exception:
+                return None
+            if answer != expected:
+                return None
+            continue
         if call == "template_tree" and immutable_tags and args[1] is not None:
             continue  # the tags step (same tag -> same commit -> same tree) covers it
         before = len(checker.steps)

@@ -40,11 +40,11 @@ from configcenter.ports.registry import Registry
 from configcenter.ports.runstore import RunStore, RunStoreError
 
 if TYPE_CHECKING:
-    import jinja2
+    import jinja2.bccache
 
     from configcenter.adapters.config_git import ConfigGit
     from configcenter.core.load_trace import LoadStore
-    from configcenter.core.render import RenderedStore
+    from configcenter.core.render import BytecodeStore, RenderedStore
     from configcenter.ports.config_lineage import ConfigLineage
     from configcenter.ports.config_repo import ConfigRepo
     from configcenter.ports.deploy_repo import DeployRepo, RecordCache
@@ -148,12 +148,33 @@ def open_job_store(run_store_url: str | None = None) -> JobStore:
     return open_store(run_store_url)
 
 
-def open_bytecode_cache(directory: Path) -> jinja2.BytecodeCache:
-    """Jinja's compiled templates kept in `directory` (created here; best effort: a cache
-    that cannot be used costs a compile and one warning, never a command)."""
-    from configcenter.adapters.jinja_cache import BestEffortBytecodeCache
+def open_bytecode_cache(directory: Path) -> BytecodeStore:
+    """Jinja's compiled templates kept in `directory` (created when a template first
+    compiles; best effort: a cache that cannot be used costs a compile and one warning,
+    never a command)."""
+    return _BytecodeOnFirstUse(directory)
 
-    return BestEffortBytecodeCache(directory)
+
+class _BytecodeOnFirstUse:
+    """The adapter (and Jinja with it, ~30 ms) opened when the renderer first asks: a
+    command that renders nothing (a plan with nothing changed) never imports them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._cache: BytecodeStore | None = None
+
+    def _opened(self) -> BytecodeStore:
+        if self._cache is None:
+            from configcenter.adapters.jinja_cache import BestEffortBytecodeCache
+
+            self._cache = BestEffortBytecodeCache(self.directory)
+        return self._cache
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._opened().load_bytecode(bucket)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._opened().dump_bytecode(bucket)
 
 
 def open_state_cache(directory: Path) -> RecordCache:
@@ -167,9 +188,33 @@ def open_state_cache(directory: Path) -> RecordCache:
 def open_render_cache(directory: Path) -> RenderedStore:
     """Rendered files kept in `directory` by everything they were made of (best effort:
     a pack that cannot be written costs a render next time and one warning)."""
-    from configcenter.adapters.jinja_cache import RenderedFilesCache
+    return _RenderedOnFirstUse(directory)
 
-    return RenderedFilesCache(directory)
+
+class _RenderedOnFirstUse:
+    """The adapter (its module imports Jinja) opened on the first record asked for or kept;
+    `save` of one never opened has nothing to keep."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._store: RenderedStore | None = None
+
+    def _opened(self) -> RenderedStore:
+        if self._store is None:
+            from configcenter.adapters.jinja_cache import RenderedFilesCache
+
+            self._store = RenderedFilesCache(self.directory)
+        return self._store
+
+    def get(self, group: str, key: str) -> Mapping[str, bytes] | None:
+        return self._opened().get(group, key)
+
+    def put(self, group: str, key: str, files: Mapping[str, bytes]) -> None:
+        self._opened().put(group, key, files)
+
+    def save(self) -> None:
+        if self._store is not None:
+            self._store.save()
 
 
 def open_registry(access: RegistryAccess) -> Registry:

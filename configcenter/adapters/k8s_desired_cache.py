@@ -30,10 +30,9 @@ import pickle
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from configcenter.ports.platform import Deployable
 
@@ -63,8 +62,21 @@ def code_fingerprint() -> str | None:
     """sha256 of the code that builds desired objects, as its files read now; None (no
     caching) if one cannot be read."""
     digest = hashlib.sha256(f"{FORMAT}\0{sys.version_info[:2]}\0".encode())
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    digest.update(f"{yaml.__version__}\0{loader.__name__}\0".encode())
+    # PyYAML read, not imported (a plan whose objects are all kept never parses): its
+    # __init__.py, where its version is written, and whether its C loader is beside it.
+    yaml = importlib.util.find_spec("yaml")
+    if yaml is None or not yaml.origin or not yaml.submodule_search_locations:
+        return None
+    try:
+        digest.update(Path(yaml.origin).read_bytes())
+        libyaml = any(
+            name.startswith("_yaml.") and name.endswith(tuple(EXTENSION_SUFFIXES))
+            for folder in yaml.submodule_search_locations
+            for name in os.listdir(folder)
+        )
+    except OSError:
+        return None
+    digest.update(f"\0libyaml={libyaml}\0".encode())
     for name in _CODE_MODULES:
         spec = importlib.util.find_spec(name)
         path = spec.origin if spec is not None else None

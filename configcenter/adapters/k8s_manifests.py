@@ -18,15 +18,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import yaml
-
 from configcenter.core.secretrefs import MARKER, find_refs, has_refs, substitute
 from configcenter.ports.platform import Deployable, PlatformError
-
-try:  # libyaml parses a rendered manifest ~10x faster than the pure-Python loader
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
 
 FIELD_MANAGER = "configcenter"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -223,8 +216,12 @@ def _parsed_objects(name: str, data: bytes) -> tuple[dict[str, Any], ...] | None
     """`_yaml_objects`' parse, kept by name and content (never handed out: callers get
     copies). Building a release asks twice per manifest (is it one? its objects), and the
     Python half of the YAML loader is most of a reconcile's time."""
+    import yaml  # when a manifest is parsed, not with the module (a no-op plan parses none)
+
+    # libyaml parses a rendered manifest ~10x faster than the pure-Python loader
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        docs = [d for d in yaml.load_all(data, Loader=_Loader) if d is not None]
+        docs = [d for d in yaml.load_all(data, Loader=loader) if d is not None]
     except yaml.YAMLError as exc:
         raise ManifestError(
             f"{name}: not valid YAML ({_one_line(str(exc))}); fix the template that renders it"

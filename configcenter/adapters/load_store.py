@@ -7,6 +7,7 @@ read is a miss. The newest `KEEP` files stay; older ones are removed as new ones
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -56,15 +57,20 @@ class DiskLoadStore:
 def code_salt() -> str:
     """Names the code that loads: a kept load is used only by the code that made it.
 
-    The digest of configcenter's core modules (the loader and all it calls) and the
-    versions of Python, PyYAML and Jinja: an upgrade or an edited checkout loads afresh.
+    The digest of configcenter's core modules (the loader and all it calls), the version of
+    Python and the `__init__.py` of PyYAML and Jinja (where their versions are written;
+    read, not imported: a plan from a kept load uses neither): an upgrade or an edited
+    checkout loads afresh.
     """
-    import jinja2
-    import yaml
-
     import configcenter.core
 
-    digest = hashlib.sha256(f"{sys.version}\0{yaml.__version__}\0{jinja2.__version__}".encode())
+    digest = hashlib.sha256(sys.version.encode())
+    for library in ("yaml", "jinja2"):
+        spec = importlib.util.find_spec(library)
+        origin = spec.origin if spec is not None else None
+        digest.update(f"\0{library}\0".encode())
+        if origin:
+            digest.update(Path(origin).read_bytes())
     core = Path(configcenter.core.__file__).parent
     for path in sorted(core.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import jinja2
-from jinja2 import meta
+from typing import TYPE_CHECKING, Any
 
 from configcenter.core.model import Template
+
+if TYPE_CHECKING:  # Jinja is imported by the function that parses templates
+    import jinja2
 
 #: Names the engine puts in every template's context besides the values.
 CONTEXT_NAMES = frozenset(
@@ -68,6 +68,9 @@ def find_consumption(
 
     `names_of` may answer for a source without parsing it (the renderer's shared
     compile knows them per shape of source); the answer must be `jinja2.meta`'s."""
+    import jinja2
+    from jinja2 import meta
+
     names: set[str] = set(template.env_keys)
     names.update(str(arg) for arg in (template.build or {}).get("args") or [])
     ignored = CONTEXT_NAMES | set(environment.globals)

@@ -1,4 +1,5 @@
-"""Limits on what a config repo can make configcenter do, and the render sandbox that holds them.
+"""Limits on what a config repo can make configcenter do (the sandbox that holds them while
+templates render is configcenter.core.sandbox).
 
 Anyone who can commit to the config repo runs code here (Jinja templates) and feeds
 the parsers (YAML): under `serve` on every push. Every limit below turns a bomb into
@@ -24,12 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
-
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from typing import TYPE_CHECKING, Any
 
 from configcenter.core.errors import Source
+
+if TYPE_CHECKING:  # Jinja is imported where templates render (configcenter.core.sandbox)
+    import jinja2
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -225,68 +226,6 @@ def with_deadline(seconds: float, fn: Callable[[], str]) -> str:
             f"rendering took longer than {seconds:g}s (limits.render_timeout)"
         ) from None
     return result
-
-
-# -- the sandbox ------------------------------------------------------------------------------
-
-_SIZE_METHODS = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
-
-
-class BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, with size checks on the operations that build big values cheaply.
-
-    `'a' * 10**10`, `[0] * 10**9`, `10 ** 10**8` and `'x'.ljust(10**10)` are refused
-    before they allocate; `tojson` renders secret references as their placeholder.
-    """
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def __init__(self, limits: Limits = DEFAULT_LIMITS, **options: Any) -> None:
-        super().__init__(**options)
-        self.limits = limits
-        self.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": str}
-        self.filters["center"] = self._guard_width(self.filters["center"], "center")
-        self.filters["indent"] = self._guard_width(self.filters["indent"], "indent")
-
-    def _too_big(self, what: str, size: int) -> LimitExceeded:
-        return LimitExceeded(
-            f"{what} would make {size} characters, over the output limit of "
-            f"{human_size(self.limits.output_file_bytes)} (limits.output_size)"
-        )
-
-    def call_binop(
-        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
-    ) -> Any:
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, str | bytes | list | tuple) and isinstance(times, int):
-                    size = len(seq) * times
-                    if size > self.limits.output_file_bytes:
-                        raise self._too_big("repeating a value", size)
-        elif operator == "**" and isinstance(left, int) and isinstance(right, int):
-            bits = max(abs(left), 2).bit_length() * right
-            if bits > 8 * self.limits.output_file_bytes:
-                raise self._too_big("this power", bits // 3)
-        return super().call_binop(context, operator, left, right)
-
-    def call(
-        __self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str | bytes) and getattr(__obj, "__name__", "") in _SIZE_METHODS:
-            for arg in (*args, *kwargs.values()):
-                if isinstance(arg, int) and arg > __self.limits.output_file_bytes:
-                    raise __self._too_big(f"{__obj.__name__}({arg})", arg)
-        return super().call(__context, __obj, *args, **kwargs)
-
-    def _guard_width(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            for arg in (*args[1:], *kwargs.values()):
-                if isinstance(arg, int) and arg > self.limits.output_file_bytes:
-                    raise self._too_big(f"{name}({arg})", arg)
-            return fn(*args, **kwargs)
-
-        return guarded
 
 
 def render_bounded(template: jinja2.Template, context: Mapping[str, Any], limits: Limits) -> str:

@@ -15,17 +15,11 @@ import posixpath
 import re
 from collections.abc import Mapping
 
-import yaml
-
 from configcenter.core.errors import Problem, Source
 from configcenter.core.model import Template
 from configcenter.core.secretrefs import MARKER, has_refs
 
 _BUILD_FILES = ("Dockerfile", "Containerfile")
-try:
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
 
 
 def misplaced_secret(
@@ -57,8 +51,10 @@ def _descriptor(name: str, text: str) -> str | None:
     if base in _BUILD_FILES or base.endswith(tuple(f".{b}" for b in _BUILD_FILES)):
         return "a build input (it would be baked into the image)"
     if name.endswith((".yaml", ".yml")):
+        import yaml  # only when a rendered file is checked (a plan renders none unchanged)
+
         try:
-            docs = list(yaml.load_all(text, Loader=_Loader))
+            docs = list(yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
         except yaml.YAMLError:
             return None
         if any(_is_k8s_object(doc) for doc in docs):

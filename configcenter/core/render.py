@@ -5,30 +5,35 @@ compiled templates kept), so each template version (keyed by its content id)
 gets one Environment whose compiled templates are reused across environments,
 and an optional bytecode cache the edge passes in (`wiring.open_bytecode_cache`)
 carries them across runs.
+
+Jinja itself (configcenter.core.sandbox, shared_compile) is imported when a template is
+first compiled or rendered: a command that renders nothing never loads it.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from types import CodeType
-from typing import Any, Protocol, cast
-
-import jinja2
-import jinja2.bccache
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from configcenter.core import limits as bounds
 from configcenter.core.consumed import CONTEXT_NAMES, Consumption, find_consumption
 from configcenter.core.errors import Problem, Source
 from configcenter.core.model import Config, ServiceConfig, Template
 from configcenter.core.placement import misplaced_secret
-from configcenter.core.shared_compile import SharedCompile
 from configcenter.core.values import SecretRef, flatten
+
+if TYPE_CHECKING:
+    import jinja2
+    import jinja2.bccache
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from configcenter.core.shared_compile import SharedCompile
 
 
 class RenderError(Exception):
@@ -43,67 +48,13 @@ class Rendered:
     files: dict[str, bytes]  # output name -> content
 
 
-class _TreeLoader(jinja2.BaseLoader):
-    """Loads templates from one template version; names are paths inside templates/<svc>/."""
+class BytecodeStore(Protocol):
+    """Compiled templates kept by the edge between runs (`wiring.open_bytecode_cache`;
+    any `jinja2.BytecodeCache` is one)."""
 
-    def __init__(self, template: Template, limits: bounds.Limits) -> None:
-        self.template = template
-        self.limits = limits
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None: ...
 
-    def get_source(
-        self, environment: jinja2.Environment, name: str
-    ) -> tuple[str, str, Callable[[], bool]]:
-        data = self.template.tree.read(name)
-        if data is None:
-            raise jinja2.TemplateNotFound(name)
-        return (
-            bounds.template_source(data, f"{self.template.label}/{name}", self.limits),
-            (f"{self.template.label}/{name}"),
-            lambda: True,
-        )
-
-
-class _RenderSandbox(bounds.BoundedSandbox):
-    """The bounded sandbox, compiling through the renderer's `SharedCompile`: copies of a
-    template that differ only in their text are compiled once (see core/shared_compile.py)."""
-
-    def __init__(self, shared: SharedCompile, limits: bounds.Limits, **options: Any) -> None:
-        super().__init__(limits, **options)
-        self._shared = shared
-
-    # Jinja declares compile() with overloads on `raw`; this one keeps its signature.
-    def compile(  # type: ignore[override]
-        self,
-        source: str | jinja2.nodes.Template,
-        name: str | None = None,
-        filename: str | None = None,
-        raw: bool = False,
-        defer_init: bool = False,
-    ) -> str | CodeType:
-        code = None
-        if isinstance(source, str) and name is not None and not raw and not defer_init:
-            code = self._shared.compile(self, source, name, filename)
-        self._shared.last_served = code is not None
-        if code is not None:
-            return code
-        return super().compile(source, name, filename, raw, defer_init)  # type: ignore[call-overload]
-
-
-class _BytecodeUnlessShared(jinja2.BytecodeCache):
-    """The edge's bytecode cache, for templates compiled on their own (~2 ms each): code the
-    shared compile served (~0.1 ms) is cheaper to make again than to write and read back."""
-
-    def __init__(self, inner: jinja2.BytecodeCache, shared: SharedCompile) -> None:
-        self._inner = inner
-        self._shared = shared
-
-    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        self._inner.load_bytecode(bucket)
-
-    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        # Jinja's loader dumps right after the compile of the same template.
-        if not self._shared.last_served:
-            self._inner.dump_bytecode(bucket)
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None: ...
 
 
 class RenderedRecords(Protocol):
@@ -150,7 +101,7 @@ CONSUMPTION_VERSION = 1
 class Renderer:
     def __init__(
         self,
-        bytecode_cache: jinja2.BytecodeCache | None = None,
+        bytecode_cache: BytecodeStore | None = None,
         consumption_records: MutableMapping[str, tuple[str, ...]] | None = None,
         rendered_records: RenderedRecords | None = None,
     ) -> None:
@@ -162,18 +113,27 @@ class Renderer:
         # Keyed by template label too: byte-identical templates of two services share a tree
         # id, and error locations must name the service's own template files.
         self._environments: dict[tuple[str, str, bounds.Limits], SandboxedEnvironment] = {}
-        # Every environment below is made the same way, so they share compiled shapes.
-        self.shared_compile = SharedCompile()
         self._consumption: dict[str, Consumption] = {}
         self._records = consumption_records
         self._records_key: str | None = None
         self._rendered = rendered_records
         # Compiled templates kept between runs: the edge opens it (the core writes nothing).
-        self._bytecode_cache = (
-            _BytecodeUnlessShared(bytecode_cache, self.shared_compile)
-            if bytecode_cache is not None
-            else None
-        )
+        self._bytecode_store = bytecode_cache
+
+    @functools.cached_property
+    def shared_compile(self) -> SharedCompile:
+        """Shared by every environment below (all made the same way): one compile per shape."""
+        from configcenter.core.shared_compile import SharedCompile
+
+        return SharedCompile()
+
+    @functools.cached_property
+    def _bytecode_cache(self) -> jinja2.BytecodeCache | None:
+        if self._bytecode_store is None:
+            return None
+        from configcenter.core.sandbox import BytecodeUnlessShared
+
+        return BytecodeUnlessShared(self._bytecode_store, self.shared_compile)
 
     def _environment(
         self, template: Template, limits: bounds.Limits = bounds.DEFAULT_LIMITS
@@ -181,12 +141,16 @@ class Renderer:
         key = (template.label, template.tree_id, limits)
         env = self._environments.get(key)
         if env is None:
+            import jinja2
+
+            from configcenter.core.sandbox import RenderSandbox, TreeLoader
+
             # Immutable: a template must not be able to change the values it is given
             # (values.update(...) would alter digests and later renders).
-            env = _RenderSandbox(
+            env = RenderSandbox(
                 self.shared_compile,
                 limits,
-                loader=_TreeLoader(template, limits),
+                loader=TreeLoader(template, limits),
                 undefined=jinja2.StrictUndefined,
                 keep_trailing_newline=True,
                 autoescape=False,
@@ -218,6 +182,8 @@ class Renderer:
 
     def _record_key(self, env: SandboxedEnvironment, tree_id: str) -> str:
         if self._records_key is None:
+            import jinja2
+
             names = sorted(CONTEXT_NAMES | set(env.globals))
             digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
             self._records_key = f"{CONSUMPTION_VERSION}:{jinja2.__version__}:{digest}"
@@ -243,6 +209,8 @@ class Renderer:
         return rendered
 
     def _render(self, config: Config, service: ServiceConfig, image: str) -> Rendered:
+        import jinja2
+
         limits = config.project.limits
         env = self._environment(service.template, limits)
         context = template_context(config, service, image)
@@ -322,6 +290,8 @@ def rendered_key(config: Config, service: ServiceConfig, image: str) -> str:
     names the files in errors; its tree id covers every file in it), the limits, and the
     whole context (values in their order, secrets as references). `repr` tells apart what
     the YAML loader makes (str, int, float, bool, None, dates, lists, dicts, SecretRef)."""
+    import jinja2
+
     template = service.template
     parts = (
         RENDERED_VERSION,
@@ -380,16 +350,23 @@ def _rendered_settings(
 ) -> tuple[tuple[str, str], ...]:
     """Once per platform and environment: every service's render and digest asks for them."""
     names = {"env": env, "project": project}
-    return tuple((k, _setting_template(v).render(names) if "{" in v else v) for k, v in settings)
+    return tuple((k, _render_setting(v, names) if "{" in v else v) for k, v in settings)
 
 
-_SETTINGS_SANDBOX = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+#: A setting that only puts the env or project name into plain text ("shop-{{ env }}"):
+#: no other Jinja syntax, no line breaks (Jinja would normalise them and drop a last one).
+_PLAIN_SETTING = re.compile(r"(?:[^{}\r\n]|\{\{ *(?:env|project) *\}\})*")
+_NAME_IN_SETTING = re.compile(r"\{\{ *(env|project) *\}\}")
 
 
-@functools.lru_cache(maxsize=1024)
-def _setting_template(source: str) -> jinja2.Template:
-    """Compiled once: plans digest every service's platform settings, a compile each cost 0.4 ms."""
-    return _SETTINGS_SANDBOX.from_string(source)
+def _render_setting(source: str, names: Mapping[str, str]) -> str:
+    """What Jinja renders `source` to; the plain ones without Jinja (a plan that renders
+    nothing else then never loads it), with the same result."""
+    if _PLAIN_SETTING.fullmatch(source):
+        return _NAME_IN_SETTING.sub(lambda m: names[m.group(1)], source)
+    from configcenter.core.sandbox import setting_template
+
+    return setting_template(source).render(names)
 
 
 def _template_frame(exc: BaseException, label: str, default: str) -> Source:

@@ -25,8 +25,6 @@ from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-import yaml
-
 from configcenter.core.errors import Source, UserError
 
 STATE_VERSION = 2  # the format this configcenter writes and the newest it reads
@@ -34,11 +32,6 @@ STATE_DIR = ".state"
 LEGACY_STATE_FILE = "state.yaml"  # format 1: one YAML file per environment
 VERSION_KEY = "configcenter_state"
 ENV_RECORD = "_env.json"
-
-try:
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
 
 _STATE_NAME = re.compile(r"^(?P<env>[^/]+)/\.state/(?P<service>[^/]+)\.json$")
 
@@ -420,8 +413,10 @@ class EnvState:
         if not raw:
             return cls(env)
         path = legacy_state_path(env)
+        import yaml  # format 1 only: today's records are JSON
+
         try:
-            data = yaml.load(raw, Loader=_Loader)
+            data = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = f" at line {mark.line + 1}" if mark is not None else ""

@@ -10,16 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from configcenter.core.errors import Problem, ProblemList, Source
 
-try:
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
+if TYPE_CHECKING:  # PyYAML is imported by the first parse (`_parse`), not with this module
+    import yaml
 
 Path = tuple[str | int, ...]
 
@@ -141,7 +137,12 @@ def _measure(root: yaml.Node, max_nodes: int, max_depth: int) -> None:
 def _parse(
     text: str, file: str, problems: ProblemList, max_nodes: int, max_depth: int
 ) -> YamlDoc | None:
-    loader = _Loader(text)
+    # Bound as this module's `yaml` for _measure and _walk too: commands that parse no YAML
+    # (a plan of an unchanged config, from its kept load) never import PyYAML.
+    global yaml
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node = loader.get_single_node()
         if node is not None:

@@ -16,6 +16,7 @@ from configcenter.core import limits as bounds
 from configcenter.core.errors import ConfigError, Source
 from configcenter.core.plan import make_plan
 from configcenter.core.render import Renderer
+from configcenter.core.sandbox import BoundedSandbox
 from configcenter.core.shared_compile import SharedCompile
 from configcenter.core.state import EnvState
 from configcenter.wiring import open_bytecode_cache
@@ -45,12 +46,12 @@ TEXTS = [("svc-0001", "8001"), ("billing", "9"), ("a 'quoted' \\ text\n", "\u00e
 CONTEXT = {"env": "dev", "on": True, "items": ["x", "y"]}
 
 
-def _plain() -> bounds.BoundedSandbox:
-    return bounds.BoundedSandbox(bounds.DEFAULT_LIMITS, **OPTIONS)
+def _plain() -> BoundedSandbox:
+    return BoundedSandbox(bounds.DEFAULT_LIMITS, **OPTIONS)
 
 
 def _shared(shared: SharedCompile, **options: Any) -> jinja2.Environment:
-    class Env(bounds.BoundedSandbox):
+    class Env(BoundedSandbox):
         def compile(self, source: Any, name: Any = None, filename: Any = None, *a: Any) -> Any:
             code = shared.compile(self, source, name, filename) if name else None
             return code if code is not None else super().compile(source, name, filename, *a)
@@ -96,7 +97,7 @@ def test_copies_that_extend_and_include_find_their_own_templates() -> None:
         )
     shared = SharedCompile()
     env = _shared(shared, loader=jinja2.DictLoader(files))
-    plain = bounds.BoundedSandbox(bounds.DEFAULT_LIMITS, **OPTIONS, loader=jinja2.DictLoader(files))
+    plain = BoundedSandbox(bounds.DEFAULT_LIMITS, **OPTIONS, loader=jinja2.DictLoader(files))
     for name in ("c0.j2", "c1.j2"):
         assert env.get_template(name).render(CONTEXT) == plain.get_template(name).render(CONTEXT)
         assert env.get_template(name).name == name

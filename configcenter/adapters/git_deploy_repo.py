@@ -11,6 +11,9 @@ Why this shape:
 * Reads of many files are one ``git cat-file --batch`` round trip; so are the files
   that many commits changed (``log_changes`` + ``read_blobs``), so the history of a
   path is two ``git log`` passes and one batch read, not one process per commit.
+  The history of state records comes from the history index (``history_index.py``:
+  each commit's changed records, kept by commit id), so git compares each commit's
+  trees with its parent's once, not at every ``history``.
 * The remote URL is passed on each command line and never stored in the cache's
   config or ``FETCH_HEAD``, and is redacted in every error, so a token in an https URL
   does not land on disk or in logs.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -37,6 +41,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from configcenter.adapters import history_index
+from configcenter.adapters.history_index import ChangeIndex, Found, within
 from configcenter.crashpoints import crash_point
 from configcenter.ports.deploy_repo import (
     Changes,
@@ -61,6 +67,8 @@ EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 LOCK_FILE = "configcenter.lock"
 #: Written into the cache once its bare repository is complete (see `_ensure_cache`).
 INITIALISED = "configcenter.initialised"
+#: The history index's files, inside the cache (`adapters/history_index.py`).
+HISTORY_INDEX_DIR = "configcenter-history"
 
 # Every crash point in this adapter, in the order an apply passes them. The crash
 # tests run one child process per name, so a new step boundary must be listed here.
@@ -90,6 +98,12 @@ _LOG_FIELDS = 6
 # Up to this many paths, read_many asks cat-file for "rev:path" directly (one process);
 # beyond it, resolving blob ids with one ls-tree first is much faster.
 _DIRECT_LOOKUPS = 32
+# Each commit's changed files (blob ids in full, no rename pairs, paths unquoted) after a
+# line "\x01<sha> <parents>"; the root commit's files too, whatever log.showRoot says.
+_RAW_LOG = (
+    "-c", "core.quotePath=false", "-c", "log.showRoot=true", "log", "--raw", "--no-abbrev",
+    "--no-renames", "--format=%x01%H %P",
+)  # fmt: skip
 _LOG_FORMAT = (
     "%H%x00%an <%ae>%x00%aI%x00%s%x00%b%x00"
     "%(trailers:only,unfold,separator=%x1f,key_value_separator=%x1e)"
@@ -349,6 +363,37 @@ def _parse_log(output: bytes) -> list[CommitInfo]:
     return commits
 
 
+@functools.cache
+def _index_code() -> str:
+    """The history index's entries are what this module's git commands and parsing make."""
+    digest = hashlib.sha256()
+    for module in (__file__, history_index.__file__):
+        digest.update(Path(module).read_bytes())
+    return digest.hexdigest()
+
+
+def _parse_raw(output: bytes, wanted: Sequence[str]) -> Found:
+    """Commit -> (parents, changes at or under ``wanted``; all when empty) from ``git log
+    --raw --no-abbrev --format=%x01%H %P`` output, in git's order."""
+    found: Found = {}
+    current: dict[str, str | None] = {}
+    for line in output.decode("utf-8", "surrogateescape").splitlines():
+        if line.startswith("\x01"):
+            sha, *parents = line[1:].split()
+            current = {}
+            found[sha] = (parents, current)
+            continue
+        meta, tab, path = line.partition("\t")
+        if not tab or not meta.startswith(":"):
+            continue
+        if wanted and not within(path, wanted):
+            continue
+        fields = meta.split()  # :old_mode new_mode old_blob new_blob status
+        if len(fields) >= 5:
+            current[path] = None if fields[4].startswith("D") else fields[3]
+    return found
+
+
 class GitDeployRepo:
     """The deploy repo port on a Git remote (a bare repo path or any git URL)."""
 
@@ -361,6 +406,7 @@ class GitDeployRepo:
         author: str = DEFAULT_AUTHOR,
         lock_expiry: float = DEFAULT_LOCK_EXPIRY,
         network_timeout: float = DEFAULT_NETWORK_TIMEOUT,
+        history_index: bool = True,
     ) -> None:
         _check_url(url)
         _check_branch(branch)
@@ -371,6 +417,8 @@ class GitDeployRepo:
         self.author = author
         self.lock_expiry = lock_expiry
         self.network_timeout = network_timeout
+        #: log_changes of paths under its ``under`` uses the history index (False: git alone)
+        self.history_index = history_index
         self._tracking_ref = f"refs/remotes/origin/{branch}"
         self._staged_ref = f"refs/configcenter/staged/{branch}"
         self._cache_ready = False
@@ -709,37 +757,28 @@ class GitDeployRepo:
         blob id (``read_blobs`` reads them), None where the commit deleted it. Two git
         processes however many commits: ``log --raw`` finds the commits and their changed
         blobs (the one pass that compares trees), ``log --no-walk`` reads their messages.
+        When every path lies under ``under``, the commits come from the history index
+        (`adapters/history_index.py`: each commit's changes in ``under``, kept by commit
+        id), and ``log --raw`` compares only commits it has not seen before.
         """
         clean = [p for p in dict.fromkeys(_check_prefix(p) for p in paths) if p]
         start = self._rev_or_head(rev)
         if start is None:
             return []
-        args = ["-c", "core.quotePath=false", "log", "--raw", "--no-abbrev", "--no-renames"]
-        args.append("--format=%x01%H")
-        if limit is not None:
-            args.append(f"--max-count={limit}")
-        args += [start, "--", *clean]
-        proc = self._git(*args, check=False)
-        if proc.returncode != 0:
-            raise DeployRepoError(
-                f"cannot read history at revision {start!r} in deploy repo cache "
-                f"{self.cache_dir}: {self._stderr(proc)}"
-            )
+        if limit is not None and limit < 0:
+            limit = None  # as git's --max-count=-1
         wanted = [_check_prefix(u) for u in under]
-        changed: dict[str, dict[str, str | None]] = {}
-        current: dict[str, str | None] = {}
-        for line in proc.stdout.decode("utf-8", "surrogateescape").splitlines():
-            if line.startswith("\x01"):
-                current = changed.setdefault(line[1:].strip(), {})
-                continue
-            meta, tab, path = line.partition("\t")
-            if not tab or not meta.startswith(":"):
-                continue
-            if wanted and not any(path == u or path.startswith(u + "/") for u in wanted):
-                continue
-            fields = meta.split()  # :old_mode new_mode old_blob new_blob status
-            if len(fields) >= 5:
-                current[path] = None if fields[4].startswith("D") else fields[3]
+        changed: dict[str, dict[str, str | None]] | None = None
+        if (
+            self.history_index
+            and _FULL_SHA.fullmatch(start)
+            and clean
+            and all(u for u in wanted)
+            and all(within(p, wanted) for p in clean)
+        ):
+            changed = self._indexed_changes(start, clean, limit, wanted)
+        if changed is None:
+            changed = self._raw_changes(start, clean, limit, wanted)
         if not changed:
             return []
         # The messages of exactly those commits, in that order: no second walk comparing
@@ -754,6 +793,45 @@ class GitDeployRepo:
                 f"{self.cache_dir}: {self._stderr(listed)}"
             )
         return [(info, changed.get(info.sha, {})) for info in _parse_log(listed.stdout)]
+
+    def _raw_changes(
+        self, start: str, paths: list[str], limit: int | None, wanted: list[str]
+    ) -> dict[str, dict[str, str | None]]:
+        """``git log --raw start -- paths``: commit -> its changes at or under ``wanted``."""
+        args = [f"--max-count={limit}"] if limit is not None else []
+        proc = self._git(*_RAW_LOG, *args, start, "--", *paths, check=False)
+        if proc.returncode != 0:
+            raise DeployRepoError(
+                f"cannot read history at revision {start!r} in deploy repo cache "
+                f"{self.cache_dir}: {self._stderr(proc)}"
+            )
+        return {
+            sha: changes for sha, (_parents, changes) in _parse_raw(proc.stdout, wanted).items()
+        }
+
+    def _indexed_changes(
+        self, start: str, paths: list[str], limit: int | None, wanted: list[str]
+    ) -> dict[str, dict[str, str | None]] | None:
+        """The history index's answer (extended first with the commits past its tips), or
+        None when git must answer: a merge on the way, or ``start`` is not a commit."""
+        index = ChangeIndex(self.cache_dir / HISTORY_INDEX_DIR, wanted, _index_code()).load()
+        if start not in index.commits:
+            # Every commit from start back to the tips, however few touch the paths: the
+            # index serves every path of the scope. A tip gone from the cache is ignored.
+            proc = self._git(
+                *_RAW_LOG, "--full-history", "--sparse", "--ignore-missing", "--stdin",
+                "--", *wanted,
+                stdin="".join([f"{start}\n", *(f"^{t}\n" for t in index.tips)]).encode(),
+                check=False,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                return None
+            index.add(start, _parse_raw(proc.stdout, wanted))
+            if start not in index.commits:
+                return None
+            index.save()
+        found = index.walk(start, paths, limit)
+        return None if found is None else {sha: changes for sha, (_p, changes) in found.items()}
 
     def list_files(self, prefix: str = "", rev: str | None = None) -> list[str]:
         clean = _check_prefix(prefix)

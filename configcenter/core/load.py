@@ -149,6 +149,20 @@ class _Loader:
         self._digests[rel] = "-" if raw is None else hashlib.sha256(raw).hexdigest()
         return raw
 
+    def _lend_digest(self, rel: str) -> str | None:
+        """The digest of `rel` without reading it, when there is a memo to lend from and the
+        source can tell (None: read the file as usual, which reports any problem)."""
+        file_digest = getattr(self.source, "file_digest", None) if self.memo is not None else None
+        if file_digest is None:
+            return None
+        try:
+            digest: str | None = file_digest(rel, self.limits.yaml_file_bytes)
+        except (RepoPathError, FileTooLarge):
+            return None
+        if digest is not None:
+            self._digests[rel] = digest
+        return digest
+
     def _doc(self, raw: bytes, rel: str, spec: schema.Spec) -> YamlDoc | None:
         try:
             text = raw.decode("utf-8")
@@ -439,6 +453,13 @@ class _Loader:
         shared: str,
     ) -> ServiceConfig | None:
         rel = f"environments/{environment.name}/{name}.yaml"
+        digest = self._lend_digest(rel)
+        if digest is not None:
+            fingerprint = f"{shared}\0{digest}"
+            kept = self._kept_service(environment.name, name, fingerprint)
+            if kept is not None:  # lent without reading its file
+                self._lendable.append((environment.name, name, fingerprint, kept))
+                return kept
         raw = self._read_raw(rel)
         if raw is None:
             return None

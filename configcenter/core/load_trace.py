@@ -125,6 +125,17 @@ class TracingSource:
             lambda data: _file_print(None if data is None else _digest(data)),
         )
 
+    def file_digest(self, rel: str, max_bytes: int) -> str | None:
+        """sha256 hex of `read_file`'s answer, recorded as that read (the same fingerprint):
+        the loader asks it before lending a service, so an unchanged file is never read."""
+        inner: Callable[[str, int], str | None] | None = getattr(self.inner, "file_digest", None)
+        if inner is None:
+            data = self.read_file(rel, max_bytes)
+            return None if data is None else _digest(data)
+        return self._answer(
+            "read_file", (rel, max_bytes), lambda: inner(rel, max_bytes), _file_print
+        )
+
     def list_dir(self, rel: str) -> list[tuple[str, str]] | None:
         return self._answer("list_dir", (rel,), lambda: self.inner.list_dir(rel), _pairs_print)
 

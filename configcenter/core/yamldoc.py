@@ -1,8 +1,11 @@
 """YAML loading that keeps line numbers, at C speed.
 
-PyYAML's C loader composes a node tree with marks; we construct the data from
-it and record, per key path, the line it stands on. (Round-trip loading is ten
-times slower and is only needed where we write a user's YAML back.)
+The data and the line of every key path are built in one pass over the events of
+PyYAML's C parser, with SafeLoader's own resolvers and scalar constructors (see
+"the fast path" below); what that pass does not build itself goes the node path:
+the C composer's node tree, SafeLoader's constructor and a walk for the lines.
+(Round-trip loading is ten times slower and is only needed where we write a
+user's YAML back.)
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from configcenter.core.errors import Problem, ProblemList, Source
 
-if TYPE_CHECKING:  # PyYAML is imported by the first parse (`_parse`), not with this module
+if TYPE_CHECKING:  # PyYAML is imported by the first parse (`_bind_yaml`), not with this module
     import yaml
 
 Path = tuple[str | int, ...]
@@ -137,12 +141,22 @@ def _measure(root: yaml.Node, max_nodes: int, max_depth: int) -> None:
 def _parse(
     text: str, file: str, problems: ProblemList, max_nodes: int, max_depth: int
 ) -> YamlDoc | None:
-    # Bound as this module's `yaml` for _measure and _walk too: commands that parse no YAML
-    # (a plan of an unchanged config, from its kept load) never import PyYAML.
-    global yaml
-    import yaml
+    built = _parse_fast(text, max_nodes, max_depth)
+    if built is _DECLINED:
+        # Whatever the fast path declines, and every error.
+        return _parse_nodes(text, file, problems, max_nodes, max_depth)
+    data, lines = built
+    return YamlDoc(file, data, lines)
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+
+def _parse_nodes(
+    text: str, file: str, problems: ProblemList, max_nodes: int, max_depth: int
+) -> YamlDoc | None:
+    """The node path: compose, measure, SafeLoader's constructor, then the line walk.
+    Every document the fast path declines, every error; the reference for the fast path."""
+    if _Loader is None:
+        _bind_yaml()
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -170,12 +184,48 @@ def _parse(
     except yaml.YAMLError as exc:
         problems.error(Source(file, 1), f"YAML error: {str(exc).splitlines()[0][:120]}")
         return None
+    except (ValueError, KeyError, AttributeError, TypeError, OverflowError):
+        # A scalar its type's constructor cannot make: `2001-13-14`, `!!int abc`, ...
+        problems.error(*_unmakeable(node, file))
+        return None
     finally:
         loader.dispose()
     doc = YamlDoc(file, data)
     if node is not None:
         _walk(node, (), doc, problems)
     return doc
+
+
+_KINDS = {
+    "tag:yaml.org,2002:int": "an integer",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "a boolean",
+    "tag:yaml.org,2002:timestamp": "a date",
+}
+
+
+def _unmakeable(root: yaml.Node, file: str) -> tuple[Source, str, str]:
+    """Where and what the first scalar (in document order) is that its tag's constructor
+    cannot make, as a problem's source, message and hint."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode) and node.tag in _SCALAR_TAGS:
+            try:
+                _CONSTRUCTORS[node.tag](_CONSTRUCTOR, node)
+            except (ValueError, KeyError, AttributeError, TypeError, OverflowError) as exc:
+                kind = _KINDS.get(node.tag, node.tag)
+                why = f": {exc}" if isinstance(exc, ValueError) else ""
+                return (
+                    Source(file, node.start_mark.line + 1),
+                    f"YAML cannot read '{node.value}' as {kind}{why}",
+                    f"quote it to keep it as text, or write a valid {kind}",
+                )
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in reversed(node.value) for part in reversed(pair))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+    return Source(file, 1), "YAML has a value that cannot be read", "check the values' types"
 
 
 def _walk(node: yaml.Node, path: Path, doc: YamlDoc, problems: ProblemList) -> None:
@@ -197,3 +247,298 @@ def _walk(node: yaml.Node, path: Path, doc: YamlDoc, problems: ProblemList) -> N
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, (*path, index), doc, problems)
+
+
+# -- the fast path ---------------------------------------------------------------------------
+#
+# The data and the line of every key path are built in one pass over the C parser's events,
+# without nodes and without PyYAML's Python constructor. A scalar is resolved by PyYAML's own
+# implicit resolvers (its table, in its order) and made by SafeConstructor's own scalar
+# constructors, so every value is the one SafeLoader makes. What this pass does not do itself
+# (merge keys `<<`, `=` keys, tags on collections or other than the scalar types, collections
+# as keys, duplicate keys, aliases inside their own anchor, duplicate anchors, more than one
+# document, the limits passed, any error of the parser) it leaves to the node path, which
+# reports it exactly as it always has: `_parse_fast` returns _DECLINED and `_parse` takes
+# that path.
+
+_DECLINED: Any = object()
+_STR_TAG = "tag:yaml.org,2002:str"
+# Bound by _bind_yaml (the first parse): commands that parse no YAML (a plan of an unchanged
+# config, from its kept load) never import PyYAML.
+_Loader: Any = None
+_IMPLICIT: dict[Any, list[tuple[str, Any]]] = {}
+_WILDCARD: list[tuple[str, Any]] = []
+_CONSTRUCTORS: dict[str, Any] = {}
+_CONSTRUCTOR: Any = None
+
+
+class _EveryText:
+    """Contains every text: with a wildcard resolver, every plain scalar is resolved."""
+
+    def __contains__(self, text: object) -> bool:
+        return True
+
+
+_EVERY_TEXT = _EveryText()
+_SCALAR_TAGS = frozenset(
+    f"tag:yaml.org,2002:{kind}"
+    for kind in ("null", "bool", "int", "float", "binary", "timestamp", "str")
+)
+#: text -> value of untagged plain scalars whose first character has resolvers (the same
+#: texts come back from file to file; every value a scalar constructor makes is immutable).
+_PLAIN: dict[str, Any] = {}
+#: The deepest nesting this pass builds; deeper documents take the node path (its
+#: recursive constructor decides what becomes of them).
+_FAST_DEPTH = 100
+
+
+def _bind_yaml() -> None:
+    """Import PyYAML, as this module's `yaml`, and bind the loader and its tables."""
+    global yaml, _Loader, _IMPLICIT, _WILDCARD, _CONSTRUCTORS, _CONSTRUCTOR
+    import yaml
+
+    _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    _IMPLICIT = _Loader.yaml_implicit_resolvers
+    _WILDCARD = _IMPLICIT.get(None, [])
+    _CONSTRUCTORS = yaml.constructor.SafeConstructor.yaml_constructors
+    _CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+class _Decline(Exception):
+    """The fast path leaves this document to the node path."""
+
+
+def _scalar_value(tag: str | None, implicit: tuple[bool, bool], text: str) -> Any:
+    """What SafeLoader makes of a scalar event: `Resolver.resolve`, then its constructor."""
+    if tag is None or tag == "!":
+        tag = _STR_TAG
+        if implicit[0]:
+            resolvers = _IMPLICIT.get(text[0] if text else "", [])
+            if _WILDCARD:
+                resolvers = resolvers + _WILDCARD
+            for candidate, regexp in resolvers:
+                if regexp.match(text):
+                    tag = candidate
+                    break
+    if tag == _STR_TAG:
+        return text
+    if tag not in _SCALAR_TAGS:
+        raise _Decline
+    return _CONSTRUCTORS[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, text))
+
+
+def _plain_value(text: str) -> Any:
+    """`_scalar_value` of an untagged plain scalar, kept in _PLAIN."""
+    value = _scalar_value(None, (True, False), text)
+    if len(_PLAIN) >= 65_536:
+        _PLAIN.clear()
+    _PLAIN[text] = value
+    return value
+
+
+class _Anchor:
+    """An anchored node: its value and line, the lines of its subtree (paths relative to
+    it), its node count with aliases expanded, its height; `text` for a scalar."""
+
+    __slots__ = ("done", "height", "line", "lines", "size", "text", "value")
+
+    def __init__(self, value: Any, line: int, text: str | None) -> None:
+        self.value = value
+        self.line = line
+        self.text = text
+        self.lines: list[tuple[Path, int]] = []
+        self.size = 1
+        self.height = 1
+        self.done = text is not None
+
+
+def _parse_fast(text: str, max_nodes: int, max_depth: int) -> Any:
+    """(data, lines) exactly as the node path makes them, or _DECLINED."""
+    if _Loader is None:
+        _bind_yaml()
+    loader = _Loader(text)
+    try:
+        return _build(loader, max_nodes, min(max_depth, _FAST_DEPTH))
+    except Exception:  # whatever went wrong there, the node path says it as it always has
+        return _DECLINED
+    finally:
+        loader.dispose()
+
+
+def _build(loader: Any, max_nodes: int, max_depth: int) -> tuple[Any, dict[Path, int]]:
+    get = loader.get_event
+    get()  # StreamStartEvent
+    if get().__class__ is yaml.StreamEndEvent:
+        return None, {}
+    scalar_event = yaml.ScalarEvent
+    mapping_start = yaml.MappingStartEvent
+    sequence_start = yaml.SequenceStartEvent
+    alias_event = yaml.AliasEvent
+    collection_end = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+    implicit = _IMPLICIT if not _WILDCARD else _EVERY_TEXT
+    plain = _PLAIN
+    lines: dict[Path, int] = {}
+    anchors: dict[str, _Anchor] = {}
+    count = 0  # nodes so far, aliases expanded (as _measure counts them)
+    deepest = 0  # the deepest node so far in the open collection's subtree
+    # The open collection as locals (`container` None above the root), its parents on the
+    # stack. In a mapping, `key` is the pending key (_DECLINED: a key comes next) and
+    # `child` its path.
+    container: Any = None
+    is_map = False
+    path: Path = ()
+    depth = 0
+    key: Any = _DECLINED
+    child: Path = ()
+    stack: list[tuple[Any, ...]] = []
+    entry: _Anchor | None
+    root: Any = None
+    while True:
+        event = get()
+        cls = event.__class__
+        if cls in collection_end:
+            (container, is_map, path, depth, key, child,
+             name, at, start_lines, start_count, outer_deepest) = stack.pop()  # fmt: skip
+            if name is not None:
+                # Everything added to `lines` since the anchor's start is its subtree.
+                entry = anchors[name]
+                entry.size = count - start_count + 1
+                entry.height = deepest - depth
+                cut = len(at)
+                added = len(lines) - start_lines
+                entry.lines = [(p[cut:], n) for p, n in islice(reversed(lines.items()), added)]
+                entry.lines.reverse()
+                entry.done = True
+            if outer_deepest > deepest:
+                deepest = outer_deepest
+            if container is None:
+                break
+            continue
+        node_depth = depth + 1
+        if node_depth > max_depth:
+            raise _Decline
+        if is_map and key is _DECLINED:
+            # A key: a scalar or an alias of one, as a string in the path.
+            if cls is scalar_event:
+                count += 1
+                key = key_text = event.value
+                if event.tag is not None:
+                    key = _scalar_value(event.tag, event.implicit, key_text)
+                elif key_text[:1] in implicit and event.implicit[0]:
+                    key = plain.get(key_text, _DECLINED)
+                    if key is _DECLINED:
+                        key = _plain_value(key_text)
+                line = event.start_mark.line + 1
+                if event.anchor is not None:
+                    if event.anchor in anchors:
+                        raise _Decline
+                    anchors[event.anchor] = _Anchor(key, line, key_text)
+            elif cls is alias_event:
+                entry = anchors.get(event.anchor)
+                if entry is None or entry.text is None:
+                    raise _Decline
+                count += 1
+                key = entry.value
+                key_text = entry.text
+                line = entry.line
+            else:
+                raise _Decline
+            if node_depth > deepest:
+                deepest = node_depth
+            child = (*path, key_text)
+            if child in lines:
+                raise _Decline
+            lines[child] = line
+            continue
+        if cls is scalar_event:
+            count += 1
+            # A string unless it has a tag or a resolver is listed for its first character.
+            value = event.value
+            if event.tag is not None:
+                value = _scalar_value(event.tag, event.implicit, value)
+            elif value[:1] in implicit and event.implicit[0]:
+                text = value
+                value = plain.get(text, _DECLINED)
+                if value is _DECLINED:
+                    value = _plain_value(text)
+            if node_depth > deepest:
+                deepest = node_depth
+            if is_map:
+                container[key] = value
+                key = _DECLINED
+                if event.anchor is not None:
+                    line = event.start_mark.line + 1
+                else:
+                    continue
+            else:
+                line = event.start_mark.line + 1
+                if container is None:
+                    lines[()] = line
+                    root = value
+                else:
+                    lines[(*path, len(container))] = line
+                    container.append(value)
+            if event.anchor is not None:
+                if event.anchor in anchors:
+                    raise _Decline
+                anchors[event.anchor] = _Anchor(value, line, event.value)
+            if container is None:
+                break
+            continue
+        if cls is alias_event:
+            entry = anchors.get(event.anchor)
+            if entry is None or not entry.done:
+                raise _Decline
+            count += entry.size
+            reach = node_depth + entry.height - 1
+            if count > max_nodes or reach > max_depth:
+                raise _Decline
+            if reach > deepest:
+                deepest = reach
+            if is_map:
+                at = child
+                container[key] = entry.value
+                key = _DECLINED
+            else:
+                at = (*path, len(container))
+                lines[at] = entry.line
+                container.append(entry.value)
+            for rel, n in entry.lines:
+                lines[(*at, *rel)] = n
+            continue
+        if cls is mapping_start:
+            new: Any = {}
+        elif cls is sequence_start:
+            new = []
+        else:
+            raise _Decline
+        if event.tag is not None and event.tag != "!":
+            raise _Decline
+        count += 1
+        line = event.start_mark.line + 1
+        if container is None:
+            at = ()
+            lines[at] = line
+            root = new
+        elif is_map:
+            at = child
+            container[key] = new
+        else:
+            at = (*path, len(container))
+            lines[at] = line
+            container.append(new)
+        name = event.anchor
+        if name is not None:
+            if name in anchors:
+                raise _Decline
+            anchors[name] = _Anchor(new, line, None)
+        stack.append(
+            (container, is_map, path, depth, _DECLINED, child, name, at, len(lines), count, deepest)
+        )
+        container, is_map, path, depth, key = new, cls is mapping_start, at, node_depth, _DECLINED
+        deepest = node_depth
+    if count > max_nodes:
+        raise _Decline
+    if get().__class__ is not yaml.DocumentEndEvent or get().__class__ is not yaml.StreamEndEvent:
+        raise _Decline
+    return root, lines

@@ -73,6 +73,25 @@ def test_duplicate_value_key(memory_repo: MemoryRepo) -> None:
     assert problem.message == "duplicate key 'LOG_LEVEL' (first at line 2)"
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2026-13-01", "YAML cannot read '2026-13-01' as a date: month must be in 1..12"),
+        ("!!int twelve", "YAML cannot read 'twelve' as an integer: invalid literal for int()"),
+        ("!!bool maybe", "YAML cannot read 'maybe' as a boolean"),
+    ],
+)
+def test_yaml_value_its_type_cannot_make(memory_repo: MemoryRepo, value: str, message: str) -> None:
+    # A plain `2026-13-01` is a date to YAML; one that is none is a problem, not a traceback.
+    memory_repo.write(
+        API_DEV, f"template: 1.0.0\nimage: {{ref: x}}\nvalues:\n  LOG_LEVEL: debug\n  X: {value}\n"
+    )
+    problem = only_problem(memory_repo.problems())
+    assert problem.source == Source(API_DEV, 5)
+    assert problem.message.startswith(message)
+    assert problem.hint.startswith("quote it to keep it as text")
+
+
 def test_no_project_file(memory_repo: MemoryRepo) -> None:
     memory_repo.remove("configcenter.yaml")
     problem = only_problem(memory_repo.problems())

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from configcenter.ports.deploy_repo import DeployRepo, RecordCache
     from configcenter.ports.jobstore import JobStore
     from configcenter.ports.leadership import Leadership
+    from configcenter.ports.plan_digests import KeptPlanDigests
     from configcenter.ports.source import SourceCheckouts
 
 
@@ -183,6 +184,15 @@ def open_state_cache(directory: Path) -> RecordCache:
     from configcenter.adapters.state_cache import StateRecordCache
 
     return StateRecordCache(directory)
+
+
+def open_plan_digests(directory: Path, name: str) -> KeptPlanDigests:
+    """Each service's plan digests for `name` (a config repo and environment), kept in
+    `directory` by all their inputs (best effort: a file that cannot be read costs the
+    encoding of every service's values once)."""
+    from configcenter.adapters.plan_digests import PlanDigestFile
+
+    return PlanDigestFile(directory, name)
 
 
 def open_render_cache(directory: Path) -> RenderedStore:

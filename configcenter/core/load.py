@@ -470,8 +470,10 @@ class _Loader:
             return kept
         before = len(self.problems.items)
         service = self._new_service(project, environment, name, defaults, env_doc, raw, rel)
-        if service is not None and len(self.problems.items) == before:
-            self._lendable.append((environment.name, name, fingerprint, service))
+        if service is not None:
+            service.inputs_print = fingerprint
+            if len(self.problems.items) == before:
+                self._lendable.append((environment.name, name, fingerprint, service))
         return service
 
     def _kept_service(self, env: str, name: str, fingerprint: str) -> ServiceConfig | None:

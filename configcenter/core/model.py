@@ -86,6 +86,9 @@ class ServiceConfig:
     platform: str | None
     values: Layered
     doc: YamlDoc
+    #: A digest of every byte its values were layered from (configcenter.yaml,
+    #: _defaults.yaml, its _env.yaml, its own file): equal prints, equal values.
+    inputs_print: str | None = None
 
     @property
     def file(self) -> str:

@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from configcenter.core.consumed import Consumption
 from configcenter.core.errors import ConfigError, Problem, ProblemList, Source
@@ -289,10 +289,23 @@ class _Consumed:
     and its inputs digest (`inputs_digest`, for any secrets generation) are hashed from the
     same text, and whether it holds a secret is learnt on the way."""
 
-    def __init__(self, consumed: Mapping[str, Any]) -> None:
-        self.secrets = False
-        self.text = json.dumps(consumed, sort_keys=True, separators=(",", ":"), default=self._leaf)
-        self.digest = _sha256(self.text)
+    def __init__(self, consumed: Mapping[str, Any], known: tuple[str, bool] | None = None) -> None:
+        self._consumed = consumed
+        self._text: str | None = None
+        if known is None:
+            self.secrets = False
+            self.digest = _sha256(self.text)
+        else:  # (digest, secrets) of these values, from `PlanDigests`: encoded on demand
+            self.digest, self.secrets = known
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self.secrets = False
+            self._text = json.dumps(
+                self._consumed, sort_keys=True, separators=(",", ":"), default=self._leaf
+            )
+        return self._text
 
     def _leaf(self, value: Any) -> Any:
         if isinstance(value, SecretRef):
@@ -335,6 +348,44 @@ class _Consumed:
 
 def _sha256(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+#: Inputs key -> (values digest, inputs digest, holds a secret), kept between plans by the
+#: caller: encoding 5,000 services' consumed values for their digests is most of a no-op
+#: plan's own work. The key names every input of both digests (the service's values by
+#: `ServiceConfig.inputs_print`, the bytes they were layered from), so it cannot be stale.
+class PlanDigests(Protocol):
+    def get(self, key: str, /) -> tuple[str, str, bool] | None: ...
+
+    def __setitem__(self, key: str, value: tuple[str, str, bool], /) -> None: ...
+
+
+def _digests_key(
+    config: Config,
+    service: ServiceConfig,
+    image: DesiredImage,
+    generation: int,
+    settings_key: str,
+    consumption: Consumption,
+) -> str | None:
+    if service.inputs_print is None:
+        return None
+    template = service.template
+    parts = (
+        str(RENDER_VERSION),
+        config.project.name,
+        service.env,
+        service.name,
+        service.inputs_print,
+        template.tree_id,
+        template.tag,
+        str(service.replicas),
+        image.ref,
+        settings_key,
+        str(generation),
+        "\0".join(consumption.to_record()),
+    )
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
 
 
 def secret_refs(tree: Mapping[str, Any]) -> dict[str, str]:
@@ -405,10 +456,12 @@ def make_plan(
     resolved_images: Mapping[str, ResolvedImage] | None = None,
     render_all: bool = False,
     secret_check: SecretCheck | None = None,
+    digests: PlanDigests | None = None,
 ) -> Plan:
     """Plan `env` against `state`; raises ConfigError on render errors or moved tags.
 
     Without `secret_check` (validate, render, offline) secrets keep their generation.
+    `digests` are used and filled (see `PlanDigests`).
     """
     environment = config.environment(env)
     if only:
@@ -419,12 +472,16 @@ def make_plan(
     # Each platform's settings rendered for the env once: they are the same for every
     # service of the env on it (the settings see only {{ env }} and {{ project }}).
     platforms: dict[str | None, dict[str, str]] = {}
+    settings_keys: dict[str | None, str] = {}
     for name in environment.order:
         if only and name not in only:
             continue
         service = environment.services[name]
         if service.platform not in platforms:
             platforms[service.platform] = platform_settings(config, service)
+            settings_keys[service.platform] = json.dumps(
+                platforms[service.platform], sort_keys=True
+            )
         try:
             plans.append(
                 _plan_service(
@@ -439,6 +496,8 @@ def make_plan(
                     problems=problems,
                     secret_check=secret_check,
                     platform=platforms[service.platform],
+                    digests=digests,
+                    settings_key=settings_keys[service.platform],
                 )
             )
         except RenderError as exc:
@@ -464,14 +523,27 @@ def _plan_service(
     problems: ProblemList,
     secret_check: SecretCheck | None = None,
     platform: Mapping[str, str] | None = None,
+    digests: PlanDigests | None = None,
+    settings_key: str = "",
 ) -> ServicePlan:
     settings = platform_settings(config, service) if platform is None else platform
     image = desired_image(config, service, previous, resolved)
     template = service.template
     consumption = _consumption(service, previous, renderer)
     consumed = consumption.select(service.values.tree)
-    encoded = _Consumed(consumed)
     generation = previous.secrets_generation if previous else 1
+    key = None
+    if digests is not None:
+        key = _digests_key(config, service, image, generation, settings_key, consumption)
+    known = digests.get(key) if digests is not None and key is not None else None
+    if known is not None:
+        encoded = _Consumed(consumed, (known[0], known[2]))
+        inputs_digest = known[1]
+    else:
+        encoded = _Consumed(consumed)
+        inputs_digest = encoded.inputs_digest(config, service, image, generation, settings)
+        if digests is not None and key is not None:
+            digests[key] = (encoded.digest, inputs_digest, encoded.secrets)
     plan = ServicePlan(
         service=service.name,
         action="noop",
@@ -482,7 +554,7 @@ def _plan_service(
         config=service,
         image=image,
         values_digest=encoded.digest,
-        inputs_digest=encoded.inputs_digest(config, service, image, generation, settings),
+        inputs_digest=inputs_digest,
         previous=previous,
         consumption=consumption,
         secrets_generation=generation,

@@ -345,4 +345,5 @@ def plan_env(
         resolved_images={**pinned, **(resolved_images or {})},
         render_all=render_all,
         secret_check=secret_checker(ws, env, previous_file) if check_secrets else None,
+        digests=ws.plan_digests(env),
     )

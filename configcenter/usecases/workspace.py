@@ -22,6 +22,7 @@ from configcenter.core.state import EnvState
 if TYPE_CHECKING:
     from configcenter.ports.config_repo import ConfigRepo
     from configcenter.ports.deploy_repo import DeployRepo, RecordCache
+    from configcenter.ports.plan_digests import KeptPlanDigests
     from configcenter.ports.runstore import Run, RunStore
 
 
@@ -135,13 +136,29 @@ class Workspace:
 
         return open_render_cache(cache_home() / "rendered")
 
+    def plan_digests(self, env: str) -> KeptPlanDigests:
+        """`env`'s plan digests kept between commands (see `core.plan.PlanDigests`)."""
+        kept = self._plan_digests.get(env)
+        if kept is None:
+            from configcenter.wiring import open_plan_digests
+
+            name = f"{self.root.resolve()}\0{env}"
+            kept = self._plan_digests[env] = open_plan_digests(cache_home() / "plans", name)
+        return kept
+
+    @cached_property
+    def _plan_digests(self) -> dict[str, KeptPlanDigests]:
+        return {}
+
     def save_caches(self) -> None:
-        """Keep for the next run what this one learnt (the config repo's caches and the
-        rendered files), if opened."""
+        """Keep for the next run what this one learnt (the config repo's caches, the
+        rendered files, the plan digests), if opened."""
         if "source" in self.__dict__:
             self.source.save_caches()
         if "_rendered_files" in self.__dict__:
             self._rendered_files.save()
+        for digests in self.__dict__.get("_plan_digests", {}).values():
+            digests.save()
 
     def resolved_deploy_url(self) -> str | None:
         """The deploy repo's URL or absolute path.

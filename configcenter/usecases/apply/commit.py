@@ -133,6 +133,7 @@ def plan_at(
         retry=options.retry,
         resolved_images=resolved,
         secret_check=secret_checker(ws, env, previous),
+        digests=ws.plan_digests(env),
     )
 
 

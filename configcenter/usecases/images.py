@@ -156,13 +156,20 @@ def _registry_host(config: Config) -> str:
     return url.removeprefix("http://").removeprefix("https://").rstrip("/").lower()
 
 
-def given_on_registry(config: Config, service: ServiceConfig) -> ImageName | None:
-    """The service's image.ref when it names our own registry (the only one we can ask)."""
+def given_on_registry(
+    config: Config, service: ServiceConfig, host: str | None = None
+) -> ImageName | None:
+    """The service's image.ref when it names our own registry (the only one we can ask).
+
+    `host`: `_registry_host(config)`, when the caller asks for many services."""
     if service.image is None or service.image.is_build or not service.image.ref:
         return None
-    host = _registry_host(config)
-    name = ImageName.parse(service.image.ref)
-    return name if host and name.host == host else None
+    host = _registry_host(config) if host is None else host
+    ref = service.image.ref
+    if not host or ref[: len(host) + 1].lower() != f"{host}/":
+        return None  # its first component is not our host: no need to parse it
+    name = ImageName.parse(ref)
+    return name if name.host == host else None
 
 
 def resolve_given_images(
@@ -189,10 +196,11 @@ def resolve_given_images(
     if not config.project.registry.get("pin_digests", True):
         return {}
     wanted: dict[str, tuple[ServiceConfig, ImageName]] = {}
+    host = _registry_host(config)
     for name, service in config.environment(env).services.items():
         if only and name not in only:
             continue
-        image = given_on_registry(config, service)
+        image = given_on_registry(config, service, host)
         if image is not None:
             wanted[name] = (service, image)
     if not wanted:

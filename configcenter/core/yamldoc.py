@@ -268,7 +268,7 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _Loader: Any = None
 _IMPLICIT: dict[Any, list[tuple[str, Any]]] = {}
 _WILDCARD: list[tuple[str, Any]] = []
-_CONSTRUCTORS: dict[str, Any] = {}
+_CONSTRUCTORS: dict[str | None, Any] = {}
 _CONSTRUCTOR: Any = None
 
 

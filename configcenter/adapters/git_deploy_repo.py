@@ -69,6 +69,10 @@ LOCK_FILE = "configcenter.lock"
 INITIALISED = "configcenter.initialised"
 #: The history index's files, inside the cache (`adapters/history_index.py`).
 HISTORY_INDEX_DIR = "configcenter-history"
+#: Commits the history index asks git for at once: first few (a new commit or two on a
+#: known head), then four times more each time the walk needs more, up to the most.
+_FIRST_FILL = 64
+_MAX_FILL = 4096
 
 # Every crash point in this adapter, in the order an apply passes them. The crash
 # tests run one child process per name, so a new step boundary must be listed here.
@@ -812,26 +816,38 @@ class GitDeployRepo:
     def _indexed_changes(
         self, start: str, paths: list[str], limit: int | None, wanted: list[str]
     ) -> dict[str, dict[str, str | None]] | None:
-        """The history index's answer (extended first with the commits past its tips), or
-        None when git must answer: a merge on the way, or ``start`` is not a commit."""
+        """The history index's answer, or None when git must answer: a merge on the way,
+        ``start`` is not a commit, git failed.
+
+        Where the walk from ``start`` meets a commit the index lacks, git lists that
+        commit and its ancestors up to the index's tips, however few touch ``paths`` (the
+        index serves every path of its scope), at most ``chunk`` of them at a time so
+        that a short history of a long branch compares about as many commits as plain
+        ``git log --max-count`` would."""
         index = ChangeIndex(self.cache_dir / HISTORY_INDEX_DIR, wanted, _index_code()).load()
-        if start not in index.commits:
-            # Every commit from start back to the tips, however few touch the paths: the
-            # index serves every path of the scope. A tip gone from the cache is ignored.
+        chunk, filled = _FIRST_FILL, False
+        while True:
+            walked = index.walk(start, paths, limit)
+            if walked is None:
+                return None
+            found, missing = walked
+            if missing is None:
+                break
             proc = self._git(
-                *_RAW_LOG, "--full-history", "--sparse", "--ignore-missing", "--stdin",
-                "--", *wanted,
-                stdin="".join([f"{start}\n", *(f"^{t}\n" for t in index.tips)]).encode(),
+                *_RAW_LOG, "--full-history", "--sparse", "--ignore-missing",
+                f"--max-count={chunk}", "--stdin", "--", *wanted,
+                stdin="".join([f"{missing}\n", *(f"^{t}\n" for t in index.tips)]).encode(),
                 check=False,
             )  # fmt: skip
-            if proc.returncode != 0:
+            listed = _parse_raw(proc.stdout, wanted) if proc.returncode == 0 else {}
+            if missing not in listed:
                 return None
-            index.add(start, _parse_raw(proc.stdout, wanted))
-            if start not in index.commits:
-                return None
+            index.add(missing, listed, complete=len(listed) < chunk)
+            chunk, filled = min(chunk * 4, _MAX_FILL), True
+        if filled:
+            index.close(start)
             index.save()
-        found = index.walk(start, paths, limit)
-        return None if found is None else {sha: changes for sha, (_p, changes) in found.items()}
+        return {sha: changes for sha, (_parents, changes) in found.items()}
 
     def list_files(self, prefix: str = "", rev: str | None = None) -> list[str]:
         clean = _check_prefix(prefix)

@@ -8,8 +8,9 @@ commits, at every `history` command. With it, git compares each commit once, eve
 A commit id names the commit's tree and its parents' ids, so what a commit changed is a
 function of its id: an entry can never be stale. A file holds one scope (the
 directories whose changes it lists) and its "tips": commits whose every ancestor is in
-the file, so only commits past them are asked of git. A rewritten (force-pushed)
-history brings new ids, which are read and added; commits that left the branch are
+the file, so only commits past them are asked of git, and no more at once than a walk
+needs (a short history of a long branch leaves the file without tips). A rewritten
+(force-pushed) history brings new ids, which are read and added; commits that left the branch are
 never reached from its head again. A walk that meets a merge commit returns None and
 git answers instead (this file does not repeat git's history simplification). The file
 is an optimisation: one that cannot be read is ignored, one that cannot be written is
@@ -25,7 +26,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 _log = logging.getLogger("configcenter")
@@ -79,12 +80,27 @@ class ChangeIndex:
             self.tips, self.commits = tips, commits
         return self
 
-    def add(self, start: str, found: Mapping[str, tuple[list[str], Changes]]) -> None:
-        """Commits git listed from ``start`` up to the tips (every one of them, with its
-        parents); ``start`` becomes a tip and the tips it reaches are dropped."""
+    def add(self, start: str, found: Found, complete: bool) -> None:
+        """Commits git listed from ``start`` (each with its parents). ``complete``: git
+        listed all of them down to the tips, so ``start`` is a tip now."""
         self.commits.update(found)
-        if start not in self.commits:
-            return
+        if complete and start in self.commits:
+            self._tip(start)
+
+    def close(self, start: str) -> None:
+        """``start`` becomes a tip when the walk from it reaches the root or a tip through
+        commits the file holds (no merge on the way)."""
+        sha: str | None = start
+        tips = set(self.tips)
+        while sha is not None and sha not in tips:
+            entry = self.commits.get(sha)
+            if entry is None or len(entry[0]) > 1:
+                return
+            sha = entry[0][0] if entry[0] else None
+        self._tip(start)
+
+    def _tip(self, start: str) -> None:
+        """``start`` first among the tips; tips it reaches through the file are dropped."""
         reached: set[str] = set()
         todo = [start]
         while todo:
@@ -95,21 +111,26 @@ class ChangeIndex:
             todo.extend(self.commits[sha][0])
         self.tips = [start, *(t for t in self.tips if t not in reached)][:MAX_TIPS]
 
-    def walk(self, start: str, paths: Sequence[str], limit: int | None) -> Found | None:
+    def walk(
+        self, start: str, paths: Sequence[str], limit: int | None
+    ) -> tuple[Found, str | None] | None:
         """What ``git log --raw --max-count=limit start -- paths`` lists of the scope, newest
-        first; None where the walk leaves the file or meets a merge (git answers then)."""
+        first, and the first commit on the way the file lacks (None: the walk is done);
+        None where it meets a merge (git answers then)."""
         shown: Found = {}
         sha: str | None = start
         while sha is not None and (limit is None or len(shown) < limit):
             entry = self.commits.get(sha)
-            if entry is None or len(entry[0]) > 1:
-                return None
+            if entry is None:
+                return shown, sha
             parents, changes = entry
+            if len(parents) > 1:
+                return None
             hit = {f: b for f, b in changes.items() if within(f, paths)}
             if hit:
                 shown[sha] = (parents, hit)
             sha = parents[0] if parents else None
-        return shown
+        return shown, None
 
     def save(self) -> None:
         data = {

@@ -248,3 +248,64 @@ def test_an_unwritable_index_dir_only_costs_time(deploy_repo_factory: Factory) -
     (indexed.cache_dir / HISTORY_INDEX_DIR).write_text("a file where the directory goes")
     _same_as_git(indexed, plain)
     assert (indexed.cache_dir / HISTORY_INDEX_DIR).read_text() == "a file where the directory goes"
+
+
+def _fast_import(remote: BareRemote, count: int, parent: str | None) -> str:
+    """``count`` commits on the branch, each rewriting a.json, every third b.json too."""
+    ref = f"refs/heads/{remote.branch}"
+    stream = []
+    for i in range(count):
+        stream.append(f"commit {ref}\nmark :{i + 1}\n")
+        stream.append(f"committer t <t@example.com> {1_700_000_000 + i} +0000\n")
+        message = f"bulk {i}"
+        stream.append(f"data {len(message)}\n{message}\n")
+        if i == 0 and parent:
+            stream.append(f"from {parent}\n")
+        for name in ("a", "b") if i % 3 == 0 else ("a",):
+            body = f'{{"n": {i}}}\n'
+            stream.append(f"M 100644 inline dev/.state/{name}.json\ndata {len(body)}\n{body}\n")
+    remote.git("fast-import", "--quiet", stdin="".join(stream).encode())
+    head = remote.head()
+    assert head is not None
+    return head
+
+
+def _indexed_commits(repo: GitDeployRepo) -> tuple[int, int]:
+    """(commits, tips) in the index file."""
+    (index,) = _index_files(repo)
+    data = json.loads(index.read_bytes())
+    return len(data["commits"]), len(data["tips"])
+
+
+def test_a_long_branch_is_read_as_far_as_the_walk_needs(
+    deploy_repo_factory: Factory, bare_remote: BareRemote, git_calls: Path
+) -> None:
+    head = _fast_import(bare_remote, 400, None)
+    indexed, plain = (
+        deploy_repo_factory("indexed"),
+        deploy_repo_factory("plain", history_index=False),
+    )
+    indexed.sync(), plain.sync()
+
+    def both(paths: list[str], limit: int | None) -> list[str]:
+        """The indexed answer, which must be git's; _fills then counts its git calls."""
+        expected = plain.log_changes(paths, limit, None, UNDER)
+        git_calls.write_text("")
+        got = indexed.log_changes(paths, limit, None, UNDER)
+        assert got == expected
+        return [info.subject for info, _ in got]
+
+    assert both(["dev/.state/a.json"], 10) == [f"bulk {i}" for i in range(399, 389, -1)]
+    assert _fills(git_calls) == 1 and _indexed_commits(indexed) == (64, 0)
+    assert both(["dev/.state/b.json"], 30) == [f"bulk {i}" for i in range(399, 309, -3)]
+    assert _fills(git_calls) == 1 and _indexed_commits(indexed) == (128, 0)
+    assert len(both(["dev/.state/b.json"], None)) == 134  # 64 more, then the last 208
+    assert _fills(git_calls) == 2 and _indexed_commits(indexed) == (400, 1)
+    both(["dev/.state/a.json"], None)
+    assert _fills(git_calls) == 0
+
+    new = _fast_import(bare_remote, 2, head)
+    indexed.sync(), plain.sync()
+    assert both(["dev/.state/b.json"], 1) == ["bulk 0"]
+    assert _fills(git_calls) == 1 and _indexed_commits(indexed) == (402, 1)
+    assert indexed.head() == new

@@ -38,23 +38,22 @@ _TEXT_DEPENDENT = frozenset({"autoescape", "required"})
 _UNSHAREABLE = object()
 #: Tags as a plain scan finds them, and tag starts: trusted only where they find exactly
 #: what Jinja's lexer found in a source with the same tags (`_keep_frame`).
-_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_TAG = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\})", re.DOTALL)
 _BEGIN = re.compile(r"\{[{%#]")
 
 
 _BEGINS = frozenset({"variable_begin", "block_begin", "comment_begin", "raw_begin"})
 
 
-class _Slot(NamedTuple):
-    has_text: bool  # the lexer made a text token here
-    lines: int  # line breaks in the source's text here
-    lead: str  # whitespace a `-%}` before it takes into its tag token
+#: A text slot: whether the lexer made a text token there, the line breaks in the source's
+#: text there, and the whitespace a `-%}` before it takes into its tag token.
+_Slot = tuple[bool, int, str]
 
 
 def _scan(source: str) -> tuple[list[str], list[str]]:
     """Tags as the plain scan finds them, and the n + 1 texts around them."""
-    tags = _TAG.findall(source)
-    return tags, _TAG.split(source)
+    parts = _TAG.split(source)  # text, tag, text, ..., text
+    return parts[1::2], parts[0::2]
 
 
 _FrameKey = tuple[tuple[str, ...], tuple[_Slot, ...]]
@@ -67,14 +66,25 @@ def _frame(source: str) -> tuple[_FrameKey, tuple[str, ...]] | None:
     if "\r" in source:
         return None
     tags, texts = _scan(source)
+    if any(map(_BEGIN.search, texts)):
+        return None
+    if not (
+        "{{-" in source
+        or "{%-" in source
+        or "{#-" in source
+        or "-}}" in source
+        or "-%}" in source
+        or "-#}" in source
+    ):
+        # No whitespace control (`{%-`, `-%}`, ...): each text is a token as it is.
+        plain = tuple([(bool(text), text.count("\n"), "") for text in texts])
+        return (tuple(tags), plain), tuple([text for text in texts if text])
     slots: list[_Slot] = []
     values: list[str] = []
     for i, text in enumerate(texts):
-        if _BEGIN.search(text):
-            return None
         lead = _lead(tags, i, text)
         data = _data(tags, i, text, lead)
-        slots.append(_Slot(bool(data), text.count("\n"), lead))
+        slots.append((bool(data), text.count("\n"), lead))
         if data:
             values.append(data)
     return (tuple(tags), tuple(slots)), tuple(values)
@@ -194,11 +204,11 @@ class SharedCompile:
         predicted: list[tuple[int, str]] = []
         line = 1
         _, texts = _scan(source)
-        for i, (text, slot) in enumerate(zip(texts, slots, strict=True)):
-            data = _data(tags, i, text, slot.lead)
+        for i, (text, (_, lines, lead)) in enumerate(zip(texts, slots, strict=True)):
+            data = _data(tags, i, text, lead)
             if data:
-                predicted.append((line + slot.lead.count("\n"), data))
-            line += slot.lines + (tags[i].count("\n") if i < len(tags) else 0)
+                predicted.append((line + lead.count("\n"), data))
+            line += lines + (tags[i].count("\n") if i < len(tags) else 0)
         found = [(lineno, value) for lineno, kind, value in raw if kind == TOKEN_DATA and value]
         begins = sum(kind in _BEGINS for _, kind, _ in raw)
         if found != predicted or begins != len(tags):

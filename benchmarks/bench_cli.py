@@ -5,7 +5,9 @@ On a generated config repo (benchmarks/generate.py: N services x 3 environments)
 bare deploy repo on disk, in this order:
 
   validate cold / warm      fresh cache, then again with the caches kept
-  render cold / warm        `render ENV --out DIR` for all 3 envs (summed), cache wiped / kept
+  render cold / warm        `render ENV --out DIR` for all 3 envs (summed): cache wiped and a
+                            new DIR / caches kept and the same DIR again (as users render
+                            again); "warm, new dir" renders with the caches into new DIRs
   apply first               `apply ENV --no-build --no-rollout` for each env (summed; dev too)
   plan no-op                `plan dev --json` with nothing changed (median of --repeat)
   plan one value            `plan dev --json` after one value in one service file changed
@@ -204,12 +206,16 @@ def bench(args: argparse.Namespace, tmp: Path, steps: list[str]) -> None:
         out = tmp / "rendered"
         cold = []
         for env in ENVIRONMENTS:
-            cold.append(b.run("render", env, "--out", str(out / f"cold-{env}")))
+            cold.append(b.run("render", env, "--out", str(out / env)))
         b.record_sum("render cold (3 envs)", cold, "3 processes, summed")
         warm = []
         for env in ENVIRONMENTS:
-            warm.append(b.run("render", env, "--out", str(out / f"warm-{env}")))
-        b.record_sum("render warm (3 envs)", warm, "3 processes, summed")
+            warm.append(b.run("render", env, "--out", str(out / env)))
+        b.record_sum("render warm (3 envs)", warm, "3 processes, summed; the same DIRs")
+        elsewhere = []
+        for env in ENVIRONMENTS:
+            elsewhere.append(b.run("render", env, "--out", str(out / f"new-{env}")))
+        b.record_sum("render warm, new dir", elsewhere, "3 processes, summed")
         shutil.rmtree(out)
 
     target = service_names(args.services)[args.services // 2]

@@ -566,7 +566,8 @@ def render(
 ) -> None:
     """Render ENV's files as apply would, without side effects."""
     ws.focus = (env,)
-    from configcenter.usecases.inspect import render_env, write_rendered
+    from configcenter.usecases.inspect import render_env
+    from configcenter.usecases.render_out import write_rendered
 
     result = render_env(ws, env, services or None)
     rendered = result.rendered

@@ -1,16 +1,13 @@
-"""Read-only use cases: validate, explain, render, plan. Nothing here writes anywhere but
-`render --out`'s own directory."""
+"""Read-only use cases: validate, explain, render, plan. Nothing here writes anything
+(`render --out` writes its directory: configcenter.usecases.render_out)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from configcenter import wiring
-from configcenter.core.errors import ConfigError, Problem, ProblemList, UserError
+from configcenter.core.errors import ConfigError, Problem, ProblemList
 from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.plan import (
     Plan,
@@ -266,52 +263,6 @@ def _unpinned(config: Config, env: str, unreachable: Mapping[str, str]) -> list[
         )
         for service, why in sorted(unreachable.items())
     ]
-
-
-RENDER_MARKER = ".configcenter-render"
-
-
-def write_rendered(rendered: list[Rendered], out: Path) -> list[Path]:
-    """Write DIR/<service>/<file>, into a new or empty directory or one an earlier
-    `render --out` wrote (marked by RENDER_MARKER), whose contents are removed first.
-
-    Links are never followed: a link in an earlier output is removed like any file, and
-    every file is created exclusively without following links (O_EXCL | O_NOFOLLOW).
-    """
-    if out.is_symlink():
-        raise UserError(f"{out} is a symbolic link; render --out writes only into a real directory")
-    if out.exists():
-        if not out.is_dir():
-            raise UserError(f"{out} exists and is not a directory")
-        entries = list(out.iterdir())
-        if entries and not (out / RENDER_MARKER).is_file():
-            raise UserError(
-                f"{out} is not empty and was not written by render --out; "
-                "pass a new or empty directory (nothing was written)"
-            )
-        for entry in entries:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RENDER_MARKER).write_text(
-        "written by configcenter render --out; the next render --out here replaces everything\n"
-    )
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    written = []
-    made: set[Path] = set()
-    for item in rendered:
-        for name, data in item.files.items():
-            path = out / item.service / name
-            if path.parent not in made:  # one mkdir per folder, not per file
-                path.parent.mkdir(parents=True, exist_ok=True)
-                made.add(path.parent)
-            fd = os.open(path, flags, 0o644)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            written.append(path)
-    return written
 
 
 def plan_env(

@@ -211,7 +211,7 @@ class _RenderedOnFirstUse:
 
     def _opened(self) -> RenderedStore:
         if self._store is None:
-            from configcenter.adapters.jinja_cache import RenderedFilesCache
+            from configcenter.adapters.rendered_cache import RenderedFilesCache
 
             self._store = RenderedFilesCache(self.directory)
         return self._store

@@ -1,27 +1,18 @@
-"""Jinja's compiled templates and rendered files kept on disk between runs: the edge half
-of rendering.
+"""Jinja's compiled templates kept on disk between runs: the edge half of rendering.
 
-The core's `Renderer` takes any `jinja2.BytecodeCache` and any `RenderedRecords`; these,
-opened by `configcenter.wiring.open_bytecode_cache` and `open_render_cache`, create their
-directories and write the files, so the core itself writes nothing.
+The core's `Renderer` takes any `jinja2.BytecodeCache`; this one, opened by
+`configcenter.wiring.open_bytecode_cache` when a template first compiles, creates its
+directory and writes the files, so the core itself writes nothing. (The rendered files
+kept between runs are configcenter.adapters.rendered_cache.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
-import marshal
-import os
-import shutil
-import sys
-import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
 import jinja2.bccache
-import markupsafe
 
 _log = logging.getLogger("configcenter")
 
@@ -69,144 +60,3 @@ class BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
             super().dump_bytecode(bucket)
         except OSError as exc:
             self._skip(self.directory, exc)
-
-
-#: A pack keeps the records its last run used, and older ones up to this many times as
-#: many (a branch switched back and forth renders from records either way).
-KEEP_FACTOR = 2
-KEEP_AT_LEAST = 1_000
-#: Records put in memory by one process before it stops keeping more (a long-lived serve).
-MAX_NEW = 100_000
-
-
-def engine_id() -> str:
-    """What renders the files besides their inputs: configcenter's own code (the size and
-    modification time of each of its modules), Jinja and MarkupSafe (their version and
-    installed files) and Python."""
-    import configcenter
-
-    root = Path(configcenter.__file__).parent
-    h = hashlib.sha256(f"{jinja2.__version__}\0{sys.version}\0".encode())
-    for library in (jinja2.__file__, markupsafe.__file__):  # installed files: size and time
-        with contextlib.suppress(OSError, TypeError):
-            stat = os.stat(str(library))
-            h.update(f"{library}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    for folder, dirs, names in sorted(os.walk(root)):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(n for n in names if n.endswith(".py")):
-            try:
-                stat = os.stat(os.path.join(folder, name))
-            except OSError:
-                continue
-            h.update(f"{folder}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
-
-
-class RenderedFilesCache:
-    """Rendered files on disk between runs (the core's `RenderedRecords`), best effort.
-
-    Keys are the renderer's: a digest of everything a render reads, so a record is never
-    stale. One pack file per group (a project's environment) under a folder named by
-    `engine_id()`: another configcenter, Jinja or Python starts afresh (the old folders
-    are removed when a pack is written). The files hold secret *references* only, as the
-    deploy repo does. A pack that cannot be read is empty; one that cannot be written
-    costs a render next time, with one warning.
-    """
-
-    def __init__(self, directory: Path, engine: str | None = None) -> None:
-        self.directory = directory
-        self._engine = engine
-        self._packs: dict[str, dict[str, dict[str, bytes]]] = {}
-        self._used: dict[str, set[str]] = {}
-        self._new: dict[str, dict[str, dict[str, bytes]]] = {}
-        self._count = 0
-        self._warned = False
-
-    @property
-    def engine(self) -> str:
-        if self._engine is None:
-            self._engine = engine_id()
-        return self._engine
-
-    def _path(self, group: str) -> Path:
-        name = hashlib.sha256(group.encode()).hexdigest()[:24]
-        return self.directory / self.engine / f"{name}.pack"
-
-    def _pack(self, group: str) -> dict[str, dict[str, bytes]]:
-        pack = self._packs.get(group)
-        if pack is None:
-            pack = {}
-            try:
-                loaded = marshal.loads(self._path(group).read_bytes())
-                if isinstance(loaded, dict):
-                    pack = loaded
-            except (OSError, EOFError, ValueError, TypeError):
-                pass  # none yet, or unreadable: rendered anew, written whole at save
-            self._packs[group] = pack
-        return pack
-
-    def get(self, group: str, key: str) -> Mapping[str, bytes] | None:
-        files = self._new.get(group, {}).get(key)
-        if files is None:
-            files = self._pack(group).get(key)
-            if not isinstance(files, dict) or not all(
-                isinstance(name, str) and isinstance(data, bytes) for name, data in files.items()
-            ):
-                return None  # not what this cache writes: rendered anew
-        self._used.setdefault(group, set()).add(key)
-        return files
-
-    def put(self, group: str, key: str, files: Mapping[str, bytes]) -> None:
-        if self._count >= MAX_NEW:
-            return
-        self._count += 1
-        self._new.setdefault(group, {})[key] = dict(files)
-
-    def save(self) -> None:
-        """Write the packs that gained records (and drop other engines' folders)."""
-        for group, new in self._new.items():
-            old = self._pack(group)
-            used = self._used.get(group, set())
-            kept: dict[str, dict[str, bytes]] = {k: old[k] for k in used if k in old}
-            kept.update(new)
-            room = max(KEEP_FACTOR * len(kept), KEEP_AT_LEAST) - len(kept)
-            for key, files in old.items():
-                if room <= 0:
-                    break
-                if key not in kept:
-                    kept[key] = files
-                    room -= 1
-            self._write(self._path(group), kept)
-            self._packs[group] = kept
-        if self._new:
-            self._drop_other_engines()
-        self._new = {}
-
-    def _write(self, path: Path, pack: dict[str, dict[str, bytes]]) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pack-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(marshal.dumps(pack))
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-        except OSError as exc:
-            if not self._warned:
-                _log.warning(
-                    "rendered-files cache %s cannot be written (%s); rendering again next time",
-                    path.parent,
-                    exc.strerror or exc,
-                )
-            self._warned = True
-
-    def _drop_other_engines(self) -> None:
-        try:
-            others = [p for p in self.directory.iterdir() if p.name != self.engine]
-        except OSError:
-            return
-        for other in others:
-            shutil.rmtree(other, ignore_errors=True)

@@ -62,6 +62,8 @@ class RenderedRecords(Protocol):
 
     `key` names everything a render reads (see `Renderer.rendered_key`), so a record can
     never be stale; `group` (project/environment) only says which records go together.
+    What renders them (configcenter's code, Jinja, Python) is not in the key: records
+    must be kept apart by it (`adapters/rendered_cache.py` keeps one folder per engine).
     """
 
     def get(self, group: str, key: str) -> Mapping[str, bytes] | None: ...
@@ -289,13 +291,12 @@ def rendered_key(config: Config, service: ServiceConfig, image: str) -> str:
     """Everything `Renderer.render` reads, as one digest: the template version (its label
     names the files in errors; its tree id covers every file in it), the limits, and the
     whole context (values in their order, secrets as references). `repr` tells apart what
-    the YAML loader makes (str, int, float, bool, None, dates, lists, dicts, SecretRef)."""
-    import jinja2
-
+    the YAML loader makes (str, int, float, bool, None, dates, lists, dicts, SecretRef).
+    The engine (Jinja's version among it) is the records' keeper's (`RenderedRecords`):
+    a render whose files are all kept never imports Jinja."""
     template = service.template
     parts = (
         RENDERED_VERSION,
-        jinja2.__version__,
         template.label,
         template.tree_id,
         template.outputs,

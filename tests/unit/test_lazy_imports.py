@@ -165,3 +165,35 @@ def test_platform_settings_render_as_jinja_renders_them_plain_ones_without_it() 
         assert _render_setting(source, names) == jinja.from_string(source).render(names), source
     with pytest.raises(jinja2.UndefinedError):
         _render_setting("{{ region }}", names)
+
+
+def test_rendering_again_with_every_file_kept_imports_neither_jinja_nor_pyyaml(
+    tmp_path: Path,
+) -> None:
+    repo = ConfigRepo.basic(tmp_path / "shop-config")
+    env = {
+        **os.environ,
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "SHOP_DB_PASSWORD": "s3cret-db-password",
+    }
+    out = tmp_path / "out"
+    cli = ("-C", str(repo.root), "render", "dev", "--out", str(out))
+    first, loaded = _run(tmp_path, env, *cli)
+    assert first.returncode == 0, first.stderr
+    assert {"jinja2", "yaml"} <= set(loaded)
+    rendered = _files(out)
+
+    again, loaded = _run(tmp_path, env, *cli)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+    assert _files(out) == rendered
+    assert loaded == [], f"a render of kept files imported {loaded}"
+
+
+def _files(out: Path) -> dict[Path, bytes]:
+    """The rendered files (the marker's manifest records times, not content)."""
+    return {
+        p: p.read_bytes()
+        for p in out.rglob("*")
+        if p.is_file() and p.name != ".configcenter-render"
+    }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from configcenter.adapters.jinja_cache import RenderedFilesCache
+from configcenter.adapters.rendered_cache import RenderedFilesCache
 from configcenter.core.errors import ConfigError
 from configcenter.core.render import Renderer, RenderError
 from configcenter.usecases.inspect import validate

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from configcenter import wiring
 from configcenter.core.errors import ConfigError, Problem, UserError
@@ -15,8 +15,10 @@ from configcenter.core.redact import Redactor
 from configcenter.core.values import SecretRef
 from configcenter.ports.builder import Builder, BuilderContext, RegistryAccess
 from configcenter.ports.registry import Registry, RegistryCredentials, RegistryError
-from configcenter.usecases.build import BuildOutcome, ImageBuildSpec, build_many
 from configcenter.usecases.workspace import cache_home
+
+if TYPE_CHECKING:  # building is imported by what builds (a plan only resolves given images)
+    from configcenter.usecases.build import BuildOutcome, ImageBuildSpec
 
 #: The project's layer cache on its registry, shared by its services: three path
 #: components, so no service's own repository (`<project>/<service>`) can be named so.
@@ -48,6 +50,8 @@ def build_spec(config: Config, plan: ServicePlan) -> ImageBuildSpec:
         repo = str((config.root / repo).resolve())
     registry = config.project.registry
     host = str(registry.get("url", "")).removeprefix("http://").removeprefix("https://")
+    from configcenter.usecases.build import ImageBuildSpec
+
     return ImageBuildSpec(
         service=service.name,
         source_repo=repo,
@@ -98,6 +102,8 @@ def build_images(
     jobs: int = 2,
 ) -> dict[str, ResolvedImage]:
     """Build (or find already built) the images of `plans`; by service name."""
+    from configcenter.usecases.build import build_many
+
     chosen = list(plans)
     specs = [build_spec(config, p) for p in chosen]
     keys = {p.service: p.image.build_key if p.image else None for p in chosen}
@@ -214,6 +220,8 @@ def resolve_given_images(
             lookups.setdefault((image.repository, image.tag or "latest"), []).append(name)
     if not lookups:
         return resolved
+    from concurrent.futures import ThreadPoolExecutor  # only when the registry is asked
+
     client = registry if registry is not None else open_registry(config, redactor)
     keys = list(lookups)
     try:

@@ -1379,4 +1379,9 @@ def main() -> None:
     # and render the same either way). `serve` runs for days and turns it back on.
     gc.disable()
     _collect_while_running()
-    cli(prog_name="configcenter")
+    try:
+        cli(prog_name="configcenter")
+    finally:
+        # At exit Python collects once more, over the whole heap, for cycles (~1.3 s of CPU
+        # after a cold validate at 5,000 services): what the command built is left out of it.
+        gc.freeze()

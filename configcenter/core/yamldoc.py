@@ -338,9 +338,10 @@ def _plain_value(text: str) -> Any:
 
 class _Anchor:
     """An anchored node: its value and line, the lines of its subtree (paths relative to
-    it), its node count with aliases expanded, its height; `text` for a scalar."""
+    it), its node count with aliases expanded (keys too), the keys among them, its height;
+    `text` for a scalar."""
 
-    __slots__ = ("done", "height", "line", "lines", "size", "text", "value")
+    __slots__ = ("done", "height", "keys", "line", "lines", "size", "text", "value")
 
     def __init__(self, value: Any, line: int, text: str | None) -> None:
         self.value = value
@@ -348,6 +349,7 @@ class _Anchor:
         self.text = text
         self.lines: list[tuple[Path, int]] = []
         self.size = 1
+        self.keys = 0
         self.height = 1
         self.done = text is not None
 
@@ -373,14 +375,17 @@ def _build(loader: Any, max_nodes: int, max_depth: int) -> tuple[Any, dict[Path,
     scalar_event = yaml.ScalarEvent
     mapping_start = yaml.MappingStartEvent
     sequence_start = yaml.SequenceStartEvent
+    mapping_end = yaml.MappingEndEvent
+    sequence_end = yaml.SequenceEndEvent
     alias_event = yaml.AliasEvent
-    collection_end = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
     implicit = _IMPLICIT if not _WILDCARD else _EVERY_TEXT
     plain = _PLAIN
+    # Every node but a key has its own path in `lines` (a value in a mapping: its key's
+    # line), so the nodes _measure counts are len(lines) + keys, and a node's depth is
+    # len(its path) + 1.
     lines: dict[Path, int] = {}
+    keys = 0
     anchors: dict[str, _Anchor] = {}
-    count = 0  # nodes so far, aliases expanded (as _measure counts them)
-    deepest = 0  # the deepest node so far in the open collection's subtree
     # The open collection as locals (`container` None above the root), its parents on the
     # stack. In a mapping, `key` is the pending key (_DECLINED: a key comes next) and
     # `child` its path.
@@ -396,88 +401,39 @@ def _build(loader: Any, max_nodes: int, max_depth: int) -> tuple[Any, dict[Path,
     while True:
         event = get()
         cls = event.__class__
-        if cls in collection_end:
-            (container, is_map, path, depth, key, child,
-             name, at, start_lines, start_count, outer_deepest) = stack.pop()  # fmt: skip
-            if name is not None:
-                # Everything added to `lines` since the anchor's start is its subtree.
-                entry = anchors[name]
-                entry.size = count - start_count + 1
-                entry.height = deepest - depth
-                cut = len(at)
-                added = len(lines) - start_lines
-                entry.lines = [(p[cut:], n) for p, n in islice(reversed(lines.items()), added)]
-                entry.lines.reverse()
-                entry.done = True
-            if outer_deepest > deepest:
-                deepest = outer_deepest
-            if container is None:
-                break
-            continue
-        node_depth = depth + 1
-        if node_depth > max_depth:
-            raise _Decline
-        if is_map and key is _DECLINED:
-            # A key: a scalar or an alias of one, as a string in the path.
-            if cls is scalar_event:
-                count += 1
-                key = key_text = event.value
-                if event.tag is not None:
-                    key = _scalar_value(event.tag, event.implicit, key_text)
-                elif key_text[:1] in implicit and event.implicit[0]:
-                    key = plain.get(key_text, _DECLINED)
-                    if key is _DECLINED:
-                        key = _plain_value(key_text)
-                line = event.start_mark.line + 1
-                if event.anchor is not None:
-                    if event.anchor in anchors:
-                        raise _Decline
-                    anchors[event.anchor] = _Anchor(key, line, key_text)
-            elif cls is alias_event:
-                entry = anchors.get(event.anchor)
-                if entry is None or entry.text is None:
-                    raise _Decline
-                count += 1
-                key = entry.value
-                key_text = entry.text
-                line = entry.line
-            else:
-                raise _Decline
-            if node_depth > deepest:
-                deepest = node_depth
-            child = (*path, key_text)
-            if child in lines:
-                raise _Decline
-            lines[child] = line
-            continue
         if cls is scalar_event:
-            count += 1
             # A string unless it has a tag or a resolver is listed for its first character.
             value = event.value
             if event.tag is not None:
                 value = _scalar_value(event.tag, event.implicit, value)
             elif value[:1] in implicit and event.implicit[0]:
-                text = value
-                value = plain.get(text, _DECLINED)
-                if value is _DECLINED:
-                    value = _plain_value(text)
-            if node_depth > deepest:
-                deepest = node_depth
+                made = plain.get(value, _DECLINED)
+                value = _plain_value(value) if made is _DECLINED else made
             if is_map:
+                if key is _DECLINED:
+                    # A key, as its text in the path.
+                    key = value
+                    child = (*path, event.value)
+                    if child in lines:
+                        raise _Decline
+                    line = lines[child] = event.start_mark.line + 1
+                    keys += 1
+                    if event.anchor is not None:
+                        if event.anchor in anchors:
+                            raise _Decline
+                        anchors[event.anchor] = _Anchor(value, line, event.value)
+                    continue
                 container[key] = value
                 key = _DECLINED
-                if event.anchor is not None:
-                    line = event.start_mark.line + 1
-                else:
+                if event.anchor is None:
                     continue
-            else:
                 line = event.start_mark.line + 1
-                if container is None:
-                    lines[()] = line
-                    root = value
-                else:
-                    lines[(*path, len(container))] = line
-                    container.append(value)
+            elif container is None:
+                line = lines[()] = event.start_mark.line + 1
+                root = value
+            else:
+                line = lines[(*path, len(container))] = event.start_mark.line + 1
+                container.append(value)
             if event.anchor is not None:
                 if event.anchor in anchors:
                     raise _Decline
@@ -485,24 +441,48 @@ def _build(loader: Any, max_nodes: int, max_depth: int) -> tuple[Any, dict[Path,
             if container is None:
                 break
             continue
+        if cls is mapping_end or cls is sequence_end:
+            (container, is_map, path, depth, key, child,
+             name, at, start_lines, start_keys) = stack.pop()  # fmt: skip
+            if name is not None:
+                # Everything added to `lines` since the anchor's start is its subtree.
+                entry = anchors[name]
+                added = len(lines) - start_lines
+                cut = len(at)
+                entry.lines = [(p[cut:], n) for p, n in islice(reversed(lines.items()), added)]
+                entry.lines.reverse()
+                entry.keys = keys - start_keys
+                entry.size = added + entry.keys + 1
+                entry.height = 1 + max((len(p) for p, _ in entry.lines), default=0)
+                entry.done = True
+            if container is None:
+                break
+            continue
         if cls is alias_event:
             entry = anchors.get(event.anchor)
             if entry is None or not entry.done:
                 raise _Decline
-            count += entry.size
-            reach = node_depth + entry.height - 1
-            if count > max_nodes or reach > max_depth:
+            if is_map and key is _DECLINED:
+                # A key: an alias of a scalar.
+                if entry.text is None:
+                    raise _Decline
+                key = entry.value
+                child = (*path, entry.text)
+                if child in lines:
+                    raise _Decline
+                lines[child] = entry.line
+                keys += 1
+                continue
+            at = child if is_map else (*path, len(container))
+            if len(lines) + keys + entry.size > max_nodes or len(at) + entry.height > max_depth:
                 raise _Decline
-            if reach > deepest:
-                deepest = reach
             if is_map:
-                at = child
                 container[key] = entry.value
                 key = _DECLINED
             else:
-                at = (*path, len(container))
                 lines[at] = entry.line
                 container.append(entry.value)
+            keys += entry.keys
             for rel, n in entry.lines:
                 lines[(*at, *rel)] = n
             continue
@@ -514,7 +494,8 @@ def _build(loader: Any, max_nodes: int, max_depth: int) -> tuple[Any, dict[Path,
             raise _Decline
         if event.tag is not None and event.tag != "!":
             raise _Decline
-        count += 1
+        if depth >= max_depth or (is_map and key is _DECLINED):
+            raise _Decline  # too deep, or a collection as a key
         line = event.start_mark.line + 1
         if container is None:
             at = ()
@@ -532,12 +513,9 @@ def _build(loader: Any, max_nodes: int, max_depth: int) -> tuple[Any, dict[Path,
             if name in anchors:
                 raise _Decline
             anchors[name] = _Anchor(new, line, None)
-        stack.append(
-            (container, is_map, path, depth, _DECLINED, child, name, at, len(lines), count, deepest)
-        )
-        container, is_map, path, depth, key = new, cls is mapping_start, at, node_depth, _DECLINED
-        deepest = node_depth
-    if count > max_nodes:
+        stack.append((container, is_map, path, depth, _DECLINED, child, name, at, len(lines), keys))
+        container, is_map, path, depth, key = new, cls is mapping_start, at, depth + 1, _DECLINED
+    if len(lines) + keys > max_nodes or max(map(len, lines)) >= max_depth:
         raise _Decline
     if get().__class__ is not yaml.DocumentEndEvent or get().__class__ is not yaml.StreamEndEvent:
         raise _Decline

@@ -826,12 +826,14 @@ class GitDeployRepo:
         ``git log --max-count`` would."""
         index = ChangeIndex(self.cache_dir / HISTORY_INDEX_DIR, wanted, _index_code()).load()
         chunk, filled = _FIRST_FILL, False
+        answer: Found | None = None
         while True:
             walked = index.walk(start, paths, limit)
             if walked is None:
-                return None
+                break  # a merge: what was filled is kept, so the next walk meets it sooner
             found, missing = walked
             if missing is None:
+                answer = found
                 break
             proc = self._git(
                 *_RAW_LOG, "--full-history", "--sparse", "--ignore-missing",
@@ -841,13 +843,15 @@ class GitDeployRepo:
             )  # fmt: skip
             listed = _parse_raw(proc.stdout, wanted) if proc.returncode == 0 else {}
             if missing not in listed:
-                return None
+                break
             index.add(missing, listed, complete=len(listed) < chunk)
             chunk, filled = min(chunk * 4, _MAX_FILL), True
         if filled:
             index.close(start)
             index.save()
-        return {sha: changes for sha, (_parents, changes) in found.items()}
+        if answer is None:
+            return None
+        return {sha: changes for sha, (_parents, changes) in answer.items()}
 
     def list_files(self, prefix: str = "", rev: str | None = None) -> list[str]:
         clean = _check_prefix(prefix)

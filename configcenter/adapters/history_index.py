@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ _log = logging.getLogger("configcenter")
 _FORMAT = 1
 #: Tips kept per file: a branch has one; more come only from force-pushes.
 MAX_TIPS = 8
+_BLOB_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 #: path -> new blob id, or None where the commit deleted the file
 Changes = dict[str, str | None]
@@ -43,6 +45,13 @@ Found = dict[str, tuple[list[str], Changes]]
 def within(path: str, prefixes: Iterable[str]) -> bool:
     """``path`` is one of ``prefixes`` or inside one of them (as git's literal pathspecs)."""
     return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
+def _blob(value: object) -> str | None:
+    """A blob id as git printed it (or None: deleted); anything else garbles the file."""
+    if value is None or (isinstance(value, str) and _BLOB_ID.fullmatch(value)):
+        return value
+    raise ValueError(f"{value!r} is not a blob id")
 
 
 class ChangeIndex:
@@ -68,7 +77,7 @@ class ChangeIndex:
                 return self
             tips = [str(t) for t in data["tips"]]
             commits = {
-                str(sha): ([str(p) for p in parents], {str(f): b for f, b in changes})
+                str(sha): ([str(p) for p in parents], {str(f): _blob(b) for f, b in changes})
                 for sha, (parents, changes) in data["commits"].items()
             }
         except FileNotFoundError:

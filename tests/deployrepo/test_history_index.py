@@ -143,7 +143,16 @@ def test_new_commits_and_a_deleted_or_garbled_index(deploy_repo_factory: Factory
     assert _same_as_git(indexed, plain) == answers
     (index,) = _index_files(indexed)
 
-    for junk in (b"", b"{not json", b"[]", json.dumps({"format": 1}).encode()):
+    data = json.loads(index.read_bytes())
+    bad_blob = {sha: [parents, [[f, 123] for f, _b in changes]]
+                for sha, (parents, changes) in data["commits"].items()}  # fmt: skip
+    for junk in (
+        b"",
+        b"{not json",
+        b"[]",
+        json.dumps({"format": 1}).encode(),
+        json.dumps({**data, "commits": bad_blob}).encode(),
+    ):
         index.write_bytes(junk)
         assert _same_as_git(indexed, plain) == answers
 
@@ -197,7 +206,7 @@ def test_rewritten_history_and_a_tip_pruned_from_the_cache(
 
 
 def test_a_merge_is_answered_by_git(
-    deploy_repo_factory: Factory, bare_remote: BareRemote, tmp_path: Path
+    deploy_repo_factory: Factory, bare_remote: BareRemote, tmp_path: Path, git_calls: Path
 ) -> None:
     writer = deploy_repo_factory("writer")
     shas = _history(writer)
@@ -230,6 +239,10 @@ def test_a_merge_is_answered_by_git(
     bare_remote.git("update-ref", f"refs/heads/{bare_remote.branch}", merge)
     answers = _same_as_git(indexed, plain)
     assert [c.subject for c, _ in answers[-1]] == ["side adds c"]
+    # The commits read before meeting the merge are kept: git alone answers, nothing more.
+    _fills(git_calls)
+    indexed.log_changes(["dev/.state/c.json"], 50, None, UNDER)
+    assert _fills(git_calls) == 1
 
     _apply(writer, {"dev/.state/a.json": b'{"n": 5}\n'}, "after the merge")
     answers = _same_as_git(indexed, plain)

@@ -138,6 +138,19 @@ class BytecodeUnlessShared(jinja2.BytecodeCache):
         self._inner = inner
         self._shared = shared
 
+    def get_bucket(
+        self, environment: jinja2.Environment, name: str, filename: str | None, source: str
+    ) -> jinja2.bccache.Bucket:
+        # Code the shared compile serves is handed to Jinja's loader as the bucket's: no
+        # checksums of the source and no file looked for that is never written.
+        if isinstance(environment, RenderSandbox):
+            code = self._shared.compile(environment, source, name, filename)
+            if code is not None:
+                bucket = jinja2.bccache.Bucket(environment, "", "")
+                bucket.code = code
+                return bucket
+        return super().get_bucket(environment, name, filename, source)
+
     def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
         self._inner.load_bytecode(bucket)
 

@@ -31,6 +31,9 @@ CATCH_UP_KINDS: frozenset[str] = frozenset({"rollout", "record", "watch", "prune
 #: Released on the platform, by service: the release id its objects carry (None when
 #: its objects carry none, e.g. written by an older version).
 LiveServices = Mapping[str, str | None]
+#: By platform, by service: why a workload that carries its current release does not run
+#: it as released (an image or a replica count changed by hand), in a few words.
+HandEdits = Mapping[str, Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -95,17 +98,19 @@ def converge(
     live: Mapping[str, LiveServices],
     *,
     only: Collection[str] | None = None,
+    edited: HandEdits | None = None,
 ) -> Converged:
     """`plan` adjusted to what the observed platforms run.
 
     `live` maps each observed platform's name to the services it runs. A
     platform missing from `live` was not observed: its services keep their
-    plan as it is (nothing is concluded about them).
+    plan as it is (nothing is concluded about them). `edited` names the services
+    whose workloads carry their release but were changed by hand: rolled out again.
     """
     steps: dict[str, Step] = {}
     services: list[ServicePlan] = []
     for sp in plan.services:
-        step = _step(sp, live)
+        step = _step(sp, live, edited or {})
         if step is None:
             services.append(sp)
             continue
@@ -139,7 +144,7 @@ def converge(
     return Converged(Plan(plan.env, services, plan.config_commit), steps)
 
 
-def _step(sp: ServicePlan, live: Mapping[str, LiveServices]) -> Step | None:
+def _step(sp: ServicePlan, live: Mapping[str, LiveServices], edited: HandEdits) -> Step | None:
     previous = sp.previous
     if previous is None or sp.action == "delete":
         return None
@@ -167,7 +172,8 @@ def _step(sp: ServicePlan, live: Mapping[str, LiveServices]) -> Step | None:
         return None
     if sp.action != "noop":
         return None  # blocked: a failed release is not rolled out again
-    return _catch_up(sp.service, previous, release, platform, running, present)
+    edit = edited.get(platform, {}).get(sp.service)
+    return _catch_up(sp.service, previous, release, platform, running, present, edit)
 
 
 def _catch_up(
@@ -177,12 +183,16 @@ def _catch_up(
     platform: str,
     running: str | None,
     present: bool,
+    edit: str | None = None,
 ) -> Step | None:
     if release.outcome not in ("committed", "healthy"):
         return None
     if present and _runs(release, running):
         if release.outcome == "healthy":
-            return None
+            if edit is None:
+                return None
+            why = f"{release.id} recorded healthy, but {edit}: roll it out again"
+            return Step(service, "rollout", platform, why, release.id)
         return Step(
             service,
             "record",

@@ -1,21 +1,23 @@
 """What the platforms of an environment run, for plan and apply (see `core.converge`).
 
 One `observe()` per platform: one list call per kind for Kubernetes, one app
-listing for Marathon. Only the release each service's objects carry is kept.
+listing for Marathon. Kept: the release each service's objects carry, and which
+services carry their current release but not its image or replica count (changed
+by hand: `kubectl set image`, `kubectl scale`), so apply rolls those out again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 
-from configcenter.core.converge import Converged, LiveServices, converge
+from configcenter.core.converge import Converged, HandEdits, LiveServices, converge
 from configcenter.core.errors import TransientFailure
 from configcenter.core.model import Config
 from configcenter.core.plan import Plan
 from configcenter.core.state import EnvState
 from configcenter.ports.deploy_repo import DeployRepoError
-from configcenter.ports.platform import ObservedService
-from configcenter.usecases.platforms import open_platform
+from configcenter.ports.platform import ObservedService, Platform
+from configcenter.usecases.platforms import deployable, open_platform
 from configcenter.usecases.workspace import Workspace
 
 
@@ -38,23 +40,29 @@ def observe_env(
     env: str,
     state: EnvState,
     log: Callable[[str], None] | None = None,
-) -> dict[str, LiveServices]:
-    """Platform name -> service -> the release its objects carry. Raises ObserveError."""
+) -> tuple[dict[str, LiveServices], HandEdits]:
+    """Platform name -> service -> the release its objects carry, and the services
+    changed by hand (see `hand_edits`). Raises ObserveError."""
     live: dict[str, LiveServices] = {}
+    edited: dict[str, dict[str, str]] = {}
     for name in env_platforms(ws.config, env, state):
         try:
-            observed = open_platform(ws.config, env, name, ws.redactor).observe()
+            platform = open_platform(ws.config, env, name, ws.redactor)
+            observed = platform.observe()
         except Exception as exc:
             raise ObserveError(
                 f"platform '{name}' for {env} cannot be reached: {ws.redactor.redact(str(exc))}"
             ) from None
+        edited[name] = hand_edits(ws, env, state, name, platform, observed)
         live[name] = live_releases(observed)
         if log is not None:
             log(f"{env}: observed {len(observed)} service(s) on platform {name}")
             for service, item in observed.items():
                 if item.missing:
                     log(f"{service}: {', '.join(item.missing)} missing on platform {name}")
-    return only_ours(ws, env, state, live, log)
+            for service, why in edited[name].items():
+                log(f"{service}: {why}")
+    return only_ours(ws, env, state, live, log), edited
 
 
 def only_ours(
@@ -117,9 +125,11 @@ def converge_observed(
     for its services."""
     state = ws.peek_state(env)  # only read: its service names and platforms
     live: dict[str, LiveServices] = {}
+    edited: dict[str, dict[str, str]] = {}
     for name in env_platforms(ws.config, env, state):
         try:
-            observed = open_platform(ws.config, env, name, ws.redactor).observe()
+            platform = open_platform(ws.config, env, name, ws.redactor)
+            observed = platform.observe()
         except Exception as exc:
             if warn is not None:
                 warn(
@@ -127,8 +137,10 @@ def converge_observed(
                     "the plan compares with the deploy repo only for its services"
                 )
             continue
+        edited[name] = hand_edits(ws, env, state, name, platform, observed)
         live[name] = live_releases(observed)
-    return converge(plan, state, only_ours(ws, env, state, live, warn), only=only)
+    ours = only_ours(ws, env, state, live, warn)
+    return converge(plan, state, ours, only=only, edited=edited)
 
 
 def live_releases(observed: Mapping[str, ObservedService]) -> LiveServices:
@@ -137,6 +149,56 @@ def live_releases(observed: Mapping[str, ObservedService]) -> LiveServices:
     return {
         service: None if item.missing else item.release_id for service, item in observed.items()
     }
+
+
+def hand_edits(
+    ws: Workspace,
+    env: str,
+    state: EnvState,
+    name: str,
+    platform: Platform,
+    observed: Mapping[str, ObservedService],
+) -> dict[str, str]:
+    """Service -> what differs, for workloads on platform `name` that carry their current
+    release (so its annotation says all is well) but whose image or replica count is not
+    the release's: someone ran `kubectl set image` or `kubectl scale`.
+
+    Cheap first: only a service whose summary differs from its state record is read
+    from the deploy repo and compared by the platform's own `diff` (a template may put
+    another container first, or set replicas itself), which has the last word.
+    """
+    suspects = []
+    for service, item in observed.items():
+        current = state.services.get(service)
+        release = current.release if current is not None else None
+        if current is None or release is None or current.platform != name or item.missing:
+            continue
+        if item.release_id is None or item.release_id not in (release.id, release.scale_of):
+            continue
+        image = bool(item.image and current.image and item.image != current.image)
+        count = None not in (item.replicas, current.replicas) and item.replicas != current.replicas
+        if image or count:
+            suspects.append(service)
+    if not suspects:
+        return {}
+    paths = [f"{env}/{s}/{file}" for s in suspects for file in state.services[s].files]
+    found = ws.deploy_repo.read_many(paths)
+    edits: dict[str, str] = {}
+    for service in suspects:
+        current = state.services[service]
+        assert current.release is not None
+        prefix = f"{env}/{service}/"
+        files = {p[len(prefix) :]: data for p, data in found.items() if p.startswith(prefix)}
+        wanted = deployable(env, service, current, files, current.release.id)
+        drifts = [d for d in platform.diff(wanted, observed[service]).drifts]
+        what = [
+            f"{d.field} {d.live} (the release's: {d.desired})"
+            for d in drifts
+            if d.field in ("image", "replicas")
+        ]
+        if what:
+            edits[service] = f"{name} runs {' and '.join(what)}"
+    return edits
 
 
 def _deployed_before(ws: Workspace, env: str, service: str) -> bool:

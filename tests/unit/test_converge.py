@@ -185,3 +185,25 @@ def test_a_workload_carrying_the_release_a_scale_scales_runs_that_scale(
     # Any other release is not it.
     result = converge(plan, state, {"local": {"db": "r0", "api": "r2"}})
     assert {s.service: s.kind for s in result.catch_up()} == {"db": "rollout"}
+
+
+def test_a_healthy_release_edited_by_hand_is_rolled_out_again(repo: ConfigRepo) -> None:
+    """Its workload still carries the release id; what differs comes as `edited`."""
+    state, files = deployed(repo)
+    state = with_outcome(state, "healthy")
+    plan = replan(repo, state, files)
+    edited = {"local": {"api": "local runs image x:hacked (the release's: api:1)"}}
+
+    result = converge(plan, state, {"local": {"db": "r1", "api": "r1"}}, edited=edited)
+
+    assert actions(result.plan) == {"db": ("noop", []), "api": ("update", [PLATFORM_REASON])}
+    assert [(s.service, s.kind, s.release) for s in result.catch_up()] == [("api", "rollout", "r1")]
+    assert result.steps["api"].why == (
+        "r1 recorded healthy, but local runs image x:hacked (the release's: api:1): "
+        "roll it out again"
+    )
+    # An edit on a platform the service does not run on concludes nothing.
+    other = converge(
+        plan, state, {"local": {"db": "r1", "api": "r1"}}, edited={"m": edited["local"]}
+    )
+    assert other.steps == {}

@@ -1,0 +1,83 @@
+"""A workload edited by hand is not "nothing to do" (on the real control plane).
+
+`kubectl set image` or `kubectl scale` leaves the release annotation alone, so
+the platform still says it runs the current release. The plan must still see
+that the image or the replica count is not the release's, say so, and the next
+`apply` must make the platform run what the deploy repo says again: the
+release's own ReplicaSet scaled back up, no new release, no commit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world, services
+from tests.support.e2e_fixtures import World
+from tests.support.helpers import poll
+from tests.support.k8s_fixtures import K8sNamespace
+
+pytestmark = pytest.mark.k8s
+
+
+@pytest.fixture
+def cluster(k8s_namespace: K8sNamespace) -> Cluster:
+    return Cluster(k8s_namespace)
+
+
+def plan_of(world: World) -> dict[str, dict[str, Any]]:
+    plan = json.loads(world.ok("plan", "dev", "--json").stdout)
+    return {s["service"]: s for s in plan["services"]}
+
+
+def only_rs(cluster: Cluster, service: str) -> str | None:
+    """The one ReplicaSet of the service that has replicas, None while several have."""
+    active = [name for name, n in cluster.replica_sets(service).items() if n > 0]
+    return active[0] if len(active) == 1 else None
+
+
+def image_of(cluster: Cluster, service: str) -> str:
+    return str(cluster.deployment(service).spec.template.spec.containers[0].image)
+
+
+def test_an_image_or_replicas_changed_by_hand_is_a_plan_step_and_apply_restores_them(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    world = k8s_world(tmp_path, k8s_namespace, services=("db", "worker"))
+    world.ok("apply", "dev")
+    released = {name: record["release"]["id"] for name, record in services(world).items()}
+    worker_rs, db_rs = cluster.active_rs("worker"), cluster.active_rs("db")
+    worker_image = image_of(cluster, "worker")
+    # kubectl set image deploy/worker app=...:hacked; kubectl scale deploy/db --replicas=3
+    hacked = {
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "x:hacked"}]}}}
+    }
+    cluster.apps.patch_namespaced_deployment("worker", cluster.ns, hacked)
+    cluster.apps.patch_namespaced_deployment_scale("db", cluster.ns, {"spec": {"replicas": 3}})
+    poll(lambda: only_rs(cluster, "worker") not in (None, worker_rs), 30, "the hacked rollout")
+
+    plan = plan_of(world)
+    for name in ("db", "worker"):
+        assert (plan[name]["action"], plan[name]["reasons"]) == ("update", ["platform"]), name
+        assert plan[name]["platform"]["step"] == "rollout"
+    assert "x:hacked" in plan["worker"]["platform"]["why"]
+    assert "replicas 3" in plan["db"]["platform"]["why"]
+    text = world.ok("plan", "dev").stdout
+    assert "Nothing to do" not in text and "x:hacked" in text
+    head = world.head()
+
+    expect(world.cc("apply", "dev"), 0)
+
+    assert image_of(cluster, "worker") == worker_image
+    assert cluster.deployment("db").spec.replicas == 1
+    # The release's own pod template again: its ReplicaSet is scaled back up.
+    poll(lambda: only_rs(cluster, "worker") == worker_rs, 30, "worker's own ReplicaSet")
+    assert cluster.active_rs("db") == db_rs
+    assert {n: r["release"]["id"] for n, r in services(world).items()} == released
+    assert world.head() == head  # nothing to commit: the deploy repo was right
+    assert {s["action"] for s in plan_of(world).values()} == {"noop"}
+    report = json.loads(world.ok("reconcile", "dev", "--json").stdout)
+    assert [d for s in report["services"] for d in s["drifts"]] == []

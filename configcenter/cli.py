@@ -116,11 +116,15 @@ def wants_json() -> bool:
 
 
 def fail(
-    problems: Sequence[Problem], code: int = EXIT_ERROR, as_json: bool | None = None
+    problems: Sequence[Problem],
+    code: int = EXIT_ERROR,
+    as_json: bool | None = None,
+    ctx: click.Context | None = None,
 ) -> NoReturn:
-    """Report problems (JSON on stdout with --json, text on stderr otherwise) and exit."""
+    """Report problems (JSON on stdout with --json, text on stderr otherwise) and exit.
+    `ctx` names the command (default: the current one)."""
     if as_json if as_json is not None else wants_json():
-        ctx = click.get_current_context(silent=True)
+        ctx = ctx or click.get_current_context(silent=True)
         command = ctx.command_path.split(" ", 1)[1] if ctx and " " in ctx.command_path else None
         emit(
             {
@@ -341,7 +345,8 @@ class ConfigcenterCLI(click.Group):
                 hint = "see --help"
                 if exc.ctx is not None:
                     hint = f"see {exc.ctx.command_path} --help"
-                fail([Problem(Source(""), exc.format_message(), hint)], EXIT_USAGE, as_json=True)
+                problem = Problem(Source(""), exc.format_message(), hint)
+                fail([problem], EXIT_USAGE, as_json=True, ctx=exc.ctx)
             exc.show()
             sys.exit(EXIT_USAGE)
         except click.ClickException as exc:

@@ -145,9 +145,12 @@ def test_usage_error_with_json_is_json(repo: ConfigRepo) -> None:
     assert result.exit_code == 64
     data = one_json(result)
     assert data["ok"] is False and data["exit_code"] == 64
+    assert data["command"] == "plan"  # as for any other failure of the command
     (problem,) = data["problems"]
     assert "No such option '--typo'" in problem["message"]
     assert problem["hint"].startswith("see ") and problem["hint"].endswith(" plan --help")
+    assert one_json(run(repo, "template", "release", "--json"))["command"] == "template release"
+    assert one_json(run(repo, "nosuch", "--json"))["command"] is None
 
 
 def test_help_documents_every_exit_code() -> None:

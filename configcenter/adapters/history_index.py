@@ -34,7 +34,7 @@ _log = logging.getLogger("configcenter")
 _FORMAT = 1
 #: Tips kept per file: a branch has one; more come only from force-pushes.
 MAX_TIPS = 8
-_BLOB_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 #: path -> new blob id, or None where the commit deleted the file
 Changes = dict[str, str | None]
@@ -47,11 +47,11 @@ def within(path: str, prefixes: Iterable[str]) -> bool:
     return any(path == p or path.startswith(p + "/") for p in prefixes)
 
 
-def _blob(value: object) -> str | None:
-    """A blob id as git printed it (or None: deleted); anything else garbles the file."""
-    if value is None or (isinstance(value, str) and _BLOB_ID.fullmatch(value)):
+def _object_id(value: object) -> str:
+    """A commit or blob id as git printed it; anything else garbles the file."""
+    if isinstance(value, str) and _OBJECT_ID.fullmatch(value):
         return value
-    raise ValueError(f"{value!r} is not a blob id")
+    raise ValueError(f"{value!r} is not an object id")
 
 
 class ChangeIndex:
@@ -75,9 +75,12 @@ class ChangeIndex:
                 or data.get("code") != self.code
             ):
                 return self
-            tips = [str(t) for t in data["tips"]]
+            tips = [_object_id(t) for t in data["tips"]]
             commits = {
-                str(sha): ([str(p) for p in parents], {str(f): _blob(b) for f, b in changes})
+                _object_id(sha): (
+                    [_object_id(p) for p in parents],
+                    {str(f): None if b is None else _object_id(b) for f, b in changes},
+                )
                 for sha, (parents, changes) in data["commits"].items()
             }
         except FileNotFoundError:

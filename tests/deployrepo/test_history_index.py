@@ -152,6 +152,9 @@ def test_new_commits_and_a_deleted_or_garbled_index(deploy_repo_factory: Factory
         b"[]",
         json.dumps({"format": 1}).encode(),
         json.dumps({**data, "commits": bad_blob}).encode(),
+        json.dumps(
+            {**data, "tips": ["--all"], "commits": {**data["commits"], "--all": [[], []]}}
+        ).encode(),
     ):
         index.write_bytes(junk)
         assert _same_as_git(indexed, plain) == answers

@@ -173,13 +173,7 @@ def _parse_nodes(
         )
         return None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        problems.error(
-            Source(file, line),
-            f"YAML syntax error: {exc.problem or exc.context}",
-            "check indentation, quotes and colons on this line or the one before",
-        )
+        problems.error(*_syntax_error(exc, file))
         return None
     except yaml.YAMLError as exc:
         problems.error(Source(file, 1), f"YAML error: {str(exc).splitlines()[0][:120]}")
@@ -194,6 +188,43 @@ def _parse_nodes(
     if node is not None:
         _walk(node, (), doc, problems)
     return doc
+
+
+#: Contexts in which PyYAML notices only later (often at the end of the file) that a
+#: bracket or quote was never closed: the line to fix is the one that opened it.
+_UNCLOSED = {
+    "while parsing a flow mapping": (
+        "'{'",
+        "close it with '}' on this line, or quote the value if the '{' is text",
+    ),
+    "while parsing a flow sequence": (
+        "'['",
+        "close it with ']' on this line, or quote the value if the '[' is text",
+    ),
+    "while scanning a quoted scalar": (
+        "quote",
+        "close it with the same quote on this line ('' inside '...', \\\" inside \"...\")",
+    ),
+}
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> tuple[Source, str, str]:
+    problem, opened = exc.problem_mark, exc.context_mark
+    unclosed = _UNCLOSED.get(exc.context or "")
+    if unclosed and problem is not None and opened is not None and problem.line > opened.line:
+        what, hint = unclosed
+        return (
+            Source(file, opened.line + 1),
+            f"YAML syntax error: the {what} opened on this line is not closed "
+            f"({exc.problem} at line {problem.line + 1})",
+            hint,
+        )
+    mark = problem or opened
+    return (
+        Source(file, mark.line + 1 if mark else 1),
+        f"YAML syntax error: {exc.problem or exc.context}",
+        "check indentation, quotes and colons on this line or the one before",
+    )
 
 
 _KINDS = {

@@ -28,11 +28,6 @@ def test_basic_repo_is_clean(memory_repo: MemoryRepo) -> None:
             "mapping values are not allowed in this context",
         ),
         (
-            "template: 1.0.0\nimage: {ref: x\nreplicas: 1\n",
-            3,
-            "did not find expected ',' or '}'",
-        ),
-        (
             "template: 1.0.0\nvalues:\n  A: 1\n\tB: 2\n",
             4,
             "found a tab character that violates indentation",
@@ -51,8 +46,28 @@ def test_yaml_syntax_error_in_project_file(memory_repo: MemoryRepo) -> None:
     memory_repo.write("configcenter.yaml", "project: shop\nenvironments: [dev, prod\n")
     problem = only_problem(memory_repo.problems())
     assert problem.source.file == "configcenter.yaml"
-    assert problem.source.line == 3
+    assert problem.source.line == 2  # where the '[' was opened, not past the end of the file
     assert problem.message.startswith("YAML syntax error")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "what", "found"),
+    [
+        ("template: 1.0.0\nimage: {ref: x\nreplicas: 1\n", 2, "'{'", "line 3"),
+        ("template: 1.0.0\nimage: {ref: x,\n\n\n  tag: y\nreplicas: 1\n", 2, "'{'", "line 6"),
+        ("template: [1.0.0\n", 1, "'['", "line 2"),
+        ("template: 1.0.0\nvalues:\n  A: 'x\n  B: 2\n", 3, "quote", "line 5"),
+    ],
+)
+def test_an_unclosed_bracket_or_quote_names_the_line_that_opened_it(
+    memory_repo: MemoryRepo, text: str, line: int, what: str, found: str
+) -> None:
+    memory_repo.write(API_DEV, text)
+    problem = only_problem(memory_repo.problems())
+    assert problem.source == Source(API_DEV, line)
+    assert problem.message.startswith(f"YAML syntax error: the {what} opened on this line")
+    assert found in problem.message
+    assert problem.hint.startswith("close it with ")
 
 
 def test_duplicate_key(memory_repo: MemoryRepo) -> None:

@@ -27,30 +27,30 @@ from configcenter.adapters.secrets import SecretError
 from configcenter.core import kinds
 from configcenter.core.errors import UserError
 from configcenter.core.redact import Redactor
-from configcenter.ports.builder import Builder, BuilderContext, BuilderFactory, RegistryAccess
-from configcenter.ports.forge import Forge, ForgeContext, ForgeFactory
-from configcenter.ports.platform import (
-    ConfigFilesCheck,
-    Platform,
-    PlatformFactory,
-    PlatformTarget,
-    UndeliveredFiles,
-)
-from configcenter.ports.registry import Registry
-from configcenter.ports.runstore import RunStore, RunStoreError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the ports (their modules: the adapters and use cases that use them)
     import jinja2.bccache
 
     from configcenter.adapters.config_git import ConfigGit
     from configcenter.core.load_trace import LoadStore
     from configcenter.core.render import BytecodeStore, RenderedStore
+    from configcenter.ports.builder import Builder, BuilderContext, BuilderFactory, RegistryAccess
     from configcenter.ports.config_lineage import ConfigLineage
     from configcenter.ports.config_repo import ConfigRepo
     from configcenter.ports.deploy_repo import DeployRepo, RecordCache
+    from configcenter.ports.forge import Forge, ForgeContext, ForgeFactory
     from configcenter.ports.jobstore import JobStore
     from configcenter.ports.leadership import Leadership
     from configcenter.ports.plan_digests import KeptPlanDigests
+    from configcenter.ports.platform import (
+        ConfigFilesCheck,
+        Platform,
+        PlatformFactory,
+        PlatformTarget,
+        UndeliveredFiles,
+    )
+    from configcenter.ports.registry import Registry
+    from configcenter.ports.runstore import RunStore
     from configcenter.ports.source import SourceCheckouts
 
 
@@ -58,7 +58,7 @@ class UnknownKind(UserError):
     """configcenter.yaml names a kind no adapter is registered for."""
 
 
-RunStoreFactory = Callable[[str | None, Redactor | None], RunStore]
+RunStoreFactory = Callable[[str | None, Redactor | None], "RunStore"]
 
 
 def entry(port: kinds.Port, kind: str) -> kinds.AdapterKind:
@@ -87,7 +87,7 @@ def supports(port: kinds.Port, kind: str, capability: str) -> bool:
 
 
 def open_platform(target: PlatformTarget, redactor: Redactor, *, force: bool = False) -> Platform:
-    opener = cast(PlatformFactory, factory("platform", target.kind))
+    opener = cast("PlatformFactory", factory("platform", target.kind))
     return opener(target, redactor, force=force)
 
 
@@ -100,17 +100,17 @@ def check_config_files(
     if not supports("platform", kind, kinds.CONFIG_FILES):
         return None
     module = importlib.import_module(entry("platform", kind).module)
-    check = cast(ConfigFilesCheck, module.check_config_files)
+    check = cast("ConfigFilesCheck", module.check_config_files)
     return check(platform, settings, files)
 
 
 def open_builder(settings: Mapping[str, Any], context: BuilderContext) -> Builder:
-    opener = cast(BuilderFactory, factory("builder", str(settings.get("kind", "buildah"))))
+    opener = cast("BuilderFactory", factory("builder", str(settings.get("kind", "buildah"))))
     return opener(settings, context)
 
 
 def open_forge(settings: Mapping[str, Any], context: ForgeContext) -> Forge:
-    opener = cast(ForgeFactory, factory("forge", str(settings.get("kind", "local"))))
+    opener = cast("ForgeFactory", factory("forge", str(settings.get("kind", "local"))))
     return opener(settings, context)
 
 
@@ -124,6 +124,7 @@ def open_run_store(url: str | None = None, redactor: Redactor | None = None) -> 
     scheme = "sqlite" if url is None else (url.split(":", 1)[0].lower() if ":" in url else "")
     if not _opens("run_store", scheme):
         from configcenter.adapters.runstores import default_sqlite_path, mask_url
+        from configcenter.ports.runstore import RunStoreError
 
         raise RunStoreError(
             f"unsupported run store URL {mask_url(str(url))!r}: use "

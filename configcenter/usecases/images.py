@@ -13,11 +13,11 @@ from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.plan import ResolvedImage, ServicePlan
 from configcenter.core.redact import Redactor
 from configcenter.core.values import SecretRef
-from configcenter.ports.builder import Builder, BuilderContext, RegistryAccess
-from configcenter.ports.registry import Registry, RegistryCredentials, RegistryError
 from configcenter.usecases.workspace import cache_home
 
-if TYPE_CHECKING:  # building is imported by what builds (a plan only resolves given images)
+if TYPE_CHECKING:  # imported by what builds or asks the registry (a plan may do neither)
+    from configcenter.ports.builder import Builder, RegistryAccess
+    from configcenter.ports.registry import Registry
     from configcenter.usecases.build import BuildOutcome, ImageBuildSpec
 
 #: The project's layer cache on its registry, shared by its services: three path
@@ -69,6 +69,9 @@ def build_spec(config: Config, plan: ServicePlan) -> ImageBuildSpec:
 
 def _registry_access(config: Config, redactor: Redactor) -> RegistryAccess:
     """Host, insecure flag and credentials (secrets resolved now, registered for masking)."""
+    from configcenter.ports.builder import RegistryAccess
+    from configcenter.ports.registry import RegistryCredentials
+
     registry = config.project.registry
     host = str(registry.get("url", "")).removeprefix("http://").removeprefix("https://")
     credentials = None
@@ -83,6 +86,8 @@ def _registry_access(config: Config, redactor: Redactor) -> RegistryAccess:
 
 def open_builder(config: Config, redactor: Redactor) -> Builder:
     """The builder configcenter.yaml names (`builder.kind`, buildah by default)."""
+    from configcenter.ports.builder import BuilderContext
+
     context = BuilderContext(
         _registry_access(config, redactor), lambda: open_registry(config, redactor)
     )
@@ -274,7 +279,7 @@ def _lookup(registry: Registry, repository: str, tag: str) -> tuple[str | None, 
     Errors are kept apart from absence; a refusal of our credentials is an answer, not
     an unreachable registry.
     """
-    from configcenter.ports.registry import RegistryAuthError
+    from configcenter.ports.registry import RegistryAuthError, RegistryError
 
     try:
         digest = registry.manifest_digest(repository, tag)

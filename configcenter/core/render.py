@@ -26,7 +26,7 @@ from configcenter.core.consumed import CONTEXT_NAMES, Consumption, find_consumpt
 from configcenter.core.errors import Problem, Source
 from configcenter.core.model import Config, ServiceConfig, Template
 from configcenter.core.placement import misplaced_secret
-from configcenter.core.values import SecretRef, flatten
+from configcenter.core.values import SecretRef
 
 if TYPE_CHECKING:
     import jinja2
@@ -274,17 +274,21 @@ class Renderer:
                 )
             )
         secret_keys = sorted(
-            {
-                k.split(".")[0]
-                for k, v in flatten(service.values.tree).items()
-                if isinstance(v, SecretRef)
-            }
+            {f"{k}".split(".")[0] for k, v in service.values.tree.items() if _holds_secret(v)}
         )
         if secret_keys:
             misplaced = misplaced_secret(service.template, files, secret_keys)
             if misplaced is not None:
                 raise RenderError(misplaced)
         return Rendered(service.name, files)
+
+
+def _holds_secret(value: Any) -> bool:
+    """A secret, or a map holding one among its leaves as `flatten` finds them (lists are
+    leaves)."""
+    if isinstance(value, SecretRef):
+        return True
+    return isinstance(value, dict) and any(_holds_secret(v) for v in value.values())
 
 
 def rendered_key(config: Config, service: ServiceConfig, image: str) -> str:

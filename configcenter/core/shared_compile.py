@@ -122,8 +122,26 @@ def _plain_syntax(env: jinja2.Environment) -> bool:
     )
 
 
+class _Shape:
+    """The tokens of a source with each text token's value left out, as a dict key whose
+    hash is computed once (a template has a few hundred tokens; sources lexed by their
+    frame share their shape's object, so a lookup is a hash and an identity check)."""
+
+    __slots__ = ("_hash", "tokens")
+
+    def __init__(self, tokens: tuple[Any, ...]) -> None:
+        self.tokens = tokens
+        self._hash = hash(tokens)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, _Shape) and self.tokens == other.tokens)
+
+
 class _Lexed(NamedTuple):
-    shape: tuple[Any, ...]  # the tokens, with each text token's value left out
+    shape: _Shape
     texts: tuple[str, ...]  # the text tokens' values, in order
     tokens: tuple[Token, ...]
 
@@ -137,8 +155,8 @@ class SharedCompile:
     """
 
     def __init__(self, max_shapes: int = 1024) -> None:
-        self._shapes: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._names: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._shapes: OrderedDict[_Shape, Any] = OrderedDict()
+        self._names: OrderedDict[_Shape, Any] = OrderedDict()
         # The last sources lexed: the consumption check and the compile lex the same ones.
         self._lexed: OrderedDict[str, _Lexed | None] = OrderedDict()
         # Where the tags of a lexed source are, by the tags' text (see `_keep_frame`).
@@ -187,7 +205,7 @@ class SharedCompile:
                 return None
             else:
                 key.append(token)
-        lexed = _Lexed(tuple(key), tuple(texts), tokens)
+        lexed = _Lexed(_Shape(tuple(key)), tuple(texts), tokens)
         if fast:
             self._keep_frame(source, raw, lexed)
         return lexed
@@ -231,7 +249,7 @@ class SharedCompile:
         self._frames.move_to_end(key)
         return _Lexed(lexed.shape, values, lexed.tokens)
 
-    def _kept(self, table: OrderedDict[tuple[Any, ...], Any], lexed: _Lexed, make: Any) -> Any:
+    def _kept(self, table: OrderedDict[_Shape, Any], lexed: _Lexed, make: Any) -> Any:
         found = table.get(lexed.shape)
         if found is None:
             found = make(lexed.tokens)

@@ -164,3 +164,23 @@ def test_render_of_some_services_keeps_the_environment_order(repo: ConfigRepo) -
     rendered = render(Workspace(repo.root), "dev", ["api", "db"])
     assert [r.service for r in rendered] == ["db", "api"]  # api depends on db
     assert [r.service for r in render(Workspace(repo.root), "dev", ["api"])] == ["api"]
+
+
+def test_secret_keys_are_the_ones_flatten_finds() -> None:
+    """The secret-placement check asks which top-level values hold a secret as `flatten`
+    finds leaves (maps are walked, lists are leaves); `_holds_secret` answers without it."""
+    from configcenter.core.render import _holds_secret
+    from configcenter.core.values import SecretRef, flatten
+
+    secret = SecretRef("env:DB_PASSWORD")
+    trees = [
+        {},
+        {"A": "x", "B": 1, "C": secret},
+        {"db": {"password": secret, "user": "u"}, "plain": {"x": {"y": 1}}},
+        {"deep": {"a": {"b": {"c": secret}}}, "empty": {}, "none": None},
+        {"in_list": [secret], "in_list_map": [{"k": secret}]},
+        {"dotted.key": secret, 5: {"x": secret}, "t": {"u": [1, secret]}},
+    ]
+    for tree in trees:
+        by_flatten = {k.split(".")[0] for k, v in flatten(tree).items() if isinstance(v, SecretRef)}
+        assert {f"{k}".split(".")[0] for k, v in tree.items() if _holds_secret(v)} == by_flatten

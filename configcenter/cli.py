@@ -322,6 +322,23 @@ def hoist_global_options(group: click.Group, args: list[str]) -> list[str]:
     return [*front, *hoisted, *command_path[:1], *kept]
 
 
+def _exit_now_if_busy() -> None:
+    """After Ctrl-C, do not wait for worker threads (a rollout being watched) to end: what
+    was committed stays committed and the next apply watches and records what rolls out."""
+    import threading
+
+    main = threading.main_thread()
+    if any(t is not main and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        click.echo(
+            "interrupted while a rollout was watched: it goes on without configcenter; "
+            "run `configcenter apply` again to watch it and record its outcome",
+            err=True,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_ERROR)
+
+
 class ConfigcenterCLI(click.Group):
     """Usage errors exit 64 (2 means "there are changes"); with --json they are JSON too."""
 
@@ -356,6 +373,7 @@ class ConfigcenterCLI(click.Group):
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
             click.echo("Aborted!", err=True)
+            _exit_now_if_busy()
             sys.exit(EXIT_ERROR)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)

@@ -122,7 +122,8 @@ def apply_env(
         store.finish(run.id, result.outcome, details)
         return result
     except BaseException as exc:
-        store.finish(run.id, "failed", {"error": ws.redactor.redact(str(exc))})
+        error = str(exc) or ("interrupted" if isinstance(exc, KeyboardInterrupt) else repr(exc))
+        store.finish(run.id, "failed", {"error": ws.redactor.redact(error)})
         raise
 
 

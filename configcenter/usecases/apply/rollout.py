@@ -245,7 +245,9 @@ def roll_out(
                         else {},
                     )
                     done.add(s.service)
-            with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+            # Not `with`: its exit joins the workers, so Ctrl-C would wait out every rollout.
+            pool = ThreadPoolExecutor(max_workers=max(1, options.jobs))
+            try:
                 futures = {
                     s.service: pool.submit(
                         deploy_one,
@@ -267,6 +269,11 @@ def roll_out(
                     done.add(name)
                     if outcome.result.outcome in ("failed", "rolled_back"):
                         blocked |= dependents_of(deps, name)
+            except KeyboardInterrupt:
+                # Ctrl-C: what rolls out goes on unwatched (the next apply watches it).
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
     finally:
         # Whatever happens, what did finish is recorded (and restored files written).
         record(ws, env, outcomes, log)

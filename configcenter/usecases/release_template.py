@@ -20,7 +20,7 @@ from configcenter.core.model import HEAD, Template
 from configcenter.core.plan import desired_image
 from configcenter.core.render import RenderError
 from configcenter.core.schema import TEMPLATE
-from configcenter.core.source import TemplateTree
+from configcenter.core.source import LINK_HINT, TemplateTree
 from configcenter.core.state import EnvState
 from configcenter.core.yamldoc import parse_yaml
 from configcenter.usecases.workspace import Workspace
@@ -231,6 +231,14 @@ class _WithPendingTags:
 
 def _work_tree_template(ws: Workspace, service: str) -> Template:
     tree = ws.source.template_tree(service, None)
+    if tree is not None and tree.refused:  # a link is never read, so never released either
+        paths = [(f"templates/{service}/{name}".rstrip("/"), kind) for name, kind in tree.refused]
+        raise ConfigError(
+            [
+                Problem(Source(p), f"{p} is a {kind}, not a regular file", LINK_HINT)
+                for p, kind in paths
+            ]
+        )
     raw = tree.read("template.yaml") if tree is not None else None
     rel = f"templates/{service}/template.yaml"
     if tree is None or raw is None:

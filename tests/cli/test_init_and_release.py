@@ -141,6 +141,23 @@ def test_release_all_bootstraps_a_fresh_repo(tmp_path: Path) -> None:
     assert cc("-C", str(repo.root), "validate").exit_code == 0
 
 
+def test_release_refuses_a_linked_template_file_naming_the_link(tmp_path: Path) -> None:
+    """Not "output 'app.env' has no app.env.j2": the file is there, as a link."""
+    repo = fresh_repo(tmp_path / "fresh")
+    outside = tmp_path / "outside.j2"
+    outside.write_text("X={{ X }}\n")
+    (repo.root / "templates/a/app.env.j2").unlink()
+    (repo.root / "templates/a/app.env.j2").symlink_to(outside)
+    repo.commit("a: a link")
+    result = cc("-C", str(repo.root), "template", "release", "--all", "1.0.0", "--json")
+    assert result.exit_code == 1
+    (problem,) = json.loads(result.stdout)["problems"]
+    assert problem["file"] == "templates/a/app.env.j2"
+    assert problem["message"] == "templates/a/app.env.j2 is a symbolic link, not a regular file"
+    assert "never follows links" in problem["hint"]
+    assert repo.git("tag").split() == []
+
+
 def test_release_pushes_the_tags_to_the_remote(tmp_path: Path) -> None:
     repo = fresh_repo(tmp_path / "fresh")
     remote = tmp_path / "fresh.git"

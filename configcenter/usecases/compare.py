@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from configcenter.core.consumed import Consumption
 from configcenter.core.errors import ConfigError, Problem, ProblemList, TransientFailure, UserError
 from configcenter.core.source import ConfigSource, MemorySource
 from configcenter.core.state import EnvState, ServiceState
@@ -23,6 +24,16 @@ from configcenter.usecases.workspace import Workspace
 
 if TYPE_CHECKING:
     from configcenter.usecases.history import HistoryEntry
+
+
+def _consumed(entries: Mapping[Any, Any], consumption: Consumption | None) -> dict[str, Any]:
+    """Flat key -> entry of the values `consumption` covers (all when it is not known)."""
+    return {
+        ".".join(path): entries[path]
+        for path in sorted(entries)
+        if consumption is None or consumption.covers(path[0])
+    }
+
 
 # -- services ENV ----------------------------------------------------------------------------
 
@@ -193,6 +204,7 @@ def diff_envs(ws: Workspace, left: str, right: str, only: Collection[str] = ()) 
     wanted = {env.name: [n for n in chosen if n in env.services] for env in envs}
     rendered: dict[str, dict[str, dict[str, bytes]]] = {}
     images: dict[str, dict[str, str]] = {}
+    consumes: dict[str, dict[str, Consumption | None]] = {left: {}, right: {}}
     unverified: dict[str, str] = {}
     for env in envs:
         if not wanted[env.name]:
@@ -205,6 +217,7 @@ def diff_envs(ws: Workspace, left: str, right: str, only: Collection[str] = ()) 
         images[env.name] = {
             s.service: s.image.ref for s in checked.plan.services if s.image is not None
         }
+        consumes[env.name] = {s.service: s.consumption for s in checked.plan.services}
         unverified.update({f"{env.name}/{k}": v for k, v in checked.unverified.items()})
     out = []
     for name in chosen:
@@ -222,8 +235,10 @@ def diff_envs(ws: Workspace, left: str, right: str, only: Collection[str] = ()) 
             "platform": (a.platform or envs[0].platform, b.platform or envs[1].platform),
         }
         diff.fields = {k: v for k, v in pairs.items() if v[0] != v[1]}
-        left_values = dict(a.values.flat())
-        right_values = dict(b.values.flat())
+        # Only what each side's templates consume: a shared key a service does not read
+        # is no difference for it (as in its plan and its releases).
+        left_values = _consumed(a.values.entries, consumes[left].get(name))
+        right_values = _consumed(b.values.entries, consumes[right].get(name))
         for key in sorted(set(left_values) | set(right_values)):
             x, y = left_values.get(key), right_values.get(key)
             if x is not None and y is not None and canonical(x.value) == canonical(y.value):

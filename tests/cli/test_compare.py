@@ -92,7 +92,8 @@ def test_diff_between_environments(repo: ConfigRepo, deploy: Path) -> None:
     )
     text = cc(repo, deploy, "diff", "dev", "prod")
     assert text.exit_code == 0, text.output
-    assert text.stdout.splitlines()[0] == "Diff dev -> prod: 2 service(s) differ, 0 same"
+    # db reads only DB_NAME: dev's LOG_LEVEL is no difference for it.
+    assert text.stdout.splitlines()[0] == "Diff dev -> prod: 1 service(s) differ, 1 same"
     assert (
         "      LOG_LEVEL: debug -> info   (dev: environments/dev/_env.yaml:4; prod: " in text.stdout
     )
@@ -100,6 +101,19 @@ def test_diff_between_environments(repo: ConfigRepo, deploy: Path) -> None:
     bad = cc(repo, deploy, "diff", "dev", "prod", "-s", "nosuch", "--json")
     assert bad.exit_code == 1
     assert "'nosuch' is in neither dev nor prod" in json.loads(bad.stdout)["problems"][0]["message"]
+
+
+def test_diff_leaves_out_values_a_service_does_not_consume(repo: ConfigRepo, deploy: Path) -> None:
+    """A shared key no template of api reads is no difference for api (nor for its plan)."""
+    env_file = "environments/dev/_env.yaml"
+    repo.write(env_file, repo.read(env_file) + "  ONLY_IN_DEV_UNUSED: x\n")
+    data = ok_json(cc(repo, deploy, "diff", "dev", "prod", "--service", "api", "--json"))
+    (api,) = data["services"]
+    assert "ONLY_IN_DEV_UNUSED" not in api["values"]
+    assert "LOG_LEVEL" in api["values"]  # what api reads still differs
+    text = cc(repo, deploy, "diff", "dev", "prod")
+    assert text.exit_code == 0, text.output
+    assert "ONLY_IN_DEV_UNUSED" not in text.stdout
 
 
 def test_diff_masks_secrets_that_differ(repo: ConfigRepo, deploy: Path) -> None:

@@ -136,15 +136,18 @@ def _merge_values(target: dict[str, Any], values: Mapping[str, Any]) -> None:
     (scalars, lists, secret references) replaces."""
     for raw_key, raw in values.items():
         key = str(raw_key)
-        if isinstance(raw, dict) and not (
-            set(raw) == {"secret"} and isinstance(raw["secret"], str)
-        ):
+        if isinstance(raw, dict):
+            if len(raw) == 1 and isinstance(raw.get("secret"), str):
+                target[key] = SecretRef(raw["secret"])
+                continue
             below = target.get(key)
             if not isinstance(below, dict):
                 below = target[key] = {}
             _merge_values(below, raw)
-        else:
+        elif isinstance(raw, list):
             target[key] = to_value(raw)
+        else:
+            target[key] = raw  # what to_value makes of a scalar: itself
 
 
 def to_value(raw: Any) -> Any:

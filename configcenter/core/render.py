@@ -241,6 +241,17 @@ class Renderer:
                 ) from None
             except bounds.TemplateFileError as exc:
                 raise RenderError(Problem(exc.source, exc.message, exc.hint)) from None
+            except jinja2.TemplateNotFound as exc:
+                label = service.template.label
+                raise RenderError(
+                    Problem(
+                        _template_frame(exc, label, name),
+                        f"template '{exc.name}' not found while rendering {service.name} for "
+                        f"{service.env}: include, import and extends read only the files of "
+                        f"{label}",
+                        f"name a file of the template, relative to {label} (partials/x.j2)",
+                    )
+                ) from None
             except jinja2.TemplateError as exc:
                 raise RenderError(
                     Problem(

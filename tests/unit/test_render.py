@@ -70,6 +70,18 @@ def test_undefined_variable_names_template_file_and_line(repo: ConfigRepo) -> No
     assert "add it under values:" in problem.hint
 
 
+@pytest.mark.parametrize("name", ["../../../etc/hostname", "/etc/hostname", "partials/nope.j2"])
+def test_an_include_outside_the_template_or_missing_says_so(repo: ConfigRepo, name: str) -> None:
+    head_api(repo, f'A=1\nB={{% include "{name}" %}}\n')
+    (problem,) = render_problems(repo)
+    assert problem.source == Source(API_ENV, 2)
+    assert problem.message == (
+        f"template '{name}' not found while rendering api for dev: include, import and "
+        "extends read only the files of templates/api"
+    )
+    assert "relative to templates/api" in problem.hint
+
+
 def test_undefined_attribute(repo: ConfigRepo) -> None:
     head_api(repo, "X={{ values.LOG_LEVEL }}\nY={{ values.NOPE }}\n")
     (problem,) = render_problems(repo)

@@ -141,7 +141,7 @@ def _check_moved_tags(ws: Workspace, problems: ProblemList) -> None:
         return
     for env, environment in config.environments.items():
         try:
-            state = ws.read_state(env)
+            state = ws.peek_state(env)  # read only: no copy
         except (DeployRepoError, TransientFailure) as exc:
             ws.problems.warning(
                 config.project.doc.source("deploy_repo"),

@@ -302,15 +302,18 @@ class ValueTree(Spec):
         self._walk(doc, value, path, problems)
 
     def _walk(self, doc: YamlDoc, value: Any, path: Path, problems: ProblemList) -> None:
+        # Only maps and lists are walked into: a scalar holds no secret reference.
         if isinstance(value, dict):
-            if set(value) == {"secret"}:
+            if len(value) == 1 and "secret" in value:
                 check_secret(doc, value, path, problems)
                 return
             for key, item in value.items():
-                self._walk(doc, item, (*path, str(key)), problems)
+                if isinstance(item, dict | list):
+                    self._walk(doc, item, (*path, str(key)), problems)
         elif isinstance(value, list):
             for index, item in enumerate(value):
-                self._walk(doc, item, (*path, index), problems)
+                if isinstance(item, dict | list):
+                    self._walk(doc, item, (*path, index), problems)
 
 
 ANY_VALUES = ValueTree()

@@ -667,14 +667,15 @@ def plan(
     from configcenter.usecases.observe import converge_observed
 
     checked = plan_env_checked(ws, env, only=services or None, retry=retry)
-    result = converge_observed(
-        ws,
-        env,
-        checked.plan,
-        only=services or None,
-        warn=warn_line,
-    ).plan
-    warnings = list(checked.warnings)
+    observing: list[Problem] = []  # a platform not observed: --json says so too
+
+    def warn(text: str) -> None:
+        observing.append(Problem(Source(""), text, severity="warning"))
+        if not as_json:
+            warn_line(text)
+
+    result = converge_observed(ws, env, checked.plan, only=services or None, warn=warn).plan
+    warnings = list(checked.warnings) + (observing if as_json else [])
     if result.changes:  # apply's checks of the releases it would make (its modules: ~6 ms)
         from configcenter.usecases.apply.guard import secrets_warnings
 

@@ -25,14 +25,25 @@ class ObserveError(TransientFailure):
     """A platform of the environment could not be observed (unreachable, or refused)."""
 
 
-def env_platforms(config: Config, env: str, state: EnvState) -> list[str]:
-    """Platforms the deploy repo or the config puts services of `env` on (known ones only)."""
-    names = {s.platform for s in state.services.values() if s.platform}
+def env_platforms(
+    config: Config, env: str, state: EnvState, only: Collection[str] | None = None
+) -> list[str]:
+    """Platforms the deploy repo or the config puts services of `env` (or of the services
+    `only` names) on (known ones only)."""
+    names = {s.platform for n, s in state.services.items() if s.platform and _picked(n, only)}
     if env in config.environments:
         environment = config.environment(env)
-        names |= {environment.platform or ""}
-        names |= {s.platform or "" for s in environment.services.values()}
+        default = environment.platform or ""
+        names |= {
+            s.platform or default for n, s in environment.services.items() if _picked(n, only)
+        }
+        if not only:
+            names.add(default)
     return sorted(n for n in names if n and n in config.project.platforms)
+
+
+def _picked(service: str, only: Collection[str] | None) -> bool:
+    return not only or service in only
 
 
 def observe_env(
@@ -126,7 +137,7 @@ def converge_observed(
     state = ws.peek_state(env)  # only read: its service names and platforms
     live: dict[str, LiveServices] = {}
     edited: dict[str, dict[str, str]] = {}
-    for name in env_platforms(ws.config, env, state):
+    for name in env_platforms(ws.config, env, state, only):
         try:
             platform = open_platform(ws.config, env, name, ws.redactor)
             observed = platform.observe()

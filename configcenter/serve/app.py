@@ -410,7 +410,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         summary: This API's OpenAPI document
         responses: {200: {description: OpenAPI 3 JSON}}
         """
-        return JSONResponse(openapi_document(SCHEMAS.get_schema(routes=app.routes)))
+        return JSONResponse(openapi_document(SCHEMAS.get_schema(routes=app.routes), OPEN_PATHS))
 
     app = Starlette(
         routes=[

@@ -275,12 +275,25 @@ OTHER_MEDIA = {
 }
 
 
-def document(generated: dict[str, Any]) -> dict[str, Any]:
-    """The generated document, JSON-shaped (status codes as strings), with response bodies."""
+#: What every protected operation answers without valid credentials (serve's auth layer).
+UNAUTHORIZED = {"description": "missing or wrong serve.api_token (or serve.basic_auth)"}
+#: Who may call an operation the auth layer guards, when its docstring does not say.
+PROTECTED: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
+
+
+def document(generated: dict[str, Any], open_paths: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The generated document, JSON-shaped (status codes as strings), with response bodies.
+
+    Operations outside `open_paths` sit behind serve's auth layer: they declare
+    its security schemes and its `401` (a JSON Error, whatever the page's type).
+    """
     doc: dict[str, Any] = json.loads(json.dumps(generated))
     doc.setdefault("components", {})["schemas"] = SCHEMAS
     for path, operations in doc.get("paths", {}).items():
         for operation in operations.values():
+            if not path.startswith(open_paths):
+                operation.setdefault("security", PROTECTED)
+                operation.setdefault("responses", {}).setdefault("401", dict(UNAUTHORIZED))
             for code, response in operation.get("responses", {}).items():
                 response["content"] = _content(path, code)
             _path_parameters(path, operation)
@@ -288,6 +301,8 @@ def document(generated: dict[str, Any]) -> dict[str, Any]:
 
 
 def _content(path: str, code: str) -> dict[str, Any]:
+    if code == "401":
+        return {"application/json": {"schema": _ref("Error")}}
     media = OTHER_MEDIA.get(path)
     if media is not None and code == "200":
         fmt = {"format": "binary"} if media == "application/octet-stream" else {}

@@ -190,6 +190,25 @@ def test_openapi_document_is_valid_and_declares_every_response(console: Console)
             validator.validate(json.loads(console.get(f"/api/runs/{run.id}")))
 
 
+def test_openapi_declares_the_401_every_protected_operation_answers(console: Console) -> None:
+    """With serve.api_token set, everything but /healthz, /hooks/ and /files/ wants a token:
+    the document says so (security and a JSON 401 Error), and the server answers that."""
+    from tests.support.serve_fixtures import http
+
+    doc = json.loads(console.get("/openapi.json"))
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path, operations in doc["paths"].items():
+        if path.startswith(("/healthz", "/hooks/", "/files/")):
+            continue
+        for method, operation in operations.items():
+            assert operation.get("security"), (method, path)
+            assert operation["responses"].get("401", {}).get("content") == error, (method, path)
+            if method == "get" and "{" not in path:
+                answer = http("GET", console.url + path)
+                assert answer.status == 401, (path, answer.status)
+                assert set(json.loads(answer.body)) == {"error", "fix"}, path
+
+
 def test_metrics_have_per_service_status_and_sync_gauges(console: Console) -> None:
     console.reconcile_run("failed", {"error": "no kubeconfig"})
     text = console.get("/metrics").decode()

@@ -170,8 +170,10 @@ def _step(sp: ServicePlan, live: Mapping[str, LiveServices], edited: HandEdits) 
                 release.id,
             )
         return None
-    if sp.action != "noop":
-        return None  # blocked: a failed release is not rolled out again
+    if sp.action not in ("noop", "blocked"):
+        return None
+    # Blocked: the failed release is not rolled out again, but the one the deploy repo holds
+    # (the good one it was rolled back to) must still run.
     edit = edited.get(platform, {}).get(sp.service)
     return _catch_up(sp.service, previous, release, platform, running, present, edit)
 

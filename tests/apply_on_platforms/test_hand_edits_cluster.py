@@ -19,8 +19,11 @@ from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world,
 from tests.support.e2e_fixtures import World
 from tests.support.helpers import poll
 from tests.support.k8s_fixtures import K8sNamespace
+from tests.support.rollout_fixtures import set_service
 
 pytestmark = pytest.mark.k8s
+
+RELEASE = "configcenter.io/release"
 
 
 @pytest.fixture
@@ -81,3 +84,30 @@ def test_an_image_or_replicas_changed_by_hand_is_a_plan_step_and_apply_restores_
     assert {s["action"] for s in plan_of(world).values()} == {"noop"}
     report = json.loads(world.ok("reconcile", "dev", "--json").stdout)
     assert [d for s in report["services"] for d in s["drifts"]] == []
+
+
+def test_a_blocked_service_whose_workload_is_gone_gets_its_good_release_back(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """Blocked means "do not retry the failed release", not "leave the platform without the
+    release the deploy repo holds": a Deployment deleted (or a namespace lost) is restored."""
+    world = k8s_world(tmp_path, k8s_namespace, services=("worker",), progress_deadline=5)
+    world.ok("apply", "dev")
+    good = services(world)["worker"]["release"]["id"]
+    good_rs = cluster.active_rs("worker")
+    set_service(world, "worker", LOG_LEVEL="debug", NEVER_READY="true")
+    expect(world.cc("apply", "dev"), 3)  # rolled back to the good release
+    assert plan_of(world)["worker"]["action"] == "blocked"
+    cluster.apps.delete_namespaced_deployment("worker", cluster.ns)
+    poll(lambda: "worker" not in cluster.deployments(), 30, "the Deployment gone")
+
+    plan = plan_of(world)["worker"]
+    assert (plan["action"], plan["reasons"]) == ("update", ["platform"])
+    assert plan["platform"]["release"] == good and "roll it out again" in plan["platform"]["why"]
+
+    expect(world.cc("apply", "dev"), 0)
+
+    assert cluster.deployment("worker").metadata.annotations[RELEASE] == good
+    poll(lambda: only_rs(cluster, "worker") == good_rs, 30, "the good release's ReplicaSet")
+    assert services(world)["worker"]["release"]["id"] == good
+    assert plan_of(world)["worker"]["action"] == "blocked"  # the failed release still is

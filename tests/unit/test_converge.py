@@ -207,3 +207,19 @@ def test_a_healthy_release_edited_by_hand_is_rolled_out_again(repo: ConfigRepo) 
         plan, state, {"local": {"db": "r1", "api": "r1"}}, edited={"m": edited["local"]}
     )
     assert other.steps == {}
+
+
+def test_a_blocked_service_not_on_the_platform_gets_the_release_its_record_holds(
+    repo: ConfigRepo,
+) -> None:
+    state, files = deployed(repo)
+    state = with_outcome(state, "healthy")  # r1: the good release it was rolled back to
+    plan = replan(repo, state, files)
+    blocked = Plan(plan.env, [replace(s, action="blocked") for s in plan.services])
+
+    gone = converge(blocked, state, {"local": {"db": "r1"}})  # api's workload is gone
+
+    assert actions(gone.plan) == {"db": ("blocked", []), "api": ("update", [PLATFORM_REASON])}
+    assert [(s.service, s.kind, s.release) for s in gone.catch_up()] == [("api", "rollout", "r1")]
+    # Running it: nothing to do for the platform; the failed release stays blocked.
+    assert converge(blocked, state, {"local": {"db": "r1", "api": "r1"}}).steps == {}

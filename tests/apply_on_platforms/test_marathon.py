@@ -393,3 +393,28 @@ def test_a_release_whose_secrets_the_platform_holds_needs_no_value_to_roll_out(
     app = marathon_server.app_json("/shop/dev/api")
     assert app["container"]["docker"]["image"] == "registry.test/shop/api:1.1"
     assert marathon_server.secret_values == stored, "generation 1 holds the verified value"
+
+
+def test_a_rollback_that_fails_puts_the_release_that_ran_back_on_the_platform(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    """`rollback --to` a release that cannot become healthy (here the one that failed
+    before) must not leave it running: the platform gets the deploy repo's current release
+    back, so plan/apply/reconcile and the platform agree again."""
+    world = mesos_world(tmp_path, marathon_server)
+    world.ok("apply", "dev")
+    good = record(world)["release"]["id"]
+    set_service(world, "worker", image="registry.test/shop/worker:1.1-never-ready")
+    assert world.cc("apply", "dev").code == 3
+    bad = record(world)["last_failed"]["id"]
+    assert record(world)["release"]["id"] == good
+
+    back = world.cc("rollback", "dev", "worker", "--to", bad)
+
+    assert back.code == 1, back.output
+    assert "did not become healthy" in back.output and f"put {good} back" in back.output
+    app = marathon_server.app_json(APP)
+    assert app["labels"]["configcenter.io/release"] == good
+    assert app["container"]["docker"]["image"] == "registry.test/shop/worker:1.0"
+    assert len(healthy_tasks(app)) == 1 and not app["deployments"]
+    assert record(world)["release"]["id"] == good

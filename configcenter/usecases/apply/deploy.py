@@ -305,9 +305,28 @@ def rollback_service(
                 platform, item, rollout_timeout(ws.config, env), service, log, reporter
             )
             if status.state != "healthy":
+                # Never leave the platform on a release the deploy repo does not name.
+                ran = current.release.id
+                now, now_files = release_snapshot(repo, env, service, ran)
+                if now.platform != snapshot.platform:
+                    put_back = f"{ran} runs on platform {now.platform}, left as it is"
+                else:
+                    again = apply_and_wait(
+                        platform,
+                        deployable(env, service, now, now_files, ran),
+                        rollout_timeout(ws.config, env),
+                        service,
+                        log,
+                        reporter,
+                    )
+                    put_back = (
+                        f"put {ran} back"
+                        if again.state == "healthy"
+                        else f"putting {ran} back failed too ({again.reason} {again.message})"
+                    )
                 raise ApplyFailed(
                     f"rollback of {service} to {target} did not become healthy: "
-                    f"{status.reason} {status.message}".strip()
+                    f"{status.reason} {status.message}; {put_back}".strip()
                 )
             prune_verified(platform, item, service, log)
             result_outcome = "healthy"

@@ -156,6 +156,8 @@ def run_blocks(found: list[Block], cwd: Path, tmp: Path) -> None:
         "XDG_CACHE_HOME": str(tmp / "cache"),
         "XDG_STATE_HOME": str(tmp / "state"),
         "NO_COLOR": "1",
+        # Offline means offline, whatever cluster the shell running the tests points at.
+        "KUBECONFIG": str(tmp / "no-cluster" / "kubeconfig"),
     }
     for key in [k for k in env if k.startswith("CONFIGCENTER_")]:
         del env[key]

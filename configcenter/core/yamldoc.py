@@ -161,6 +161,7 @@ def _parse_nodes(
         node = loader.get_single_node()
         if node is not None:
             _measure(node, max_nodes, max_depth)
+            own = _own_pairs(node)  # before the constructor merges `<<` keys into the maps
         data = loader.construct_document(node) if node is not None else None
     except _TooBig as exc:
         problems.error(Source(file, exc.line), exc.message, exc.hint)
@@ -186,8 +187,32 @@ def _parse_nodes(
         loader.dispose()
     doc = YamlDoc(file, data)
     if node is not None:
-        _walk(node, (), doc, problems)
+        _walk(node, (), doc, problems, own)
     return doc
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _own_pairs(root: yaml.Node) -> dict[int, int]:
+    """How many key/value pairs of each mapping with a merge key (`<<`) are its own: the
+    constructor puts the merged pairs first and these last."""
+    own: dict[int, int] = {}
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            mine = [pair for pair in node.value if pair[0].tag != _MERGE_TAG]
+            if len(mine) != len(node.value):
+                own[id(node)] = len(mine)
+            stack.extend(part for pair in node.value for part in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return own
 
 
 #: Contexts in which PyYAML notices only later (often at the end of the file) that a
@@ -259,25 +284,31 @@ def _unmakeable(root: yaml.Node, file: str) -> tuple[Source, str, str]:
     return Source(file, 1), "YAML has a value that cannot be read", "check the values' types"
 
 
-def _walk(node: yaml.Node, path: Path, doc: YamlDoc, problems: ProblemList) -> None:
+def _walk(
+    node: yaml.Node, path: Path, doc: YamlDoc, problems: ProblemList, own: dict[int, int]
+) -> None:
     doc.lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
+        # Pairs a merge key brought in come first; a key of the map's own overrides them
+        # (that is what `<<` is for), only its own keys can be duplicates.
+        merged = len(node.value) - own.get(id(node), len(node.value))
+        for index, (key_node, value_node) in enumerate(node.value):
             key = str(key_node.value)
             line = key_node.start_mark.line + 1
-            if key in seen:
-                problems.error(
-                    Source(doc.file, line),
-                    f"duplicate key '{key}' (first at line {seen[key]})",
-                    "remove one of them; YAML keeps only the last",
-                )
-            seen[key] = line
-            _walk(value_node, (*path, key), doc, problems)
+            if index >= merged:
+                if key in seen:
+                    problems.error(
+                        Source(doc.file, line),
+                        f"duplicate key '{key}' (first at line {seen[key]})",
+                        "remove one of them; YAML keeps only the last",
+                    )
+                seen[key] = line
+            _walk(value_node, (*path, key), doc, problems, own)
             doc.lines[(*path, key)] = line
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, index), doc, problems)
+            _walk(item, (*path, index), doc, problems, own)
 
 
 # -- the fast path ---------------------------------------------------------------------------

@@ -275,3 +275,26 @@ def test_the_repository_s_own_yaml_files() -> None:
     for path in files:
         text = path.read_text(encoding="utf-8")
         assert by_parse_yaml(text) == by_nodes(text), path
+
+
+def test_a_key_overriding_a_merged_one_is_not_a_duplicate() -> None:
+    # `<<: *base` then the map's own `x:` is what merge keys are for; it was reported as a
+    # duplicate of the anchor's `x` (the walk saw the merged pairs as the map's own).
+    problems = ProblemList()
+    text = "base: &b {x: 1, y: 3}\nderived:\n  <<: *b\n  x: 2\n"
+    doc = yamldoc.parse_yaml(text, "f.yaml", problems)
+    assert doc is not None and problems.items == []
+    assert doc.data["derived"] == {"x": 2, "y": 3}
+    assert doc.lines[("derived", "x")] == 4 and doc.lines[("derived", "y")] == 1
+    # Two sources merged with the same key: YAML's merge decides, no duplicate either.
+    assert by_parse_yaml("a: &a {x: 1}\nb: &b {x: 2}\nc: {<<: [*a, *b]}\n")[1] == []
+
+
+def test_a_map_s_own_keys_are_still_duplicates_next_to_a_merge() -> None:
+    problems = ProblemList()
+    text = "base: &b {x: 1}\nd:\n  <<: *b\n  x: 2\n  x: 3\n"
+    assert yamldoc.parse_yaml(text, "f.yaml", problems) is not None
+    assert [str(p) for p in problems.items] == [
+        "f.yaml:5: error: duplicate key 'x' (first at line 4) "
+        "(hint: remove one of them; YAML keeps only the last)"
+    ]

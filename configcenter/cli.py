@@ -1041,8 +1041,12 @@ def apply(
     reporter = QuietReporter() if as_json else PrintingReporter(verbose)
     result = apply_env(ws, env, options, reporter)
     if as_json:
+        failure = {}
+        if result.exit_code:  # a failure object like any other, with the results
+            failure = {"command": "apply", "problems": _result_problems(env, result.results)}
         emit(
             {
+                **failure,
                 "env": env,
                 "run": result.run_id,
                 "commit": result.commit,
@@ -1058,6 +1062,23 @@ def apply(
         if result.commit:
             click.echo(f"deploy repo commit {result.commit[:10]} (run {result.run_id})")
     sys.exit(result.exit_code)
+
+
+def _result_problems(env: str, results: Sequence[Any]) -> list[dict[str, Any]]:
+    """Each service that failed or was rolled back (what makes the exit code 1 or 3), as a
+    `--json` problem."""
+    return [
+        problem_json(
+            Problem(
+                Source(""),
+                f"{r.service}: {r.outcome} ({r.release}): {r.reason}",
+                f"configcenter history {env} --service {r.service} shows why; change its "
+                f"inputs or run apply --retry {r.service}",
+            )
+        )
+        for r in results
+        if r.outcome in ("failed", "rolled_back")
+    ]
 
 
 @cli.command()
@@ -1081,7 +1102,11 @@ def deploy(
     result = deploy_service(ws, env, service, reporter, dry_run=dry_run, force=force)
     code = {"rolled_back": EXIT_ROLLED_BACK, "failed": EXIT_ERROR}.get(result.outcome, EXIT_OK)
     if as_json:
-        emit({"env": env, "result": result.__dict__, "exit_code": code}, ok=code == 0)
+        failure = {"command": "deploy", "problems": _result_problems(env, [result])}
+        emit(
+            {**(failure if code else {}), "env": env, "result": result.__dict__, "exit_code": code},
+            ok=code == 0,
+        )
     else:
         _print_results([result])
     sys.exit(code)

@@ -68,8 +68,14 @@ def left_failed(current: ServiceState, reason: str) -> Settled:
     """`current`'s release failed and stays the recorded one (failed, so it is blocked)."""
     release = _release(current)
     failed = replace(release, outcome="failed", reason=reason)
+    last_failed = failed
+    good = current.last_good
+    if good is not None and good.id == release.id and current.last_failed is not None:
+        # The last good release failed to come back (a catch-up refused by the platform):
+        # the release that failed before keeps its inputs blocked, never retried by it.
+        last_failed = current.last_failed
     return Settled(
-        "failed", release.id, reason, replace(current, release=failed, last_failed=failed)
+        "failed", release.id, reason, replace(current, release=failed, last_failed=last_failed)
     )
 
 

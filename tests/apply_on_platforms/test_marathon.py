@@ -418,3 +418,36 @@ def test_a_rollback_that_fails_puts_the_release_that_ran_back_on_the_platform(
     assert app["container"]["docker"]["image"] == "registry.test/shop/worker:1.0"
     assert len(healthy_tasks(app)) == 1 and not app["deployments"]
     assert record(world)["release"]["id"] == good
+
+
+def test_a_catch_up_that_fails_does_not_unblock_the_failed_release(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    """dev's worker is blocked (its never-ready release was rolled back) and someone's
+    hand-made rollout holds the app. apply must try to put the good release back, fail
+    on the lock, and stop there: never roll the blocked, known-bad inputs out again."""
+    world = mesos_world(tmp_path, marathon_server)
+    world.ok("apply", "dev")
+    good = record(world)["release"]["id"]
+    set_service(world, "worker", image="registry.test/shop/worker:1.1-never-ready")
+    assert world.cc("apply", "dev").code == 3
+    bad = record(world)["last_failed"]
+    # Someone's rollout that never finishes holds the app, under the good release's labels.
+    other = dict(marathon_server.app_json(APP))
+    definition = {k: other[k] for k in ("id", "cpus", "mem", "container", "env", "labels")}
+    definition["container"] = {"type": "DOCKER", "docker": {"image": "ops/hotfix:never-ready"}}
+    definition["healthChecks"] = other["healthChecks"]
+    definition["secrets"] = other.get("secrets") or {}
+    response = requests.put(f"{marathon_server.url}/v2/apps{APP}", json=definition, timeout=10)
+    assert response.status_code == 200, response.text
+
+    again = world.cc("apply", "dev")
+
+    assert again.code != 0, again.output
+    assert "locked by running deployment(s)" in again.output
+    state = record(world)
+    assert state["release"]["id"] == good, state["release"]
+    assert state["last_failed"]["id"] == bad["id"], state["last_failed"]
+    images = [a["container"]["docker"]["image"] for a in [marathon_server.app_json(APP)]]
+    assert images == ["ops/hotfix:never-ready"]
+    assert "blocked" in world.cc("plan", "dev").stdout

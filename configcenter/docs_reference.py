@@ -110,6 +110,19 @@ DESCRIPTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("configcenter.yaml", "platforms.NAME.secret_store"): ("DC/OS secret store.", "`default`"),
     ("configcenter.yaml", "platforms.NAME.verify"): ("Verify TLS certificates.", "`true`"),
+    ("configcenter.yaml", "platforms.NAME.files_url"): (
+        "`configcenter serve` as Mesos agents reach it: tasks fetch their config files from "
+        "signed URLs under it.",
+        "none (config files cannot be delivered)",
+    ),
+    ("configcenter.yaml", "platforms.NAME.files_key"): (
+        "The key that signs those URLs; the same secret as `serve.files_key`.",
+        "none",
+    ),
+    ("configcenter.yaml", "serve.files_key"): (
+        "The key serve checks file URL signatures with (a platform's `files_key`).",
+        "",
+    ),
     ("configcenter.yaml", "builder.jobs"): ("Builds at once.", "`--jobs` of apply"),
     ("configcenter.yaml", "platforms"): (
         "Named targets; an environment (or a service) picks one by name.",
@@ -218,6 +231,33 @@ DESCRIPTIONS: dict[tuple[str, str], tuple[str, str]] = {
         "`[]`",
     ),
     ("template.yaml", "description"): ("Free text.", ""),
+    ("template.yaml", "hooks"): ("Release stages before the workload (Kubernetes Jobs).", ""),
+    ("template.yaml", "hooks.pre_deploy"): (
+        "Outputs run as Jobs, in this order, before the workload is applied; one that fails "
+        "stops the release (outcome `failed`). Never applied as part of the workload.",
+        "`[]`",
+    ),
+    ("template.yaml", "hooks.timeout"): (
+        "How long each stage Job may run.",
+        "the env's `rollout.timeout`",
+    ),
+    ("template.yaml", "hooks.retention"): (
+        "Finished stage Jobs are deleted this long after they end.",
+        "`24h`",
+    ),
+    ("template.yaml", "verify"): (
+        "Checks once the pods are ready: a list of outputs run as Jobs (`[smoke.yaml]`), or "
+        "`{jobs: [...], http: {...}}`. A failed check rolls back like a failed rollout.",
+        "none",
+    ),
+    ("template.yaml", "verify.jobs"): ("Outputs run as verification Jobs.", "`[]`"),
+    ("template.yaml", "verify.http"): (
+        "GET every task of the release (Marathon, which has no Jobs).",
+        "",
+    ),
+    ("template.yaml", "verify.http.path"): ("The path to GET, e.g. `/healthz`.", ""),
+    ("template.yaml", "verify.http.expect_status"): ("The status each task answers.", "`200`"),
+    ("template.yaml", "verify.http.timeout"): ("How long a task may take to answer.", "`30s`"),
     ("_defaults.yaml", "values"): ("Values (any YAML; maps merge key by key).", "`{}`"),
     ("_env.yaml", "platform"): ("The platform (a name under `platforms:`).", "none"),
     ("_env.yaml", "allow_head"): (
@@ -298,6 +338,8 @@ def type_name(spec: schema.Spec) -> str:
         return "string"
     if isinstance(spec, schema.ListOf):
         return f"list of {type_name(spec.item)}s"
+    if isinstance(spec, schema.ListOrObj):
+        return f"{type_name(spec.as_list)} or a mapping"
     if isinstance(spec, schema.MapOf):
         return "mapping of names" + (f" to {type_name(spec.item)}" if spec.item else "")
     if isinstance(spec, schema.ValueTree):
@@ -354,6 +396,8 @@ def walk(spec: schema.Spec, prefix: str = "") -> Iterator[Row]:
         return
     if isinstance(spec, schema.ListOf) and isinstance(spec.item, schema.Obj):
         yield from walk(spec.item, prefix + "[].")
+    if isinstance(spec, schema.ListOrObj):
+        yield from walk(spec.as_map, prefix)
 
 
 def _cell(text: str) -> str:

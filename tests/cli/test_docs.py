@@ -320,3 +320,19 @@ def test_completion_finds_the_repo_upward(
 ) -> None:
     monkeypatch.chdir(repo.root / "templates")
     assert complete(["render"], "") == ["dev", "prod"]
+
+
+def test_every_template_yaml_key_is_described_with_its_real_type() -> None:
+    """A user writes template.yaml from this table: no key without a description, and
+    `verify` is the list it is in the README's examples (or a mapping), not "mapping"."""
+    from configcenter.docs_reference import config_reference
+
+    text = config_reference()
+    section = text.split("## templates/SERVICE/template.yaml", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `")]
+    assert rows
+    for cells in rows:
+        assert cells[-1].strip(" |"), f"no description: {cells[0]}"
+    types = {cells[0].strip("| `"): cells[1] for cells in rows}
+    assert types["verify"] == "list of strings or a mapping"
+    assert "verify.http.path" in types and "hooks.pre_deploy" in types

@@ -195,13 +195,23 @@ class SqlJobStore:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def add(self, job: Job) -> bool:
-        """Store a new queued job; False when a job with this id exists (a duplicate)."""
+    def add(self, job: Job, *, again_if_failed: bool = False) -> bool:
+        """Store a new queued job; False when a job with this id exists (a duplicate).
+
+        `again_if_failed`: a failed job of this id is queued again (its runs are kept).
+        """
+        conflict = "DO NOTHING"
+        if again_if_failed:
+            conflict = (
+                "DO UPDATE SET state = 'queued', claimed_by = NULL, claimed_at = NULL, "
+                "finished_at = NULL, received_at = excluded.received_at, "
+                "note = 'delivered again after it failed' WHERE serve_jobs.state = 'failed'"
+            )
         with self._tx() as cur:
             self._run(
                 cur,
                 "INSERT INTO serve_jobs (id, source, kind, env, payload, received_at, state, note) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) {conflict}",
                 (
                     job.id,
                     job.source,

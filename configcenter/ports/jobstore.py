@@ -76,8 +76,12 @@ class JobStore(Protocol):
     #: previous start left running died with it.
     shared: bool
 
-    def add(self, job: Job) -> bool:
-        """Store a new queued job; False when a job with this id exists (a duplicate)."""
+    def add(self, job: Job, *, again_if_failed: bool = False) -> bool:
+        """Store a new queued job; False when a job with this id exists (a duplicate).
+
+        `again_if_failed`: a job with this id that failed is queued again instead (a
+        webhook delivered again on purpose after its job failed), True then.
+        """
         ...
 
     def claim(self, worker: str, *, schedule: bool = True) -> Job | None:

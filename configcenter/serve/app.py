@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -446,7 +447,9 @@ async def _enqueue(
 
     new = 0
     for job in jobs:
-        if await run_in_threadpool(engine.submit, job):
+        # A delivery answered 202 is only sent again on purpose (GitLab's "Resend
+        # request"): when its job failed, that is a retry, not a duplicate.
+        if await run_in_threadpool(partial(engine.submit, job, again_if_failed=True)):
             new += 1
             delivery(source, "accepted")
         else:

@@ -188,8 +188,8 @@ class Engine:
         self._env_locks_guard = threading.Lock()
         self._config_lock = threading.Lock()
         self._next_reap = 0.0
-        #: serve.poll_interval in seconds (None: no polling); the first poll is one
-        #: interval after start, not at start.
+        #: serve.poll_interval in seconds (None: no polling); the first poll is at the
+        #: first boundary of the interval's wall-clock slots after start, not at start.
         self.poll_interval: float | None = None
         self._started_at = time.time()
         #: Called with each job once it is finished (notifications look for new facts).
@@ -241,9 +241,12 @@ class Engine:
         with self._wake:
             self._wake.notify_all()
 
-    def submit(self, job: Job) -> bool:
-        """Queue a job; False for a duplicate. Workers are woken at once."""
-        new = self.jobs.add(job)
+    def submit(self, job: Job, *, again_if_failed: bool = False) -> bool:
+        """Queue a job; False for a duplicate. Workers are woken at once.
+
+        `again_if_failed`: a webhook delivered again after its job failed runs again.
+        """
+        new = self.jobs.add(job, again_if_failed=again_if_failed)
         if new:
             self.wake()
         return new

@@ -56,6 +56,31 @@ def test_a_job_is_stored_once_by_its_delivery_id(store: JobStore) -> None:
     assert store.counts() == {"queued": 1}
 
 
+def test_a_failed_job_delivered_again_is_queued_again_only_when_asked(store: JobStore) -> None:
+    assert store.add(push("gitlab:k1")) is True
+    assert store.add(push("gitlab:k1"), again_if_failed=True) is False  # queued: a duplicate
+    claimed = store.claim("w1")
+    assert claimed is not None and claimed.id == "gitlab:k1"
+    store.finish("gitlab:k1", "failed", ["r1"], "ApplyRefused: no")
+    assert store.add(push("gitlab:k1")) is False  # without asking: still a duplicate
+
+    assert store.add(push("gitlab:k1"), again_if_failed=True) is True
+
+    got = store.get("gitlab:k1")
+    assert got is not None
+    assert (got.state, got.claimed_by, got.note) == (
+        "queued",
+        None,
+        "delivered again after it failed",
+    )
+    assert store.add(push("gitlab:k1"), again_if_failed=True) is False  # queued again
+    again = store.claim("w2")
+    assert again is not None and again.id == "gitlab:k1"
+    store.finish("gitlab:k1", "done", ["r2"], "ok")
+    assert store.add(push("gitlab:k1"), again_if_failed=True) is False  # done: a duplicate
+    assert store.counts() == {"done": 1}
+
+
 def test_claim_takes_the_oldest_queued_job_and_scheduled_ones_only_when_asked(
     store: JobStore,
 ) -> None:

@@ -59,3 +59,40 @@ def test_documented_gitlab_and_registry_bodies_are_parsed_queued_and_explained(
     assert "targets 'master'" in notes["gitlab/system_hook_merge_request.json"]
     assert "registry:320678d8-ca14-430f-8bb6-4ca139cd83f7" in jobs
     assert served.runs(kind="apply") == []
+
+
+def test_a_delivery_sent_again_after_its_job_failed_runs_again(served: Served) -> None:
+    """GitLab's "Resend request" after a failed job (serve answered 202, so GitLab never
+    retries by itself) is the operator's retry: the job is queued again, not a duplicate.
+    A resend of a job that is queued, running or done stays a duplicate."""
+    token = served.tokens["webhook"]
+    data = load("gitlab/push_hook.json")
+    # A push to the default branch whose commit the checkout never gets: the job fails.
+    body = {**data["body"], "ref": "refs/heads/main", "after": "f" * 40}
+    headers = {**data["headers"], "X-Gitlab-Token": token}
+    raw = json.dumps(body).encode()
+    job = f"gitlab:{headers['Idempotency-Key']}"
+    assert post(served, headers, raw)["accepted"] == 1
+
+    def ended(state_of: str) -> dict | None:
+        found = {j["id"]: j for j in served.jobs()["jobs"]}.get(job)
+        return found if found and found["state"] == state_of else None
+
+    first = poll(lambda: ended("failed"), 120, "the push job to fail")
+    assert "is not on main" in first["note"], first
+
+    again = post(served, headers, raw)
+
+    assert (again["accepted"], again["duplicate"]) == (1, False), again
+    second = poll(
+        lambda: (j := ended("failed")) and j["finished_at"] != first["finished_at"] and j,
+        120,
+        "the resent job to run (and fail) again",
+    )
+    assert "is not on main" in second["note"], second
+    done_body = {**data["body"], "ref": "refs/heads/feature"}
+    done_headers = {**headers, "Idempotency-Key": "b6c1a6ec-0000-4000-8000-000000000001"}
+    done_raw = json.dumps(done_body).encode()
+    assert post(served, done_headers, done_raw)["accepted"] == 1
+    poll(served.settled, 120, "the feature push to be ignored")
+    assert post(served, done_headers, done_raw)["duplicate"] is True

@@ -52,6 +52,7 @@ def gitlab_job(event: GitLabEvent, headers: Mapping[str, str], body: bytes) -> J
         "event_uuid": event.delivery_id,
         "idempotency_key": event.idempotency_key,
         "actor": _gitlab_user(body),
+        "user": event.user,
     }
     if event.kind == "push":
         payload.update(ref=event.ref, before=event.before, after=event.after)
@@ -246,6 +247,7 @@ def _event_of(job: Job) -> GitLabEvent:
             project=p.get("project"),
             project_id=p.get("project_id"),
             idempotency_key=p.get("idempotency_key"),
+            user=p.get("user"),
             ref=p.get("ref"),
             before=p.get("before"),
             after=p.get("after"),
@@ -256,6 +258,7 @@ def _event_of(job: Job) -> GitLabEvent:
         project=p.get("project"),
         project_id=p.get("project_id"),
         idempotency_key=p.get("idempotency_key"),
+        user=p.get("user"),
         iid=p.get("iid"),
         action=p.get("action"),
         state=p.get("state"),

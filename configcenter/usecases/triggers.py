@@ -88,7 +88,9 @@ def handle_gitlab_event(
                 "is not a promotion branch"
             )
         check_contains(git, default, event.merge_commit_sha)
-        options = ApplyOptions(trigger="webhook", actor=f"gitlab merge request !{event.iid}")
+        options = ApplyOptions(
+            trigger="webhook", actor=f"gitlab merge request !{event.iid}{by(event)}"
+        )
         return TriggerResults([apply_env(ws, parsed[1], options, reporter)])
     if event.branch != default:
         return TriggerResults(
@@ -106,8 +108,13 @@ def handle_gitlab_event(
     if polled:
         options = ApplyOptions(trigger="poll", actor=f"poll: {default} moved")
     else:
-        options = ApplyOptions(trigger="webhook", actor=f"gitlab push to {default}")
+        options = ApplyOptions(trigger="webhook", actor=f"gitlab push to {default}{by(event)}")
     return TriggerResults(apply_env(ws, env, options, reporter) for env in envs)
+
+
+def by(event: GitLabEvent) -> str:
+    """` by <user>` for a run's actor, when GitLab named who pushed or merged."""
+    return f" by {event.user}" if event.user else ""
 
 
 def check_contains(git: ConfigGit, default: str, expect: str | None) -> None:

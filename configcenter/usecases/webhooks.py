@@ -46,6 +46,7 @@ class GitLabEvent:
     project: str | None  # path_with_namespace, e.g. "ops/shop-config"
     idempotency_key: str | None = None
     project_id: int | None = None  # the project's numeric id (project.id / project_id)
+    user: str | None = None  # who pushed or merged (user_username / user.username)
     # merge_request
     iid: int | None = None
     action: str | None = None  # open, update, merge, close, reopen, approved, ...
@@ -149,6 +150,10 @@ def parse_gitlab_event(headers: Mapping[str, str], body: bytes) -> GitLabEvent:
     project_id = _optional_int(project.get("id")) if isinstance(project, dict) else None
     if project_id is None:
         project_id = _optional_int(payload.get("project_id"))
+    user_of = payload.get("user")
+    user = _optional_str(payload.get("user_username")) or (
+        _optional_str(user_of.get("username")) if isinstance(user_of, dict) else None
+    )
     if kind == "push":
         return GitLabEvent(
             kind="push",
@@ -159,6 +164,7 @@ def parse_gitlab_event(headers: Mapping[str, str], body: bytes) -> GitLabEvent:
             idempotency_key=idempotency_key,
             project=project_path,
             project_id=project_id,
+            user=user,
         )
     attributes = payload.get("object_attributes")
     if not isinstance(attributes, dict):
@@ -193,6 +199,7 @@ def parse_gitlab_event(headers: Mapping[str, str], body: bytes) -> GitLabEvent:
         idempotency_key=idempotency_key,
         project=project_path,
         project_id=project_id,
+        user=user,
     )
 
 

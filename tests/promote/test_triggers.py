@@ -217,3 +217,35 @@ def test_forge_project_may_be_the_numeric_id(
     ignored = serve.deliver(WebhookDelivery(headers, json.dumps(other).encode()))
     assert (ignored.state, ignored.runs) == ("ignored", [])
     assert f"not forge.project '{project_id}'" in ignored.note
+
+
+def test_a_webhook_run_names_the_gitlab_user_who_merged_or_pushed(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble], serve: Serve
+) -> None:
+    """history's BY and the console's "who" are the run's actor: for a webhook it is the
+    GitLab user of the event (`user.username` of a merge, `user_username` of a push)."""
+    bed, gitlab = gitlab_bed
+    opened = promote(bed.ws(), "dev", "demo")
+    assert opened.merge_request is not None
+    merged = serve.deliver(gitlab.merge(GITLAB_PROJECT, opened.merge_request.iid))
+    git(bed.config, "checkout", "-q", "main")
+    git(bed.config, "pull", "-q", "--ff-only", "origin", "main")
+    before = git(bed.origin, "rev-parse", "main").strip()
+    bed.change(
+        "environments/dev/api.yaml",
+        "template: 1.2.0\nimage: {ref: registry.example.com/shop/api:1.2}\n"
+        "values:\n  FEATURE_FLAGS: checkout-v2\n",
+        "dev: api 1.2.0",
+    )
+    pushed = serve.deliver(gitlab.push_event(GITLAB_PROJECT, "main", before))
+
+    actors = []
+    for outcome in (merged, pushed):
+        assert (outcome.state, len(outcome.runs)) == ("done", 1), outcome
+        run = serve.engine.run_store.get(outcome.runs[0])
+        assert run is not None
+        actors.append(run.actor)
+    assert actors == [
+        f"gitlab merge request !{opened.merge_request.iid} by root",
+        "gitlab push to main by root",
+    ]

@@ -439,7 +439,7 @@ def cli(
         # A path on the command line is relative to where the user is, not to -C.
         deploy_repo = str(Path(deploy_repo).expanduser().resolve())
     ctx.obj = Workspace(config_dir, deploy_repo, run_store, strict)
-    ctx.call_on_close(ctx.obj.save_caches)
+    ctx.call_on_close(ctx.obj.close)
 
 
 pass_ws = click.make_pass_decorator(Workspace)

@@ -150,6 +150,17 @@ class Workspace:
     def _plan_digests(self) -> dict[str, KeptPlanDigests]:
         return {}
 
+    def close(self) -> None:
+        """At the end of a command: keep the caches, and close the run store's connection
+        (SQLite folds its write-ahead log back into the file only on a clean close; left
+        to the collector, a command frozen out of it at exit never closed it)."""
+        try:
+            self.save_caches()
+        finally:
+            store = self.__dict__.get("run_store")
+            if store is not None:
+                store.close()
+
     def save_caches(self) -> None:
         """Keep for the next run what this one learnt (the config repo's caches, the
         rendered files, the plan digests), if opened."""

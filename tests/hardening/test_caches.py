@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,16 @@ def test_run_store_warning_names_the_file(world: World) -> None:
     path.write_bytes(b"\0" * 4096)
     history = world.cc("history", "dev")
     assert str(path) in history.output
+
+
+def test_a_command_leaves_the_run_store_whole_in_its_file(world: World) -> None:
+    """The connection is closed at the end of the command: SQLite folds its write-ahead log
+    back into the file, so the file alone (a backup, a copy) holds every run."""
+    world.ok("apply", "dev", "--no-rollout")
+    wal = world.run_store_file.with_name(world.run_store_file.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    copy = world.root / "runs-copy.sqlite3"
+    copy.write_bytes(world.run_store_file.read_bytes())
+    with sqlite3.connect(copy) as db:
+        kinds = [row[0] for row in db.execute("SELECT kind FROM runs")]
+    assert kinds == ["apply"]

@@ -141,6 +141,14 @@ def test_apply_and_rollback_refusals_are_user_errors(repo: ConfigRepo, tmp_path:
     assert rollback.exit_code == 1
     [problem] = json.loads(rollback.stdout)["problems"]
     assert problem["message"].startswith("api has no release in dev yet")
+    assert cc(repo, deploy, "apply", "dev", "--no-rollout").exit_code == 0
+    typo = cc(repo, deploy, "rollback", "dev", "apii", "--json")
+    assert typo.exit_code == 1
+    [problem] = json.loads(typo.stdout)["problems"]
+    assert problem["message"] == (
+        "'apii': the deploy repo has no release of it in dev (services with releases "
+        "there: api, db); check the service name"
+    )
     assert "Traceback" not in rollback.stderr
     assert issubclass(ApplyRefused, UserError) and issubclass(ApplyRefused, ApplyError)
     assert issubclass(ApplyUnreachable, TransientFailure)

@@ -172,6 +172,12 @@ def _current(ws: Workspace, env: str, service: str) -> tuple[EnvState, ServiceSt
     head = repo.sync()
     state = state_at(repo, env, head)
     current = state.services.get(service)
+    if current is None and state.services:
+        raise ApplyRefused(
+            f"{service!r}: the deploy repo has no release of it in {env} "
+            f"(services with releases there: {', '.join(sorted(state.services))}); "
+            "check the service name"
+        )
     if current is None or current.release is None:
         raise ApplyRefused(
             f"{service} has no release in {env} yet: "

@@ -38,6 +38,15 @@ RUNS_PAGE = 50
 MAX_PAGE = 1000
 
 
+class _MissingQuery(ValueError):
+    """A query parameter the request must carry is not there (answered 400)."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
 def _error(status_code: int, message: str, fix: str) -> JSONResponse:
     return JSONResponse({"error": message, "fix": fix}, status_code=status_code)
 
@@ -370,7 +379,7 @@ def routes(engine: Engine) -> list[Route]:
         q = request.query_params
         a, b = q.get("from") or "", q.get("to") or ""
         if not a or not b:
-            raise views.NotFound(
+            raise _MissingQuery(
                 "name the two releases to compare", "pass ?from=RELEASE&to=RELEASE"
             )
         env, service = _service_args(request)
@@ -391,20 +400,29 @@ def routes(engine: Engine) -> list[Route]:
         security: [{bearer: []}, {basic: []}]
         responses:
           200: {description: the diff}
+          400: {description: from or to is missing}
           404: {description: no such release}
           503: {description: "the config or deploy repo cannot be read now (why, and the fix)"}
         """
         try:
             ws, env, service, a, b = _diff(request)
             return JSONResponse(views.release_diff(ws, env, service, a, b))
+        except _MissingQuery as exc:
+            return _error(400, exc.message, exc.fix)
         except views.NotFound as exc:
             return _error(404, exc.message, exc.fix)
 
     def diff_html(request: Request) -> Response:
         """
         summary: The diff of two releases of a service (HTML)
+        parameters:
+          - {name: from, in: query, required: true, schema: {type: string}}
+          - {name: to, in: query, required: true, schema: {type: string}}
         security: [{bearer: []}, {basic: []}]
-        responses: {200: {description: html}, 404: {description: no such release}}
+        responses:
+          200: {description: html}
+          400: {description: from or to is missing}
+          404: {description: no such release}
         """
         env, service = _service_args(request)
         q = request.query_params
@@ -415,10 +433,10 @@ def routes(engine: Engine) -> list[Route]:
             context["project"] = ws.config.project.name
             context["d"] = views.release_diff(ws, env, service, a, b)
             code = 200
-        except views.NotFound as exc:
+        except (_MissingQuery, views.NotFound) as exc:
             context.setdefault("project", engine.base.config.project.name)
             context["error"] = f"{exc.message} ({exc.fix})"
-            code = 404
+            code = 400 if isinstance(exc, _MissingQuery) else 404
         return HTMLResponse(
             page.render("diff.html", root=page.root_of(request.url.path), **context),
             status_code=code,

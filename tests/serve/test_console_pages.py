@@ -176,12 +176,29 @@ def test_unknown_env_service_or_release_is_404_naming_the_fix(history: History) 
         ("/api/environments/nope/plan", "no environment 'nope'"),
         ("/api/environments/dev/services/nope", "no service 'nope' in dev"),
         ("/api/environments/dev/services/api/diff?from=r0&to=r1", "no release 'r0' in dev"),
-        ("/api/environments/dev/services/api/diff", "name the two releases"),
     ):
         result = http("GET", url + path, headers=auth)
         assert result.status == 404, (path, result.body)
         body = result.json()
         assert words in body["error"] and body["fix"], body
+    # Required query parameters left out: the request is wrong (400), nothing is missing.
+    for path in (
+        "/api/environments/dev/services/api/diff",
+        "/api/environments/dev/services/api/diff?from=r0",
+    ):
+        result = http("GET", url + path, headers=auth)
+        assert result.status == 400, (path, result.body)
+        assert "name the two releases" in result.json()["error"], result.body
+    page = http("GET", url + "/environments/dev/services/api/diff?to=r1", headers=auth)
+    assert page.status == 400 and "name the two releases" in page.body.decode()
+    doc = history.json("/openapi.json")
+    for route in (
+        "/api/environments/{env}/services/{service}/diff",
+        "/environments/{env}/services/{service}/diff",
+    ):
+        operation = doc["paths"][route]["get"]
+        assert "400" in operation["responses"], route
+        assert {"from", "to"} <= {p["name"] for p in operation["parameters"]}, route
     page = http("GET", url + "/environments/dev/services/nope", headers=auth)
     assert page.status == 404 and "no service &#39;nope&#39; in dev" in page.body.decode()
 

@@ -379,9 +379,7 @@ def routes(engine: Engine) -> list[Route]:
         q = request.query_params
         a, b = q.get("from") or "", q.get("to") or ""
         if not a or not b:
-            raise _MissingQuery(
-                "name the two releases to compare", "pass ?from=RELEASE&to=RELEASE"
-            )
+            raise _MissingQuery("name the two releases to compare", "pass ?from=RELEASE&to=RELEASE")
         env, service = _service_args(request)
         return workspace(), env, service, a, b
 

@@ -215,3 +215,31 @@ def test_a_service_record_without_optional_fields_reads_with_their_defaults() ->
     assert data["image_digest"] is None  # no default: always written
     state = EnvState.from_files("dev", {API: record(platform=None, last_good=None).to_json("api")})
     assert state.services["api"] == record(platform=None, last_good=None)
+
+
+def test_a_record_is_written_as_the_json_encoder_writes_each_key() -> None:
+    """Records are encoded key by key (one per line, for readable diffs): each key and value
+    as `json.JSONEncoder(sort_keys=True, ensure_ascii=False)` writes it, whatever its type."""
+    encode = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+    odd = {
+        "plain": "x",
+        "quotes": 'a "b" \\ c',
+        "unicode": "é\u2028\x00\n",
+        "empty": "",
+        "int": -12,
+        "big": 10**30,
+        "true": True,
+        "false": False,
+        "none": None,
+        "float": 1.5,
+        "list": [1, "two", None, {"z": 1, "a": 2}],
+        "map": {"b": [True], "a": "é"},
+        "secret": {"secret": "env:DB_PASSWORD"},
+    }
+    raw = record(values=odd).to_json("api").decode()
+    lines = raw.split("\n")  # not splitlines: U+2028 is written as it is
+    start = lines.index(' "values": {')
+    written = lines[start + 1 : start + 1 + len(odd)]
+    expected = [f"  {encode(k)}: {encode(odd[k])}" for k in sorted(odd)]
+    assert [line.rstrip(",") for line in written] == expected
+    assert json.loads(raw)["values"] == odd

@@ -12,7 +12,7 @@ summary, server metadata dropped. Pure: unit-tested without a cluster.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -48,7 +48,9 @@ def diff(
     `observed.objects` (`Kind/name`)."""
     image, replicas = desired_summary(desired, deployable)
     objects = (
-        () if observed is None else object_drifts(deployable.service, desired, observed.objects)
+        ()
+        if observed is None
+        else object_drifts(deployable.service, desired, observed.objects, observed.present)
     )
     return service_diff(deployable, observed, image=image, replicas=replicas, objects=objects)
 
@@ -80,11 +82,15 @@ def object_drifts(
     service: str,
     desired: Mapping[str, Mapping[str, Any]],
     live: Mapping[str, Mapping[str, Any]],
+    present: Collection[str] = (),
 ) -> list[Drift]:
+    """`present`: objects that exist but are not in `live` (immutable versions no workload
+    refers to now): there, so not missing; named by their content, so not changed."""
     drifts: list[Drift] = []
     for ref in sorted(desired):
         if ref not in live:
-            drifts.append(Drift(service, ref, "present", None, "missing"))
+            if ref not in present:
+                drifts.append(Drift(service, ref, "present", None, "missing"))
             continue
         want_body, have_body = _strip(desired[ref]), _strip(live[ref])
         if want_body == have_body:

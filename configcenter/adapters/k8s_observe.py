@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from configcenter.adapters.k8s_client import KubeClient
@@ -82,7 +83,8 @@ def observe(client: KubeClient, env: str) -> dict[str, ObservedService]:
             for ref, item in items
             if ref in used or not keeps_label(item, VERSIONED_LABEL)
         }
-        observed[service] = _observed(service, live.get(service, {}), objects, used)
+        found = _observed(service, live.get(service, {}), objects, used)
+        observed[service] = replace(found, present=frozenset(ref for ref, _ in items))
     return observed
 
 

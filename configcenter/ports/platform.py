@@ -84,6 +84,9 @@ class ObservedService:
     #: `Kind/name` of objects the running release needs that are not there: the release
     #: does not run whole (deleted by hand, collected with an owner), so apply rolls it out.
     missing: tuple[str, ...] = ()
+    #: `Kind/name` of every object of the service that exists, `objects` or not (immutable
+    #: versions no workload refers to now, e.g. once the workload itself was deleted).
+    present: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

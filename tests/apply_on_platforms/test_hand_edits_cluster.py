@@ -111,3 +111,37 @@ def test_a_blocked_service_whose_workload_is_gone_gets_its_good_release_back(
     poll(lambda: only_rs(cluster, "worker") == good_rs, 30, "the good release's ReplicaSet")
     assert services(world)["worker"]["release"]["id"] == good
     assert plan_of(world)["worker"]["action"] == "blocked"  # the failed release still is
+
+
+def test_reconcile_of_a_deleted_deployment_names_only_what_is_gone(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """The ConfigMap and Secret versions the release reads are still there (kubectl get
+    shows them): only the Deployment is missing, and only it is reported as such."""
+    world = k8s_world(tmp_path, k8s_namespace, services=("db",))
+    world.ok("apply", "dev")
+    kept = {f"ConfigMap/{cm}" for cm in _versions(cluster, "ConfigMap", "db-config-")}
+    kept |= {f"Secret/{s}" for s in _versions(cluster, "Secret", "db-secrets-")}
+    assert kept  # the release has both
+    cluster.apps.delete_namespaced_deployment("db", cluster.ns)
+    poll(lambda: "db" not in cluster.deployments(), 30, "the Deployment gone")
+
+    report = json.loads(world.ok("reconcile", "dev", "--json").stdout)
+
+    (db,) = report["services"]
+    missing = {d["field"] for d in db["drifts"] if d["desired"] == "present"}
+    assert missing == {"Deployment/db"}, db["drifts"]
+    assert not kept & {d["field"] for d in db["drifts"]}
+    for ref in kept:  # as kubectl sees them
+        kind, name = ref.split("/")
+        read = cluster.core.read_namespaced_config_map if kind == "ConfigMap" else None
+        assert (read or cluster.core.read_namespaced_secret)(name, cluster.ns).metadata.uid
+
+
+def _versions(cluster: Cluster, kind: str, prefix: str) -> list[str]:
+    listed = (
+        cluster.core.list_namespaced_config_map(cluster.ns)
+        if kind == "ConfigMap"
+        else cluster.core.list_namespaced_secret(cluster.ns)
+    )
+    return [o.metadata.name for o in listed.items if o.metadata.name.startswith(prefix)]

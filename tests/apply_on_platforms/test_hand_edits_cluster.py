@@ -145,3 +145,31 @@ def _versions(cluster: Cluster, kind: str, prefix: str) -> list[str]:
         else cluster.core.list_namespaced_secret(cluster.ns)
     )
     return [o.metadata.name for o in listed.items if o.metadata.name.startswith(prefix)]
+
+
+def test_a_template_whose_first_container_is_a_sidecar_is_no_hand_edit(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """The workload's first image is not the release's image here, by the template's own
+    choice: the platform's diff of the release says so, and nothing is rolled out again."""
+    from tests.support.rollout_fixtures import DEPLOYMENT_J2
+
+    world = k8s_world(tmp_path, k8s_namespace, services=("worker",))
+    sidecar = DEPLOYMENT_J2.replace(
+        "      containers:\n",
+        "      containers:\n      - name: proxy\n        image: registry.test/shop/proxy:2.0\n",
+    )
+    assert sidecar != DEPLOYMENT_J2
+    world.config.release("worker", "1.1.0", {"deployment.yaml.j2": sidecar})
+    rel = "environments/dev/worker.yaml"
+    world.config.write(rel, world.config.read(rel).replace("template: 1.0.0", "template: 1.1.0"))
+    world.config.commit("dev: worker 1.1.0, a sidecar first")
+    world.ok("apply", "dev")
+    assert image_of(cluster, "worker") == "registry.test/shop/proxy:2.0"
+    head, before = world.head(), cluster.snapshot()
+
+    assert plan_of(world)["worker"]["action"] == "noop"
+    again = world.ok("apply", "dev")
+
+    assert "nothing to do" in again.output.lower()
+    assert world.head() == head and cluster.snapshot() == before

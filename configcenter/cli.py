@@ -555,6 +555,7 @@ def explain(ws: Workspace, env: str, service: str, key: str | None, as_json: boo
                             {"value": masked(o.value), "source": str(o.source), "layer": o.layer}
                             for o in r.entry.overrode
                         ],
+                        "consumed": r.consumed,
                     }
                     for r in rows
                 ],

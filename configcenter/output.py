@@ -289,6 +289,14 @@ def print_explain(rows: Iterable[Any], env: str, service: str) -> None:
                     style="dim",
                 )
             )
+        if not getattr(row, "consumed", True):
+            out.print(
+                Text(
+                    f"      not consumed by {service}: not in its ENV list, no template of it "
+                    "reads it",
+                    style="dim",
+                )
+            )
 
 
 _BUILD_STEP = re.compile(r"\bSTEP \d+/\d+|^#\d+ \[|^Step \d+/\d+|Writing manifest|Pushing|digest:")

@@ -156,11 +156,20 @@ def _check_moved_tags(ws: Workspace, problems: ProblemList) -> None:
 class Explained:
     key: str
     entry: Entry
+    consumed: bool = True  # read by the service (its ENV list, build args, templates)
 
 
 def explain(ws: Workspace, env: str, service: str, key: str | None) -> list[Explained]:
+    import jinja2
+
+    from configcenter.core.consumed import find_consumption
+
     svc = service_config(ws.config, env, service)
-    rows = [Explained(k, e) for k, e in svc.values.flat()]
+    reads = find_consumption(svc.template, jinja2.Environment())
+    rows = [
+        Explained(".".join(path), entry, reads.covers(path[0]))
+        for path, entry in sorted(svc.values.entries.items())
+    ]
     if key is None:
         return rows
     picked = [r for r in rows if r.key == key or r.key.startswith(key + ".")]

@@ -153,8 +153,24 @@ def test_explain_json(repo: ConfigRepo) -> None:
         "overrides": [
             {"value": "info", "source": "environments/_defaults.yaml:2", "layer": "defaults"}
         ],
+        "consumed": True,
     }
     assert rows["DB_PASSWORD"]["value"] == "***"
+    assert rows["DB_NAME"]["consumed"] is False  # db's: api's templates never read it
+
+
+def test_explain_says_which_values_the_service_does_not_consume(repo: ConfigRepo) -> None:
+    """As its plan, values digest and releases count them: a change to DB_NAME is no change
+    for api, and explain says so rather than list it like the values api reads."""
+    result = run(repo, "explain", "dev", "api")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    at = lines.index("  DB_NAME = shop")
+    assert lines[at + 1 : at + 3] == [
+        "      from environments/_defaults.yaml:4 (defaults)",
+        "      not consumed by api: not in its ENV list, no template of it reads it",
+    ]
+    assert "not consumed" not in result.stdout.split("  DB_NAME")[0]
 
 
 def test_explain_unknown_key(repo: ConfigRepo) -> None:

@@ -165,6 +165,9 @@ class GitLabForge:
             "title": gitlab_title(title, draft),
             "description": description,
             "labels": labels_param(labels),
+            # The promotion branch is ours: gone once merged, so the next promotion (of
+            # the whole environment or one service) starts afresh and never clashes.
+            "remove_source_branch": True,
         }
         conflict: str | None = None
         with self._errors(f"opening a merge request {source_branch} -> {target_branch}"):

@@ -388,3 +388,51 @@ def test_git_errors_never_show_credentials_from_the_remote_url(
         promote(bed.ws(), "dev", "demo")
     assert "glpat-s3cr3t-value" not in str(caught.value)
     assert "check the config repo's origin (git remote -v)" in str(caught.value)
+
+
+def test_a_merged_promotion_removes_its_branch_so_a_service_promotion_can_follow(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    """Promotion branches are the tool's own: the request asks GitLab to remove the
+    source branch on merge (`remove_source_branch`), so promote/dev-to-demo does not
+    linger and block promote/dev-to-demo/api (Git refs cannot be file and folder)."""
+    bed, gitlab = gitlab_bed
+    whole = promote(bed.ws(), "dev", "demo")
+    assert whole.merge_request is not None
+    [opened] = gitlab.merge_requests(GITLAB_PROJECT)
+    assert opened["force_remove_source_branch"] is True
+    gitlab.merge(GITLAB_PROJECT, whole.merge_request.iid)
+    assert "promote/dev-to-demo" not in bed.origin_branches()
+    git(bed.config, "checkout", "-q", "main")
+    git(bed.config, "pull", "-q", "--ff-only", "origin", "main")
+    bed.change(
+        "environments/dev/api.yaml",
+        "template: 1.2.0\nimage: {ref: registry.example.com/shop/api:1.2}\n"
+        "values:\n  FEATURE_FLAGS: checkout-v2\n",
+        "dev: api 1.2.0",
+    )
+    bed.apply("dev")
+
+    one = promote(bed.ws(), "dev", "demo", service="api")
+
+    assert one.merge_request is not None and one.status == "opened", one.message
+    assert "promote/dev-to-demo/api" in bed.origin_branches()
+
+
+def test_a_merged_branch_in_the_way_is_named_with_the_command_that_removes_it(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble],
+) -> None:
+    """A GitLab project (or a person) that kept a merged promotion branch: the way out is
+    deleting it, not "merge or close that promotion" (it is merged)."""
+    bed, gitlab = gitlab_bed
+    whole = promote(bed.ws(), "dev", "demo")
+    assert whole.merge_request is not None
+    [opened] = gitlab.merge_requests(GITLAB_PROJECT)
+    gitlab.merge(GITLAB_PROJECT, whole.merge_request.iid)
+    git(bed.origin, "update-ref", "refs/heads/promote/dev-to-demo", opened["sha"])
+
+    with pytest.raises(PromotionError) as refused:
+        promote(bed.ws(), "dev", "demo", service="api")
+
+    assert "promote/dev-to-demo is merged already: delete it" in str(refused.value)
+    assert "`git push origin --delete promote/dev-to-demo`" in str(refused.value)

@@ -17,7 +17,9 @@ adapter code works unchanged against the real service:
   this source branch: !N"]}` when an open one has the same source and target
   branch; `422` for an identical source and target or a branch that does not
   exist; `400 {"error": "title is missing"}` for a missing required
-  attribute) and update (`title`, `description`, `labels`, `add_labels`,
+  attribute; `remove_source_branch` becomes `force_remove_source_branch`, and
+  `merge()` then deletes the source branch as GitLab does) and update (`title`,
+  `description`, `labels`, `add_labels`,
   `remove_labels`, `target_branch`, `state_event`). Draft state follows the
   title, as GitLab does: a title starting with `Draft:`, `[Draft]` or
   `(Draft)` (any case) makes `draft` (and its deprecated alias
@@ -387,6 +389,9 @@ class GitLabDouble:
                 proj.repo, "commit-tree", tree_sha, "-p", target, "-p", source, "-m", message
             ).stdout.strip()
             git(proj.repo, "update-ref", f"refs/heads/{mr['target_branch']}", commit, target)
+            if mr.get("force_remove_source_branch"):
+                # GitLab deletes the source branch after the merge when the request asked.
+                git(proj.repo, "update-ref", "-d", f"refs/heads/{mr['source_branch']}", source)
             stamp = now_iso()
             mr.update(
                 state="merged",

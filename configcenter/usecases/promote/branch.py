@@ -70,10 +70,22 @@ def sync_refs(git: ConfigGit, branch: str) -> Refs:
     if branch.count("/") > 1 and git.rev(parent):
         clash.append(parent)
     if clash:
+        short = "refs/remotes/origin/" if remote else "refs/heads/"
+        merged = [
+            ref.removeprefix(short)
+            for ref in sorted(clash)
+            if git.ok("merge-base", "--is-ancestor", ref, base)
+        ]
+        way = "merge or close that promotion first, then run this one"
+        if merged:
+            delete = "git push origin --delete" if remote else "git branch -D"
+            way = (
+                f"{', '.join(merged)} is merged already: delete it "
+                f"(`{delete} {' '.join(merged)}`), then run this one"
+            )
         raise PromotionError(
             f"branch {branch} cannot coexist with {', '.join(sorted(clash))} (Git refs cannot "
-            "be both a branch and a folder): merge or close that promotion first, then run "
-            "this one"
+            f"be both a branch and a folder): {way}"
         )
     return Refs(default, base, tip, remote)
 

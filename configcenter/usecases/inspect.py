@@ -211,7 +211,7 @@ def render_env(ws: Workspace, env: str, services: Collection[str] | None = None)
     config = ws.config
     check_env(config, env)
     environment = config.environment(env)
-    state = ws.read_state(env)
+    state = ws.peek_state(env)  # only read: recorded images and template commits
     if services:
         check_known(config, env, state, services)
     unreachable: dict[str, str] = {}

@@ -39,7 +39,8 @@ def read_env_state(
 
     With a ``cache`` (its entries under ``cache_name``: the deploy repo and env), the
     records are looked up by path and blob id first; only the others are read and
-    parsed, and the cache is left holding exactly the records of ``rev``.
+    parsed, and the cache is left holding exactly the records of ``rev`` (the files that
+    are not a service's record by their bytes alone, with an empty summary).
     """
     if rev is None:
         return EnvState(env)
@@ -59,7 +60,8 @@ def read_env_state(
         if entry is not None:
             summary, raw, canonical = entry
             files[path] = raw
-            parsed[path] = lazy_record(summary, path, raw, canonical)
+            if summary:  # () keeps the bytes of a file that is not a service's record
+                parsed[path] = lazy_record(summary, path, raw, canonical)
         elif blob in fetched:
             files[path] = fetched[blob]
     try:
@@ -76,6 +78,11 @@ def read_env_state(
         if entry is None:  # parsed now: checked, and its canonical form compared once
             entry = (record_summary(record), files[path], record.to_json(name) == files[path])
         records[key] = entry
+    # The environment's own record (and a format-1 state.yaml): kept as bytes, so a command
+    # whose records are all kept starts no `cat-file` at all.
+    for path, blob in ids.items():
+        if (path, blob) not in records and path in files and path not in parsed:
+            records[(path, blob)] = ((), files[path], False)
     if records.keys() != kept.keys():
         cache.save(cache_name, records)
     return state

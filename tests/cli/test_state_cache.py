@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from configcenter.core.plan import make_plan
 from configcenter.core.render import Renderer
 from configcenter.core.state import EnvState
@@ -167,3 +169,26 @@ def test_a_record_copied_under_another_name_is_refused_though_its_bytes_are_kept
     remote.publish(bad, files)
     with pytest.raises(StateError, match="named for 'api'"):
         Workspace(repo.root, remote.url).read_state("dev")
+
+
+def test_a_state_whose_records_are_all_kept_is_read_without_cat_file(
+    repo: ConfigRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The environment's own record is kept by its bytes too: a command that reads a state it
+    has seen starts no `git cat-file`, and reads the same state (its config commit too)."""
+    remote = DeployRemote(tmp_path)
+    plan = make_plan(repo.load(), "dev", EnvState("dev"), Renderer(), lambda path: None)
+    state = replace(state_after(plan), config_commit="c0ffee")
+    remote.publish(state, deploy_files(plan))
+    first = Workspace(repo.root, remote.url).read_state("dev")
+    assert first.config_commit == "c0ffee"
+    trace = tmp_path / "git-trace.log"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
+    again = Workspace(repo.root, remote.url).read_state("dev")
+    assert again.services == state.services and again.config_commit == "c0ffee"
+    assert trace.exists() and "cat-file" not in trace.read_text()
+    # The environment's record changed behind the cache: read again, by its new blob id.
+    remote.publish(replace(state, config_commit="beef"))
+    trace.unlink()
+    assert Workspace(repo.root, remote.url).read_state("dev").config_commit == "beef"
+    assert "cat-file" in trace.read_text()

@@ -438,6 +438,9 @@ def print_release_diff(changes: Any) -> None:
     if not (changes.fields or changes.changed or changes.added or changes.removed or changes.files):
         out.print(Text("  no difference in template, image, replicas, values or files", "green"))
     for name, (x, y) in changes.fields.items():
+        if name == "secrets_generation":  # the values are never shown, not even hashed
+            out.print(f"  secrets  generation {x} -> {y} (secret values rotated)")
+            continue
         out.print(f"  {name.ljust(9)}{_fmt(x)} -> {_fmt(y)}")
     for key, (x, y) in changes.changed.items():
         out.print(Text(f"  ~ {key}: {_fmt(x)} -> {_fmt(y)}", style="yellow"))

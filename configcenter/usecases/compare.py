@@ -278,6 +278,7 @@ class ReleaseView:
     values: dict[str, Any]  # flat keys, secrets masked
     files: dict[str, bytes]
     config_commit: str | None = None  # the config repo commit it was made from
+    secrets_generation: int = 0  # which generation of the secret values it runs with
 
     def to_json(self, with_files: bool = True) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "files"}
@@ -341,6 +342,7 @@ def find_release(
         values=masked(flatten(to_value(record.values))),
         files={p.removeprefix(prefix): data for p, data in sorted(files.items())},
         config_commit=record.config_commit or entry.config_commit or None,
+        secrets_generation=record.secrets_generation,
     )
 
 
@@ -464,7 +466,7 @@ def diff_releases(
     before, after = find_release(ws, env, a, entries), find_release(ws, env, b, entries)
     fields = {
         k: (getattr(before, k), getattr(after, k))
-        for k in ("service", "template", "image", "replicas")
+        for k in ("service", "template", "image", "replicas", "secrets_generation")
         if getattr(before, k) != getattr(after, k)
     }
     changed, added, removed = {}, {}, {}

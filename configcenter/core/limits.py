@@ -17,7 +17,6 @@ finishes first; those are bounded by the size checks instead.
 
 from __future__ import annotations
 
-import ctypes
 import heapq
 import itertools
 import re
@@ -202,6 +201,8 @@ class _Watchdog:
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    import ctypes  # only when a render runs past its deadline (~5 ms of every start-up)
+
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
     )

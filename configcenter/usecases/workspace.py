@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -253,6 +252,8 @@ class Workspace:
     ) -> Run:
         """Record a new run, tagged with this process, after reaping runs whose process died."""
         self.reap_stale_runs(env)
+        import socket  # only commands that record runs ask the host name
+
         owner: dict[str, object] = {"pid": os.getpid(), "host": socket.gethostname()}
         return self.run_store.start(
             kind, env, services, trigger, actor, {**owner, **(details or {})}
@@ -264,6 +265,8 @@ class Workspace:
         A SIGKILLed apply cannot record its own end; without this its run would show
         as running forever. A process on another host, or one still alive, is left alone.
         """
+        import socket
+
         from configcenter.ports.runstore import finish_abandoned
 
         host = socket.gethostname()

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+
+# Tests run git in repos of their own (tmp_path). Run from a git hook, `git rebase --exec`
+# or `git bisect run`, the environment names the repository the tests were started from:
+# every `git init` and commit of a test would then land in it (a test run once set
+# core.bare=true in the checkout's own .git/config and tagged its commits there).
+for _name in (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+):
+    os.environ.pop(_name, None)
 
 pytest_plugins = [
     "tests.support.k8s_fixtures",

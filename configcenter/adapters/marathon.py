@@ -26,6 +26,7 @@ from configcenter.adapters.marathon_client import (
     JSON,
     Deployments,
     MarathonApi,
+    MarathonError,
     MarathonSettingsError,
     group_path,
     new_session,
@@ -33,6 +34,7 @@ from configcenter.adapters.marathon_client import (
 )
 from configcenter.adapters.marathon_observe import AppVersion, MarathonObserver
 from configcenter.adapters.marathon_wait import MarathonWaiter
+from configcenter.core.errors import UserError
 from configcenter.core.secretrefs import SecretsRotated
 from configcenter.ports.platform import (
     Deployable,
@@ -171,8 +173,13 @@ class MarathonPlatform:
         return None
 
     def diff(self, deployable: Deployable, observed: ObservedService | None) -> ServiceDiff:
-        """Image, instances, config digest and release: the labels and fields we own."""
-        return marathon_diff.diff(deployable, observed)
+        """Image, instances, config digest and release: the labels and fields we own; then
+        every field of the app that is not the definition apply would PUT."""
+        try:
+            wanted = self._applier.app_definition(deployable)
+        except (MarathonError, UserError):
+            wanted = None  # the release cannot be PUT as it is: its rollout says why
+        return marathon_diff.diff(deployable, observed, wanted)
 
     def delete(self, service: str) -> None:
         """Destroy the app and the secrets this adapter stored for it."""

@@ -9,11 +9,18 @@ field is empty or one Marathon fills in itself (the normaliser gitops-engine's
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from configcenter.ports.platform import Deployable, ObservedService, ServiceDiff, service_diff
+from configcenter.ports.platform import (
+    Deployable,
+    Drift,
+    ObservedService,
+    ServiceDiff,
+    service_diff,
+)
 
 JSON = dict[str, Any]
 
@@ -64,14 +71,75 @@ _FILLED_BY_MARATHON = frozenset(
 )
 
 
-def diff(deployable: Deployable, observed: ObservedService | None) -> ServiceDiff:
+#: Where observe keeps the app as Marathon returns it (read-only fields left out).
+DEFINITION = "definition"
+#: Compared as summary fields (image, replicas, release and digest labels) already.
+_SUMMARY_LABELS = ("configcenter.io/",)
+
+
+def diff(
+    deployable: Deployable, observed: ObservedService | None, wanted: JSON | None = None
+) -> ServiceDiff:
     """Image, instances, config digest and release: the labels and fields we own (a release
-    that only scales another carries that one's release id and digest)."""
+    that only scales another carries that one's release id and digest); then, given the
+    definition apply would PUT (`wanted`), every field of the app that differs from it."""
     release_id, digest = deployable.workload_identity
     carried = replace(deployable, release_id=release_id, config_digest=digest)
-    return service_diff(
-        carried, observed, image=deployable.image or None, replicas=deployable.replicas
+    current = observed.objects.get(DEFINITION) if observed is not None else None
+    objects = (
+        definition_drifts(deployable.service, current, wanted)
+        if wanted is not None and isinstance(current, Mapping)
+        else []
     )
+    return service_diff(
+        carried,
+        observed,
+        image=deployable.image or None,
+        replicas=deployable.replicas,
+        objects=objects,
+    )
+
+
+def definition_drifts(service: str, current: Mapping[str, Any], wanted: JSON) -> list[Drift]:
+    """Fields of the running app that are not the definition's (`runs`, field by field):
+    `app env.KEY`, `app labels.KEY`, `app secrets.KEY` per key, `app FIELD` otherwise.
+    Instances and the image are the summary's `replicas` and `image`."""
+    drifts: list[Drift] = []
+    for key in sorted(set(wanted) | set(current)):
+        if key in READ_ONLY or key == "instances":
+            continue
+        want, have = wanted.get(key), current.get(key)
+        if key in ("env", "labels", "secrets"):
+            want_map = want if isinstance(want, Mapping) else {}
+            have_map = have if isinstance(have, Mapping) else {}
+            for name in sorted(set(want_map) | set(have_map)):
+                if key == "labels" and str(name).startswith(_SUMMARY_LABELS):
+                    continue
+                if name not in have_map or not _contains(have_map[name], want_map.get(name)):
+                    drifts.append(
+                        Drift(
+                            service,
+                            f"app {key}.{name}",
+                            _json(want_map[name]) if name in want_map else None,
+                            _json(have_map[name]) if name in have_map else None,
+                        )
+                    )
+            continue
+        if key == "container" and isinstance(want, Mapping) and isinstance(have, Mapping):
+            docker = have.get("docker") if isinstance(have.get("docker"), Mapping) else {}
+            image = docker.get("image") if isinstance(docker, Mapping) else None
+            want = {**want, "docker": {**(want.get("docker") or {}), "image": image}}
+        if key not in wanted:
+            if key in _FILLED_BY_MARATHON or have in (None, [], {}, "", False):
+                continue
+            drifts.append(Drift(service, f"app {key}", None, _json(have)))
+        elif not _contains(have, want):
+            drifts.append(Drift(service, f"app {key}", _json(want), _json(have)))
+    return drifts
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def runs(current: Mapping[str, Any], wanted: JSON) -> bool:

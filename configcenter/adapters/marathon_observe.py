@@ -15,6 +15,7 @@ from configcenter.adapters.marathon_client import (
     Deployments,
     MarathonApi,
 )
+from configcenter.adapters.marathon_diff import DEFINITION, READ_ONLY
 from configcenter.ports.platform import ObservedService
 
 log = logging.getLogger("configcenter.adapters.marathon")  # one logger name for the adapter
@@ -61,6 +62,7 @@ class MarathonObserver:
                 config_digest=labels.get(LABEL_DIGEST),
                 release_id=labels.get(LABEL_RELEASE),
                 objects={
+                    DEFINITION: {k: v for k, v in app.items() if k not in READ_ONLY},
                     "app": {
                         key: app.get(key)
                         for key in (
@@ -74,7 +76,7 @@ class MarathonObserver:
                             "tasksHealthy",
                             "deployments",
                         )
-                    }
+                    },
                 },
             )
         return observed

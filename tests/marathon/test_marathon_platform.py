@@ -208,6 +208,37 @@ def test_a_field_added_by_hand_is_drift_that_the_next_apply_removes(
     assert app["env"] == {"STATIC": "from-template", "LOG_LEVEL": "info"}
 
 
+def test_fields_added_or_changed_by_hand_are_drift_reconcile_names(
+    marathon_server: MarathonDouble, marathon_platform: MarathonFactory
+) -> None:
+    """`reconcile` said "no drift" for an env var, a constraint or a health check added
+    to the app by hand (only image, instances and the release labels were compared)."""
+    platform = marathon_platform()
+    r1 = release("r1")
+    platform.apply(r1)
+    assert platform.wait(r1, timeout=10).state == "healthy"
+    assert platform.diff(r1, platform.observe()["api"]).drifts == ()
+    url = f"{marathon_server.url}/v2/apps/shop/dev/api"
+    app = marathon_server.app_json("/shop/dev/api")
+    hand = {
+        "constraints": [["hostname", "UNIQUE"]],
+        "env": {**app["env"], "EXTRA": "1", "LOG_LEVEL": "debug"},
+        "labels": {**app["labels"], "owner": "someone"},
+    }
+    assert requests.put(url, json=hand, timeout=5).status_code == 200
+    assert platform.wait(r1, timeout=10).state == "healthy"
+
+    drifts = platform.diff(r1, platform.observe()["api"]).drifts
+
+    found = {d.field: (d.desired, d.live, d.kind) for d in drifts}
+    assert found == {
+        "app constraints": (None, '[["hostname", "UNIQUE"]]', "changed"),
+        "app env.EXTRA": (None, '"1"', "changed"),
+        "app env.LOG_LEVEL": ('"info"', '"debug"', "changed"),
+        "app labels.owner": (None, '"someone"', "changed"),
+    }, found
+
+
 def test_locked_app_gives_a_clear_error_and_force_overrides(
     marathon_server: MarathonDouble, marathon_platform: MarathonFactory
 ) -> None:

@@ -18,7 +18,7 @@ from configcenter.adapters.marathon_client import (
     MarathonSecretError,
     MarathonValidationError,
 )
-from configcenter.adapters.marathon_diff import runs
+from configcenter.adapters.marathon_diff import READ_ONLY, definition_drifts, runs
 from configcenter.adapters.marathon_observe import _image
 from configcenter.adapters.marathon_wait import _task_healthy
 from configcenter.ports.platform import Deployable
@@ -89,6 +89,11 @@ def test_fields_marathon_fills_in_are_not_a_difference() -> None:
     assert runs(app, sent)
     assert not runs(dict(app, constraints=[["hostname", "UNIQUE"]]), sent)
     assert not runs(app, {**sent, "env": {"LOG_LEVEL": "info"}})
+    # reconcile's field-by-field drift agrees: nothing on the real app, each hand edit named
+    live = {k: v for k, v in app.items() if k not in READ_ONLY}
+    assert definition_drifts("my-app", live, sent) == []
+    edited = definition_drifts("my-app", dict(live, constraints=[["hostname", "UNIQUE"]]), sent)
+    assert [(d.field, d.desired) for d in edited] == [("app constraints", None)]
 
 
 @pytest.mark.parametrize(

@@ -208,6 +208,7 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._warn_if_cannot_fetch()
         requeued = self.jobs.requeue_mine(self.identity)
         if not self.jobs.shared:
             # One process owns a SQLite queue: whatever was running died with the last one.
@@ -434,6 +435,30 @@ class Engine:
         from configcenter import wiring
 
         return wiring.open_config_git(self.base.root, RuntimeError)
+
+    def _warn_if_cannot_fetch(self) -> None:
+        """One WARNING at start when the checkout cannot follow the config project."""
+        root = self.base.root
+        try:
+            git = self.config_git
+            if not git.is_clone():
+                why = "is not a Git clone"
+                fix = "serve a clone of the config project (git clone URL)"
+            elif git.upstream(timeout=GIT_TIMEOUT) is None:
+                why = "has a branch with no upstream"
+                fix = "git branch --set-upstream-to origin/<default branch>, or serve a clone"
+            else:
+                return
+        except Exception as exc:  # git itself failing is the first job's to report
+            log.debug("checking %s: %s", root, exc)
+            return
+        log.warning(
+            "config repo %s %s: webhooks and polls cannot fetch new commits, so pushes and "
+            "merges apply what it holds now (no upstream to follow); %s",
+            root,
+            why,
+            fix,
+        )
 
     def update_config_repo(self) -> str:
         """Fast-forward the config repo's branch to its upstream; returns a note."""

@@ -256,6 +256,28 @@ def test_an_expected_job_failure_is_one_log_line(
     assert "Traceback" not in caplog.text
 
 
+def test_a_checkout_without_upstream_is_one_warning_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """serve needs a clone it can fetch: one without an upstream never sees a push, so
+    start says so (each job's note says it again), instead of running on silently."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    world = make_shop_world(tmp_path / "world")
+    git(world.config.root, "branch", "--unset-upstream")
+    ws = Workspace(world.config.root, run_store_url=world.run_store_url)
+    engine, _ = build(ws, ServeOptions(workers=1, identity="replica-a"))
+    try:
+        engine.start()
+    finally:
+        engine.stop()
+        engine.jobs.close()
+    [record] = [r for r in caplog.records if "no upstream" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert str(world.config.root) in record.getMessage()
+    assert "git branch --set-upstream-to" in record.getMessage()
+
+
 def test_matrix_in_headless_chromium_at_390_and_1400_px(console: Console) -> None:
     """Real Chromium through chromedriver: the matrix fits a phone and a desktop, both schemes."""
     import shutil

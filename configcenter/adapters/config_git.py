@@ -124,8 +124,13 @@ class ConfigGit:
         return found or None
 
     def fetch(self, remote: str, *, force_tags: bool = False, timeout: float | None = None) -> None:
-        """Fetch `remote` with its tags (`force_tags`: moved tags too); raises `error`."""
-        args = ["fetch", "--quiet", "--tags", *(["--force"] if force_tags else []), remote]
+        """Fetch `remote` with its tags (`force_tags`: moved tags too); raises `error`.
+
+        Branches gone from the remote are pruned (tags are not: `--tags` keeps them), so a
+        removed `promote/a-to-b` never blocks a new `promote/a-to-b/svc` ("cannot lock ref").
+        """
+        force = ["--force"] if force_tags else []
+        args = ["fetch", "--quiet", "--prune", "--tags", *force, remote]
         proc = self.attempt(*args, timeout=timeout)
         if proc.returncode != 0:
             raise self.error(

@@ -249,3 +249,36 @@ def test_a_webhook_run_names_the_gitlab_user_who_merged_or_pushed(
         f"gitlab merge request !{opened.merge_request.iid} by root",
         "gitlab push to main by root",
     ]
+
+
+def test_serve_follows_a_promotion_branch_replaced_by_a_service_branch(
+    gitlab_bed: tuple[PromotionBed, GitLabDouble], serve: Serve
+) -> None:
+    """serve's checkout saw promote/dev-to-demo; it was merged (and removed), then
+    promote/dev-to-demo/api was pushed. Fetching must prune the stale remote-tracking
+    branch, or git refuses the new one ("cannot lock ref") and every job fails."""
+    bed, gitlab = gitlab_bed
+    whole = promote(bed.ws(), "dev", "demo")
+    assert whole.merge_request is not None
+    serve.engine.update_config_repo()  # the checkout now tracks promote/dev-to-demo
+    assert serve.deliver(gitlab.merge(GITLAB_PROJECT, whole.merge_request.iid)).state == "done"
+    git(bed.config, "checkout", "-q", "main")
+    git(bed.config, "pull", "-q", "--ff-only", "origin", "main")
+    bed.change(
+        "environments/dev/api.yaml",
+        "template: 1.1.0\nimage: {ref: registry.example.com/shop/api:1.1.1}\n",
+        "dev: api 1.1.1",
+    )
+    bed.apply("dev")
+    one = promote(bed.ws(), "dev", "demo", service="api")
+    assert one.merge_request is not None, one.message
+    # While that request is open, a push to main: serve fetches, the new branch included.
+    before = git(bed.origin, "rev-parse", "main").strip()
+    bed.change("NOTES.md", "a note\n", "a note")
+
+    pushed = serve.deliver(gitlab.push_event(GITLAB_PROJECT, "main", before))
+
+    assert pushed.state in ("done", "ignored"), pushed.note
+    merged = serve.deliver(gitlab.merge(GITLAB_PROJECT, one.merge_request.iid))
+    assert merged.state == "done", merged.note
+    assert "demo: succeeded" in merged.note

@@ -147,7 +147,8 @@ def rolled_back_to(
 
     `snapshot`: the record `target` was committed with. `verified`: it was rolled out and
     became healthy (else it was only committed). The release rolled back from stays
-    blocked (`rolled_back`) until its inputs change or `--retry`; the restored release
+    blocked (`rolled_back`) until its inputs change or `--retry` (unless a release that
+    failed after it was made is blocked: that one stays); the restored release
     was good before and is what runs (or is committed) now. `at`: when, for a record
     that has no release.
     """
@@ -155,6 +156,11 @@ def rolled_back_to(
     restored = replace(snapshot.release or Release(target, "committed", at), id=target)
     good = replace(restored, outcome="healthy" if verified else restored.outcome)
     left = replace(release, outcome="rolled_back", reason=f"rolled back to {target} by {by}")
+    failed = current.last_failed
+    if failed is not None and failed.id != release.id and failed.at > release.at:
+        # The config moved on to inputs that failed after this release was made: those are
+        # what it asks for, so they stay blocked (blocking this one would retry them).
+        left = failed
     return replace(snapshot, release=good, last_good=good, last_failed=left)
 
 

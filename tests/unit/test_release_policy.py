@@ -152,6 +152,25 @@ def test_a_rollback_by_hand_blocks_the_release_it_leaves() -> None:
     assert bare.release == Release("api-1", "committed", "T")
 
 
+def test_a_rollback_by_hand_keeps_a_newer_failure_blocked() -> None:
+    """The config moved on to inputs that failed (api-3, rolled back to api-2) and then
+    api-2 is rolled back by hand to api-1: api-3's inputs, which the config still asks
+    for, stay blocked; blocking api-2 instead would retry api-3 on the next apply."""
+    healthy = release("api-2", "healthy")
+    failed = release("api-3", "rolled_back", reason="ImagePullBackOff")
+    current = record(healthy, healthy, failed)
+
+    back = policy.rolled_back_to(
+        current, SNAPSHOT, "api-1", verified=True, by="ops@host", at="2026-12-01T00:00:00Z"
+    )
+
+    assert back.release == replace(GOOD, outcome="healthy")
+    assert back.last_failed == failed
+    older = record(NEW, GOOD, release("api-0", "failed"))
+    again = policy.rolled_back_to(older, SNAPSHOT, "api-1", verified=True, by="x", at="T")
+    assert again.last_failed is not None and again.last_failed.id == "api-2"
+
+
 def test_failure_reason_reads_reason_then_message() -> None:
     assert policy.failure_reason("Failed", "") == "Failed"
     assert policy.failure_reason("Failed", "exit 1") == "Failed: exit 1"

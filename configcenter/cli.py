@@ -680,7 +680,7 @@ def plan(
     if result.changes:  # apply's checks of the releases it would make (its modules: ~6 ms)
         from configcenter.usecases.apply.guard import secrets_warnings
 
-        warnings += secrets_warnings(ws, result.changes)
+        warnings += secrets_warnings(ws, env, result.changes)
     if as_json:
         emit(
             {

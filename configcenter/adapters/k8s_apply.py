@@ -291,14 +291,31 @@ class ReleaseApplier:
             values[ref] = value
         return values
 
-    def _read_cluster_secret(self, ref: str) -> str:
+    def cluster_secret_problem(self, ref: str) -> tuple[str, str] | None:
+        """Why `ref` (`k8s:ns/name/key`) cannot be read now and the fix, or None when it can
+        (the value is registered for masking, never kept). Raises `PlatformError` when the
+        cluster does not answer (a plan or apply must not hang on it: short timeouts)."""
+        try:
+            value = self._read_cluster_secret(ref, timeout=PLAN_REQUEST_TIMEOUT)
+        except SecretError as exc:
+            return self.redactor.redact(exc.problem), exc.fix
+        except PlatformError:
+            raise
+        except Exception as exc:
+            raise self.client.api_error(f"read the Secret of {ref}", exc) from None
+        self.redactor.register(value)
+        self.redactor.register(base64.b64encode(value.encode("utf-8")).decode("ascii"))
+        return None
+
+    def _read_cluster_secret(self, ref: str, timeout: tuple[int, int] | None = None) -> str:
         parts = ref.partition(":")[2].split("/")
         if len(parts) != 3 or not all(parts):
             raise SecretError(ref, "expected k8s:namespace/name/key", "name all three parts")
         namespace, name, key = parts
         resource = self.client.resource("v1", "Secret")
         try:
-            secret = self.client.get_json(resource, name=name, namespace=namespace)
+            extra = {} if timeout is None else {"_request_timeout": timeout}
+            secret = self.client.get_json(resource, name=name, namespace=namespace, **extra)
         except Exception as exc:
             status = getattr(exc, "status", None)
             if status == 404:

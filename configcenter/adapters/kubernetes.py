@@ -95,6 +95,11 @@ class KubernetesPlatform:
         """Compare freshly resolved secret values with each generation's live Secrets."""
         return self._applier.secrets_match(deployable, generations)
 
+    def cluster_secret_problem(self, ref: str) -> tuple[str, str] | None:
+        """Why the `k8s:` reference cannot be read now and the fix; None when it can (the
+        `cluster_secrets` capability: apply and plan check references before a commit)."""
+        return self._applier.cluster_secret_problem(ref)
+
     def secrets_unavailable(self) -> str | None:
         """Why the env's secret values cannot be compared now (its Secrets cannot be
         listed: the cluster is unreachable, the kubeconfig is missing); asked once."""

@@ -227,6 +227,16 @@ class ObjectDriftPlatform(Platform, Protocol):
         ...
 
 
+class ClusterSecretsPlatform(Platform, Protocol):
+    """A platform with the `cluster_secrets` capability: it reads `k8s:` references itself."""
+
+    def cluster_secret_problem(self, ref: str) -> tuple[str, str] | None:
+        """Why the `k8s:` reference `ref` cannot be read on the cluster now, and the fix
+        (never a value); None when it can (the value is only registered for masking).
+        Raises `PlatformError` when the cluster cannot be asked at all."""
+        ...
+
+
 @dataclass(frozen=True)
 class StageJobResult:
     """How one stage Job (pre-deploy or verification) of a release ended."""

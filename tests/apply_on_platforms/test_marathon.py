@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from configcenter.usecases.apply import ApplyOptions, apply_env
-from tests.support.e2e_fixtures import SECRET_ENV, World
+from tests.support.e2e_fixtures import SECRET_ENV, CliResult, World
 from tests.support.helpers import free_port
 from tests.support.marathon_double import MarathonDouble
 from tests.support.rollout_fixtures import SENTINEL, make_rollout_world, set_service, workspace
@@ -451,3 +451,78 @@ def test_a_catch_up_that_fails_does_not_unblock_the_failed_release(
     images = [a["container"]["docker"]["image"] for a in [marathon_server.app_json(APP)]]
     assert images == ["ops/hotfix:never-ready"]
     assert "blocked" in world.cc("plan", "dev").stdout
+
+
+def _refused_for_the_secret(result: CliResult) -> None:
+    assert result.code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "environments/dev/_env.yaml:5: api: value DB_PASSWORD: secret" in text
+    assert "environment variable SHOP_DB_PASSWORD is not set" in text
+    assert "export SHOP_DB_PASSWORD" in text
+    assert "Traceback" not in result.output
+
+
+def test_apply_no_rollout_refuses_a_secret_that_cannot_be_resolved_before_committing(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    world = mesos_world(tmp_path, marathon_server, services=("db", "api"))
+    del world.env[SECRET_ENV]
+
+    result = world.cc("apply", "dev", "--no-rollout")
+
+    _refused_for_the_secret(result)
+    assert "nothing was committed" in result.output
+    assert world.commit_count() == 0, "the deploy repo is unchanged"
+    assert marathon_server.apps == {} and marathon_server.secret_values == {}
+
+    world.env[SECRET_ENV] = SENTINEL
+    world.ok("apply", "dev", "--no-rollout")
+    assert record(world, "api")["release"]["outcome"] == "committed"
+    assert marathon_server.apps == {}, "--no-rollout touches no platform"
+
+
+def test_the_catch_up_refuses_a_committed_release_whose_secret_cannot_be_resolved(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    world = mesos_world(tmp_path, marathon_server, services=("db", "api"))
+    world.ok("apply", "dev", "--no-rollout")  # committed, not on Marathon yet
+    head = world.head()
+    committed = record(world, "api")["release"]["id"]
+    del world.env[SECRET_ENV]  # the next apply runs where the secret cannot be read
+
+    result = world.cc("apply", "dev")
+
+    _refused_for_the_secret(result)
+    assert "nothing was rolled out" in result.output
+    assert world.head() == head, "no record or release commit"
+    assert not any(r.method in ("PUT", "POST", "DELETE") for r in marathon_server.requests)
+    assert marathon_server.apps == {} and marathon_server.secret_values == {}
+
+    world.env[SECRET_ENV] = SENTINEL
+    world.ok("apply", "dev")
+    api = record(world, "api")["release"]
+    assert api["id"] == committed and api["outcome"] == "healthy"
+    assert marathon_server.app_json("/shop/dev/api")["labels"]["configcenter.io/release"] == (
+        committed
+    )
+    assert SENTINEL in marathon_server.secret_values.values()
+
+
+def test_the_catch_up_of_a_release_whose_secrets_the_platform_holds_needs_no_value(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    world = mesos_world(tmp_path, marathon_server, services=("db", "api"))
+    world.ok("apply", "dev")  # generation 1 is in the secret store
+    stored = dict(marathon_server.secret_values)
+    del world.env[SECRET_ENV]
+    set_service(world, "api", image="registry.test/shop/api:1.1")  # same secrets generation
+    world.ok("apply", "dev", "--no-rollout")
+    committed = record(world, "api")["release"]["id"]
+
+    world.ok("apply", "dev")
+
+    assert record(world, "api")["release"]["outcome"] == "healthy"
+    app = marathon_server.app_json("/shop/dev/api")
+    assert app["labels"]["configcenter.io/release"] == committed
+    assert app["container"]["docker"]["image"] == "registry.test/shop/api:1.1"
+    assert marathon_server.secret_values == stored, "generation 1 holds the verified value"

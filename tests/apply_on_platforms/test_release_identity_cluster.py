@@ -410,3 +410,70 @@ def test_a_secret_that_cannot_be_resolved_is_refused_before_the_commit_and_the_c
     world.env[SECRET_ENV] = SENTINEL
     expect(world.cc("apply", "dev"), 0)
     assert live.secret_data("api-secrets")["DB_PASSWORD"] == SENTINEL
+
+
+def test_a_k8s_secret_that_does_not_exist_is_refused_before_the_commit_and_the_cluster(
+    tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
+) -> None:
+    from kubernetes import client
+
+    world = world_for(tmp_path, k8s_namespace, services=("db", "api"))
+    env_file = "environments/dev/_env.yaml"
+    ref = f"k8s:{live.ns}/db-creds/password"
+    world.config.write(
+        env_file, world.config.read(env_file).replace(f'"env:{SECRET_ENV}"', f'"{ref}"')
+    )
+    settings = world.config.read("configcenter.yaml")
+    world.config.write(
+        "configcenter.yaml", settings + f'secrets:\n  k8s: {{allow: ["{live.ns}/*"]}}\n'
+    )
+    world.config.commit("db password from a Secret on the cluster")
+
+    for args in (("apply", "dev"), ("apply", "dev", "--no-rollout")):
+        result = expect(world.cc(*args), 1)
+        text = " ".join(result.output.split())
+        assert f"environments/dev/_env.yaml:5: api: value DB_PASSWORD: secret '{ref}'" in text
+        assert f"Secret {live.ns}/db-creds does not exist" in text
+        assert "create it or fix the reference" in text and "nothing was committed" in text
+        assert "Traceback" not in result.output
+        assert world.commit_count() == 0
+        assert live.apps.list_namespaced_deployment(live.ns).items == []
+    planned = " ".join(world.ok("plan", "dev").output.split())
+    assert f"Secret {live.ns}/db-creds does not exist" in planned
+    assert "apply will refuse this release" in planned
+
+    live.core.create_namespaced_secret(
+        live.ns,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="db-creds"),
+            string_data={"password": SENTINEL},
+        ),
+    )
+    expect(world.cc("apply", "dev"), 0)
+    assert live.secret_data("api-secrets")["DB_PASSWORD"] == SENTINEL
+    assert "apply will refuse" not in world.ok("plan", "dev").output
+
+
+def test_a_k8s_secret_is_not_checked_by_apply_no_rollout_when_the_cluster_cannot_be_asked(
+    tmp_path: Path, k8s_namespace: K8sNamespace
+) -> None:
+    world = world_for(tmp_path, k8s_namespace, services=("db", "api"))
+    env_file = "environments/dev/_env.yaml"
+    ref = f"k8s:{k8s_namespace.name}/db-creds/password"
+    world.config.write(
+        env_file, world.config.read(env_file).replace(f'"env:{SECRET_ENV}"', f'"{ref}"')
+    )
+    settings = world.config.read("configcenter.yaml").replace(
+        str(k8s_namespace.kubeconfig), str(tmp_path / "no-such-kubeconfig")
+    )
+    world.config.write(
+        "configcenter.yaml",
+        settings + f'secrets:\n  k8s: {{allow: ["{k8s_namespace.name}/*"]}}\n',
+    )
+    world.config.commit("db password from a Secret, on a cluster that cannot be reached")
+
+    result = expect(world.cc("apply", "dev", "--no-rollout"), 0)
+
+    text = " ".join(result.output.split())
+    assert f"api: value DB_PASSWORD: secret '{ref}' was not checked: platform 'k8s'" in text
+    assert world.state("dev")["services"]["api"]["release"]["outcome"] == "committed"

@@ -19,7 +19,7 @@ from configcenter.core.redact import Redactor
 from configcenter.ports.builder import BuildRequest
 from configcenter.usecases.images import ImageName, resolve_given_images
 from tests.support.configrepo import ConfigRepo
-from tests.support.e2e_fixtures import World, make_world
+from tests.support.e2e_fixtures import SECRET_ENV, World, make_world
 from tests.support.helpers import free_port
 from tests.support.registry_fixtures import RegistryServer
 
@@ -78,6 +78,7 @@ def retag(
 def registry_world(tmp_path: Path, host: str, api_ref: str, *, registry_extra: str = "") -> World:
     """The e2e shop on registry `host`: dev's api runs `api_ref`, worker another registry's."""
     world = make_world(tmp_path / "world")
+    world.env[SECRET_ENV] = "g1ven-images-s3cret"  # apply refuses secrets it cannot resolve
     config = world.config
     config.write(
         "configcenter.yaml",

@@ -43,6 +43,7 @@ def test_a_rollback_restores_files_in_folders_at_their_paths(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("SHOP_DB_PASSWORD", "n3sted-s3cret")  # apply resolves what it commits
     repo = ConfigRepo.basic(tmp_path / "config")
     remote = DeployRemote(tmp_path)
     text = repo.read("templates/api/template.yaml").replace(

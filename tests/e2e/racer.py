@@ -16,6 +16,7 @@ from typing import Any
 from configcenter.usecases.apply import ApplyOptions, Reporter, apply_env
 from configcenter.usecases.workspace import Workspace
 from tests.support.configrepo import ConfigRepo
+from tests.support.e2e_fixtures import SECRET_ENV
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def race(
     base = Path(root)
     os.environ["XDG_STATE_HOME"] = str(base / "state")
     os.environ["XDG_CACHE_HOME"] = str(base / "cache")
+    os.environ[SECRET_ENV] = "race-secret"  # apply refuses releases whose secrets do not resolve
     config = ConfigRepo(base / "config")
     rel = f"environments/dev/{lane.service}.yaml"
     done: list[dict[str, object]] = []

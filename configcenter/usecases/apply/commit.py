@@ -23,7 +23,12 @@ from configcenter.ports.deploy_repo import (
     compose_message,
     delete_prefix,
 )
-from configcenter.usecases.apply.guard import guard_config_commit, preflight
+from configcenter.usecases.apply.guard import (
+    guard_config_commit,
+    preflight,
+    refuse_unresolved_secrets,
+    unresolved_secrets,
+)
 from configcenter.usecases.apply.records import MAX_PUSH_ATTEMPTS, push
 from configcenter.usecases.apply.report import (
     ApplyOptions,
@@ -85,6 +90,9 @@ def commit_release(
         override = guard_config_commit(ws, env, state, plan, options)
         if options.rollout and attempt == 1:
             preflight(ws, env, plan.changes, log)
+        # Every apply, rolled out now or later (--no-rollout: the next apply catches up),
+        # refuses releases whose secrets cannot be resolved before committing them.
+        refuse_unresolved_secrets(unresolved_secrets(ws, env, plan.changes), log)
         new_state, changes = _changes(env, plan, state, run_id, options.rollout, config.commit)
         message = _message(
             env,

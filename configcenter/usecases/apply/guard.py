@@ -1,18 +1,24 @@
-"""Refusals before anything is committed: mistyped service names, a dirty or stale
-config commit, stages or platforms the release cannot reach."""
+"""Refusals before anything is committed or rolled out: mistyped service names, a dirty or
+stale config commit, stages or platforms the release cannot reach, secrets a release needs
+that cannot be resolved."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import cast
+
 from configcenter import wiring
-from configcenter.core.errors import Problem, Source, UserError
+from configcenter.core import kinds
+from configcenter.core.errors import PlatformFailure, Problem, Source, UserError
 from configcenter.core.plan import (
     Plan,
     ServicePlan,
 )
 from configcenter.core.state import EnvState
 from configcenter.ports.config_lineage import Relation
+from configcenter.ports.platform import ClusterSecretsPlatform
 from configcenter.usecases.apply.report import ApplyOptions, ApplyRefused, ApplyUnreachable, RunLog
-from configcenter.usecases.platforms import open_platform
+from configcenter.usecases.platforms import open_platform, supports
 from configcenter.usecases.workspace import Workspace
 
 
@@ -122,47 +128,135 @@ def preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: RunLog) 
                 "--no-rollout to commit only)"
             ) from None
         log(f"{env}: platform {name} reachable")
-    refuse_unresolved_secrets(ws, changes)
 
 
-def unresolved_secrets(ws: Workspace, changes: list[ServicePlan]) -> list[Problem]:
-    """Every secret a release to roll out needs that cannot be resolved here, as problems
-    naming the service, the value's file and line, and the fix (never a value).
+@dataclass
+class SecretsFound:
+    """What checking the secrets of releases before a commit or rollout found."""
+
+    #: Secrets that cannot be resolved: apply refuses these releases.
+    problems: list[Problem] = field(default_factory=list)
+    #: `k8s:` references whose platform could not be asked now (they are read at rollout).
+    unchecked: list[Problem] = field(default_factory=list)
+
+
+def unresolved_secrets(ws: Workspace, env: str, changes: list[ServicePlan]) -> SecretsFound:
+    """Every secret a release to commit needs that cannot be resolved, as problems naming
+    the service, the value's file and line, and the fix (never a value).
 
     A release needs its secrets' values when its platform does not hold its secrets
     generation yet (a new service, a new or rotated generation, another platform): the
     platform resolves them at rollout. A generation the platform holds is immutable and
-    keeps the values it was made with, so nothing is resolved for it. `k8s:` references
-    are read by the Kubernetes platform in the cluster, at rollout.
+    keeps the values it was made with, so nothing is resolved for it. `env:` and `file:`
+    references are resolved here; `k8s:` ones are asked of the cluster (a platform with
+    the `cluster_secrets` capability), when it answers.
     """
+    needed = [
+        sp
+        for sp in changes
+        if sp.action in ("create", "update")
+        and sp.config is not None
+        and sp.config.platform
+        and _needs_secret_values(sp, sp.config.platform)
+    ]
+    return check_secrets(ws, env, needed)
+
+
+def check_secrets(ws: Workspace, env: str, releases: list[ServicePlan]) -> SecretsFound:
+    """Whether every secret reference of `releases` (each with a config and a platform)
+    resolves now; see `unresolved_secrets`."""
     from configcenter.core.plan import secret_refs
 
-    problems: list[Problem] = []
-    failures: dict[str, tuple[str, str] | None] = {}  # ref -> (problem, fix); None: resolves
-    for sp in changes:
+    found = SecretsFound()
+    failures: dict[tuple[str, str], _Failure] = {}  # (platform, ref) -> (why, fix)
+    asked = _ClusterSecrets(ws, env)
+    for sp in releases:
         service = sp.config
-        if sp.action not in ("create", "update") or service is None or not service.platform:
-            continue
-        if not _needs_secret_values(sp, service.platform):
-            continue
+        assert service is not None and service.platform
         for key, ref in sorted(secret_refs(sp.consumed_values).items()):
-            if ref.partition(":")[0] not in ("env", "file"):
+            scheme = ref.partition(":")[0]
+            if scheme not in ("env", "file", "k8s"):
                 continue
-            if ref not in failures:
-                failures[ref] = _resolve_failure(ws, ref)
-            failure = failures[ref]
-            if failure is None:
-                continue
+            at = (service.platform if scheme == "k8s" else "", ref)
+            if at not in failures:
+                failures[at] = (
+                    asked.problem(service.platform, ref)
+                    if scheme == "k8s"
+                    else _resolve_failure(ws, ref)
+                )
             entry = service.values.entries.get(tuple(key.split(".")))
             source = entry.source if entry is not None else Source("")
-            problems.append(
+            failure = failures[at]
+            if failure is None:
+                continue
+            if isinstance(failure, _Unchecked):
+                found.unchecked.append(
+                    Problem(
+                        source,
+                        f"{sp.service}: value {key}: secret {ref!r} was not checked: {failure.why}",
+                        "it is read at rollout; check the platform's connection",
+                        "warning",
+                    )
+                )
+                continue
+            found.problems.append(
                 Problem(
                     source,
                     f"{sp.service}: value {key}: secret {ref!r} cannot be resolved: {failure[0]}",
                     failure[1] or "fix the reference",
                 )
             )
-    return problems
+    return found
+
+
+@dataclass(frozen=True)
+class _Unchecked:
+    """A `k8s:` reference whose platform could not be asked: why."""
+
+    why: str
+
+
+#: Why a reference cannot be resolved and the fix; `_Unchecked`; None when it resolves.
+_Failure = tuple[str, str] | _Unchecked | None
+
+
+class _ClusterSecrets:
+    """`k8s:` references asked of each platform of the env, opened once; a platform that
+    cannot be asked (or cannot read `k8s:` references) says so once, for every reference."""
+
+    def __init__(self, ws: Workspace, env: str) -> None:
+        self.ws = ws
+        self.env = env
+        self._platforms: dict[str, ClusterSecretsPlatform | tuple[str, str] | _Unchecked] = {}
+
+    def problem(self, name: str, ref: str) -> _Failure:
+        platform = self._platform(name)
+        if isinstance(platform, tuple | _Unchecked):
+            return platform
+        try:
+            return platform.cluster_secret_problem(ref)
+        except PlatformFailure as exc:
+            why = self.ws.redactor.redact(str(exc))
+            unchecked = _Unchecked(f"platform {name!r} cannot be asked: {why}")
+            self._platforms[name] = unchecked
+            return unchecked
+
+    def _platform(self, name: str) -> ClusterSecretsPlatform | tuple[str, str] | _Unchecked:
+        if name not in self._platforms:
+            config = self.ws.config
+            if not supports(config, name, kinds.CLUSTER_SECRETS):
+                self._platforms[name] = (
+                    f"platform {name!r} cannot read k8s: references",
+                    "use env: or file: references on this platform",
+                )
+            else:
+                try:
+                    opened = open_platform(config, self.env, name, self.ws.redactor)
+                    self._platforms[name] = cast(ClusterSecretsPlatform, opened)
+                except (PlatformFailure, UserError) as exc:
+                    why = self.ws.redactor.redact(str(exc))
+                    self._platforms[name] = _Unchecked(f"platform {name!r} cannot be opened: {why}")
+        return self._platforms[name]
 
 
 def _resolve_failure(ws: Workspace, ref: str) -> tuple[str, str] | None:
@@ -187,21 +281,26 @@ def _needs_secret_values(sp: ServicePlan, platform: str) -> bool:
     return sp.secrets_generation not in known
 
 
-def refuse_unresolved_secrets(ws: Workspace, changes: list[ServicePlan]) -> None:
-    """Refuse, before anything is committed, releases whose secrets cannot be resolved:
-    committed, they would only fail at rollout (and be rolled back)."""
-    problems = unresolved_secrets(ws, changes)
-    if not problems:
+def refuse_unresolved_secrets(
+    found: SecretsFound, log: RunLog, what: str = "nothing was committed or changed"
+) -> None:
+    """Refuse, before anything is committed or rolled out, releases whose secrets cannot be
+    resolved: they would only fail at rollout (and be rolled back). References that could
+    not be checked are said so, and left to the rollout."""
+    for p in found.unchecked:
+        log(f"{p.source}: {p.message} ({p.hint})")
+    if not found.problems:
         return
     raise ApplyRefused(
-        "; ".join(f"{p.source}: {p.message} (fix: {p.hint})" for p in problems)
-        + "; nothing was committed or changed"
+        "; ".join(f"{p.source}: {p.message} (fix: {p.hint})" for p in found.problems) + f"; {what}"
     )
 
 
-def secrets_warnings(ws: Workspace, changes: list[ServicePlan]) -> list[Problem]:
-    """What `plan` says about the releases apply would refuse for their secrets."""
+def secrets_warnings(ws: Workspace, env: str, changes: list[ServicePlan]) -> list[Problem]:
+    """What `plan` says about the releases apply would refuse for their secrets (and the
+    `k8s:` references it could not check)."""
+    found = unresolved_secrets(ws, env, changes)
     return [
         Problem(p.source, f"{p.message}; apply will refuse this release", p.hint, "warning")
-        for p in unresolved_secrets(ws, changes)
-    ]
+        for p in found.problems
+    ] + found.unchecked

@@ -228,10 +228,49 @@ class ReleaseApplier:
         removes them. Labels and annotations other managers added to an object (or
         its pod template) are kept, and so are the addresses the API server
         allocated (a Service's cluster IPs). Objects that do not exist are left to
-        `apply`. Returns the refs replaced.
+        `apply`. An object the release does not render (an orphan, as `diff` names
+        it: made by hand with configcenter's labels, which `prune` never deletes) is
+        deleted, when it carries configcenter's labels for this env and service and no
+        controller owns it. Returns the refs replaced or deleted.
         """
         self.check_env(deployable)
         wanted = set(refs)
+        rendered = {obj.ref for obj in build_objects(deployable, self.namespace, None)}
+        replaced: list[str] = []
+        if wanted & rendered:
+            replaced += self._replace(deployable, wanted)
+        for ref in sorted(wanted - rendered):
+            if self._delete_orphan(deployable, ref):
+                replaced.append(ref)
+        return replaced
+
+    def _delete_orphan(self, deployable: Deployable, ref: str) -> bool:
+        """Delete `ref` if it is one of the service's objects the release does not render."""
+        kind, _, name = ref.partition("/")
+        api_version = next((v for v, k in OBSERVED_KINDS if k == kind), None)
+        if api_version is None or not name:
+            return False  # only the kinds `observe` lists are reported as orphans
+        resource = self.client.resource(api_version, kind)
+        try:
+            live = self.client.get_json(resource, name=name, namespace=self.namespace)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return False
+            raise self.client.api_error(f"read {ref} to heal it", exc) from None
+        if not _orphan(live, deployable.env, deployable.service):
+            return False
+        if not self.client.delete_object(resource, live, f"delete {ref} to heal it"):
+            return False
+        log.warning(
+            "healed %s in namespace %s: deleted (release %s of %s does not render it)",
+            ref,
+            self.namespace,
+            deployable.release_id,
+            deployable.service,
+        )
+        return True
+
+    def _replace(self, deployable: Deployable, wanted: set[str]) -> list[str]:
         values = self.resolve_secrets(deployable)
         replaced: list[str] = []
         for obj in build_objects(deployable, self.namespace, values):
@@ -596,6 +635,21 @@ def _parse_kinds(record: str) -> set[tuple[str, str]]:
         if api_version and kind:
             kinds.add((api_version, kind))
     return kinds
+
+
+def _orphan(item: Mapping[str, Any], env: str, service: str) -> bool:
+    """Whether a live object a release does not render is the service's to delete when
+    healing: configcenter's labels for this env and service (whoever made it), not a
+    config or secret version kept for rollbacks, and no controller owns it."""
+    meta = item.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if is_versioned(item) or (
+        labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE
+        or labels.get(ENV_LABEL) != env
+        or labels.get(SERVICE_LABEL) != service
+    ):
+        return False
+    return not any(owner.get("controller") for owner in meta.get("ownerReferences") or [])
 
 
 def _prunable(item: Mapping[str, Any], kind: str, env: str, service: str) -> bool:

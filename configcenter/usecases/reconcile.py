@@ -316,15 +316,23 @@ def _heal(
                 if d.kind == "changed" and " " in d.field
             }
         )
+        # Objects of the service the release does not render (made by hand with its labels:
+        # `prune` deletes only what configcenter applied) go once the release is verified.
+        orphans = sorted({d.field for d in item.drifts if d.kind == "orphan" and "/" in d.field})
+        objects = kinds.REGISTRY.supports("platform", platform.target.kind, kinds.OBJECT_DRIFT)
         try:
-            if changed and kinds.REGISTRY.supports(
-                "platform", platform.target.kind, kinds.OBJECT_DRIFT
-            ):
+            if changed and objects:
                 cast(ObjectDriftPlatform, platform).replace_drifted(desired, changed)
             platform.apply(desired)
             status = platform.wait(desired, timeout=timeout, progress=_progress(reporter, name))
             if status.state == "healthy":
                 platform.prune(desired)
+                if orphans and objects:
+                    deleted = cast(ObjectDriftPlatform, platform).replace_drifted(desired, orphans)
+                    if deleted:
+                        log(
+                            f"{name}: deleted {', '.join(deleted)} (its release does not render it)"
+                        )
         except PLATFORM_FAILURES as exc:
             reason = ws.redactor.redact(f"{type(exc).__name__}: {exc}")
             log(f"{name}: heal failed ({reason}); its release record is left as it was")

@@ -132,3 +132,68 @@ def test_a_failed_heal_is_a_failed_run_and_leaves_the_release_record_alone(
     assert code == 0 and cluster.deployment("api").spec.replicas == 1
     plan = json.loads(world.ok("plan", "dev", "--json").stdout)
     assert {s["service"]: s["action"] for s in plan["services"]} == {"db": "noop", "api": "noop"}
+
+
+def _running(cluster: Cluster) -> dict[str, object]:
+    """What a restart or a re-creation would move: workloads, ReplicaSets (with their
+    pod-template hashes) and pods, by UID."""
+    out: dict[str, object] = {}
+    for d in cluster.apps.list_namespaced_deployment(cluster.ns).items:
+        out[f"Deployment/{d.metadata.name}"] = (d.metadata.uid, d.metadata.generation)
+    for rs in cluster.apps.list_namespaced_replica_set(cluster.ns).items:
+        out[f"ReplicaSet/{rs.metadata.name}"] = (
+            rs.metadata.uid,
+            rs.metadata.labels.get("pod-template-hash"),
+            rs.spec.replicas,
+        )
+    for pod in cluster.core.list_namespaced_pod(cluster.ns).items:
+        out[f"Pod/{pod.metadata.name}"] = pod.metadata.uid
+    return out
+
+
+def test_heal_deletes_a_hand_made_config_map_with_our_labels_and_nothing_that_runs(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    from kubernetes import client
+
+    world = k8s_world(tmp_path, k8s_namespace, services=("db", "worker"))
+    expect(world.cc("apply", "dev"), 0)
+    head, record = world.head(), services(world)
+    labels = {
+        "app.kubernetes.io/managed-by": "configcenter",
+        "configcenter.io/env": "dev",
+        "configcenter.io/service": "worker",
+    }
+    cluster.core.create_namespaced_config_map(
+        cluster.ns,
+        client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="worker-extra", labels=labels),
+            data={"EXTRA": "1"},
+        ),
+        field_manager="kubectl-create",
+    )
+    # Not ours to delete: a ConfigMap made by hand without configcenter's labels.
+    cluster.core.create_namespaced_config_map(
+        cluster.ns,
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name="unlabelled"), data={"A": "1"}),
+    )
+    running = _running(cluster)
+
+    code, report = reconcile(world)
+    assert code == 0
+    assert drifts(report) == {"ConfigMap/worker-extra": (None, "present")}
+
+    code, healed = reconcile(world, "--heal")
+
+    assert code == 0, healed
+    assert [(r["service"], r["outcome"]) for r in healed["healed"]] == [("worker", "healthy")]
+    names = {cm.metadata.name for cm in cluster.core.list_namespaced_config_map(cluster.ns).items}
+    assert "worker-extra" not in names and "unlabelled" in names
+    assert _running(cluster) == running, "nothing that runs was restarted or re-created"
+    assert world.head() == head and services(world) == record, "heal records nothing"
+    code, after = reconcile(world)
+    assert code == 0 and after["drift"] is False, after
+    assert {s["service"]: s["status"] for s in after["services"]} == {
+        "db": "in_sync",
+        "worker": "in_sync",
+    }

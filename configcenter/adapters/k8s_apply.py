@@ -244,6 +244,34 @@ class ReleaseApplier:
                 replaced.append(ref)
         return replaced
 
+    def server_defaults(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """`body` (a desired object, Secret values masked) as the API server would store it
+        in place of the live object: a dry-run replace, so every field the server defaults
+        is filled in as it would be. None when the server refuses the dry run (no right to
+        update it, a masked Secret value it will not take): nothing is taken for a default.
+        """
+        meta = body.get("metadata") or {}
+        try:
+            resource = self.client.resource(str(body.get("apiVersion")), str(body.get("kind")))
+            stored = resource.replace(
+                body=copy.deepcopy(dict(body)),
+                name=meta.get("name"),
+                namespace=self.namespace,
+                dry_run="All",
+                field_manager=FIELD_MANAGER,
+                _request_timeout=PLAN_REQUEST_TIMEOUT,
+            )
+        except Exception as exc:
+            log.info(
+                "no dry run of %s/%s to learn its defaults: %s",
+                body.get("kind"),
+                meta.get("name"),
+                self.redactor.redact(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
+            return None
+        found = stored.to_dict() if hasattr(stored, "to_dict") else stored
+        return dict(found) if isinstance(found, Mapping) else None
+
     def _delete_orphan(self, deployable: Deployable, ref: str) -> bool:
         """Delete `ref` if it is one of the service's objects the release does not render."""
         kind, _, name = ref.partition("/")

@@ -6,13 +6,22 @@ up. What is left is normalised the way the API server would store the desired
 side (the normaliser gitops-engine's `pkg/diff` has): quantities compared as
 amounts (`cpu: 0.5` is `500m`, `1024Mi` is `1Gi`), labels and annotations
 other managers added ignored, the release and digest annotations left to the
-summary, server metadata dropped. Pure: unit-tested without a cluster.
+summary, server metadata dropped.
+
+A writer that replaced an object whole (`kubectl replace`, `kubectl create`: an
+Update) is recorded as having set every field the server defaulted in it
+(`ports[].protocol: TCP`, `imagePullPolicy`, `strategy`, ...). A field only the
+live side has is therefore drift only when it differs from what the server makes
+of the desired object: `server_defaults` (the platform's dry-run replace of it,
+asked only for an object with such a field) gives that, as a server-side dry run
+gives Argo CD and fluxcd their predicted live object. Pure: unit-tested without a
+cluster.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -38,11 +47,16 @@ _QUANTITY_PATH = re.compile(
 #: Label and annotation paths (of an object or its pod template).
 _FOREIGN_METADATA = re.compile(r"(?:^|\.)metadata\.(?:labels|annotations)\.")
 
+#: `Kind/name` -> the desired object as the API server would store it (defaults filled
+#: in), or None when the server cannot say.
+ServerDefaults = Callable[[str], Mapping[str, Any] | None]
+
 
 def diff(
     deployable: Deployable,
     desired: Mapping[str, Mapping[str, Any]],
     observed: ObservedService | None,
+    server_defaults: ServerDefaults | None = None,
 ) -> ServiceDiff:
     """The release's drift: `desired` are the objects apply would send, keyed like
     `observed.objects` (`Kind/name`)."""
@@ -50,7 +64,9 @@ def diff(
     objects = (
         ()
         if observed is None
-        else object_drifts(deployable.service, desired, observed.objects, observed.present)
+        else object_drifts(
+            deployable.service, desired, observed.objects, observed.present, server_defaults
+        )
     )
     return service_diff(deployable, observed, image=image, replicas=replicas, objects=objects)
 
@@ -83,6 +99,7 @@ def object_drifts(
     desired: Mapping[str, Mapping[str, Any]],
     live: Mapping[str, Mapping[str, Any]],
     present: Collection[str] = (),
+    server_defaults: ServerDefaults | None = None,
 ) -> list[Drift]:
     """`present`: objects that exist but are not in `live` (immutable versions no workload
     refers to now): there, so not missing; named by their content, so not changed."""
@@ -96,14 +113,22 @@ def object_drifts(
         if want_body == have_body:
             continue  # equal as a whole: equal path by path (the usual case when in sync)
         want, have = _flatten(want_body), _flatten(have_body)
+        defaulted: dict[str, Any] | None = None
         for path in sorted(set(want) | set(have)):
             if path.startswith(("apiVersion", "kind")):
                 continue
             a, b = want.get(path), have.get(path)
             if path not in want and _FOREIGN_METADATA.search(path):
                 continue  # a label/annotation another manager added: theirs, not drift
-            if a != b and not _same_quantity(path, a, b):
-                drifts.append(Drift(service, f"{ref} {path}", _show(a), _show(b), "changed"))
+            if a == b or _same_quantity(path, a, b):
+                continue
+            if path not in want and server_defaults is not None:
+                if defaulted is None:
+                    stored = server_defaults(ref)
+                    defaulted = _flatten(_strip(stored)) if stored is not None else {}
+                if path in defaulted and defaulted[path] == b:
+                    continue  # what the server fills in for the desired object: a default
+            drifts.append(Drift(service, f"{ref} {path}", _show(a), _show(b), "changed"))
     for ref in sorted(set(live) - set(desired)):
         drifts.append(Drift(service, ref, None, "present", "orphan"))
     return drifts

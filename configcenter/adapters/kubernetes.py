@@ -127,7 +127,12 @@ class KubernetesPlatform:
 
     def diff(self, deployable: Deployable, observed: ObservedService | None) -> ServiceDiff:
         """The release's drift, object by object and field by field (see `k8s_diff`)."""
-        return k8s_diff.diff(deployable, self.desired_objects(deployable), observed)
+        desired = self.desired_objects(deployable)
+
+        def server_defaults(ref: str) -> Mapping[str, Any] | None:
+            return self._applier.server_defaults(desired[ref])
+
+        return k8s_diff.diff(deployable, desired, observed, server_defaults)
 
     def delete(self, service: str) -> None:
         """Delete every object of the service in the namespace, of any kind, by label."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from configcenter.core.errors import ConfigError, PlatformFailure, TransientFailure, UserError
 from configcenter.core.redact import Redactor
+from configcenter.core.render import RenderedStore
 from configcenter.core.schema import parse_duration
 from configcenter.ports.jobstore import Job, JobStore
 from configcenter.serve.leader import Leadership
@@ -56,6 +57,13 @@ EXPECTED_ERRORS = (UserError, ConfigError, PlatformFailure, TransientFailure)
 REPLICA_DETAIL = "replica"
 
 
+def _open_render_cache() -> RenderedStore:
+    from configcenter import wiring
+    from configcenter.usecases.workspace import cache_home
+
+    return wiring.open_render_cache(cache_home() / "rendered")
+
+
 def parse_interval(raw: str, where: str) -> float:
     """`30s`, `5m`, `1h` (a bare number is seconds): the config's one duration parser."""
     try:
@@ -82,12 +90,15 @@ class ServeWorkspace(Workspace):
         redactor: Redactor,
         identity: str = "",
         run_details: Mapping[str, object] | None = None,
+        rendered: RenderedStore | None = None,
     ) -> None:
         super().__init__(base.root, base.deploy_repo_url, base.run_store_url, base.strict)
         self._store = store
         self._shared_redactor = redactor
         self._identity = identity
         self._run_details = dict(run_details or {})
+        if rendered is not None:
+            self.__dict__["_rendered_files"] = rendered  # the Workspace's cached_property
 
     def start_run(
         self,
@@ -110,6 +121,45 @@ class ServeWorkspace(Workspace):
     @property
     def redactor(self) -> Redactor:
         return self._shared_redactor
+
+
+class SharedRenderedFiles:
+    """The kept rendered files of every job and page of one serve process, as the CLI keeps
+    them between commands (`Workspace.save_caches`).
+
+    One store for all threads, behind a lock, so concurrent jobs neither lose each other's
+    records nor write a pack while another thread adds to it. Each `save` writes what was
+    added (atomically: a pack is replaced whole) and starts a new store, which reads the
+    packs again when first asked: a long-lived server keeps in memory only what it used
+    since its last save, and never stops keeping new records.
+    """
+
+    def __init__(self, opener: Callable[[], RenderedStore]) -> None:
+        self._opener = opener
+        self._lock = threading.Lock()
+        self._store: RenderedStore | None = None
+
+    def _current(self) -> RenderedStore:
+        if self._store is None:
+            self._store = self._opener()
+        return self._store
+
+    def get(self, group: str, key: str) -> Mapping[str, bytes] | None:
+        with self._lock:
+            return self._current().get(group, key)
+
+    def put(self, group: str, key: str, files: Mapping[str, bytes]) -> None:
+        with self._lock:
+            self._current().put(group, key, files)
+
+    def save(self) -> None:
+        with self._lock:
+            if self._store is None:
+                return
+            try:
+                self._store.save()
+            finally:
+                self._store = None
 
 
 class LoadedConfigs:
@@ -200,6 +250,12 @@ class Engine:
         #: Set when the server is asked to stop: live streams end (serve/stream.py), so
         #: open console pages do not hold the shutdown up; browsers reconnect elsewhere.
         self.draining = threading.Event()
+        #: The rendered files every workspace of this process renders through, kept on
+        #: disk after each job (`save_caches`).
+        self.rendered = SharedRenderedFiles(_open_render_cache)
+        #: The workspaces the job running in this thread opened (their caches are kept).
+        self._opened = threading.local()
+        self._cache_lock = threading.Lock()
 
     @cached_property
     def run_store(self) -> RunStore:
@@ -355,6 +411,7 @@ class Engine:
     def _execute(self, job: Job) -> None:
         from configcenter.serve import handlers
 
+        self._opened.workspaces = []
         try:
             state, runs, note = handlers.run_job(self, job)
         except EXPECTED_ERRORS as exc:
@@ -365,12 +422,27 @@ class Engine:
         except Exception as exc:
             log.exception("job %s failed", job.id)
             state, runs, note = "failed", [], self.redactor.redact(f"{type(exc).__name__}: {exc}")
+        self.save_caches()
         self.jobs.finish(job.id, state, runs, note[:2000])
         for observe in self.observers:
             try:
                 observe(job)
             except Exception as exc:
                 log.warning("after job %s: %s", job.id, self.redactor.redact(str(exc)))
+
+    def save_caches(self) -> None:
+        """Keep what the job that ran in this thread learnt, as the CLI does after each
+        command: its workspaces' config repo caches and the rendered files. A cache that
+        cannot be written costs a render next time, never the job."""
+        opened: list[Workspace] = getattr(self._opened, "workspaces", None) or []
+        self._opened.workspaces = []
+        try:
+            with self._cache_lock:  # one writer of the config repo's cache file at a time
+                for ws in opened:
+                    ws.save_caches()
+            self.rendered.save()
+        except Exception as exc:
+            log.warning("keeping caches: %s", self.redactor.redact(str(exc)))
 
     def record_run(self, kind: str, outcome: str, seconds: float) -> None:
         self.metrics.inc("configcenter_runs_total", kind=kind, outcome=outcome)
@@ -388,9 +460,14 @@ class Engine:
         starts carry `run_details` (a console action's job id). `focus` loads only those
         environments (`()`: configcenter.yaml alone); `services=()` loads the environments'
         settings without their services (never to plan or apply from)."""
-        ws = ServeWorkspace(self.base, self.run_store, self.redactor, self.identity, run_details)
+        ws = ServeWorkspace(
+            self.base, self.run_store, self.redactor, self.identity, run_details, self.rendered
+        )
         ws.focus = focus
         ws.services = services
+        opened = getattr(self._opened, "workspaces", None)
+        if opened is not None:
+            opened.append(ws)
         with self._config_lock:
             _ = ws.config
         return ws
@@ -403,7 +480,9 @@ class Engine:
         A config that does not load raises as in `fresh_workspace` (and is loaded again
         on the next request: only loads that succeeded are kept).
         """
-        ws = ServeWorkspace(self.base, self.run_store, self.redactor, self.identity)
+        ws = ServeWorkspace(
+            self.base, self.run_store, self.redactor, self.identity, rendered=self.rendered
+        )
         ws.focus = focus
         with self._config_lock:
             key = self._loaded.key(self.base.root, self.base.strict, focus)

@@ -270,10 +270,26 @@ def _compare_service(
         return item
     item.live_image = observed.image
     item.live_replicas = observed.replicas
-    item.live_release = observed.release_id
+    item.live_release = _live_release(desired, observed, item.drifts)
     if item.drifts:
         item.status = "drifted"
     return item
+
+
+def _live_release(
+    desired: Deployable, observed: ObservedService, drifts: list[Drift]
+) -> str | None:
+    """The release that runs. A platform that restarts a workload when its labels change
+    (Marathon) keeps a scale release on the labels of the release it scales: when those
+    are what runs, at the scale release's count, the scale release is what runs."""
+    scaled = desired.scale_of[0] if desired.scale_of else None
+    if (
+        scaled is not None
+        and observed.release_id == scaled
+        and not any(d.field in ("release", "replicas") for d in drifts)
+    ):
+        return desired.release_id
+    return observed.release_id
 
 
 # -- healing -----------------------------------------------------------------------------------

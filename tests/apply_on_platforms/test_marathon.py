@@ -526,3 +526,36 @@ def test_the_catch_up_of_a_release_whose_secrets_the_platform_holds_needs_no_val
     assert app["labels"]["configcenter.io/release"] == committed
     assert app["container"]["docker"]["image"] == "registry.test/shop/api:1.1"
     assert marathon_server.secret_values == stored, "generation 1 holds the verified value"
+
+
+def test_reconcile_names_a_scale_release_as_the_one_that_runs(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    world = mesos_world(tmp_path, marathon_server, replicas={"worker": 1})
+    world.ok("apply", "dev")
+    first = record(world)["release"]["id"]
+    _set_replicas(world, "worker", 2)
+    world.ok("apply", "dev")
+    scale = record(world)["release"]
+    assert scale["id"] != first and scale["scale_of"] == first
+    app = marathon_server.app_json(APP)
+    assert app["instances"] == 2 and app["labels"]["configcenter.io/release"] == first
+
+    report = json.loads(world.ok("reconcile", "dev", "--json").stdout)
+
+    [worker] = report["services"]
+    assert (worker["status"], worker["drifts"]) == ("in_sync", [])
+    assert worker["release"] == scale["id"]
+    assert worker["live_release"] == scale["id"], "the scale release is what runs"
+    assert (worker["desired_replicas"], worker["live_replicas"]) == (2, 2)
+
+    # Scaled by hand: what runs is the release it scales, at another count.
+    requests.put(
+        f"{marathon_server.url}/v2/apps{APP}", json={"instances": 3}, timeout=10
+    ).raise_for_status()
+    report = json.loads(world.ok("reconcile", "dev", "--json").stdout)
+    [worker] = report["services"]
+    assert worker["status"] == "drifted" and worker["live_release"] == first
+    assert [(d["field"], d["desired"], d["live"]) for d in worker["drifts"]] == [
+        ("replicas", "2", "3")
+    ]

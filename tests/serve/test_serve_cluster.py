@@ -62,8 +62,11 @@ def test_schedule_reports_drift_in_api_and_page_then_heals(
         metrics = http("GET", served.url + "/metrics", headers=served.auth()).body.decode()
         assert 'configcenter_drift{env="dev",state="known"}' in metrics
 
-        # Turning heal on is a config change like any other: a push.
-        second = served.push_change("environments/dev/_env.yaml", ENV % "true", "heal dev")
+        # Turning heal on is a config change like any other: a push. Without auto_apply, so
+        # the push applies nothing (an apply would itself roll the hand-scaled Deployment
+        # back to its release's replicas) and the heal is the scheduled reconcile's.
+        healing = ENV.replace("auto_apply: true", "auto_apply: false") % "true"
+        second = served.push_change("environments/dev/_env.yaml", healing, "heal dev")
         assert second.post(served.url + "/hooks/gitlab")[0] == 202
         poll(
             lambda: apps.read_namespaced_deployment("api", k8s_namespace.name).spec.replicas == 2,

@@ -54,6 +54,8 @@ log = logging.getLogger("configcenter.adapters.kubernetes")  # one logger name f
 
 #: Connect and read timeouts (seconds) of the reads a plan makes.
 PLAN_REQUEST_TIMEOUT = (5, 15)
+#: Reads and PUTs of one object a heal makes when its PUT keeps losing to another writer.
+REPLACE_ATTEMPTS = 5
 
 
 class ReleaseApplier:
@@ -302,32 +304,45 @@ class ReleaseApplier:
         values = self.resolve_secrets(deployable)
         replaced: list[str] = []
         for obj in build_objects(deployable, self.namespace, values):
-            if obj.ref not in wanted:
-                continue
-            resource = self.client.resource_for(obj)
+            if obj.ref in wanted and self._replace_one(obj):
+                log.warning(
+                    "healed %s in namespace %s: replaced with release %s",
+                    obj.ref,
+                    self.namespace,
+                    deployable.release_id,
+                )
+                replaced.append(obj.ref)
+        return replaced
+
+    def _replace_one(self, obj: SourcedObject) -> bool:
+        """PUT `obj` over the live object (False when there is none). A controller writing
+        the object's status between the read and the PUT makes the PUT a conflict (409):
+        it is read and sent again, a few times, as Kubernetes clients retry on conflict."""
+        resource = self.client.resource_for(obj)
+        for attempt in range(1, REPLACE_ATTEMPTS + 1):
             try:
                 live = self.client.get_json(resource, name=obj.name, namespace=self.namespace)
             except Exception as exc:
                 if getattr(exc, "status", None) == 404:
-                    continue
+                    return False
                 raise self.client.api_error(f"read {obj.ref} to heal it", exc) from None
-            body = _replacement(obj.body, live)
-            self.client.call(
-                f"{obj.source}: replace {obj.ref} to heal it",
-                resource.replace,
-                body=body,
-                name=obj.name,
-                namespace=self.namespace,
-                field_manager=FIELD_MANAGER,
-            )
-            log.warning(
-                "healed %s in namespace %s: replaced with release %s",
-                obj.ref,
-                self.namespace,
-                deployable.release_id,
-            )
-            replaced.append(obj.ref)
-        return replaced
+            try:
+                resource.replace(
+                    body=_replacement(obj.body, live),
+                    name=obj.name,
+                    namespace=self.namespace,
+                    field_manager=FIELD_MANAGER,
+                )
+                return True
+            except PlatformError:
+                raise
+            except Exception as exc:
+                if getattr(exc, "status", None) == 409 and attempt < REPLACE_ATTEMPTS:
+                    continue
+                raise self.client.api_error(
+                    f"{obj.source}: replace {obj.ref} to heal it", exc
+                ) from None
+        return False
 
     def check_env(self, deployable: Deployable) -> None:
         if deployable.env != self.target.env:

@@ -130,7 +130,10 @@ def cc(repo: ConfigRepo, deploy: str, *args: str) -> Result:
     )
 
 
-def test_apply_and_rollback_refusals_are_user_errors(repo: ConfigRepo, tmp_path: Path) -> None:
+def test_apply_and_rollback_refusals_are_user_errors(
+    repo: ConfigRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOP_DB_PASSWORD", "err0r-kinds-s3cret")  # apply resolves what it commits
     deploy = DeployRemote(tmp_path).url
     unknown = cc(repo, deploy, "apply", "dev", "--service", "nosuch")
     assert unknown.exit_code == 1

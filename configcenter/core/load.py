@@ -150,9 +150,9 @@ class _Loader:
         return raw
 
     def _lend_digest(self, rel: str) -> str | None:
-        """The digest of `rel` without reading it, when there is a memo to lend from and the
-        source can tell (None: read the file as usual, which reports any problem)."""
-        file_digest = getattr(self.source, "file_digest", None) if self.memo is not None else None
+        """The digest of `rel` without reading it, when the source can tell (None: read the
+        file as usual, which reports any problem)."""
+        file_digest = getattr(self.source, "file_digest", None)
         if file_digest is None:
             return None
         try:
@@ -453,7 +453,11 @@ class _Loader:
         shared: str,
     ) -> ServiceConfig | None:
         rel = f"environments/{environment.name}/{name}.yaml"
-        digest = self._lend_digest(rel)
+        # Its file's digest is asked first only when the memo could lend it (same shared
+        # layers): else the file is read below anyway, and would be hashed twice.
+        found = self.memo.services.get((environment.name, name)) if self.memo is not None else None
+        lendable = found is not None and found[0].startswith(f"{shared}\0")
+        digest = self._lend_digest(rel) if lendable else None
         if digest is not None:
             fingerprint = f"{shared}\0{digest}"
             kept = self._kept_service(environment.name, name, fingerprint)

@@ -326,24 +326,36 @@ class _Consumed:
         Their key, "values", sorts after every other key, so the text is the others' text
         with the values appended.
         """
-        others = json.dumps(
-            {
-                "v": RENDER_VERSION,
-                "project": config.project.name,
-                "env": service.env,
-                "service": service.name,
-                "template": service.template.tree_id,
-                "tag": service.template.tag,
-                "replicas": service.replicas,
-                "image": image.ref,
-                "platform": platform,
-                "secrets": secrets_generation,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-            default=self._leaf,
-        )
+        others = _other_inputs(config, service, image, secrets_generation, platform, self._leaf)
         return _sha256(others[:-1] + ',"values":' + self.text + "}")
+
+
+def _other_inputs(
+    config: Config,
+    service: ServiceConfig,
+    image: DesiredImage,
+    secrets_generation: int,
+    platform: Mapping[str, str],
+    leaf: Callable[[Any], Any] = str,
+) -> str:
+    """Every input of the inputs digest but the values, as the digest encodes them."""
+    return json.dumps(
+        {
+            "v": RENDER_VERSION,
+            "project": config.project.name,
+            "env": service.env,
+            "service": service.name,
+            "template": service.template.tree_id,
+            "tag": service.template.tag,
+            "replicas": service.replicas,
+            "image": image.ref,
+            "platform": platform,
+            "secrets": secrets_generation,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        default=leaf,
+    )
 
 
 def _sha256(text: str) -> str:
@@ -365,24 +377,16 @@ def _digests_key(
     service: ServiceConfig,
     image: DesiredImage,
     generation: int,
-    settings_key: str,
+    platform: Mapping[str, str],
     consumption: Consumption,
 ) -> str | None:
+    """The inputs digest's own other inputs, the values by what they were layered from and
+    what the service consumes of them (None: its values' origin is not known)."""
     if service.inputs_print is None:
         return None
-    template = service.template
     parts = (
-        str(RENDER_VERSION),
-        config.project.name,
-        service.env,
-        service.name,
+        _other_inputs(config, service, image, generation, platform),
         service.inputs_print,
-        template.tree_id,
-        template.tag,
-        str(service.replicas),
-        image.ref,
-        settings_key,
-        str(generation),
         "\0".join(consumption.to_record()),
     )
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
@@ -472,16 +476,12 @@ def make_plan(
     # Each platform's settings rendered for the env once: they are the same for every
     # service of the env on it (the settings see only {{ env }} and {{ project }}).
     platforms: dict[str | None, dict[str, str]] = {}
-    settings_keys: dict[str | None, str] = {}
     for name in environment.order:
         if only and name not in only:
             continue
         service = environment.services[name]
         if service.platform not in platforms:
             platforms[service.platform] = platform_settings(config, service)
-            settings_keys[service.platform] = json.dumps(
-                platforms[service.platform], sort_keys=True
-            )
         try:
             plans.append(
                 _plan_service(
@@ -497,7 +497,6 @@ def make_plan(
                     secret_check=secret_check,
                     platform=platforms[service.platform],
                     digests=digests,
-                    settings_key=settings_keys[service.platform],
                 )
             )
         except RenderError as exc:
@@ -524,7 +523,6 @@ def _plan_service(
     secret_check: SecretCheck | None = None,
     platform: Mapping[str, str] | None = None,
     digests: PlanDigests | None = None,
-    settings_key: str = "",
 ) -> ServicePlan:
     settings = platform_settings(config, service) if platform is None else platform
     image = desired_image(config, service, previous, resolved)
@@ -534,7 +532,7 @@ def _plan_service(
     generation = previous.secrets_generation if previous else 1
     key = None
     if digests is not None:
-        key = _digests_key(config, service, image, generation, settings_key, consumption)
+        key = _digests_key(config, service, image, generation, settings, consumption)
     known = digests.get(key) if digests is not None and key is not None else None
     if known is not None:
         encoded = _Consumed(consumed, (known[0], known[2]))

@@ -160,11 +160,13 @@ def service_detail(
 def release_diff(ws: Workspace, env: str, service: str, a: str, b: str) -> dict[str, Any]:
     """What `configcenter history ENV --diff A B` says, for two releases of one service,
     with where the config repo set each differing value (at each release's config commit)."""
-    from configcenter.usecases.compare import diff_releases
+    from configcenter.usecases.compare import UnknownRelease, diff_releases
 
     check_env(ws, env)
     try:
         diff = diff_releases(ws, env, a, b, with_sources=True)
+    except UnknownRelease as exc:
+        raise NotFound(ws.redactor.redact(exc.message), ws.redactor.redact(exc.hint)) from None
     except ConfigError as exc:
         raise NotFound(error_text(ws, exc), f"pick releases listed on {env}/{service}") from None
     for side in (diff.before, diff.after):

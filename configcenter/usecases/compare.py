@@ -287,6 +287,56 @@ class ReleaseView:
         return data
 
 
+class UnknownRelease(UserError):
+    """A release name (show, history --diff, the console's diff) that ENV's history does not
+    have. Not a problem of a config repo file: it names what was asked, the nearest release
+    names and the command that lists them."""
+
+    def __init__(
+        self,
+        env: str,
+        release: str,
+        entries: list[HistoryEntry],
+        *,
+        message: str = "",
+        hint: str = "",
+    ) -> None:
+        self.env, self.release = env, release
+        super().__init__(
+            message or f"no release '{release}' in {env}",
+            hint=hint or _release_hint(env, release, entries),
+        )
+
+
+def _release_hint(env: str, release: str, entries: list[HistoryEntry]) -> str:
+    """The nearest release names to `release`, and how to list them all.
+
+    Release ids start with their service's name (`api-20261123.044600-3f4e82`), so a
+    name that starts with a service's gets that service's releases."""
+    if not entries:
+        return f"{env} has no releases yet: `configcenter apply {env}` makes them"
+    services = {e.service for e in entries}
+    service = max((s for s in services if release.startswith(f"{s}-")), key=len, default=None)
+    pool = [e.release for e in entries if service is None or e.service == service]
+    near = difflib.get_close_matches(release, pool, n=3, cutoff=0.5)
+    newest = [r for r in pool if r not in near][: max(0, 3 - len(near))]
+    words = []
+    if near:
+        words.append("did you mean " + " or ".join(near) + "?")
+    if newest:
+        words.append(
+            ("newest: " if service is None else f"newest of {service}: ") + ", ".join(newest)
+        )
+    if service is not None:
+        words.append(f"all of them: configcenter history {env} --service {service}")
+    else:
+        words.append(
+            f"release names start with the service's ({', '.join(sorted(services)[:5])}); "
+            f"all of them: configcenter history {env}"
+        )
+    return "; ".join(words)
+
+
 def find_release(
     ws: Workspace, env: str, release: str, entries: list[HistoryEntry] | None = None
 ) -> ReleaseView:
@@ -301,28 +351,18 @@ def find_release(
         entries = history(ws, env, None, limit=1000)
     entry = next((e for e in entries if e.release == release), None)
     if entry is None:
-        known = ", ".join(e.release for e in entries[:5]) or "none yet"
-        raise ConfigError(
-            [
-                Problem(
-                    ws.config.project.doc.source("environments"),
-                    f"no release '{release}' in {env}",
-                    f"newest releases: {known} (configcenter history {env})",
-                )
-            ]
-        )
+        raise UnknownRelease(env, release, entries)
     repo = ws.deploy_repo
     record: ServiceState | None = read_service_state(repo, env, entry.service, entry.commit)
     if record is None:
-        raise ConfigError(
-            [
-                Problem(
-                    ws.config.project.doc.source("environments"),
-                    f"release '{release}' is named by commit {entry.commit[:10]} but its "
-                    f"state record has no {entry.service}",
-                    "the deploy repo was edited by hand; compare with git log",
-                )
-            ]
+        raise UnknownRelease(
+            env,
+            release,
+            entries,
+            message=f"release '{release}' is named by deploy repo commit {entry.commit[:10]} "
+            f"but that commit's state record of {env} has no {entry.service}",
+            hint=f"the deploy repo was edited by hand: compare with `git log {entry.commit[:10]}`"
+            f" in it; configcenter history {env} --service {entry.service} lists the others",
         )
     prefix = f"{env}/{entry.service}/"
     paths = [p for p in repo.list_files(f"{env}/{entry.service}", entry.commit)]

@@ -163,6 +163,44 @@ def test_show_and_history_diff_name_what_changed(repo: ConfigRepo, deploy: Path)
     (problem,) = json.loads(missing.stdout)["problems"]
     assert problem["message"] == "no release 'api-nosuch' in dev"
     assert third in problem["hint"]
+    assert "configcenter history dev --service api" in problem["hint"]
+
+
+def test_an_unknown_release_names_what_was_asked_and_the_nearest(
+    repo: ConfigRepo, deploy: Path
+) -> None:
+    """Not a problem of configcenter.yaml: no file or line; the nearest names, and how to
+    list them all, exit 1 (bad input)."""
+    empty = cc(repo, deploy, "show", "dev", "api-1", "--json")
+    assert empty.exit_code == 1, empty.output
+    (problem,) = json.loads(empty.stdout)["problems"]
+    assert (problem["file"], problem["line"]) == (None, None)
+    assert problem["hint"] == "dev has no releases yet: `configcenter apply dev` makes them"
+
+    ok_json(cc(repo, deploy, "apply", "dev", "--no-rollout", "--json"))
+    releases = ok_json(cc(repo, deploy, "history", "dev", "--json"))["releases"]
+    real = next(r["release"] for r in releases if r["service"] == "api")
+    typo = real[:-1] + ("x" if real[-1] != "x" else "y")  # one character off
+    for args in (("show", "dev", typo), ("history", "dev", "--diff", real, typo)):
+        result = cc(repo, deploy, *args, "--json")
+        assert result.exit_code == 1, result.output
+        data = json.loads(result.stdout)
+        assert (data["ok"], data["exit_code"]) == (False, 1)
+        (problem,) = data["problems"]
+        assert (problem["file"], problem["line"]) == (None, None), problem
+        assert problem["message"] == f"no release '{typo}' in dev"
+        assert problem["hint"].startswith(f"did you mean {real}?"), problem["hint"]
+        assert problem["hint"].endswith("all of them: configcenter history dev --service api")
+        text = cc(repo, deploy, *args)
+        assert text.exit_code == 1
+        assert "configcenter.yaml" not in text.output and "Traceback" not in text.output
+        assert f"no release '{typo}' in dev" in text.output and real in text.output
+
+    # A name that is no service's: the services release names start with, and `history ENV`.
+    other = cc(repo, deploy, "show", "dev", "nosuch", "--json")
+    (problem,) = json.loads(other.stdout)["problems"]
+    assert "release names start with the service's (api, db)" in problem["hint"]
+    assert problem["hint"].endswith("all of them: configcenter history dev"), problem["hint"]
 
 
 def test_services_without_the_deploy_repo_still_lists_the_config(

@@ -649,21 +649,68 @@ def _plan_service(
             if before != after:
                 plan.diffs[name] = unified_diff(env_dir + name, before, after)
     failed = previous.last_failed if previous else None
-    if (
-        plan.action != "noop"
-        and failed is not None
-        and failed.inputs_digest == plan.inputs_digest
-        and not retry
-    ):
-        plan.action = "blocked"
-        verb = "was rolled back" if failed.outcome == "rolled_back" else "failed"
-        plan.blocked = (
-            # `at` is when the release was made, not when it failed or was rolled back.
-            f"release {failed.id} (released {failed.at}) with these inputs {verb}"
-            + (f": {failed.reason}" if failed.reason else "")
-            + f"; change its inputs or run apply --retry {service.name}"
+    if plan.action == "noop" or failed is None or retry:
+        return plan
+    unproven = None
+    if failed.inputs_digest != plan.inputs_digest:
+        unproven = _secrets_unproven(
+            plan, rendered.files, failed, secret_check, refs, encoded, config, service, settings
         )
+        if unproven is None:
+            return plan
+        plan.secrets_generation = failed.secrets_generation
+        plan.inputs_digest = failed.inputs_digest
+    plan.action = "blocked"
+    verb = "was rolled back" if failed.outcome == "rolled_back" else "failed"
+    plan.blocked = (
+        # `at` is when the release was made, not when it failed or was rolled back.
+        f"release {failed.id} (released {failed.at}) with these inputs {verb}"
+        + (f": {failed.reason}" if failed.reason else "")
+        + (
+            f" (its secret values cannot be compared with the ones now: {unproven})"
+            if unproven
+            else ""
+        )
+        + f"; change its inputs or run apply --retry {service.name}"
+    )
     return plan
+
+
+def _secrets_unproven(
+    plan: ServicePlan,
+    files: Mapping[str, bytes],
+    failed: Release,
+    check: SecretCheck | None,
+    refs: bool,
+    encoded: _Consumed,
+    config: Config,
+    service: ServiceConfig,
+    settings: Mapping[str, str],
+) -> str | None:
+    """Whether the plan's inputs are the failed release's although their secrets generation
+    differs: None when they are not, "" when the platform holds the failed release's values,
+    else why the platform cannot tell.
+
+    Every input but the secrets generation is the failed release's, and the platform cannot
+    show that the secret values differ from those the failed release's generation holds
+    (its Secrets went with a deleted namespace, say): the inputs that failed are not tried
+    again by a rotation nobody can see. A value the platform shows rotated is a change.
+    """
+    generation = failed.secrets_generation
+    if not refs or not generation or generation == plan.secrets_generation:
+        return None
+    image = plan.image
+    assert image is not None
+    if encoded.inputs_digest(config, service, image, generation, settings) != failed.inputs_digest:
+        return None
+    verdict = check(plan, files, [generation]) if check is not None else "not asked"
+    if isinstance(verdict, int):
+        return "" if verdict == generation else None  # "": the failed release's values
+    if isinstance(verdict, str):
+        return verdict
+    if verdict.refs or verdict.together or verdict.why != REFERENCES_CHANGED:
+        return None  # rotated since the failed release: new inputs
+    return "the platform does not hold that release's Secrets"
 
 
 def _consumption(

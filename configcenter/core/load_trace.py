@@ -22,13 +22,20 @@ service, not 5,000.
 
 Only loads without errors are kept (a broken config is loaded, and reported, every
 time); their warnings are kept with them and reported again.
+
+A kept load is two pickles: the config without its YAML documents and value layers,
+and those documents and layers (`_KeptSources`), unpickled only when something asks
+where a value came from (an error, a warning, a value diff, `explain`). A no-op plan
+and a render never do, and the documents are half of what a load holds.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import io
 import pickle
+import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -36,12 +43,14 @@ from configcenter.core.errors import Problem, ProblemList
 from configcenter.core.load import LoadMemo, load_config
 from configcenter.core.model import Config, Template
 from configcenter.core.source import ConfigSource, FileTooLarge, RepoPathError, TemplateTree
+from configcenter.core.values import Layer
+from configcenter.core.yamldoc import YamlDoc
 
 if TYPE_CHECKING:
     from configcenter.core.yamldoc import ParseCache
 
 #: Bumped whenever what a trace records, or how a kept load is stored, changes.
-FORMAT = 1
+FORMAT = 3
 
 T = TypeVar("T")
 Step = tuple[str, tuple[Any, ...], str]  # (call, its arguments, fingerprint of the answer)
@@ -343,21 +352,39 @@ def _dump(
     layered = [s.values for env in config.environments.values() for s in env.services.values()]
     layered += [s.values for _, s in memo.services.values()]
     provenance = [values._entries for values in layered]
+    layers = [values._layers for values in layered]
+    chunks: list[bytes | memoryview] = []
     try:
         for template, name in zip(templates, names, strict=True):
             template.tree = cast(TemplateTree, name)
         for values in layered:
             values._entries = None
-        body = pickle.dumps((config, warnings, memo), protocol=5)
+            values._layers = cast(list[Layer], _LayersSlot.of(values._layers))
+        buffer = io.BytesIO()
+        _SplitPickler(buffer, chunks).dump((config, warnings, memo))
+        body = buffer.getvalue()
     except (pickle.PicklingError, TypeError, AttributeError):
         return None  # something in the config cannot be kept: load it every time
     finally:
         for template, tree in zip(templates, trees, strict=True):
             template.tree = tree
-        for values, entries in zip(layered, provenance, strict=True):
+        for values, entries, kept in zip(layered, provenance, layers, strict=True):
             values._entries = entries
+            values._layers = kept
     head = pickle.dumps(tracing.steps, protocol=5)
-    return len(head).to_bytes(8, "big") + head + body
+    offsets = [0]
+    for chunk in chunks:
+        offsets.append(offsets[-1] + len(chunk))
+    table = pickle.dumps(offsets, protocol=5)
+    docs = b"".join(chunks)
+    parts = [head, body, table]
+    return b"".join(
+        [*(p for part in parts for p in (len(part).to_bytes(8, "big"), part)), _crc(docs), docs]
+    )
+
+
+def _crc(data: bytes | memoryview) -> bytes:
+    return zlib.crc32(data).to_bytes(4, "big")
 
 
 def _reuse(
@@ -368,12 +395,21 @@ def _reuse(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        size = int.from_bytes(data[:8], "big")
-        steps = pickle.loads(data[8 : 8 + size])
+        view = memoryview(data)
+        head, view = _part(view)
+        steps = pickle.loads(head)
         trees = _replay(steps, source, immutable_tags)
         if trees is None and not immutable_tags:
             return None, None  # a memo is only of use where tagged trees never change
-        config, warnings, memo = pickle.loads(data[8 + size :])
+        body, view = _part(view)
+        table, view = _part(view)
+        docs = view[4:]
+        if bytes(view[:4]) != _crc(docs):
+            return None, None
+        offsets = pickle.loads(table)
+        if not isinstance(offsets, list) or (offsets and offsets[-1] != len(docs)):
+            return None, None
+        config, warnings, memo = _SplitUnpickler(body, _KeptDocs(docs, offsets)).load()
         if not isinstance(config, Config) or not isinstance(memo, LoadMemo):
             return None, None
         resolve = _resolver(source, trees or {})
@@ -388,3 +424,150 @@ def _reuse(
         return None, memo
     problems.items.extend(warnings)
     return config, memo
+
+
+def _part(view: memoryview) -> tuple[memoryview, memoryview]:
+    """A length-prefixed part of a kept load, and what follows it."""
+    size = int.from_bytes(view[:8], "big")
+    if len(view) < 8 + size:
+        raise EOFError("a kept load ends early")
+    return view[8 : 8 + size], view[8 + size :]
+
+
+class _KeptDocs:
+    """The YAML documents of a kept load, each pickled apart and unpickled on first use.
+
+    Their bytes were checked (CRC) before the load was used; a document of the load is
+    the same in the next one (documents are never changed after parsing), so a load made
+    from a kept one writes its unchanged documents' bytes back without unpickling them.
+    """
+
+    def __init__(self, data: memoryview, offsets: list[int]) -> None:
+        self._data = data
+        self._offsets = offsets
+
+    def chunk(self, index: int) -> memoryview:
+        return self._data[self._offsets[index] : self._offsets[index + 1]]
+
+
+class _KeptDoc(YamlDoc):
+    """A document of a kept load: its file name now, its data and lines on first use."""
+
+    def __init__(self, docs: _KeptDocs, index: int, file: str) -> None:
+        self.file = file
+        self._docs = docs
+        self._index = index
+
+    def chunk(self) -> memoryview:
+        return self._docs.chunk(self._index)
+
+    def __getattr__(self, name: str) -> Any:  # only called for what is not set yet
+        if name not in ("data", "lines"):
+            raise AttributeError(name)
+        data, lines = pickle.loads(self.chunk())
+        self.data = data
+        self.lines = lines
+        return getattr(self, name)
+
+
+#: A layer of a kept `Layered`: (name, document, its values), the values None where they
+#: are the document's own `values` (as the loader layers them: read from it on first use).
+_LayerSpec = tuple[str, YamlDoc, Any]
+
+
+class _KeptLayers:
+    """The value layers of one `Layered` of a kept load (see `Layered.layers`)."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: list[_LayerSpec]) -> None:
+        self.spec = spec
+
+    def __call__(self) -> list[Layer]:
+        return [
+            (name, doc, doc.data.get("values") if values is None else values)
+            for name, doc, values in self.spec
+        ]
+
+
+class _LayersSlot:
+    """Stands for a `Layered`'s layers while its config is pickled: named by their
+    documents, whose bytes are kept apart (see `_KeptDocs`)."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: list[_LayerSpec]) -> None:
+        self.spec = spec
+
+    @classmethod
+    def of(cls, layers: list[Layer] | Callable[[], list[Layer]]) -> _LayersSlot:
+        if isinstance(layers, _LayersSlot):
+            return layers  # a service both in the config and in its memo
+        if isinstance(layers, _KeptLayers):
+            return cls(layers.spec)  # not unpickled yet: named as they were
+        if not isinstance(layers, list):
+            layers = layers()
+        return cls(
+            [
+                (name, doc, None if _doc_values(doc, values) else values)
+                for name, doc, values in layers
+            ]
+        )
+
+
+def _doc_values(doc: YamlDoc, values: Any) -> bool:
+    """Whether `values` are `doc`'s own values (a kept document's are, when it was kept
+    by the loader's layering: asked without unpickling it)."""
+    if isinstance(doc, _KeptDoc) and "data" not in doc.__dict__:
+        return False
+    data = doc.data
+    return isinstance(data, Mapping) and data.get("values") is values
+
+
+def _kept_doc(index: int, file: str) -> YamlDoc:
+    """What a pickled config names its documents by; only `_SplitUnpickler` resolves it."""
+    raise pickle.UnpicklingError("a kept load's document read without its load")
+
+
+def _kept_layers(spec: list[_LayerSpec]) -> list[Layer]:
+    """What a pickled config names its value layers by (see `_kept_doc`)."""
+    raise pickle.UnpicklingError("a kept load's layers read without its load")
+
+
+class _SplitPickler(pickle.Pickler):
+    """Pickles a config with each document's data and lines apart, in `chunks`, named by
+    its index there; the C pickler asks this only of objects of our own classes."""
+
+    def __init__(self, file: io.BytesIO, chunks: list[bytes | memoryview]) -> None:
+        super().__init__(file, protocol=5)
+        self._chunks = chunks
+        self._index: dict[int, int] = {}
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, YamlDoc):
+            index = self._index.get(id(obj))
+            if index is None:
+                index = self._index[id(obj)] = len(self._chunks)
+                if isinstance(obj, _KeptDoc):
+                    self._chunks.append(obj.chunk())
+                else:
+                    self._chunks.append(pickle.dumps((obj.data, obj.lines), protocol=5))
+            return _kept_doc, (index, obj.file)
+        if isinstance(obj, _LayersSlot):
+            return _kept_layers, (obj.spec,)
+        return NotImplemented
+
+
+class _SplitUnpickler(pickle.Unpickler):
+    """Unpickles a `_SplitPickler`'s config, its documents left to `docs`."""
+
+    def __init__(self, body: memoryview, docs: _KeptDocs) -> None:
+        super().__init__(io.BytesIO(body))
+        self._docs = docs
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == "_kept_doc":
+            return lambda index, file: _KeptDoc(self._docs, index, file)
+        if module == __name__ and name == "_kept_layers":
+            return _KeptLayers
+        return super().find_class(module, name)

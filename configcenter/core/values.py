@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,7 @@ class Entry:
 
 
 Key = tuple[str, ...]
+Layer = tuple[str, YamlDoc, Mapping[str, Any]]
 
 
 class Layered:
@@ -60,20 +61,28 @@ class Layered:
     Merging builds the tree only; the provenance (`entries`) is merged again from the
     layers the first time it is asked for: a no-op plan, a render and a validate that
     finds nothing to say never ask. Kept loads (configcenter.core.load_trace) store
-    the tree and the layers, without the provenance.
+    the tree and the layers, without the provenance; the layers of a kept load are
+    unpickled the first time provenance is asked for (`_layers` is then a callable).
     """
 
     def __init__(self) -> None:
         self.tree: dict[str, Any] = {}
         self._entries: dict[Key, Entry] | None = {}
-        self._layers: list[tuple[str, YamlDoc, Mapping[str, Any]]] = []
+        self._layers: list[Layer] | Callable[[], list[Layer]] = []
+
+    @property
+    def layers(self) -> list[Layer]:
+        """What was merged, lowest first: (layer name, its document, its values)."""
+        if not isinstance(self._layers, list):
+            self._layers = self._layers()
+        return self._layers
 
     @property
     def entries(self) -> dict[Key, Entry]:
         if self._entries is None:
             entries: dict[Key, Entry] = {}
             tree: dict[str, Any] = {}
-            for layer, doc, values in self._layers:
+            for layer, doc, values in self.layers:
                 _merge(tree, entries, (), layer, doc, values)
             self._entries = entries
         return self._entries
@@ -81,7 +90,7 @@ class Layered:
     def merge(self, layer: str, doc: YamlDoc, values: Mapping[str, Any] | None) -> None:
         # Anything but a mapping was already reported by the schema; layer nothing from it.
         if values and isinstance(values, Mapping):
-            self._layers.append((layer, doc, values))
+            self.layers.append((layer, doc, values))
             _merge_values(self.tree, values)
             self._entries = None
 

@@ -291,3 +291,56 @@ def test_a_new_release_pinned_by_one_service_is_its_own_template(
     assert (dev.tag, prod.tag) == ("1.1.0", "1.0.0")
     assert b"NEW=1" in (dev.tree.read("app.env.j2") or b"")
     assert b"NEW=1" not in (prod.tree.read("app.env.j2") or b"")
+
+
+def unread_docs(config: Config) -> int:
+    """How many service documents of a kept load have not been unpickled yet."""
+    return sum(
+        "data" not in vars(s.doc)
+        for env in config.environments.values()
+        for s in env.services.values()
+    )
+
+
+def test_a_kept_load_unpickles_a_document_only_when_asked_where_a_value_came_from(
+    repo: ConfigRepo, store: DiskLoadStore
+) -> None:
+    kept(repo, store)
+    config, _ = kept(repo, store)
+    services = [s for env in config.environments.values() for s in env.services.values()]
+    assert was_kept(config) and unread_docs(config) == len(services) > 1
+    api = config.environment("dev").services["api"]
+    line = repo.line_of("environments/dev/_env.yaml", "LOG_LEVEL")
+    assert str(api.values.entries[("LOG_LEVEL",)].source) == f"environments/dev/_env.yaml:{line}"
+    assert unread_docs(config) >= len(services) - 1  # the other services' files stay unread
+    assert summary(config) == summary(repo.load())
+
+
+def test_documents_a_kept_load_never_read_are_kept_again_after_an_edit(
+    repo: ConfigRepo, store: DiskLoadStore
+) -> None:
+    """A load after an edit writes the unchanged documents' bytes back as they were kept:
+    two edits later, every service still says where each of its values came from."""
+    kept(repo, store)
+    kept(repo, store)
+    for replicas in (3, 4):
+        repo.write(
+            "environments/prod/api.yaml",
+            "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\n"
+            f"replicas: {replicas}\n",
+        )
+        config = assert_fresh(repo, store)
+        assert config.environment("prod").services["api"].replicas == replicas
+
+
+def test_a_kept_load_with_garbled_documents_is_a_miss(
+    repo: ConfigRepo, store: DiskLoadStore
+) -> None:
+    kept(repo, store)
+    for path in store.directory.glob("*.load"):
+        data = bytearray(path.read_bytes())
+        data[-20] ^= 0xFF  # inside the last document's bytes
+        path.write_bytes(bytes(data))
+    config, _ = kept(repo, store)
+    assert not was_kept(config)
+    assert summary(config) == summary(load_config(repo.source()))

@@ -155,13 +155,23 @@ def rolled_back_to(
     release = _release(current)
     restored = replace(snapshot.release or Release(target, "committed", at), id=target)
     good = replace(restored, outcome="healthy" if verified else restored.outcome)
-    left = replace(release, outcome="rolled_back", reason=f"rolled back to {target} by {by}")
+    left = replace(release, outcome="rolled_back", reason=f"{_BY_HAND}{target} by {by}")
     failed = current.last_failed
     if failed is not None and failed.id != release.id and failed.at > release.at:
         # The config moved on to inputs that failed after this release was made: those are
         # what it asks for, so they stay blocked (blocking this one would retry them).
         left = failed
     return replace(snapshot, release=good, last_good=good, last_failed=left)
+
+
+#: How `rolled_back_to` begins the reason of the release it rolled back from.
+_BY_HAND = "rolled back to "
+
+
+def rolled_back_by_hand(release: Release) -> bool:
+    """Whether `release` left because someone ran `rollback` (it may have been healthy),
+    not because it failed and apply put the last good release back."""
+    return release.outcome == "rolled_back" and release.reason.startswith(_BY_HAND)
 
 
 def _release(current: ServiceState) -> Release:

@@ -89,16 +89,19 @@ def facts(ws: Workspace, env: str) -> list[Fact]:
         state = cell["status"]
         where = f"{env}/{name}"
         if state in ("failed", "rolled_back"):
+            # The failed release: the newest one when it was rolled back (the record's
+            # current release is then the good one put back), else the current one.
+            failed = cell.get("failure") or release
             out.append(
                 Fact(
                     state,
                     env,
                     name,
-                    f"{where}/{state}/{release.get('id')}",
-                    f"{where}: release {release.get('id')} "
+                    f"{where}/{state}/{failed.get('id')}",
+                    f"{where}: release {failed.get('id')} "
                     + ("failed" if state == "failed" else "failed and was rolled back"),
-                    str(release.get("reason") or ""),
-                    release.get("run"),
+                    str(failed.get("reason") or ""),
+                    failed.get("run"),
                 )
             )
         elif state == "blocked":

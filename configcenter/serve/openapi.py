@@ -138,6 +138,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         status_why=_NSTR,
         health=_STR,
         last_failed=_NSTR,
+        failure={
+            "type": "object",
+            "nullable": True,
+            "description": "the newest release when it failed after the current one (rolled "
+            "back, or stopped by a pre-deploy job): id, outcome, at, run, reason",
+        },
         drift=_ref("Drift"),
         in_config=_BOOL,
     ),

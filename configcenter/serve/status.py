@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from configcenter.core.release_policy import rolled_back_by_hand
+from configcenter.core.state import Release
 from configcenter.ports.runstore import Run
 from configcenter.usecases.workspace import Workspace
 
@@ -35,7 +37,7 @@ def environments(ws: Workspace) -> list[dict[str, Any]]:
 STATUSES = {
     "healthy": "the current release rolled out and passed its health checks",
     "progressing": "a run is rolling this environment out now",
-    "failed": "the current release failed and nothing was rolled back",
+    "failed": "the newest release failed and nothing was rolled back",
     "rolled_back": "the newest release failed and the previous one was put back",
     "blocked": "the last apply refused to redeploy inputs whose release failed",
     "committed": "committed to the deploy repo, not rolled out (no platform or --no-rollout)",
@@ -167,7 +169,18 @@ def services(ws: Workspace, env: str) -> list[dict[str, Any]]:
         release = current.release if current else None
         progressing = next((r for r in running if not r.services or name in r.services), None)
         refused = blocked.get(name) if current and current.last_failed else None
+        failure = _newer_failure(release, current.last_failed if current else None)
         status, why = _status(release.outcome if release else None, refused)
+        if failure is not None and refused is None:
+            # A failed rollout rolled back (or a pre-deploy job that stopped its release):
+            # the record names the good release as current, the failed one as last_failed.
+            status = failure.outcome
+            why = f"release {failure.id} " + (
+                f"failed and was rolled back to {release.id}"
+                if failure.outcome == "rolled_back" and release is not None
+                else "failed"
+            )
+            why += f": {failure.reason}" if failure.reason else ""
         if progressing is not None:
             status, why = "progressing", f"{progressing.kind} run {progressing.id} is running"
         image = current.image if current else None
@@ -195,6 +208,15 @@ def services(ws: Workspace, env: str) -> list[dict[str, Any]]:
                 "status_why": why,
                 "health": _health(release.outcome if release else None),
                 "last_failed": current.last_failed.id if current and current.last_failed else None,
+                "failure": None
+                if failure is None
+                else {
+                    "id": failure.id,
+                    "outcome": failure.outcome,
+                    "at": failure.at,
+                    "run": failure.run or None,
+                    "reason": failure.reason or None,
+                },
                 "drift": _drift(
                     reconciled,
                     drift_by_service.get(name),
@@ -205,6 +227,20 @@ def services(ws: Workspace, env: str) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _newer_failure(release: Release | None, failed: Release | None) -> Release | None:
+    """`failed` when it is newer than the release the record names as current: what the
+    environment last tried for this service failed (and, mostly, was rolled back). A
+    release someone rolled back from on purpose (`configcenter rollback`) did not fail."""
+    if release is None or failed is None or failed.id == release.id:
+        return None
+    if failed.outcome not in ("failed", "rolled_back") or rolled_back_by_hand(failed):
+        return None
+    failed_at, release_at = _parse_time(failed.at), _parse_time(release.at)
+    if failed_at is None or release_at is None or failed_at < release_at:
+        return None
+    return failed
 
 
 def _status(outcome: str | None, blocked: str | None) -> tuple[str, str | None]:

@@ -50,6 +50,8 @@ STALE_REPLICA_SECONDS = 60.0
 GIT_TIMEOUT = 300.0
 #: How often the leader looks for runs and jobs of replicas that stopped beating.
 REAP_EVERY_SECONDS = 5.0
+#: The same schedule problem (a config that does not load) is logged again after this.
+SCHEDULE_WARN_EVERY_SECONDS = 60.0
 #: Failures a user or operator fixes (config, credentials, a platform that cannot be
 #: reached): logged as one line per job, not with a traceback.
 EXPECTED_ERRORS = (UserError, ConfigError, PlatformFailure, TransientFailure)
@@ -238,6 +240,9 @@ class Engine:
         self._env_locks_guard = threading.Lock()
         self._config_lock = threading.Lock()
         self._next_reap = 0.0
+        #: The last schedule problem logged, and when (logged again when it changes, or
+        #: once a minute: the tick runs twice a second).
+        self._schedule_problem: tuple[str, float] | None = None
         #: serve.poll_interval in seconds (None: no polling); the first poll is at the
         #: first boundary of the interval's wall-clock slots after start, not at start.
         self.poll_interval: float | None = None
@@ -322,8 +327,18 @@ class Engine:
                         self.reap_dead_replicas()
                     self._schedule()
             except Exception as exc:
-                log.warning("schedule: %s", self.redactor.redact(str(exc)))
+                self._warn_schedule(self.redactor.redact(str(exc)))
+            else:
+                self._schedule_problem = None
             self._stop.wait(0.5)
+
+    def _warn_schedule(self, problem: str) -> None:
+        now = time.monotonic()
+        last = self._schedule_problem
+        if last is not None and last[0] == problem and now - last[1] < SCHEDULE_WARN_EVERY_SECONDS:
+            return
+        self._schedule_problem = (problem, now)
+        log.warning("schedule: %s", problem)
 
     def reap_dead_replicas(
         self, stale_after: float = STALE_REPLICA_SECONDS
@@ -364,9 +379,19 @@ class Engine:
         return finish_abandoned(self.run_store, self.run_store.list(limit=500), dead_replica)
 
     def _schedule(self) -> None:
-        """Queue `schedule:<env>:<slot>` once per interval; the id dedupes across replicas."""
-        config = self.page_workspace().config
+        """Queue `schedule:<env>:<slot>` once per interval; the id dedupes across replicas.
+
+        The poll is queued even when the config does not load (a push broke it): the
+        poll is what brings the fix when its webhook is lost.
+        """
         now = time.time()
+        try:
+            self._schedule_reconciles(now)
+        finally:
+            self.schedule_poll(now)
+
+    def _schedule_reconciles(self, now: float) -> None:
+        config = self.page_workspace().config
         for env in config.project.environments:
             raw = config.environment(env).reconcile_interval
             if not raw:
@@ -382,7 +407,6 @@ class Engine:
             )
             if self.submit(job):
                 self.status.last_schedule[env] = now
-        self.schedule_poll(now)
 
     def schedule_poll(self, now: float) -> bool:
         """Queue this interval's Git poll (serve.poll_interval); False when none is due."""

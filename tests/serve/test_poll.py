@@ -90,3 +90,58 @@ def test_poll_interval_default_and_bad_value(tmp_path: Path) -> None:
 
 def _load(root: Path) -> Config:
     return Workspace(root).config
+
+
+def test_a_broken_push_does_not_stop_the_poll_that_brings_its_fix(
+    tmp_path: Path, serve_processes: list[ServeProcess]
+) -> None:
+    """A push that breaks the config (its webhook delivered) and its fix (webhook lost):
+    the schedule cannot load the config meanwhile, yet it must keep polling, so the fix
+    arrives, and say why it cannot schedule once, not twice a second."""
+    served = start_served(tmp_path, serve_processes)
+    try:
+        served.proc.stop()
+        config = served.world.config
+        config.write(
+            "configcenter.yaml", config.read("configcenter.yaml") + "  poll_interval: 2s\n"
+        )
+        config.commit("serve polls every 2s")
+        config.git("push", "-q", "origin", "main")
+        served.ops.git("pull", "-q", "--ff-only")
+        served.proc = ServeProcess(served.world)
+        serve_processes.append(served.proc)
+        served.proc.wait_ready()
+
+        broken = served.push_change(
+            "environments/dev/api.yaml",
+            "template: 1.0.0\nimage: {ref: registry.test/shop/api:7.7\nreplicas: 2\n",
+            "api: a brace left open",
+        )
+        status, _ = broken.post(served.url + "/hooks/gitlab")
+        assert status == 202
+
+        def failed_push() -> dict[str, Any] | None:
+            jobs = served.jobs(source="gitlab")["jobs"]
+            return next((j for j in jobs if j["state"] == "failed"), None)
+
+        job = poll(failed_push, 60, "the broken push's job to fail")
+        assert "environments/dev/api.yaml:2" in job["note"]
+
+        # The fix, whose delivery is lost: only the poll can bring it.
+        served.push_change(
+            "environments/dev/api.yaml",
+            "template: 1.0.0\nimage: {ref: registry.test/shop/api:7.8}\nreplicas: 2\n",
+            "api: brace closed, 7.8",
+        )
+        poll(
+            lambda: "registry.test/shop/api:7.8" in deployed_state(served) or None,
+            120,
+            "a poll to apply the fix",
+        )
+        log = served.proc.log()
+        schedule_warnings = [line for line in log.splitlines() if "schedule:" in line]
+        assert 1 <= len(schedule_warnings) <= 3, schedule_warnings[:10]
+        assert "environments/dev/api.yaml:2" in schedule_warnings[0]
+        assert "Traceback" not in log
+    finally:
+        served.gitlab.stop()

@@ -9,7 +9,6 @@ masked.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from configcenter.adapters.git_env import git_env
 from configcenter.core.errors import UserError
 
 URL_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
@@ -43,7 +43,7 @@ class ConfigGit:
         self.root = root
         self.error = error
         self.work_branch_prefix = work_branch_prefix
-        self._env = {**os.environ, "LC_ALL": "C"}
+        self._env = git_env(LC_ALL="C")
         # A user's command may let git ask for credentials; otherwise git never waits on input.
         self._stdin: int | None = None if prompt else subprocess.DEVNULL
         if not prompt:

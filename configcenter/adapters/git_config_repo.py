@@ -1,7 +1,9 @@
 """The config repo as the core reads it: work tree files plus template tags from Git.
 
-GitPython keeps one `git cat-file --batch` process per repo, so reading many
-tagged template files costs a round trip each, not a process each.
+One `git cat-file --batch` process per repo (`CatFile`), so reading many tagged
+template files costs a round trip each, not a process each. Every git command runs
+in `git_env()`: a GIT_DIR or GIT_INDEX_FILE of a hook configcenter runs from never
+points it at another repository.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import pickle
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from configcenter.adapters.git_env import git_env
 from configcenter.adapters.work_tree import (
     StatDigests,
     list_repo_dir,
@@ -150,18 +154,80 @@ class _DiskCache:
             self._sizes[name] = len(table)
 
 
-class _ObjectReader:
-    """Git objects by sha through GitPython's persistent `cat-file --batch`, parsed trees cached.
+class CatFile:
+    """One `git cat-file --batch` process in a repository, started on the first read and
+    ended (its input closed) when this object goes or the interpreter exits. Not
+    thread-safe: the caller holds a lock."""
 
-    GitPython's own Tree objects validate every entry of every tree they parse; looking up
-    templates/<svc> for 500 services re-parsed the 500-entry templates/ tree 500 times
-    (4 s of a 4.7 s load). Trees here are parsed once per sha, blobs read once per sha.
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            try:
+                self._proc = subprocess.Popen(
+                    ["git", "-C", str(self.root), "cat-file", "--batch"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    env=git_env(LC_ALL="C"),
+                )
+            except FileNotFoundError:
+                raise UserError(
+                    "git is not installed: install git (configcenter reads template tags with it)"
+                ) from None
+            weakref.finalize(self, _end, self._proc)
+        return self._proc
+
+    def read(self, sha: str) -> tuple[str, bytes]:
+        """(type, content) of object `sha`."""
+        proc = self._started()
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(sha.encode("ascii") + b"\n")
+            proc.stdin.flush()
+            header = proc.stdout.readline().split()
+            if len(header) == 3:
+                size = int(header[2])
+                data = proc.stdout.read(size)
+                if len(data) == size and proc.stdout.read(1) == b"\n":
+                    return header[1].decode(), data
+        except (OSError, ValueError):
+            pass
+        _end(proc)
+        self._proc = None
+        raise UserError(
+            f"git cannot read object {sha} in {self.root}",
+            hint="the repository is damaged or was changed while reading: `git fsck` says",
+        )
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+class _ObjectReader:
+    """Git objects by sha through one persistent `cat-file --batch`, parsed trees cached.
+
+    Trees are parsed once per sha, blobs read once per sha: looking up templates/<svc>
+    for 500 services must not re-parse the 500-entry templates/ tree 500 times (it was
+    4 s of a 4.7 s load through GitPython's Tree objects).
     """
 
     SMALL_BLOB = 64 * 1024  # larger blobs are read each time, not kept on disk
 
-    def __init__(self, open_repo: Callable[[], Any], cache: _DiskCache) -> None:
-        self._open_repo = open_repo  # GitPython and its cat-file only on a cache miss
+    def __init__(self, root: Path, cache: _DiskCache) -> None:
+        self._cat = CatFile(root)  # git runs only on a cache miss
         # One `cat-file --batch` process: serve's page threads share a loaded config.
         self._lock = threading.Lock()
         self._commits: dict[str, str] = cache.table("commit_tree")
@@ -170,8 +236,7 @@ class _ObjectReader:
 
     def _data(self, sha: str) -> tuple[str, bytes]:
         with self._lock:
-            _, kind, _, data = self._open_repo().git.get_object_data(sha)
-        return kind.decode() if isinstance(kind, bytes) else str(kind), data
+            return self._cat.read(sha)
 
     def commit_tree(self, commit: str) -> str:
         tree = self._commits.get(commit)
@@ -301,21 +366,19 @@ class GitConfigRepo:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self._repo: Any = None
         self._is_git = (self.root / ".git").exists()
 
-    @property
-    def repo(self) -> Any:
-        if self._repo is None:
-            import git  # GitPython: imported lazily, ~50 ms
-
-            self._repo = git.Repo(self.root)
-        return self._repo
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", str(self.root), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=git_env(LC_ALL="C"),
+        )
 
     def _git(self, *args: str) -> str:
-        result = subprocess.run(
-            ["git", "-C", str(self.root), *args], capture_output=True, text=True, check=False
-        )
+        result = self._run(*args)
         if result.returncode != 0:
             return ""
         return result.stdout
@@ -411,12 +474,18 @@ class GitConfigRepo:
 
     @cached_property
     def _reader(self) -> _ObjectReader:
-        return _ObjectReader(lambda: self.repo, self._disk_cache)
+        return _ObjectReader(self.root, self._disk_cache)
 
     def create_tag(self, name: str, message: str) -> str:
         """Create an annotated tag at HEAD; refuses to move an existing one."""
         if name in self._tags:
             raise UserError(f"tag '{name}' already exists; released tags never move")
-        self.repo.create_tag(name, message=message)
+        made = self._run("tag", "--annotate", "--message", message, "--", name, "HEAD")
+        if made.returncode != 0:
+            raise UserError(
+                f"git could not create tag '{name}' in {self.root}: "
+                + (made.stderr.strip().splitlines() or ["no message"])[-1],
+                hint="set git's user.name and user.email (git config) if it asks for them",
+            )
         self.__dict__.pop("_tags", None)
         return self._tags[name]

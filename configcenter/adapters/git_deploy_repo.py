@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from configcenter.adapters import history_index
+from configcenter.adapters.git_env import git_env
 from configcenter.adapters.history_index import ChangeIndex, Found, within
 from configcenter.crashpoints import crash_point
 from configcenter.ports.deploy_repo import (
@@ -111,17 +112,6 @@ _RAW_LOG = (
 _LOG_FORMAT = (
     "%H%x00%an <%ae>%x00%aI%x00%s%x00%b%x00"
     "%(trailers:only,unfold,separator=%x1f,key_value_separator=%x1e)"
-)
-# Variables that would point our git commands at some other repository or index.
-_GIT_ENV_DROP = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_NAMESPACE",
-    "GIT_COMMON_DIR",
-    "GIT_PREFIX",
 )
 
 
@@ -427,9 +417,8 @@ class GitDeployRepo:
         self._staged_ref = f"refs/configcenter/staged/{branch}"
         self._cache_ready = False
         self._lock_token: str | None = None
-        self._env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
         # Literal pathspecs: a prefix like "dev/*" or ":x" names a path, not a pattern.
-        self._env.update({"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_LITERAL_PATHSPECS": "1"})
+        self._env = git_env(LC_ALL="C", GIT_TERMINAL_PROMPT="0", GIT_LITERAL_PATHSPECS="1")
         # The URL git sees has no credentials; a token in the URL goes through the helper.
         self._remote, user, secret = split_credentials(url)
         if user is not None and secret is not None:

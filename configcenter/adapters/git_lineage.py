@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from configcenter.adapters.git_env import git_env
 from configcenter.ports.config_lineage import Relation
 
 #: What apply reads from a config repo's work tree.
@@ -24,6 +25,7 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
         timeout=60,
+        env=git_env(),
     )
 
 

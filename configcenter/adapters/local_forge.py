@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from configcenter.adapters.git_env import git_env
 from configcenter.ports.forge import ForgeContext, ForgeError, MergeRequest, MergeRequestNotFound
 
 RECORD_DIR = Path("configcenter") / "merge-requests"
@@ -164,6 +165,7 @@ class LocalForge:
                 capture_output=True,
                 text=True,
                 check=False,
+                env=git_env(),
             )
         except FileNotFoundError:
             raise ForgeError("git is not installed: install git to use the local forge") from None

@@ -17,6 +17,7 @@ import io
 import os
 import re
 import shutil
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
 
+from configcenter.adapters.git_env import git_env
 from configcenter.ports.source import PinnedSource, SourceCheckoutError
 
 DEFAULT_CACHE = Path("~/.cache/configcenter/sources")
@@ -77,6 +79,36 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class _GitFailed(Exception):
+    def __init__(self, stderr: str) -> None:
+        super().__init__(stderr)
+        self.stderr = stderr
+
+
+def _git_bytes(mirror: Path, *args: str) -> bytes:
+    """git in the mirror (`--git-dir`), in `git_env()`, never asking on a terminal: what
+    it printed; _GitFailed with git's stderr when it fails."""
+    try:
+        proc = subprocess.run(
+            ["git", f"--git-dir={mirror}", *args],
+            capture_output=True,
+            check=False,
+            env=git_env(LC_ALL="C", GIT_TERMINAL_PROMPT="0"),
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise SourceCheckoutError(
+            "git is not installed: install git to build from source"
+        ) from None
+    if proc.returncode != 0:
+        raise _GitFailed(proc.stderr.decode("utf-8", "replace"))
+    return proc.stdout
+
+
+def _git(mirror: Path, *args: str) -> str:
+    return _git_bytes(mirror, *args).decode("utf-8", "replace")
+
+
 def _clean_error(exc: Exception, url: str) -> str:
     """The last meaningful line of git's stderr, with the URL's secret masked."""
     stderr = getattr(exc, "stderr", "") or str(exc)
@@ -102,24 +134,23 @@ def _normalise_subdir(subdir: str) -> str:
 
 
 def _fetch(url: str, mirror: Path) -> None:
-    import git
-
     safe = redact_url(url)
     try:
         if not (mirror / "HEAD").exists():
-            repo = git.Repo.init(mirror, bare=True)
-            repo.create_remote("origin", url)
-        else:
-            repo = git.Repo(mirror)
-        repo.git.fetch(
+            mirror.mkdir(parents=True, exist_ok=True)
+            _git(mirror, "init", "--quiet", "--bare")
+            _git(mirror, "remote", "add", "origin", url)
+        _git(
+            mirror,
+            "fetch",
+            "--quiet",
             "origin",
             "--prune",
             "--force",
             "--tags",
             "+refs/heads/*:refs/remotes/origin/*",
-            env={"GIT_TERMINAL_PROMPT": "0"},
         )
-    except git.GitCommandError as exc:
+    except _GitFailed as exc:
         raise SourceCheckoutError(
             f"cannot fetch source repo {safe}: {_clean_error(exc, url)}; check the URL "
             "in image.source.repo and that this machine can read it"
@@ -127,11 +158,9 @@ def _fetch(url: str, mirror: Path) -> None:
 
 
 def _rev_parse(mirror: Path, expr: str) -> str | None:
-    import git
-
     try:
-        out: str = git.Repo(mirror).git.rev_parse("--verify", "--quiet", expr)
-    except git.GitCommandError:
+        out = _git(mirror, "rev-parse", "--verify", "--quiet", "--end-of-options", expr)
+    except _GitFailed:
         return None
     return out.strip() or None
 
@@ -165,10 +194,8 @@ def resolve_source(
         commit = _resolve_ref(mirror, ref)
         if commit is None and _HEX_RE.match(ref):
             # A commit no branch or tag reaches: some servers still hand it out by id.
-            import git
-
-            with contextlib.suppress(git.GitCommandError):
-                git.Repo(mirror).git.fetch("origin", ref, env={"GIT_TERMINAL_PROMPT": "0"})
+            with contextlib.suppress(_GitFailed):
+                _git(mirror, "fetch", "--quiet", "origin", ref)
             commit = _rev_parse(mirror, f"{ref}^{{commit}}")
     if commit is None:
         raise SourceCheckoutError(
@@ -201,20 +228,19 @@ def _resolve_ref(mirror: Path, ref: str) -> str | None:
 
 def _tree_id(mirror: Path, commit: str, subdir: str) -> str | None:
     """The tree id of `subdir` in `commit`, None when it is missing or not a directory."""
-    import git
-
-    root = git.Repo(mirror).commit(commit).tree
-    try:
-        node = root / subdir if subdir else root
-    except KeyError:
+    expr = f"{commit}^{{tree}}" if not subdir else f"{commit}:{subdir}"
+    tree = _rev_parse(mirror, expr)
+    if tree is None:
         return None
-    return node.hexsha if node.type == "tree" else None
+    try:
+        kind = _git(mirror, "cat-file", "-t", tree).strip()
+    except _GitFailed:
+        return None
+    return tree if kind == "tree" else None
 
 
 def export_tree(source: ResolvedSource) -> Path:
     """The context directory's files on disk, exported once per tree id and then reused."""
-    import git
-
     trees = source.mirror.parent / "trees"
     target = trees / source.tree
     if target.is_dir():
@@ -222,10 +248,13 @@ def export_tree(source: ResolvedSource) -> Path:
     trees.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{source.tree[:12]}-", dir=trees))
     try:
-        repo = git.Repo(source.mirror)
-        buffer = io.BytesIO()
-        repo.archive(buffer, source.tree, format="tar")
-        buffer.seek(0)
+        try:
+            buffer = io.BytesIO(_git_bytes(source.mirror, "archive", "--format=tar", source.tree))
+        except _GitFailed as exc:
+            raise SourceCheckoutError(
+                f"cannot export tree {source.tree[:12]} of source repo "
+                f"{redact_url(source.url)}: {_clean_error(exc, source.url)}"
+            ) from None
         with tarfile.open(fileobj=buffer) as archive:
             archive.extractall(staging, filter="tar")
         try:

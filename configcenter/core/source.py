@@ -2,7 +2,7 @@
 
 The core reads through `ConfigSource` only, so it stays free of file and Git
 handling: `configcenter.adapters.git_config_repo` implements it on the work tree
-and GitPython; `MemorySource` below holds a config repo in memory (for tests
+and Git; `MemorySource` below holds a config repo in memory (for tests
 that need files, not Git).
 """
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from configcenter.adapters.git_config_repo import GitConfigRepo
+from configcenter.adapters.git_env import git_env
 from configcenter.core.errors import ConfigError, Problem, ProblemList
 from configcenter.core.load import load_config
 from configcenter.core.model import Config
@@ -43,9 +44,10 @@ def need_git() -> None:
 
 
 def git(cwd: Path, *args: str) -> str:
-    """Plain git, with a fixed identity and no user or system config leaking in."""
+    """Plain git, with a fixed identity and no user or system config leaking in (nor a
+    GIT_DIR a test sets to play a git hook: `git_env`, as the product's git calls)."""
     env = {
-        **os.environ,
+        **git_env(),
         **GIT_IDENTITY,
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_CONFIG_NOSYSTEM": "1",

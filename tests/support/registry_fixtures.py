@@ -38,6 +38,7 @@ import requests
 from configcenter.adapters.buildah import BuildahBuilder
 from configcenter.adapters.oci_registry import OciRegistry, RegistryCredentials
 from configcenter.ports.builder import BuildRequest
+from tests.support.configrepo import git
 from tests.support.helpers import free_port
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
@@ -214,32 +215,28 @@ class SourceRepo:
     """A service's source: a work repository pushing to a bare remote on disk."""
 
     def __init__(self, root: Path) -> None:
-        import git
-
         self.remote_path = root / "remote.git"
-        git.Repo.init(self.remote_path, bare=True, initial_branch="main")
-        self.repo = git.Repo.init(root / "work", initial_branch="main")
-        with self.repo.config_writer() as cfg:
-            cfg.set_value("user", "name", "Test")
-            cfg.set_value("user", "email", "test@example.invalid")
-        self.repo.create_remote("origin", str(self.remote_path))
+        self.work = root / "work"
+        self.work.mkdir(parents=True)
+        git(root, "init", "-q", "--bare", "-b", "main", str(self.remote_path))
+        git(self.work, "init", "-q", "-b", "main")
+        git(self.work, "remote", "add", "origin", str(self.remote_path))
         self.url = str(self.remote_path)
 
     def commit(self, files: dict[str, str], message: str = "change") -> str:
         """Write `files` (path -> text), commit and push to the remote."""
-        work = Path(self.repo.working_tree_dir or ".")
         for name, text in files.items():
-            path = work / name
+            path = self.work / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        self.repo.git.add("--all")
-        self.repo.git.commit("-m", message, "--allow-empty")
-        self.repo.git.push("origin", "main", "--tags", "--force")
-        return self.repo.head.commit.hexsha
+        git(self.work, "add", "--all")
+        git(self.work, "commit", "-q", "-m", message, "--allow-empty")
+        git(self.work, "push", "-q", "origin", "main", "--tags", "--force")
+        return git(self.work, "rev-parse", "HEAD").strip()
 
     def tag(self, name: str) -> None:
-        self.repo.git.tag("--force", name)
-        self.repo.git.push("origin", "--force", f"refs/tags/{name}")
+        git(self.work, "tag", "--force", name)
+        git(self.work, "push", "-q", "origin", "--force", f"refs/tags/{name}")
 
 
 @pytest.fixture

@@ -1381,20 +1381,41 @@ def serve(
     shell_complete=lambda c, p, i: complete_services(c, i),
 )
 @click.option("--dry-run", is_flag=True, help="Print the merge request; change nothing.")
+@click.option(
+    "--allow-downgrade",
+    is_flag=True,
+    help="Go ahead when a pin is older than what TO pins now (refused without it).",
+)
 @json_option
 @pass_ws
 @handle_errors
 def promote(
-    ws: Workspace, source: str, target: str, service: str | None, dry_run: bool, as_json: bool
+    ws: Workspace,
+    source: str,
+    target: str,
+    service: str | None,
+    dry_run: bool,
+    allow_downgrade: bool,
+    as_json: bool,
 ) -> None:
-    """Open (or update) a merge request carrying FROM's last good pins to TO."""
+    """Open (or update) a merge request carrying FROM's last good pins to TO.
+
+    A pin older than what TO pins now (a lower template or image version, or what FROM
+    released after the release carried, e.g. before a rollback in FROM) is a downgrade:
+    promote refuses it unless --allow-downgrade; --dry-run shows it.
+    """
     from configcenter.usecases.promote import promote as run_promote
 
-    result = run_promote(ws, source, target, service=service, dry_run=dry_run)
+    result = run_promote(
+        ws, source, target, service=service, dry_run=dry_run, allow_downgrade=allow_downgrade
+    )
     if as_json:
         emit(result.to_json())
         return
     if result.status == "dry-run":
+        for pin in result.pins:
+            for down in pin.downgrades:
+                click.echo(f"downgrade: {pin.service}: {down}", err=True)
         click.echo(f"title:   {'Draft: ' if result.draft else ''}{result.title}")
         click.echo(f"branch:  {result.branch} -> {result.target_branch}")
         click.echo(f"labels:  {', '.join(result.labels)}")

@@ -18,8 +18,9 @@ Promotions go forward along `environments`, one step at a time unless
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from configcenter.core.errors import UserError
@@ -34,6 +35,32 @@ class PromotionError(UserError):
 
 
 @dataclass(frozen=True)
+class Downgrade:
+    """A pin that would take the target back to something older than it pins now."""
+
+    what: str  # "template" or "image"
+    before: str
+    after: str
+    why: str  # how we know it is older
+
+    def to_json(self) -> dict[str, str]:
+        return {"what": self.what, "from": self.before, "to": self.after, "why": self.why}
+
+    def __str__(self) -> str:
+        return f"{self.what} {self.before} -> {self.after} ({self.why})"
+
+
+@dataclass(frozen=True)
+class SourceRelease:
+    """One release of a service in the source environment's history (newest first)."""
+
+    id: str
+    at: str
+    template: str
+    image: str
+
+
+@dataclass(frozen=True)
 class Pin:
     """One service's promoted pins: the source's last good template tag and image."""
 
@@ -45,6 +72,7 @@ class Pin:
     image_note: str  # the YAML comment beside the promoted ref
     release: Release  # the source release carried
     notes: tuple[str, ...] = ()  # e.g. a newer failed release that was passed over
+    downgrades: tuple[Downgrade, ...] = ()  # pins older than the target's (see downgrades())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +81,7 @@ class Pin:
             "release": self.release.id,
             "release_outcome": self.release.outcome,
             "notes": list(self.notes),
+            "downgrades": [d.to_json() for d in self.downgrades],
         }
 
 
@@ -181,3 +210,95 @@ def _describe_image(spec: ImageSpec | None) -> str:
     if spec.is_build:
         return f"build {spec.repo}@{spec.source_ref}"
     return spec.ref or ""
+
+
+# -- downgrades ---------------------------------------------------------------------------------
+
+_VERSION = re.compile(r"v?(\d+(?:\.\d+)*)(?:[-.+]?([0-9A-Za-z.-]*))?")
+
+
+def version_key(text: str) -> tuple[tuple[int, ...], int, str] | None:
+    """An order for version-like tags (1.2.0, v1.10, 2.0.0-rc.1), None for other text.
+
+    Numbers compare as numbers (1.10 > 1.9, 1.2 == 1.2.0); a pre-release (anything after
+    the numbers) comes before the release it leads to."""
+    match = _VERSION.fullmatch(text)
+    if match is None:
+        return None
+    numbers = tuple(int(n) for n in match[1].split("."))
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers = numbers[:-1]
+    suffix = match[2] or ""
+    return numbers, 0 if suffix else 1, suffix
+
+
+def _split_image(ref: str) -> tuple[str, str | None]:
+    """(repository, tag) of an image reference; the tag is None for a digest or no tag."""
+    if "@" in ref:
+        return ref.split("@", 1)[0], None
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    if colon > slash:
+        return ref[:colon], ref[colon + 1 :]
+    return ref, None
+
+
+def downgrades(pin: Pin, history: Sequence[SourceRelease] = ()) -> tuple[Downgrade, ...]:
+    """What in `pin` is older than what the target pins now.
+
+    A template tag, or an image tag of the same repository, that reads as a lower version
+    is older. Otherwise (an image by digest, tags that are not versions) the source's
+    history decides: what the target pins now first appeared in the source after what is
+    carried did (the source went back, by a rollback or by hand, after the target had
+    been promoted the newer one)."""
+    found: list[Downgrade] = []
+
+    def first_seen(what: str, value: str) -> SourceRelease | None:
+        seen = [e for e in history if getattr(e, what) == value and e.at]
+        carried = SourceRelease(pin.release.id, pin.release.at, pin.template, pin.image or "")
+        if getattr(carried, what) == value and carried.at:
+            seen.append(carried)
+        return min(seen, key=lambda e: e.at, default=None)
+
+    def compare(what: str, before: str, after: str, old: Any, new: Any) -> None:
+        if old is not None and new is not None:
+            if new < old:
+                found.append(Downgrade(what, before, after, "a lower version"))
+            return
+        now, carried = first_seen(what, before), first_seen(what, after)
+        if now is not None and carried is not None and now.at > carried.at:
+            why = f"{before} is newer in the source: first released in {now.id}"
+            found.append(Downgrade(what, before, after, why))
+
+    before, after = pin.template_before, pin.template
+    if before and after != before and HEAD not in (before, after):
+        compare("template", before, after, version_key(before), version_key(after))
+    if pin.image is not None and pin.image_before and pin.image != pin.image_before:
+        (repo_before, tag_before), (repo_after, tag_after) = (
+            _split_image(pin.image_before),
+            _split_image(pin.image),
+        )
+        same = repo_before == repo_after and tag_before and tag_after
+        compare(
+            "image",
+            pin.image_before,
+            pin.image,
+            version_key(tag_before) if same and tag_before else None,
+            version_key(tag_after) if same and tag_after else None,
+        )
+    return tuple(found)
+
+
+def with_downgrades(pin: Pin, history: Sequence[SourceRelease] = ()) -> Pin:
+    return replace(pin, downgrades=downgrades(pin, history))
+
+
+def downgrade_refusal(source: str, target: str, pins: Sequence[Pin]) -> PromotionError:
+    """The refusal of a promotion that would downgrade `target` (without --allow-downgrade)."""
+    lines = "; ".join(f"{p.service}: " + ", ".join(map(str, p.downgrades)) for p in pins)
+    return PromotionError(
+        f"promoting {source} -> {target} would downgrade {target}: {lines}; nothing was pushed",
+        hint=f"to go back on purpose: configcenter promote {source} {target} --allow-downgrade"
+        f" (--dry-run shows the merge request); otherwise apply the newer release in "
+        f"{source} first, or promote the other services alone (--service)",
+    )

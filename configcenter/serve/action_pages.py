@@ -180,7 +180,9 @@ ran. This is the plan now: confirm again if it is still what you want.</p>{% end
   <ul>{% for name, pin in plan.services.items() %}<li><span class="svc">{{ name }}</span>:
   template {{ pin.template["from"] }} → {{ pin.template["to"] }}, image
   <code>{{ pin.image["from"] }}</code> → <code>{{ pin.image["to"] }}</code>
-  (release {{ pin.release }})</li>{% endfor %}</ul>{% endif %}
+  (release {{ pin.release }}){% for d in pin.downgrades %}
+  <br><strong class="downgrade">downgrade: {{ d.what }} {{ d["from"] }} → {{ d["to"] }}
+  ({{ d.why }})</strong>{% endfor %}</li>{% endfor %}</ul>{% endif %}
   {% if plan.skipped %}<p class="muted">skipped:
   {% for s, why in plan.skipped.items() %}{{ s }} ({{ why }}){{ "; " if not loop.last }}
   {% endfor %}</p>{% endif %}

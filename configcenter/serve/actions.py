@@ -545,7 +545,11 @@ def _promote(
     store = ws.run_store
     store.append_log(run.id, f"promote {request.env} -> {request.target}: started by {actor}\n")
     try:
-        result = promote(ws, request.env, request.target, service=request.service)
+        # The person confirmed the plan page, which shows any downgrade (and its digest
+        # is checked): that is the explicit go-ahead the CLI asks as --allow-downgrade.
+        result = promote(
+            ws, request.env, request.target, service=request.service, allow_downgrade=True
+        )
     except Exception as exc:
         text = ws.redactor.redact(f"{type(exc).__name__}: {exc}")
         store.append_log(run.id, text + "\n")

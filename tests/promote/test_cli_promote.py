@@ -96,3 +96,66 @@ def test_bad_input_is_one_clear_line(promotion_bed: PromotionBed) -> None:
     assert code == 1
     assert "promoting dev -> prod skips demo" in output
     assert "Traceback" not in output
+
+
+def test_a_downgrade_is_refused_without_allow_downgrade_and_said_with_it(
+    promotion_bed: PromotionBed,
+) -> None:
+    """demo was promoted api 1.1.0; dev goes back to 1.0.0: promoting dev again would take
+    demo back. Refused (exit 1, nothing pushed) unless --allow-downgrade; a dry run shows
+    it; the merge request says it."""
+    bed = promotion_bed
+    code, output = run(bed, "dev", "demo")
+    assert code == 0, output
+    subprocess.run(merge_command(output), shell=True, check=True, capture_output=True)
+    bed.change(
+        "environments/dev/api.yaml",
+        "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\n",
+        "dev: back to api 1.0.0",
+    )
+    bed.apply("dev")
+    tip = git(bed.origin, "rev-parse", f"refs/heads/{BRANCH}").strip()
+    expected = [
+        "template 1.1.0 -> 1.0.0 (a lower version)",
+        "image registry.example.com/shop/api:1.1 -> registry.example.com/shop/api:1.0 "
+        "(a lower version)",
+    ]
+
+    code, output = run(bed, "dev", "demo")
+    assert code == 1, output
+    assert "would downgrade demo: api: " + ", ".join(expected) in output
+    assert "configcenter promote dev demo --allow-downgrade" in output
+    assert "Traceback" not in output
+    assert git(bed.origin, "rev-parse", f"refs/heads/{BRANCH}").strip() == tip
+
+    refused = CliRunner().invoke(cli, ["-C", str(bed.config), "promote", "dev", "demo", "--json"])
+    assert refused.exit_code == 1
+    data = json.loads(refused.stdout)
+    assert (data["ok"], data["exit_code"]) == (False, 1)
+    assert "would downgrade demo" in data["problems"][0]["message"]
+    assert "--allow-downgrade" in data["problems"][0]["hint"]
+
+    dry = CliRunner().invoke(
+        cli, ["-C", str(bed.config), "promote", "dev", "demo", "--dry-run", "--json"]
+    )
+    assert dry.exit_code == 0, dry.output
+    plan = json.loads(dry.stdout)
+    assert [
+        f"{d['what']} {d['from']} -> {d['to']} ({d['why']})" for d in plan["downgrades"]["api"]
+    ] == expected
+    assert plan["services"]["api"]["downgrades"] == plan["downgrades"]["api"]
+    assert plan["message"].endswith("it downgrades demo: promote needs --allow-downgrade")
+    assert (
+        "> **Downgrade: merging takes demo back to older pins than it has now.**"
+        in (plan["description"])
+    )
+    assert git(bed.origin, "rev-parse", f"refs/heads/{BRANCH}").strip() == tip
+
+    code, output = run(bed, "dev", "demo", "--allow-downgrade")
+    assert code == 0, output
+    assert output.startswith(
+        "Downgrade of demo (allowed by --allow-downgrade): api: " + "; api: ".join(expected)
+    )
+    assert git(bed.origin, "rev-parse", f"refs/heads/{BRANCH}").strip() != tip
+    subprocess.run(merge_command(output), shell=True, check=True, capture_output=True)
+    assert "template: 1.0.0" in (bed.config / DEMO_API).read_text()

@@ -9,9 +9,11 @@ from configcenter.core.promotion import (
     Pin,
     PromotionError,
     Skipped,
+    SourceRelease,
     branch_name,
     check_order,
     choose_pin,
+    downgrades,
     parse_branch,
 )
 from configcenter.core.state import Release, ServiceState
@@ -111,3 +113,70 @@ def test_a_template_from_the_work_tree_is_not_carried_where_head_is_not_allowed(
     head = release("api-1", "healthy", "2026-11-01T00:00:00Z", tag="HEAD")
     skipped = choose_pin(cfg, "dev", "stage", "api", record(head, head))
     assert isinstance(skipped, Skipped) and "work tree (HEAD)" in skipped.reason
+
+
+def pin(
+    template: str = "1.1.0",
+    before: str = "1.1.0",
+    image: str | None = None,
+    image_before: str = "",
+    at: str = "2026-11-10T00:00:00Z",
+) -> Pin:
+    carried = release("api-carried", "succeeded", at, template, image or "registry/api:x")
+    return Pin("api", template, before, image, image_before, "", carried)
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [
+        ("1.9.0", "1.10.0"),
+        ("1.2", "1.2.1"),
+        ("v1.2.0", "v2"),
+        ("2.0.0-rc.1", "2.0.0"),
+        ("0.9", "1.0.0"),
+    ],
+)
+def test_a_lower_template_version_is_a_downgrade(older: str, newer: str) -> None:
+    (down,) = downgrades(pin(template=older, before=newer))
+    assert (down.what, down.before, down.after, down.why) == (
+        "template",
+        newer,
+        older,
+        "a lower version",
+    )
+    assert downgrades(pin(template=newer, before=older)) == ()
+
+
+def test_equal_versions_and_head_are_no_downgrade() -> None:
+    assert downgrades(pin(template="1.2", before="1.2.0")) == ()
+    assert downgrades(pin(template="HEAD", before="1.2.0")) == ()
+    assert downgrades(pin(template="1.0.0", before="HEAD")) == ()
+
+
+def test_image_tags_compare_as_versions_within_one_repository() -> None:
+    (down,) = downgrades(
+        pin(image="registry:5000/shop/api:1.9", image_before="registry:5000/shop/api:1.10")
+    )
+    assert (down.what, down.why) == ("image", "a lower version")
+    # Another repository's tag says nothing about age; nor does a digest without history.
+    assert downgrades(pin(image="other/api:1.0", image_before="shop/api:2.0")) == ()
+    assert downgrades(pin(image="shop/api@sha256:" + "a" * 64, image_before="shop/api:2")) == ()
+
+
+def test_without_versions_the_source_history_says_what_is_newer() -> None:
+    """dev ran blue, then green (promoted to prod), then went back to blue by a rollback:
+    carrying blue takes prod back to what dev ran before green."""
+    blue, green = "shop/api@sha256:" + "b" * 64, "shop/api@sha256:" + "c" * 64
+    history = [
+        SourceRelease("api-3", "2026-11-12T00:00:00Z", "1.1.0", blue),  # the rollback
+        SourceRelease("api-2", "2026-11-11T00:00:00Z", "1.1.0", green),
+        SourceRelease("api-1", "2026-11-10T00:00:00Z", "1.1.0", blue),
+    ]
+    carried = pin(image=blue, image_before=green, at="2026-11-12T00:00:00Z")
+    (down,) = downgrades(carried, history)
+    assert (down.what, down.before, down.after) == ("image", green, blue)
+    assert down.why == f"{green} is newer in the source: first released in api-2"
+    # Forward: prod runs blue, dev moved on to green.
+    assert downgrades(pin(image=green, image_before=blue, at="2026-11-11T00:00:00Z"), history) == ()
+    # What the source never ran cannot be placed: no downgrade claimed.
+    assert downgrades(pin(image=blue, image_before="shop/api:hand-made"), history) == ()

@@ -42,10 +42,13 @@ from configcenter.core.promotion import (
     Pin,
     PromotionError,
     Skipped,
+    SourceRelease,
     branch_name,
     check_order,
     choose_pin,
+    downgrade_refusal,
     parse_branch,
+    with_downgrades,
 )
 from configcenter.ports.forge import Forge, ForgeContext, ForgeError
 from configcenter.usecases.promote.branch import (
@@ -76,9 +79,13 @@ def promote(
     *,
     service: str | None = None,
     dry_run: bool = False,
+    allow_downgrade: bool = False,
     forge: Forge | None = None,
 ) -> PromotionResult:
-    """Open (or update) the merge request that carries `source`'s good pins to `target`."""
+    """Open (or update) the merge request that carries `source`'s good pins to `target`.
+
+    A pin older than what `target` pins now (`core.promotion.downgrades`) is refused
+    unless `allow_downgrade`; a dry run shows it and says so."""
     config = ws.config
     check_order(config, source, target)
     target_env = config.environment(target)
@@ -127,9 +134,19 @@ def promote(
     # Nothing to do when the default branch already pins everything we would carry.
     # Every pin is still written on the branch, so one that went back to the default
     # branch's value is reverted there too.
+    changing = {p.service for p in pins if differs(git, refs.base, target, p)}
+    if changing:
+        history = _source_history(ws, source)
+        pins = [
+            with_downgrades(p, history.get(p.service, ())) if p.service in changing else p
+            for p in pins
+        ]
     all_pins = pins
-    pins = [p for p in pins if differs(git, refs.base, target, p)]
+    pins = [p for p in pins if p.service in changing]
     result.pins = pins
+    downgraded = [p for p in pins if p.downgrades]
+    if downgraded and not allow_downgrade and not dry_run:
+        raise downgrade_refusal(source, target, downgraded)
     if not pins:
         result.message = nothing_message(source, target, skipped, len(all_pins))
         if refs.branch_tip is not None and not dry_run:
@@ -186,6 +203,8 @@ def promote(
             result.message = (
                 f"dry run: would push {branch} and open a merge request into {refs.default}"
             )
+            if downgraded and not allow_downgrade:
+                result.message += f"; it downgrades {target}: promote needs --allow-downgrade"
             return result
         forge = forge or open_forge(ws)
         if result.commit is not None:
@@ -219,6 +238,19 @@ def promote(
     result.merge_request = mr
     result.message = done_message(result, mr, ws.root, refs.remote, _local_branches(result))
     return result
+
+
+def _source_history(ws: Workspace, source: str) -> dict[str, list[SourceRelease]]:
+    """Service -> its releases in `source`, newest first (the deploy repo's history), to
+    tell whether what the target pins was released in the source after the carried one."""
+    from configcenter.usecases.history import history
+
+    found: dict[str, list[SourceRelease]] = {}
+    for entry in history(ws, source, None, limit=200):
+        found.setdefault(entry.service, []).append(
+            SourceRelease(entry.release, entry.at, entry.template_tag, entry.image)
+        )
+    return found
 
 
 def _plan_target(tree: Path, ws: Workspace, target: str) -> tuple[Plan | None, list[str]]:

@@ -45,6 +45,9 @@ class PromotionResult:
             "commit": self.commit,
             "rebuilt": self.rebuilt,
             "services": {p.service: p.to_json() for p in self.pins},
+            "downgrades": {
+                p.service: [d.to_json() for d in p.downgrades] for p in self.pins if p.downgrades
+            },
             "skipped": {s.service: s.reason for s in self.skipped},
             "missing_env_keys": self.missing,
             "merge_request": None

@@ -71,15 +71,23 @@ def done_message(
     branches of the config repo checkout (the local forge), merged by a command."""
     verb = {"opened": "Opened", "updated": "Updated", "unchanged": "Unchanged:"}[result.status]
     draft = " (draft: see the missing ENV keys)" if result.draft else ""
+    downgrades = [f"{p.service}: {d}" for p in result.pins for d in p.downgrades]
+    first = (
+        f"Downgrade of {result.target} (allowed by --allow-downgrade): "
+        + "; ".join(downgrades)
+        + ". "
+        if downgrades
+        else ""
+    )
     if local_branches:
         text = (
-            f"{verb} local merge request !{mr.iid} for {result.branch} -> {result.target_branch}"
-            f"{draft}. To merge it: {mr.web_url}"
+            f"{first}{verb} local merge request !{mr.iid} for {result.branch} -> "
+            f"{result.target_branch}{draft}. To merge it: {mr.web_url}"
         )
         if pushed_to_origin:
             text += f" && git -C {shlex.quote(str(root))} push origin {result.target_branch}"
         return text
-    return f"{verb} merge request !{mr.iid}{draft}: {mr.web_url}"
+    return f"{first}{verb} merge request !{mr.iid}{draft}: {mr.web_url}"
 
 
 def _cell(value: Any) -> str:
@@ -120,6 +128,14 @@ def describe(
             f"| {p.service} | {_cell(p.template_before)} → {_cell(p.template)} | {image} | "
             f"{p.release.id} ({p.release.outcome}, {p.release.at}) |"
         )
+    downgraded = [p for p in result.pins if p.downgrades]
+    if downgraded:
+        out += [
+            "",
+            f"> **Downgrade: merging takes {dst} back to older pins than it has now.**",
+            ">",
+            *(f"> - {p.service}: {d}" for p in downgraded for d in p.downgrades),
+        ]
     notes = [f"- **{p.service}**: {n}" for p in result.pins for n in p.notes]
     if notes:
         out += ["", "Passed over:", *notes]
@@ -172,6 +188,9 @@ def describe(
         },
         "skipped": {s.service: s.reason for s in result.skipped},
         "missing_env_keys": result.missing,
+        "downgrades": {
+            p.service: [d.to_json() for d in p.downgrades] for p in result.pins if p.downgrades
+        },
         "approvals": approvals or 0,
     }
     block = json.dumps(data, sort_keys=True).replace(">", "\\u003e")

@@ -393,6 +393,12 @@ class GitConfigRepo:
         (a kept load's replay checks 5,000 files without reading them)."""
         return self._stat_digests.digest(self.root, rel, max_bytes)
 
+    def file_digester(self) -> Callable[[str, int], str | None]:
+        """`file_digest` for a batch of files read at once (a kept load's replay): each
+        directory on their way is checked once for the batch, not once per file."""
+        checked: set[str] = set()
+        return lambda rel, max_bytes: self._stat_digests.digest(self.root, rel, max_bytes, checked)
+
     @cached_property
     def _stat_digests(self) -> StatDigests:
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]

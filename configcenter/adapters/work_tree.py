@@ -49,12 +49,20 @@ def entry_kind(entry: os.DirEntry[str]) -> str:
     return file_kind(entry.stat(follow_symlinks=False).st_mode)
 
 
-def _check_parents(root: Path, rel: str) -> bool:
-    """False when a parent directory is missing; RepoPathError when one is not a directory."""
+def _check_parents(root: Path, rel: str, checked: set[str] | None = None) -> bool:
+    """False when a parent directory is missing; RepoPathError when one is not a directory.
+
+    `checked` holds directories found to be directories by this batch of calls (a kept
+    load's replay: 5,000 files in a few directories), which are not asked again.
+    """
     base = os.fspath(root)  # plain strings: pathlib's joins cost more than the lstat
     parts = rel.split("/")
+    if checked is not None and rel.rpartition("/")[0] in checked:
+        return True
     for i in range(1, len(parts)):
         prefix = "/".join(parts[:i])
+        if checked is not None and prefix in checked:
+            continue
         try:
             mode = os.lstat(f"{base}/{prefix}").st_mode
         except FileNotFoundError:
@@ -63,6 +71,8 @@ def _check_parents(root: Path, rel: str) -> bool:
             return False
         if not stat.S_ISDIR(mode):
             raise RepoPathError(prefix, file_kind(mode))
+        if checked is not None:
+            checked.add(prefix)
     return True
 
 
@@ -180,10 +190,12 @@ class StatDigests:
                     self._entries = entries
         return self._entries
 
-    def digest(self, root: Path, rel: str, max_bytes: int) -> str | None:
+    def digest(
+        self, root: Path, rel: str, max_bytes: int, checked: set[str] | None = None
+    ) -> str | None:
         """sha256 hex of `read_repo_file(root, rel, max_bytes)`; None when it is absent.
-        Raises what `read_repo_file` raises."""
-        if not _check_parents(root, rel):
+        Raises what `read_repo_file` raises. `checked`: see `_check_parents`."""
+        if not _check_parents(root, rel, checked):
             return None
         path = f"{os.fspath(root)}/{rel}"
         try:

@@ -228,8 +228,14 @@ def _replay(
     """The trees read again (work-tree ones) when every step answers as recorded; else None."""
     trees: dict[tuple[str, str | None], TemplateTree] = {}
     checker = TracingSource(source)
-    # A source may know a file's digest without reading it (the work tree: by its stat).
-    file_digest: Callable[[str, int], str | None] | None = getattr(source, "file_digest", None)
+    # A source may know a file's digest without reading it (the work tree: by its stat),
+    # and check the directories on the way once for the whole replay.
+    digester: Callable[[], Callable[[str, int], str | None]] | None = getattr(
+        source, "file_digester", None
+    )
+    file_digest: Callable[[str, int], str | None] | None = (
+        digester() if digester is not None else getattr(source, "file_digest", None)
+    )
     for call, args, expected in steps:
         if call == "read_file" and file_digest is not None:
             try:

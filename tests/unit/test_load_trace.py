@@ -187,6 +187,20 @@ def test_a_file_replaced_by_a_link_is_refused_not_kept(
         kept(repo, store)
 
 
+def test_an_environment_directory_replaced_by_a_link_is_refused_not_kept(
+    repo: ConfigRepo, store: DiskLoadStore, tmp_path: Path
+) -> None:
+    """The same files behind a link (the directory moved, a link in its place): the replay
+    checks the directories on the way, so the kept load is not used."""
+    kept(repo, store)
+    kept(repo, store)
+    moved = tmp_path / "dev-elsewhere"
+    (repo.root / "environments/dev").rename(moved)
+    os.symlink(moved, repo.root / "environments/dev")
+    with pytest.raises(ConfigError, match="symbolic link"):
+        kept(repo, store)
+
+
 def test_a_broken_config_is_reported_every_time_and_its_fix_loads(
     repo: ConfigRepo, store: DiskLoadStore
 ) -> None:

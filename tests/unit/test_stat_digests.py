@@ -93,6 +93,28 @@ def test_a_directory_on_the_way_replaced_by_a_link_is_refused(work: Path, tmp_pa
         digests.digest(work, rel, LIMIT)
 
 
+def test_a_batch_checks_each_directory_once_and_the_next_batch_checks_it_again(
+    work: Path, tmp_path: Path
+) -> None:
+    """A replay's batch asks each directory on the way once: a directory replaced by a link
+    after one batch is refused by the next, as by a single `file_digest`."""
+    (work / "environments" / "dev" / "db.yaml").write_bytes(b"replicas: 2\n")
+    source = GitConfigRepo(work)
+    source.__dict__["_stat_digests"] = _digests(tmp_path)
+    batch = source.file_digester()
+    assert batch("environments/dev/api.yaml", LIMIT) == _sha(b"replicas: 1\n")
+    assert batch("environments/dev/db.yaml", LIMIT) == _sha(b"replicas: 2\n")
+    assert batch("environments/dev/none.yaml", LIMIT) is None
+    assert batch("environments/prod/api.yaml", LIMIT) is None  # a missing directory
+    elsewhere = tmp_path / "elsewhere"
+    (work / "environments" / "dev").rename(elsewhere)
+    (work / "environments" / "dev").symlink_to(elsewhere)
+    with pytest.raises(RepoPathError):
+        source.file_digester()("environments/dev/db.yaml", LIMIT)
+    with pytest.raises(RepoPathError):
+        source.file_digest("environments/dev/api.yaml", LIMIT)
+
+
 def test_a_file_changed_within_the_settling_window_is_never_remembered(
     work: Path, tmp_path: Path
 ) -> None:

@@ -13,7 +13,6 @@ import hashlib
 import os
 import pickle
 import subprocess
-import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from configcenter.adapters.cache_files import Stamp, locked, stamp, write_pickle
 from configcenter.adapters.git_env import git_env
 from configcenter.adapters.work_tree import (
     StatDigests,
@@ -106,12 +106,15 @@ class _DiskCache:
     cannot be read is simply rebuilt. Each table is its own file (`<base>.<table>.pickle`,
     in the user's own cache dir, 0700), opened on first use: rendering one service after
     an edit reads a few Git objects, not the 18 MB of YAML parses of a 5,000-service repo.
+    A table written by another process since it was read (serve and a command) is merged
+    with it before it is written back, so neither writer's entries are lost.
     """
 
     def __init__(self, base: Path) -> None:
         self.base = base
         self._tables: dict[str, dict[Any, Any]] = {}
         self._sizes: dict[str, int] = {}
+        self._stamps: dict[str, Stamp | None] = {}
 
     def _path(self, name: str) -> Path:
         return self.base.with_name(f"{self.base.name}.{name}.pickle")
@@ -119,6 +122,7 @@ class _DiskCache:
     def table(self, name: str) -> dict[Any, Any]:
         table = self._tables.get(name)
         if table is None:
+            self._stamps[name] = stamp(self._path(name))
             table = self._tables[name] = self._load(name)
             self._sizes[name] = len(table)
         return table
@@ -143,12 +147,15 @@ class _DiskCache:
         for name, table in self._tables.items():
             if len(table) == self._sizes.get(name, 0):
                 continue
+            path = self._path(name)
             try:
-                self.base.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=self.base.parent, prefix=".tmp-")
-                with os.fdopen(fd, "wb") as handle:
-                    pickle.dump({"version": CACHE_VERSION, "table": table}, handle, 5)
-                os.replace(tmp, self._path(name))
+                with locked(path):
+                    if stamp(path) != self._stamps.get(name):
+                        theirs = self._load(name)  # another writer's since we read it
+                        if len(theirs) + len(table) < CACHE_LIMIT:
+                            table.update((k, v) for k, v in theirs.items() if k not in table)
+                    write_pickle(path, {"version": CACHE_VERSION, "table": table})
+                    self._stamps[name] = stamp(path)
             except OSError:
                 continue  # a cache is an optimisation: never fail a command over it
             self._sizes[name] = len(table)

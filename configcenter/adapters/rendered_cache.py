@@ -14,9 +14,10 @@ import marshal
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from configcenter.adapters.cache_files import Stamp, locked, stamp, write_atomic
 
 _log = logging.getLogger("configcenter")
 
@@ -66,12 +67,17 @@ class RenderedFilesCache:
     are removed when a pack is written). The files hold secret *references* only, as the
     deploy repo does. A pack that cannot be read is empty; one that cannot be written
     costs a render next time, with one warning.
+
+    Writers of one pack (a command and serve, two commands) take its lock, and one that
+    finds the pack written since it read it merges those records in before it writes:
+    each writer's records are kept (`cache_files`).
     """
 
     def __init__(self, directory: Path, engine: str | None = None) -> None:
         self.directory = directory
         self._engine = engine
         self._packs: dict[str, dict[str, dict[str, bytes]]] = {}
+        self._stamps: dict[str, Stamp | None] = {}  # the version of each pack read
         self._used: dict[str, set[str]] = {}
         self._new: dict[str, dict[str, dict[str, bytes]]] = {}
         self._count = 0
@@ -90,15 +96,20 @@ class RenderedFilesCache:
     def _pack(self, group: str) -> dict[str, dict[str, bytes]]:
         pack = self._packs.get(group)
         if pack is None:
-            pack = {}
-            try:
-                loaded = marshal.loads(self._path(group).read_bytes())
-                if isinstance(loaded, dict):
-                    pack = loaded
-            except (OSError, EOFError, ValueError, TypeError):
-                pass  # none yet, or unreadable: rendered anew, written whole at save
+            pack, self._stamps[group] = self._read(self._path(group))
             self._packs[group] = pack
         return pack
+
+    @staticmethod
+    def _read(path: Path) -> tuple[dict[str, dict[str, bytes]], Stamp | None]:
+        """The pack at `path` and its version ({} when there is none or it is unreadable:
+        rendered anew, written whole at save)."""
+        version = stamp(path)
+        try:
+            loaded = marshal.loads(path.read_bytes())
+        except (OSError, EOFError, ValueError, TypeError):
+            return {}, version
+        return (loaded if isinstance(loaded, dict) else {}), version
 
     def get(self, group: str, key: str) -> Mapping[str, bytes] | None:
         files = self._new.get(group, {}).get(key)
@@ -120,43 +131,47 @@ class RenderedFilesCache:
     def save(self) -> None:
         """Write the packs that gained records (and drop other engines' folders)."""
         for group, new in self._new.items():
+            path = self._path(group)
             old = self._pack(group)
-            used = self._used.get(group, set())
-            kept: dict[str, dict[str, bytes]] = {k: old[k] for k in used if k in old}
-            kept.update(new)
-            room = max(KEEP_FACTOR * len(kept), KEEP_AT_LEAST) - len(kept)
-            for key, files in old.items():
-                if room <= 0:
-                    break
-                if key not in kept:
-                    kept[key] = files
-                    room -= 1
-            self._write(self._path(group), kept)
+            try:
+                with locked(path):
+                    if stamp(path) != self._stamps.get(group):
+                        # Written by another process since we read it: its records first.
+                        fresh, _ = self._read(path)
+                        old = {**fresh, **{k: v for k, v in old.items() if k not in fresh}}
+                    kept = self._kept(group, old, new)
+                    write_atomic(path, marshal.dumps(kept), prefix=".pack-")
+                    self._stamps[group] = stamp(path)
+            except OSError as exc:
+                if not self._warned:
+                    _log.warning(
+                        "rendered-files cache %s cannot be written (%s); rendering again next time",
+                        path.parent,
+                        exc.strerror or exc,
+                    )
+                self._warned = True
+                continue
             self._packs[group] = kept
         if self._new:
             self._drop_other_engines()
         self._new = {}
 
-    def _write(self, path: Path, pack: dict[str, dict[str, bytes]]) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pack-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(marshal.dumps(pack))
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-        except OSError as exc:
-            if not self._warned:
-                _log.warning(
-                    "rendered-files cache %s cannot be written (%s); rendering again next time",
-                    path.parent,
-                    exc.strerror or exc,
-                )
-            self._warned = True
+    def _kept(
+        self, group: str, old: dict[str, dict[str, bytes]], new: dict[str, dict[str, bytes]]
+    ) -> dict[str, dict[str, bytes]]:
+        """The records a pack keeps: those this run used, its new ones, then older ones up
+        to KEEP_FACTOR times as many (at least KEEP_AT_LEAST)."""
+        used = self._used.get(group, set())
+        kept: dict[str, dict[str, bytes]] = {k: old[k] for k in used if k in old}
+        kept.update(new)
+        room = max(KEEP_FACTOR * len(kept), KEEP_AT_LEAST) - len(kept)
+        for key, files in old.items():
+            if room <= 0:
+                break
+            if key not in kept:
+                kept[key] = files
+                room -= 1
+        return kept
 
     def _drop_other_engines(self) -> None:
         try:

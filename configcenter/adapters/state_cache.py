@@ -11,20 +11,22 @@ asked). Entries are only written for records that were parsed and checked.
 Files are keyed by the code that reads records too (the bytes of `core/state.py`),
 so a configcenter that reads them differently never uses another's entries. The
 cache is an optimisation: a file that cannot be read is ignored, one that cannot be
-written is skipped, and nothing is ever half-written (temporary file, rename).
+written is skipped, and nothing is ever half-written (`cache_files.write_pickle`).
+
+Writers are not merged: a file holds exactly the records of the one deploy repo commit
+its writer read (the records of another commit are not kept, by design), and two
+writers of one environment read the same records.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import logging
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
+from configcenter.adapters.cache_files import write_pickle
 from configcenter.core import state as state_module
 from configcenter.ports.deploy_repo import CachedRecords
 
@@ -73,15 +75,6 @@ class StateRecordCache:
         data = {"code": code_key(), "name": name, "records": records}
         target = self._path(name)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".records-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    pickle.dump(data, handle, protocol=pickle.HIGHEST_PROTOCOL)
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_pickle(target, data, prefix=".records-")
         except OSError as exc:
             _log.debug("state record cache %s not written: %s", target, exc)

@@ -51,9 +51,20 @@ def build(ws: Workspace, options: ServeOptions) -> tuple[Engine, Starlette]:
     from configcenter.serve.store_metrics import RecordedRuns
     from configcenter.wiring import open_job_store, open_lease_leader
 
+    # A push may have broken an environment's files (serve checked it out, or the
+    # operator did): serve must still start, or neither a webhook nor the poll could
+    # bring the fix. configcenter.yaml (the settings) must load.
+    ws.without_environments_if_broken(
+        lambda message: log.warning(
+            "%s; serve starts anyway: webhooks and the poll bring the fix",
+            ws.redactor.redact(message),
+        )
+    )
     config = ws.config
     settings = load_settings(config, ws.redactor)
     for env in config.project.environments:
+        if env not in config.environments:
+            continue  # its files do not load: the schedule says so until they do
         raw = config.environment(env).reconcile_interval
         if raw:
             parse_interval(raw, f"environments/{env}/_env.yaml reconcile.interval")

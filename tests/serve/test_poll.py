@@ -95,9 +95,10 @@ def _load(root: Path) -> Config:
 def test_a_broken_push_does_not_stop_the_poll_that_brings_its_fix(
     tmp_path: Path, serve_processes: list[ServeProcess]
 ) -> None:
-    """A push that breaks the config (its webhook delivered) and its fix (webhook lost):
-    the schedule cannot load the config meanwhile, yet it must keep polling, so the fix
-    arrives, and say why it cannot schedule once, not twice a second."""
+    """A push that breaks the config (its webhook delivered), serve restarted, and the
+    fix (webhook lost): serve starts on the broken commit and the schedule cannot load
+    the config meanwhile, yet it keeps polling, so the fix arrives; it says why it cannot
+    schedule once, not twice a second."""
     served = start_served(tmp_path, serve_processes)
     try:
         served.proc.stop()
@@ -127,6 +128,15 @@ def test_a_broken_push_does_not_stop_the_poll_that_brings_its_fix(
         job = poll(failed_push, 60, "the broken push's job to fail")
         assert "environments/dev/api.yaml:2" in job["note"]
 
+        # serve restarts (a deploy, a crash) with the broken commit checked out: it must
+        # come up, say what is broken, and keep listening for the fix.
+        served.proc.stop()
+        served.proc = ServeProcess(served.world)
+        serve_processes.append(served.proc)
+        served.proc.wait_ready()
+        started = served.proc.log()
+        assert "environments/dev/api.yaml:2" in started and "serve starts anyway" in started
+
         # The fix, whose delivery is lost: only the poll can bring it.
         served.push_change(
             "environments/dev/api.yaml",
@@ -139,7 +149,7 @@ def test_a_broken_push_does_not_stop_the_poll_that_brings_its_fix(
             "a poll to apply the fix",
         )
         log = served.proc.log()
-        schedule_warnings = [line for line in log.splitlines() if "schedule:" in line]
+        schedule_warnings = [line for line in log.splitlines() if " schedule: " in line]
         assert 1 <= len(schedule_warnings) <= 3, schedule_warnings[:10]
         assert "environments/dev/api.yaml:2" in schedule_warnings[0]
         assert "Traceback" not in log

@@ -1,4 +1,5 @@
-"""serve refuses bad settings before it listens; small pure pieces behave as documented."""
+"""serve refuses bad settings before it listens (a broken environment it reports and starts
+anyway); small pure pieces behave as documented."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from configcenter.serve.handlers import registry_jobs
 from configcenter.serve.metrics import Metrics
 from configcenter.usecases.image_push import names_pushed_image
 from configcenter.usecases.webhooks import WebhookError
-from tests.support.serve_fixtures import make_shop_world
+from tests.support.serve_fixtures import ServeProcess, make_shop_world
 
 
 def serve_exit(root: Path, env_text: str, serve: str, env: dict[str, str]) -> tuple[int, str]:
@@ -49,10 +50,19 @@ def test_unset_webhook_secret_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
-def test_bad_reconcile_interval_names_the_file(tmp_path: Path) -> None:
-    code, err = serve_exit(tmp_path, "reconcile: {interval: soon}\n", "", {})
-    assert code == 1
-    assert "environments/dev/_env.yaml" in err and "'soon'" in err and "5m" in err
+def test_bad_reconcile_interval_names_the_file_and_serve_still_starts(
+    tmp_path: Path, serve_processes: list[ServeProcess]
+) -> None:
+    """An environment's files that do not load stop no serve: the push that broke them
+    may have reached its checkout, and only a running serve can take the fix."""
+    world = make_shop_world(tmp_path, envs={"dev": "reconcile: {interval: soon}\n"})
+    world.env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_CACHE_HOME=str(tmp_path / "c"))
+    proc = ServeProcess(world)
+    serve_processes.append(proc)
+    proc.wait_ready()
+    log = proc.log()
+    assert "environments/dev/_env.yaml" in log and "'soon'" in log and "5m" in log
+    assert "serve starts anyway" in log and "Traceback" not in log
 
 
 def test_plain_text_secret_in_serve_section_is_refused(tmp_path: Path) -> None:

@@ -129,6 +129,47 @@ def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+#: A field path (fieldsV1 keys) that another writer sets without changing what runs: the
+#: template annotation `kubectl rollout restart` writes (a restart, not a different pod).
+_RESTART_ANNOTATION = (
+    "f:template",
+    "f:metadata",
+    "f:annotations",
+    "f:kubectl.kubernetes.io/restartedAt",
+)
+
+
+def spec_writers(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """The writers other than configcenter that set something in `obj`'s spec (a pod
+    template, a Service's ports), by their managedFields: `kubectl set env` is
+    `kubectl-set`, `kubectl edit` is `kubectl-edit`. Not counted: status writes, the
+    scale subresource (`kubectl scale`, an autoscaler: the replica count is compared on
+    its own) and `kubectl rollout restart`'s annotation. Read from the object as listed:
+    a workload nobody else wrote to needs no comparison with its release to know that.
+    """
+    found: list[str] = []
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("subresource") in ("status", "scale"):
+            continue
+        manager = str(entry.get("manager") or "")
+        if manager == FIELD_MANAGER or manager in found:
+            continue
+        spec = (entry.get("fieldsV1") or {}).get("f:spec")
+        if spec is not None and _outside(spec, _RESTART_ANNOTATION):
+            found.append(manager or "(unnamed)")
+    return tuple(found)
+
+
+def _outside(node: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    """Whether the field set `node` names any field other than `path` (and what is below it)."""
+    if not path:
+        return False
+    children = [key for key in node if key != "."]
+    if not children:
+        return True  # set as a whole
+    return any(key != path[0] or _outside(node[key] or {}, path[1:]) for key in children)
+
+
 def keeps_label(obj: Mapping[str, Any], label: str) -> bool:
     """Whether `clean_live(obj)` has the label `label`, without projecting the object."""
     if label not in ((obj.get("metadata") or {}).get("labels") or {}):

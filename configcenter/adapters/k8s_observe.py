@@ -18,6 +18,7 @@ from configcenter.adapters.k8s_live import (
     clean_live,
     keeps_label,
     main_workload,
+    spec_writers,
     without_claim_defaults,
 )
 from configcenter.adapters.k8s_manifests import (
@@ -84,7 +85,10 @@ def observe(client: KubeClient, env: str) -> dict[str, ObservedService]:
             if ref in used or not keeps_label(item, VERSIONED_LABEL)
         }
         found = _observed(service, live.get(service, {}), objects, used)
-        observed[service] = replace(found, present=frozenset(ref for ref, _ in items))
+        writers = {w: None for _, item in items for w in spec_writers(item)}
+        observed[service] = replace(
+            found, present=frozenset(ref for ref, _ in items), changed_by=tuple(writers)
+        )
     return observed
 
 

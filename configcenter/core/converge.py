@@ -31,9 +31,44 @@ CATCH_UP_KINDS: frozenset[str] = frozenset({"rollout", "record", "watch", "prune
 #: Released on the platform, by service: the release id its objects carry (None when
 #: its objects carry none, e.g. written by an older version).
 LiveServices = Mapping[str, str | None]
-#: By platform, by service: why a workload that carries its current release does not run
-#: it as released (an image or a replica count changed by hand), in a few words.
-HandEdits = Mapping[str, Mapping[str, str]]
+
+#: How a field of a workload differs from its release.
+FieldChange = Literal["added", "removed", "changed"]
+
+
+@dataclass(frozen=True)
+class EditedField:
+    """One field a workload runs with that its release does not say (changed by hand).
+
+    `change` is `added` (only the platform has it), `removed` (only the release has it) or
+    `changed`; `desired` and `live` are kept only for summary fields (image, replicas),
+    never for fields inside objects, which may hold values someone set by hand."""
+
+    field: str  # "image", "replicas" or "<Kind/name> <path>" ("app <path>" on Marathon)
+    change: FieldChange
+    desired: str | None = None
+    live: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"field": self.field, "change": self.change}
+        if self.desired is not None or self.live is not None:
+            data.update(desired=self.desired, live=self.live)
+        return data
+
+
+@dataclass(frozen=True)
+class HandEdit:
+    """Why a workload that carries its current release does not run it as released."""
+
+    why: str  # in a few words: "bed runs image X (the release's: Y)"
+    fields: tuple[EditedField, ...] = ()
+    #: `Kind/name` of the objects to put back whole (a re-apply keeps fields others added).
+    replace: tuple[str, ...] = ()
+
+
+#: By platform, by service: the services whose workloads carry their current release but
+#: were changed by hand (an image, a replica count, anything inside a pod template).
+HandEdits = Mapping[str, Mapping[str, HandEdit]]
 
 
 @dataclass(frozen=True)
@@ -56,6 +91,8 @@ class Step:
     platform: str
     why: str
     release: str | None = None  # the release the step rolls out or records
+    #: A rollout of a release that runs, changed by hand: what differs, what to put back.
+    edit: HandEdit | None = None
 
 
 @dataclass
@@ -73,6 +110,8 @@ class PlatformServicePlan(ServicePlan):
                 "why": self.step.why,
                 "release": self.step.release,
             }
+            if self.step.edit is not None:
+                data["platform"]["edited"] = [f.to_json() for f in self.step.edit.fields]
         return data
 
 
@@ -185,7 +224,7 @@ def _catch_up(
     platform: str,
     running: str | None,
     present: bool,
-    edit: str | None = None,
+    edit: HandEdit | None = None,
 ) -> Step | None:
     if release.outcome not in ("committed", "healthy"):
         return None
@@ -193,8 +232,8 @@ def _catch_up(
         if release.outcome == "healthy":
             if edit is None:
                 return None
-            why = f"{release.id} recorded healthy, but {edit}: roll it out again"
-            return Step(service, "rollout", platform, why, release.id)
+            why = f"{release.id} recorded healthy, but {edit.why}: roll it out again"
+            return Step(service, "rollout", platform, why, release.id, edit)
         return Step(
             service,
             "record",

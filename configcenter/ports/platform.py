@@ -87,6 +87,10 @@ class ObservedService:
     #: `Kind/name` of every object of the service that exists, `objects` or not (immutable
     #: versions no workload refers to now, e.g. once the workload itself was deleted).
     present: frozenset[str] = frozenset()
+    #: Who else changed what the service runs since configcenter wrote it, as the platform
+    #: records writers (Kubernetes: the managers of fields in a spec): () when nobody did;
+    #: None when the platform cannot tell, so plan and apply compare it with its release.
+    changed_by: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

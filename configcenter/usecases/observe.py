@@ -9,14 +9,29 @@ by hand: `kubectl set image`, `kubectl scale`), so apply rolls those out again.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from typing import cast
 
-from configcenter.core.converge import Converged, HandEdits, LiveServices, converge
-from configcenter.core.errors import TransientFailure
+from configcenter.core import kinds
+from configcenter.core.converge import (
+    Converged,
+    EditedField,
+    FieldChange,
+    HandEdit,
+    HandEdits,
+    LiveServices,
+    converge,
+)
+from configcenter.core.errors import PlatformFailure, TransientFailure, UserError
 from configcenter.core.model import Config
 from configcenter.core.plan import Plan
-from configcenter.core.state import EnvState
+from configcenter.core.state import EnvState, ServiceState
 from configcenter.ports.deploy_repo import DeployRepoError
-from configcenter.ports.platform import ObservedService, Platform
+from configcenter.ports.platform import (
+    ObjectDriftPlatform,
+    ObservedService,
+    Platform,
+    ServiceDiff,
+)
 from configcenter.usecases.platforms import deployable, open_platform
 from configcenter.usecases.workspace import Workspace
 
@@ -55,7 +70,7 @@ def observe_env(
     """Platform name -> service -> the release its objects carry, and the services
     changed by hand (see `hand_edits`). Raises ObserveError."""
     live: dict[str, LiveServices] = {}
-    edited: dict[str, dict[str, str]] = {}
+    edited: dict[str, dict[str, HandEdit]] = {}
     for name in env_platforms(ws.config, env, state):
         try:
             platform = open_platform(ws.config, env, name, ws.redactor)
@@ -71,8 +86,8 @@ def observe_env(
             for service, item in observed.items():
                 if item.missing:
                     log(f"{service}: {', '.join(item.missing)} missing on platform {name}")
-            for service, why in edited[name].items():
-                log(f"{service}: {why}")
+            for service, edit in edited[name].items():
+                log(f"{service}: {edit.why}")
     return only_ours(ws, env, state, live, log), edited
 
 
@@ -136,7 +151,7 @@ def converge_observed(
     for its services."""
     state = ws.peek_state(env)  # only read: its service names and platforms
     live: dict[str, LiveServices] = {}
-    edited: dict[str, dict[str, str]] = {}
+    edited: dict[str, dict[str, HandEdit]] = {}
     for name in env_platforms(ws.config, env, state, only):
         try:
             platform = open_platform(ws.config, env, name, ws.redactor)
@@ -169,14 +184,16 @@ def hand_edits(
     name: str,
     platform: Platform,
     observed: Mapping[str, ObservedService],
-) -> dict[str, str]:
+) -> dict[str, HandEdit]:
     """Service -> what differs, for workloads on platform `name` that carry their current
-    release (so its annotation says all is well) but whose image or replica count is not
-    the release's: someone ran `kubectl set image` or `kubectl scale`.
+    release (so its annotation says all is well) but do not run it as released: someone
+    ran `kubectl set image`, `kubectl scale`, `kubectl set env`, `kubectl edit`.
 
-    Cheap first: only a service whose summary differs from its state record is read
-    from the deploy repo and compared by the platform's own `diff` (a template may put
-    another container first, or set replicas itself), which has the last word.
+    Cheap first: only a service whose image or replica count differs from its state record,
+    or that someone other than configcenter wrote to (`ObservedService.changed_by`, read
+    from what `observe` listed; every service on a platform that cannot tell), is read
+    from the deploy repo and compared by the platform's own `diff`, the one reconcile uses
+    (server defaults are not drift), which has the last word.
     """
     suspects = []
     for service, item in observed.items():
@@ -188,28 +205,99 @@ def hand_edits(
             continue
         image = bool(item.image and current.image and item.image != current.image)
         count = None not in (item.replicas, current.replicas) and item.replicas != current.replicas
-        if image or count:
+        if image or count or item.changed_by is None or item.changed_by:
             suspects.append(service)
     if not suspects:
         return {}
     paths = [f"{env}/{s}/{file}" for s in suspects for file in state.services[s].files]
     found = ws.deploy_repo.read_many(paths)
-    edits: dict[str, str] = {}
+    edits: dict[str, HandEdit] = {}
     for service in suspects:
         current = state.services[service]
         assert current.release is not None
         prefix = f"{env}/{service}/"
         files = {p[len(prefix) :]: data for p, data in found.items() if p.startswith(prefix)}
         wanted = deployable(env, service, current, files, current.release.id)
-        drifts = [d for d in platform.diff(wanted, observed[service]).drifts]
-        what = [
-            f"{d.field} {d.live} (the release's: {d.desired})"
-            for d in drifts
-            if d.field in ("image", "replicas")
-        ]
-        if what:
-            edits[service] = f"{name} runs {' and '.join(what)}"
+        edit = hand_edit(name, platform.diff(wanted, observed[service]), observed[service])
+        if edit is not None:
+            edits[service] = edit
     return edits
+
+
+#: How many edited fields a plan's reason names; `plan --json` lists them all.
+SHOWN_FIELDS = 3
+
+
+def hand_edit(name: str, found: ServiceDiff, item: ObservedService) -> HandEdit | None:
+    """What of `found` (a service's diff against its running release) is a hand edit: the
+    image, the replica count, and fields changed inside its objects. Values are named for
+    the image and replica count only: a field inside an object may hold a secret."""
+    fields: list[EditedField] = []
+    replace: dict[str, None] = {}
+    for d in found.drifts:
+        if d.field in ("image", "replicas"):
+            fields.append(EditedField(d.field, "changed", d.desired, d.live))
+        elif d.kind == "changed" and " " in d.field:
+            change: FieldChange = (
+                "added" if d.desired is None else "removed" if d.live is None else "changed"
+            )
+            fields.append(EditedField(d.field, change))
+            ref = d.field.split(" ", 1)[0]
+            if "/" in ref:
+                replace[ref] = None
+    if not fields:
+        return None
+    return HandEdit(_edit_why(name, fields, item), tuple(fields), tuple(replace))
+
+
+def _edit_why(name: str, fields: list[EditedField], item: ObservedService) -> str:
+    """`k8s runs image X (the release's: Y) and Deployment/api with spec...env[X].value
+    added, ... and 2 more (changed by kubectl-set)`: at most `SHOWN_FIELDS` fields."""
+    said: list[str] = []
+    by_object: dict[str, list[str]] = {}
+    for f in fields[:SHOWN_FIELDS]:
+        if f.desired is not None or f.live is not None:
+            said.append(f"{f.field} {f.live} (the release's: {f.desired})")
+        else:
+            ref, _, path = f.field.partition(" ")
+            by_object.setdefault(ref, []).append(f"{path} {f.change}")
+    said += [f"{ref} with {', '.join(paths)}" for ref, paths in by_object.items()]
+    more = f" and {len(fields) - SHOWN_FIELDS} more" if len(fields) > SHOWN_FIELDS else ""
+    by = f" (changed by {', '.join(item.changed_by)})" if item.changed_by else ""
+    return f"{name} runs {' and '.join(said)}{more}{by}"
+
+
+def put_back(
+    ws: Workspace,
+    env: str,
+    service: str,
+    current: ServiceState,
+    edit: HandEdit,
+    log: Callable[[str], None],
+) -> str | None:
+    """Before a release changed by hand is rolled out again: the objects whose fields others
+    changed (`edit.replace`) are replaced with what the release renders, as reconcile's heal
+    does (a re-apply would keep the fields they added), so the pod template is the release's
+    own again and so is its ReplicaSet. Returns why it failed; None when done (or when the
+    platform replaces nothing itself: its apply puts whole definitions back)."""
+    if not edit.replace or current.release is None or not current.platform:
+        return None
+    platform = open_platform(ws.config, env, current.platform, ws.redactor)
+    if not kinds.REGISTRY.supports("platform", platform.target.kind, kinds.OBJECT_DRIFT):
+        return None
+    prefix = f"{env}/{service}/"
+    found = ws.deploy_repo.read_many([prefix + file for file in current.files])
+    files = {p[len(prefix) :]: data for p, data in found.items()}
+    wanted = deployable(env, service, current, files, current.release.id)
+    try:
+        done = cast(ObjectDriftPlatform, platform).replace_drifted(wanted, edit.replace)
+    except (PlatformFailure, TransientFailure, UserError) as exc:
+        reason = ws.redactor.redact(f"{type(exc).__name__}: {exc}")
+        log(f"{service}: could not put back what was changed by hand ({reason})")
+        return reason
+    if done:
+        log(f"{service}: put back {', '.join(done)} as {current.release.id} renders it")
+    return None
 
 
 def _deployed_before(ws: Workspace, env: str, service: str) -> bool:

@@ -1,10 +1,11 @@
 """A workload edited by hand is not "nothing to do" (on the real control plane).
 
-`kubectl set image` or `kubectl scale` leaves the release annotation alone, so
-the platform still says it runs the current release. The plan must still see
-that the image or the replica count is not the release's, say so, and the next
-`apply` must make the platform run what the deploy repo says again: the
-release's own ReplicaSet scaled back up, no new release, no commit.
+`kubectl set image`, `kubectl scale`, `kubectl set env`, `kubectl edit` leave the
+release annotation alone, so the platform still says it runs the current release.
+The plan must still see that the workload does not run the release as released, say
+what differs (never a value set inside it), and the next `apply` must make the
+platform run what the deploy repo says again: the release's own ReplicaSet scaled
+back up, no new release, no commit, nothing else restarted.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 import pytest
 
 from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world, services
+from tests.reconcile.test_replaced_by_hand_cluster import kubectl, replace_by_hand
 from tests.support.e2e_fixtures import World
 from tests.support.helpers import poll
 from tests.support.k8s_fixtures import K8sNamespace
-from tests.support.rollout_fixtures import set_service
+from tests.support.rollout_fixtures import SENTINEL, set_service
 
 pytestmark = pytest.mark.k8s
 
@@ -173,3 +175,124 @@ def test_a_template_whose_first_container_is_a_sidecar_is_no_hand_edit(
 
     assert "nothing to do" in again.output.lower()
     assert world.head() == head and cluster.snapshot() == before
+
+
+#: A value set by hand inside a pod template: never printed by plan or apply.
+HAND_VALUE = "hand-s3cret-4f9d2"
+TEMPLATE = "Deployment/{} spec.template.spec"
+NEVER_READY = "testbed.configcenter.io/never-ready"  # a label of the release's templates
+
+
+def _patch(ns: K8sNamespace, service: str, patch: dict[str, Any]) -> None:
+    kubectl(ns, "patch", "deployment", service, "--type", "strategic", "-p", json.dumps(patch))
+
+
+def _pod(**spec: Any) -> dict[str, Any]:
+    return {"spec": {"template": {"spec": spec}}}
+
+
+def test_edits_inside_a_pod_template_are_plan_steps_and_apply_puts_the_release_back(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """`kubectl set env`, `kubectl set resources`, a changed command and args, a container and
+    a volume added, a template label of the release changed: each is named by the plan and
+    undone by the next apply, which brings back the release's own ReplicaSet (its
+    pod-template-hash) without a new one; admin, not edited, is not touched."""
+    edited = ("db", "api", "web", "worker")
+    world = k8s_world(tmp_path, k8s_namespace, services=(*edited, "admin"))
+    world.ok("apply", "dev")
+    released = {name: record["release"]["id"] for name, record in services(world).items()}
+    own_rs = {name: cluster.active_rs(name) for name in (*edited, "admin")}
+    uids = {name: cluster.deployment(name).metadata.uid for name in (*edited, "admin")}
+    ns = k8s_namespace
+    kubectl(ns, "set", "env", "deployment/db", f"HAND_TOKEN={HAND_VALUE}")
+    kubectl(ns, "set", "resources", "deployment/api", "-c", "app", "--limits=cpu=200m")
+    # One patch per workload, so each makes one ReplicaSet of its own.
+    sidecar = {"name": "proxy", "image": "registry.test/proxy:1", "args": [HAND_VALUE]}
+    web_patch = _pod(containers=[sidecar], volumes=[{"name": "scratch", "emptyDir": {}}])
+    _patch(ns, "web", web_patch)
+    worker_patch = _pod(containers=[{"name": "app", "command": ["/bin/hack"], "args": ["--x"]}])
+    worker_patch["spec"]["template"]["metadata"] = {"labels": {NEVER_READY: "hand"}}
+    _patch(ns, "worker", worker_patch)
+    for name in edited:
+        poll(lambda n=name: only_rs(cluster, n) not in (None, own_rs[n]), 60, f"{name}'s edit")
+    hacked_rs = {name: set(cluster.replica_sets(name)) for name in edited}
+    admin_before = (cluster.deployment("admin").metadata.generation, cluster.replica_sets("admin"))
+
+    plan = plan_of(world)
+    assert plan["admin"]["action"] == "noop"
+    for name in edited:
+        assert (plan[name]["action"], plan[name]["reasons"]) == ("update", ["platform"]), name
+        assert plan[name]["platform"]["step"] == "rollout"
+    fields = {
+        name: {(f["field"], f["change"]) for f in plan[name]["platform"]["edited"]}
+        for name in edited
+    }
+    db_env = TEMPLATE.format("db") + ".containers[app].env[HAND_TOKEN]"
+    assert {(f"{db_env}.name", "added"), (f"{db_env}.value", "added")} <= fields["db"]
+    limits = TEMPLATE.format("api") + ".containers[app].resources.limits.cpu"
+    assert fields["api"] == {(limits, "added")}
+    web = TEMPLATE.format("web")
+    assert {
+        (f"{web}.containers[proxy].image", "added"),
+        (f"{web}.volumes[scratch].name", "added"),
+    } <= fields["web"]
+    worker = TEMPLATE.format("worker")
+    assert {
+        (f"{worker}.containers[app].command", "added"),
+        (f"{worker}.containers[app].args", "added"),
+        (f"Deployment/worker spec.template.metadata.labels.{NEVER_READY}", "changed"),
+    } <= fields["worker"]
+    assert "kubectl-set" in plan["db"]["platform"]["why"]
+    text = world.ok("plan", "dev")
+    assert "Nothing to do" not in text.stdout and "HAND_TOKEN" in text.stdout
+    for output in (text.output, json.dumps(plan)):
+        assert HAND_VALUE not in output and SENTINEL not in output
+    head = world.head()
+
+    applied = expect(world.cc("apply", "dev"), 0)
+
+    assert HAND_VALUE not in applied.output and SENTINEL not in applied.output
+    for name in edited:
+        poll(lambda n=name: only_rs(cluster, n) == own_rs[n], 60, f"{name}'s own ReplicaSet")
+        assert set(cluster.replica_sets(name)) == hacked_rs[name], f"{name}: a new ReplicaSet"
+        assert cluster.deployment(name).metadata.uid == uids[name]
+    assert not cluster.deployment("db").spec.template.spec.containers[0].env
+    api = cluster.deployment("api").spec.template.spec.containers[0]
+    assert not (api.resources.limits or {})
+    web_spec = cluster.deployment("web").spec.template.spec
+    assert [c.name for c in web_spec.containers] == ["app"] and not web_spec.volumes
+    worker_template = cluster.deployment("worker").spec.template
+    app = worker_template.spec.containers[0]
+    assert app.command is None and app.args is None
+    assert worker_template.metadata.labels[NEVER_READY] == "false"
+    # admin (which depends on api, rolled out again) was not restarted.
+    admin_after = (cluster.deployment("admin").metadata.generation, cluster.replica_sets("admin"))
+    assert admin_after == admin_before
+    assert {n: r["release"]["id"] for n, r in services(world).items()} == released
+    assert world.head() == head  # nothing to commit: the deploy repo was right
+    assert {s["action"] for s in plan_of(world).values()} == {"noop"}
+    report = json.loads(world.ok("reconcile", "dev", "--json").stdout)
+    assert [d for s in report["services"] for d in s["drifts"]] == []
+
+
+def test_a_deployment_replaced_by_hand_unchanged_is_no_plan_step(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """`kubectl replace --force` records kubectl as having set every field the server
+    defaulted: the plan compares it with its release as reconcile does (a dry-run replace
+    says what the server fills in), finds nothing, and apply has nothing to do."""
+    world = k8s_world(tmp_path, k8s_namespace, services=("worker",))
+    world.ok("apply", "dev")
+    replace_by_hand(k8s_namespace)
+    poll(lambda: only_rs(cluster, "worker") and cluster.healthy("worker"), 60, "worker back")
+    managers = {m.manager for m in cluster.deployment("worker").metadata.managed_fields}
+    assert "kubectl-replace" in managers, managers
+    head, before = world.head(), cluster.snapshot()
+
+    assert plan_of(world)["worker"]["action"] == "noop"
+    again = world.ok("apply", "dev")
+
+    assert "nothing to do" in again.output.lower()
+    assert world.head() == head and cluster.snapshot() == before
+

@@ -559,3 +559,44 @@ def test_reconcile_names_a_scale_release_as_the_one_that_runs(
     assert [(d["field"], d["desired"], d["live"]) for d in worker["drifts"]] == [
         ("replicas", "2", "3")
     ]
+
+
+def test_an_app_edited_by_hand_is_a_plan_step_and_apply_puts_the_release_back(
+    tmp_path: Path, marathon_server: MarathonDouble
+) -> None:
+    """Reconcile names fields changed in an app by hand; plan and apply agree with it: the
+    plan says what differs (never the values set by hand) and apply PUTs the release's own
+    definition back, with no new release and no commit."""
+    world = mesos_world(tmp_path, marathon_server)
+    world.ok("apply", "dev")
+    released = record(world)["release"]["id"]
+    before = marathon_server.app_json(APP)
+    hand = {"env": {**before["env"], "EXTRA": "hand-v4lue-9c1", "LOG_LEVEL": "debug"}}
+    url = f"{marathon_server.url}/v2/apps{APP}"
+    requests.put(url, json=hand, timeout=10).raise_for_status()
+    head = world.head()
+
+    plan = json.loads(world.ok("plan", "dev", "--json").stdout)
+    text = world.ok("plan", "dev").output
+
+    [worker] = plan["services"]
+    assert (worker["action"], worker["reasons"]) == ("update", ["platform"])
+    assert {(f["field"], f["change"]) for f in worker["platform"]["edited"]} == {
+        ("app env.EXTRA", "added"),
+        ("app env.LOG_LEVEL", "changed"),
+    }
+    assert "app with env.EXTRA added" in text
+    for output in (text, json.dumps(plan)):
+        assert "hand-v4lue-9c1" not in output and SENTINEL not in output
+
+    applied = world.ok("apply", "dev")
+
+    assert "hand-v4lue-9c1" not in applied.output
+    app = marathon_server.app_json(APP)
+    assert app["env"] == before["env"]
+    assert app["labels"]["configcenter.io/release"] == released == record(world)["release"]["id"]
+    assert world.head() == head
+    after = json.loads(world.ok("plan", "dev", "--json").stdout)
+    assert [s["action"] for s in after["services"]] == ["noop"]
+    report = json.loads(world.ok("reconcile", "dev", "--json").stdout)
+    assert report["services"][0]["drifts"] == []

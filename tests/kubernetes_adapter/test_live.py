@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from configcenter.adapters.k8s_live import clean_live, keeps_label
+from configcenter.adapters.k8s_live import clean_live, keeps_label, spec_writers
 from configcenter.adapters.k8s_manifests import (
     APPLIED_KINDS_ANNOTATION,
     VERSIONED_LABEL,
@@ -264,3 +264,58 @@ def test_keeps_label_answers_what_the_projection_keeps(
         "data": {"A": "1"},
     }
     assert keeps_label(config_map, VERSIONED_LABEL) == is_versioned(clean_live(config_map))
+
+
+def _workload(*entries: dict[str, object]) -> dict[str, object]:
+    return {"kind": "Deployment", "metadata": {"name": "api", "managedFields": list(entries)}}
+
+
+def _entry(manager: str, fields: dict[str, object], **extra: str) -> dict[str, object]:
+    return {"manager": manager, "operation": "Update", "fieldsV1": fields, **extra}
+
+
+RESTARTED = {
+    "f:spec": {
+        "f:template": {
+            "f:metadata": {"f:annotations": {".": {}, "f:kubectl.kubernetes.io/restartedAt": {}}}
+        }
+    }
+}
+SET_ENV = {
+    "f:spec": {
+        "f:template": {
+            "f:spec": {
+                "f:containers": {
+                    'k:{"name":"app"}': {"f:env": {'k:{"name":"X"}': {".": {}, "f:value": {}}}}
+                }
+            }
+        }
+    }
+}
+
+
+def test_spec_writers_are_the_others_who_set_something_in_the_spec() -> None:
+    """Read from the listed object's managedFields, so a plan needs no comparison with the
+    release for a workload nobody else wrote to; what changes nothing that runs (status,
+    `kubectl scale`: compared on its own, `kubectl rollout restart`, metadata) is left out."""
+    mine = _entry("configcenter", SET_ENV, operation="Apply")
+    quiet = _workload(
+        mine,
+        _entry("configcenter", SET_ENV),  # a heal's replace: configcenter's own
+        _entry("kube-controller-manager", {"f:status": {"f:replicas": {}}}, subresource="status"),
+        _entry("kubectl", {"f:spec": {"f:replicas": {}}}, subresource="scale"),
+        _entry("kubectl-rollout", RESTARTED),
+        _entry("kube-controller-manager", {"f:metadata": {"f:annotations": {".": {}}}}),
+    )
+    assert spec_writers(quiet) == ()
+    assert spec_writers({"kind": "Deployment", "metadata": {"name": "api"}}) == ()
+
+    edited = _workload(mine, _entry("kubectl-set", SET_ENV), _entry("kubectl-set", SET_ENV))
+    assert spec_writers(edited) == ("kubectl-set",)
+    # A restart plus anything else in the template, or a spec set as a whole, is an edit.
+    both = copy.deepcopy(RESTARTED)
+    both["f:spec"]["f:template"]["f:spec"] = {"f:dnsPolicy": {}}  # type: ignore[index]
+    assert spec_writers(_workload(_entry("kubectl-edit", both))) == ("kubectl-edit",)
+    assert spec_writers(_workload(_entry("kubectl-replace", {"f:spec": {}}))) == (
+        "kubectl-replace",
+    )

@@ -6,6 +6,8 @@ from dataclasses import replace
 
 from configcenter.core.converge import (
     PLATFORM_REASON,
+    EditedField,
+    HandEdit,
     PlatformServicePlan,
     converge,
 )
@@ -192,7 +194,13 @@ def test_a_healthy_release_edited_by_hand_is_rolled_out_again(repo: ConfigRepo) 
     state, files = deployed(repo)
     state = with_outcome(state, "healthy")
     plan = replan(repo, state, files)
-    edited = {"local": {"api": "local runs image x:hacked (the release's: api:1)"}}
+    env = "Deployment/api spec.template.spec.containers[app].env[X].value"
+    edit = HandEdit(
+        "local runs image x:hacked (the release's: api:1)",
+        (EditedField("image", "changed", "api:1", "x:hacked"), EditedField(env, "added")),
+        ("Deployment/api",),
+    )
+    edited = {"local": {"api": edit}}
 
     result = converge(plan, state, {"local": {"db": "r1", "api": "r1"}}, edited=edited)
 
@@ -202,6 +210,13 @@ def test_a_healthy_release_edited_by_hand_is_rolled_out_again(repo: ConfigRepo) 
         "r1 recorded healthy, but local runs image x:hacked (the release's: api:1): "
         "roll it out again"
     )
+    assert result.steps["api"].edit == edit  # what the rollout puts back first
+    api = result.plan.services[1]
+    assert isinstance(api, PlatformServicePlan)
+    assert api.to_json()["platform"]["edited"] == [
+        {"field": "image", "change": "changed", "desired": "api:1", "live": "x:hacked"},
+        {"field": env, "change": "added"},  # no value: it may be a secret set by hand
+    ]
     # An edit on a platform the service does not run on concludes nothing.
     other = converge(
         plan, state, {"local": {"db": "r1", "api": "r1"}}, edited={"m": edited["local"]}

@@ -197,6 +197,16 @@ def _run_steps(
                     ServiceResult(step.service, "deploy", "skipped", step.release, reason)
                 )
                 continue
+            if step.edit is not None:  # changed by hand: its objects are put back first
+                from configcenter.usecases.observe import put_back
+
+                failure = put_back(ws, env, step.service, current, step.edit, log)
+                if failure is not None:
+                    failed.add(step.service)
+                    results.append(
+                        ServiceResult(step.service, "deploy", "failed", step.release, failure)
+                    )
+                    continue
             outcome = deploy_one(
                 ws,
                 env,

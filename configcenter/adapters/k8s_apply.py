@@ -632,9 +632,12 @@ def _replacement(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[st
         _keep_foreign_metadata(
             template.setdefault("metadata", {}), live_template.get("metadata") or {}
         )
+    live_spec = live.get("spec") or {}
+    if body.get("kind") in ("Deployment", "StatefulSet") and "replicas" in live_spec:
+        # `replicas: auto` renders none: an autoscaler's count stays (a PUT without one is 1).
+        body.setdefault("spec", {}).setdefault("replicas", live_spec["replicas"])
     if body.get("kind") == "Service":
         spec = body.setdefault("spec", {})
-        live_spec = live.get("spec") or {}
         for key in _ALLOCATED_SERVICE_FIELDS:
             if key not in spec and key in live_spec:
                 spec[key] = live_spec[key]

@@ -296,3 +296,38 @@ def test_a_deployment_replaced_by_hand_unchanged_is_no_plan_step(
     assert "nothing to do" in again.output.lower()
     assert world.head() == head and cluster.snapshot() == before
 
+
+def test_an_autoscaled_workload_keeps_its_count_when_a_hand_edit_is_put_back(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """`replicas: auto`: the count is the autoscaler's (here `kubectl scale`, as an HPA
+    scales through the same subresource). It is no drift, and putting back an env var
+    set by hand keeps it (a replace without a count would make it 1)."""
+    world = k8s_world(tmp_path, k8s_namespace, services=("worker",))
+    rel = "environments/dev/worker.yaml"
+    world.config.write(rel, world.config.read(rel).replace("replicas: 1", "replicas: auto"))
+    world.config.commit("dev: worker's replicas are the autoscaler's")
+    world.ok("apply", "dev")
+    kubectl(k8s_namespace, "scale", "deployment/worker", "--replicas=3")
+    poll(
+        lambda: (
+            cluster.healthy("worker") and cluster.deployment("worker").status.ready_replicas == 3
+        ),
+        60,
+        "3 ready",
+    )
+    report = json.loads(world.ok("reconcile", "dev", "--json").stdout)
+    assert [d for s in report["services"] for d in s["drifts"]] == []
+    assert plan_of(world)["worker"]["action"] == "noop"
+    kubectl(k8s_namespace, "set", "env", "deployment/worker", "HAND=1")
+
+    plan = plan_of(world)["worker"]
+    assert [f["field"] for f in plan["platform"]["edited"]] == [
+        f"{TEMPLATE.format('worker')}.containers[app].env[HAND].name",
+        f"{TEMPLATE.format('worker')}.containers[app].env[HAND].value",
+    ]
+    expect(world.cc("apply", "dev"), 0)
+
+    live = cluster.deployment("worker")
+    assert not live.spec.template.spec.containers[0].env
+    assert live.spec.replicas == 3

@@ -169,18 +169,22 @@ class ReleaseApplier:
             live = self._env_secret_data().get(deployable.service, {})
         except PlatformError as exc:
             return str(exc)
-        seen = False
         for generation in generations:
             candidate = replace(deployable, secrets_generation=generation)
             wanted = secret_objects(candidate, values)
             if any(o.name not in live for o in wanted):
                 continue
-            seen = True
             if all(live[o.name] == o.body["data"] for o in wanted):
                 return generation
-        if not seen:
-            return "its Secrets are not on the platform yet"
-        return _rotated_refs(replace(deployable, secrets_generation=generations[0]), live, values)
+        first = replace(deployable, secrets_generation=generations[0])
+        missing = [o.name for o in secret_objects(first, values) if o.name not in live]
+        if missing:
+            # Another generation that is there says nothing about this one's values.
+            return (
+                f"generation {generations[0]}'s Secret {', '.join(missing)} is not on the "
+                "platform yet"
+            )
+        return _rotated_refs(first, live, values)
 
     def secrets_unavailable(self) -> str | None:
         """Why no secret value of the target's environment can be compared now (its Secrets
@@ -599,17 +603,10 @@ def _rotated_refs(
 ) -> SecretsRotated:
     """Which references resolve to a value other than `deployable`'s generation holds,
     compared entry by entry (an ENV key of the env Secret, a whole file of the secret-files
-    Secret). Values are compared in memory only; nothing derived from them is returned."""
+    Secret), every one of which is live. Values are compared in memory only; nothing
+    derived from them is returned."""
     wanted = secret_objects(deployable, values)
-    missing = [o.name for o in wanted if o.name not in live]
     refs = sorted(release_refs(deployable))
-    if missing:
-        return SecretsRotated(
-            (),
-            tuple(refs),
-            f"generation {deployable.secrets_generation}'s Secret "
-            f"{', '.join(missing)} is not on the platform to compare with",
-        )
     # The same objects with every placeholder left as it is: what each entry refers to.
     placeholders = {ref: f"${{secret:{ref}}}" for ref in refs}
     texts = {o.name: o.body["data"] for o in secret_objects(deployable, placeholders)}

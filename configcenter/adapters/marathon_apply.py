@@ -149,8 +149,7 @@ class MarathonApplier:
             return f"platforms.{self.target.name} has no secrets_url"
         try:
             values = {k: self._resolved(deployable.service, k, t) for k, t in wanted.items()}
-            seen = False
-            first: dict[str, str] | None = None
+            first: dict[str, str] = {}
             for generation in generations:
                 candidate = replace(deployable, secrets_generation=generation)
                 stored: dict[str, str] = {}
@@ -162,34 +161,18 @@ class MarathonApplier:
                         stored[key] = str((response.json() or {}).get("value", ""))
                 if generation == generations[0]:
                     first = stored
-                if set(stored) != set(wanted):
-                    continue
-                seen = True
                 if stored == values:
                     return generation
         except (MarathonError, SecretError, ValueError) as exc:
             return str(exc)
-        if not seen:
-            return "its secrets are not in the secret store yet"
+        absent = sorted(k for k in wanted if k not in first)
+        if absent:
+            # Another generation that is there says nothing about this one's values.
+            return f"generation {generations[0]} has no {', '.join(absent)} in the secret store yet"
         # Compared in memory, key by key; nothing derived from a value leaves this method.
-        stored = first or {}
-        found = separate_rotated(
-            {k: (find_refs(t), stored[k] == values[k]) for k, t in wanted.items() if k in stored},
+        return separate_rotated(
+            {k: (find_refs(t), first[k] == values[k]) for k, t in wanted.items()},
             what="secret",
-        )
-        absent = sorted(k for k in wanted if k not in stored)
-        if not absent:
-            return found
-        proven = {r for k in stored if stored[k] == values[k] for r in find_refs(wanted[k])}
-        unsure = {r for k in absent for r in find_refs(wanted[k])} - proven - set(found.refs)
-        why = (
-            f"generation {generations[0]} has no {', '.join(absent)} in the secret store "
-            "to compare with"
-        )
-        return SecretsRotated(
-            found.refs,
-            tuple(sorted(unsure | set(found.together))),
-            "; ".join(w for w in (found.why, why) if w),
         )
 
     def collect_generations(self, deployable: Deployable) -> list[str]:

@@ -343,6 +343,42 @@ def test_a_changed_file_holding_a_secret_never_reuses_an_old_generation(
     assert deployed.startswith(b"level: debug\n"), "the deploy repo and the pods agree"
 
 
+def test_a_committed_release_is_rolled_out_as_committed_even_after_a_failed_one(
+    tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
+) -> None:
+    """An apply killed between its commit and its rollout (here `--no-rollout`) leaves a
+    release whose secrets generation is not on the platform yet. The Secrets of an older
+    failed release still are; they say nothing about the committed one's values, so the
+    next plan rolls out the committed release ("committed, not yet on the platform"), not
+    a new one for secrets that "may have rotated": no second release, one rollout."""
+    world = applied_with_a_secret_file(tmp_path, k8s_namespace)
+    set_service(world, "api", image="registry.test/never-ready/api:2", LOG_LEVEL="warning")
+    expect(world.cc("apply", "dev"), 3)
+    assert live.in_use("api-secret-files") == "api-secret-files-1", "rolled back"
+
+    set_service(world, "api", LOG_LEVEL="debug")
+    expect(world.cc("apply", "dev", "--no-rollout"), 0)
+    committed = world.state("dev")["services"]["api"]
+    assert committed["secrets_generation"] == 3, committed
+
+    api = plan(world)["api"]
+    assert (api["action"], api["reasons"]) == ("update", ["platform"]), api
+    assert set(api.get("secrets", {})) <= {"unknown"}, api["secrets"]
+    text = expect(world.cc("plan", "dev"), 0).stdout
+    assert "committed, not yet on the platform" in text, text
+    assert "may have rotated" not in text and "(rotated)" not in text, text
+
+    expect(world.cc("apply", "dev"), 0)
+    state = world.state("dev")["services"]["api"]
+    assert state["release"]["id"] == committed["release"]["id"], "no second release"
+    assert state["release"]["outcome"] == "healthy"
+    assert live.in_use("api-secret-files") == "api-secret-files-3"
+    assert live.secret_data("api-secret-files")["conf_app.yaml"] == (
+        f'level: debug\npassword: "{SENTINEL}"\n'
+    )
+    assert plan(world)["api"]["action"] == "noop"
+
+
 def test_secrets_the_platform_cannot_tell_apart_are_said_so_not_guessed(
     tmp_path: Path, k8s_namespace: K8sNamespace, live: Namespace
 ) -> None:

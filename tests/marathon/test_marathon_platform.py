@@ -366,7 +366,9 @@ def test_secrets_go_through_marathon_secrets_never_in_plain_text(
     platform.apply(r1)
     assert marathon_server.secret_values[("default", "shop/dev/api/1/DB_PASSWORD")] == password
     r2 = replace(release("r2", secrets=dict(r1.secrets)), secrets_generation=2)
-    assert platform.secrets_match(r2, [2]) == "its secrets are not in the secret store yet"
+    assert platform.secrets_match(r2, [2]) == (
+        "generation 2 has no API_KEY, DB_PASSWORD in the secret store yet"
+    )
     platform.apply(r2)
     assert platform.wait(r2, timeout=10).state == "healthy"
     assert marathon_server.app_json("/shop/dev/api")["secrets"]["DB_PASSWORD"] == {

@@ -205,10 +205,8 @@ class FakePlatform:
                 return generation
         first = held[generations[0]]
         if first is None:
-            if all(h is None for h in held.values()):
-                return "its secrets are not on the platform yet"
-            refs = tuple(sorted(set(deployable.secrets.values())))
-            return SecretsRotated((), refs, f"generation {generations[0]} is not on the platform")
+            # Another generation that is there says nothing about this one's values.
+            return f"generation {generations[0]}'s secrets are not on the platform yet"
         return separate_rotated(
             {k: ([ref], first.get(k) == now[k]) for k, ref in deployable.secrets.items()}
         )

@@ -151,6 +151,30 @@ def test_only_the_secret_whose_value_changed_is_reported_rotated(
     assert bed.platform.secrets_unavailable() is None, "a platform that answers can compare"
 
 
+def test_a_generation_the_platform_does_not_hold_cannot_be_compared_whatever_others_hold(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release committed but not rolled out yet (an apply killed between its commit and
+    its rollout) has a generation the platform does not hold. An older generation that is
+    there (the plan also asks the failed release's) says nothing about it: the answer is
+    "cannot tell", exactly as when it is asked alone, never "may have rotated", which
+    would make the plan move to yet another generation and restart the pods for nothing."""
+    monkeypatch.setenv("CC_CONTRACT_DB", "db-value-one")
+    first = bed.release("r1", secrets={"DB_PASSWORD": "env:CC_CONTRACT_DB"})
+    bed.platform.apply(first)
+    assert bed.platform.wait(first, timeout=bed.healthy_timeout).state == "healthy"
+    monkeypatch.setenv("CC_CONTRACT_DB", "db-value-two")
+    committed = replace(first, release_id="r2", secrets_generation=2)
+
+    alone = bed.platform.secrets_match(committed, [2])
+    with_older = bed.platform.secrets_match(committed, [2, 1])
+
+    assert isinstance(alone, str), alone
+    assert isinstance(with_older, str), with_older
+    monkeypatch.setenv("CC_CONTRACT_DB", "db-value-one")
+    assert bed.platform.secrets_match(committed, [2, 1]) == 1, "the older one holds them"
+
+
 def test_diff_of_what_just_rolled_out_is_empty(bed: Bed) -> None:
     release = bed.release("r1", replicas=2)
     bed.platform.apply(release)

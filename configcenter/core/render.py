@@ -12,6 +12,7 @@ first compiled or rendered: a command that renders nothing never loads it.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import re
@@ -247,7 +248,8 @@ class Renderer:
                         _template_frame(exc, service.template.label, name),
                         f"undefined variable while rendering {service.name} for {service.env}: "
                         f"{exc.message}",
-                        f"add it under values: (and to env: in {service.template.label}"
+                        _misspelt_value(service, exc.message)
+                        + f"add it under values: (and to env: in {service.template.label}"
                         "/template.yaml), or use {{ NAME | default('...') }}",
                     )
                 ) from None
@@ -338,6 +340,20 @@ def rendered_key(config: Config, service: ServiceConfig, image: str) -> str:
         service.values.tree,
     )
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _misspelt_value(service: ServiceConfig, message: str | None) -> str:
+    """The start of an undefined variable's hint: a value whose name is close to it (the
+    usual cause is a typo in a values file), with where it is set; else nothing."""
+    match = re.fullmatch(r"'([^']+)' is undefined", message or "")
+    if match is None:
+        return ""
+    close = difflib.get_close_matches(match.group(1), [str(k) for k in service.values.tree], n=1)
+    if not close:
+        return ""
+    paths = sorted(path for path in service.values.entries if path[0] == close[0])
+    where = str(service.values.entries[paths[0]].source) if paths else ""
+    return f"did you mean the value '{close[0]}'" + (f" ({where})" if where else "") + "? or "
 
 
 def template_context(config: Config, service: ServiceConfig, image: str) -> dict[str, Any]:

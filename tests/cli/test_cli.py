@@ -95,6 +95,27 @@ def test_render_error_exits_1_with_template_path_and_line(repo: ConfigRepo) -> N
         )
 
 
+def test_an_undefined_variable_next_to_a_misspelt_value_names_the_value_and_its_line(
+    repo: ConfigRepo,
+) -> None:
+    """The usual cause of an undefined variable is a typo in a values file: the error says
+    which value is close to the name, and where it is set, so the fix is one look away."""
+    repo.write(API_DEV, "template: HEAD\nimage: {ref: x}\nvalues:\n  WORKRES: 4\n")
+    repo.write("templates/api/app.env.j2", "A=1\nWORKERS={{ WORKERS }}\n")
+    for command in (["validate"], ["plan", "dev"], ["render", "dev"]):
+        result = run(repo, *command)
+        assert result.exit_code == 1, command
+        lines = result.stderr.splitlines()
+        assert lines[0] == (
+            "templates/api/app.env.j2:2: error: undefined variable while rendering api for dev: "
+            "'WORKERS' is undefined"
+        ), command
+        assert lines[1].startswith(
+            "    hint: did you mean the value 'WORKRES' (environments/dev/api.yaml:4)?"
+        ), lines[1]
+        assert "Traceback" not in result.output
+
+
 def test_warning_passes_unless_strict(repo: ConfigRepo) -> None:
     repo.write(API_DEV, "template: 1.0.0\nimage: {ref: x}\nvalues:\n  EXTRA: 1\n")
     result = run(repo, "validate")

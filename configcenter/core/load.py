@@ -116,6 +116,7 @@ class _Loader:
         # memo parses only what changed: opening the whole cache would cost more.
         self.parse_cache: ParseCache | None = None if memo is not None else source.parse_cache
         self._digests: dict[str, str] = {}  # rel -> digest of the bytes read
+        self._unread: set[str] = set()  # files there but not read: their problem is named
         self._clean: set[tuple[str, str]] = set()  # tagged templates loaded without a problem
         self._lendable: list[tuple[str, str, str, ServiceConfig]] = []
         self.problems = problems
@@ -135,7 +136,10 @@ class _Loader:
 
     def _read_doc(self, rel: str, spec: schema.Spec) -> YamlDoc | None:
         raw = self._read_raw(rel)
-        return None if raw is None else self._doc(raw, rel, spec)
+        doc = None if raw is None else self._doc(raw, rel, spec)
+        if doc is None and self._digests.get(rel) != "-":
+            self._unread.add(rel)
+        return doc
 
     def _read_raw(self, rel: str) -> bytes | None:
         try:
@@ -570,8 +574,11 @@ class _Loader:
                     f"value '{key}' clashes with the template variable '{key}'",
                     "rename the value; templates already see a variable of that name",
                 )
+        layers = ("environments/_defaults.yaml", f"environments/{service.env}/_env.yaml")
+        # A layer that could not be read may hold the key: its own problem is the one to fix.
+        unread = any(rel in self._unread for rel in layers)
         for key in service.template.env_keys:
-            if key not in service.values.tree:
+            if key not in service.values.tree and not unread:
                 self.problems.error(
                     service.source("template"),
                     f"{service.name} in {service.env}: ENV key '{key}' (required by "

@@ -83,6 +83,22 @@ def test_bad_input_exits_1_with_path_and_line(repo: ConfigRepo) -> None:
     ]
 
 
+def test_a_layer_that_does_not_parse_is_the_one_problem_not_the_values_it_holds(
+    repo: ConfigRepo,
+) -> None:
+    """DB_PASSWORD is set in dev's _env.yaml; when that file has a syntax error, the error
+    is the syntax error alone, not also "DB_PASSWORD has no value in any layer" with a hint
+    to add it to the very file that has it."""
+    text = repo.read("environments/dev/_env.yaml")
+    repo.write("environments/dev/_env.yaml", text + "  FEATURES: [search\n")
+    for command in (["validate"], ["plan", "dev"]):
+        result = run(repo, *command)
+        assert result.exit_code == 1, command
+        assert result.stderr.startswith("environments/dev/_env.yaml:6: error: YAML syntax error")
+        assert "has no value in any layer" not in result.stderr, result.stderr
+        assert result.stderr.endswith("1 problem(s); nothing was changed.\n"), result.stderr
+
+
 def test_render_error_exits_1_with_template_path_and_line(repo: ConfigRepo) -> None:
     repo.write(API_DEV, "template: HEAD\nimage: {ref: x}\n")
     repo.write("templates/api/app.env.j2", "A=1\nB={{ NOPE }}\n")

@@ -240,6 +240,59 @@ class BuildSteps:
         return push
 
 
+#: Instructions whose cached step buildah matches by the build args' values too: RUN (its
+#: history names them) and FROM (the base image it resolves to). Any other instruction
+#: that reads an arg is matched by its text alone.
+_ARG_AWARE = frozenset({"RUN", "FROM", "ARG"})
+_INSTRUCTION_RE = re.compile(r"^\s*([A-Za-z]+)\b(.*)$", re.S)
+
+
+def args_read_outside_run(request: BuildRequest) -> list[tuple[int, str, str]]:
+    """Steps other than RUN and FROM that read a build arg, as (line, instruction, arg).
+
+    buildah's layer cache reuses such a step whatever the arg's value (a `LABEL
+    flavor=${FLAVOR}` built with FLAVOR=demo gets the cached FLAVOR=dev layer), so a
+    build that has one cannot use the cache. ARGs whose default reads a build arg count
+    as build args too.
+    """
+    tainted = set(request.build_args)
+    found: list[tuple[int, str, str]] = []
+    for line, text in _instructions(request.dockerfile):
+        match = _INSTRUCTION_RE.match(text)
+        if match is None:
+            continue
+        instruction, rest = match.group(1).upper(), match.group(2)
+        reads = [n for n in sorted(tainted) if re.search(rf"\$\{{?{re.escape(n)}\b", rest)]
+        if instruction == "ARG":
+            name = rest.strip().split("=", 1)[0].strip()
+            if reads and name:
+                tainted.add(name)
+        elif reads and instruction not in _ARG_AWARE:
+            found.append((line, instruction, reads[0]))
+    return found
+
+
+def _instructions(dockerfile: str) -> Iterator[tuple[int, str]]:
+    """Each instruction with its first line number, continuation lines joined; comments and
+    blank lines skipped."""
+    start = 0
+    parts: list[str] = []
+    for number, raw in enumerate(dockerfile.splitlines(), start=1):
+        stripped = raw.strip()
+        if not parts and (not stripped or stripped.startswith("#")):
+            continue
+        if not parts:
+            start = number
+        if stripped.endswith("\\"):
+            parts.append(stripped[:-1])
+            continue
+        parts.append(stripped)
+        yield start, " ".join(parts)
+        parts = []
+    if parts:
+        yield start, " ".join(parts)
+
+
 @dataclass
 class BuildahBuilder:
     """Builds with buildah; defaults suit a root CI machine without overlayfs."""
@@ -275,7 +328,7 @@ class BuildahBuilder:
             cmd += ["--isolation", self.isolation]
         if self.timestamp is not None:
             cmd += ["--timestamp", str(self.timestamp)]
-        if self.layers and request.cache:
+        if self.layers and request.cache and not args_read_outside_run(request):
             cmd.append("--layers")
             if request.cache_repo:
                 cmd += ["--cache-from", request.cache_repo, "--cache-to", request.cache_repo]
@@ -313,6 +366,14 @@ class BuildahBuilder:
 
     def build_and_push(self, request: BuildRequest, log: LogSink) -> BuildResult:
         repository = check_build_inputs(request, self.executable, "apt-get install buildah")
+        uncached = args_read_outside_run(request) if self.layers and request.cache else []
+        if uncached:
+            line, instruction, arg = uncached[0]
+            log(
+                f"layer cache off for this build: {instruction} on line {line} of the "
+                f"Dockerfile reads build arg {arg}, and buildah would reuse a cached {instruction} "
+                "step whatever the arg's value (containers/buildah#5501)"
+            )
         with build_workspace("cc-buildah-", request) as (work, dockerfile):
             authfile = write_auth_file(work, self.credentials) if self.credentials else None
             steps = BuildSteps("buildah", request, log, self.tail_lines, self.timeout)

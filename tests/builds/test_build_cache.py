@@ -129,6 +129,59 @@ def test_a_fresh_builder_reuses_the_dependency_layer_from_the_cache_repository(
     assert set(cache_tags(registry, cache_repo)) > set(pushed)
 
 
+# A build arg read by a step other than RUN: buildah compares such a cached step by its
+# text, not the argument's value (containers/buildah#5501), so its cache would hand the
+# second flavour the first one's label.
+ARG_DOCKERFILE = """\
+FROM {base}
+ARG FLAVOR
+ARG TITLE="shop ${{FLAVOR}}"
+COPY app.txt /srv/app.txt
+LABEL flavor=${{FLAVOR}} title="${{TITLE}}"
+"""
+
+
+def image_config(registry: RegistryServer, reference: str) -> dict[str, object]:
+    name, digest = reference.removeprefix(registry.host + "/").split("@")
+    manifest = requests.get(
+        f"{registry.url}/v2/{name}/manifests/{digest}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=10,
+    ).json()
+    config = requests.get(f"{registry.url}/v2/{name}/blobs/{manifest['config']['digest']}")
+    return dict(config.json()["config"])
+
+
+def test_a_build_arg_read_outside_run_steps_gives_each_value_its_own_image(
+    registry: RegistryServer, busybox_base: str, source_repo: SourceRepo, tmp_path: Path
+) -> None:
+    """The cache changes how fast an image builds, never what it is: the same Dockerfile
+    built with FLAVOR=dev and then FLAVOR=demo on one machine carries each its own label."""
+    source_repo.commit({"app.txt": "same source\n"})
+    machine = fresh_builder(registry, tmp_path / "ci")
+    built = {}
+    try:
+        for flavor in ("dev", "demo"):
+            build = spec(
+                registry,
+                source_repo,
+                busybox_base,
+                "shop/build-cache/layers",
+                dockerfile=ARG_DOCKERFILE.format(base=busybox_base),
+                build_args={"FLAVOR": flavor},
+            )
+            log = Log()
+            built[flavor] = build_image(build, machine, registry.client(), tmp_path / "s", log)
+    finally:
+        cleanup(machine)
+
+    assert built["dev"].reference != built["demo"].reference
+    for flavor, outcome in built.items():
+        labels = image_config(registry, outcome.reference)["Labels"]
+        assert isinstance(labels, dict)
+        assert (labels["flavor"], labels["title"]) == (flavor, f"shop {flavor}"), labels
+
+
 def test_cache_false_reuses_nothing_and_pushes_no_cache(
     registry: RegistryServer, busybox_base: str, source_repo: SourceRepo, tmp_path: Path
 ) -> None:
@@ -177,6 +230,28 @@ def test_buildah_cache_flags(tmp_path: Path) -> None:
     assert "--layers" in local and "--cache-to" not in local
     off = builder.build_command(request(tmp_path, cache=False), tmp_path / "D", None)
     assert "--layers=false" in off and "--no-cache" in off and "--cache-to" not in off
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "cached"),
+    [
+        ("FROM ${BASE}\nARG V\nRUN echo $V > /v\nCOPY . /src\n", True),
+        ("FROM scratch\nARG V\nLABEL v=${V}\n", False),
+        ("FROM scratch\nARG V\nENV \\\n  X=$V\n", False),
+        ('FROM scratch\nARG V\nARG W=x-${V}\nCMD ["$W"]\n', False),
+        ("FROM scratch\nARG V\n# LABEL v=${V}\nLABEL v=1\n", True),
+    ],
+)
+def test_buildah_turns_its_cache_off_for_a_build_arg_read_outside_run_steps(
+    tmp_path: Path, dockerfile: str, cached: bool
+) -> None:
+    builder = BuildahBuilder()
+    args = {"V": "1", "BASE": "busybox"}
+    command = builder.build_command(
+        request(tmp_path, dockerfile=dockerfile, build_args=args), tmp_path / "D", None
+    )
+    assert ("--layers" in command) is cached, command
+    assert ("--no-cache" in command) is not cached, command
 
 
 def test_kaniko_and_docker_cache_flags(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ and a render never do, and the documents are half of what a load holds.
 
 from __future__ import annotations
 
+import copyreg
 import gc
 import hashlib
 import io
@@ -542,26 +543,31 @@ def _kept_layers(spec: list[_LayerSpec]) -> list[Layer]:
 
 class _SplitPickler(pickle.Pickler):
     """Pickles a config with each document's data and lines apart, in `chunks`, named by
-    its index there; the C pickler asks this only of objects of our own classes."""
+    its index there. Only documents and layers are reduced here, by their exact types
+    (`dispatch_table`): the C pickler calls no Python for any other object."""
 
     def __init__(self, file: io.BytesIO, chunks: list[bytes | memoryview]) -> None:
         super().__init__(file, protocol=5)
         self._chunks = chunks
         self._index: dict[int, int] = {}
+        table: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
+        table[YamlDoc] = table[_KeptDoc] = self._reduce_doc
+        table[_LayersSlot] = _reduce_layers
+        self.dispatch_table = table
 
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, YamlDoc):
-            index = self._index.get(id(obj))
-            if index is None:
-                index = self._index[id(obj)] = len(self._chunks)
-                if isinstance(obj, _KeptDoc):
-                    self._chunks.append(obj.chunk())
-                else:
-                    self._chunks.append(pickle.dumps((obj.data, obj.lines), protocol=5))
-            return _kept_doc, (index, obj.file)
-        if isinstance(obj, _LayersSlot):
-            return _kept_layers, (obj.spec,)
-        return NotImplemented
+    def _reduce_doc(self, doc: YamlDoc) -> tuple[Any, ...]:
+        index = self._index.get(id(doc))
+        if index is None:
+            index = self._index[id(doc)] = len(self._chunks)
+            if isinstance(doc, _KeptDoc):
+                self._chunks.append(doc.chunk())
+            else:
+                self._chunks.append(pickle.dumps((doc.data, doc.lines), protocol=5))
+        return _kept_doc, (index, doc.file)
+
+
+def _reduce_layers(slot: _LayersSlot) -> tuple[Any, ...]:
+    return _kept_layers, (slot.spec,)
 
 
 class _SplitUnpickler(pickle.Unpickler):

@@ -30,9 +30,10 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
-import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -70,6 +71,10 @@ LOCK_FILE = "configcenter.lock"
 INITIALISED = "configcenter.initialised"
 #: The history index's files, inside the cache (`adapters/history_index.py`).
 HISTORY_INDEX_DIR = "configcenter-history"
+#: Listings (path -> blob id) of commits' trees, kept in the cache: a commit's tree never
+#: changes, so an entry can never be stale; the newest `_LISTINGS_KEPT` stay.
+LISTINGS_FILE = "configcenter-listings.pickle"
+_LISTINGS_KEPT = 8
 #: Commits the history index asks git for at once: first few (a new commit or two on a
 #: known head), then four times more each time the walk needs more, up to the most.
 _FIRST_FILL = 64
@@ -231,6 +236,14 @@ def _check_path(path: object, what: str = "path") -> str:
     if "/.git/" in wrapped.lower():
         raise InvalidDeployPath(f"deploy repo {what} {path!r} has a '.git' part, which git refuses")
     return path
+
+
+def _hostname() -> str:
+    """This machine's name, as lock records carry it (socket is imported only for locks:
+    ~5 ms of every command's start-up otherwise)."""
+    import socket
+
+    return socket.gethostname()
 
 
 def _check_prefix(prefix: str | None) -> str:
@@ -417,6 +430,7 @@ class GitDeployRepo:
         self._staged_ref = f"refs/configcenter/staged/{branch}"
         self._cache_ready = False
         self._lock_token: str | None = None
+        self._kept_listings: dict[tuple[str, tuple[str, ...]], dict[str, bytes]] | None = None
         # Literal pathspecs: a prefix like "dev/*" or ":x" names a path, not a pattern.
         self._env = git_env(LC_ALL="C", GIT_TERMINAL_PROMPT="0", GIT_LITERAL_PATHSPECS="1")
         # The URL git sees has no credentials; a token in the URL goes through the helper.
@@ -682,7 +696,47 @@ class GitDeployRepo:
         return result
 
     def _blob_ids(self, start: str, tops: list[str]) -> dict[str, bytes]:
-        """Path -> blob id for every file under the top-level entries ``tops`` at ``start``."""
+        """Path -> blob id for every file under the top-level entries ``tops`` at ``start``
+        (a full commit id's listing is kept: a plan at 5,000 services starts no ls-tree)."""
+        key = (start, tuple(tops))
+        kept = self._listings().get(key) if _FULL_SHA.fullmatch(start) else None
+        if kept is not None:
+            return dict(kept)
+        blobs = self._list_blobs(start, tops)
+        if _FULL_SHA.fullmatch(start):
+            self._keep_listing(key, blobs)
+        return blobs
+
+    def _listings(self) -> dict[tuple[str, tuple[str, ...]], dict[str, bytes]]:
+        if self._kept_listings is None:
+            self._kept_listings = {}
+            with contextlib.suppress(Exception):  # garbled or foreign: no entry
+                with open(self.cache_dir / LISTINGS_FILE, "rb") as handle:
+                    data = pickle.load(handle)
+                if isinstance(data, dict) and data.get("version") == 1:
+                    entries = data.get("entries")
+                    if isinstance(entries, dict):
+                        self._kept_listings = entries
+        return self._kept_listings
+
+    def _keep_listing(self, key: tuple[str, tuple[str, ...]], blobs: dict[str, bytes]) -> None:
+        listings = self._listings()
+        listings.pop(key, None)
+        listings[key] = dict(blobs)
+        for old in list(listings)[:-_LISTINGS_KEPT]:
+            del listings[old]
+        with contextlib.suppress(OSError):  # a cache: never fails a command
+            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".listings-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    pickle.dump({"version": 1, "entries": listings}, handle, protocol=5)
+                os.replace(tmp, self.cache_dir / LISTINGS_FILE)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+    def _list_blobs(self, start: str, tops: list[str]) -> dict[str, bytes]:
         proc = self._git("ls-tree", "-r", "-z", start, "--", *tops, check=False)
         if proc.returncode != 0:
             raise DeployRepoError(
@@ -1068,7 +1122,7 @@ class GitDeployRepo:
             return (
                 f"its owner has been silent {silent:.0f}s, past the {self.lock_expiry:.0f}s expiry"
             )
-        if record["host"] == socket.gethostname() and not _pid_alive(
+        if record["host"] == _hostname() and not _pid_alive(
             int(record["pid"]), record.get("pid_start")
         ):
             return f"its owner pid {record['pid']} is no longer running"
@@ -1102,7 +1156,7 @@ class GitDeployRepo:
                     self._write_lock(
                         {
                             "pid": pid,
-                            "host": socket.gethostname(),
+                            "host": _hostname(),
                             "pid_start": stat[1] if stat else None,
                             "since": now,
                             "time": now,

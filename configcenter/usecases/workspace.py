@@ -305,7 +305,14 @@ class Workspace:
         from configcenter.usecases.state_store import read_env_state
 
         repo = self.deploy_repo
-        sha = repo.sync() if rev is None else rev
+        if rev is not None:
+            sha: str | None = rev
+        elif self.read_only and self._read_head:
+            sha = self._read_head[0]  # a command that only reads reads one deploy repo commit
+        else:
+            sha = repo.sync()
+            if self.read_only:
+                self._read_head[:] = [sha]
         if sha is None:
             return EnvState(env)
         # A commit's records never change, so the last state read of each env is kept
@@ -320,6 +327,11 @@ class Workspace:
     @cached_property
     def _states(self) -> dict[str, tuple[str, EnvState]]:
         return {}
+
+    @cached_property
+    def _read_head(self) -> list[str | None]:
+        """The deploy repo commit a read-only command synced to first (empty: none yet)."""
+        return []
 
     @cached_property
     def _record_cache(self) -> RecordCache:

@@ -187,8 +187,31 @@ def test_a_state_whose_records_are_all_kept_is_read_without_cat_file(
     again = Workspace(repo.root, remote.url).read_state("dev")
     assert again.services == state.services and again.config_commit == "c0ffee"
     assert trace.exists() and "cat-file" not in trace.read_text()
+    assert "ls-tree" not in trace.read_text()  # the commit's listing is kept too
     # The environment's record changed behind the cache: read again, by its new blob id.
     remote.publish(replace(state, config_commit="beef"))
     trace.unlink()
     assert Workspace(repo.root, remote.url).read_state("dev").config_commit == "beef"
-    assert "cat-file" in trace.read_text()
+    assert "cat-file" in trace.read_text() and "ls-tree" in trace.read_text()
+
+
+def test_a_command_that_only_reads_reads_one_deploy_repo_commit(
+    repo: ConfigRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only workspace (plan) asks the remote once; one that writes asks every time."""
+    remote = DeployRemote(tmp_path)
+    plan = make_plan(repo.load(), "dev", EnvState("dev"), Renderer(), lambda path: None)
+    remote.publish(state_after(plan), deploy_files(plan))
+    trace = tmp_path / "git-trace.log"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
+    reading = Workspace(repo.root, remote.url)
+    reading.read_only = True
+    for _ in range(3):
+        reading.peek_state("dev")
+        reading.read_state("dev")
+    assert trace.read_text().count("ls-remote") == 1
+    trace.unlink()
+    writing = Workspace(repo.root, remote.url)
+    writing.read_state("dev")
+    writing.read_state("dev")
+    assert trace.read_text().count("ls-remote") == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from configcenter.adapters.git_deploy_repo import GitDeployRepo, default_cache_dir
+from configcenter.adapters.git_deploy_repo import LISTINGS_FILE, GitDeployRepo, default_cache_dir
 from configcenter.ports.deploy_repo import (
     DeployRepo,
     DeployRepoError,
@@ -164,6 +164,30 @@ def test_reads_and_listings_at_head_and_at_older_revisions(deploy_repo: GitDeplo
     before = deploy_repo.blob_ids(["dev/api"], rev=old)
     assert list(before) == ["dev/api/a"] and before["dev/api/a"] != ids["dev/api/a"]
     assert deploy_repo.read_blobs([before["dev/api/a"]]) == {before["dev/api/a"]: b"1"}
+
+
+def test_kept_listings_answer_for_their_commit_alone_and_survive_a_garbled_file(
+    deploy_repo_factory: Factory,
+) -> None:
+    """`blob_ids` keeps each commit's listing (a commit's tree never changes): a new
+    commit, other prefixes, another process and a garbled file all answer as git does."""
+    mine = deploy_repo_factory("mine")
+    old = _apply(mine, {"dev/.state/api.json": b"1", "dev/.state/db.json": b"d"}, "one")
+    first = mine.blob_ids(["dev/.state"], rev=old)
+    assert (mine.cache_dir / LISTINGS_FILE).exists()
+    new = _apply(mine, {"dev/.state/api.json": b"2", "dev/.state/db.json": None}, "two")
+    second = mine.blob_ids(["dev/.state"], rev=new)
+    assert list(second) == ["dev/.state/api.json"]
+    assert second["dev/.state/api.json"] != first["dev/.state/api.json"]
+    assert mine.read_blobs(list(second.values())) == {second["dev/.state/api.json"]: b"2"}
+    assert mine.blob_ids(["dev/.state"], rev=old) == first  # the old commit's, kept
+    assert mine.blob_ids(["dev/.state/db.json"], rev=old) == {
+        "dev/.state/db.json": first["dev/.state/db.json"]
+    }
+    again = deploy_repo_factory("mine")  # the next command reads the kept listing
+    assert again.blob_ids(["dev/.state"], rev=new) == second
+    (mine.cache_dir / LISTINGS_FILE).write_bytes(b"garbled")
+    assert deploy_repo_factory("mine").blob_ids(["dev/.state"], rev=old) == first
 
 
 def test_unknown_revision_is_a_clear_error(deploy_repo: GitDeployRepo) -> None:

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -430,7 +431,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
             *actions.routes(engine, settings),
             *stream.routes(engine),
         ],
-        exception_handlers={Exception: _server_error(engine)},
+        exception_handlers={HTTPException: _http_error, Exception: _server_error(engine)},
     )
     app.add_middleware(_Auth, settings=settings)
     return app
@@ -486,6 +487,27 @@ def _error(status_code: int, message: str, fix: str) -> JSONResponse:
     if len(message) > 200:  # a reason, not an echo of the request
         message = message[:197] + "..."
     return JSONResponse({"error": message, "fix": fix}, status_code=status_code)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, a method the route does not take) in the
+    API's Error shape, not as plain text."""
+    code = exc.status_code if isinstance(exc, HTTPException) else 500
+    path = request.url.path
+    if code == 404:
+        return _error(404, f"no such path: {path}", "GET /openapi.json lists the API")
+    if code == 405:
+        response = _error(
+            405,
+            f"{request.method} is not allowed on {path}",
+            "GET /openapi.json lists each path's methods",
+        )
+        allow = exc.headers.get("Allow") if isinstance(exc, HTTPException) and exc.headers else None
+        if allow:
+            response.headers["Allow"] = allow
+        return response
+    detail = exc.detail if isinstance(exc, HTTPException) else ""
+    return _error(code, f"{path}: {detail}", "fix the request (GET /openapi.json lists the API)")
 
 
 def _server_error(engine: Engine) -> Callable[[Request, Exception], Awaitable[Response]]:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from tests.serve.conftest import Served, start_served
+from tests.serve.conftest import Console, Served, start_served
 from tests.support.helpers import poll
 from tests.support.serve_fixtures import ServeProcess, http
 
@@ -242,3 +242,23 @@ def test_merged_promotion_request_applies_its_target(
         assert "registry.test/shop/api:3.0" in state
     finally:
         served.gitlab.stop()
+
+
+def test_unknown_paths_and_methods_answer_the_documented_error_shape(console: Console) -> None:
+    """A typo in an API path or method gets `{error, fix}` JSON like every other refusal
+    (the Error schema of /openapi.json), not Starlette's plain-text page."""
+    auth = {"Authorization": "Bearer apisec-test"}
+    for method, path, code in (
+        ("GET", "/api/nope", 404),
+        ("GET", "/api/environments/dev/nope", 404),
+        ("POST", "/hooks/nope", 404),
+        ("GET", "/hooks/gitlab", 405),
+        ("DELETE", "/api/jobs", 405),
+    ):
+        answer = http(method, console.url + path, headers=auth)
+        assert answer.status == code, (method, path, answer.status)
+        assert answer.headers.get("content-type", "").startswith("application/json"), path
+        body = answer.json()
+        assert set(body) == {"error", "fix"} and body["fix"], (path, body)
+        assert path in body["error"]
+    assert http("GET", console.url + "/api/nope").status == 401  # auth still comes first

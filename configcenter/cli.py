@@ -8,12 +8,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from configcenter.core.errors import ConfigError, Problem, Source
 from configcenter.usecases.workspace import Workspace, is_remote_url
+
+if TYPE_CHECKING:
+    from configcenter.core.converge import LiveServices
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -675,12 +678,16 @@ def plan(
         if not as_json:
             warn_line(text)
 
-    result = converge_observed(ws, env, checked.plan, only=services or None, warn=warn).plan
+    live: dict[str, LiveServices] = {}
+    converged = converge_observed(
+        ws, env, checked.plan, only=services or None, warn=warn, seen=live
+    )
+    result = converged.plan
     warnings = list(checked.warnings) + (observing if as_json else [])
-    if result.changes:  # apply's checks of the releases it would make (its modules: ~6 ms)
+    if result.changes:  # apply's checks of what it would roll out (its modules: ~6 ms)
         from configcenter.usecases.apply.guard import secrets_warnings
 
-        warnings += secrets_warnings(ws, env, result.changes)
+        warnings += secrets_warnings(ws, env, converged, live)
     if as_json:
         emit(
             {

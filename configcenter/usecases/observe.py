@@ -145,10 +145,11 @@ def converge_observed(
     *,
     only: Collection[str] | None = None,
     warn: Callable[[str], None] | None = None,
+    seen: dict[str, LiveServices] | None = None,
 ) -> Converged:
     """`plan` with what the platforms run folded in. A platform that cannot be observed
     is reported through `warn` and left out: the plan is then the deploy repo's alone
-    for its services."""
+    for its services. `seen`, when given, is filled with what each platform runs."""
     state = ws.peek_state(env)  # only read: its service names and platforms
     live: dict[str, LiveServices] = {}
     edited: dict[str, dict[str, HandEdit]] = {}
@@ -166,6 +167,8 @@ def converge_observed(
         edited[name] = hand_edits(ws, env, state, name, platform, observed)
         live[name] = live_releases(observed)
     ours = only_ours(ws, env, state, live, warn)
+    if seen is not None:
+        seen.update(ours)
     return converge(plan, state, ours, only=only, edited=edited)
 
 

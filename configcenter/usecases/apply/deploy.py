@@ -15,6 +15,11 @@ from configcenter.core.state import EnvState, ServiceState
 from configcenter.crashpoints import crash_point
 from configcenter.ports.platform import Deployable, Platform, RolloutStatus
 from configcenter.usecases.apply.commit import utc_now
+from configcenter.usecases.apply.guard import (
+    RecordedRelease,
+    recorded_secrets,
+    refuse_unresolved_secrets,
+)
 from configcenter.usecases.apply.records import (
     Outcome,
     files_of,
@@ -213,6 +218,7 @@ def deploy_service(
             )
         current = replace(current, platform=wanted)
     assert current.release is not None
+    refuse_recorded_secrets(ws, env, RecordedRelease(service, current, current), reporter)
     if dry_run:
         platform = open_platform(ws.config, env, current.platform or "", ws.redactor)
         files = files_of(ws.deploy_repo, env, service, current)
@@ -232,6 +238,27 @@ def deploy_service(
         run.id, _run_outcome(outcome.result.outcome), {"result": outcome.result.__dict__}
     )
     return outcome.result
+
+
+def refuse_recorded_secrets(
+    ws: Workspace, env: str, release: RecordedRelease, reporter: Reporter
+) -> None:
+    """Refuse to roll out (or commit) a recorded release whose secrets cannot be resolved,
+    before anything is recorded or changed: `deploy` and `rollback` check what every apply
+    checks (see `guard.recorded_secrets`). What the platform runs is asked only when a
+    reference does not resolve (it may hold the release's generation already)."""
+    found = recorded_secrets(ws, env, [release])
+    if found.problems and release.record.platform:
+        try:
+            observed = open_platform(ws.config, env, release.record.platform, ws.redactor).observe()
+        except PLATFORM_FAILURES:
+            observed = {}
+        item = observed.get(release.service)
+        if item is not None and item.release_id:
+            found = recorded_secrets(ws, env, [replace(release, running=item.release_id)])
+    refuse_unresolved_secrets(
+        found, RunLog(ws, None, reporter), "nothing was rolled out, committed or changed"
+    )
 
 
 def _config_platform(config: Config, env: str, service: str) -> str | None:
@@ -298,6 +325,7 @@ def rollback_service(
             f"(see `configcenter history {env} --service {service}`)"
         )
     snapshot, files = release_snapshot(repo, env, service, target)
+    refuse_recorded_secrets(ws, env, RecordedRelease(service, snapshot, current), reporter)
     if dry_run:
         return ServiceResult(service, "rollback", "dry-run", target)
     run = ws.start_run("rollback", env, [service], trigger, actor or default_actor())

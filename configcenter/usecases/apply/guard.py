@@ -4,17 +4,19 @@ that cannot be resolved."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from configcenter import wiring
 from configcenter.core import kinds
+from configcenter.core.converge import Converged, LiveServices, Step
 from configcenter.core.errors import PlatformFailure, Problem, Source, UserError
 from configcenter.core.plan import (
     Plan,
     ServicePlan,
 )
-from configcenter.core.state import EnvState
+from configcenter.core.state import EnvState, ServiceState
 from configcenter.ports.config_lineage import Relation
 from configcenter.ports.platform import ClusterSecretsPlatform
 from configcenter.usecases.apply.report import ApplyOptions, ApplyRefused, ApplyUnreachable, RunLog
@@ -167,33 +169,161 @@ def check_secrets(ws: Workspace, env: str, releases: list[ServicePlan]) -> Secre
     resolves now; see `unresolved_secrets`."""
     from configcenter.core.plan import secret_refs
 
-    found = SecretsFound()
-    failures: dict[tuple[str, str], _Failure] = {}  # (platform, ref) -> (why, fix)
-    asked = _ClusterSecrets(ws, env)
+    items: list[_Refs] = []
     for sp in releases:
         service = sp.config
         assert service is not None and service.platform
-        for key, ref in sorted(secret_refs(sp.consumed_values).items()):
+        entries = service.values.entries
+
+        def source(key: str, entries: Mapping[tuple[str, ...], Any] = entries) -> Source:
+            entry = entries.get(tuple(key.split(".")))
+            return entry.source if entry is not None else Source("")
+
+        items.append((sp.service, service.platform, secret_refs(sp.consumed_values), source))
+    return _check(ws, env, items)
+
+
+@dataclass(frozen=True)
+class RecordedRelease:
+    """A release the deploy repo records, about to be rolled out again (a catch-up, `deploy`,
+    `rollback`): `record` is its state record (its values, generation and platform),
+    `current` the service's record now (the generations it knows reached the platform),
+    `running` the release id the platform runs, when observed."""
+
+    service: str
+    record: ServiceState
+    current: ServiceState | None = None
+    running: str | None = None
+
+
+def recorded_secrets(ws: Workspace, env: str, releases: list[RecordedRelease]) -> SecretsFound:
+    """The secrets that recorded releases to roll out need and that cannot be resolved.
+
+    The references are the release's own (its record's values, not the config's now). A
+    release needs their values unless its platform holds its secrets generation: one a
+    release that reached the platform was made with (recorded healthy or failed, or what
+    runs there now; the deploy repo's history says which generation that one had). Each
+    problem names the config's file:line where the config still holds that reference at
+    that key, else the deploy repo's record of the release.
+    """
+    todo = [r for r in releases if r.record.platform and not _reached_platform(r)]
+    found = _check(ws, env, [_record_refs(ws, env, r) for r in todo])
+    if found.problems:
+        # Only now is the deploy repo's history read, for the generation of what runs.
+        todo = [r for r in todo if not _runs_generation(ws, env, r)]
+        found = _check(ws, env, [_record_refs(ws, env, r) for r in todo])
+    return found
+
+
+def catch_up_releases(
+    state: EnvState, steps: list[Step], live: Mapping[str, LiveServices]
+) -> list[RecordedRelease]:
+    """The recorded releases the catch-up `steps` roll out (for their secrets' check)."""
+    found = []
+    for step in steps:
+        current = state.services.get(step.service)
+        if step.kind != "rollout" or current is None or current.release is None:
+            continue
+        if current.platform != step.platform:
+            continue
+        running = live.get(step.platform, {}).get(step.service)
+        found.append(RecordedRelease(step.service, current, current, running))
+    return found
+
+
+def _record_refs(ws: Workspace, env: str, release: RecordedRelease) -> _Refs:
+    from configcenter.core.plan import secret_refs
+    from configcenter.core.values import to_value
+
+    record = release.record
+    assert record.platform
+    refs = secret_refs(to_value(record.values))
+    config = ws.config
+    environment = config.environments.get(env)
+    service = environment.services.get(release.service) if environment is not None else None
+    now = secret_refs(service.values.tree) if service is not None else {}
+    kept = Source(f"deploy repo {env}/.state/{release.service}.json")
+
+    def source(key: str) -> Source:
+        if service is None or now.get(key) != refs.get(key):
+            return kept
+        entry = service.values.entries.get(tuple(key.split(".")))
+        return entry.source if entry is not None else kept
+
+    return release.service, record.platform, refs, source
+
+
+def _generation(record: ServiceState) -> int:
+    release = record.release
+    return (release.secrets_generation if release else 0) or record.secrets_generation
+
+
+def _reached_platform(release: RecordedRelease) -> bool:
+    """Whether the platform was handed the release's secrets generation: the release itself,
+    or a release the service's records know of with the same generation, was rolled out."""
+    record = release.record
+    if record.release is not None and record.release.outcome != "committed":
+        return True
+    generation = _generation(record)
+    current = release.current
+    if current is None or current.platform != record.platform:
+        return False
+    return any(
+        other is not None
+        and other.outcome != "committed"
+        and other.secrets_generation == generation
+        for other in (current.release, current.last_good, current.last_failed)
+    )
+
+
+def _runs_generation(ws: Workspace, env: str, release: RecordedRelease) -> bool:
+    """Whether the release the platform runs has the same generation as `release`."""
+    from configcenter.usecases.apply.records import find_release_commit, state_at
+
+    record = release.record
+    running = release.running
+    if not running or (record.release is not None and running == record.release.id):
+        return False
+    try:
+        commit = find_release_commit(ws.deploy_repo, env, release.service, running)
+    except ApplyRefused:
+        return False
+    then = state_at(ws.deploy_repo, env, commit.sha).services.get(release.service)
+    return (
+        then is not None
+        and then.release is not None
+        and then.platform == record.platform
+        and _generation(then) == _generation(record)
+    )
+
+
+#: One release's references to check: service, platform, key -> reference, key -> source.
+_Refs = tuple[str, str, Mapping[str, str], Callable[[str], Source]]
+
+
+def _check(ws: Workspace, env: str, items: list[_Refs]) -> SecretsFound:
+    found = SecretsFound()
+    failures: dict[tuple[str, str], _Failure] = {}  # (platform, ref) -> (why, fix)
+    asked = _ClusterSecrets(ws, env)
+    for name, platform, refs, source_of in items:
+        for key, ref in sorted(refs.items()):
             scheme = ref.partition(":")[0]
             if scheme not in ("env", "file", "k8s"):
                 continue
-            at = (service.platform if scheme == "k8s" else "", ref)
+            at = (platform if scheme == "k8s" else "", ref)
             if at not in failures:
                 failures[at] = (
-                    asked.problem(service.platform, ref)
-                    if scheme == "k8s"
-                    else _resolve_failure(ws, ref)
+                    asked.problem(platform, ref) if scheme == "k8s" else _resolve_failure(ws, ref)
                 )
-            entry = service.values.entries.get(tuple(key.split(".")))
-            source = entry.source if entry is not None else Source("")
             failure = failures[at]
             if failure is None:
                 continue
+            source = source_of(key)
             if isinstance(failure, _Unchecked):
                 found.unchecked.append(
                     Problem(
                         source,
-                        f"{sp.service}: value {key}: secret {ref!r} was not checked: {failure.why}",
+                        f"{name}: value {key}: secret {ref!r} was not checked: {failure.why}",
                         "it is read at rollout; check the platform's connection",
                         "warning",
                     )
@@ -202,7 +332,7 @@ def check_secrets(ws: Workspace, env: str, releases: list[ServicePlan]) -> Secre
             found.problems.append(
                 Problem(
                     source,
-                    f"{sp.service}: value {key}: secret {ref!r} cannot be resolved: {failure[0]}",
+                    f"{name}: value {key}: secret {ref!r} cannot be resolved: {failure[0]}",
                     failure[1] or "fix the reference",
                 )
             )
@@ -296,11 +426,32 @@ def refuse_unresolved_secrets(
     )
 
 
-def secrets_warnings(ws: Workspace, env: str, changes: list[ServicePlan]) -> list[Problem]:
-    """What `plan` says about the releases apply would refuse for their secrets (and the
-    `k8s:` references it could not check)."""
-    found = unresolved_secrets(ws, env, changes)
-    return [
+def secrets_warnings(
+    ws: Workspace, env: str, converged: Converged, live: Mapping[str, LiveServices]
+) -> list[Problem]:
+    """What `plan` says about what apply would refuse for its secrets (and the `k8s:`
+    references it could not check): the releases it would make, and the recorded releases
+    its catch-up would roll out again (apply refuses those before it changes anything)."""
+    steps = converged.catch_up()
+    again = {s.service for s in steps if s.kind != "watch"}
+    found = unresolved_secrets(
+        ws, env, [s for s in converged.plan.changes if s.service not in again]
+    )
+    warnings = [
         Problem(p.source, f"{p.message}; apply will refuse this release", p.hint, "warning")
         for p in found.problems
     ] + found.unchecked
+    if steps:
+        state = ws.peek_state(env)
+        caught = recorded_secrets(ws, env, catch_up_releases(state, steps, live))
+        warnings += [
+            Problem(
+                p.source,
+                f"{p.message}; apply will refuse to roll this release out again "
+                "(and change nothing)",
+                p.hint,
+                "warning",
+            )
+            for p in caught.problems
+        ] + caught.unchecked
+    return warnings

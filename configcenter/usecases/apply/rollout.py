@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from configcenter.core import release_policy as policy
-from configcenter.core.converge import LiveServices, Step, converge
+from configcenter.core.converge import Step, converge
 from configcenter.core.order import dependents_of
 from configcenter.core.plan import (
     Plan,
@@ -20,14 +20,13 @@ from configcenter.core.state import EnvState, ServiceState
 from configcenter.usecases.apply.commit import plan_at
 from configcenter.usecases.apply.deploy import PLATFORM_FAILURES, deploy_one, rollout_timeout
 from configcenter.usecases.apply.guard import (
-    SecretsFound,
-    check_secrets,
+    catch_up_releases,
     guard_config_commit,
+    recorded_secrets,
     refuse_unresolved_secrets,
 )
 from configcenter.usecases.apply.records import Outcome, files_of, record, state_at
 from configcenter.usecases.apply.report import (
-    ApplyError,
     ApplyOptions,
     ApplyUnreachable,
     Reporter,
@@ -76,87 +75,14 @@ def catch_up(
         return [], None
     reporter.plan_ready(converged.plan)
     # What the catch-up rolls out is refused as apply refuses a new release: before the
-    # platform is touched, when a secret it needs cannot be resolved.
+    # platform is touched, when a secret it needs cannot be resolved (the recorded
+    # releases' own references: a blocked service's config holds other inputs).
     refuse_unresolved_secrets(
-        _catch_up_secrets(ws, env, state, converged.plan, steps, live),
+        recorded_secrets(ws, env, catch_up_releases(state, steps, live)),
         log,
         "nothing was rolled out, committed or changed",
     )
     return _run_steps(ws, env, state, steps, log, reporter, options), converged.plan
-
-
-def _catch_up_secrets(
-    ws: Workspace,
-    env: str,
-    state: EnvState,
-    plan: Plan,
-    steps: list[Step],
-    live: Mapping[str, LiveServices],
-) -> SecretsFound:
-    """The secrets that the releases a catch-up rolls out need and that cannot be resolved.
-
-    A release needs its values unless its platform holds its secrets generation: one a
-    release that reached the platform was made with (recorded healthy or failed, or what
-    runs there now; the deploy repo's history says which generation that one had).
-    """
-    by_name = {s.service: s for s in plan.services}
-    todo: list[tuple[ServicePlan, ServiceState, str | None]] = []
-    for step in steps:
-        sp = by_name.get(step.service)
-        current = state.services.get(step.service)
-        if step.kind != "rollout" or sp is None or current is None or current.release is None:
-            continue
-        if sp.config is None or sp.config.platform != step.platform:
-            continue
-        if _reached_platform(current):
-            continue
-        todo.append((sp, current, live.get(step.platform, {}).get(step.service)))
-    found = check_secrets(ws, env, [sp for sp, _, _ in todo])
-    if found.problems:
-        # Only now is the deploy repo's history read, for the generation of what runs.
-        todo = [t for t in todo if not _runs_generation(ws, env, t[0].service, t[1], t[2])]
-        found = check_secrets(ws, env, [sp for sp, _, _ in todo])
-    return found
-
-
-def _generation(current: ServiceState) -> int:
-    release = current.release
-    return (release.secrets_generation if release else 0) or current.secrets_generation
-
-
-def _reached_platform(current: ServiceState) -> bool:
-    """Whether the platform was handed the current release's secrets generation: the
-    release itself or a recorded one of the same generation was rolled out."""
-    release = current.release
-    assert release is not None
-    if release.outcome != "committed":
-        return True
-    generation = _generation(current)
-    return any(
-        other is not None
-        and other.outcome != "committed"
-        and other.secrets_generation == generation
-        for other in (current.last_good, current.last_failed)
-    )
-
-
-def _runs_generation(
-    ws: Workspace, env: str, service: str, current: ServiceState, running: str | None
-) -> bool:
-    """Whether the release the platform runs (`running`) has the current one's generation."""
-    from configcenter.usecases.apply.records import find_release_commit
-
-    assert current.release is not None
-    if not running or running == current.release.id:
-        return False
-    try:
-        commit = find_release_commit(ws.deploy_repo, env, service, running)
-    except ApplyError:
-        return False
-    then = state_at(ws.deploy_repo, env, commit.sha).services.get(service)
-    return (
-        then is not None and then.release is not None and _generation(then) == _generation(current)
-    )
 
 
 def _run_steps(

@@ -768,6 +768,8 @@ def init(
 def services(ws: Workspace, envs: tuple[str, ...], as_json: bool) -> None:
     """Services per environment: template tag, image, platform, replicas, deployed release.
 
+    DEPLOYED is the release the deploy repo holds (the one the platform runs) and its
+    outcome; a service whose newest release failed adds "blocked: RELEASE OUTCOME".
     ENV... limits the list (default: every environment).
     """
     from configcenter.usecases.compare import list_services
@@ -801,11 +803,25 @@ def services(ws: Workspace, envs: tuple[str, ...], as_json: bool) -> None:
                 r.image or "-",
                 f"{r.platform} ({r.platform_kind})" if r.platform else "-",
                 str(r.replicas),
-                (f"{r.deployed['release']} {r.deployed['outcome']}".strip() if r.deployed else "-"),
+                _deployed_cell(r.deployed),
             )
             for r in rows
         ],
     )
+
+
+def _deployed_cell(deployed: dict[str, Any] | None) -> str:
+    """`services`' DEPLOYED: the release the deploy repo holds, its outcome, and the newest
+    release that failed when it is blocked."""
+    if not deployed:
+        return "-"
+    text = f"{deployed['release']} {deployed['outcome']}".strip()
+    blocked = deployed.get("blocked")
+    if not blocked:
+        return text
+    if blocked["release"] == deployed["release"]:
+        return f"{text}, blocked"
+    return f"{text}; blocked: {blocked['release']} {blocked['outcome']}"
 
 
 @cli.command("diff")

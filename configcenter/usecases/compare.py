@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from configcenter.core.consumed import Consumption
 from configcenter.core.errors import ConfigError, Problem, ProblemList, TransientFailure, UserError
 from configcenter.core.source import ConfigSource, MemorySource
-from configcenter.core.state import EnvState, ServiceState
+from configcenter.core.state import EnvState, Release, ServiceState
 from configcenter.core.values import canonical, flatten, masked, to_value
 from configcenter.ports.deploy_repo import DeployRepoError
 from configcenter.usecases.inspect import check_env, plan_env_checked
@@ -48,7 +48,9 @@ class ServiceRow:
     platform_kind: str | None
     replicas: int | None  # None: replicas: auto
     depends_on: list[str]
-    deployed: dict[str, str] | None  # release, outcome, template, image from the deploy repo
+    #: release, outcome, template, image from the deploy repo; `blocked` (release, outcome,
+    #: reason, at) when its newest release failed: the release above is the one it runs.
+    deployed: dict[str, Any] | None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -80,7 +82,7 @@ def list_services(ws: Workspace, envs: Collection[str]) -> list[ServiceRow]:
                     else svc.image.ref or ""
                 )
             record = state.services.get(name)
-            deployed = None
+            deployed: dict[str, Any] | None = None
             if record is not None:
                 release = record.release
                 deployed = {
@@ -89,6 +91,14 @@ def list_services(ws: Workspace, envs: Collection[str]) -> list[ServiceRow]:
                     "template": record.template_tag,
                     "image": record.image,
                 }
+                failed = blocked_release(record)
+                if failed is not None:
+                    deployed["blocked"] = {
+                        "release": failed.id,
+                        "outcome": failed.outcome,
+                        "reason": failed.reason,
+                        "at": failed.at,
+                    }
             rows.append(
                 ServiceRow(
                     env,
@@ -103,6 +113,20 @@ def list_services(ws: Workspace, envs: Collection[str]) -> list[ServiceRow]:
                 )
             )
     return rows
+
+
+def blocked_release(record: ServiceState) -> Release | None:
+    """The failed (or rolled back) release that is the service's newest, when there is one:
+    its inputs are blocked (`plan` shows them so until they change or `apply --retry`), and
+    the record's release is the one the platform runs (its last good one, or the failed one
+    when there was none to go back to)."""
+    failed = record.last_failed
+    release = record.release
+    if failed is None or release is None:
+        return None
+    if release.id == failed.id or release.outcome == "failed":
+        return release
+    return failed if failed.id != release.id and failed.at >= release.at else None
 
 
 # -- diff ENV1 ENV2 --------------------------------------------------------------------------

@@ -54,6 +54,19 @@ def test_a_blocked_service_whose_namespace_was_deleted_gets_its_good_release_bac
     expect(world.cc("apply", "dev"), 3)  # rolled back to the good release
     bad = services(world)["api"]["last_failed"]["id"]
     assert plan_of(world)["api"]["action"] == "blocked"
+    # `services` says so too, and which release runs (the good one, as the cluster shows).
+    assert cluster.deployment("api").metadata.annotations[RELEASE] == good["api"]
+    rows = {
+        r["service"]: r
+        for r in json.loads(world.ok("services", "dev", "--json").stdout)["services"]
+    }
+    deployed = rows["api"]["deployed"]
+    assert (deployed["release"], deployed["outcome"]) == (good["api"], "healthy")
+    assert (deployed["blocked"]["release"], deployed["blocked"]["outcome"]) == (bad, "rolled_back")
+    assert "ProgressDeadlineExceeded" in deployed["blocked"]["reason"]
+    assert "blocked" not in rows["db"]["deployed"]
+    line = next(x for x in world.ok("services", "dev").stdout.splitlines() if " api " in x)
+    assert line.rstrip().endswith(f"{good['api']} healthy; blocked: {bad} rolled_back"), line
     cluster.core.delete_namespace(cluster.ns)
     poll(lambda: namespace_gone(cluster), 60, "the namespace gone")
 

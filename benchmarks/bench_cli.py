@@ -11,6 +11,7 @@ bare deploy repo on disk, in this order:
   apply first               `apply ENV --no-build --no-rollout` for each env (summed; dev too)
   plan no-op                `plan dev --json` with nothing changed (median of --repeat)
   plan one value            `plan dev --json` after one value in one service file changed
+                            (the first run apart: it loads the edited file and keeps the load)
   apply one value           `apply dev --no-build --no-rollout` of that change
   history                   `history dev --service S --limit R --json` after R releases of S:
                             the first run (which fetches them), then the median of --repeat
@@ -238,6 +239,7 @@ def bench(args: argparse.Namespace, tmp: Path, steps: list[str]) -> None:
         changed = [s["service"] for s in json.loads(plans[-1].stdout)["services"]
                    if s["action"] != "noop"]  # fmt: skip
         assert changed == [target], changed
+        b.record("plan one value (dev), first", plans[:1], "loads the edited file, keeps the load")
         b.record("plan one value (dev)", plans)
         b.record("apply one value (dev)", [b.run("apply", "dev", "--no-build", "--no-rollout")])
 

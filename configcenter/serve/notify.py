@@ -114,7 +114,7 @@ def facts(ws: Workspace, env: str) -> list[Fact]:
                     f"{where}/blocked/{cell['last_failed']}/{_digest(why)}",
                     f"{where}: apply refused to redeploy inputs that failed",
                     why,
-                    release.get("run"),
+                    cell.get("status_run") or release.get("run"),
                 )
             )
         drift = cell["drift"]

@@ -136,6 +136,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         release={"type": "object", "nullable": True},
         status={"type": "string", "enum": sorted(STATUSES)},
         status_why=_NSTR,
+        status_run={
+            **_NSTR,
+            "description": "the run that explains the status: the apply that refused a "
+            "blocked service, a failed release's run, the running run, else the release's",
+        },
         health=_STR,
         last_failed=_NSTR,
         failure={

@@ -54,7 +54,7 @@ def last_reconcile(ws: Workspace, env: str) -> Run | None:
     return next((r for r in runs if r.outcome != "running"), None)
 
 
-def _blocked(ws: Workspace, env: str) -> dict[str, str]:
+def _blocked(ws: Workspace, env: str) -> dict[str, tuple[str, str]]:
     """Services whose newest mention in a finished apply of `env` is a refusal (blocked).
 
     Applies record only the services they acted on (noops are left out), so the
@@ -62,7 +62,7 @@ def _blocked(ws: Workspace, env: str) -> dict[str, str]:
     """
     runs = ws.run_store.list(env=env, kind="apply", limit=20)
     seen: set[str] = set()
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, str]] = {}  # service -> (reason, the refusing run)
     for run in runs:
         if run.outcome == "running":
             continue
@@ -73,7 +73,7 @@ def _blocked(ws: Workspace, env: str) -> dict[str, str]:
             name = str(item.get("service"))
             seen.add(name)
             if item.get("outcome") == "blocked":
-                out[name] = str(item.get("reason") or "blocked")
+                out[name] = (str(item.get("reason") or "blocked"), run.id)
     return out
 
 
@@ -168,9 +168,12 @@ def services(ws: Workspace, env: str) -> list[dict[str, Any]]:
         current = state.services.get(name)
         release = current.release if current else None
         progressing = next((r for r in running if not r.services or name in r.services), None)
-        refused = blocked.get(name) if current and current.last_failed else None
+        refusal = blocked.get(name) if current and current.last_failed else None
+        refused = refusal[0] if refusal else None
         failure = _newer_failure(release, current.last_failed if current else None)
         status, why = _status(release.outcome if release else None, refused)
+        # The run that explains the status: the apply that refused, the failed release's.
+        status_run = refusal[1] if refusal else (release.run or None) if release else None
         if failure is not None and refused is None:
             # A failed rollout rolled back (or a pre-deploy job that stopped its release):
             # the record names the good release as current, the failed one as last_failed.
@@ -181,8 +184,10 @@ def services(ws: Workspace, env: str) -> list[dict[str, Any]]:
                 else "failed"
             )
             why += f": {failure.reason}" if failure.reason else ""
+            status_run = failure.run or None
         if progressing is not None:
             status, why = "progressing", f"{progressing.kind} run {progressing.id} is running"
+            status_run = progressing.id
         image = current.image if current else None
         out.append(
             {
@@ -206,6 +211,7 @@ def services(ws: Workspace, env: str) -> list[dict[str, Any]]:
                 },
                 "status": status,
                 "status_why": why,
+                "status_run": status_run,
                 "health": _health(release.outcome if release else None),
                 "last_failed": current.last_failed.id if current and current.last_failed else None,
                 "failure": None

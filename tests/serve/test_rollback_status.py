@@ -54,7 +54,16 @@ def test_a_rolled_back_release_shows_rolled_back_and_is_one_notification(
     assert (fact.event, fact.service) == ("rolled_back", "worker")
     assert bad in fact.key and bad in fact.summary
     assert "ProgressDeadlineExceeded" in fact.reason
-    assert fact.run == record["last_failed"]["run"]
+    assert fact.run == record["last_failed"]["run"] == cell["status_run"]
+
+    # The next apply of the same inputs refuses them: blocked, and the message links the
+    # run that refused (not the good release's old apply, whose log says healthy).
+    refused = apply_env(workspace(world), "dev", ApplyOptions())
+    assert [r.outcome for r in refused.results] == ["blocked"] and refused.run_id
+    [cell] = status.services(workspace(world), "dev")
+    assert cell["status"] == "blocked" and cell["status_run"] == refused.run_id, cell
+    [fact] = facts(workspace(world), "dev")
+    assert fact.event == "blocked" and fact.run == refused.run_id
 
     # A later good release of the same service is healthy again: nothing to tell.
     set_service(world, "worker", image="registry.test/shop/worker:1.2")

@@ -756,11 +756,11 @@ class _Loader:
             for service in environment.services.values():
                 deps[service.name] = []
                 for index, dep in enumerate(service.template.depends_on):
-                    where = service.template.doc.source("depends_on", index)
                     if dep not in known:
                         close = difflib.get_close_matches(dep, sorted(known), n=1)
                         self.problems.error(
-                            where,
+                            # asked only here: a kept load's documents are read on first use
+                            service.template.doc.source("depends_on", index),
                             f"depends_on names unknown service '{dep}'",
                             f"did you mean '{close[0]}'?"
                             if close

@@ -330,6 +330,26 @@ def test_a_kept_load_unpickles_a_document_only_when_asked_where_a_value_came_fro
     assert summary(config) == summary(repo.load())
 
 
+def test_a_load_after_an_edit_leaves_the_lent_documents_unread(
+    repo: ConfigRepo, store: DiskLoadStore
+) -> None:
+    """Lending checks dependencies without asking where each one was written: the
+    templates' documents of the services taken from the kept load stay unread."""
+    kept(repo, store)
+    kept(repo, store)
+    repo.write(
+        "environments/prod/api.yaml",
+        "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\nreplicas: 6\n",
+    )
+    config, _ = kept(repo, store)
+    lent = [
+        s for env in config.environments.values() for s in env.services.values()
+        if (env.name, s.name) != ("prod", "api")
+    ]  # fmt: skip
+    assert lent and all("data" not in vars(s.template.doc) for s in lent)
+    assert summary(config) == summary(repo.load())
+
+
 def test_documents_a_kept_load_never_read_are_kept_again_after_an_edit(
     repo: ConfigRepo, store: DiskLoadStore
 ) -> None:

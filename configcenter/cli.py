@@ -688,6 +688,10 @@ def plan(
         from configcenter.usecases.apply.guard import secrets_warnings
 
         warnings += secrets_warnings(ws, env, converged, live)
+    if checked.plan.changes:  # the config changes apply's stale-clone guard looks at
+        from configcenter.usecases.apply.guard import stale_config_warnings
+
+        warnings += stale_config_warnings(ws, env, checked.plan.changes)
     if as_json:
         emit(
             {

@@ -3,6 +3,7 @@ from) the one a service was last applied from: it would silently revert what cam
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.support.e2e_fixtures import World, clone_world
@@ -96,3 +97,26 @@ def test_a_diverged_clone_is_refused_for_the_services_it_would_revert(
     other.config.git("merge", "-q", "-X", "ours", "--no-edit", "origin/main")
     other.ok("apply", "dev", "--no-rollout")
     assert api_level(world) == "LOG_LEVEL=error"
+
+
+def test_plan_says_apply_will_refuse_a_service_from_an_older_config_commit(
+    world: World,
+) -> None:
+    """The plan is the truth: from a stale clone it still shows the change, and says that
+    apply will refuse it, and why, before anyone runs apply."""
+    old = set_level(world, "warn")
+    world.ok("apply", "dev", "--no-rollout")
+    new = set_level(world, "error")
+    world.ok("apply", "dev", "--no-rollout")
+    world.config.git("checkout", "-q", old)
+
+    text = world.ok("plan", "dev")
+    said = " ".join(text.stderr.split())
+    assert f"warning: api: config commit {old[:12]} (HEAD) is older than {new[:12]}" in said
+    assert "apply will refuse it" in said and "git pull" in said, said
+    data = json.loads(world.ok("plan", "dev", "--json").stdout)
+    warnings = [w for w in data["warnings"] if "apply will refuse it" in w["message"]]
+    assert [(w["file"], w["severity"]) for w in warnings] == [(API, "warning")], warnings
+
+    world.config.git("checkout", "-q", new)
+    assert "apply will refuse" not in world.ok("plan", "dev").output

@@ -17,7 +17,7 @@ from configcenter.core.plan import (
     ServicePlan,
 )
 from configcenter.core.state import EnvState, ServiceState
-from configcenter.ports.config_lineage import Relation
+from configcenter.ports.config_lineage import ConfigLineage, Relation
 from configcenter.ports.platform import ClusterSecretsPlatform
 from configcenter.usecases.apply.report import ApplyOptions, ApplyRefused, ApplyUnreachable, RunLog
 from configcenter.usecases.platforms import open_platform, supports
@@ -65,29 +65,12 @@ def guard_config_commit(
             f"apply deploys commits (its record names config commit {current[:12]}, which "
             "does not hold them): commit them, or `git stash` them, and apply again"
         )
-    found: dict[str, tuple[str, Relation]] = {}  # service -> (commit applied last, relation)
-    known: dict[str, Relation] = {}
-    for sp in plan.changes:
-        record = state.services.get(sp.service)
-        applied = record.config_commit if record else None
-        if not applied:
-            continue
-        if applied not in known:
-            known[applied] = lineage.relation(applied, current)
-        if known[applied] not in ("same", "newer"):
-            found[sp.service] = (applied, known[applied])
+    found = stale_services(lineage, state, current, plan.changes)
     if not found:
         return None
     names = ", ".join(sorted(found))
     applied, worst = sorted(found.values(), key=lambda f: f[1])[0]
-    what = {
-        "older": f"config commit {current[:12]} (HEAD) is older than {applied[:12]}, the one "
-        f"{env} last applied {names} from: applying it would revert what came after it",
-        "diverged": f"config commit {current[:12]} (HEAD) has diverged from {applied[:12]}, "
-        f"the one {env} last applied {names} from (neither contains the other)",
-        "unknown": f"{env} last applied {names} from config commit {applied[:12]}, which "
-        f"this clone does not have (HEAD is {current[:12]})",
-    }[worst]
+    what = _stale_text(env, names, current, applied, worst)
     if options.override:
         return f"{worst} config {current} applied over {applied} ({names})"
     raise ApplyRefused(
@@ -97,6 +80,58 @@ def guard_config_commit(
         "or `apply --allow-stale-config` to apply this commit anyway (recorded in the "
         "deploy repo commit)"
     )
+
+
+def stale_services(
+    lineage: ConfigLineage, state: EnvState, current: str, changes: list[ServicePlan]
+) -> dict[str, tuple[str, Relation]]:
+    """The changed services whose current release was applied from a config commit that
+    `current` does not contain: service -> (that commit, how `current` relates to it)."""
+    found: dict[str, tuple[str, Relation]] = {}
+    known: dict[str, Relation] = {}
+    for sp in changes:
+        record = state.services.get(sp.service)
+        applied = record.config_commit if record else None
+        if not applied:
+            continue
+        if applied not in known:
+            known[applied] = lineage.relation(applied, current)
+        if known[applied] not in ("same", "newer"):
+            found[sp.service] = (applied, known[applied])
+    return found
+
+
+def _stale_text(env: str, names: str, current: str, applied: str, relation: Relation) -> str:
+    return {
+        "older": f"config commit {current[:12]} (HEAD) is older than {applied[:12]}, the one "
+        f"{env} last applied {names} from: applying it would revert what came after it",
+        "diverged": f"config commit {current[:12]} (HEAD) has diverged from {applied[:12]}, "
+        f"the one {env} last applied {names} from (neither contains the other)",
+        "unknown": f"{env} last applied {names} from config commit {applied[:12]}, which "
+        f"this clone does not have (HEAD is {current[:12]})",
+    }[relation]
+
+
+def stale_config_warnings(ws: Workspace, env: str, changes: list[ServicePlan]) -> list[Problem]:
+    """What `plan` says about the services apply would refuse because this clone's config
+    commit is older than, or diverged from, the one each was last applied from."""
+    config = ws.config
+    current = config.commit
+    if current is None:
+        return []
+    lineage = wiring.open_config_lineage(config.root)
+    found = stale_services(lineage, ws.read_state(env), current, changes)
+    services = config.environment(env).services
+    return [
+        Problem(
+            services[name].source() if name in services else Source(""),
+            f"{name}: {_stale_text(env, name, current, applied, relation)}; apply will refuse it",
+            f"`git pull` first; `configcenter rollback {env} {name}` to go back on purpose; "
+            "or `apply --allow-stale-config`",
+            "warning",
+        )
+        for name, (applied, relation) in sorted(found.items())
+    ]
 
 
 def preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: RunLog) -> None:

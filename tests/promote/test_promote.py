@@ -249,6 +249,8 @@ def test_missing_env_key_makes_a_draft_that_says_so_until_ops_add_it(
     again = promote(bed.ws(), "dev", "demo")
 
     assert not again.draft and again.missing == {}
+    # Nothing to commit, but the request left draft: it was updated, and says so.
+    assert again.status == "updated" and again.message.startswith("Updated"), again.message
     mr = gitlab.merge_requests(GITLAB_PROJECT)[0]
     assert mr["draft"] is False and len(gitlab.merge_requests(GITLAB_PROJECT)) == 1
     assert ops_commit in bed.log(BRANCH)

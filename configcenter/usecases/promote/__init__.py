@@ -234,7 +234,8 @@ def promote(
                     existing.iid, result.title, result.description, labels, result.draft
                 )
             )
-        result.status = "unchanged" if result.commit is None else "updated"
+        # Updated: a new commit, or a title, description, draft state or labels changed.
+        result.status = "unchanged" if unchanged else "updated"
     result.merge_request = mr
     result.message = done_message(result, mr, ws.root, refs.remote, _local_branches(result))
     return result

@@ -14,6 +14,7 @@ Then, every step a whole `configcenter` process (wall, CPU, peak memory, as benc
   plan no-op       `plan dev --json` with the platform reachable (the secret check lists
                    the env's Secrets, observation lists the live objects)
   reconcile drift  after one Deployment's image was changed behind configcenter's back
+  plan edited      `plan dev --json` then: that one workload is compared with its release
 
     python benchmarks/bench_reconcile.py [--services 500] [--repeat 3] [--json FILE]
 """
@@ -116,6 +117,10 @@ def bench(args: argparse.Namespace, tmp: Path, bed: k8s_testbed.Testbed) -> None
     drifted = [b.run("reconcile", "dev", "--json", check=False) for _ in range(repeat)]
     found = [s["service"] for s in json.loads(drifted[-1].stdout)["services"] if s["drifts"]]
     b.record("reconcile, one drifted", drifted, f"drifted: {found}")
+    # The same hand edit as plan sees it: one workload compared with its release.
+    edited = [b.run("plan", "dev", "--json") for _ in range(repeat)]
+    steps = [s["service"] for s in json.loads(edited[-1].stdout)["services"] if s.get("platform")]
+    b.record("plan, one edited by hand", edited, f"platform steps: {steps}")
 
     print(f"\n{'step':32} {'wall':>10} {'cpu':>10} {'peak RSS':>10}")
     for row in b.rows:

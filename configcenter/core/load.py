@@ -12,7 +12,6 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from configcenter.core import schema
 from configcenter.core.errors import ProblemList, Source
 from configcenter.core.limits import DEFAULT_LIMITS, SETTINGS, Limits, human_size, parse_size
 from configcenter.core.model import (
@@ -32,6 +31,9 @@ from configcenter.core.values import Layered
 from configcenter.core.yamldoc import ParseCache, YamlDoc, parse_yaml
 
 if TYPE_CHECKING:
+    # The schema is imported by the first load that reads a file (`_bind_schema`), not with
+    # this module: a command whose load is kept (configcenter.core.load_trace) checks none.
+    from configcenter.core import schema
     from configcenter.core.consumed import Consumption
 
 PROJECT_FILE = "configcenter.yaml"
@@ -79,12 +81,19 @@ def load_config(
     Raises ConfigError when there are errors (warnings are kept).
     """
     problems = problems if problems is not None else ProblemList()
+    _bind_schema()
     reuse = memo if memo is not None and getattr(source, "tagged_trees_immutable", False) else None
     loader = _Loader(source, problems, environments, services, reuse, lend)
     config = loader.load()
     problems.raise_if_errors()
     assert config is not None
     return config
+
+
+def _bind_schema() -> None:
+    """Import the schema (its specs are 15 dataclasses: ~5 ms) as this module's `schema`."""
+    global schema
+    from configcenter.core import schema
 
 
 def _seconds(raw: Any) -> float | None:

@@ -21,6 +21,7 @@ from configcenter.usecases.webhooks import GitLabEvent, WebhookError
 
 if TYPE_CHECKING:
     from configcenter.serve.engine import Engine
+    from configcenter.usecases.apply import ApplyResult
 
 REGISTRY_MEDIA_TYPES = (
     "application/vnd.docker.distribution.events.v1+json",
@@ -226,10 +227,22 @@ def _apply_envs(
         engine.record_run("apply", result.outcome, time.monotonic() - started)
         if result.run_id:
             runs.append(result.run_id)
-        notes.append(f"{env}: {result.outcome}")
+        notes.append(f"{env}: {said(result)}")
         if result.outcome in ("failed", "rolled_back"):
             state = "failed"
     return runs, state, notes
+
+
+def said(result: ApplyResult) -> str:
+    """An apply's outcome as a job's note says it, in the runs list's words: an apply that
+    committed and rolled out nothing is "no changes" (or "blocked"), not "succeeded"."""
+    outcome = str(result.outcome)
+    if outcome != "succeeded" or result.commit:
+        return outcome
+    kinds = {str(r.outcome) for r in result.results}
+    if kinds <= {"noop", "blocked", "skipped"}:
+        return "blocked" if "blocked" in kinds else "no changes"
+    return outcome
 
 
 def _auto_apply_envs(engine: Engine) -> tuple[str, ...]:
@@ -321,5 +334,5 @@ def _via_promotion(engine: Engine, job: Job) -> JobOutcome:
             ref=str(job.payload.get("ref") or ""),
         )
     failed = any(str(r.outcome) in ("failed", "rolled_back") for r in results)
-    summary = "; ".join(f"{r.env}: {r.outcome}" for r in results)
+    summary = "; ".join(f"{r.env}: {said(r)}" for r in results)
     return ("failed" if failed else "done"), runs, f"{note}; {summary}"

@@ -139,3 +139,22 @@ def test_a_resend_without_idempotency_key_is_a_duplicate(bed: Bed) -> None:
     bed.ops.git("push", "-q", "--force", "origin", f"{before}:refs/heads/main")
     back = bed.gitlab.push_event(PROJECT_PATH, "main", after, before)
     assert bed.queue(back)
+
+
+def test_a_push_that_changes_no_service_says_no_changes_in_its_note(bed: Bed) -> None:
+    """The job list is where ops look first: an apply that changed nothing must not read
+    'dev: succeeded' there while its run says 'no changes'."""
+    changed = bed.push("environments/dev/api.yaml", api_yaml("d"))
+    assert bed.queue(changed)
+    job_id, state = bed.run_next()
+    job = bed.engine.jobs.get(job_id)
+    assert state == "done" and job is not None and job.note.endswith("dev: succeeded"), job
+
+    quiet = bed.push("notes.md", "nothing any service reads\n")
+    assert bed.queue(quiet)
+    job_id, state = bed.run_next()
+    job = bed.engine.jobs.get(job_id)
+    assert state == "done" and job is not None and job.note.endswith("dev: no changes"), job
+    [run] = job.runs
+    stored = bed.engine.run_store.get(run)
+    assert stored is not None and stored.details.get("commit") is None

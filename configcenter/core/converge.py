@@ -188,9 +188,13 @@ def _step(sp: ServicePlan, live: Mapping[str, LiveServices], edited: HandEdits) 
     if previous is None or sp.action == "delete":
         return None
     wanted = sp.config.platform if sp.config is not None else None
-    if sp.action == "noop" and wanted and wanted != previous.platform and sp.files is not None:
+    if sp.action == "noop" and wanted != previous.platform and sp.files is not None:
         was = previous.platform or "none"
-        return Step(sp.service, "commit", wanted, f"platform {was} -> {wanted}")
+        if wanted:
+            return Step(sp.service, "commit", wanted, f"platform {was} -> {wanted}")
+        # The environment (or configcenter.yaml) no longer gives it a platform: recorded so.
+        why = f"platform {was} -> none (what runs on {was} is left as it is)"
+        return Step(sp.service, "commit", "", why)
     release = previous.release
     platform = previous.platform
     if release is None or not platform or platform not in live:

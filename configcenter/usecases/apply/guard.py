@@ -146,16 +146,12 @@ def preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: RunLog) 
         check_plan(ws.config, changes)  # stages the platform cannot run (hooks:, verify:)
     except UserError as exc:
         raise ApplyRefused(f"{exc}; nothing was committed") from None
-    names = sorted(
-        {
-            (s.config.platform if s.config else None)
-            or (s.previous.platform if s.previous else None)
-            or ""
-            for s in changes
-        }
-        - {""}
-    )
-    for name in names:
+    wanted = {p for p in (_rollout_platform(s) for s in changes) if p}
+    defined = ws.config.project.platforms
+    for name in sorted(wanted - set(defined)):
+        # Only a delete asks for a platform the config no longer defines: nothing reaches it.
+        log(f"{env}: platform {name} is no longer defined in configcenter.yaml; left as it is")
+    for name in sorted(n for n in wanted if n in defined):
         try:
             open_platform(ws.config, env, name, ws.redactor).observe()
         except Exception as exc:
@@ -165,6 +161,13 @@ def preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: RunLog) 
                 "--no-rollout to commit only)"
             ) from None
         log(f"{env}: platform {name} reachable")
+
+
+def _rollout_platform(sp: ServicePlan) -> str | None:
+    """The platform a change rolls out to (a delete: the one it is deleted from)."""
+    if sp.action == "delete":
+        return sp.previous.platform if sp.previous is not None else None
+    return sp.config.platform if sp.config is not None else None
 
 
 @dataclass

@@ -222,7 +222,12 @@ def roll_out(
     for sp in [s for s in committed if s.action == "delete"]:
         previous = sp.previous
         result = ServiceResult(sp.service, "delete", "committed")
-        if previous and previous.platform:
+        if previous and previous.platform and previous.platform not in config.project.platforms:
+            log(
+                f"{sp.service}: platform {previous.platform} is no longer defined in "
+                "configcenter.yaml; what runs there is left as it is"
+            )
+        elif previous and previous.platform:
             try:
                 open_platform(config, env, previous.platform, ws.redactor).delete(sp.service)
                 log(f"{sp.service}: deleted from {previous.platform}")

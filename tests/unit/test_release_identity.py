@@ -51,7 +51,9 @@ class Platform:
     """What a platform answers about secret values, as the SecretCheck port says."""
 
     def __init__(
-        self, answer: int | SecretsRotated | str, alone: SecretsRotated | None = None
+        self,
+        answer: int | SecretsRotated | str,
+        alone: int | SecretsRotated | str | None = None,
     ) -> None:
         self.answer = answer
         #: The answer when asked about the release's own generation alone (which keys).
@@ -244,3 +246,44 @@ def test_maps_and_lists_reach_the_environment_as_json() -> None:
     assert env_string(["a", 1]) == '["a",1]'
     assert env_string(True) == "true"
     assert json.loads(env_string({"b": [1, {"c": None}]})) == {"b": [1, {"c": None}]}
+
+
+def test_failed_inputs_whose_secrets_the_platform_lost_stay_blocked(
+    memory_repo: MemoryRepo,
+) -> None:
+    """api's release with a rotated password and another log level was rolled back; then its
+    namespace went, and the catch-up made the good generation again with today's values.
+    Generation 1 now holds them, generation 2 (the failed one's) is gone: the platform cannot
+    show the values differ from the failed release's, so its inputs stay blocked. A rotation
+    it can see (generation 2 there, other values) is a change."""
+    config = memory_repo.load()
+    first = make_plan(config, "dev", EnvState("dev"), Renderer(), {}.get)
+    state, files = state_after(first), deploy_files(first)
+    memory_repo.write(
+        "environments/dev/api.yaml",
+        "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\nreplicas: 1\n"
+        "values:\n  LOG_LEVEL: warning\n",
+    )
+    config = memory_repo.load()
+    tried = make_plan(
+        config, "dev", state, Renderer(), files.get, secret_check=Platform(DB_ROTATED)
+    )
+    api = {s.service: s for s in tried.services}["api"]
+    assert (api.action, api.secrets_generation) == ("update", 2)
+    failed = Release(
+        "api-r2", "rolled_back", "2026-12-01T10:00:00Z", inputs_digest=api.inputs_digest,
+        secrets_generation=2,
+    )  # fmt: skip
+    state.services["api"] = replace(state.services["api"], last_failed=failed)
+
+    gone = Platform(1, alone="its Secrets are not on the platform yet")
+    plan = make_plan(config, "dev", state, Renderer(), files.get, secret_check=gone)
+    blocked = {s.service: s for s in plan.services}["api"]
+    assert ("api", [2]) in gone.asked
+    assert (blocked.action, blocked.secrets_generation) == ("blocked", 2)
+    assert blocked.inputs_digest == failed.inputs_digest
+    assert blocked.blocked is not None and "cannot be compared" in blocked.blocked
+
+    rotated = Platform(1, alone=DB_ROTATED)
+    plan = make_plan(config, "dev", state, Renderer(), files.get, secret_check=rotated)
+    assert {s.service: s for s in plan.services}["api"].action == "update"

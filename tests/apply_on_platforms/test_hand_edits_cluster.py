@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from configcenter.adapters.k8s_live import spec_writers
 from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world, services
 from tests.reconcile.test_replaced_by_hand_cluster import kubectl, replace_by_hand
 from tests.support.e2e_fixtures import World
@@ -257,6 +258,9 @@ def test_edits_inside_a_pod_template_are_plan_steps_and_apply_puts_the_release_b
         poll(lambda n=name: only_rs(cluster, n) == own_rs[n], 60, f"{name}'s own ReplicaSet")
         assert set(cluster.replica_sets(name)) == hacked_rs[name], f"{name}: a new ReplicaSet"
         assert cluster.deployment(name).metadata.uid == uids[name]
+        # Nobody else's fields are left in it: the next plan need not compare it again.
+        live = json.loads(kubectl(ns, "get", "deployment", name, "-o", "json"))
+        assert spec_writers(live) == (), name
     assert not cluster.deployment("db").spec.template.spec.containers[0].env
     api = cluster.deployment("api").spec.template.spec.containers[0]
     assert not (api.resources.limits or {})

@@ -43,6 +43,12 @@ from configcenter.usecases.webhooks import (
 log = logging.getLogger(__name__)
 
 MAX_BODY = 25 * 1024 * 1024  # GitLab caps webhook payloads at 25 MB
+
+
+class BodyTooLarge(WebhookError):
+    """The body is over MAX_BODY: answered 413, read no further."""
+
+
 MAX_JSON_DEPTH = 64  # real webhook payloads nest a handful of levels
 MAX_LIMIT = 10_000  # ?limit= of the listing endpoints
 
@@ -167,13 +173,13 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         reading stops at the limit instead of buffering whatever is sent."""
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and len(declared) < 20 and int(declared) > MAX_BODY:
-            raise WebhookError(f"body of {declared} bytes is over the {MAX_BODY}-byte limit")
+            raise BodyTooLarge(f"body of {declared} bytes is over the {MAX_BODY}-byte limit")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_BODY:
-                raise WebhookError(f"body is over the {MAX_BODY}-byte limit")
+                raise BodyTooLarge(f"body is over the {MAX_BODY}-byte limit")
             chunks.append(chunk)
         body = b"".join(chunks)
         check_json_shape(body)
@@ -194,6 +200,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
           202: {description: "accepted (or a duplicate: {duplicate: true})"}
           400: {description: not a usable GitLab webhook}
           401: {description: missing or wrong X-Gitlab-Token}
+          413: {description: body over 25 MiB (GitLab's own cap)}
           503: {description: no webhook secret configured}
         """
         if not settings.webhook_token:
@@ -217,6 +224,9 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         except UnsupportedEvent as exc:
             delivery("gitlab", "ignored")
             return JSONResponse({"accepted": False, "ignored": str(exc)}, status_code=202)
+        except BodyTooLarge as exc:
+            delivery("gitlab", "invalid")
+            return _error(413, str(exc), "GitLab sends at most 25 MB: send its request unchanged")
         except WebhookError as exc:
             delivery("gitlab", "invalid")
             return _error(400, str(exc), "send GitLab's webhook request unchanged")
@@ -236,6 +246,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         responses:
           202: {description: "accepted; duplicates and non-push events are counted, not run"}
           400: {description: not a notification envelope}
+          413: {description: body over 25 MiB}
           401: {description: missing or wrong token}
           503: {description: no registry secret configured}
         """
@@ -258,6 +269,9 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
             )
         try:
             jobs = registry_jobs(await read_body(request))
+        except BodyTooLarge as exc:
+            delivery("registry", "invalid")
+            return _error(413, str(exc), "send the registry's notification envelope unchanged")
         except WebhookError as exc:
             delivery("registry", "invalid")
             return _error(400, str(exc), "send the registry's notification envelope unchanged")

@@ -9,6 +9,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tests.serve.conftest import Console, Served, start_served
 from tests.support.helpers import poll
@@ -262,3 +263,43 @@ def test_unknown_paths_and_methods_answer_the_documented_error_shape(console: Co
         assert set(body) == {"error", "fix"} and body["fix"], (path, body)
         assert path in body["error"]
     assert http("GET", console.url + "/api/nope").status == 401  # auth still comes first
+
+
+def test_a_body_over_the_limit_is_413_whether_declared_or_chunked(console: Console) -> None:
+    """GitLab caps payloads at 25 MB; more is refused with HTTP's own status, named, and
+    queues nothing, whether Content-Length says so up front or a chunked body runs over."""
+    from http.client import HTTPConnection
+    from urllib.parse import urlsplit
+
+    from configcenter.serve.app import MAX_BODY
+
+    where = urlsplit(console.url)
+    headers = {"X-Gitlab-Token": "whsec-test", "X-Gitlab-Event": "Push Hook"}
+    before = len(console.engine.jobs.recent(1000))
+    chunk = b"x" * (1024 * 1024)
+
+    def refused(framing: dict[str, str], body: list[bytes]) -> dict[str, Any]:
+        conn = HTTPConnection(str(where.hostname), where.port, timeout=60)
+        conn.putrequest("POST", "/hooks/gitlab")
+        for name, value in {**headers, **framing}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        try:
+            for part in body:
+                conn.send(part)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed while the rest was still being sent
+        answer = conn.getresponse()
+        data: dict[str, Any] = json.loads(answer.read())
+        conn.close()
+        assert answer.status == 413, (answer.status, data)
+        assert str(MAX_BODY) in data["error"] and data["fix"], data
+        return data
+
+    refused({"Content-Length": str(MAX_BODY + 1)}, [chunk])
+    steps = MAX_BODY // len(chunk) + 2
+    refused(
+        {"Transfer-Encoding": "chunked"},
+        [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * steps + [b"0\r\n\r\n"],
+    )
+    assert len(console.engine.jobs.recent(1000)) == before

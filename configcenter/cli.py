@@ -188,7 +188,7 @@ def report_error(exc: Exception) -> NoReturn:
     """A config or user error: its problems or message, no traceback (exit 1); with --json
     one JSON object. Anything else is a bug: re-raised with a note asking to report it."""
     if isinstance(exc, ConfigError):
-        fail(_strict(exc.problems))
+        fail(_strict(exc.problems) if exc.strict else exc.problems)
     if isinstance(exc, _known_errors()):
         if wants_json():
             fail([_problem_of(exc)])

@@ -41,9 +41,22 @@ class Problem:
 class ConfigError(Exception):
     """The config repo cannot be used as it is; carries every problem found."""
 
-    def __init__(self, problems: Iterable[Problem]) -> None:
+    def __init__(self, problems: Iterable[Problem], *, strict: bool = False) -> None:
         self.problems = sorted(problems, key=lambda p: (p.source, p.message))
+        #: Raised under --strict: its warnings are what stopped the command.
+        self.strict = strict
         super().__init__("\n".join(str(p) for p in self.problems))
+
+    def with_warnings(self, warnings: Iterable[Problem]) -> ConfigError:
+        """The same errors with `warnings` beside them (those of the load the command
+        went on from: a warning often explains the error, as a misspelt value name does)."""
+        extra = sorted(
+            (w for w in warnings if w not in self.problems), key=lambda p: (p.source, p.message)
+        )
+        merged = ConfigError(self.problems, strict=self.strict)
+        merged.problems = [*self.problems, *extra]  # after the errors they go with
+        merged.args = ("\n".join(str(p) for p in merged.problems),)
+        return merged
 
 
 class ProblemList:
@@ -69,7 +82,7 @@ class ProblemList:
     def raise_if_errors(self, strict: bool = False) -> None:
         bad = self.items if strict else self.errors
         if bad:
-            raise ConfigError(bad)
+            raise ConfigError(bad, strict=strict)
 
 
 class UserError(ValueError):

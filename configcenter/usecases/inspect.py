@@ -97,6 +97,8 @@ def validate(ws: Workspace) -> ValidationReport:
                 continue
             _check_file_delivery(config, service, rendered.files, problems)
     _check_moved_tags(ws, problems)
+    if problems.errors:  # with the load's warnings: one often explains an error
+        raise ConfigError(problems.items, strict=ws.strict).with_warnings(ws.problems.warnings)
     problems.raise_if_errors(ws.strict)
     services = sum(len(e.services) for e in config.environments.values())
     return ValidationReport(len(config.environments), services, renders, ws.problems.warnings)
@@ -232,7 +234,8 @@ def render_env(ws: Workspace, env: str, services: Collection[str] | None = None)
             rendered.append(ws.renderer.render(config, service, image.ref))
         except RenderError as exc:
             problems.items.append(exc.problem)
-    problems.raise_if_errors()
+    if problems.errors:  # with the load's warnings, as validate and plan
+        raise ConfigError(problems.errors).with_warnings(ws.problems.warnings)
     return RenderResult(rendered, images, unreachable, _unpinned(config, env, unreachable))
 
 
@@ -257,7 +260,12 @@ def plan_env_checked(
     unverified; apply (plan_env) still requires the registry.
     """
     unreachable: dict[str, str] = {}
-    plan = plan_env(ws, env, only=only, retry=retry, render_all=render_all, unreachable=unreachable)
+    try:
+        plan = plan_env(
+            ws, env, only=only, retry=retry, render_all=render_all, unreachable=unreachable
+        )
+    except ConfigError as exc:
+        raise exc.with_warnings(ws.problems.warnings) from None
     return CheckedPlan(plan, unreachable, _unpinned(ws.config, env, unreachable))
 
 

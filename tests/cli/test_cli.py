@@ -132,6 +132,23 @@ def test_an_undefined_variable_next_to_a_misspelt_value_names_the_value_and_its_
         assert "Traceback" not in result.output
 
 
+def test_the_warnings_of_the_load_are_reported_with_a_render_error(repo: ConfigRepo) -> None:
+    """A warning often explains the error it comes with (a value the template does not
+    list, a misspelt name): validate, plan and render report it too, after the errors."""
+    repo.release("api", "1.0.1", {"app.env.j2": "A=1\nB={{ NOPE }}\n"})
+    repo.write(API_DEV, "template: 1.0.1\nimage: {ref: x}\nvalues:\n  EXTRA: 1\n")
+    for command in (["validate"], ["plan", "dev"], ["render", "dev"]):
+        result = run(repo, *command)
+        assert result.exit_code == 1, command
+        lines = result.stderr.splitlines()
+        assert "error: undefined variable" in lines[0], (command, lines)
+        warning = next(line for line in lines if ": warning: " in line)
+        assert warning.startswith("environments/dev/api.yaml:4: warning: 'EXTRA' is not in ")
+        assert result.stderr.endswith("1 problem(s); nothing was changed.\n"), result.stderr
+        data = json.loads(run(repo, *command, "--json").stdout)
+        assert [p["severity"] for p in data["problems"]] == ["error", "warning"], data
+
+
 def test_warning_passes_unless_strict(repo: ConfigRepo) -> None:
     repo.write(API_DEV, "template: 1.0.0\nimage: {ref: x}\nvalues:\n  EXTRA: 1\n")
     result = run(repo, "validate")

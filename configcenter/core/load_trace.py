@@ -23,10 +23,11 @@ service, not 5,000.
 Only loads without errors are kept (a broken config is loaded, and reported, every
 time); their warnings are kept with them and reported again.
 
-A kept load is two pickles: the config without its YAML documents and value layers,
-and those documents and layers (`_KeptSources`), unpickled only when something asks
-where a value came from (an error, a warning, a value diff, `explain`). A no-op plan
-and a render never do, and the documents are half of what a load holds.
+A kept load is the config with each YAML document named by its index (a value layer
+by its document), and each document's data and lines pickled apart (`_KeptDocs`),
+unpickled only when something asks where a value came from (an error, a warning, a
+value diff, `explain`). A no-op plan and a render never do, and the documents are half
+of what a load holds.
 """
 
 from __future__ import annotations

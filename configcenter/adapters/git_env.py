@@ -40,8 +40,16 @@ GIT_LOCATION_VARS = frozenset(
 
 def git_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
     """`base` (the process environment by default) without the git location variables,
-    with `extra` added: the `env=` of every git command configcenter runs."""
+    with GIT_OPTIONAL_LOCKS=0 and `extra` added: the `env=` of every git command
+    configcenter runs.
+
+    GIT_OPTIONAL_LOCKS=0: configcenter's `git status` (apply's guard, serve's look at its
+    checkout every few seconds) only asks; left to itself, status also refreshes the
+    index and takes `.git/index.lock` to do so, and a person's (or a test's) `git add` or
+    `git commit` in the same checkout at that moment fails with "index.lock: File
+    exists". git documents the variable for exactly such background readers."""
     source = os.environ if base is None else base
     env = {k: v for k, v in source.items() if k not in GIT_LOCATION_VARS}
+    env["GIT_OPTIONAL_LOCKS"] = "0"
     env.update(extra)
     return env

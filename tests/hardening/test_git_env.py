@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from configcenter.adapters.config_git import ConfigGit
+from configcenter.adapters.git_config_repo import GitConfigRepo
 from configcenter.adapters.git_env import GIT_LOCATION_VARS, git_env
+from configcenter.adapters.git_lineage import dirty_paths
 from configcenter.adapters.source_checkout import GitSourceCheckouts
 from configcenter.cli import cli
-from tests.support.configrepo import git
+from tests.support.configrepo import ConfigRepo, git
 from tests.support.promote_fixtures import PromotionBed
 from tests.support.registry_fixtures import SourceRepo
 
@@ -103,7 +109,7 @@ def test_git_env_drops_every_location_variable_git_names() -> None:
     config = {name for name in local if name.startswith("GIT_CONFIG")}
     assert local - config <= GIT_LOCATION_VARS
     env = git_env({"GIT_DIR": "/x", "GIT_CONFIG_COUNT": "1", "HOME": "/h"}, LC_ALL="C")
-    assert env == {"GIT_CONFIG_COUNT": "1", "HOME": "/h", "LC_ALL": "C"}
+    assert env == {"GIT_CONFIG_COUNT": "1", "HOME": "/h", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
 
 
 def test_every_module_that_runs_git_passes_git_env() -> None:
@@ -125,3 +131,32 @@ def test_every_module_that_runs_git_passes_git_env() -> None:
             if env is None or "_env" not in ast.unparse(env):
                 missing.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert missing == []
+
+
+def test_configcenters_status_calls_never_lock_or_rewrite_the_index(tmp_path: Path) -> None:
+    """serve looks at its checkout (`git status`) every few seconds, apply's guard asks it
+    too: a status that refreshes the index takes .git/index.lock, and a `git add` or
+    `git commit` in the checkout at that moment fails ("index.lock: File exists"; the
+    flake of tests/apply_on_platforms/test_marathon_files.py under load). Files whose
+    stat changed but not their content make a plain `git status` rewrite the index;
+    configcenter's calls leave it byte for byte as it was."""
+    repo = ConfigRepo.basic(tmp_path / "shop-config")
+    index = repo.root / ".git" / "index"
+    moved = time.time() - 5  # a whole other second: git compares seconds
+    for path in (repo.root / "templates" / "api").iterdir():
+        os.utime(path, (moved, moved))  # same bytes, new stat: status would refresh the index
+    before = index.read_bytes(), index.stat().st_mtime_ns
+
+    assert ConfigGit(repo.root).checkout_state() is not None
+    assert dirty_paths(repo.root) == []
+    assert GitConfigRepo(repo.root).head_commit()
+    assert (index.read_bytes(), index.stat().st_mtime_ns) == before
+    # What they spared: git itself refreshes it here (this is what took the lock).
+    subprocess.run(
+        ["git", "status"],
+        cwd=repo.root,
+        capture_output=True,
+        env=git_env(GIT_OPTIONAL_LOCKS="1"),
+        check=True,
+    )
+    assert index.read_bytes() != before[0]

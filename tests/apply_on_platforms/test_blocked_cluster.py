@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world, services
-from tests.support.e2e_fixtures import SECRET_ENV, World
+from tests.support.e2e_fixtures import SECRET_ENV
 from tests.support.helpers import poll
+from tests.support.k8s_cluster import RELEASE, Cluster, expect, k8s_world, plan_of, services
 from tests.support.k8s_fixtures import K8sNamespace, version_in_use
 from tests.support.rollout_fixtures import set_service
 
 pytestmark = pytest.mark.k8s
-
-RELEASE = "configcenter.io/release"
-
-
-@pytest.fixture
-def cluster(k8s_namespace: K8sNamespace) -> Cluster:
-    return Cluster(k8s_namespace)
-
-
-def plan_of(world: World) -> dict[str, dict[str, Any]]:
-    plan = json.loads(world.ok("plan", "dev", "--json").stdout)
-    return {s["service"]: s for s in plan["services"]}
 
 
 def namespace_gone(cluster: Cluster) -> bool:

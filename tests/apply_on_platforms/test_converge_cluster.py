@@ -21,30 +21,20 @@ from configcenter.crashpoints import crash_env
 from configcenter.ports.platform import RolloutStatus
 from configcenter.ports.runstore import RunStoreError
 from configcenter.usecases.apply import ApplyOptions, Reporter, apply_env
-from tests.apply_on_platforms.test_kubernetes import (
+from tests.support.e2e_fixtures import World
+from tests.support.k8s_cluster import (
+    RELEASE,
     Cluster,
     expect,
     k8s_world,
     plan_actions,
+    plan_of,
     services,
 )
-from tests.support.e2e_fixtures import World
 from tests.support.k8s_fixtures import FAILS_JOB_IMAGE_MARK, K8sNamespace, version_in_use
 from tests.support.rollout_fixtures import add_service, set_service, workspace
 
 pytestmark = pytest.mark.k8s
-
-RELEASE = "configcenter.io/release"
-
-
-@pytest.fixture
-def cluster(k8s_namespace: K8sNamespace) -> Cluster:
-    return Cluster(k8s_namespace)
-
-
-def plan_of(world: World) -> dict[str, dict[str, Any]]:
-    plan = json.loads(world.ok("plan", "dev", "--json").stdout)
-    return {s["service"]: s for s in plan["services"]}
 
 
 def reconcile_drift(world: World) -> list[Any]:

@@ -17,26 +17,13 @@ from typing import Any
 import pytest
 
 from configcenter.adapters.k8s_live import spec_writers
-from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world, services
 from tests.reconcile.test_replaced_by_hand_cluster import kubectl, replace_by_hand
-from tests.support.e2e_fixtures import World
 from tests.support.helpers import poll
+from tests.support.k8s_cluster import RELEASE, Cluster, expect, k8s_world, plan_of, services
 from tests.support.k8s_fixtures import K8sNamespace
 from tests.support.rollout_fixtures import SENTINEL, set_service
 
 pytestmark = pytest.mark.k8s
-
-RELEASE = "configcenter.io/release"
-
-
-@pytest.fixture
-def cluster(k8s_namespace: K8sNamespace) -> Cluster:
-    return Cluster(k8s_namespace)
-
-
-def plan_of(world: World) -> dict[str, dict[str, Any]]:
-    plan = json.loads(world.ok("plan", "dev", "--json").stdout)
-    return {s["service"]: s for s in plan["services"]}
 
 
 def only_rs(cluster: Cluster, service: str) -> str | None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_on_platforms.test_kubernetes import k8s_world
 from tests.support.e2e_fixtures import SECRET_ENV
+from tests.support.k8s_cluster import k8s_world
 from tests.support.k8s_fixtures import K8sNamespace
 from tests.support.rollout_fixtures import SENTINEL
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world, services
+from tests.support.k8s_cluster import Cluster, expect, k8s_world, services
 from tests.support.k8s_fixtures import K8sNamespace
 from tests.support.rollout_fixtures import set_service
 

@@ -6,30 +6,16 @@ On the test bed's API server: what was running there is left as it was (kubectl'
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world, services
 from tests.support.e2e_fixtures import World
+from tests.support.k8s_cluster import RELEASE, Cluster, expect, k8s_world, plan_of, services
 from tests.support.k8s_fixtures import K8sNamespace
 from tests.support.rollout_fixtures import set_service
 
 pytestmark = pytest.mark.k8s
-
-RELEASE = "configcenter.io/release"
-
-
-@pytest.fixture
-def cluster(k8s_namespace: K8sNamespace) -> Cluster:
-    return Cluster(k8s_namespace)
-
-
-def plan_of(world: World) -> dict[str, dict[str, Any]]:
-    plan = json.loads(world.ok("plan", "dev", "--json").stdout)
-    return {s["service"]: s for s in plan["services"]}
 
 
 def remove_platform(world: World) -> None:

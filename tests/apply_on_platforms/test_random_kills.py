@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.apply_on_platforms.test_kubernetes import Cluster, k8s_world, services
 from tests.support.e2e_fixtures import CLI_TIMEOUT, World
+from tests.support.k8s_cluster import RELEASE, Cluster, k8s_world, services
 from tests.support.k8s_fixtures import K8sNamespace
 from tests.support.rollout_fixtures import set_service
 
@@ -33,12 +33,6 @@ pytestmark = pytest.mark.k8s
 ROUNDS = int(os.environ.get("CONFIGCENTER_KILL_ROUNDS", "6"))
 KILLS_PER_ROUND = int(os.environ.get("CONFIGCENTER_KILLS_PER_ROUND", "4"))
 SEED = int(os.environ.get("CONFIGCENTER_KILL_SEED", str(time.time_ns() % 100_000)))
-RELEASE = "configcenter.io/release"
-
-
-@pytest.fixture
-def cluster(k8s_namespace: K8sNamespace) -> Cluster:
-    return Cluster(k8s_namespace)
 
 
 def start_apply(world: World) -> subprocess.Popen[str]:

@@ -12,20 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world, services
 from tests.support.e2e_fixtures import SECRET_ENV
+from tests.support.k8s_cluster import RELEASE, Cluster, expect, k8s_world, services
 from tests.support.k8s_fixtures import K8sNamespace, version_in_use
 from tests.support.rollout_fixtures import SENTINEL
 
 pytestmark = pytest.mark.k8s
 
-RELEASE = "configcenter.io/release"
 WHERE = "environments/dev/_env.yaml:5"  # DB_PASSWORD: {secret: "env:SHOP_DB_PASSWORD"}
-
-
-@pytest.fixture
-def cluster(k8s_namespace: K8sNamespace) -> Cluster:
-    return Cluster(k8s_namespace)
 
 
 def assert_names_the_secret(output: str, where: str = WHERE) -> None:

@@ -18,14 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.apply_on_platforms.test_kubernetes import (
-    Cluster,
-    expect,
-    k8s_world,
-    plan_actions,
-    services,
-)
 from tests.support.e2e_fixtures import World
+from tests.support.k8s_cluster import Cluster, expect, k8s_world, plan_actions, services
 from tests.support.k8s_fixtures import FAILS_JOB_IMAGE_MARK, K8sNamespace
 from tests.support.rollout_fixtures import SENTINEL, set_service
 
@@ -100,11 +94,6 @@ def set_api(world: World, image: str | None = None, **values: str) -> None:
     if "template: 2.0.0" not in text:
         world.config.write(rel, text.replace("template: 1.0.0", "template: 2.0.0"))
         world.config.commit("dev: api stays on 2.0.0")
-
-
-@pytest.fixture
-def cluster(k8s_namespace: K8sNamespace) -> Cluster:
-    return Cluster(k8s_namespace)
 
 
 class Jobs:

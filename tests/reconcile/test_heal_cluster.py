@@ -11,16 +11,11 @@ from typing import Any
 import pytest
 
 from tests.apply_on_platforms.test_converge_cluster import _pin, _release_worker_with_service
-from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world, services
 from tests.support.e2e_fixtures import SECRET_ENV, World
+from tests.support.k8s_cluster import Cluster, expect, k8s_world, services
 from tests.support.k8s_fixtures import K8sNamespace, version_in_use
 
 pytestmark = pytest.mark.k8s
-
-
-@pytest.fixture
-def cluster(k8s_namespace: K8sNamespace) -> Cluster:
-    return Cluster(k8s_namespace)
 
 
 def reconcile(world: World, *args: str) -> tuple[int, dict[str, Any]]:

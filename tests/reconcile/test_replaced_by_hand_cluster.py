@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from tests.apply_on_platforms.test_converge_cluster import _pin
-from tests.apply_on_platforms.test_kubernetes import Cluster, expect, k8s_world
 from tests.reconcile.test_heal_cluster import drifts, reconcile
 from tests.support.e2e_fixtures import World
+from tests.support.k8s_cluster import Cluster, expect, k8s_world
 from tests.support.k8s_fixtures import K8sNamespace
 
 pytestmark = pytest.mark.k8s
@@ -43,11 +43,6 @@ spec:
         ports:
         - {name: http, containerPort: 8080}
 """
-
-
-@pytest.fixture
-def cluster(k8s_namespace: K8sNamespace) -> Cluster:
-    return Cluster(k8s_namespace)
 
 
 def _release_worker_with_ports(world: World) -> None:

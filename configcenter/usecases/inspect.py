@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from configcenter import wiring
-from configcenter.core.errors import ConfigError, Problem, ProblemList
+from configcenter.core.errors import ConfigError, Problem, ProblemList, Source
 from configcenter.core.model import Config, ServiceConfig
 from configcenter.core.plan import (
     Plan,
@@ -40,13 +40,20 @@ def service_config(config: Config, env: str, service: str) -> ServiceConfig:
     check_env(config, env)
     environment = config.environment(env)
     if service not in environment.services:
+        import difflib
+
+        known = sorted(environment.services)
+        close = difflib.get_close_matches(service, known, n=1)
         raise ConfigError(
             [
                 Problem(
-                    config.project.doc.source("environments"),
+                    # The file that would deploy it (configcenter.yaml has nothing wrong).
+                    Source(f"environments/{env}/{service}.yaml"),
                     f"service '{service}' is not deployed in {env}",
-                    f"create environments/{env}/{service}.yaml; deployed: "
-                    + ", ".join(sorted(environment.services)),
+                    (f"did you mean '{close[0]}'? " if close else "")
+                    + f"deployed in {env}: "
+                    + (", ".join(known) or "none")
+                    + f"; to deploy it, create environments/{env}/{service}.yaml",
                 )
             ]
         )

@@ -17,7 +17,9 @@ def test_history_of_one_service_ignores_another_services_broken_file(
     # A typo is still named against the whole environment's services.
     typo = run(repo, remote, "history", "dev", "--service", "apj")
     assert typo.exit_code != 0 and "service 'apj' is not deployed in dev" in typo.output
-    assert "api" in typo.output.split("deployed:")[-1], typo.output
+    assert "did you mean 'api'?" in typo.output, typo.output
+    assert typo.output.startswith("environments/dev/apj.yaml: error:"), typo.output
+    assert "configcenter.yaml" not in typo.output  # nothing is wrong there
 
     repo.write("environments/dev/db.yaml", "template: [unclosed\n")
     repo.commit("db: broken")

@@ -252,13 +252,25 @@ def print_service_plan(
 
 
 def release_stage_lines(s: ServicePlan) -> list[str]:
-    """The stages this release will go through, when its template declares any."""
-    from configcenter.core.stages import template_stages
+    """The stages this release will go through, when its template declares any (a catch-up
+    of a recorded release: the stages it has not passed yet, as apply runs them)."""
+    from configcenter.core.converge import PlatformServicePlan
+    from configcenter.core.stages import still_to_run, template_stages
 
     if s.config is None or s.action not in ("create", "update"):
         return []
     template = s.config.template
     stages = template_stages(template.doc.data or {}, template.outputs, template.doc.source)
+    step = s.step if isinstance(s, PlatformServicePlan) else None
+    previous = s.previous
+    if (
+        step is not None
+        and step.kind == "rollout"
+        and previous is not None
+        and previous.release is not None
+        and previous.release.id == step.release
+    ):
+        stages = still_to_run(stages, previous.release.outcome)
     return [] if stages.empty else stages.describe()
 
 

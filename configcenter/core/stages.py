@@ -129,6 +129,13 @@ class ReleaseStages:
         )
 
 
+def still_to_run(stages: ReleaseStages, outcome: str | None) -> ReleaseStages:
+    """The stages a catch-up (or put-back) of a recorded release still runs: none when the
+    release was recorded healthy (its pre-deploy jobs and verification already succeeded,
+    so a hand edit put back does not migrate again); all of them otherwise."""
+    return ReleaseStages() if outcome == "healthy" else stages
+
+
 def template_stages(
     data: Mapping[str, Any],
     outputs: list[str],

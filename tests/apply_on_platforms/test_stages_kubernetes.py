@@ -259,3 +259,34 @@ def test_skip_verify_is_recorded_in_the_commit_and_the_run(
     release_commit = world.git_deploy("rev-parse", "refs/heads/main^").decode().strip()
     assert ("Configcenter-Skip-Verify", "true") in world.trailers(release_commit)
     assert '"skip_verify": true' in run_log(world)
+
+
+def test_putting_back_a_hand_scaled_healthy_release_runs_none_of_its_stages_again(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    from kubernetes import client
+
+    world = stage_world(tmp_path, k8s_namespace)
+    expect(world.cc("apply", "dev"), 0)
+    release = services(world)["api"]["release"]
+    assert release["outcome"] == "healthy"
+    jobs = Jobs(k8s_namespace)
+    (migrate,) = jobs.of("pre-deploy")
+    (smoke,) = jobs.of("verify")
+    wanted = cluster.deployment("api").spec.replicas
+    # kubectl scale deploy/api --replicas=3: a hand edit of the same release.
+    client.AppsV1Api(k8s_namespace.api_client()).patch_namespaced_deployment_scale(
+        "api", k8s_namespace.name, {"spec": {"replicas": wanted + 2}}
+    )
+
+    assert plan_actions(world)["api"] == "update"
+    plan = world.ok("plan", "dev").output
+    assert "pre-deploy job" not in plan and "verify job" not in plan, plan
+    result = expect(world.cc("apply", "dev"), 0)
+
+    assert cluster.deployment("api").spec.replicas == wanted  # put back
+    assert services(world)["api"]["release"]["id"] == release["id"]
+    # The migration and the smoke test ran once, for the release, and were not run again.
+    assert [j.metadata.uid for j in jobs.of("pre-deploy")] == [migrate.metadata.uid]
+    assert [j.metadata.uid for j in jobs.of("verify")] == [smoke.metadata.uid]
+    assert "pre-deploy job" not in result.output

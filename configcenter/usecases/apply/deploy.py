@@ -67,12 +67,15 @@ def deploy_one(
     reporter: Reporter,
     force: bool = False,
     skip_verify: bool = False,
+    catching_up: bool = False,
 ) -> Outcome:
     """Roll out `current` through its stages; on failure roll back to its last good release.
 
     `force` lets a platform cancel a deployment that holds the app (Marathon's 409).
-    Pre-deploy jobs, verification and `skip_verify` are `usecases.stages`'.
+    Pre-deploy jobs, verification and `skip_verify` are `usecases.stages`'. A catch-up
+    runs only the stages its release has not passed (`core.stages.still_to_run`).
     """
+    from configcenter.core.stages import still_to_run
     from configcenter.usecases import stages
 
     config = ws.config
@@ -85,7 +88,9 @@ def deploy_one(
     run = stages.run_release(
         platform,
         item,
-        stages.release_stages(current),
+        still_to_run(stages.release_stages(current), release.outcome)
+        if catching_up
+        else stages.release_stages(current),
         timeout=timeout,
         skip_verify=skip_verify,
         log=log,

@@ -143,6 +143,7 @@ def _run_steps(
                 reporter,
                 options.force,
                 options.skip_verify,
+                catching_up=True,
             )
             outcomes[step.service] = outcome
             results.append(outcome.result)

@@ -166,10 +166,17 @@ def routes(engine: Engine) -> list[Route]:
                 rolled_back]
           - {name: service, in: query, schema: {type: string}}
           - {name: limit, in: query, schema: {type: integer, default: 50}}
-          - {name: before, in: query, schema: {type: string}, description: a run id to page from}
+          - name: before
+            in: query
+            schema: {type: string}
+            description: >-
+              the id of a run in this run store: lists the runs older than it (take it from
+              the Link header); an id of no run here is refused (400), never read as page one
           - {name: log, in: query, schema: {type: boolean}, description: include logs}
         security: [{bearer: []}, {basic: []}]
-        responses: {200: {description: list of runs}, 400: {description: bad query}}
+        responses:
+          200: {description: list of runs}
+          400: {description: bad query (also a before that names no run here)}
         """
         q = request.query_params
         filters = run_filters(request)
@@ -177,6 +184,8 @@ def routes(engine: Engine) -> list[Route]:
             limit = _limit(q.get("limit"), 50)
             _check_filters(filters)
             found, runs = runs_page(filters, limit, q.get("log") in ("1", "true", "yes"))
+        except views.BadCursor as exc:
+            return _error(400, exc.message, exc.fix)
         except (ValueError, RunStoreError) as exc:
             return _error(400, str(exc), "fix the query (GET /openapi.json lists the filters)")
         headers = {}
@@ -206,6 +215,8 @@ def routes(engine: Engine) -> list[Route]:
         try:
             _check_filters(filters)
             found, runs = runs_page(filters, RUNS_PAGE, True)
+        except views.BadCursor as exc:
+            return _html_error(request, project, 400, exc.message, "follow the page's older → link")
         except (ValueError, RunStoreError) as exc:
             return _html_error(request, project, 400, str(exc), "pick a filter from the form")
 

@@ -8,6 +8,7 @@ Values are masked by those use cases; rendered files hold secret references only
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -182,11 +183,25 @@ def release_diff(ws: Workspace, env: str, service: str, a: str, b: str) -> dict[
 
 #: What a run list may be filtered by, and the words the filter form offers.
 RUN_FILTERS = ("env", "kind", "outcome", "service")
+#: What `new_run_id` makes: r + UTC time to the microsecond + Z + 10 hex digits.
+_RUN_ID = re.compile(r"r\d{8}T\d{12}Z[0-9a-f]{10}")
 #: Runs read from the store per page while filtering by outcome or service.
 _SCAN_PAGE = 200
 #: At most this many runs are read for one page of a filtered list; the page then
 #: says where it stopped (`next`), so a rare match never makes one request unbounded.
 SCAN_LIMIT = 5000
+
+
+class BadCursor(ValueError):
+    """`before` names no run in this run store (answered 400, never the newest page)."""
+
+    def __init__(self, before: str) -> None:
+        self.message = f"before={before!r} names no run in this run store"
+        self.fix = (
+            'page with the URL in the previous page\'s Link: <...>; rel="next" header (its '
+            "`before` is a run id from that page), or leave `before` out for the newest runs"
+        )
+        super().__init__(self.message)
 
 
 @dataclass
@@ -208,7 +223,13 @@ def list_runs(
     with_log: bool = False,
 ) -> RunsPage:
     """Runs newest first, filtered by env and kind (in the store) and by shown outcome and
-    changed service (what the console shows for each run), `limit` per page."""
+    changed service (what the console shows for each run), `limit` per page.
+
+    `before` must be the id of a run in `store` (BadCursor otherwise): an unknown cursor
+    would page from wherever it sorts, mostly the newest runs, and a client would loop.
+    """
+    if before is not None and (not _RUN_ID.fullmatch(before) or store.get(before) is None):
+        raise BadCursor(before)
     if not outcome and not service:
         runs = store.list(
             env=env, kind=kind, limit=min(limit + 1, MAX_LIST_LIMIT), before=before,

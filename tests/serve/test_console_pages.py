@@ -492,3 +492,30 @@ def test_a_broken_state_record_is_a_503_naming_it_not_a_500(console: Console) ->
         assert "dev/.state/api.json" in result.body.decode(), path
     body = http("GET", console.url + "/api/environments/dev/services/api", headers=auth).json()
     assert body["fix"]
+
+
+def test_a_cursor_that_names_no_run_is_refused_not_read_as_the_newest_page(
+    console: Console,
+) -> None:
+    """`before=` a typo or a well-formed id of no run in this store: 400 naming the parameter
+    and how to get a cursor (the Link header), not the newest page; a real cursor still pages."""
+    made = []
+    for _ in range(3):
+        run = console.store.start("reconcile", "prod", [], "cli", "ops@test")
+        console.store.finish(run.id, "noop", {})
+        made.append(run.id)
+    auth = {"Authorization": "Bearer apisec-test"}
+    unknown = "r20990101T000000000000Z0123456789"  # well formed, sorts after every run
+    for cursor in ("zzz", unknown, made[2] + "x"):
+        result = http("GET", console.url + f"/api/runs?env=prod&before={cursor}", headers=auth)
+        assert result.status == 400, (cursor, result.status, result.body[:300])
+        body = result.json()
+        assert set(body) == {"error", "fix"}
+        assert f"before={cursor!r}" in body["error"] and "no run" in body["error"]
+        assert 'rel="next"' in body["fix"]
+        html = http("GET", console.url + f"/runs?env=prod&before={cursor}", headers=auth)
+        assert html.status == 400 and "no run" in html.body.decode()
+    assert [r["id"] for r in json.loads(console.get(f"/api/runs?env=prod&before={made[2]}"))] == [
+        made[1],
+        made[0],
+    ]

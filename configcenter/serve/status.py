@@ -200,29 +200,13 @@ def services(ws: Workspace, env: str) -> list[dict[str, Any]]:
                 "image_digest": current.image_digest if current else None,
                 "replicas": current.replicas if current else None,
                 "platform": current.platform if current else None,
-                "release": None
-                if release is None
-                else {
-                    "id": release.id,
-                    "outcome": release.outcome,
-                    "at": release.at,
-                    "run": release.run or None,
-                    "reason": release.reason or None,
-                },
+                "release": _release_json(release),
                 "status": status,
                 "status_why": why,
                 "status_run": status_run,
                 "health": _health(release.outcome if release else None),
                 "last_failed": current.last_failed.id if current and current.last_failed else None,
-                "failure": None
-                if failure is None
-                else {
-                    "id": failure.id,
-                    "outcome": failure.outcome,
-                    "at": failure.at,
-                    "run": failure.run or None,
-                    "reason": failure.reason or None,
-                },
+                "failure": _release_json(failure),
                 "drift": _drift(
                     reconciled,
                     drift_by_service.get(name),
@@ -382,3 +366,16 @@ def run_json(run: Run, with_log: bool = False) -> dict[str, Any]:
     if with_log:
         data["log"] = run.log
     return data
+
+
+def _release_json(release: Release | None) -> dict[str, Any] | None:
+    """A release as the matrix names it (the current one, or the failure beside it)."""
+    if release is None:
+        return None
+    return {
+        "id": release.id,
+        "outcome": release.outcome,
+        "at": release.at,
+        "run": release.run or None,
+        "reason": release.reason or None,
+    }

@@ -33,7 +33,6 @@ import os
 import pickle
 import re
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from configcenter.adapters import history_index
+from configcenter.adapters.cache_files import Data, Stamp, pickled, save_merged, stamp
 from configcenter.adapters.git_env import git_env
 from configcenter.adapters.history_index import ChangeIndex, Found, within
 from configcenter.crashpoints import crash_point
@@ -379,6 +379,18 @@ def _index_code() -> str:
     return digest.hexdigest()
 
 
+def _read_listings(path: Path) -> dict[tuple[str, tuple[str, ...]], dict[str, bytes]]:
+    """The listings kept in `path` ({} when it is missing, garbled or foreign)."""
+    with contextlib.suppress(Exception):
+        with open(path, "rb") as handle:
+            data = pickle.load(handle)
+        if isinstance(data, dict) and data.get("version") == 1:
+            entries = data.get("entries")
+            if isinstance(entries, dict):
+                return entries
+    return {}
+
+
 def _parse_raw(output: bytes, wanted: Sequence[str]) -> Found:
     """Commit -> (parents, changes at or under ``wanted``; all when empty) from ``git log
     --raw --no-abbrev --format=%x01%H %P`` output, in git's order."""
@@ -431,6 +443,7 @@ class GitDeployRepo:
         self._cache_ready = False
         self._lock_token: str | None = None
         self._kept_listings: dict[tuple[str, tuple[str, ...]], dict[str, bytes]] | None = None
+        self._listings_read: Stamp | None = None  # the version of LISTINGS_FILE read
         # Literal pathspecs: a prefix like "dev/*" or ":x" names a path, not a pattern.
         self._env = git_env(LC_ALL="C", GIT_TERMINAL_PROMPT="0", GIT_LITERAL_PATHSPECS="1")
         # The URL git sees has no credentials; a token in the URL goes through the helper.
@@ -709,14 +722,9 @@ class GitDeployRepo:
 
     def _listings(self) -> dict[tuple[str, tuple[str, ...]], dict[str, bytes]]:
         if self._kept_listings is None:
-            self._kept_listings = {}
-            with contextlib.suppress(Exception):  # garbled or foreign: no entry
-                with open(self.cache_dir / LISTINGS_FILE, "rb") as handle:
-                    data = pickle.load(handle)
-                if isinstance(data, dict) and data.get("version") == 1:
-                    entries = data.get("entries")
-                    if isinstance(entries, dict):
-                        self._kept_listings = entries
+            path = self.cache_dir / LISTINGS_FILE
+            self._listings_read = stamp(path)  # before reading: never a later version's
+            self._kept_listings = _read_listings(path)
         return self._kept_listings
 
     def _keep_listing(self, key: tuple[str, tuple[str, ...]], blobs: dict[str, bytes]) -> None:
@@ -725,16 +733,19 @@ class GitDeployRepo:
         listings[key] = dict(blobs)
         for old in list(listings)[:-_LISTINGS_KEPT]:
             del listings[old]
+        path = self.cache_dir / LISTINGS_FILE
+
+        def data(changed: bool) -> Data:
+            # Another command's listings since this one read the file: theirs, then ours.
+            fresh = _read_listings(path) if changed else {}
+            merged = {k: v for k, v in fresh.items() if k not in listings}
+            merged.update(listings)
+            listings.clear()
+            listings.update(list(merged.items())[-_LISTINGS_KEPT:])
+            return pickled({"version": 1, "entries": listings})
+
         with contextlib.suppress(OSError):  # a cache: never fails a command
-            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".listings-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    pickle.dump({"version": 1, "entries": listings}, handle, protocol=5)
-                os.replace(tmp, self.cache_dir / LISTINGS_FILE)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            self._listings_read = save_merged(path, self._listings_read, data, ".listings-")
 
     def _list_blobs(self, start: str, tops: list[str]) -> dict[str, bytes]:
         proc = self._git("ls-tree", "-r", "-z", start, "--", *tops, check=False)

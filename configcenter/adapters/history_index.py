@@ -14,21 +14,22 @@ needs (a short history of a long branch leaves the file without tips). A rewritt
 never reached from its head again. A walk that meets a merge commit returns None and
 git answers instead (this file does not repeat git's history simplification). The file
 is an optimisation: one that cannot be read is ignored, one that cannot be written is
-skipped, and nothing is ever half-written (temporary file, rename). A file written by
-other code (the bytes of the modules that ask git and read its answer) is not used.
+skipped, and nothing is ever half-written (`cache_files.write_atomic`). Two commands
+saving one file at once both keep their commits (`cache_files.save_merged`: the second
+reads the first's file again and merges it in). A file written by other code (the bytes
+of the modules that ask git and read its answer) is not used.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from configcenter.adapters.cache_files import Data, Stamp, save_merged, stamp
 
 _log = logging.getLogger("configcenter")
 _FORMAT = 1
@@ -64,8 +65,17 @@ class ChangeIndex:
         self.path = directory / f"{digest}.json"
         self.tips: list[str] = []
         self.commits: dict[str, tuple[list[str], Changes]] = {}
+        self._read: Stamp | None = None  # the version of the file loaded
 
     def load(self) -> ChangeIndex:
+        self._read = stamp(self.path)  # before reading: never a later version's
+        found = self._parse()
+        if found is not None:
+            self.tips, self.commits = found
+        return self
+
+    def _parse(self) -> tuple[list[str], dict[str, tuple[list[str], Changes]]] | None:
+        """The tips and commits in the file now (None: missing, garbled or not ours)."""
         try:
             data = json.loads(self.path.read_bytes())
             if (
@@ -74,7 +84,7 @@ class ChangeIndex:
                 or data.get("scope") != self.scope
                 or data.get("code") != self.code
             ):
-                return self
+                return None
             tips = [_object_id(t) for t in data["tips"]]
             commits = {
                 _object_id(sha): (
@@ -84,13 +94,11 @@ class ChangeIndex:
                 for sha, (parents, changes) in data["commits"].items()
             }
         except FileNotFoundError:
-            return self
+            return None
         except Exception as exc:  # a garbled or foreign file is no entry, never a failure
             _log.debug("history index %s not used: %s", self.path, exc)
-            return self
-        if all(t in commits for t in tips):
-            self.tips, self.commits = tips, commits
-        return self
+            return None
+        return (tips, commits) if all(t in commits for t in tips) else None
 
     def add(self, start: str, found: Found, complete: bool) -> None:
         """Commits git listed from ``start`` (each with its parents). ``complete``: git
@@ -113,6 +121,11 @@ class ChangeIndex:
 
     def _tip(self, start: str) -> None:
         """``start`` first among the tips; tips it reaches through the file are dropped."""
+        reached = self._reached(start)
+        self.tips = [start, *(t for t in self.tips if t not in reached)][:MAX_TIPS]
+
+    def _reached(self, start: str) -> set[str]:
+        """``start`` and every commit the file holds that it reaches through the file."""
         reached: set[str] = set()
         todo = [start]
         while todo:
@@ -121,7 +134,7 @@ class ChangeIndex:
                 continue
             reached.add(sha)
             todo.extend(self.commits[sha][0])
-        self.tips = [start, *(t for t in self.tips if t not in reached)][:MAX_TIPS]
+        return reached
 
     def walk(
         self, start: str, paths: Sequence[str], limit: int | None
@@ -145,6 +158,23 @@ class ChangeIndex:
         return shown, None
 
     def save(self) -> None:
+        """Write the file, with the commits and tips another command saved since this one
+        loaded it (never fails a command)."""
+        try:
+            self._read = save_merged(self.path, self._read, self._data, prefix=".history-")
+        except OSError as exc:
+            _log.debug("history index %s not written: %s", self.path, exc)
+
+    def _data(self, changed: bool) -> Data:
+        """What `save` writes (`changed`: the file is another writer's since it was read)."""
+        found = self._parse() if changed else None
+        if found is not None:
+            tips, commits = found
+            self.commits = {**commits, **self.commits}
+            for tip in tips:  # theirs after ours, but none another tip reaches
+                if not any(tip in self._reached(t) for t in self.tips):
+                    reached = self._reached(tip)
+                    self.tips = [*(t for t in self.tips if t not in reached), tip][:MAX_TIPS]
         data = {
             "format": _FORMAT,
             "scope": self.scope,
@@ -152,17 +182,4 @@ class ChangeIndex:
             "tips": self.tips,
             "commits": {sha: [p, list(c.items())] for sha, (p, c) in self.commits.items()},
         }
-        directory = self.path.parent
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".history-")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump(data, handle, separators=(",", ":"))
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-        except OSError as exc:
-            _log.debug("history index %s not written: %s", self.path, exc)
+        return json.dumps(data, separators=(",", ":")).encode()

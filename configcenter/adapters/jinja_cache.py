@@ -14,6 +14,8 @@ from pathlib import Path
 import jinja2
 import jinja2.bccache
 
+from configcenter.adapters.cache_files import write_atomic
+
 _log = logging.getLogger("configcenter")
 
 
@@ -22,8 +24,9 @@ class BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
 
     A cache directory that cannot be created, read or written (read-only, full,
     owned by someone else) costs a compile, never a command: it is skipped with one
-    warning. Jinja writes each entry to a temporary file and renames it, so a failed
-    write leaves nothing half-written behind.
+    warning. Each entry is written whole (`cache_files.write_atomic`, not Jinja's own
+    temporary file, which a killed writer would leave behind for good): a reader sees the
+    last complete entry, and a killed writer's temporary file is swept by a later write.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -57,6 +60,7 @@ class BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
         if self._broken:
             return
         try:
-            super().dump_bytecode(bucket)
+            path = Path(self._get_cache_filename(bucket))
+            write_atomic(path, bucket.write_bytecode, prefix=".jinja-")
         except OSError as exc:
             self._skip(self.directory, exc)

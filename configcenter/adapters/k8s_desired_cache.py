@@ -13,7 +13,9 @@ An apply keeps the objects of the release it applied (its manifests are parsed a
 so the reconcile after it reads them; reconcile keeps what it had to build itself.
 One file per (namespace, env, service) slot holds the last key and its objects (pickled,
 so YAML's dates and non-string keys come back as they were parsed), so the cache stays as
-large as the set of services. Each lookup unpickles a fresh copy: callers own what they
+large as the set of services; it is written whole (`cache_files.write_atomic`), so of two
+processes keeping one slot at once the last complete write wins, and a writer killed
+mid-write leaves the slot as it was. Each lookup unpickles a fresh copy: callers own what they
 get. A cache that cannot be read or written costs a build, never a command. Nothing in
 it is secret: Secrets are built with every value masked (`build_objects(..., None)`).
 """
@@ -28,12 +30,12 @@ import logging
 import os
 import pickle
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any
 
+from configcenter.adapters.cache_files import write_atomic
 from configcenter.ports.platform import Deployable
 
 log = logging.getLogger("configcenter.adapters.kubernetes")  # one logger name for the adapter
@@ -158,15 +160,7 @@ class DesiredObjectsCache:
             log.debug("desired objects of %s not kept (%s)", path.name, exc)
             return
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(path, data, prefix=".tmp-")
         except OSError as exc:
             self._broken = True
             log.warning(

@@ -1,18 +1,22 @@
 """Kept config loads on disk (see configcenter.core.load_trace), in the user's cache dir.
 
-One file per key; each is written whole and atomically, and a file that cannot be
-read is a miss. The newest `KEEP` files stay; older ones are removed as new ones come.
+One file per key, each one whole value: written whole and atomically
+(`cache_files.write_atomic`), so of two processes keeping one key at once the last
+complete write wins and a reader sees one or the other, never a mix; a writer killed
+mid-write leaves the file as it was (its temporary file is swept by a later write). A
+file that cannot be read is a miss. The newest `KEEP` files stay; older ones are removed
+as new ones come.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import sys
-import tempfile
 from functools import lru_cache
 from pathlib import Path
+
+from configcenter.adapters.cache_files import write_atomic
 
 KEEP = 12  # a few environments, all of them, and some single-service loads
 
@@ -33,11 +37,7 @@ class DiskLoadStore:
 
     def put(self, key: str, data: bytes) -> None:
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, self.directory / f"{key}.load")
+            write_atomic(self.directory / f"{key}.load", data, prefix=".tmp-")
         except OSError:
             return  # a cache is an optimisation: never fail a command over it
         self._prune()

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from configcenter.adapters.cache_files import Stamp, locked, stamp, write_atomic
+from configcenter.adapters.cache_files import Stamp, save_merged, stamp
 
 _log = logging.getLogger("configcenter")
 
@@ -131,30 +131,36 @@ class RenderedFilesCache:
     def save(self) -> None:
         """Write the packs that gained records (and drop other engines' folders)."""
         for group, new in self._new.items():
-            path = self._path(group)
-            old = self._pack(group)
-            try:
-                with locked(path):
-                    if stamp(path) != self._stamps.get(group):
-                        # Written by another process since we read it: its records first.
-                        fresh, _ = self._read(path)
-                        old = {**fresh, **{k: v for k, v in old.items() if k not in fresh}}
-                    kept = self._kept(group, old, new)
-                    write_atomic(path, marshal.dumps(kept), prefix=".pack-")
-                    self._stamps[group] = stamp(path)
-            except OSError as exc:
-                if not self._warned:
-                    _log.warning(
-                        "rendered-files cache %s cannot be written (%s); rendering again next time",
-                        path.parent,
-                        exc.strerror or exc,
-                    )
-                self._warned = True
-                continue
-            self._packs[group] = kept
+            self._save_pack(group, new)
         if self._new:
             self._drop_other_engines()
         self._new = {}
+
+    def _save_pack(self, group: str, new: dict[str, dict[str, bytes]]) -> None:
+        path = self._path(group)
+        kept = self._pack(group)
+
+        def data(changed: bool) -> bytes:
+            nonlocal kept
+            if changed:
+                # Written by another process since we read it: its records first.
+                fresh, _ = self._read(path)
+                kept = {**fresh, **{k: v for k, v in kept.items() if k not in fresh}}
+            kept = self._kept(group, kept, new)
+            return marshal.dumps(kept)
+
+        try:
+            self._stamps[group] = save_merged(path, self._stamps.get(group), data, ".pack-")
+        except OSError as exc:
+            if not self._warned:
+                _log.warning(
+                    "rendered-files cache %s cannot be written (%s); rendering again next time",
+                    path.parent,
+                    exc.strerror or exc,
+                )
+            self._warned = True
+            return
+        self._packs[group] = kept
 
     def _kept(
         self, group: str, old: dict[str, dict[str, bytes]], new: dict[str, dict[str, bytes]]

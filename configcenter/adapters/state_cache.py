@@ -11,7 +11,8 @@ asked). Entries are only written for records that were parsed and checked.
 Files are keyed by the code that reads records too (the bytes of `core/state.py`),
 so a configcenter that reads them differently never uses another's entries. The
 cache is an optimisation: a file that cannot be read is ignored, one that cannot be
-written is skipped, and nothing is ever half-written (`cache_files.write_pickle`).
+written is skipped, and nothing is ever half-written (`cache_files.write_pickle`; a
+writer killed mid-write leaves the file as it was, its temporary file swept later).
 
 Writers are not merged: a file holds exactly the records of the one deploy repo commit
 its writer read (the records of another commit are not kept, by design), and two

@@ -14,10 +14,10 @@ import hashlib
 import os
 import pickle
 import stat
-import tempfile
 import time
 from pathlib import Path
 
+from configcenter.adapters.cache_files import Data, Stamp, pickled, save_merged, stamp
 from configcenter.core.source import FileTooLarge, RepoPathError
 
 
@@ -165,7 +165,8 @@ class StatDigests:
     when it was read has the bytes it had: every write moves the change time, which no
     user can set. Files younger than `SETTLED_NS` are read every time. Anything but a
     plain regular file within the size limit is read (and refused) as `read_repo_file`
-    does. Kept in one small file beside the config repo's other caches.
+    does. Kept in one small file beside the config repo's other caches; two processes
+    saving at once both keep what they learnt (`cache_files.save_merged`).
     """
 
     LIMIT = 200_000  # entries; past it the file is started again
@@ -174,21 +175,27 @@ class StatDigests:
         self.path = path
         self.settled_ns = settled_ns
         self._entries: dict[str, tuple[StatKey, str]] | None = None
-        self._learnt = False
+        self._read: Stamp | None = None  # the version of the file read
+        self._learnt: dict[str, tuple[StatKey, str]] = {}
 
     def _table(self) -> dict[str, tuple[StatKey, str]]:
         if self._entries is None:
-            self._entries = {}
-            try:
-                with open(self.path, "rb") as handle:
-                    data = pickle.load(handle)
-            except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError):
-                return self._entries
-            if isinstance(data, dict) and data.get("version") == 1:
-                entries = data.get("entries")
-                if isinstance(entries, dict) and len(entries) < self.LIMIT:
-                    self._entries = entries
+            self._read = stamp(self.path)  # before reading: never a later version's
+            self._entries = self._load()
         return self._entries
+
+    def _load(self) -> dict[str, tuple[StatKey, str]]:
+        """The entries in the file now ({} when it is missing, unreadable or too large)."""
+        try:
+            with open(self.path, "rb") as handle:
+                data = pickle.load(handle)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError):
+            return {}
+        if isinstance(data, dict) and data.get("version") == 1:
+            entries = data.get("entries")
+            if isinstance(entries, dict) and len(entries) < self.LIMIT:
+                return entries
+        return {}
 
     def digest(
         self, root: Path, rel: str, max_bytes: int, checked: set[str] | None = None
@@ -224,20 +231,26 @@ class StatDigests:
                 after.st_mtime_ns,
                 after.st_ctime_ns,
             ):
-                self._table()[rel] = (key, digest)
-                self._learnt = True
+                self._table()[rel] = self._learnt[rel] = (key, digest)
         return digest
 
     def save(self) -> None:
-        """Write back, atomically, when something was learnt (never fails a command)."""
+        """Write back, atomically, when something was learnt, with what another process
+        saved since this one read the file (never fails a command)."""
         if not self._learnt or self._entries is None:
             return
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as handle:
-                pickle.dump({"version": 1, "entries": self._entries}, handle, 5)
-            os.replace(tmp, self.path)
+            self._read = save_merged(self.path, self._read, self._data, prefix=".tmp-")
         except OSError:
             return
-        self._learnt = False
+        self._learnt = {}
+
+    def _data(self, changed: bool) -> Data:
+        """What `save` writes (`changed`: the file is another writer's since it was read)."""
+        entries = self._table()
+        if changed:
+            fresh = self._load()
+            if len(entries) + len(fresh) < self.LIMIT:
+                entries.update(fresh)
+            entries.update(self._learnt)  # what this process saw last
+        return pickled({"version": 1, "entries": entries})

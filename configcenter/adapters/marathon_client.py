@@ -137,6 +137,7 @@ class MarathonApi:
         if self._client_obj is None:
             from marathon import MarathonClient
 
+            quiet_library_log()
             self._client_obj = MarathonClient(
                 self.url, timeout=self.request_timeout, session=self._session
             )
@@ -436,6 +437,20 @@ def _plain_text(body: object) -> str:
     title = _TITLE.search(text)
     text = _TAG.sub(" ", title.group(1) if title else text)
     return " ".join(text.split())[:500]
+
+
+#: The `marathon` client's logger: it logs "Got response from <url>" at INFO on every
+#: request (each poll of a rollout), noise in serve's log and any host's INFO output.
+LIBRARY_LOGGER = "marathon"
+
+
+def quiet_library_log() -> None:
+    """The `marathon` client's logger to WARNING (its HTTP errors still show), unless the
+    host process set a level for it on purpose. configcenter's own adapter lines
+    (`configcenter.adapters.marathon`) are not affected."""
+    library = logging.getLogger(LIBRARY_LOGGER)
+    if library.level == logging.NOTSET:
+        library.setLevel(logging.WARNING)
 
 
 def new_session() -> requests.Session:

@@ -8,6 +8,7 @@ but never pass their health checks, so their deployment never completes.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -600,3 +601,28 @@ def test_an_app_edited_by_hand_is_a_plan_step_and_apply_puts_the_release_back(
     assert [s["action"] for s in after["services"]] == ["noop"]
     report = json.loads(world.ok("reconcile", "dev", "--json").stdout)
     assert report["services"][0]["drifts"] == []
+
+
+def test_an_apply_logs_no_line_of_the_marathon_client_per_request(
+    tmp_path: Path, marathon_server: MarathonDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The `marathon` client logs "Got response from <url>" at INFO on every request (each
+    poll of a rollout); with INFO logging on (as serve runs) an apply's log carries none of
+    them, while configcenter's own Marathon lines and the client's warnings still show."""
+    library = logging.getLogger("marathon")
+    before = library.level
+    library.setLevel(logging.NOTSET)  # as a fresh process starts
+    try:
+        caplog.set_level(logging.INFO)
+        world = mesos_world(tmp_path, marathon_server)
+
+        result = apply_env(workspace(world), "dev", ApplyOptions())
+
+        assert [(r.service, r.outcome) for r in result.results] == [("worker", "healthy")]
+        ours = [r for r in caplog.records if r.name == "configcenter.adapters.marathon"]
+        assert any("-> deployment" in r.getMessage() for r in ours), caplog.text
+        assert "Got response from" not in caplog.text
+        assert [r for r in caplog.records if r.name == "marathon"] == []
+        assert library.getEffectiveLevel() == logging.WARNING
+    finally:
+        library.setLevel(before)

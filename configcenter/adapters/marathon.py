@@ -17,7 +17,7 @@ one module each:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from configcenter.adapters import marathon_diff
@@ -38,6 +38,7 @@ from configcenter.core.errors import UserError
 from configcenter.core.secretrefs import SecretsRotated
 from configcenter.ports.platform import (
     Deployable,
+    HeldWorkload,
     ObservedService,
     PlatformTarget,
     ProgressCallback,
@@ -180,6 +181,10 @@ class MarathonPlatform:
         except (MarathonError, UserError):
             wanted = None  # the release cannot be PUT as it is: its rollout says why
         return marathon_diff.diff(deployable, observed, wanted)
+
+    def held(self, services: Iterable[str]) -> list[HeldWorkload]:
+        """The apps of `services` that deployments in progress hold (Marathon's 409 lock)."""
+        return self._observer.held(services)
 
     def delete(self, service: str) -> None:
         """Destroy the app and the secrets this adapter stored for it."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -16,7 +16,7 @@ from configcenter.adapters.marathon_client import (
     MarathonApi,
 )
 from configcenter.adapters.marathon_diff import DEFINITION, READ_ONLY
-from configcenter.ports.platform import ObservedService
+from configcenter.ports.platform import HeldWorkload, ObservedService
 
 log = logging.getLogger("configcenter.adapters.marathon")  # one logger name for the adapter
 
@@ -80,6 +80,26 @@ class MarathonObserver:
                 },
             )
         return observed
+
+    def held(self, services: Iterable[str]) -> list[HeldWorkload]:
+        """The apps of `services` that deployments in progress hold: one GET /v2/deployments
+        (deployments.raml: each deployment lists its `affectedApps`). Marathon answers 409
+        to a PUT or DELETE of such an app without `force=true`."""
+        wanted = {self.client.app_id(service): service for service in services}
+        if not wanted:
+            return []
+        running = self.client.request("GET", "/v2/deployments", what="list deployments").json()
+        holding: dict[str, list[str]] = {}
+        for deployment in running if isinstance(running, list) else []:
+            if not isinstance(deployment, dict):
+                continue
+            for app_id in deployment.get("affectedApps") or []:
+                if app_id in wanted:
+                    holding.setdefault(app_id, []).append(str(deployment.get("id", "?")))
+        return [
+            HeldWorkload(wanted[app_id], app_id, tuple(ids))
+            for app_id, ids in sorted(holding.items())
+        ]
 
     def delete(self, service: str) -> None:
         """Destroy the app and the secrets this adapter stored for it."""

@@ -26,7 +26,8 @@ SettingType = Literal["text", "flag", "secret", "text_or_secret"]
 #: `diff` compares the release's objects with the live ones field by field (drifts
 #: named "<Kind/name> <path>") and `replace_drifted` replaces drifted objects (heal).
 OBJECT_DRIFT = "object_drift"
-#: `force=True` cancels a deployment that holds the app (Marathon's HTTP 409).
+#: A deployment in progress holds an app (Marathon's HTTP 409); `held` says which
+#: (`ports.platform.ForcePlatform`) and `force=True` cancels such a deployment.
 FORCE = "force"
 #: Rendered files reach the workload as files (not only as environment values); the
 #: adapter module's `check_config_files` (`ports.platform.ConfigFilesCheck`) says which

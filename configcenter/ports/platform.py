@@ -231,6 +231,26 @@ class ObjectDriftPlatform(Platform, Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class HeldWorkload:
+    """A service's workload that a deployment in progress holds: the platform refuses to
+    change it (Marathon: HTTP 409 "App is locked by one or more deployments") until that
+    deployment ends or is cancelled (`force`)."""
+
+    service: str
+    workload: str  # the platform's name for it, e.g. the Marathon app id /shop/dev/api
+    deployments: tuple[str, ...]  # the ids of the deployments that hold it
+
+
+class ForcePlatform(Platform, Protocol):
+    """A platform with the `force` capability: a deployment in progress holds a workload,
+    and `force=True` (when opened) cancels it to change the workload anyway."""
+
+    def held(self, services: Iterable[str]) -> list[HeldWorkload]:
+        """Which of `services`' workloads deployments in progress hold now (one call)."""
+        ...
+
+
 class ClusterSecretsPlatform(Platform, Protocol):
     """A platform with the `cluster_secrets` capability: it reads `k8s:` references itself."""
 

@@ -118,11 +118,15 @@ def test_failing_image_rolls_back_to_the_old_version_healthy_exit_3(
     assert world.cc("plan", "dev").stdout.count("blocked") >= 1
 
 
-def test_app_locked_by_another_deployment_is_reported_and_not_forced(
+def test_app_locked_by_another_deployment_is_refused_before_anything_is_committed(
     tmp_path: Path, marathon_server: MarathonDouble
 ) -> None:
+    """Marathon answers 409 to a PUT of an app a deployment in progress holds: apply asks
+    /v2/deployments first and refuses (exit 1) naming the app, the deployment and the fix,
+    with nothing committed or cancelled; `apply --force` cancels it and rolls out."""
     world = mesos_world(tmp_path, marathon_server)
     world.ok("apply", "dev")
+    good = record(world)["release"]["id"]
     # Someone else's rollout that never finishes holds the app's lock.
     other = dict(marathon_server.app_json(APP))
     definition = {k: other[k] for k in ("id", "cpus", "mem", "container", "env", "labels")}
@@ -132,36 +136,43 @@ def test_app_locked_by_another_deployment_is_reported_and_not_forced(
     response = requests.put(f"{marathon_server.url}/v2/apps{APP}", json=definition, timeout=10)
     assert response.status_code == 200, response.text
     lock = response.json()["deploymentId"]
-
     set_service(world, "worker", LOG_LEVEL="debug")
+    commits = world.commit_count()
+    puts = len(marathon_server.requests)
+
     result = world.cc("apply", "dev")
 
     assert result.code == 1, result.output
-    assert "locked by running deployment(s)" in result.output and lock in result.output
-    assert "Wait for the rollout to finish" in result.output
+    assert f"worker: {APP} on platform 'mesos' is locked by deployment {lock} in progress" in (
+        result.output
+    )
+    assert "nothing was committed" in result.output
+    assert "Wait for that deployment to finish" in result.output
+    assert "`configcenter apply dev --force` cancels it" in result.output
     assert "Traceback" not in result.output
-    # Not forced: the other deployment still runs, and nothing was cancelled.
+    assert world.commit_count() == commits
+    assert record(world)["release"]["id"] == good
+    assert record(world)["release"]["outcome"] == "healthy"
+    assert not [r for r in marathon_server.requests[puts:] if r.method in ("PUT", "DELETE", "POST")]
     running = requests.get(f"{marathon_server.url}/v2/deployments", timeout=10).json()
     assert lock in {d["id"] for d in running}
     assert marathon_server.app_json(APP)["container"]["docker"]["image"] == "ops/hotfix:never-ready"
-    state = record(world)
-    assert state["release"]["outcome"] == "failed"
-    assert "locked" in state["release"]["reason"]
+    assert json.loads(world.cc("apply", "dev", "--json").stdout)["ok"] is False
+    # Nothing was blocked: the plan still shows the change, not a failed release.
+    [worker] = json.loads(world.ok("plan", "dev", "--json").stdout)["services"]
+    assert worker["action"] == "update"
 
-    # The failed release is blocked, not retried by itself ...
-    again = world.cc("apply", "dev")
-    assert again.code == 0, again.output
-    assert "blocked" in again.output
-    assert lock in {
-        d["id"] for d in requests.get(f"{marathon_server.url}/v2/deployments", timeout=10).json()
-    }
-    # ... and --retry with --force cancels the deployment holding the app and rolls out.
-    forced = world.cc("apply", "dev", "--retry", "worker", "--force")
+    forced = world.cc("apply", "dev", "--force")
+
     assert forced.code == 0, forced.output
+    assert "--force cancels it at rollout" in forced.output
     running = requests.get(f"{marathon_server.url}/v2/deployments", timeout=10).json()
     assert lock not in {d["id"] for d in running}
-    assert marathon_server.app_json(APP)["container"]["docker"]["image"] != "ops/hotfix:never-ready"
+    app = marathon_server.app_json(APP)
+    assert app["container"]["docker"]["image"] != "ops/hotfix:never-ready"
+    assert app["env"]["LOG_LEVEL"] == "debug"
     assert record(world)["release"]["outcome"] == "healthy"
+    assert record(world)["release"]["id"] != good
 
 
 def test_invalid_app_definition_shows_marathons_422_message(

@@ -89,7 +89,7 @@ def commit_release(
             return plan, None, state
         override = guard_config_commit(ws, env, state, plan, options)
         if options.rollout and attempt == 1:
-            preflight(ws, env, plan.changes, log)
+            preflight(ws, env, plan.changes, log, options.force)
         # Every apply, rolled out now or later (--no-rollout: the next apply catches up),
         # refuses releases whose secrets cannot be resolved before committing them.
         refuse_unresolved_secrets(unresolved_secrets(ws, env, plan.changes), log)

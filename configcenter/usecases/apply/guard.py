@@ -18,7 +18,7 @@ from configcenter.core.plan import (
 )
 from configcenter.core.state import EnvState, ServiceState
 from configcenter.ports.config_lineage import ConfigLineage, Relation
-from configcenter.ports.platform import ClusterSecretsPlatform
+from configcenter.ports.platform import ClusterSecretsPlatform, ForcePlatform, HeldWorkload
 from configcenter.usecases.apply.report import ApplyOptions, ApplyRefused, ApplyUnreachable, RunLog
 from configcenter.usecases.platforms import open_platform, supports
 from configcenter.usecases.workspace import Workspace
@@ -134,11 +134,15 @@ def stale_config_warnings(ws: Workspace, env: str, changes: list[ServicePlan]) -
     ]
 
 
-def preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: RunLog) -> None:
-    """Reach every platform the release will roll out to before committing anything.
+def preflight(
+    ws: Workspace, env: str, changes: list[ServicePlan], log: RunLog, force: bool = False
+) -> None:
+    """Reach every platform the release will roll out to before committing anything, and
+    refuse releases whose workloads a deployment in progress holds (unless `force`).
 
     A missing kubeconfig context or an unreachable Marathon is a setup problem, not a
-    failed release: it must not leave a commit behind that later plans call blocked.
+    failed release: it must not leave a commit behind that later plans call blocked. Nor
+    must an app locked by someone else's deployment (Marathon answers the PUT 409).
     """
     from configcenter.usecases.stages import check_plan
 
@@ -151,9 +155,14 @@ def preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: RunLog) 
     for name in sorted(wanted - set(defined)):
         # Only a delete asks for a platform the config no longer defines: nothing reaches it.
         log(f"{env}: platform {name} is no longer defined in configcenter.yaml; left as it is")
+    held: list[tuple[str, HeldWorkload]] = []
     for name in sorted(n for n in wanted if n in defined):
         try:
-            open_platform(ws.config, env, name, ws.redactor).observe()
+            platform = open_platform(ws.config, env, name, ws.redactor)
+            platform.observe()
+            if supports(ws.config, name, kinds.FORCE):
+                services = [s.service for s in changes if _rollout_platform(s) == name]
+                held += [(name, h) for h in cast(ForcePlatform, platform).held(services)]
         except Exception as exc:
             raise ApplyUnreachable(
                 f"platform '{name}' for {env} cannot be reached: {ws.redactor.redact(str(exc))}; "
@@ -161,6 +170,24 @@ def preflight(ws: Workspace, env: str, changes: list[ServicePlan], log: RunLog) 
                 "--no-rollout to commit only)"
             ) from None
         log(f"{env}: platform {name} reachable")
+    if not held:
+        return
+    said = "; ".join(
+        f"{h.service}: {h.workload} on platform '{name}' is locked by deployment "
+        f"{', '.join(h.deployments)} in progress"
+        for name, h in held
+    )
+    if force:
+        log(f"{env}: {said}: --force cancels it at rollout")
+        return
+    raise ApplyRefused(
+        f"{env}: {said}; nothing was committed. Wait for that deployment to finish and apply "
+        f"again; or, if it is stuck or failed, `configcenter apply {env} --force` cancels it "
+        "(Marathon's force=true cancels the deployments holding the app where they got to, "
+        "without rolling them back: meant for one that will not finish) and rolls this "
+        "release out; or `--no-rollout` to commit only (the next apply "
+        "rolls it out)"
+    )
 
 
 def _rollout_platform(sp: ServicePlan) -> str | None:

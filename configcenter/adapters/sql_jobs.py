@@ -47,6 +47,17 @@ _SHARED_SCHEMA = (
     )""",
 )
 
+# Jobs from before version 2: a GitLab job without an Idempotency-Key was named by its
+# event (its id is its event key); one with a key was named by it (its event unknown).
+_EVENT_KEY = (
+    "ALTER TABLE serve_jobs ADD COLUMN event_key TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE serve_jobs ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX IF NOT EXISTS serve_jobs_event_key ON serve_jobs (event_key)",
+    "UPDATE serve_jobs SET event_key = id WHERE source = 'gitlab' "
+    "AND payload LIKE '%\"idempotency_key\": null%'",
+    "UPDATE serve_jobs SET keyed = 1 WHERE source = 'gitlab' AND event_key = ''",
+)
+
 #: Applied once each, in version order, inside one transaction. Version 1 uses
 #: IF NOT EXISTS: databases from before migrations already hold these tables.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -59,6 +70,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             *_SHARED_SCHEMA,
         ),
     ),
+    Migration(
+        version=2,
+        description="serve_jobs.event_key and keyed: a retry with another subset of a "
+        "delivery's identifiers is the same job",
+        sqlite=_EVENT_KEY,
+        postgres=_EVENT_KEY,
+    ),
 )
 _VERSION_TABLE = (
     "CREATE TABLE IF NOT EXISTS serve_schema_version (version INTEGER PRIMARY KEY, "
@@ -66,7 +84,7 @@ _VERSION_TABLE = (
 )
 _COLUMNS = (
     "seq, id, source, kind, env, payload, received_at, state, claimed_by, claimed_at, "
-    "finished_at, runs, note"
+    "finished_at, runs, note, event_key, keyed"
 )
 
 
@@ -196,22 +214,40 @@ class SqlJobStore:
     # -- jobs ------------------------------------------------------------------------------
 
     def add(self, job: Job, *, again_if_failed: bool = False) -> bool:
-        """Store a new queued job; False when a job with this id exists (a duplicate).
+        """Store a new queued job; False when it is a duplicate (the port says when).
 
-        `again_if_failed`: a failed job of this id is queued again (its runs are kept).
+        `again_if_failed`: the failed job it duplicates is queued again (its runs are kept).
         """
-        conflict = "DO NOTHING"
-        if again_if_failed:
-            conflict = (
-                "DO UPDATE SET state = 'queued', claimed_by = NULL, claimed_at = NULL, "
-                "finished_at = NULL, received_at = excluded.received_at, "
-                "note = 'delivered again after it failed' WHERE serve_jobs.state = 'failed'"
-            )
         with self._tx() as cur:
+            if self.postgres and job.event_key:
+                # Two replicas adding deliveries of one event must not both find none.
+                self._run(cur, "SELECT pg_advisory_xact_lock(hashtext(?))", (job.event_key,))
+            found = self._run(
+                cur, "SELECT id, state FROM serve_jobs WHERE id = ?", (job.id,)
+            ).fetchone()
+            if found is None and job.event_key:
+                same = "event_key = ?" + (" AND keyed = 0" if job.keyed else "")
+                found = self._run(
+                    cur,
+                    f"SELECT id, state FROM serve_jobs WHERE {same} ORDER BY seq LIMIT 1",
+                    (job.event_key,),
+                ).fetchone()
+            if found is not None:
+                if not again_if_failed or found[1] != "failed":
+                    return False
+                self._run(
+                    cur,
+                    "UPDATE serve_jobs SET state = 'queued', claimed_by = NULL, "
+                    "claimed_at = NULL, finished_at = NULL, received_at = ?, "
+                    "note = 'delivered again after it failed' WHERE id = ? AND state = 'failed'",
+                    (job.received_at or now_text(), found[0]),
+                )
+                return bool(cur.rowcount == 1)
             self._run(
                 cur,
-                "INSERT INTO serve_jobs (id, source, kind, env, payload, received_at, state, note) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) {conflict}",
+                "INSERT INTO serve_jobs (id, source, kind, env, payload, received_at, state, "
+                "note, event_key, keyed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
                 (
                     job.id,
                     job.source,
@@ -221,6 +257,8 @@ class SqlJobStore:
                     job.received_at or now_text(),
                     job.state,
                     job.note,
+                    job.event_key,
+                    1 if job.keyed else 0,
                 ),
             )
             return bool(cur.rowcount == 1)
@@ -400,7 +438,8 @@ def _sqlite_path(url: str | None) -> Path:
 
 
 def _job(row: Sequence[Any]) -> Job:
-    (seq, job_id, source, kind, env, payload, received, state, by, at, done, runs, note) = row
+    (seq, job_id, source, kind, env, payload, received, state, by, at, done, runs, note) = row[:13]
+    event_key, keyed = row[13:15]
     return Job(
         id=str(job_id),
         source=str(source),
@@ -415,6 +454,8 @@ def _job(row: Sequence[Any]) -> Job:
         finished_at=done,
         runs=list(json.loads(runs or "[]")),
         note=str(note or ""),
+        event_key=str(event_key or ""),
+        keyed=bool(keyed),
     )
 
 

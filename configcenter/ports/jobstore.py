@@ -2,7 +2,10 @@
 
 A job's id is the delivery's own id (GitLab's Idempotency-Key, a registry
 event id, `schedule:<env>:<slot>`), and it is unique: a duplicate, a GitLab
-retry or a redelivery after a restart adds nothing. A job is answered (202)
+retry or a redelivery after a restart adds nothing. A GitLab job also keeps its
+event's identity (`event_key`), so a retry that carries another subset of the
+delivery's identifiers (its Idempotency-Key missing, or there only now) is the
+same job. A job is answered (202)
 once stored; workers claim queued jobs one at a time. Replicas beat a
 heartbeat; jobs a silent replica held are queued again.
 
@@ -46,6 +49,11 @@ class Job:
     finished_at: str | None = None
     runs: list[str] = field(default_factory=list)
     note: str = ""
+    #: The id a delivery of the same event gets when it carries no key of its own (GitLab:
+    #: `gitlab:<natural key>`); "" when the job has no such event identity.
+    event_key: str = ""
+    #: The id is the delivery's own key (GitLab's Idempotency-Key), not `event_key`.
+    keyed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,7 +85,10 @@ class JobStore(Protocol):
     shared: bool
 
     def add(self, job: Job, *, again_if_failed: bool = False) -> bool:
-        """Store a new queued job; False when a job with this id exists (a duplicate).
+        """Store a new queued job; False when it is a duplicate: a job with this id exists,
+        or one with the same `event_key` where either of the two is not `keyed` (a retry
+        that lost or gained its Idempotency-Key is the same delivery; two deliveries that
+        both carry keys are told apart by them).
 
         `again_if_failed`: a job with this id that failed is queued again instead (a
         webhook delivered again on purpose after its job failed), True then.

@@ -193,7 +193,8 @@ def create_app(engine: Engine, settings: ServeSettings) -> Starlette:
         summary: GitLab webhook (Push Hook, Merge Request Hook)
         description: >-
           Verified by X-Gitlab-Token (constant-time), deduplicated by Idempotency-Key
-          (else X-Gitlab-Event-UUID), stored and answered 202; a worker applies
+          and by the event itself (a retry without the key, or with it only now, is a
+          duplicate), stored and answered 202; a worker applies
           environments with auto_apply on a push to the followed branch.
         security: [{gitlabToken: []}]
         responses:

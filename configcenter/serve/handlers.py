@@ -38,15 +38,18 @@ JobOutcome = tuple[str, list[str], str]
 def gitlab_job(event: GitLabEvent, headers: Mapping[str, str], body: bytes) -> Job:
     """The job for one GitLab delivery, named so that a second delivery of it is a duplicate.
 
-    GitLab's `Idempotency-Key` stays the same across retries of one delivery.
-    Without it (GitLab before 17.4, a hand-made resend) the event's natural
-    key names the job: push = project, ref, before and after; merge = project,
-    MR iid and merge commit. `X-Gitlab-Event-UUID` and `X-Gitlab-Webhook-UUID`
-    are new for every request, so they never name a job. Events with neither
-    (MR updates, which apply nothing) are named by a hash of the body.
+    GitLab's `Idempotency-Key` stays the same across retries of one delivery and
+    names the job. Without it (GitLab before 17.4, a hand-made resend) the event's
+    natural key names the job: push = project, ref, before and after; merge =
+    project, MR iid and merge commit; events with neither (MR updates, which apply
+    nothing) a hash of the body. The job keeps that event key too (`event_key`),
+    so a retry that carries another subset of the delivery's identifiers (the key
+    missing now, or there only now) is the same job. `X-Gitlab-Webhook-UUID` is new
+    for every request and `X-Gitlab-Event-UUID` for every resend (and shared by
+    every hook one trigger fires), so neither names a job.
     """
-    natural = event.natural_key or "body:" + hashlib.sha256(body).hexdigest()
-    key = event.idempotency_key or natural
+    natural = "gitlab:" + (event.natural_key or "body:" + hashlib.sha256(body).hexdigest())
+    key = f"gitlab:{event.idempotency_key}" if event.idempotency_key else natural
     payload: dict[str, Any] = {
         "project": event.project,
         "project_id": event.project_id,
@@ -68,7 +71,14 @@ def gitlab_job(event: GitLabEvent, headers: Mapping[str, str], body: bytes) -> J
             merge_commit_sha=event.merge_commit_sha,
             last_commit=event.last_commit,
         )
-    return Job(id=f"gitlab:{key}", source="gitlab", kind=event.kind, payload=payload)
+    return Job(
+        id=key,
+        source="gitlab",
+        kind=event.kind,
+        payload=payload,
+        event_key=natural,
+        keyed=bool(event.idempotency_key),
+    )
 
 
 def _gitlab_user(body: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -54,6 +55,37 @@ def test_a_job_is_stored_once_by_its_delivery_id(store: JobStore) -> None:
     assert got.seq > 0 and got.received_at.endswith("Z")
     assert store.get("gitlab:nope") is None
     assert store.counts() == {"queued": 1}
+
+
+def test_a_retry_with_another_subset_of_the_delivery_keys_is_the_same_job(
+    store: JobStore,
+) -> None:
+    """A job is known by its id and its event key: a delivery without a key of its own
+    matches any job of its event; one with a key matches a key-less job of its event, not a
+    job with another key (two keys, two deliveries)."""
+    event = "gitlab:push:1:refs/heads/main:a:b"
+
+    def job(job_id: str, keyed: bool) -> Job:
+        return Job(id=job_id, source="gitlab", kind="push", event_key=event, keyed=keyed)
+
+    assert store.add(job("gitlab:k1", True)) is True
+    assert store.add(job(event, False)) is False  # the key lost on the retry
+    assert store.add(job("gitlab:k2", True)) is True  # another key: another delivery
+    got = store.get("gitlab:k1")
+    assert got is not None and (got.event_key, got.keyed) == (event, True)
+
+    other = "gitlab:push:1:refs/heads/main:b:c"
+    assert store.add(Job(id=other, source="gitlab", kind="push", event_key=other)) is True
+    keyed = Job(id="gitlab:k3", source="gitlab", kind="push", event_key=other, keyed=True)
+    assert store.add(keyed) is False  # the key there only on the retry
+    assert store.get("gitlab:k3") is None
+    claimed = [store.claim("w1"), store.claim("w1"), store.claim("w1")]
+    assert [c.id for c in claimed if c] == ["gitlab:k1", "gitlab:k2", other]
+    store.finish(other, "failed", [], "no")
+    assert store.add(keyed, again_if_failed=True) is True  # a resend after it failed
+    again = store.get(other)
+    assert again is not None and again.state == "queued"
+    assert store.counts() == {"running": 2, "queued": 1}
 
 
 def test_a_failed_job_delivered_again_is_queued_again_only_when_asked(store: JobStore) -> None:
@@ -244,50 +276,64 @@ def test_a_queue_from_before_migrations_is_adopted_as_it_is(store_url: str) -> N
             "INSERT INTO serve_jobs (id, source, kind, received_at, state) "
             "VALUES ('gitlab:old', 'gitlab', 'push', '2026-01-01T00:00:00.000000Z', 'queued')"
         )
+        # A delivery without an Idempotency-Key was named by its event.
+        execute(
+            "INSERT INTO serve_jobs (id, source, kind, payload, received_at, state) VALUES "
+            "('gitlab:push:1:refs/heads/main:a:b', 'gitlab', 'push', "
+            """'{"after": "b", "idempotency_key": null}', '2026-01-01T00:00:01.000000Z', 'done')"""
+        )
     with opened(store_url) as store:
-        assert schema_version(store) == 1
+        assert schema_version(store) == len(MIGRATIONS)
         old_job = store.get("gitlab:old")
-        assert old_job is not None and old_job.state == "queued"
+        assert old_job is not None and old_job.state == "queued" and old_job.keyed
         store.add(push("gitlab:new"))
-        assert [j.id for j in store.recent()] == ["gitlab:new", "gitlab:old"]
+        assert [j.id for j in store.recent()][:1] == ["gitlab:new"]
+        # A retry of the key-less one that carries a key now is still that delivery.
+        event = "gitlab:push:1:refs/heads/main:a:b"
+        retry = Job(id="gitlab:k9", source="gitlab", kind="push", event_key=event, keyed=True)
+        assert store.add(retry) is False
 
 
 def test_a_newer_configcenter_applies_only_its_new_steps(store_url: str) -> None:
     with opened(store_url) as store:
         store.add(push("gitlab:a"))
     step = Migration(
-        2,
+        len(MIGRATIONS) + 1,
         "jobs remember their delivery's host",
         sqlite=("ALTER TABLE serve_jobs ADD COLUMN host TEXT",),
         postgres=("ALTER TABLE serve_jobs ADD COLUMN host TEXT",),
     )
     with opened(store_url, (*MIGRATIONS, step)) as newer:
-        assert schema_version(newer) == 2
+        assert schema_version(newer) == len(MIGRATIONS) + 1
         assert [j.id for j in newer.recent()] == ["gitlab:a"]
-    with pytest.raises(JobStoreError, match="schema version 2, newer than this configcenter"):
+    newer_text = f"schema version {len(MIGRATIONS) + 1}, newer than this configcenter"
+    with pytest.raises(JobStoreError, match=newer_text):
         SqlJobStore(store_url)
 
 
 def test_a_failing_step_leaves_the_schema_as_it_was(store_url: str) -> None:
     with opened(store_url):
         pass
+    version = len(MIGRATIONS) + 1
     broken = Migration(
-        2,
+        version,
         "a second jobs table",
         sqlite=("CREATE TABLE serve_jobs (x TEXT)",),
         postgres=("CREATE TABLE serve_jobs (x TEXT)",),
     )
     with pytest.raises(JobStoreError) as error:
         SqlJobStore(store_url, (*MIGRATIONS, broken))
-    assert "job store migration 2 (a second jobs table) failed" in str(error.value)
-    assert "the schema is still at version 1" in str(error.value)
+    assert f"job store migration {version} (a second jobs table) failed" in str(error.value)
+    assert f"the schema is still at version {len(MIGRATIONS)}" in str(error.value)
     with opened(store_url) as store:
-        assert schema_version(store) == 1
+        assert schema_version(store) == len(MIGRATIONS)
 
 
 def test_migration_lists_must_count_up_from_one(store_url: str) -> None:
-    skipped = Migration(3, "a gap", sqlite=(), postgres=())
-    with pytest.raises(JobStoreError, match=r"numbered 1, 2, 3, \.\.\.; got \[1, 3\]"):
+    gap = len(MIGRATIONS) + 2
+    skipped = Migration(gap, "a gap", sqlite=(), postgres=())
+    listed = ", ".join(str(n) for n in (*range(1, len(MIGRATIONS) + 1), gap))
+    with pytest.raises(JobStoreError, match=re.escape(f"; got [{listed}]")):
         SqlJobStore(store_url, (*MIGRATIONS, skipped))
 
 

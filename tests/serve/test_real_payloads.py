@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 from tests.serve.conftest import Served
 from tests.support.helpers import poll
@@ -35,8 +36,10 @@ def test_documented_gitlab_and_registry_bodies_are_parsed_queued_and_explained(
     for rel in ("gitlab/tag_push_hook.json", "gitlab/note_hook.json"):
         answer = post(served, *delivery(rel, token))
         assert answer["accepted"] is False and "not acted on" in answer["ignored"], rel
-    # GitLab before 17.4: no Idempotency-Key; a resend is recognised by the push itself.
-    bare, body = delivery("gitlab/push_hook.json", token, idempotency_key=True)
+    # GitLab before 17.4: no Idempotency-Key; a resend is recognised by the push itself
+    # (another push: the same one without its key is a retry of the first delivery).
+    bare, _ = delivery("gitlab/push_hook.json", token, idempotency_key=True)
+    body = json.dumps({**load("gitlab/push_hook.json")["body"], "after": "d" * 40}).encode()
     assert post(served, bare, body)["accepted"] == 1
     resent = {**bare, "X-Gitlab-Event-UUID": "0f0f0f0f-0000-4000-8000-000000000000"}
     assert post(served, resent, body)["duplicates"] == 1
@@ -96,3 +99,52 @@ def test_a_delivery_sent_again_after_its_job_failed_runs_again(served: Served) -
     assert post(served, done_headers, done_raw)["accepted"] == 1
     poll(served.settled, 120, "the feature push to be ignored")
     assert post(served, done_headers, done_raw)["duplicate"] is True
+
+
+def test_one_delivery_is_one_job_whichever_of_its_identifiers_a_retry_carries(
+    served: Served,
+) -> None:
+    """GitLab's webhook docs: `Idempotency-Key` stays the same on every retry of a delivery
+    (17.4 and later), `X-Gitlab-Webhook-UUID` is new on every request, `X-Gitlab-Event-UUID`
+    on every resend. A retry that lost the key (or carries only the UUIDs), or the key only
+    now, is still the same delivery: one job. Two deliveries with different keys are two."""
+    token = served.tokens["webhook"]
+    headers, body = delivery("gitlab/push_hook.json", token)
+    key = headers["Idempotency-Key"]
+    assert post(served, headers, body)["accepted"] == 1
+
+    def without(*names: str, **extra: str) -> dict[str, str]:
+        kept = {k: v for k, v in headers.items() if k not in names}
+        return {**kept, **{k.replace("_", "-"): v for k, v in extra.items()}}
+
+    retries = {
+        "event uuid only": without(
+            "Idempotency-Key", "X-Gitlab-Webhook-UUID", X_Gitlab_Event_UUID=str(uuid.uuid4())
+        ),
+        "new request uuids, no key": without(
+            "Idempotency-Key",
+            X_Gitlab_Event_UUID=str(uuid.uuid4()),
+            X_Gitlab_Webhook_UUID=str(uuid.uuid4()),
+        ),
+        "key only": without("X-Gitlab-Event-UUID", "X-Gitlab-Webhook-UUID"),
+        "no identifier": without("Idempotency-Key", "X-Gitlab-Event-UUID", "X-Gitlab-Webhook-UUID"),
+        "all of them again": headers,
+    }
+    for what, retry in retries.items():
+        answer = post(served, retry, body)
+        assert (answer["accepted"], answer["duplicate"]) == (0, True), (what, answer)
+
+    # The other way round: delivered first without a key, then retried with one.
+    data = load("gitlab/push_hook.json")
+    other = json.dumps({**data["body"], "after": "e" * 40}).encode()
+    assert post(served, without("Idempotency-Key"), other)["accepted"] == 1
+    keyed = without(Idempotency_Key=str(uuid.uuid4()))
+    assert post(served, keyed, other)["duplicate"] is True
+    # Another delivery of the first push with a key of its own is another delivery.
+    assert post(served, without(Idempotency_Key=str(uuid.uuid4())), body)["accepted"] == 1
+
+    done = poll(served.settled, 120, "every job to finish")
+    ids = sorted(job["id"] for job in done["jobs"] if job["source"] == "gitlab")
+    assert len(ids) == 3, ids
+    assert f"gitlab:{key}" in ids
+    assert any(i.endswith(":" + "e" * 40) for i in ids), ids

@@ -295,7 +295,8 @@ class ReleaseApplier:
             return False
         if not self.client.delete_object(resource, live, f"delete {ref} to heal it"):
             return False
-        log.warning(
+        # The caller says so, once per object (apply: "put back", reconcile: "deleted").
+        log.debug(
             "healed %s in namespace %s: deleted (release %s of %s does not render it)",
             ref,
             self.namespace,
@@ -309,7 +310,8 @@ class ReleaseApplier:
         replaced: list[str] = []
         for obj in build_objects(deployable, self.namespace, values):
             if obj.ref in wanted and self._replace_one(obj):
-                log.warning(
+                # The caller says so, once per object (apply: "put back", reconcile: "replaced").
+                log.debug(
                     "healed %s in namespace %s: replaced with release %s",
                     obj.ref,
                     self.namespace,

@@ -338,7 +338,9 @@ def _heal(
         objects = kinds.REGISTRY.supports("platform", platform.target.kind, kinds.OBJECT_DRIFT)
         try:
             if changed and objects:
-                cast(ObjectDriftPlatform, platform).replace_drifted(desired, changed)
+                replaced = cast(ObjectDriftPlatform, platform).replace_drifted(desired, changed)
+                if replaced:
+                    log(f"{name}: replaced {', '.join(replaced)} with what {release} renders")
             platform.apply(desired)
             status = platform.wait(desired, timeout=timeout, progress=_progress(reporter, name))
             if status.state == "healthy":

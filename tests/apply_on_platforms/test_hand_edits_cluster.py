@@ -242,6 +242,15 @@ def test_edits_inside_a_pod_template_are_plan_steps_and_apply_puts_the_release_b
 
     assert HAND_VALUE not in applied.output and SENTINEL not in applied.output
     for name in edited:
+        # One line per object put back (the adapter said "healed" for it too).
+        said = [
+            line
+            for line in applied.output.splitlines()
+            if f"Deployment/{name} " in line and ("healed" in line or "put back" in line)
+        ]
+        assert said == [f"· {name}: put back Deployment/{name} as {released[name]} renders it"]
+    assert "healed" not in applied.output
+    for name in edited:
         poll(lambda n=name: only_rs(cluster, n) == own_rs[n], 60, f"{name}'s own ReplicaSet")
         assert set(cluster.replica_sets(name)) == hacked_rs[name], f"{name}: a new ReplicaSet"
         assert cluster.deployment(name).metadata.uid == uids[name]

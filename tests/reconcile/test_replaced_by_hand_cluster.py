@@ -104,7 +104,14 @@ def test_a_deployment_replaced_by_hand_is_in_sync_and_a_hand_change_in_it_is_dri
     assert code == 0
     env = "Deployment/worker spec.template.spec.containers[app].env[X]"
     assert drifts(report) == {f"{env}.name": (None, "X"), f"{env}.value": (None, "1")}
-    code, healed = reconcile(world, "--heal")
-    assert code == 0, healed
+    healed = world.cc("reconcile", "dev", "--heal")
+    assert healed.code == 0, healed.output
     assert not cluster.deployment("worker").spec.template.spec.containers[0].env
     assert drifts(reconcile(world)[1]) == {}
+    # Each object replaced is said once, by the heal (not again by the adapter).
+    said = [
+        line
+        for line in healed.output.splitlines()
+        if "Deployment/worker" in line and ("healed" in line or "replaced" in line)
+    ]
+    assert len(said) == 1 and "worker: replaced Deployment/worker with what" in said[0], said

@@ -230,6 +230,11 @@ class PostgresRunStore:
             logs = self._logs(conn, [run_id])
         return run_from_row(row, services, logs, self._redactor, _to_datetime)
 
+    def has(self, run_id: str) -> bool:
+        with self._tx() as conn:
+            row = conn.execute("SELECT 1 FROM runs WHERE id = %s", (run_id,)).fetchone()
+        return row is not None
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -231,6 +231,11 @@ class SqliteRunStore:
             logs = self._logs([run_id])
         return run_from_row(row, services, logs, self._redactor, _to_datetime)
 
+    def has(self, run_id: str) -> bool:
+        with self._lock:
+            row = self._conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row is not None
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -79,6 +79,11 @@ class RunStore(Protocol):
 
     def get(self, run_id: str) -> Run | None: ...
 
+    def has(self, run_id: str) -> bool:
+        """Whether a run with this id is stored: one look at the runs' primary key (no log,
+        no services read), for checking a paging cursor."""
+        ...
+
     def list(
         self,
         env: str | None = None,

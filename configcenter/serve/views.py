@@ -226,9 +226,10 @@ def list_runs(
     changed service (what the console shows for each run), `limit` per page.
 
     `before` must be the id of a run in `store` (BadCursor otherwise): an unknown cursor
-    would page from wherever it sorts, mostly the newest runs, and a client would loop.
+    would page from wherever it sorts, mostly the newest runs, and a client would loop. It
+    is looked up in the runs' primary key (`RunStore.has`), never by reading the run.
     """
-    if before is not None and (not _RUN_ID.fullmatch(before) or store.get(before) is None):
+    if before is not None and (not _RUN_ID.fullmatch(before) or not store.has(before)):
         raise BadCursor(before)
     if not outcome and not service:
         runs = store.list(

@@ -51,6 +51,17 @@ def test_start_records_a_running_run(store: RunStore) -> None:
     assert store.get(run.id) == run
 
 
+def test_has_says_whether_a_run_id_is_stored(store: RunStore) -> None:
+    run = store.start("apply", "dev", ["api"], "cli", "alice")
+    store.append_log(run.id, "a line\n")
+    store.finish(run.id, "succeeded")
+
+    assert store.has(run.id) is True
+    assert store.has(new_run_id()[0]) is False
+    assert store.has(run.id[:-1] + "x") is False
+    assert store.has("") is False
+
+
 def test_append_log_keeps_order_and_finish_ends_the_run(store: RunStore) -> None:
     run = store.start("deploy", "prod", ["api"], "webhook:gitlab", "bot")
     store.append_log(run.id, "rolling out api\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -519,3 +520,30 @@ def test_a_cursor_that_names_no_run_is_refused_not_read_as_the_newest_page(
         made[1],
         made[0],
     ]
+
+
+def test_a_cursor_is_checked_in_the_runs_index_without_reading_its_run(tmp_path: Path) -> None:
+    """`before=` is checked against the run store's primary key: the cursor's run (its log,
+    which may be megabytes of build output) is not read to page past it."""
+    from configcenter.adapters.sqlite_runs import SqliteRunStore
+    from configcenter.serve import views
+
+    store = SqliteRunStore(tmp_path / "runs.sqlite3", None)
+    made = []
+    for n in range(3):
+        run = store.start("apply", "prod", ["api"], "cli", "ops@test")
+        store.append_log(run.id, f"build output {n}\n" * 200)
+        store.finish(run.id, "succeeded", {})
+        made.append(run.id)
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        page = views.list_runs(store, env="prod", before=made[2], limit=10)
+        with pytest.raises(views.BadCursor):
+            views.list_runs(store, env="prod", before=made[2][:-1] + "0", limit=10)
+    finally:
+        store._conn.set_trace_callback(None)
+        store.close()
+
+    assert [r.id for r in page.runs] == [made[1], made[0]]
+    assert statements and not [s for s in statements if "run_log" in s], statements

@@ -2,7 +2,8 @@
 into place: `cache_files.before_rename`, a crash point) leaves the cache as the last
 complete write made it, and its temporary file is removed by the next write, so none
 pile up over repeated kills. Each cache is here, through its own adapter; each writer is
-a real child process, and the next read is in another process again (this one).
+a real child process, and the next read is in another process again (this one). And a
+load writer killed from outside at whatever moment its write has reached.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import hashlib
 import multiprocessing
 import os
 import pickle
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +38,7 @@ from tests.unit.test_k8s_desired_cache import RELEASE
 RECORDS = 300
 GENERATIONS = 8  # odd ones written whole, even ones killed mid-write
 TIMEOUT = 60.0
+KILLS = 10
 FILES = 100  # work-tree files (each generation writes them all again)
 LIMIT = 1 << 20
 NAME = "repo\0dev"
@@ -280,6 +284,36 @@ def test_a_writer_killed_mid_write_leaves_the_last_good_cache_and_no_temporary_f
         assert CASES[case].read(tmp_path) == good, f"after generation {gen}"
         # The killed writer's temporary file, until the next write sweeps it.
         assert len(_temporary_files(tmp_path)) == (1 if killed else 0), _temporary_files(tmp_path)
+
+
+def _write_loads_forever(base: str) -> None:
+    gen = 0
+    while True:
+        gen = gen % 250 + 1
+        _write_load(Path(base), gen)
+
+
+def test_a_load_writer_killed_at_any_moment_leaves_a_whole_load(tmp_path: Path) -> None:
+    """SIGKILL from outside, while a temporary file is there (a write under way): the kept
+    load is one writer's whole value, and the temporary files never pile up."""
+    ctx = multiprocessing.get_context("fork")
+    killed_mid_write = 0
+    for _ in range(KILLS):
+        writer = ctx.Process(target=_write_loads_forever, args=(str(tmp_path),))
+        writer.start()
+        before = set(_temporary_files(tmp_path))
+        deadline = time.monotonic() + TIMEOUT
+        while not set(_temporary_files(tmp_path)) - before:  # its own write under way
+            assert time.monotonic() < deadline, "the writer never wrote"
+            time.sleep(0.0005)
+        assert writer.pid is not None
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.join(TIMEOUT)
+        assert writer.exitcode == -signal.SIGKILL
+        killed_mid_write += bool(set(_temporary_files(tmp_path)) - before)
+        assert _read_load(tmp_path) in (None, *range(1, 251))
+        assert len(_temporary_files(tmp_path)) <= 1, _temporary_files(tmp_path)
+    assert killed_mid_write > 0  # at least one kill left the temporary file it was writing
 
 
 def test_a_sweep_takes_abandoned_temporary_files_only(tmp_path: Path) -> None:

@@ -53,11 +53,13 @@ def relation(root: Path, applied: str, current: str) -> Relation:
     """How `current` (being applied) relates to `applied` (the one applied last)."""
     if applied == current:
         return "same"
-    for sha in (applied, current):
-        if _git(root, "cat-file", "-e", f"{sha}^{{commit}}").returncode != 0:
-            return "unknown"
-    if _git(root, "merge-base", "--is-ancestor", applied, current).returncode == 0:
+    # One git command in the usual case (`current` contains `applied`): `--is-ancestor`
+    # answers 0 (yes) or 1 (no), and 128 when either is not a commit this clone has.
+    found = _git(root, "merge-base", "--is-ancestor", f"{applied}^{{commit}}", current)
+    if found.returncode == 0:
         return "newer"
+    if found.returncode != 1:
+        return "unknown"
     if _git(root, "merge-base", "--is-ancestor", current, applied).returncode == 0:
         return "older"
     return "diverged"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -717,7 +718,9 @@ class _Loader:
         if doc is None:
             return None
         data = doc.data
-        outputs = [o for o in data.get("outputs") or [] if isinstance(o, str)]
+        # Names are interned: thousands of templates name the same keys and files, and a
+        # kept load pickles (and unpickles) each distinct string object once.
+        outputs = [sys.intern(o) for o in data.get("outputs") or [] if isinstance(o, str)]
         for index, output in enumerate(outputs):
             parts = output.split("/")
             if output.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -749,9 +752,9 @@ class _Loader:
             commit=self._tags().get(f"{service}/{pin}") if tag else None,
             tree=tree,
             outputs=outputs,
-            env_keys=[k for k in data.get("env") or [] if isinstance(k, str)],
+            env_keys=[sys.intern(k) for k in data.get("env") or [] if isinstance(k, str)],
             build=build,
-            depends_on=[d for d in data.get("depends_on") or [] if isinstance(d, str)],
+            depends_on=[sys.intern(d) for d in data.get("depends_on") or [] if isinstance(d, str)],
             doc=doc,
         )
 

@@ -27,7 +27,9 @@ A kept load is the config with each YAML document named by its index (a value la
 by its document), and each document's data and lines pickled apart (`_KeptDocs`),
 unpickled only when something asks where a value came from (an error, a warning, a
 value diff, `explain`). A no-op plan and a render never do, and the documents are half
-of what a load holds.
+of what a load holds. Each service's merged value tree is pickled apart the same way
+(`_KeptTree`), unpickled when first read: a plan of services whose kept plan digests
+match reads no values at all.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from configcenter.core.yamldoc import ParseCache
 
 #: Bumped whenever what a trace records, or how a kept load is stored, changes.
-FORMAT = 3
+FORMAT = 4
 
 T = TypeVar("T")
 Step = tuple[str, tuple[Any, ...], str]  # (call, its arguments, fingerprint of the answer)
@@ -361,6 +363,7 @@ def _dump(
     layered += [s.values for _, s in memo.services.values()]
     provenance = [values._entries for values in layered]
     layers = [values._layers for values in layered]
+    value_trees = [values._tree for values in layered]
     chunks: list[bytes | memoryview] = []
     try:
         for template, name in zip(templates, names, strict=True):
@@ -368,6 +371,7 @@ def _dump(
         for values in layered:
             values._entries = None
             values._layers = cast(list[Layer], _LayersSlot.of(values._layers))
+            values._tree = cast(dict[str, Any], _TreeSlot.of(values._tree))
         buffer = io.BytesIO()
         _SplitPickler(buffer, chunks).dump((config, warnings, memo))
         body = buffer.getvalue()
@@ -376,9 +380,12 @@ def _dump(
     finally:
         for template, tree in zip(templates, trees, strict=True):
             template.tree = tree
-        for values, entries, kept in zip(layered, provenance, layers, strict=True):
+        for values, entries, kept, tree in zip(
+            layered, provenance, layers, value_trees, strict=True
+        ):
             values._entries = entries
             values._layers = kept
+            values._tree = tree
     head = pickle.dumps(tracing.steps, protocol=5)
     offsets = [0]
     for chunk in chunks:
@@ -532,6 +539,42 @@ def _doc_values(doc: YamlDoc, values: Any) -> bool:
     return isinstance(data, Mapping) and data.get("values") is values
 
 
+class _KeptTree:
+    """The value tree of one `Layered` of a kept load, pickled apart (see `Layered.tree`)."""
+
+    __slots__ = ("_docs", "_index")
+
+    def __init__(self, docs: _KeptDocs, index: int) -> None:
+        self._docs = docs
+        self._index = index
+
+    def chunk(self) -> memoryview:
+        return self._docs.chunk(self._index)
+
+    def __call__(self) -> dict[str, Any]:
+        tree: dict[str, Any] = pickle.loads(self.chunk())
+        return tree
+
+
+class _TreeSlot:
+    """Stands for a `Layered`'s value tree while its config is pickled: pickled apart, as
+    a document is (a kept tree not read since its load is written back as it was read)."""
+
+    __slots__ = ("tree",)
+
+    def __init__(self, tree: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+        self.tree = tree
+
+    @classmethod
+    def of(cls, tree: Any) -> _TreeSlot:
+        return tree if isinstance(tree, _TreeSlot) else cls(tree)
+
+
+def _kept_tree(index: int) -> dict[str, Any]:
+    """What a pickled config names its value trees by (see `_kept_doc`)."""
+    raise pickle.UnpicklingError("a kept load's value tree read without its load")
+
+
 def _kept_doc(index: int, file: str) -> YamlDoc:
     """What a pickled config names its documents by; only `_SplitUnpickler` resolves it."""
     raise pickle.UnpicklingError("a kept load's document read without its load")
@@ -554,6 +597,7 @@ class _SplitPickler(pickle.Pickler):
         table: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
         table[YamlDoc] = table[_KeptDoc] = self._reduce_doc
         table[_LayersSlot] = _reduce_layers
+        table[_TreeSlot] = self._reduce_tree
         self.dispatch_table = table
 
     def _reduce_doc(self, doc: YamlDoc) -> tuple[Any, ...]:
@@ -565,6 +609,18 @@ class _SplitPickler(pickle.Pickler):
             else:
                 self._chunks.append(pickle.dumps((doc.data, doc.lines), protocol=5))
         return _kept_doc, (index, doc.file)
+
+
+    def _reduce_tree(self, slot: _TreeSlot) -> tuple[Any, ...]:
+        tree = slot.tree
+        index = len(self._chunks)
+        if isinstance(tree, _KeptTree):
+            self._chunks.append(tree.chunk())
+        else:
+            if not isinstance(tree, dict):
+                tree = tree()
+            self._chunks.append(pickle.dumps(tree, protocol=5))
+        return _kept_tree, (index,)
 
 
 def _reduce_layers(slot: _LayersSlot) -> tuple[Any, ...]:
@@ -583,4 +639,6 @@ class _SplitUnpickler(pickle.Unpickler):
             return lambda index, file: _KeptDoc(self._docs, index, file)
         if module == __name__ and name == "_kept_layers":
             return _KeptLayers
+        if module == __name__ and name == "_kept_tree":
+            return lambda index: _KeptTree(self._docs, index)
         return super().find_class(module, name)

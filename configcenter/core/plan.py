@@ -287,10 +287,18 @@ def inputs_digest(
 class _Consumed:
     """A service's consumed values encoded once, as `digest` encodes them: its values digest
     and its inputs digest (`inputs_digest`, for any secrets generation) are hashed from the
-    same text, and whether it holds a secret is learnt on the way."""
+    same text, and whether it holds a secret is learnt on the way.
 
-    def __init__(self, consumed: Mapping[str, Any], known: tuple[str, bool] | None = None) -> None:
-        self._consumed = consumed
+    `consumed` may be a callable that selects them: with `known` digests they are only
+    selected when asked for (a kept load's value trees stay unread)."""
+
+    def __init__(
+        self,
+        consumed: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+        known: tuple[str, bool] | None = None,
+    ) -> None:
+        self._select = consumed if callable(consumed) else None
+        self._consumed: Mapping[str, Any] = {} if callable(consumed) else consumed
         self._text: str | None = None
         if known is None:
             self.secrets = False
@@ -299,11 +307,19 @@ class _Consumed:
             self.digest, self.secrets = known
 
     @property
+    def values(self) -> Mapping[str, Any]:
+        """The consumed values."""
+        if self._select is not None:
+            self._consumed = self._select()
+            self._select = None
+        return self._consumed
+
+    @property
     def text(self) -> str:
         if self._text is None:
             self.secrets = False
             self._text = json.dumps(
-                self._consumed, sort_keys=True, separators=(",", ":"), default=self._leaf
+                self.values, sort_keys=True, separators=(",", ":"), default=self._leaf
             )
         return self._text
 
@@ -551,18 +567,17 @@ def _plan_service(
     image = desired_image(config, service, previous, resolved)
     template = service.template
     consumption = _consumption(service, previous, renderer)
-    consumed = consumption.select(service.values.tree)
     generation = previous.secrets_generation if previous else 1
     key = None
     if digests is not None:
         prefix = key_prefix or _key_prefix(config, service.env, settings)
         key = _digests_key(prefix, service, image, generation, consumption)
     known = digests.get(key) if digests is not None and key is not None else None
-    if known is not None:
-        encoded = _Consumed(consumed, (known[0], known[2]))
+    if known is not None:  # the values are read only when they are needed
+        encoded = _Consumed(lambda: consumption.select(service.values.tree), (known[0], known[2]))
         inputs_digest = known[1]
     else:
-        encoded = _Consumed(consumed)
+        encoded = _Consumed(consumption.select(service.values.tree))
         inputs_digest = encoded.inputs_digest(config, service, image, generation, settings)
         if digests is not None and key is not None:
             digests[key] = (encoded.digest, inputs_digest, encoded.secrets)
@@ -612,6 +627,7 @@ def _plan_service(
                 + f"; change its inputs or run apply --retry {service.name}"
             )
         return plan
+    consumed = encoded.values
     rendered = renderer.render(config, service, image.ref)
     plan.files = rendered.files
     plan.rendered_digest, _ = files_digest(rendered.files)

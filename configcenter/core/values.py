@@ -62,13 +62,22 @@ class Layered:
     layers the first time it is asked for: a no-op plan, a render and a validate that
     finds nothing to say never ask. Kept loads (configcenter.core.load_trace) store
     the tree and the layers, without the provenance; the layers of a kept load are
-    unpickled the first time provenance is asked for (`_layers` is then a callable).
+    unpickled the first time provenance is asked for (`_layers` is then a callable), and
+    each tree is unpickled the first time it is read (`_tree` is then a callable): a plan
+    of unchanged services, whose digests are kept, reads none.
     """
 
     def __init__(self) -> None:
-        self.tree: dict[str, Any] = {}
+        self._tree: dict[str, Any] | Callable[[], dict[str, Any]] = {}
         self._entries: dict[Key, Entry] | None = {}
         self._layers: list[Layer] | Callable[[], list[Layer]] = []
+
+    @property
+    def tree(self) -> dict[str, Any]:
+        """The merged values: a nested plain value tree, secrets as `SecretRef`."""
+        if not isinstance(self._tree, dict):
+            self._tree = self._tree()
+        return self._tree
 
     @property
     def layers(self) -> list[Layer]:

@@ -380,12 +380,12 @@ def _dump(
     finally:
         for template, tree in zip(templates, trees, strict=True):
             template.tree = tree
-        for values, entries, kept, tree in zip(
+        for values, entries, kept, value_tree in zip(
             layered, provenance, layers, value_trees, strict=True
         ):
             values._entries = entries
             values._layers = kept
-            values._tree = tree
+            values._tree = value_tree
     head = pickle.dumps(tracing.steps, protocol=5)
     offsets = [0]
     for chunk in chunks:
@@ -609,7 +609,6 @@ class _SplitPickler(pickle.Pickler):
             else:
                 self._chunks.append(pickle.dumps((doc.data, doc.lines), protocol=5))
         return _kept_doc, (index, doc.file)
-
 
     def _reduce_tree(self, slot: _TreeSlot) -> tuple[Any, ...]:
         tree = slot.tree

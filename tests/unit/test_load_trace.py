@@ -378,3 +378,73 @@ def test_a_kept_load_with_garbled_documents_is_a_miss(
     config, _ = kept(repo, store)
     assert not was_kept(config)
     assert summary(config) == summary(load_config(repo.source()))
+
+
+def unread_trees(config: Config) -> list[str]:
+    """The services of a kept load whose merged value trees were not unpickled yet."""
+    return [
+        f"{env.name}/{s.name}"
+        for env in config.environments.values()
+        for s in env.services.values()
+        if not isinstance(s.values._tree, dict)
+    ]
+
+
+def test_a_kept_load_unpickles_a_value_tree_only_when_it_is_read(
+    repo: ConfigRepo, store: DiskLoadStore
+) -> None:
+    kept(repo, store)
+    config, _ = kept(repo, store)
+    services = [f"{e.name}/{s}" for e in config.environments.values() for s in e.services]
+    assert was_kept(config) and sorted(unread_trees(config)) == sorted(services)
+    fresh = repo.load()
+    assert config.environment("dev").services["api"].values.tree == (
+        fresh.environment("dev").services["api"].values.tree
+    )
+    assert sorted(unread_trees(config)) == sorted(s for s in services if s != "dev/api")
+    assert summary(config) == summary(fresh)
+
+
+def test_a_plan_of_unchanged_services_with_kept_digests_reads_no_value_tree(
+    repo: ConfigRepo, store: DiskLoadStore
+) -> None:
+    from configcenter.core.plan import make_plan
+    from configcenter.core.render import Renderer
+    from configcenter.core.state import EnvState
+    from tests.support.configrepo import deploy_files, state_after
+
+    deployed = make_plan(repo.load(), "dev", EnvState("dev"), Renderer(), {}.get)
+    state, files = state_after(deployed), deploy_files(deployed)
+    digests: dict[str, tuple[str, str, bool]] = {}
+    kept(repo, store)
+    config, _ = kept(repo, store)
+    make_plan(config, "dev", state, Renderer(), files.get, digests=digests)  # fills them
+    config, _ = kept(repo, store)
+    plan = make_plan(config, "dev", state, Renderer(), files.get, digests=digests)
+    assert [s.action for s in plan.services] == ["noop"] * len(plan.services)
+    assert sorted(unread_trees(config)) == sorted(
+        f"{e.name}/{s}" for e in config.environments.values() for s in e.services
+    )
+    # Asked for, the consumed values are the service's own, as a fresh load has them.
+    fresh = repo.load().environment("dev").services
+    for sp in plan.services:
+        assert sp.consumed_values == sp.consumption.select(fresh[sp.service].values.tree)
+
+
+def test_value_trees_a_kept_load_never_read_are_kept_again_after_an_edit(
+    repo: ConfigRepo, store: DiskLoadStore
+) -> None:
+    kept(repo, store)
+    kept(repo, store)
+    repo.write(
+        "environments/prod/api.yaml",
+        "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\nreplicas: 5\n",
+    )
+    config, _ = kept(repo, store)
+    lent = [
+        f"{e.name}/{s}" for e in config.environments.values() for s in e.services
+        if (e.name, s) != ("prod", "api")
+    ]  # fmt: skip
+    assert lent and set(lent) <= set(unread_trees(config))
+    again, _ = kept(repo, store)
+    assert was_kept(again) and summary(again) == summary(repo.load())

@@ -135,6 +135,31 @@ def test_records_kept_between_commands_read_as_parsed_and_a_changed_record_is_re
     assert seen.services == changed.services
 
 
+def test_the_kept_records_share_equal_strings_and_read_as_parsed(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """Records repeat digests (a release names its record's), tags and commits: the cache
+    file holds each distinct string once, and reads back as a fresh parse has them."""
+    import pickle
+
+    from configcenter.core.state import summary_fields
+
+    remote, state = _published(repo, tmp_path)
+    Workspace(repo.root, remote.url).read_state("dev")
+    (path,) = _cache_files(tmp_path)
+    records = pickle.loads(path.read_bytes())["records"]
+    summaries = {key[0]: dict(zip(summary_fields(), entry[0], strict=True)) for key, entry
+                 in records.items() if entry[0]}  # fmt: skip
+    api, db = summaries["dev/.state/api.json"], summaries["dev/.state/db.json"]
+    assert api["release"].inputs_digest is api["inputs_digest"]
+    assert api["template_tag"] == db["template_tag"]
+    assert api["config_commit"] is db["config_commit"]
+    warm = Workspace(repo.root, remote.url).read_state("dev")
+    for name, record in warm.services.items():
+        assert record.to_dict() == state.services[name].to_dict()
+    assert warm.changes() == {}
+
+
 def test_a_garbled_or_foreign_cache_file_is_not_used(repo: ConfigRepo, tmp_path: Path) -> None:
     remote, state = _published(repo, tmp_path)
     Workspace(repo.root, remote.url).read_state("dev")

@@ -16,6 +16,8 @@ from configcenter.core.errors import ConfigError, Problem, Source
 from configcenter.usecases.workspace import Workspace, is_remote_url
 
 if TYPE_CHECKING:
+    import json
+
     from configcenter.core.converge import LiveServices
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,16 +85,25 @@ def json_text(value: Any, depth: int = 0) -> str:
     The deeper values are written by json's C encoder: with `indent` json falls back to
     its pure-Python encoder, 0.6 s for the plan of 5,000 services.
     """
-    import json
-
     pad = "  " * (depth + 1)
     end = "\n" + "  " * depth
     if depth < 2 and isinstance(value, dict) and value:
         items = [f"{pad}{_json_key(k)}: {json_text(v, depth + 1)}" for k, v in value.items()]
         return "{\n" + ",\n".join(items) + end + "}"
     if depth < 2 and isinstance(value, list | tuple) and value:
+        if depth == 1:  # a plan's services: one encoder for all, no call per item here
+            encode = _json_encoder().encode
+            return "[\n" + ",\n".join(pad + text for text in map(encode, value)) + end + "]"
         return "[\n" + ",\n".join(pad + json_text(v, depth + 1) for v in value) + end + "]"
-    return json.dumps(value, default=str)
+    return _json_encoder().encode(value)
+
+
+@functools.cache
+def _json_encoder() -> json.JSONEncoder:
+    """`json.dumps(value, default=str)` as one encoder (dumps makes one per call)."""
+    import json
+
+    return json.JSONEncoder(default=str)
 
 
 def _json_key(key: object) -> str:

@@ -60,6 +60,7 @@ def commit_release(
         state = ws.read_state(env, head) if head is not None else EnvState(env)
         plan = plan_at(ws, env, state, head, options, resolved)
         pending = [s for s in plan.services if _needs_build(s)]
+        checked: set[_SecretsKey] = set()
         if pending:
             if not options.build:
                 names = ", ".join(s.service for s in pending)
@@ -68,6 +69,12 @@ def commit_release(
                     "changed); run without --no-build, or first "
                     + " and ".join(f"`configcenter build {env} {s.service}`" for s in pending)
                 )
+            # Every apply refuses releases whose secrets cannot be resolved before building
+            # their images: a refused release's image is never built or pushed.
+            would = converge(plan, state, {}, only=options.services).plan
+            checked = _refuse_unresolved(
+                ws, env, would.changes, log, checked, "nothing was built, committed or changed"
+            )
             from configcenter.usecases.images import build_images
 
             # Not "building": an image with these inputs may already be on the registry.
@@ -92,7 +99,7 @@ def commit_release(
             preflight(ws, env, plan.changes, log, options.force)
         # Every apply, rolled out now or later (--no-rollout: the next apply catches up),
         # refuses releases whose secrets cannot be resolved before committing them.
-        refuse_unresolved_secrets(unresolved_secrets(ws, env, plan.changes), log)
+        _refuse_unresolved(ws, env, plan.changes, log, checked)
         new_state, changes = _changes(env, plan, state, run_id, options.rollout, config.commit)
         message = _message(
             env,
@@ -118,6 +125,35 @@ def commit_release(
         f"gave up after {MAX_PUSH_ATTEMPTS} attempts: the deploy repo kept moving under us; "
         "nothing was lost, run apply again"
     )
+
+
+#: What a release's secrets check depends on: service, platform, generation, references.
+_SecretsKey = tuple[str, str | None, int, tuple[tuple[str, str], ...]]
+
+
+def _secrets_key(sp: ServicePlan) -> _SecretsKey:
+    from configcenter.core.plan import secret_refs
+
+    if sp.config is None:  # a delete: it needs no secret
+        return sp.service, None, sp.secrets_generation, ()
+    refs = tuple(sorted(secret_refs(sp.consumed_values).items()))
+    return sp.service, sp.config.platform, sp.secrets_generation, refs
+
+
+def _refuse_unresolved(
+    ws: Workspace,
+    env: str,
+    changes: list[ServicePlan],
+    log: RunLog,
+    checked: set[_SecretsKey],
+    what: str = "nothing was committed or changed",
+) -> set[_SecretsKey]:
+    """Refuse the releases whose secrets cannot be resolved (`unresolved_secrets`), skipping
+    those `checked` already passed with the same references and generation (the check
+    before the build); returns the keys of every release checked now or before."""
+    todo = [sp for sp in changes if _secrets_key(sp) not in checked]
+    refuse_unresolved_secrets(unresolved_secrets(ws, env, todo), log, what)
+    return set(checked) | {_secrets_key(sp) for sp in todo}
 
 
 def plan_at(

@@ -1060,7 +1060,13 @@ def apply(
     as_json: bool,
     verbose: bool,
 ) -> None:
-    """Commit ENV's plan to the deploy repo, build, roll out, verify, roll back on failure."""
+    """Commit ENV's plan to the deploy repo, build, roll out, verify, roll back on failure.
+
+    With --json, one object: env, run, commit (the deploy repo commit of the new releases),
+    rollback_commit (the commit that rolled a failed release back to its last good one, which
+    the deploy repo holds after commit; null when nothing was rolled back), dry_run, plan,
+    results (service, action, outcome, release, reason), exit_code.
+    """
     from configcenter.output import PrintingReporter, QuietReporter
 
     ws.focus = (env,)
@@ -1089,6 +1095,7 @@ def apply(
                 "env": env,
                 "run": result.run_id,
                 "commit": result.commit,
+                "rollback_commit": result.rollback_commit,
                 "dry_run": result.dry_run,
                 "plan": result.plan.to_json(),
                 "results": [r.__dict__ for r in result.results],
@@ -1100,6 +1107,13 @@ def apply(
         _print_results([r for r in result.results if r.outcome != "noop"])
         if result.commit:
             click.echo(f"deploy repo commit {result.commit[:10]} (run {result.run_id})")
+        if result.rollback_commit:
+            back = [r.service for r in result.results if r.outcome == "rolled_back"]
+            click.echo(
+                f"rollback: deploy repo commit {result.rollback_commit[:10]} restored "
+                + (f"the last good release of {', '.join(back)}" if back else "earlier files")
+                + ("" if result.commit else f" (run {result.run_id})")
+            )
     sys.exit(result.exit_code)
 
 

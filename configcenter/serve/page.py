@@ -419,6 +419,8 @@ RUN = """{% extends "base.html" %}{% from "macros.html" import badge, when, shor
 {% if run.details.config_commit %}<dt>config commit</dt><dd>{{ short(run.details.config_commit)
 }}</dd>{% endif %}
 {% if run.details.commit %}<dt>deploy commit</dt><dd>{{ short(run.details.commit) }}</dd>{% endif %}
+{% if run.details.rollback_commit %}<dt>rollback commit</dt><dd>{{
+ short(run.details.rollback_commit) }}</dd>{% endif %}
 </dl>
 {% if error %}<section class="error-box" aria-labelledby="error-title">
 <h2 id="error-title">Error</h2><pre class="full" id="error">{{ error }}</pre></section>{% endif %}

@@ -27,7 +27,7 @@ from configcenter.usecases.apply.deploy import (
     rollout_timeout,
 )
 from configcenter.usecases.apply.guard import check_names
-from configcenter.usecases.apply.records import find_release_commit, release_snapshot
+from configcenter.usecases.apply.records import Recorded, find_release_commit, release_snapshot
 from configcenter.usecases.apply.report import (
     ApplyError,
     ApplyFailed,
@@ -80,8 +80,10 @@ def apply_env(
         )
         caught: list[ServiceResult] = []
         shown: Plan | None = None
+        recorded: list[Recorded | None] = []
         if options.rollout:
-            caught, shown = catch_up(ws, env, options, resolved, log, reporter)
+            caught, shown, caught_up = catch_up(ws, env, options, resolved, log, reporter)
+            recorded.append(caught_up)
         with repo.lock():  # the cache dir, for sync + commit + push only
             plan, sha, state = commit_release(
                 ws, env, options, run.id, log, reporter, resolved, shown is not None
@@ -102,7 +104,9 @@ def apply_env(
         if sha is not None:
             committed = list(plan.changes)
             if options.rollout and rolls_out(committed):
-                result.results += roll_out(ws, env, state, sha, committed, options, log, reporter)
+                rolled, done_at = roll_out(ws, env, state, sha, committed, options, log, reporter)
+                result.results += rolled
+                recorded.append(done_at)
             else:
                 result.results += [
                     ServiceResult(
@@ -113,10 +117,14 @@ def apply_env(
                     )
                     for s in committed
                 ]
+        rollbacks = [r.sha for r in recorded if r is not None and r.rollback]
+        result.rollback_commit = rollbacks[-1] if rollbacks else None
         details: dict[str, object] = {
             "commit": sha,
             "results": [r.__dict__ for r in result.results if r.outcome != "noop"],
         }
+        if result.rollback_commit:
+            details["rollback_commit"] = result.rollback_commit
         if options.skip_verify:
             details["skip_verify"] = True
         store.finish(run.id, result.outcome, details)

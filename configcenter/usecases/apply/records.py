@@ -98,18 +98,30 @@ def push(repo: DeployRepo, sha: str, parent: str | None) -> bool:
         raise
 
 
-def record(ws: Workspace, env: str, outcomes: Mapping[str, Outcome], log: RunLog) -> None:
-    """Commit the rollout's outcome (state, and restored files on rollback), retrying on races."""
+@dataclass(frozen=True)
+class Recorded:
+    """The deploy repo commit that recorded a rollout's outcome: `rollback` when it restored
+    files (a release rolled back, or a skipped one put back to what it held before)."""
+
+    sha: str
+    rollback: bool
+
+
+def record(
+    ws: Workspace, env: str, outcomes: Mapping[str, Outcome], log: RunLog
+) -> Recorded | None:
+    """Commit the rollout's outcome (state, and restored files on rollback), retrying on races;
+    the commit, or None when there was nothing to record (or it changed nothing)."""
     repo = ws.deploy_repo
     if not outcomes:
-        return
+        return None
     with repo.lock():
-        _record_locked(repo, env, outcomes, log.run_id)
+        return _record_locked(repo, env, outcomes, log.run_id)
 
 
 def _record_locked(
     repo: DeployRepo, env: str, outcomes: Mapping[str, Outcome], run_id: str | None
-) -> None:
+) -> Recorded | None:
     for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
         head = repo.sync()
         state = state_at(repo, env, head)
@@ -136,7 +148,9 @@ def _record_locked(
         kind = "rollback" if any(o.files is not None for o in outcomes.values()) else "record"
         message = compose_message(f"{kind} {env}: " + ", ".join(parts), "", trailers)
         sha = repo.commit(changes, message, parent=head)
-        if sha is None or push(repo, sha, head):
-            return
+        if sha is None:
+            return None
+        if push(repo, sha, head):
+            return Recorded(sha, kind == "rollback")
         time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
     raise ApplyUnreachable("could not record the rollout outcome: the deploy repo kept moving")

@@ -73,9 +73,12 @@ class ApplyResult:
     env: str
     run_id: str | None
     plan: Plan
-    commit: str | None = None
+    commit: str | None = None  # the commit of the new releases
     results: list[ServiceResult] = field(default_factory=list)
     dry_run: bool = False
+    #: The commit that rolled a failed release back (restored its last good files), after
+    #: `commit` (or in the catch-up, when this apply committed nothing new).
+    rollback_commit: str | None = None
 
     @property
     def exit_code(self) -> int:

@@ -25,7 +25,7 @@ from configcenter.usecases.apply.guard import (
     recorded_secrets,
     refuse_unresolved_secrets,
 )
-from configcenter.usecases.apply.records import Outcome, files_of, record, state_at
+from configcenter.usecases.apply.records import Outcome, Recorded, files_of, record, state_at
 from configcenter.usecases.apply.report import (
     ApplyOptions,
     ApplyUnreachable,
@@ -44,13 +44,14 @@ def catch_up(
     resolved: Mapping[str, ResolvedImage],
     log: RunLog,
     reporter: Reporter,
-) -> tuple[list[ServiceResult], Plan | None]:
+) -> tuple[list[ServiceResult], Plan | None, Recorded | None]:
     """Make the platform run what the deploy repo already says, before committing more.
 
     Observes every platform of the environment (one listing per kind), then: rolls
     out a committed release that is not live, watches and records a live release
     whose outcome was never recorded, deletes what runs of a service the
-    environment no longer has. Returns the results and the plan it showed, if any.
+    environment no longer has. Returns the results, the plan it showed, if any, and the
+    commit that recorded their outcomes, if any.
     """
     from configcenter.usecases.observe import ObserveError, env_platforms, observe_env
 
@@ -59,7 +60,7 @@ def catch_up(
         head = repo.sync()
     state = state_at(repo, env, head)
     if not env_platforms(ws.config, env, state):
-        return [], None
+        return [], None, None
     try:
         live, edited = observe_env(ws, env, state, log)
     except ObserveError as exc:
@@ -72,7 +73,7 @@ def catch_up(
     converged = converge(plan, state, live, only=options.services, edited=edited)
     steps = converged.catch_up()
     if not steps:
-        return [], None
+        return [], None, None
     reporter.plan_ready(converged.plan)
     # What the catch-up rolls out is refused as apply refuses a new release: before the
     # platform is touched, when a secret it needs cannot be resolved (the recorded
@@ -82,7 +83,8 @@ def catch_up(
         log,
         "nothing was rolled out, committed or changed",
     )
-    return _run_steps(ws, env, state, steps, log, reporter, options), converged.plan
+    results, recorded = _run_steps(ws, env, state, steps, log, reporter, options)
+    return results, converged.plan, recorded
 
 
 def _run_steps(
@@ -93,7 +95,7 @@ def _run_steps(
     log: RunLog,
     reporter: Reporter,
     options: ApplyOptions,
-) -> list[ServiceResult]:
+) -> tuple[list[ServiceResult], Recorded | None]:
     config = ws.config
     environment = config.environment(env)
     timeout = rollout_timeout(config, env)
@@ -150,8 +152,8 @@ def _run_steps(
             if outcome.result.outcome in ("failed", "rolled_back"):
                 failed.add(step.service)
     finally:
-        record(ws, env, outcomes, log)
-    return results
+        recorded = record(ws, env, outcomes, log)
+    return results, recorded
 
 
 def _prune_service(ws: Workspace, env: str, step: Step, log: RunLog) -> ServiceResult:
@@ -210,7 +212,9 @@ def roll_out(
     options: ApplyOptions,
     log: RunLog,
     reporter: Reporter,
-) -> list[ServiceResult]:
+) -> tuple[list[ServiceResult], Recorded | None]:
+    """Roll the releases of commit `sha` out in dependency order; their results, and the
+    commit that recorded their outcomes (a rollback commit when one was rolled back)."""
     config = ws.config
     environment = config.environment(env)
     deps = {
@@ -305,13 +309,13 @@ def roll_out(
             pool.shutdown()
     finally:
         # Whatever happens, what did finish is recorded (and restored files written).
-        record(ws, env, outcomes, log)
+        recorded = record(ws, env, outcomes, log)
     results = {name: outcome.result for name, outcome in outcomes.items()}
     for s in unplaced:
         results[s.service] = ServiceResult(
             s.service, s.action, "committed", release_of(state, s.service)
         )
-    return [results[s.service] for s in committed if s.service in results]
+    return [results[s.service] for s in committed if s.service in results], recorded
 
 
 def rolls_out(plans: list[ServicePlan]) -> bool:

@@ -122,6 +122,17 @@ class JobClient:
                 raise self._error(f"hand {what} to its Job", exc) from None
         return uid
 
+    def read(self, name: str) -> Any | None:
+        """Job `name` as the API server has it, or None when there is none."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.batch.read_namespaced_job(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise self._error(f"read the Job {name}", exc) from None
+
     def _replace_owned(self, obj: Mapping[str, Any]) -> None:
         from kubernetes.client.exceptions import ApiException
 
@@ -416,8 +427,13 @@ def run_stage_job(
     timeout: float,
     retention: int,
     log: Callable[[str], None],
+    resume: bool = False,
 ) -> StageJobResult:
-    """Run one stage Job to its end; a Job that times out is deleted so it stops."""
+    """Run one stage Job to its end; a Job that times out is deleted so it stops.
+
+    `resume`: an earlier attempt of the same release may have run it (see
+    `JobPlatform.run_job`): this release's Job that completed is not run again (its result
+    is the earlier run's), one still running is waited for, not restarted."""
     job, owned = stage_job_objects(
         deployable,
         file,
@@ -429,11 +445,52 @@ def run_stage_job(
     )
     name = job["metadata"]["name"]
     container = job["spec"]["template"]["spec"]["containers"][0]["name"]
-    jobs.create(job, owned)
-    log(f"{stage} job {file}: Job {jobs.namespace}/{name} created")
+    earlier = (
+        _earlier_job(jobs, name, deployable.release_id, file, stage, retention, log)
+        if resume
+        else None
+    )
+    if earlier is None:
+        jobs.create(job, owned)  # replacing an earlier Job of the name: it runs again
+        log(f"{stage} job {file}: Job {jobs.namespace}/{name} created")
+    elif earlier == "running":
+        log(f"{stage} job {file}: Job {jobs.namespace}/{name} of the earlier attempt still runs")
     succeeded, reason = jobs.wait(name, timeout)
     pod, ended_by, message, exit_code = jobs.pod_result(name, container)
     lines = jobs.logs(pod, ended_by, message) if pod else []
     if not succeeded and reason.startswith("timed out"):
         jobs.delete(name, wait=False)
-    return StageJobResult(file, name, succeeded, reason, exit_code, tuple(lines))
+    return StageJobResult(
+        file, name, succeeded, reason, exit_code, tuple(lines), earlier=earlier is not None
+    )
+
+
+def _earlier_job(
+    jobs: JobClient,
+    name: str,
+    release_id: str,
+    file: str,
+    stage: str,
+    retention: int,
+    log: Callable[[str], None],
+) -> str | None:
+    """Whether the platform still has this release's Job for `file` from an earlier attempt
+    that did not fail: "complete" or "running" (then it is not started again when resuming),
+    else None (absent, another release's, or failed: it runs), said in the log either way."""
+    from configcenter.adapters.k8s_manifests import RELEASE_ANNOTATION
+
+    found = jobs.read(name)
+    where = f"Job {jobs.namespace}/{name}"
+    annotations = (found.metadata.annotations or {}) if found is not None else {}
+    if found is None or annotations.get(RELEASE_ANNOTATION) != release_id:
+        log(
+            f"{stage} job {file}: runs: the cluster shows no {where} of release {release_id} "
+            f"from an earlier attempt (it never started, or it ended more than {retention}s "
+            "ago and was deleted)"
+        )
+        return None
+    conditions = {c.type for c in (found.status.conditions or []) if c.status == "True"}
+    if "Failed" in conditions:
+        log(f"{stage} job {file}: runs again: {where} of release {release_id} failed before")
+        return None
+    return "complete" if "Complete" in conditions else "running"

@@ -149,6 +149,7 @@ class KubernetesPlatform:
         timeout: float,
         retention: int,
         log: Callable[[str], None],
+        resume: bool = False,
     ) -> StageJobResult:
         """Run the release's stage Job rendered into `file` (see `k8s_jobs.run_stage_job`)."""
         from kubernetes import client
@@ -176,6 +177,7 @@ class KubernetesPlatform:
                 timeout=timeout,
                 retention=retention,
                 log=log,
+                resume=resume,
             )
         except JobError as exc:
             raise PlatformError(self.redactor.redact(str(exc))) from None

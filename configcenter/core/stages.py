@@ -132,7 +132,9 @@ class ReleaseStages:
 def still_to_run(stages: ReleaseStages, outcome: str | None) -> ReleaseStages:
     """The stages a catch-up (or put-back) of a recorded release still runs: none when the
     release was recorded healthy (its pre-deploy jobs and verification already succeeded,
-    so a hand edit put back does not migrate again); all of them otherwise."""
+    so a hand edit put back does not migrate again); all of them otherwise. Of a release
+    whose outcome was never recorded, apply then skips each stage Job the platform shows
+    this release completed in an earlier attempt (`JobPlatform.run_job`'s `resume`)."""
     return ReleaseStages() if outcome == "healthy" else stages
 
 

@@ -271,6 +271,9 @@ class StageJobResult:
     reason: str  # "Complete", the Job's Failed condition, or "timed out after Ns"
     exit_code: int | None = None
     log_lines: tuple[str, ...] = ()
+    #: Not started by this call: the release's Job of an earlier attempt (`run_job`'s
+    #: `resume`), which had completed or was waited for.
+    earlier: bool = False
 
 
 StageLog = Callable[[str], None]
@@ -288,10 +291,17 @@ class JobPlatform(Platform, Protocol):
         timeout: float,
         retention: int,
         log: StageLog,
+        resume: bool = False,
     ) -> StageJobResult:
         """Run the Job rendered into `file` with the release's image, values and secrets;
         block until it completes, fails or `timeout` passes (then it is deleted). Finished
-        Jobs are deleted `retention` seconds after they end."""
+        Jobs are deleted `retention` seconds after they end.
+
+        `resume`: an earlier attempt of this release (whose outcome was never recorded) may
+        have run the Job. When the platform still shows this release's Job for `file`
+        completed, it is not run again (the result is that run's, `earlier` set); still
+        running, it is waited for, not restarted. Failed, or no longer shown (never
+        started, or deleted after `retention`), it runs; `log` says which."""
         ...
 
 

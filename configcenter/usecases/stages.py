@@ -25,6 +25,7 @@ from configcenter.core.model import Config
 from configcenter.core.plan import ServicePlan
 from configcenter.core.stages import HttpCheck, ReleaseStages
 from configcenter.core.state import ServiceState
+from configcenter.crashpoints import crash_point
 from configcenter.ports.platform import (
     Deployable,
     JobPlatform,
@@ -122,8 +123,9 @@ def _job(
     stages: ReleaseStages,
     timeout: float,
     log: Log,
+    resume: bool = False,
 ) -> tuple[StageJobResult | None, str]:
-    """Run one stage Job; (result, failure reason or "")."""
+    """Run one stage Job (`resume`: see `JobPlatform.run_job`); (result, failure reason or "")."""
     service = item.service
     try:
         result = cast(JobPlatform, platform).run_job(
@@ -133,11 +135,18 @@ def _job(
             timeout=stages.job_timeout or timeout,
             retention=stages.retention,
             log=lambda line: log(f"{service}: {line}"),
+            resume=resume,
         )
     except STAGE_FAILURES as exc:
         return None, f"{stage} job {file} could not run: {type(exc).__name__}: {exc}"
     for line in result.log_lines:
         log(f"[{stage} {service}/{file}] {line}")
+    if result.succeeded and result.earlier:
+        log(
+            f"{service}: {stage} job {file} of {item.release_id} completed in an earlier "
+            f"attempt (Job {result.job}); not run again"
+        )
+        return result, ""
     if result.succeeded:
         log(f"{service}: {stage} job {file} completed (Job {result.job})")
         return result, ""
@@ -174,8 +183,13 @@ def run_release(
     skip_verify: bool,
     log: Log,
     apply_and_wait: Callable[[], RolloutStatus],
+    resume: bool = False,
 ) -> StageRun:
-    """Pre-deploy jobs, then `apply_and_wait()`, then verification; see the module doc."""
+    """Pre-deploy jobs, then `apply_and_wait()`, then verification; see the module doc.
+
+    `resume`: the release was rolled out before and its outcome never recorded (a catch-up
+    after the process was killed): a stage Job of this release the platform shows completed
+    is not run again, one still running is waited for (`JobPlatform.run_job`)."""
     service = item.service
     run = StageRun(RolloutStatus("healthy"))
     if stages.empty:
@@ -188,13 +202,15 @@ def run_release(
         run.applied = False
         return run
     for file in stages.pre_deploy:
-        result, reason = _job(platform, item, file, "pre-deploy", stages, timeout, log)
+        result, reason = _job(platform, item, file, "pre-deploy", stages, timeout, log, resume)
         run.checks.append(_check("pre-deploy", file, result, reason))
         if reason:
             run.status = RolloutStatus("failed", PRE_DEPLOY_FAILED, reason)
             run.applied = False
             log(f"{service}: nothing of {item.release_id} was applied")
             return run
+    if stages.pre_deploy:
+        crash_point("rollout:pre-deployed")
     run.status = apply_and_wait()
     if run.status.state != "healthy" or not stages.verifies:
         return run
@@ -203,7 +219,7 @@ def run_release(
         log(f"{service}: verification skipped (--skip-verify)")
         return run
     for file in stages.verify:
-        result, reason = _job(platform, item, file, "verify", stages, timeout, log)
+        result, reason = _job(platform, item, file, "verify", stages, timeout, log, resume)
         run.checks.append(_check("verify", file, result, reason))
         if reason:
             run.status = RolloutStatus("failed", VERIFICATION_FAILED, reason)

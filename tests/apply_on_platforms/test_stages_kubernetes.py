@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from configcenter.crashpoints import crash_env
 from tests.support.e2e_fixtures import World
-from tests.support.k8s_cluster import Cluster, expect, k8s_world, plan_actions, services
+from tests.support.helpers import poll
+from tests.support.k8s_cluster import RELEASE, Cluster, expect, k8s_world, plan_actions, services
 from tests.support.k8s_fixtures import FAILS_JOB_IMAGE_MARK, K8sNamespace
 from tests.support.rollout_fixtures import SENTINEL, set_service
 
@@ -290,3 +293,107 @@ def test_putting_back_a_hand_scaled_healthy_release_runs_none_of_its_stages_agai
     assert [j.metadata.uid for j in jobs.of("pre-deploy")] == [migrate.metadata.uid]
     assert [j.metadata.uid for j in jobs.of("verify")] == [smoke.metadata.uid]
     assert "pre-deploy job" not in result.output
+
+
+def test_a_catch_up_after_a_kill_before_the_record_runs_no_stage_job_of_the_release_again(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """Killed once the migration and the smoke test completed and the workload was ready,
+    before the outcome was recorded: the catch-up finds this release's Jobs completed on the
+    cluster and starts neither again; it records the release healthy."""
+    world = stage_world(tmp_path, k8s_namespace)
+    expect(world.cc("apply", "dev", "--service", "db"), 0)  # the kill is in api's rollout
+    crashed = world.cc("apply", "dev", extra_env=crash_env("rollout:stages-done"))
+    assert crashed.code == -signal.SIGKILL, crashed.output
+    release = services(world)["api"]["release"]
+    assert release["outcome"] == "committed"  # the outcome was never recorded
+    jobs = Jobs(k8s_namespace)
+    (migrate,) = jobs.of("pre-deploy")
+    (smoke,) = jobs.of("verify")
+    assert migrate.status.succeeded == 1 and smoke.status.succeeded == 1
+    assert cluster.deployment("api").metadata.annotations[RELEASE] == release["id"]
+    rs_uid = rs_uid_of(cluster, "api")
+
+    result = expect(world.cc("apply", "dev"), 0)
+
+    assert [j.metadata.uid for j in jobs.of("pre-deploy")] == [migrate.metadata.uid]
+    assert [j.metadata.uid for j in jobs.of("verify")] == [smoke.metadata.uid]
+    for stage, file, job in (
+        ("pre-deploy", "migrate.yaml", migrate),
+        ("verify", "smoke.yaml", smoke),
+    ):
+        said = (
+            f"api: {stage} job {file} of {release['id']} completed in an earlier attempt "
+            f"(Job {job.metadata.name}); not run again"
+        )
+        assert said in result.output, result.output
+    record = services(world)["api"]
+    assert record["release"]["id"] == release["id"]
+    assert record["release"]["outcome"] == "healthy"
+    assert rs_uid_of(cluster, "api") == rs_uid  # the same ReplicaSet runs: not rolled again
+    assert cluster.healthy("api")
+
+
+def test_a_catch_up_reruns_a_pre_deploy_job_the_cluster_no_longer_shows_and_says_why(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """Killed after the migration completed, before api was applied; its Job is then gone
+    (as after its retention): nothing tells that it ran, so it runs again, and the log says
+    which stage and why."""
+    world = stage_world(tmp_path, k8s_namespace)
+    crashed = world.cc("apply", "dev", extra_env=crash_env("rollout:pre-deployed"))
+    assert crashed.code == -signal.SIGKILL, crashed.output
+    release = services(world)["api"]["release"]
+    assert release["outcome"] == "committed"
+    assert "api" not in cluster.deployments()  # killed before api was applied
+    jobs = Jobs(k8s_namespace)
+    (migrate,) = jobs.of("pre-deploy")
+    assert migrate.status.succeeded == 1
+    jobs.batch.delete_namespaced_job(
+        migrate.metadata.name, k8s_namespace.name, propagation_policy="Foreground"
+    )
+    poll(lambda: jobs.of("pre-deploy") == [] or None, 60, "the migration Job to be deleted")
+
+    result = expect(world.cc("apply", "dev"), 0)
+
+    (again,) = jobs.of("pre-deploy")
+    assert again.metadata.uid != migrate.metadata.uid and again.status.succeeded == 1
+    said = (
+        f"api: pre-deploy job migrate.yaml: runs: the cluster shows no Job "
+        f"{k8s_namespace.name}/{migrate.metadata.name} of release {release['id']} from an "
+        "earlier attempt (it never started, or it ended more than 7200s ago and was deleted)"
+    )
+    assert said in result.output, result.output
+    assert "not run again" not in result.output
+    assert services(world)["api"]["release"]["outcome"] == "healthy"
+    assert cluster.deployment("api").metadata.annotations[RELEASE] == release["id"]
+
+
+def test_a_catch_up_after_a_kill_before_the_apply_does_not_migrate_again(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """Killed after the migration completed, before api was applied: the catch-up does not
+    start the migration again, and rolls api out."""
+    world = stage_world(tmp_path, k8s_namespace)
+    crashed = world.cc("apply", "dev", extra_env=crash_env("rollout:pre-deployed"))
+    assert crashed.code == -signal.SIGKILL, crashed.output
+    release = services(world)["api"]["release"]
+    jobs = Jobs(k8s_namespace)
+    (migrate,) = jobs.of("pre-deploy")
+
+    result = expect(world.cc("apply", "dev"), 0)
+
+    assert [j.metadata.uid for j in jobs.of("pre-deploy")] == [migrate.metadata.uid]
+    assert "pre-deploy job migrate.yaml of" in result.output
+    assert "completed in an earlier attempt" in result.output
+    (smoke,) = jobs.of("verify")  # verification had not run: it runs now
+    assert smoke.status.succeeded == 1
+    assert migrate.status.completion_time <= cluster.deployment("api").metadata.creation_timestamp
+    record = services(world)["api"]["release"]
+    assert (record["id"], record["outcome"]) == (release["id"], "healthy")
+
+
+def rs_uid_of(cluster: Cluster, service: str) -> str:
+    name = cluster.active_rs(service)
+    uid: str = cluster.apps.read_namespaced_replica_set(name, cluster.ns).metadata.uid
+    return uid

@@ -73,7 +73,9 @@ def deploy_one(
 
     `force` lets a platform cancel a deployment that holds the app (Marathon's 409).
     Pre-deploy jobs, verification and `skip_verify` are `usecases.stages`'. A catch-up
-    runs only the stages its release has not passed (`core.stages.still_to_run`).
+    runs only the stages its release has not passed (`core.stages.still_to_run`): none of
+    a release recorded healthy; of one whose outcome was never recorded, not the stage Jobs
+    the platform shows this release completed (`resume`).
     """
     from configcenter.core.stages import still_to_run
     from configcenter.usecases import stages
@@ -95,7 +97,10 @@ def deploy_one(
         skip_verify=skip_verify,
         log=log,
         apply_and_wait=lambda: apply_and_wait(platform, item, timeout, service, log, reporter),
+        # Committed, never recorded: an earlier attempt may have run some of its stages.
+        resume=catching_up and release.outcome == "committed",
     )
+    crash_point("rollout:stages-done")  # every stage ran, the outcome is not recorded yet
     status = run.status
     reason = failure_reason(status.reason, status.message)
     decision = policy.after_rollout(current, status.state == "healthy", reason, applied=run.applied)

@@ -253,6 +253,19 @@ def test_failed_run_page_shows_the_whole_error_and_no_empty_log(console: Console
     assert '<span class="badge failed">✗ FAILED</span>' in html
 
 
+def test_a_rolled_back_run_page_names_the_release_commit_and_the_rollback_commit(
+    console: Console,
+) -> None:
+    release, rollback = "a1" * 20, "b2" * 20
+    run = console.store.start("apply", "dev", ["api"], "cli", "ops@test")
+    console.store.finish(
+        run.id, "rolled_back", {"commit": release, "rollback_commit": rollback, "results": []}
+    )
+    html = console.get(f"/runs/{run.id}").decode()
+    assert f'<dt>deploy commit</dt><dd><code title="{release}">{release[:10]}</code>' in html
+    assert f'<dt>rollback commit</dt><dd><code title="{rollback}">{rollback[:10]}</code>' in html
+
+
 def test_run_list_filters_and_pages(console: Console) -> None:
     made = []
     for kind, outcome, services in (

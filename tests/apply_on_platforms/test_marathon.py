@@ -123,7 +123,8 @@ def test_app_locked_by_another_deployment_is_refused_before_anything_is_committe
 ) -> None:
     """Marathon answers 409 to a PUT of an app a deployment in progress holds: apply asks
     /v2/deployments first and refuses (exit 1) naming the app, the deployment and the fix,
-    with nothing committed or cancelled; `apply --force` cancels it and rolls out."""
+    with nothing committed or cancelled (nor, for a release committed with --no-rollout,
+    rolled out and failed); `apply --force` cancels it and rolls out."""
     world = mesos_world(tmp_path, marathon_server)
     world.ok("apply", "dev")
     good = record(world)["release"]["id"]
@@ -161,6 +162,18 @@ def test_app_locked_by_another_deployment_is_refused_before_anything_is_committe
     # Nothing was blocked: the plan still shows the change, not a failed release.
     [worker] = json.loads(world.ok("plan", "dev", "--json").stdout)["services"]
     assert worker["action"] == "update"
+
+    # Committed without a rollout, the release's catch-up is refused the same way: it is
+    # still committed (not failed, not blocked), and nothing was cancelled.
+    world.ok("apply", "dev", "--no-rollout")
+    assert record(world)["release"]["outcome"] == "committed"
+    caught = world.cc("apply", "dev")
+    assert caught.code == 1, caught.output
+    assert f"is locked by deployment {lock} in progress" in caught.output
+    assert "nothing was rolled out, committed or changed" in caught.output
+    assert record(world)["release"]["outcome"] == "committed"
+    running = requests.get(f"{marathon_server.url}/v2/deployments", timeout=10).json()
+    assert lock in {d["id"] for d in running}
 
     forced = world.cc("apply", "dev", "--force")
 
@@ -436,8 +449,8 @@ def test_a_catch_up_that_fails_does_not_unblock_the_failed_release(
     tmp_path: Path, marathon_server: MarathonDouble
 ) -> None:
     """dev's worker is blocked (its never-ready release was rolled back) and someone's
-    hand-made rollout holds the app. apply must try to put the good release back, fail
-    on the lock, and stop there: never roll the blocked, known-bad inputs out again."""
+    hand-made rollout holds the app. apply sees the lock before putting the good release
+    back, refuses, and stops there: never roll the blocked, known-bad inputs out again."""
     world = mesos_world(tmp_path, marathon_server)
     world.ok("apply", "dev")
     good = record(world)["release"]["id"]
@@ -455,8 +468,9 @@ def test_a_catch_up_that_fails_does_not_unblock_the_failed_release(
 
     again = world.cc("apply", "dev")
 
-    assert again.code != 0, again.output
-    assert "locked by running deployment(s)" in again.output
+    assert again.code == 1, again.output
+    assert f"worker: {APP} on platform 'mesos' is locked by deployment" in again.output
+    assert "nothing was rolled out, committed or changed" in again.output
     state = record(world)
     assert state["release"]["id"] == good, state["release"]
     assert state["last_failed"]["id"] == bad["id"], state["last_failed"]

@@ -170,6 +170,35 @@ def preflight(
                 "--no-rollout to commit only)"
             ) from None
         log(f"{env}: platform {name} reachable")
+    refuse_held(env, held, log, force, "nothing was committed")
+
+
+def held_workloads(
+    ws: Workspace, env: str, by_platform: Mapping[str, list[str]]
+) -> list[tuple[str, HeldWorkload]]:
+    """(platform, workload) for each of the services (by platform) whose workload a
+    deployment in progress holds, on the platforms with the `force` capability."""
+    held: list[tuple[str, HeldWorkload]] = []
+    for name, services in sorted(by_platform.items()):
+        if not services or not supports(ws.config, name, kinds.FORCE):
+            continue
+        platform = cast(ForcePlatform, open_platform(ws.config, env, name, ws.redactor))
+        try:
+            held += [(name, h) for h in platform.held(services)]
+        except PlatformFailure as exc:
+            raise ApplyUnreachable(
+                f"platform '{name}' for {env} cannot say which apps deployments in progress "
+                f"hold: {ws.redactor.redact(str(exc))}; nothing was changed"
+            ) from None
+    return held
+
+
+def refuse_held(
+    env: str, held: list[tuple[str, HeldWorkload]], log: RunLog, force: bool, what: str
+) -> None:
+    """Refuse (`what` says what was not done) when deployments in progress hold workloads
+    to change: the platform would refuse each change (Marathon's 409); with `force` they
+    are cancelled at rollout instead, and the log says so."""
     if not held:
         return
     said = "; ".join(
@@ -181,12 +210,12 @@ def preflight(
         log(f"{env}: {said}: --force cancels it at rollout")
         return
     raise ApplyRefused(
-        f"{env}: {said}; nothing was committed. Wait for that deployment to finish and apply "
+        f"{env}: {said}; {what}. Wait for that deployment to finish and apply "
         f"again; or, if it is stuck or failed, `configcenter apply {env} --force` cancels it "
         "(Marathon's force=true cancels the deployments holding the app where they got to, "
         "without rolling them back: meant for one that will not finish) and rolls this "
-        "release out; or `--no-rollout` to commit only (the next apply "
-        "rolls it out)"
+        "release out; or `--no-rollout` to commit only (an apply rolls it out once the app "
+        "is free)"
     )
 
 

@@ -22,7 +22,9 @@ from configcenter.usecases.apply.deploy import PLATFORM_FAILURES, deploy_one, ro
 from configcenter.usecases.apply.guard import (
     catch_up_releases,
     guard_config_commit,
+    held_workloads,
     recorded_secrets,
+    refuse_held,
     refuse_unresolved_secrets,
 )
 from configcenter.usecases.apply.records import Outcome, Recorded, files_of, record, state_at
@@ -81,6 +83,19 @@ def catch_up(
     refuse_unresolved_secrets(
         recorded_secrets(ws, env, catch_up_releases(state, steps, live)),
         log,
+        "nothing was rolled out, committed or changed",
+    )
+    # A recorded release rolled out again, or a service deleted, on an app a deployment in
+    # progress holds: refused as a new release is (the platform would answer 409).
+    changing: dict[str, list[str]] = {}
+    for step in steps:
+        if step.kind in ("rollout", "prune"):
+            changing.setdefault(step.platform, []).append(step.service)
+    refuse_held(
+        env,
+        held_workloads(ws, env, changing),
+        log,
+        options.force,
         "nothing was rolled out, committed or changed",
     )
     results, recorded = _run_steps(ws, env, state, steps, log, reporter, options)

@@ -135,6 +135,13 @@ def test_a_plan_with_nothing_changed_imports_neither_jinja_nor_pyyaml(tmp_path: 
     assert "update" in actions.values()
     assert {"jinja2", "yaml"} <= set(loaded)
 
+    # Planned again (the load kept with the edit), the change is planned without the
+    # schema, whose checks ran when the edited file was loaded.
+    again, loaded = _run(tmp_path, env, *cli, "plan", "dev", "--json")
+    assert again.returncode == 0, again.stderr
+    assert {s["service"]: s["action"] for s in json.loads(again.stdout)["services"]} == actions
+    assert "configcenter.core.schema" not in loaded, loaded
+
 
 SETTINGS = [
     "shop-{{ env }}",

@@ -22,6 +22,7 @@ from typing import Any
 
 from configcenter.adapters.cache_files import Stamp, locked, stamp, write_pickle
 from configcenter.adapters.git_env import git_env
+from configcenter.adapters.git_refs import read_head, read_tags
 from configcenter.adapters.work_tree import (
     StatDigests,
     list_repo_dir,
@@ -420,12 +421,18 @@ class GitConfigRepo:
     def head_commit(self) -> str | None:
         if not self._is_git:
             return None
+        known, head = read_head(self.root)  # from .git's files, unless git must be asked
+        if known:
+            return head
         return self._git("rev-parse", "--verify", "-q", "HEAD").strip() or None
 
     @cached_property
     def _tags(self) -> dict[str, str]:
         if not self._is_git:
             return {}
+        packed = read_tags(self.root)  # from .git's files; None: git must be asked
+        if packed is not None:
+            return packed
         out = self._git(
             "for-each-ref",
             "--format=%(refname:strip=2)\t%(objectname)\t%(*objectname)",

@@ -221,6 +221,15 @@ def print_service_plan(
     stages = release_stage_lines(s)
     if stages:
         printer.print(Text("      stages   " + " -> ".join(stages), style="cyan"))
+        resumed = resumed_release(s)
+        if resumed:
+            printer.print(
+                Text(
+                    f"               {resumed}'s outcome was never recorded: a stage Job the "
+                    "platform shows it completed is not run again",
+                    style="cyan",
+                )
+            )
     if s.action == "create" and not full:
         # Everything is new: counts, not every value and every line (--full lists them).
         values = len(s.added)
@@ -272,6 +281,25 @@ def release_stage_lines(s: ServicePlan) -> list[str]:
     ):
         stages = still_to_run(stages, previous.release.outcome)
     return [] if stages.empty else stages.describe()
+
+
+def resumed_release(s: ServicePlan) -> str | None:
+    """The release a catch-up rolls out again whose outcome was never recorded (apply skips
+    its stage Jobs the platform shows completed: `JobPlatform.run_job`'s `resume`)."""
+    from configcenter.core.converge import PlatformServicePlan
+
+    step = s.step if isinstance(s, PlatformServicePlan) else None
+    previous = s.previous
+    if (
+        step is None
+        or step.kind not in ("rollout", "record")
+        or previous is None
+        or previous.release is None
+        or previous.release.id != step.release
+        or previous.release.outcome != "committed"
+    ):
+        return None
+    return previous.release.id
 
 
 def _value_line(sign: str, key: str, change: ValueChange, colour: str, label: str) -> Text:

@@ -313,6 +313,12 @@ def test_a_catch_up_after_a_kill_before_the_record_runs_no_stage_job_of_the_rele
     assert migrate.status.succeeded == 1 and smoke.status.succeeded == 1
     assert cluster.deployment("api").metadata.annotations[RELEASE] == release["id"]
     rs_uid = rs_uid_of(cluster, "api")
+    plan = world.ok("plan", "dev").output
+    note = (
+        f"{release['id']}'s outcome was never recorded: a stage Job the platform shows it "
+        "completed is not run again"
+    )
+    assert note in plan, plan
 
     result = expect(world.cc("apply", "dev"), 0)
 
@@ -364,7 +370,7 @@ def test_a_catch_up_reruns_a_pre_deploy_job_the_cluster_no_longer_shows_and_says
         "earlier attempt (it never started, or it ended more than 7200s ago and was deleted)"
     )
     assert said in result.output, result.output
-    assert "not run again" not in result.output
+    assert "completed in an earlier attempt" not in result.output
     assert services(world)["api"]["release"]["outcome"] == "healthy"
     assert cluster.deployment("api").metadata.annotations[RELEASE] == release["id"]
 
@@ -380,6 +386,8 @@ def test_a_catch_up_after_a_kill_before_the_apply_does_not_migrate_again(
     release = services(world)["api"]["release"]
     jobs = Jobs(k8s_namespace)
     (migrate,) = jobs.of("pre-deploy")
+    plan = world.ok("plan", "dev").output
+    assert f"{release['id']}'s outcome was never recorded: a stage Job" in plan, plan
 
     result = expect(world.cc("apply", "dev"), 0)
 

@@ -12,6 +12,7 @@ import requests
 
 from tests.support.configrepo import ConfigRepo
 from tests.support.e2e_fixtures import SECRET_ENV, World, make_world
+from tests.support.marathon_double import MarathonDouble
 from tests.support.registry_fixtures import RegistryServer, start_registry, stop_registry
 
 API_DEV = "environments/dev/api.yaml"
@@ -39,12 +40,20 @@ def tags(registry: RegistryServer, repository: str) -> list[str]:
     return sorted(got.json().get("tags") or [])
 
 
-def built_api_world(root: Path, registry: RegistryServer) -> World:
+def built_api_world(
+    root: Path, registry: RegistryServer, marathon_url: str | None = None, hooks: str = ""
+) -> World:
     """The shop world with dev's api built from a source repo (FROM scratch, COPY a file)
-    and pushed to `registry`; api reads DB_PASSWORD from env:SHOP_DB_PASSWORD, unset."""
+    and pushed to `registry`; api reads DB_PASSWORD from env:SHOP_DB_PASSWORD, unset.
+    With `marathon_url`, dev runs on that Marathon; `hooks`: template.yaml's hooks line."""
     if shutil.which("buildah") is None:
         pytest.skip("buildah not installed (apt-get install buildah)")
-    world = make_world(root)
+    world = make_world(root, marathon_url=marathon_url)
+    if marathon_url is not None:
+        env = "environments/dev/_env.yaml"
+        world.config.write(
+            env, world.config.read(env).replace("platform: local", "platform: mesos")
+        )
     source = ConfigRepo.init(root / "api-src")
     source.write("main.txt", "hello\n")
     source.commit("source")
@@ -58,10 +67,11 @@ def built_api_world(root: Path, registry: RegistryServer) -> World:
         "api",
         "2.0.0",
         {
-            "template.yaml": "outputs: [app.env, Dockerfile]\n"
+            "template.yaml": "outputs: [app.env, Dockerfile, migrate.yaml]\n"
             "env: [LOG_LEVEL, DB_HOST, DB_PASSWORD]\ndepends_on: [db]\n"
-            "build: {dockerfile: Dockerfile}\n",
+            f"build: {{dockerfile: Dockerfile}}\n{hooks}",
             "Dockerfile.j2": "FROM scratch\nCOPY main.txt /\n",
+            "migrate.yaml.j2": "apiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate}\n",
         },
     )
     config.write(
@@ -100,3 +110,51 @@ def test_an_unresolvable_secret_is_refused_before_the_image_is_built(
     api = world.state()["services"]["api"]
     assert api["release"]["image"].startswith(f"{own_registry.host}/shop/api@sha256:")
     assert world.head() is not None
+
+
+def test_a_dirty_config_work_tree_is_refused_before_the_image_is_built(
+    tmp_path: Path, own_registry: RegistryServer
+) -> None:
+    world = built_api_world(tmp_path / "world", own_registry)
+    world.env[SECRET_ENV] = "dev-password-not-secret-in-tests"
+    args = ("apply", "dev", "--service", "api", "--no-rollout")
+    world.config.write(API_DEV, world.config.read(API_DEV) + "values: {LOG_LEVEL: warn}\n")
+
+    refused = world.cc(*args)
+
+    assert refused.code == 1, refused.output
+    assert "the config work tree has uncommitted changes in files apply reads" in refused.stderr
+    assert API_DEV in refused.stderr
+    assert "looking up 1 image(s)" not in refused.output  # no build was started
+    assert world.head() is None
+    assert repositories(own_registry) == []
+
+    world.config.commit("dev: api logs warnings")
+    world.ok(*args)
+
+    (tag,) = tags(own_registry, "shop/api")
+    assert tag.startswith("cc-")
+    image = world.state()["services"]["api"]["release"]["image"]
+    assert image.startswith(f"{own_registry.host}/shop/api@sha256:")
+
+
+def test_stages_the_platform_cannot_run_are_refused_before_the_image_is_built(
+    tmp_path: Path, own_registry: RegistryServer, marathon_server: MarathonDouble
+) -> None:
+    """api's template has a pre-deploy Job and dev runs on Marathon, which runs no Jobs."""
+    world = built_api_world(
+        tmp_path / "world",
+        own_registry,
+        marathon_server.url,
+        hooks="hooks: {pre_deploy: [migrate.yaml]}\n",
+    )
+    world.env[SECRET_ENV] = "dev-password-not-secret-in-tests"
+
+    refused = world.cc("apply", "dev", "--service", "api")
+
+    assert refused.code == 1, refused.output
+    assert "pre-deploy and verification Jobs need a platform that runs Jobs" in refused.stderr
+    assert "nothing was committed" in refused.stderr
+    assert "looking up 1 image(s)" not in refused.output  # no build was started
+    assert world.head() is None
+    assert repositories(own_registry) == []

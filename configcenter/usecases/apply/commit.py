@@ -61,6 +61,7 @@ def commit_release(
         plan = plan_at(ws, env, state, head, options, resolved)
         pending = [s for s in plan.services if _needs_build(s)]
         checked: set[_SecretsKey] = set()
+        reached = False  # the platforms were reached (preflight) before the build
         if pending:
             if not options.build:
                 names = ", ".join(s.service for s in pending)
@@ -69,9 +70,14 @@ def commit_release(
                     "changed); run without --no-build, or first "
                     + " and ".join(f"`configcenter build {env} {s.service}`" for s in pending)
                 )
-            # Every apply refuses releases whose secrets cannot be resolved before building
-            # their images: a refused release's image is never built or pushed.
+            # Every refusal comes before the build: a refused release's image is never built
+            # or pushed (a dirty or stale config, an unreachable platform, a secret that
+            # cannot be resolved).
             would = converge(plan, state, {}, only=options.services).plan
+            guard_config_commit(ws, env, state, would, options)
+            if options.rollout and attempt == 1:
+                preflight(ws, env, would.changes, log, options.force)
+                reached = True
             checked = _refuse_unresolved(
                 ws, env, would.changes, log, checked, "nothing was built, committed or changed"
             )
@@ -95,7 +101,7 @@ def commit_release(
             log(f"{env}: nothing more to commit" if caught_up else f"{env}: nothing to do")
             return plan, None, state
         override = guard_config_commit(ws, env, state, plan, options)
-        if options.rollout and attempt == 1:
+        if options.rollout and attempt == 1 and not reached:
             preflight(ws, env, plan.changes, log, options.force)
         # Every apply, rolled out now or later (--no-rollout: the next apply catches up),
         # refuses releases whose secrets cannot be resolved before committing them.

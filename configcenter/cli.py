@@ -696,9 +696,11 @@ def plan(
     result = converged.plan
     warnings = list(checked.warnings) + (observing if as_json else [])
     if result.changes:  # apply's checks of what it would roll out (its modules: ~6 ms)
-        from configcenter.usecases.apply.guard import secrets_warnings
+        from configcenter.usecases.apply.guard import held_warnings, secrets_warnings
 
         warnings += secrets_warnings(ws, env, converged, live)
+        # Workloads a deployment in progress holds, on the platforms observed just now.
+        warnings += held_warnings(ws, env, converged, live)
     if checked.plan.changes:  # the config changes apply's stale-clone guard looks at
         from configcenter.usecases.apply.guard import stale_config_warnings
 
@@ -1145,7 +1147,11 @@ def _result_problems(env: str, results: Sequence[Any]) -> list[dict[str, Any]]:
 def deploy(
     ws: Workspace, env: str, service: str, dry_run: bool, force: bool, as_json: bool
 ) -> None:
-    """Roll out what the deploy repo says for SERVICE in ENV, alone."""
+    """Roll out what the deploy repo says for SERVICE in ENV, alone.
+
+    An app a deployment in progress holds (Marathon) is refused before anything is
+    recorded or rolled out; --force cancels that deployment (Marathon's force=true).
+    """
     from configcenter.output import PrintingReporter, QuietReporter
 
     ws.focus = (env,)
@@ -1173,6 +1179,7 @@ def deploy(
 )
 @click.option("--no-rollout", is_flag=True, help="Restore the deploy repo only.")
 @click.option("--dry-run", is_flag=True, help="Say what would be restored; change nothing.")
+@click.option("--force", is_flag=True, help="Cancel a deployment that holds the app (Marathon).")
 @json_option
 @pass_ws
 @handle_errors
@@ -1183,9 +1190,14 @@ def rollback(
     to: str | None,
     no_rollout: bool,
     dry_run: bool,
+    force: bool,
     as_json: bool,
 ) -> None:
-    """Back to the last good (or named) release: image and config, as a new commit."""
+    """Back to the last good (or named) release: image and config, as a new commit.
+
+    An app a deployment in progress holds (Marathon) is refused before anything is
+    committed or rolled out; --force cancels that deployment (Marathon's force=true).
+    """
     from configcenter.output import PrintingReporter, QuietReporter
 
     ws.focus = (env,)
@@ -1199,6 +1211,7 @@ def rollback(
         rollout=not no_rollout,
         dry_run=dry_run,
         reporter=QuietReporter() if as_json else PrintingReporter(),
+        force=force,
     )
     if as_json:
         emit({"env": env, "dry_run": dry_run, "result": result.__dict__})

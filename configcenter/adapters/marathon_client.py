@@ -243,7 +243,7 @@ class MarathonApi:
             return MarathonConflictError(
                 f"{what}: Marathon at {self.url} says the app is locked by running deployment(s) "
                 f"{', '.join(ids) or '?'} ({message}). Wait for the rollout to finish, or re-run "
-                "with --force (configcenter apply/deploy --force) to cancel it",
+                "with --force (configcenter apply/deploy/rollback --force) to cancel it",
                 ids,
             )
         if status in (400, 422):

@@ -16,7 +16,9 @@ from configcenter.ports.platform import Deployable, Platform, RolloutStatus
 from configcenter.usecases.apply.commit import utc_now
 from configcenter.usecases.apply.guard import (
     RecordedRelease,
+    held_workloads,
     recorded_secrets,
+    refuse_held,
     refuse_unresolved_secrets,
 )
 from configcenter.usecases.apply.records import (
@@ -237,6 +239,7 @@ def deploy_service(
         files = files_of(ws.deploy_repo, env, service, current)
         platform.apply(deployable(env, service, current, files, current.release.id), dry_run=True)
         return ServiceResult(service, "deploy", "dry-run", current.release.id)
+    refuse_held_app(ws, env, service, current.platform or "", force, reporter, "deploy", "")
     run = ws.start_run("deploy", env, [service], trigger, actor or default_actor())
     log = RunLog(ws, run.id, reporter)
     try:
@@ -271,6 +274,31 @@ def refuse_recorded_secrets(
             found = recorded_secrets(ws, env, [replace(release, running=item.release_id)])
     refuse_unresolved_secrets(
         found, RunLog(ws, None, reporter), "nothing was rolled out, committed or changed"
+    )
+
+
+def refuse_held_app(
+    ws: Workspace,
+    env: str,
+    service: str,
+    platform: str,
+    force: bool,
+    reporter: Reporter,
+    command: str,
+    commit_only: str,
+) -> None:
+    """Refuse `deploy` or `rollback` (`command`) of a service whose workload a deployment
+    in progress holds, before anything is recorded or rolled out, as apply refuses it
+    (one question to the platform; Marathon would answer the PUT 409); with `force` the
+    rollout cancels that deployment. `commit_only`: what the command's --no-rollout does."""
+    refuse_held(
+        env,
+        held_workloads(ws, env, {platform: [service]}, "nothing was rolled out or changed"),
+        RunLog(ws, None, reporter),
+        force,
+        "nothing was rolled out, committed or changed",
+        f"configcenter {command} {env} {service}",
+        commit_only,
     )
 
 
@@ -314,11 +342,14 @@ def rollback_service(
     reporter: Reporter | None = None,
     trigger: str = "cli",
     actor: str = "",
+    force: bool = False,
 ) -> ServiceResult:
     """Restore the last good (or named) release's files and state as a new commit.
 
     Needs only the deploy repo (and configcenter.yaml for the platforms): a config
-    repo whose environment files do not load is reported and does not block it.
+    repo whose environment files do not load is reported and does not block it. A
+    rollout to a workload a deployment in progress holds is refused before anything is
+    done, unless `force` (the rollout cancels that deployment: Marathon's force=true).
     """
     reporter = reporter or Reporter()
     ws.without_environments_if_broken(reporter.message)
@@ -341,12 +372,23 @@ def rollback_service(
     refuse_recorded_secrets(ws, env, RecordedRelease(service, snapshot, current), reporter)
     if dry_run:
         return ServiceResult(service, "rollback", "dry-run", target)
+    if rollout and snapshot.platform:
+        refuse_held_app(
+            ws,
+            env,
+            service,
+            snapshot.platform,
+            force,
+            reporter,
+            "rollback",
+            "restore the deploy repo only (an apply rolls it out once the app is free)",
+        )
     run = ws.start_run("rollback", env, [service], trigger, actor or default_actor())
     log = RunLog(ws, run.id, reporter)
     try:
         result_outcome = "committed"
         if rollout and snapshot.platform:
-            platform = open_platform(ws.config, env, snapshot.platform, ws.redactor)
+            platform = open_platform(ws.config, env, snapshot.platform, ws.redactor, force=force)
             item = deployable(env, service, snapshot, files, target)
             status = apply_and_wait(
                 platform, item, rollout_timeout(ws.config, env), service, log, reporter

@@ -1,10 +1,11 @@
 """Refusals before anything is committed or rolled out: mistyped service names, a dirty or
-stale config commit, stages or platforms the release cannot reach, secrets a release needs
-that cannot be resolved."""
+stale config commit, stages or platforms the release cannot reach, workloads a deployment
+in progress holds, secrets a release needs that cannot be resolved; and what `plan` says
+of the ones it can see coming."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -174,10 +175,14 @@ def preflight(
 
 
 def held_workloads(
-    ws: Workspace, env: str, by_platform: Mapping[str, list[str]]
+    ws: Workspace,
+    env: str,
+    by_platform: Mapping[str, list[str]],
+    what: str = "nothing was changed",
 ) -> list[tuple[str, HeldWorkload]]:
     """(platform, workload) for each of the services (by platform) whose workload a
-    deployment in progress holds, on the platforms with the `force` capability."""
+    deployment in progress holds, on the platforms with the `force` capability (a
+    platform that cannot say: ApplyUnreachable, `what` saying what was not done)."""
     held: list[tuple[str, HeldWorkload]] = []
     for name, services in sorted(by_platform.items()):
         if not services or not supports(ws.config, name, kinds.FORCE):
@@ -188,35 +193,91 @@ def held_workloads(
         except PlatformFailure as exc:
             raise ApplyUnreachable(
                 f"platform '{name}' for {env} cannot say which apps deployments in progress "
-                f"hold: {ws.redactor.redact(str(exc))}; nothing was changed"
+                f"hold: {ws.redactor.redact(str(exc))}; {what}"
             ) from None
     return held
 
 
 def refuse_held(
-    env: str, held: list[tuple[str, HeldWorkload]], log: RunLog, force: bool, what: str
+    env: str,
+    held: list[tuple[str, HeldWorkload]],
+    log: RunLog,
+    force: bool,
+    what: str,
+    command: str = "",
+    commit_only: str = "commit only (an apply rolls it out once the app is free)",
 ) -> None:
     """Refuse (`what` says what was not done) when deployments in progress hold workloads
     to change: the platform would refuse each change (Marathon's 409); with `force` they
-    are cancelled at rollout instead, and the log says so."""
+    are cancelled at rollout instead, and the log says so. `command` is the one to run
+    again (default: `configcenter apply ENV`); `commit_only` what its `--no-rollout`
+    does (empty: it has none)."""
     if not held:
         return
-    said = "; ".join(
-        f"{h.service}: {h.workload} on platform '{name}' is locked by deployment "
-        f"{', '.join(h.deployments)} in progress"
-        for name, h in held
-    )
+    said = _held_text(held)
     if force:
         log(f"{env}: {said}: --force cancels it at rollout")
         return
+    command = command or f"configcenter apply {env}"
     raise ApplyRefused(
-        f"{env}: {said}; {what}. Wait for that deployment to finish and apply "
-        f"again; or, if it is stuck or failed, `configcenter apply {env} --force` cancels it "
+        f"{env}: {said}; {what}. Wait for that deployment to finish and run `{command}` "
+        f"again; or, if it is stuck or failed, `{command} --force` cancels it "
         "(Marathon's force=true cancels the deployments holding the app where they got to, "
         "without rolling them back: meant for one that will not finish) and rolls this "
-        "release out; or `--no-rollout` to commit only (an apply rolls it out once the app "
-        "is free)"
+        "release out" + (f"; or `--no-rollout` to {commit_only}" if commit_only else "")
     )
+
+
+def _held_text(held: list[tuple[str, HeldWorkload]]) -> str:
+    return "; ".join(f"{_held_one(name, h)} in progress" for name, h in held)
+
+
+def _held_one(platform: str, h: HeldWorkload) -> str:
+    return (
+        f"{h.service}: {h.workload} on platform '{platform}' is locked by deployment "
+        f"{', '.join(h.deployments)}"
+    )
+
+
+def held_warnings(
+    ws: Workspace,
+    env: str,
+    converged: Converged,
+    reachable: Collection[str],
+) -> list[Problem]:
+    """What `plan` says about the services apply would refuse because a deployment in
+    progress holds their workload (Marathon's 409 lock): its new releases and its
+    catch-up's rollouts and deletes, on the `reachable` platforms (one question each)."""
+    steps = converged.steps
+    by_platform: dict[str, list[str]] = {}
+    for sp in converged.plan.changes:
+        step = steps.get(sp.service)
+        if step is None or step.kind == "commit":
+            platform = _rollout_platform(sp)  # a new release: what apply's preflight asks
+        elif step.kind in ("rollout", "prune"):
+            platform = step.platform  # what apply's catch-up asks
+        else:
+            continue  # watched or recorded: the deployment may be that release's own
+        if platform and platform in reachable:
+            by_platform.setdefault(platform, []).append(sp.service)
+    try:
+        held = held_workloads(ws, env, by_platform, "plan did not check them")
+    except ApplyUnreachable as exc:
+        return [
+            Problem(Source(""), str(exc), "apply asks again before it changes anything", "warning")
+        ]
+    services = ws.config.environment(env).services
+    return [
+        Problem(
+            services[h.service].source() if h.service in services else Source(""),
+            f"{_held_one(name, h)} in progress; apply will refuse it",
+            "wait for that deployment to finish; or, if it is stuck or failed, "
+            f"`configcenter apply {env} --force` cancels it (Marathon's force=true) and "
+            "rolls the release out",
+            "warning",
+        )
+        for name, h in held
+    ]
 
 
 def _rollout_platform(sp: ServicePlan) -> str | None:

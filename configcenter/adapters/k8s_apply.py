@@ -72,11 +72,20 @@ class ReleaseApplier:
         #: Why that list failed, so the plan's other services say so without asking again.
         self._env_secrets_error: str | None = None
 
-    def apply(self, deployable: Deployable, *, dry_run: bool = False) -> None:
+    def apply(
+        self,
+        deployable: Deployable,
+        *,
+        dry_run: bool = False,
+        replace: frozenset[str] = frozenset(),
+    ) -> list[str]:
         """Server-side apply of the release's objects (field manager `configcenter`), then prune.
 
         A dry run applies with the server's dry run and prunes nothing: it logs
-        what it would prune.
+        what it would prune. The objects `replace` names (`Kind/name`, changed by hand)
+        are first replaced whole with what the release renders, in apply order (so after
+        the config versions they refer to exist): a server-side apply alone would keep
+        the fields other managers added inside them. Returns those replaced.
         """
         self.check_env(deployable)
         self._env_secrets = None
@@ -106,17 +115,26 @@ class ReleaseApplier:
                 self.namespace,
                 deployable.service,
             )
-            return
+            return []
         # Recorded before anything is applied, so a crash halfway still leaves
         # every kind that may now exist in the record the next apply prunes from.
         kinds = self._recorded_kinds(deployable.service) | {
             (str(obj.body["apiVersion"]), obj.kind) for obj in objects
         }
         _record_kinds(objects, record, kinds, release_objects)
+        replaced: list[str] = []
         for obj, resource in resources:
             if is_versioned(obj.body):
                 self._create_version(obj, resource, deployable, dry_run=dry_run)
                 continue
+            if obj.ref in replace and not dry_run and self._replace_one(obj):
+                log.warning(
+                    "replaced %s in namespace %s (changed by hand) with release %s",
+                    obj.ref,
+                    self.namespace,
+                    deployable.release_id,
+                )
+                replaced.append(obj.ref)
             self.client.call(
                 f"{obj.source}: apply {obj.ref}",
                 resource.server_side_apply,
@@ -137,6 +155,7 @@ class ReleaseApplier:
             )
         if dry_run:
             self._prune(deployable, objects, kinds, dry_run=True)
+        return replaced
 
     def prune(self, deployable: Deployable) -> list[str]:
         """Delete what earlier releases of the service left and this one no longer renders.

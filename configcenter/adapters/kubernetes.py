@@ -85,6 +85,13 @@ class KubernetesPlatform:
         if not dry_run:
             self.desired_objects(deployable)
 
+    def apply_replacing(self, deployable: Deployable, refs: Iterable[str]) -> list[str]:
+        """`apply`, with the objects `refs` (changed by hand) replaced whole (see
+        `ReleaseApplier.apply`)."""
+        replaced = self._applier.apply(deployable, replace=frozenset(refs))
+        self.desired_objects(deployable)
+        return replaced
+
     def prune(self, deployable: Deployable) -> list[str]:
         """Delete what earlier releases of the service left and this one no longer renders."""
         return self._applier.prune(deployable)

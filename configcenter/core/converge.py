@@ -24,7 +24,7 @@ from configcenter.core.state import EnvState, Release, ServiceState
 #: The plan reason of a service whose platform differs from the deploy repo.
 PLATFORM_REASON = "platform"
 
-StepKind = Literal["rollout", "record", "watch", "commit", "prune"]
+StepKind = Literal["rollout", "record", "watch", "commit", "prune", "replace"]
 #: Steps carried out before the apply's commit, without one of their own.
 CATCH_UP_KINDS: frozenset[str] = frozenset({"rollout", "record", "watch", "prune"})
 
@@ -83,7 +83,11 @@ class Step:
       recorded (no rollback) before the new release, so `last_good` is right;
     * commit: the state must change although nothing rendered did (the service's
       platform changed); committed and rolled out like any update;
-    * prune: the platform runs a service the environment no longer has: delete it.
+    * prune: the platform runs a service the environment no longer has: delete it;
+    * replace: a new release of a service whose objects were changed by hand (`edit`):
+      its rollout replaces them whole (a server-side apply would keep the fields others
+      added inside them), so it runs as released after one rollout. Carried out by the
+      release's own rollout, not before the commit.
     """
 
     service: str
@@ -155,7 +159,7 @@ def converge(
             continue
         steps[sp.service] = step
         adjusted = _with_step(sp, step)
-        if step.kind != "watch":
+        if step.kind not in ("watch", "replace"):
             adjusted.action = "delete" if step.kind == "prune" else "update"
             adjusted.reasons = [PLATFORM_REASON]
         services.append(adjusted)
@@ -202,6 +206,10 @@ def _step(sp: ServicePlan, live: Mapping[str, LiveServices], edited: HandEdits) 
     running = live[platform].get(sp.service)
     present = sp.service in live[platform]
     if sp.action in ("create", "update"):
+        # Objects of the running release changed by hand: the new release replaces them.
+        edit = edited.get(platform, {}).get(sp.service) if wanted == platform else None
+        if edit is not None and not edit.replace:
+            edit = None  # an image or a count only: the new release's apply sets them
         # A new release follows; the one it replaces must have its outcome first.
         if release.outcome == "committed" and present and _runs(release, running):
             return Step(
@@ -211,6 +219,17 @@ def _step(sp: ServicePlan, live: Mapping[str, LiveServices], edited: HandEdits) 
                 f"{release.id} runs on {platform} but its outcome was never recorded: "
                 "record it before the new release",
                 release.id,
+                edit,
+            )
+        if edit is not None:
+            return Step(
+                sp.service,
+                "replace",
+                platform,
+                f"{edit.why}: the new release replaces {', '.join(edit.replace)} whole, "
+                "so nothing changed by hand stays in it",
+                release.id,
+                edit,
             )
         return None
     if sp.action not in ("noop", "blocked"):

@@ -230,6 +230,12 @@ class ObjectDriftPlatform(Platform, Protocol):
         renders, dropping fields other managers added inside them; returns those replaced."""
         ...
 
+    def apply_replacing(self, deployable: Deployable, refs: Iterable[str]) -> list[str]:
+        """`apply` the release, replacing the objects `refs` (changed by hand) whole with what
+        it renders once the objects they read exist, so the fields others added inside them
+        go in the release's own rollout; returns those replaced."""
+        ...
+
 
 @dataclass(frozen=True)
 class HeldWorkload:

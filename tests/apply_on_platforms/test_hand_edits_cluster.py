@@ -331,3 +331,52 @@ def test_an_autoscaled_workload_keeps_its_count_when_a_hand_edit_is_put_back(
     live = cluster.deployment("worker")
     assert not live.spec.template.spec.containers[0].env
     assert live.spec.replicas == 3
+
+
+def test_a_new_release_of_a_workload_edited_by_hand_drops_the_edit_in_its_one_rollout(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """A value change while the workload carries a `kubectl set env`: server-side apply
+    alone would keep the hand's env var (kubectl owns it) in the new release, so the
+    release would not run as released and the next apply would roll it out once more.
+    The plan says the new release replaces the edited Deployment; apply makes one new
+    ReplicaSet without the hand's field, and nothing else restarts."""
+    world = k8s_world(tmp_path, k8s_namespace, services=("db", "worker"))
+    world.ok("apply", "dev")
+    db_before = (cluster.deployment("db").metadata.generation, cluster.replica_sets("db"))
+    own_rs = cluster.active_rs("worker")
+    kubectl(k8s_namespace, "set", "env", "deployment/worker", f"HAND_TOKEN={HAND_VALUE}")
+    poll(lambda: only_rs(cluster, "worker") not in (None, own_rs), 60, "the hand's rollout")
+    hand_rs = set(cluster.replica_sets("worker"))
+    set_service(world, "worker", LOG_LEVEL="debug")
+
+    plan = plan_of(world)
+    worker = plan["worker"]
+    assert (worker["action"], worker["reasons"]) == ("update", ["values"])
+    assert worker["platform"]["step"] == "replace"
+    env = TEMPLATE.format("worker") + ".containers[app].env[HAND_TOKEN]"
+    edited = {(f["field"], f["change"]) for f in worker["platform"]["edited"]}
+    assert (f"{env}.name", "added") in edited
+    assert "Deployment/worker" in worker["platform"]["why"]
+    text = world.ok("plan", "dev")
+    assert "replaces" in text.stdout and HAND_VALUE not in text.output
+
+    applied = expect(world.cc("apply", "dev"), 0)
+
+    assert HAND_VALUE not in applied.output
+    live = json.loads(kubectl(k8s_namespace, "get", "deployment", "worker", "-o", "json"))
+    assert spec_writers(live) == ()
+    assert not cluster.deployment("worker").spec.template.spec.containers[0].env
+    assert cluster.config("worker")["LOG_LEVEL"] == "debug"
+    new = set(cluster.replica_sets("worker")) - hand_rs
+    assert len(new) == 1, new  # one rollout: the new release, without the hand's env var
+    poll(lambda: only_rs(cluster, "worker") in new, 60, "the new release's ReplicaSet")
+    db_after = (cluster.deployment("db").metadata.generation, cluster.replica_sets("db"))
+    assert db_after == db_before
+    head = world.head()
+    assert {s["action"] for s in plan_of(world).values()} == {"noop"}
+    again = world.ok("apply", "dev")
+    assert "nothing to do" in again.output.lower() and world.head() == head
+    assert set(cluster.replica_sets("worker")) - hand_rs == new
+    report = json.loads(world.ok("reconcile", "dev", "--json").stdout)
+    assert [d for s in report["services"] for d in s["drifts"]] == []

@@ -9,8 +9,8 @@ by the `fake_kind` fixture the way a real adapter is listed in
 
 An app is one object, `App/<service>`: image, replicas and environment. Like a
 server-side apply, `apply` sets the fields the release has and keeps
-environment entries someone else added; `replace_drifted` replaces the object
-whole (the `object_drift` capability). Releases whose image contains
+environment entries someone else added; `replace_drifted` and `apply_replacing`
+replace the object whole (the `object_drift` capability). Releases whose image contains
 `never-ready` never become healthy, like pods on the Kubernetes test bed and
 apps on the Marathon double.
 """
@@ -175,6 +175,12 @@ class FakePlatform:
                 return []
             self.world.apps[key] = App(deployable, _spec(deployable))
         return [f"App/{deployable.service}"]
+
+    def apply_replacing(self, deployable: Deployable, refs: Iterable[str]) -> list[str]:
+        """`apply`, then the edited app replaced whole (one app: no order to keep)."""
+        wanted = list(refs)
+        self.apply(deployable)
+        return self.replace_drifted(deployable, wanted)
 
     def delete(self, service: str) -> None:
         with self.world.lock:

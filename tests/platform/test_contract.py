@@ -248,3 +248,30 @@ def test_a_field_another_manager_added_inside_an_object_is_drift_until_replaced(
     platform.apply(release)
     assert platform.wait(release, timeout=bed.healthy_timeout).state == "healthy"
     assert platform.diff(release, platform.observe()["api"]).drifts == ()
+
+
+def test_a_new_release_applied_replacing_an_edited_object_drops_what_was_added(
+    object_drift_bed: ObjectDriftBed,
+) -> None:
+    """The next release of a service whose object was changed by hand: `apply_replacing`
+    applies it with that object replaced whole, so it runs as released at once."""
+    bed = object_drift_bed
+    platform = cast(ObjectDriftPlatform, bed.platform)
+    first = bed.release("r1")
+    platform.apply(first)
+    assert platform.wait(first, timeout=bed.healthy_timeout).state == "healthy"
+    bed.add_env_by_hand("api", "EXTRA", "by-hand")
+    refs = sorted(
+        {
+            d.field.split(" ", 1)[0]
+            for d in platform.diff(first, platform.observe()["api"]).drifts
+            if "EXTRA" in d.field
+        }
+    )
+    assert refs
+    second = bed.release("r2", values={"LOG_LEVEL": "debug"})
+
+    assert platform.apply_replacing(second, refs) == refs
+
+    assert platform.wait(second, timeout=bed.healthy_timeout).state == "healthy"
+    assert platform.diff(second, platform.observe()["api"]).drifts == ()

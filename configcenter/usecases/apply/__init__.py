@@ -81,8 +81,11 @@ def apply_env(
         caught: list[ServiceResult] = []
         shown: Plan | None = None
         recorded: list[Recorded | None] = []
+        replacing: dict[str, tuple[str, ...]] = {}
         if options.rollout:
-            caught, shown, caught_up = catch_up(ws, env, options, resolved, log, reporter)
+            caught, shown, caught_up, replacing = catch_up(
+                ws, env, options, resolved, log, reporter
+            )
             recorded.append(caught_up)
         with repo.lock():  # the cache dir, for sync + commit + push only
             plan, sha, state = commit_release(
@@ -104,7 +107,9 @@ def apply_env(
         if sha is not None:
             committed = list(plan.changes)
             if options.rollout and rolls_out(committed):
-                rolled, done_at = roll_out(ws, env, state, sha, committed, options, log, reporter)
+                rolled, done_at = roll_out(
+                    ws, env, state, sha, committed, options, log, reporter, replacing
+                )
                 result.results += rolled
                 recorded.append(done_at)
             else:

@@ -5,14 +5,16 @@ release, or leave it failed. Also the `deploy` and `rollback` use cases of one s
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import cast
 
+from configcenter.core import kinds
 from configcenter.core import release_policy as policy
 from configcenter.core.errors import PlatformFailure, TransientFailure, UserError
 from configcenter.core.model import Config
 from configcenter.core.release_policy import failure_reason
 from configcenter.core.state import EnvState, ServiceState
 from configcenter.crashpoints import crash_point
-from configcenter.ports.platform import Deployable, Platform, RolloutStatus
+from configcenter.ports.platform import Deployable, ObjectDriftPlatform, Platform, RolloutStatus
 from configcenter.usecases.apply.commit import utc_now
 from configcenter.usecases.apply.guard import (
     RecordedRelease,
@@ -73,10 +75,12 @@ def deploy_one(
     force: bool = False,
     skip_verify: bool = False,
     catching_up: bool = False,
+    replacing: tuple[str, ...] = (),
 ) -> Outcome:
     """Roll out `current` through its stages; on failure roll back to its last good release.
 
     `force` lets a platform cancel a deployment that holds the app (Marathon's 409).
+    `replacing`: objects changed by hand that the release's apply replaces whole.
     Pre-deploy jobs, verification and `skip_verify` are `usecases.stages`'. A catch-up
     runs only the stages its release has not passed (`core.stages.still_to_run`): none of
     a release recorded healthy; of one whose outcome was never recorded, not the stage Jobs
@@ -101,7 +105,9 @@ def deploy_one(
         timeout=timeout,
         skip_verify=skip_verify,
         log=log,
-        apply_and_wait=lambda: apply_and_wait(platform, item, timeout, service, log, reporter),
+        apply_and_wait=lambda: apply_and_wait(
+            platform, item, timeout, service, log, reporter, replacing
+        ),
         # Committed, never recorded: an earlier attempt may have run some of its stages.
         resume=catching_up and release.outcome == "committed",
     )
@@ -155,9 +161,19 @@ def apply_and_wait(
     service: str,
     log: RunLog,
     reporter: Reporter,
+    replacing: tuple[str, ...] = (),
 ) -> RolloutStatus:
+    """Apply `item` and wait for it. `replacing`: objects changed by hand that are replaced
+    whole with what the release renders (on a platform with the `object_drift`
+    capability; one that applies whole definitions drops such fields anyway)."""
     try:
-        platform.apply(item)
+        drift = kinds.REGISTRY.supports("platform", platform.target.kind, kinds.OBJECT_DRIFT)
+        if replacing and drift:
+            replaced = cast(ObjectDriftPlatform, platform).apply_replacing(item, replacing)
+            if replaced:
+                log(f"{service}: replaced {', '.join(replaced)} (changed by hand) whole")
+        else:
+            platform.apply(item)
         crash_point("rollout:applied")
         status = platform.wait(
             item, timeout=timeout, progress=lambda st: reporter.rollout(service, st)

@@ -46,14 +46,15 @@ def catch_up(
     resolved: Mapping[str, ResolvedImage],
     log: RunLog,
     reporter: Reporter,
-) -> tuple[list[ServiceResult], Plan | None, Recorded | None]:
+) -> tuple[list[ServiceResult], Plan | None, Recorded | None, dict[str, tuple[str, ...]]]:
     """Make the platform run what the deploy repo already says, before committing more.
 
     Observes every platform of the environment (one listing per kind), then: rolls
     out a committed release that is not live, watches and records a live release
     whose outcome was never recorded, deletes what runs of a service the
-    environment no longer has. Returns the results, the plan it showed, if any, and the
-    commit that recorded their outcomes, if any.
+    environment no longer has. Returns the results, the plan it showed, if any, the
+    commit that recorded their outcomes, if any, and by service the objects changed by
+    hand that its new release replaces whole (`roll_out`'s `replacing`).
     """
     from configcenter.usecases.observe import ObserveError, env_platforms, observe_env
 
@@ -62,7 +63,7 @@ def catch_up(
         head = repo.sync()
     state = state_at(repo, env, head)
     if not env_platforms(ws.config, env, state):
-        return [], None, None
+        return [], None, None, {}
     try:
         live, edited = observe_env(ws, env, state, log)
     except ObserveError as exc:
@@ -74,9 +75,16 @@ def catch_up(
     guard_config_commit(ws, env, state, plan, options)  # before anything is done
     converged = converge(plan, state, live, only=options.services, edited=edited)
     steps = converged.catch_up()
-    if not steps:
-        return [], None, None
+    replacing = {
+        name: step.edit.replace
+        for name, step in converged.steps.items()
+        if step.kind in ("replace", "watch") and step.edit is not None and step.edit.replace
+    }
+    if not steps and not replacing:
+        return [], None, None, {}
     reporter.plan_ready(converged.plan)
+    if not steps:
+        return [], converged.plan, None, replacing
     # What the catch-up rolls out is refused as apply refuses a new release: before the
     # platform is touched, when a secret it needs cannot be resolved (the recorded
     # releases' own references: a blocked service's config holds other inputs).
@@ -99,7 +107,7 @@ def catch_up(
         "nothing was rolled out, committed or changed",
     )
     results, recorded = _run_steps(ws, env, state, steps, log, reporter, options)
-    return results, converged.plan, recorded
+    return results, converged.plan, recorded, replacing
 
 
 def _run_steps(
@@ -227,9 +235,12 @@ def roll_out(
     options: ApplyOptions,
     log: RunLog,
     reporter: Reporter,
+    replacing: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[list[ServiceResult], Recorded | None]:
     """Roll the releases of commit `sha` out in dependency order; their results, and the
-    commit that recorded their outcomes (a rollback commit when one was rolled back)."""
+    commit that recorded their outcomes (a rollback commit when one was rolled back).
+    `replacing` names, by service, the objects changed by hand that the new release
+    replaces whole (see `catch_up`)."""
     config = ws.config
     environment = config.environment(env)
     deps = {
@@ -308,6 +319,7 @@ def roll_out(
                         reporter,
                         options.force,
                         options.skip_verify,
+                        replacing=(replacing or {}).get(s.service, ()),
                     )
                     for s in runnable
                 }

@@ -22,10 +22,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from configcenter.adapters.k8s_rollout import FAILING_WAIT_REASONS, pod_failure
 from configcenter.ports.platform import Deployable, StageJobResult
 
 #: Label every Job this module runs carries, with the name of the Job's purpose.
 JOB_KIND_LABEL = "configcenter.io/job"
+#: Longest stretch (seconds) between two looks at a running Job's pods for one that cannot
+#: start (an image that cannot be pulled, a missing ConfigMap key): the Job's own status
+#: does not change then, so its watch alone would wait out the whole timeout.
+POD_CHECK_SECONDS = 2
 
 
 class JobError(Exception):
@@ -165,7 +170,12 @@ class JobClient:
             self.core.patch_namespaced_config_map(name, self.namespace, dict(body))
 
     def wait(self, name: str, timeout: float) -> tuple[bool, str]:
-        """Follow the Job with a watch until Complete/Failed or `timeout` seconds pass."""
+        """Follow the Job with a watch until Complete/Failed or `timeout` seconds pass.
+
+        A pod of the Job stuck where it will not recover by itself (ImagePullBackOff,
+        ErrImagePull, CreateContainerConfigError, ... as a rollout judges them) ends the
+        wait at once, failed, with the pod's reason and message: the Job would otherwise
+        only end at its deadline, as a timeout that does not say why."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
@@ -175,10 +185,13 @@ class JobClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False, f"timed out after {timeout:g}s"
+            stuck = self.stuck_pod(name)
+            if stuck is not None:
+                return False, stuck
             watcher = watch.Watch()
             kwargs: dict[str, Any] = {
                 "field_selector": f"metadata.name={name}",
-                "timeout_seconds": max(1, int(min(remaining, 60))),
+                "timeout_seconds": max(1, int(min(remaining, POD_CHECK_SECONDS))),
             }
             if resource_version:
                 kwargs["resource_version"] = resource_version
@@ -207,6 +220,24 @@ class JobClient:
                     resource_version = None
                     continue
                 raise self._error(f"watch the Job {name}", exc) from None
+
+    def stuck_pod(self, name: str) -> str | None:
+        """`<reason>: pod P container C: <reason>: <message>` for a pod of Job `name` that
+        cannot start and will not by itself; None when none is stuck."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            pods = self.core.list_namespaced_pod(
+                self.namespace, label_selector=f"job-name={name}"
+            ).items
+        except ApiException as exc:
+            raise self._error(f"list the pods of the Job {name}", exc) from None
+        serialize = self.core.api_client.sanitize_for_serialization
+        for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp):
+            failure = pod_failure(serialize(pod))
+            if failure is not None:
+                return f"{failure[0]}: {failure[1]}"
+        return None
 
     def _wait_gone(self, name: str) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -429,7 +460,8 @@ def run_stage_job(
     log: Callable[[str], None],
     resume: bool = False,
 ) -> StageJobResult:
-    """Run one stage Job to its end; a Job that times out is deleted so it stops.
+    """Run one stage Job to its end; a Job that times out, or whose pod cannot start, is
+    deleted so it stops.
 
     `resume`: an earlier attempt of the same release may have run it (see
     `JobPlatform.run_job`): this release's Job that completed is not run again (its result
@@ -458,7 +490,7 @@ def run_stage_job(
     succeeded, reason = jobs.wait(name, timeout)
     pod, ended_by, message, exit_code = jobs.pod_result(name, container)
     lines = jobs.logs(pod, ended_by, message) if pod else []
-    if not succeeded and reason.startswith("timed out"):
+    if not succeeded and (reason.startswith("timed out") or _cannot_start(reason)):
         jobs.delete(name, wait=False)
     return StageJobResult(
         file, name, succeeded, reason, exit_code, tuple(lines), earlier=earlier is not None
@@ -494,3 +526,8 @@ def _earlier_job(
         log(f"{stage} job {file}: runs again: {where} of release {release_id} failed before")
         return None
     return "complete" if "Complete" in conditions else "running"
+
+
+def _cannot_start(reason: str) -> bool:
+    """Whether `wait` ended because a pod of the Job cannot start (see `stuck_pod`)."""
+    return reason.partition(":")[0] in FAILING_WAIT_REASONS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -121,7 +122,43 @@ def test_a_stage_file_must_hold_one_job() -> None:
 
 @pytest.mark.k8s
 def test_a_job_that_never_finishes_times_out_and_is_deleted(k8s_namespace: Any) -> None:
-    """On the test bed: a never-ready image keeps the Job's pod Pending past the timeout."""
+    """On the test bed: the never-ready label keeps the Job's pod creating its containers
+    (a state that may still end well) past the timeout."""
+    from kubernetes import client
+
+    from configcenter.adapters.kubernetes import KubernetesPlatform
+    from tests.kubernetes_adapter.conftest import target_for
+    from tests.support.helpers import poll
+    from tests.support.k8s_fixtures import NEVER_READY_LABEL
+
+    platform = KubernetesPlatform(
+        target_for(k8s_namespace.name), kubeconfig=str(k8s_namespace.kubeconfig)
+    )
+    labels = f"    metadata: {{labels: {{{NEVER_READY_LABEL}: 'true'}}}}\n"
+    stuck = MIGRATE.replace(b"  template:\n", b"  template:\n" + labels.encode())
+    assert stuck != MIGRATE
+    item = dataclasses.replace(release({"migrate.yaml": stuck}), secrets={})
+    lines: list[str] = []
+    result = platform.run_job(
+        item, "migrate.yaml", "pre-deploy", timeout=2, retention=60, log=lines.append
+    )
+    # Our deadline, or the Job's activeDeadlineSeconds (the same 2s) seen first.
+    assert not result.succeeded and result.reason.startswith("timed out after 2s"), result.reason
+    assert any("created" in line for line in lines)
+    with k8s_namespace.api_client() as api:
+        batch = client.BatchV1Api(api)
+
+        def gone() -> bool:
+            names = [j.metadata.name for j in batch.list_namespaced_job(k8s_namespace.name).items]
+            return result.job not in names
+
+        poll(gone, 30, "the timed-out Job to be deleted")
+
+
+@pytest.mark.k8s
+def test_a_job_whose_image_cannot_be_pulled_fails_at_once_saying_why(k8s_namespace: Any) -> None:
+    """ImagePullBackOff never ends by itself: the Job fails with the pod's reason long before
+    its timeout (not "timed out after 120s"), and is deleted so it stops retrying."""
     from kubernetes import client
 
     from configcenter.adapters.kubernetes import KubernetesPlatform
@@ -132,16 +169,19 @@ def test_a_job_that_never_finishes_times_out_and_is_deleted(k8s_namespace: Any) 
     platform = KubernetesPlatform(
         target_for(k8s_namespace.name), kubeconfig=str(k8s_namespace.kubeconfig)
     )
-    stuck = MIGRATE.replace(
-        b"command: [/app/migrate]", f"image: registry.test/{NEVER_READY_IMAGE_MARK}/m:1".encode()
-    )
+    image = f"registry.test/{NEVER_READY_IMAGE_MARK}/m:1"
+    stuck = MIGRATE.replace(b"command: [/app/migrate]", f"image: {image}".encode())
     item = dataclasses.replace(release({"migrate.yaml": stuck}), secrets={})
-    lines: list[str] = []
+    started = time.monotonic()
+
     result = platform.run_job(
-        item, "migrate.yaml", "pre-deploy", timeout=2, retention=60, log=lines.append
+        item, "migrate.yaml", "pre-deploy", timeout=120, retention=60, log=lambda _: None
     )
-    assert not result.succeeded and result.reason == "timed out after 2s"
-    assert any("created" in line for line in lines)
+
+    assert time.monotonic() - started < 60
+    assert not result.succeeded
+    assert result.reason.startswith("ImagePullBackOff: pod "), result.reason
+    assert "container migrate" in result.reason and image in result.reason
     with k8s_namespace.api_client() as api:
         batch = client.BatchV1Api(api)
 
@@ -149,4 +189,4 @@ def test_a_job_that_never_finishes_times_out_and_is_deleted(k8s_namespace: Any) 
             names = [j.metadata.name for j in batch.list_namespaced_job(k8s_namespace.name).items]
             return result.job not in names
 
-        poll(gone, 30, "the timed-out Job to be deleted")
+        poll(gone, 30, "the stuck Job to be deleted")

@@ -199,9 +199,11 @@ class ReleaseApplier:
         missing = [o.name for o in secret_objects(first, values) if o.name not in live]
         if missing:
             # Another generation that is there says nothing about this one's values.
+            secrets = "Secret " if len(missing) == 1 else "Secrets "
             return (
-                f"generation {generations[0]}'s Secret {', '.join(missing)} is not on the "
-                "platform yet"
+                f"generation {generations[0]}'s {secrets}{', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not on the platform (not rolled out "
+                "yet, or deleted)"
             )
         return _rotated_refs(first, live, values)
 

@@ -69,6 +69,10 @@ class HandEdit:
 #: By platform, by service: the services whose workloads carry their current release but
 #: were changed by hand (an image, a replica count, anything inside a pod template).
 HandEdits = Mapping[str, Mapping[str, HandEdit]]
+#: By platform, by service: the objects of the service's release the platform lacks
+#: (`Kind/name`: a Deployment or a Secret deleted by hand), for services some of whose
+#: objects are there.
+MissingObjects = Mapping[str, Mapping[str, tuple[str, ...]]]
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ def converge(
     *,
     only: Collection[str] | None = None,
     edited: HandEdits | None = None,
+    missing: MissingObjects | None = None,
 ) -> Converged:
     """`plan` adjusted to what the observed platforms run.
 
@@ -149,11 +154,12 @@ def converge(
     platform missing from `live` was not observed: its services keep their
     plan as it is (nothing is concluded about them). `edited` names the services
     whose workloads carry their release but were changed by hand: rolled out again.
+    `missing` names the objects of a release the platform lacks, for the step's reason.
     """
     steps: dict[str, Step] = {}
     services: list[ServicePlan] = []
     for sp in plan.services:
-        step = _step(sp, live, edited or {})
+        step = _step(sp, live, edited or {}, missing or {})
         if step is None:
             services.append(sp)
             continue
@@ -187,7 +193,9 @@ def converge(
     return Converged(Plan(plan.env, services, plan.config_commit), steps)
 
 
-def _step(sp: ServicePlan, live: Mapping[str, LiveServices], edited: HandEdits) -> Step | None:
+def _step(
+    sp: ServicePlan, live: Mapping[str, LiveServices], edited: HandEdits, missing: MissingObjects
+) -> Step | None:
     previous = sp.previous
     if previous is None or sp.action == "delete":
         return None
@@ -237,7 +245,8 @@ def _step(sp: ServicePlan, live: Mapping[str, LiveServices], edited: HandEdits) 
     # Blocked: the failed release is not rolled out again, but the one the deploy repo holds
     # (the good one it was rolled back to) must still run.
     edit = edited.get(platform, {}).get(sp.service)
-    return _catch_up(sp.service, previous, release, platform, running, present, edit)
+    lacking = missing.get(platform, {}).get(sp.service, ())
+    return _catch_up(sp.service, previous, release, platform, running, present, edit, lacking)
 
 
 def _catch_up(
@@ -248,6 +257,7 @@ def _catch_up(
     running: str | None,
     present: bool,
     edit: HandEdit | None = None,
+    lacking: tuple[str, ...] = (),
 ) -> Step | None:
     if release.outcome not in ("committed", "healthy"):
         return None
@@ -265,7 +275,9 @@ def _catch_up(
             release.id,
         )
     on_platform = (
-        f"{platform} runs {running}"
+        f"{', '.join(lacking)} missing on {platform}"
+        if present and lacking
+        else f"{platform} runs {running}"
         if present and running
         else f"{platform} runs an unknown or incomplete release"
         if present

@@ -19,6 +19,7 @@ from configcenter.core.converge import (
     HandEdit,
     HandEdits,
     LiveServices,
+    MissingObjects,
     converge,
 )
 from configcenter.core.errors import PlatformFailure, TransientFailure, UserError
@@ -66,11 +67,13 @@ def observe_env(
     env: str,
     state: EnvState,
     log: Callable[[str], None] | None = None,
-) -> tuple[dict[str, LiveServices], HandEdits]:
-    """Platform name -> service -> the release its objects carry, and the services
-    changed by hand (see `hand_edits`). Raises ObserveError."""
+) -> tuple[dict[str, LiveServices], HandEdits, MissingObjects]:
+    """Platform name -> service -> the release its objects carry, the services changed
+    by hand (see `hand_edits`) and the objects of a release the platform lacks (see
+    `missing_objects`). Raises ObserveError."""
     live: dict[str, LiveServices] = {}
     edited: dict[str, dict[str, HandEdit]] = {}
+    missing: dict[str, dict[str, tuple[str, ...]]] = {}
     for name in env_platforms(ws.config, env, state):
         try:
             platform = open_platform(ws.config, env, name, ws.redactor)
@@ -81,6 +84,7 @@ def observe_env(
             ) from None
         edited[name] = hand_edits(ws, env, state, name, platform, observed)
         live[name] = live_releases(observed)
+        missing[name] = missing_objects(observed)
         if log is not None:
             log(f"{env}: observed {len(observed)} service(s) on platform {name}")
             for service, item in observed.items():
@@ -88,7 +92,7 @@ def observe_env(
                     log(f"{service}: {', '.join(item.missing)} missing on platform {name}")
             for service, edit in edited[name].items():
                 log(f"{service}: {edit.why}")
-    return only_ours(ws, env, state, live, log), edited
+    return only_ours(ws, env, state, live, log), edited, missing
 
 
 def only_ours(
@@ -153,6 +157,7 @@ def converge_observed(
     state = ws.peek_state(env)  # only read: its service names and platforms
     live: dict[str, LiveServices] = {}
     edited: dict[str, dict[str, HandEdit]] = {}
+    missing: dict[str, dict[str, tuple[str, ...]]] = {}
     for name in env_platforms(ws.config, env, state, only):
         try:
             platform = open_platform(ws.config, env, name, ws.redactor)
@@ -166,10 +171,11 @@ def converge_observed(
             continue
         edited[name] = hand_edits(ws, env, state, name, platform, observed)
         live[name] = live_releases(observed)
+        missing[name] = missing_objects(observed)
     ours = only_ours(ws, env, state, live, warn)
     if seen is not None:
         seen.update(ours)
-    return converge(plan, state, ours, only=only, edited=edited)
+    return converge(plan, state, ours, only=only, edited=edited, missing=missing)
 
 
 def live_releases(observed: Mapping[str, ObservedService]) -> LiveServices:
@@ -178,6 +184,12 @@ def live_releases(observed: Mapping[str, ObservedService]) -> LiveServices:
     return {
         service: None if item.missing else item.release_id for service, item in observed.items()
     }
+
+
+def missing_objects(observed: Mapping[str, ObservedService]) -> dict[str, tuple[str, ...]]:
+    """Service -> the objects of its release the platform lacks (a Deployment or a Secret
+    deleted by hand), for services some of whose objects are there."""
+    return {service: tuple(item.missing) for service, item in observed.items() if item.missing}
 
 
 def hand_edits(

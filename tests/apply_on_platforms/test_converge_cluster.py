@@ -106,7 +106,8 @@ def test_objects_deleted_by_hand_are_a_plan_step_and_apply_puts_them_back(
     plan = plan_of(world)
     for name in ("db", "worker"):
         assert (plan[name]["action"], plan[name]["reasons"]) == ("update", ["platform"]), name
-        assert "incomplete release" in plan[name]["platform"]["why"]
+    assert "Deployment/worker missing on k8s" in plan["worker"]["platform"]["why"]
+    assert f"ConfigMap/{db_config} missing on k8s" in plan["db"]["platform"]["why"]
     output = world.ok("apply", "dev").output
     assert "Deployment/worker missing on platform" in output
     assert f"ConfigMap/{db_config} missing on platform" in output

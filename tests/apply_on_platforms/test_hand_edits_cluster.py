@@ -380,3 +380,49 @@ def test_a_new_release_of_a_workload_edited_by_hand_drops_the_edit_in_its_one_ro
     assert set(cluster.replica_sets("worker")) - hand_rs == new
     report = json.loads(world.ok("reconcile", "dev", "--json").stdout)
     assert [d for s in report["services"] for d in s["drifts"]] == []
+
+
+def test_a_secret_or_deployment_deleted_by_hand_is_named_by_the_plan_and_put_back(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """`kubectl delete secret api-secrets-1`: the plan says which object is missing (not "an
+    unknown or incomplete release"), apply creates it again and the pods keep running (the
+    same ReplicaSet, no restart); a Deployment deleted is named the same way."""
+    world = k8s_world(tmp_path, k8s_namespace, services=("db", "api", "worker"))
+    world.ok("apply", "dev")
+    (secret,) = _versions(cluster, "Secret", "api-secrets-")
+    own_rs, before = cluster.active_rs("api"), cluster.snapshot()
+    cluster.core.delete_namespaced_secret(secret, cluster.ns)
+    poll(lambda: secret not in _versions(cluster, "Secret", "api-secrets-"), 30, "Secret gone")
+
+    api = plan_of(world)["api"]
+    assert (api["action"], api["reasons"]) == ("update", ["platform"])
+    assert f"Secret/{secret} missing on " in api["platform"]["why"], api["platform"]["why"]
+    text = world.ok("plan", "dev").stdout
+    assert "unknown or incomplete" not in text
+    assert f"Secret {secret} is not on the platform (not rolled out yet, or deleted)" in text
+
+    expect(world.cc("apply", "dev"), 0)
+
+    assert _versions(cluster, "Secret", "api-secrets-") == [secret]
+    assert cluster.active_rs("api") == own_rs
+    rs_uids = {rs.metadata.name: rs.metadata.uid for rs in _rs(cluster, "api")}
+    after = cluster.snapshot()
+    for name in ("db", "worker"):  # not touched
+        assert {k: v for k, v in after.items() if f"/{name}" in k} == {
+            k: v for k, v in before.items() if f"/{name}" in k
+        }
+    assert {s["action"] for s in plan_of(world).values()} == {"noop"}
+
+    cluster.apps.delete_namespaced_deployment("api", cluster.ns)
+    poll(lambda: "api" not in cluster.deployments(), 30, "the Deployment gone")
+    api = plan_of(world)["api"]
+    assert "Deployment/api missing on " in api["platform"]["why"], api["platform"]["why"]
+    assert "roll it out again" in api["platform"]["why"]
+    expect(world.cc("apply", "dev"), 0)
+    assert cluster.healthy("api") and rs_uids
+
+
+def _rs(cluster: Cluster, service: str) -> list[Any]:
+    listed = cluster.apps.list_namespaced_replica_set(cluster.ns, label_selector=f"app={service}")
+    return list(listed.items)

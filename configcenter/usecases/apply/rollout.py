@@ -65,7 +65,7 @@ def catch_up(
     if not env_platforms(ws.config, env, state):
         return [], None, None, {}
     try:
-        live, edited = observe_env(ws, env, state, log)
+        live, edited, missing = observe_env(ws, env, state, log)
     except ObserveError as exc:
         raise ApplyUnreachable(
             f"{exc}; nothing was committed or changed (fix the platform settings or "
@@ -73,7 +73,7 @@ def catch_up(
         ) from None
     plan = plan_at(ws, env, state, head, options, resolved)
     guard_config_commit(ws, env, state, plan, options)  # before anything is done
-    converged = converge(plan, state, live, only=options.services, edited=edited)
+    converged = converge(plan, state, live, only=options.services, edited=edited, missing=missing)
     steps = converged.catch_up()
     replacing = {
         name: step.edit.replace

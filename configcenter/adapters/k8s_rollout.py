@@ -53,6 +53,42 @@ def pod_failure(pod: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def pod_not_ready(pod: Mapping[str, Any]) -> str | None:
+    """Why a pod is not ready, in a few words (`pod api-1-x Pending: container app waiting:
+    ContainerCreating`), from its status as the API server reports it; None when ready."""
+    if pod_is_ready(pod):
+        return None
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    said: list[str] = []
+    for container in [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]:
+        state = container.get("state") or {}
+        name = container.get("name")
+        if "waiting" in state:
+            waiting = state["waiting"] or {}
+            detail = f" ({waiting['message']})" if waiting.get("message") else ""
+            said.append(f"container {name} waiting: {waiting.get('reason') or 'unknown'}{detail}")
+        elif "terminated" in state:
+            ended = state["terminated"] or {}
+            said.append(
+                f"container {name} terminated: {ended.get('reason') or 'unknown'} "
+                f"(exit code {ended.get('exitCode')})"
+            )
+        elif not container.get("ready"):
+            said.append(f"container {name} running, not ready (its readiness probe fails)")
+    if not said:  # no container started: not scheduled, or not yet looked at by a kubelet
+        for condition in status.get("conditions") or []:
+            if condition.get("status") == "False" and condition.get("reason"):
+                detail = f" ({condition['message']})" if condition.get("message") else ""
+                said.append(f"{condition.get('type')} {condition['reason']}{detail}")
+                break
+    phase = status.get("phase") or "Pending"
+    return f"pod {meta.get('name')} {phase}" + (": " + "; ".join(said) if said else "")
+
+
 def generation_observed(workload: Mapping[str, Any]) -> bool:
     meta = workload.get("metadata") or {}
     status = workload.get("status") or {}
@@ -77,8 +113,14 @@ def deployment_status(
     name: str,
     failing_pods: Iterable[tuple[str, str]] = (),
     current_replicaset: str | None = None,
+    unready_pods: Iterable[str] = (),
 ) -> RolloutStatus:
     """Where one Deployment's rollout stands.
+
+    `unready_pods` says why each pod of the current ReplicaSet is not ready
+    (`pod_not_ready`): a progress deadline exceeded names them, and how to look closer,
+    since the controller's own message ("ReplicaSet X has timed out progressing") says
+    neither what was waited for nor why.
 
     `current_replicaset` names the Deployment's newest ReplicaSet, when known: after a
     rollback the controller can keep, for one more sync, a ProgressDeadlineExceeded
@@ -113,12 +155,22 @@ def deployment_status(
             and condition.get("reason") == "ProgressDeadlineExceeded"
             and not _names_other_replicaset(condition, current_replicaset)
         ):
-            return RolloutStatus(
-                "failed",
-                "ProgressDeadlineExceeded",
-                f"Deployment {name}: {condition.get('message') or 'progress deadline exceeded'}",
-                **counts,
+            message = (
+                f"Deployment {name}: {condition.get('message') or 'progress deadline exceeded'}"
             )
+            deadline = spec.get("progressDeadlineSeconds")
+            unready = list(unready_pods)
+            if unready:
+                within = f" within {deadline}s (progressDeadlineSeconds)" if deadline else ""
+                namespace = (deployment.get("metadata") or {}).get("namespace")
+                first = unready[0].split(" ", 2)[1]
+                more = f" and {len(unready) - 3} more" if len(unready) > 3 else ""
+                message += (
+                    f" {len(unready)} of its new pods did not become ready{within}: "
+                    f"{'; '.join(unready[:3])}{more}; "
+                    f"`kubectl -n {namespace} describe pod {first}` shows its events"
+                )
+            return RolloutStatus("failed", "ProgressDeadlineExceeded", message, **counts)
     for reason, message in failing_pods:
         return RolloutStatus("failed", reason, f"Deployment {name}: {message}", **counts)
     updated, ready, available = counts["updated"], counts["ready"], counts["available"]

@@ -31,6 +31,7 @@ from configcenter.adapters.k8s_rollout import (
     generation_observed,
     pod_failure,
     pod_is_ready,
+    pod_not_ready,
     statefulset_status,
 )
 from configcenter.ports.platform import Deployable, PlatformError, ProgressCallback, RolloutStatus
@@ -151,10 +152,21 @@ class RolloutWaiter:
     ) -> RolloutStatus:
         failing: list[tuple[str, str]] = []
         current_rs: str | None = None
+        unready: list[str] = []
         if deployment is not None and generation_observed(deployment):
             if _has_deadline_condition(deployment):
                 current_hash = self._current_template_hash(deployment)
                 current_rs = f"{name}-{current_hash}" if current_hash else None
+                unready = [
+                    why
+                    for pod in sorted(
+                        state.objects["Pod"].values(), key=lambda p: p["metadata"]["name"]
+                    )
+                    if current_hash is not None
+                    and (pod["metadata"].get("labels") or {}).get(TEMPLATE_HASH_LABEL)
+                    == current_hash
+                    and (why := pod_not_ready(pod)) is not None
+                ]
             stuck = [
                 (pod, failure)
                 for pod in state.objects["Pod"].values()
@@ -168,7 +180,7 @@ class RolloutWaiter:
                     if current is not None
                     and (pod["metadata"].get("labels") or {}).get(TEMPLATE_HASH_LABEL) == current
                 ]
-        return deployment_status(deployment, name, failing, current_rs)
+        return deployment_status(deployment, name, failing, current_rs, unready)
 
     def _current_template_hash(self, deployment: Mapping[str, Any]) -> str | None:
         """The pod-template-hash of the Deployment's newest ReplicaSet (by revision)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import itertools
 import logging
+import re
 import threading
 import time
 import uuid
@@ -94,6 +95,17 @@ def test_never_ready_pods_fail_with_progress_deadline_exceeded(
     assert status.state == "failed"
     assert status.reason == "ProgressDeadlineExceeded"
     assert "timed out progressing" in status.message
+    # What was waited for and why, and where to look: the pod, its container's state.
+    assert "1 of its new pods did not become ready within 5s (progressDeadlineSeconds)" in (
+        status.message
+    )
+    assert re.search(
+        r"pod api-\w+-\w+ Pending: container app waiting: ContainerCreating", status.message
+    )
+    assert re.search(
+        rf"`kubectl -n {platform.namespace} describe pod api-\w+-\w+` shows its events",
+        status.message,
+    )
     assert status.ready == 0
     assert seen[-1] == status
     assert elapsed < 60

@@ -10,6 +10,7 @@ from configcenter.adapters.k8s_rollout import (
     deployment_status,
     pod_failure,
     pod_is_ready,
+    pod_not_ready,
     statefulset_status,
 )
 from configcenter.ports.platform import RolloutStatus
@@ -267,3 +268,54 @@ def test_pod_is_ready_reads_the_ready_condition() -> None:
     assert pod_is_ready(ready)
     assert not pod_is_ready({"metadata": {}, "status": {"conditions": []}})
     assert not pod_is_ready({**ready, "metadata": {"deletionTimestamp": "now"}})
+
+
+def test_progress_deadline_exceeded_names_the_new_pods_that_are_not_ready() -> None:
+    condition = {
+        "type": "Progressing",
+        "status": "False",
+        "reason": "ProgressDeadlineExceeded",
+        "message": 'ReplicaSet "api-1" has timed out progressing.',
+    }
+    stuck = deployment(ready=0, conditions=[condition])
+    stuck["metadata"]["namespace"] = "shop-dev"
+    stuck["spec"]["progressDeadlineSeconds"] = 30
+    pods = [
+        {
+            "metadata": {"name": "api-1-a"},
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [{"name": "app", "ready": False, "state": {"running": {}}}],
+            },
+        },
+        {
+            "metadata": {"name": "api-1-b"},
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 Insufficient cpu.",
+                    }
+                ],
+            },
+        },
+    ]
+    reasons = [why for pod in pods if (why := pod_not_ready(pod)) is not None]
+
+    status = deployment_status(stuck, "api", unready_pods=reasons)
+
+    assert status.message == (
+        'Deployment api: ReplicaSet "api-1" has timed out progressing. 2 of its new pods did '
+        "not become ready within 30s (progressDeadlineSeconds): pod api-1-a Running: "
+        "container app running, not ready (its readiness probe fails); pod api-1-b Pending: "
+        "PodScheduled Unschedulable (0/3 nodes are available: 3 Insufficient cpu.); "
+        "`kubectl -n shop-dev describe pod api-1-a` shows its events"
+    )
+    ready = {
+        "metadata": {"name": "x"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    assert pod_not_ready(ready) is None

@@ -819,7 +819,7 @@ def services(ws: Workspace, envs: tuple[str, ...], as_json: bool) -> None:
                 r.template,
                 r.image or "-",
                 f"{r.platform} ({r.platform_kind})" if r.platform else "-",
-                str(r.replicas),
+                "per node" if r.per_node else "auto" if r.replicas is None else str(r.replicas),
                 _deployed_cell(r.deployed),
             )
             for r in rows

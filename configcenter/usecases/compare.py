@@ -7,6 +7,7 @@ secret references, never their values.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from configcenter.core.consumed import Consumption
 from configcenter.core.errors import ConfigError, Problem, ProblemList, TransientFailure, UserError
+from configcenter.core.model import Template
 from configcenter.core.source import ConfigSource, MemorySource
 from configcenter.core.state import EnvState, Release, ServiceState
 from configcenter.core.values import canonical, flatten, masked, to_value
@@ -51,14 +53,36 @@ class ServiceRow:
     #: release, outcome, template, image from the deploy repo; `blocked` (release, outcome,
     #: reason, at) when its newest release failed: the release above is the one it runs.
     deployed: dict[str, Any] | None
+    #: Its templates render a DaemonSet and no Deployment or StatefulSet: one pod per node,
+    #: `replicas` is not used.
+    per_node: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
+#: A workload kind as a manifest template names it: `kind: DaemonSet` at a line's start.
+_KIND_LINE = re.compile(rb"^kind:\s*[\"']?(Deployment|StatefulSet|DaemonSet)\b", re.M)
+
+
+def _per_node(template: Template, seen: dict[str, bool]) -> bool:
+    """Whether the template's outputs render a DaemonSet and no Deployment or StatefulSet
+    (read from its sources: `services` renders nothing), kept by template tree."""
+    known = seen.get(template.tree_id)
+    if known is None:
+        kinds: set[bytes] = set()
+        for output in template.outputs:
+            source = template.tree.read(f"{output}.j2")
+            if source is not None:
+                kinds |= set(_KIND_LINE.findall(source))
+        known = seen[template.tree_id] = kinds == {b"DaemonSet"}
+    return known
+
+
 def list_services(ws: Workspace, envs: Collection[str]) -> list[ServiceRow]:
     config = ws.config
     rows = []
+    per_node: dict[str, bool] = {}
     for env in envs:
         check_env(config, env)
         environment = config.environment(env)
@@ -110,6 +134,9 @@ def list_services(ws: Workspace, envs: Collection[str]) -> list[ServiceRow]:
                     svc.replicas,
                     list(svc.template.depends_on),
                     deployed,
+                    spec is not None
+                    and spec.kind == "kubernetes"
+                    and _per_node(svc.template, per_node),
                 )
             )
     return rows

@@ -216,3 +216,32 @@ def test_services_without_the_deploy_repo_still_lists_the_config(
     assert [r["service"] for r in data["services"]] == ["db", "api"]
     assert all(r["deployed"] is None for r in data["services"])
     assert "deploy repo not read" in data["warnings"][0]["message"]
+
+
+def test_services_says_per_node_for_a_daemonset_and_auto_for_an_autoscaled_count(
+    repo: ConfigRepo, deploy: Path
+) -> None:
+    """A DaemonSet runs one pod per node whatever `replicas:` says (the default 1 is not
+    what runs); `replicas: auto` is the autoscaler's count, not "None"."""
+    daemonset = repo.read("templates/api/deployment.yaml.j2").replace(
+        "kind: Deployment", "kind: DaemonSet"
+    )
+    repo.release("api", "1.1.0", {"deployment.yaml.j2": daemonset})
+    repo.write(API_DEV, repo.read(API_DEV).replace("template: 1.0.0", "template: 1.1.0"))
+    prod = "environments/prod/api.yaml"
+    repo.write(prod, repo.read(prod).replace("replicas: 3", "replicas: auto"))
+    repo.commit("dev: api as a DaemonSet; prod: api autoscaled")
+
+    rows = {
+        (r["env"], r["service"]): r
+        for r in ok_json(cc(repo, deploy, "services", "--json"))["services"]
+    }
+
+    assert rows[("dev", "api")]["per_node"] is True
+    assert rows[("prod", "api")]["per_node"] is False and rows[("prod", "api")]["replicas"] is None
+    assert rows[("dev", "db")]["per_node"] is False
+    text = cc(repo, deploy, "services")
+    assert text.exit_code == 0, text.output
+    replicas = {tuple(line.split()[:2]): line for line in text.stdout.splitlines()[1:]}
+    assert " per node " in replicas[("dev", "api")]
+    assert " auto " in replicas[("prod", "api")] and "None" not in text.stdout

@@ -95,6 +95,8 @@ def _shared_strings(records: CachedRecords) -> CachedRecords:
         exact = type(value)  # subclasses (a named tuple, say) are left as they are
         if isinstance(value, str) and exact is str:
             return seen.setdefault(value, value)
+        if value is None or exact is int or exact is bool:  # most of the others, early
+            return value
         if isinstance(value, tuple) and exact is tuple:
             return tuple(shared(item) for item in value)
         if isinstance(value, list) and exact is list:

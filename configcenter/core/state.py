@@ -459,7 +459,52 @@ class EnvState:
 # -- encoding and checking -------------------------------------------------------------
 
 
-_ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode  # the C encoder
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+_ENCODE = _ENCODER.encode  # what every key and value of a record is written as
+
+
+# None on an interpreter without the C accelerator (then `_ENCODE` writes every value)
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE_STRING = json.encoder.encode_basestring  # what `_ENCODE` writes a string with
+
+
+def _value_writer() -> typing.Callable[[Any], str]:
+    """A function writing one value exactly as `_ENCODE` does, without its Python layers.
+
+    `_ENCODE` goes through `JSONEncoder.iterencode`, which builds a new C encoder for every
+    value that is not a string; a record is ~100 keys and values, and a cold read compares
+    thousands of records with their encoding. Here strings go to the C string encoder (as
+    `_ENCODE` sends them), whole numbers, None and booleans are written as the C encoder
+    writes them, dicts and lists go to one C encoder built as `_ENCODE` builds it (same
+    separators, key sorting and errors), and anything else to `_ENCODE` itself.
+
+    One writer per record: its circular-reference markers are its own (left over only
+    after an error, when the writer is dropped).
+    """
+    if _C_ENCODER is None:
+        return _ENCODE
+    enc = _ENCODER
+    nested = _C_ENCODER(
+        {} if enc.check_circular else None, enc.default, _ENCODE_STRING, enc.indent,
+        enc.key_separator, enc.item_separator, enc.sort_keys, enc.skipkeys, enc.allow_nan,
+    )  # fmt: skip
+    encode_string, write_int, encode = _ENCODE_STRING, int.__repr__, _ENCODE
+
+    def write(value: Any) -> str:
+        kind = type(value)
+        if kind is str:
+            return encode_string(value)
+        if kind is int:
+            return write_int(value)
+        if value is None:
+            return "null"
+        if kind is bool:
+            return "true" if value else "false"
+        if kind is dict or kind is list:
+            return "".join(nested(value, 0))
+        return encode(value)
+
+    return write
 
 
 def _encode_record(data: dict[str, Any]) -> bytes:
@@ -467,15 +512,26 @@ def _encode_record(data: dict[str, Any]) -> bytes:
 
     Git diffs of a record then show what changed line by line, and the C encoder
     does the nested parts (``json.dumps(indent=...)`` falls back to pure Python).
+    Each key and value is written as `_ENCODE` writes it: strings (most of them) by the
+    C string encoder here, as `_ENCODE` does, the others by `_value_writer`.
     """
+    text, string = _value_writer(), _ENCODE_STRING
     lines = []
     for key in sorted(data):
         value = data[key]
         if key == "values" and isinstance(value, dict) and value:
-            inner = ",\n".join(f"  {_ENCODE(k)}: {_ENCODE(value[k])}" for k in sorted(value))
-            lines.append(f" {_ENCODE(key)}: {{\n{inner}\n }}")
+            inner = ",\n".join(
+                [
+                    f"  {string(k) if type(k) is str else text(k)}: "
+                    f"{string(v) if type(v) is str else text(v)}"
+                    for k in sorted(value)
+                    for v in (value[k],)
+                ]
+            )
+            lines.append(f" {string(key)}: {{\n{inner}\n }}")
         else:
-            lines.append(f" {_ENCODE(key)}: {_ENCODE(value)}")
+            key_text = string(key) if type(key) is str else text(key)
+            lines.append(f" {key_text}: {string(value) if type(value) is str else text(value)}")
     return ("{\n" + ",\n".join(lines) + "\n}\n").encode()
 
 
@@ -556,6 +612,7 @@ def _short(value: object) -> str:
 
 
 Checker = typing.Callable[[Any, str, str, str], Any]  # (value, path, where, key) -> value
+_ONLY_STR = frozenset({str})
 
 
 @functools.cache
@@ -565,13 +622,35 @@ def _optional_fields(cls: type) -> tuple[tuple[str, bool], ...]:
 
 
 @functools.cache
-def _fields_of(cls: type) -> tuple[tuple[str, bool, Checker], ...]:
-    """(name, required, checker) of every field of dataclass ``cls``, built once."""
+def _fields_of(cls: type) -> tuple[tuple[str, bool, frozenset[type], Checker], ...]:
+    """(name, required, the types its checker returns as they are, checker) of every field
+    of dataclass ``cls``, built once."""
     hints = typing.get_type_hints(cls)
     return tuple(
-        (f.name, f.default is MISSING and f.default_factory is MISSING, _checker(hints[f.name]))
+        (
+            f.name,
+            f.default is MISSING and f.default_factory is MISSING,
+            _exact_types(hints[f.name]),
+            _checker(hints[f.name]),
+        )
         for f in fields(cls)
     )
+
+
+_SCALAR_TYPES = frozenset({bool, int, float, str})
+
+
+def _exact_types(hint: Any) -> frozenset[type]:
+    """The types of the values `_checker(hint)` returns unchanged without a look inside them
+    (scalars, None where allowed), so `_build` takes those as they are; empty: always check."""
+    if hint in _SCALAR_TYPES:
+        return frozenset({hint, int}) if hint is float else frozenset({hint})
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        kinds = [_exact_types(o) if o is not type(None) else frozenset({o}) for o in options]
+        if all(kinds):
+            return frozenset().union(*kinds)
+    return frozenset()
 
 
 def _build(cls: type, data: Mapping[str, Any], path: str, where: str, prefix: str) -> Any:
@@ -581,9 +660,12 @@ def _build(cls: type, data: Mapping[str, Any], path: str, where: str, prefix: st
     configcenter of the same format may add fields with defaults).
     """
     kwargs: dict[str, Any] = {}
-    for name, required, check in _fields_of(cls):
+    for name, required, exact, check in _fields_of(cls):
         if name in data:
-            kwargs[name] = check(data[name], path, where, prefix + name)
+            value = data[name]
+            kwargs[name] = (
+                value if type(value) in exact else check(value, path, where, prefix + name)
+            )
         elif required:
             raise StateError(path, where, prefix + name, "is missing")
     return cls(**kwargs)
@@ -643,8 +725,8 @@ def _checker(hint: Any) -> Checker:
                 raise StateError(path, where, key, f"must be a mapping, not {_kind(value)}")
             if (
                 plain
-                and all(type(k) is str for k in value)
-                and (value_type is Any or all(type(v) is str for v in value.values()))
+                and _ONLY_STR.issuperset(map(type, value))  # each exactly a str, in C
+                and (value_type is Any or _ONLY_STR.issuperset(map(type, value.values())))
             ):
                 return value
             return {
@@ -660,7 +742,7 @@ def _checker(hint: Any) -> Checker:
         def sequence(value: Any, path: str, where: str, key: str) -> Any:
             if not isinstance(value, list):
                 raise StateError(path, where, key, f"must be a list, not {_kind(value)}")
-            if item_type is str and all(type(v) is str for v in value):
+            if item_type is str and _ONLY_STR.issuperset(map(type, value)):
                 return value
             return [check_item(v, path, where, f"{key}[{i}]") for i, v in enumerate(value)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import pytest
@@ -243,3 +244,86 @@ def test_a_record_is_written_as_the_json_encoder_writes_each_key() -> None:
     expected = [f"  {encode(k)}: {encode(odd[k])}" for k in sorted(odd)]
     assert [line.rstrip(",") for line in written] == expected
     assert json.loads(raw)["values"] == odd
+
+
+def _encode_record_as_before(data: dict[str, Any]) -> bytes:
+    """How records were written before the faster encoder (the definition it must match)."""
+    encode = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+    lines = []
+    for key in sorted(data):
+        value = data[key]
+        if key == "values" and isinstance(value, dict) and value:
+            inner = ",\n".join(f"  {encode(k)}: {encode(value[k])}" for k in sorted(value))
+            lines.append(f" {encode(key)}: {{\n{inner}\n }}")
+        else:
+            lines.append(f" {encode(key)}: {encode(value)}")
+    return ("{\n" + ",\n".join(lines) + "\n}\n").encode()
+
+
+def _record_as_before(state: ServiceState, service: str) -> bytes:
+    data: dict[str, Any] = {"configcenter_state": STATE_VERSION, "service": service}
+    for f in fields(ServiceState):
+        value = getattr(state, f.name)
+        if isinstance(value, Release):
+            data[f.name] = {k: v for k, v in value.__dict__.items() if v not in ("", 0)}
+        elif value is not None or f.default is not None:
+            data[f.name] = value
+    return _encode_record_as_before(data)
+
+
+VARIED_VALUES: dict[str, dict[str, Any]] = {
+    "empty": {},
+    "unicode": {"é": "ünï\u2028cödé \U0001f600", "日本": "語", "ctl": "\x00\x1f\t\r\n\x7f"},
+    "quotes": {'k"ey': 'a "b" \\ c', "back\\slash": "\\u0000", "slash": "a/b"},
+    "scalars": {"none": None, "t": True, "f": False, "zero": 0, "neg": -7, "big": 10**40},
+    "floats": {"f": 1.5, "g": -0.0, "e": 1e300, "tiny": 5e-324, "whole": 2.0},
+    "nested": {
+        "map": {"z": [1, {"b": None, "a": [True, False]}], "a": {}, "é": "x"},
+        "list": [[], [[]], {"k": [1.25, "s"]}, None],
+        "emptylist": [],
+        "emptymap": {},
+    },
+    "secrets": {"pw": {"secret": "env:DB_PASSWORD"}, "key": {"secret": "vault:kv/app#key"}},
+    "nul_and_marks": {"a": "\x000\x00", "b": {"c": "\x00"}, "\x00": 1},
+}
+
+
+@pytest.mark.parametrize("case", sorted(VARIED_VALUES))
+def test_the_encoder_writes_the_bytes_records_were_written_with_before(case: str) -> None:
+    """`to_json` writes what the per-key JSON encoder wrote, byte for byte, on varied records:
+    values of every kind, releases, empty and absent optional fields."""
+    release = Release(
+        "api-2", "failed", "2026-12-01T00:00:00Z", run="r", image="api:2", reason="ünï \"x\"",
+        secrets_generation=3, scale_of="api-1", scale_of_digest="sha256:s",
+    )  # fmt: skip
+    variants = [
+        record(values=VARIED_VALUES[case]),
+        record(values=VARIED_VALUES[case], last_failed=release, release=release, last_good=None),
+        record(
+            values=VARIED_VALUES[case],
+            replicas=None,
+            platform=None,
+            consumes=["*", "é"],
+            config_commit="c0ffee",
+            stages={"canary": {"weight": 10, "done": [1.5, None]}},
+            files={},
+            env_keys=[],
+            image_digest="sha256:d",
+            build_key="bk",
+            secrets_generation=0,
+            template_commit=None,
+        ),
+    ]
+    for state in variants:
+        for service in ("api", "sérvice"):
+            written = state.to_json(service)
+            assert written == _record_as_before(state, service)
+            assert (
+                EnvState.from_files("dev", {state_path("dev", service): written}).services[service]
+                == state
+            )
+    assert EnvState("dev", config_commit="c0ffee").files() == {
+        "dev/.state/_env.json": _encode_record_as_before(
+            {"configcenter_state": STATE_VERSION, "env": "dev", "config_commit": "c0ffee"}
+        )
+    }

@@ -105,3 +105,30 @@ def test_a_rotation_the_platform_can_see_unblocks_the_service(
     plan = plan_of(world)["api"]
 
     assert (plan["action"], plan["secrets"]) == ("update", {"rotated": ["DB_PASSWORD"]}), plan
+
+
+def test_a_rollback_to_a_release_that_fails_says_what_runs_now(
+    tmp_path: Path, k8s_namespace: K8sNamespace, cluster: Cluster
+) -> None:
+    """`rollback --to` the release that failed before: it fails again, the release the
+    deploy repo names is put back (its own ReplicaSet), and the error says so plainly:
+    why it failed (`reason: message`) and which release runs now; the deploy repo unchanged."""
+    world = k8s_world(tmp_path, k8s_namespace, services=("worker",))
+    world.ok("apply", "dev")
+    good = services(world)["worker"]["release"]["id"]
+    good_rs = cluster.active_rs("worker")
+    set_service(world, "worker", image="registry.test/never-ready/worker:2")
+    expect(world.cc("apply", "dev"), 3)
+    bad = services(world)["worker"]["last_failed"]["id"]
+    head = world.head()
+
+    back = expect(world.cc("rollback", "dev", "worker", "--to", bad), 1)
+
+    assert (
+        f"rollback of worker to {bad} failed (ImagePullBackOff: Deployment worker: pod "
+    ) in back.output, back.output
+    runs = f"{good}, the release the deploy repo names, runs again; the deploy repo is unchanged"
+    assert runs in back.output
+    assert cluster.deployment("worker").metadata.annotations[RELEASE] == good
+    poll(lambda: cluster.active_rs("worker") == good_rs, 60, "the good ReplicaSet back")
+    assert world.head() == head and services(world)["worker"]["release"]["id"] == good

@@ -437,7 +437,8 @@ def test_a_rollback_that_fails_puts_the_release_that_ran_back_on_the_platform(
     back = world.cc("rollback", "dev", "worker", "--to", bad)
 
     assert back.code == 1, back.output
-    assert "did not become healthy" in back.output and f"put {good} back" in back.output
+    assert f"rollback of worker to {bad} failed (" in back.output
+    assert f"{good}, the release the deploy repo names, runs again" in back.output
     app = marathon_server.app_json(APP)
     assert app["labels"]["configcenter.io/release"] == good
     assert app["container"]["docker"]["image"] == "registry.test/shop/worker:1.0"

@@ -414,7 +414,10 @@ def rollback_service(
                 ran = current.release.id
                 now, now_files = release_snapshot(repo, env, service, ran)
                 if now.platform != snapshot.platform:
-                    put_back = f"{ran} runs on platform {now.platform}, left as it is"
+                    put_back = (
+                        f"{ran}, the release the deploy repo names, runs on platform "
+                        f"{now.platform}, left as it is; the deploy repo is unchanged"
+                    )
                 else:
                     again = apply_and_wait(
                         platform,
@@ -425,13 +428,16 @@ def rollback_service(
                         reporter,
                     )
                     put_back = (
-                        f"put {ran} back"
+                        f"{ran}, the release the deploy repo names, runs again; the deploy "
+                        "repo is unchanged"
                         if again.state == "healthy"
-                        else f"putting {ran} back failed too ({again.reason} {again.message})"
+                        else f"putting {ran}, the release the deploy repo names, back failed "
+                        f"too ({failure_reason(again.reason, again.message)}); the deploy repo "
+                        f"is unchanged: `configcenter deploy {env} {service}` tries again"
                     )
                 raise ApplyFailed(
-                    f"rollback of {service} to {target} did not become healthy: "
-                    f"{status.reason} {status.message}; {put_back}".strip()
+                    f"rollback of {service} to {target} failed "
+                    f"({failure_reason(status.reason, status.message)}); {put_back}"
                 )
             prune_verified(platform, item, service, log)
             result_outcome = "healthy"

@@ -60,7 +60,14 @@ def test_the_cli_starts_without_rich_or_the_kubernetes_client() -> None:
 
 
 #: What a plan with nothing changed must not import: it renders, parses and checks nothing.
-HEAVY = ("jinja2", "yaml", "markupsafe", "configcenter.core.schema")
+HEAVY = (
+    "jinja2",
+    "yaml",
+    "markupsafe",
+    "configcenter.core.schema",
+    "configcenter.usecases.apply.commit",
+    "configcenter.usecases.apply.rollout",
+)
 
 PROBE = """
 import json, os, sys
@@ -136,11 +143,13 @@ def test_a_plan_with_nothing_changed_imports_neither_jinja_nor_pyyaml(tmp_path: 
     assert {"jinja2", "yaml"} <= set(loaded)
 
     # Planned again (the load kept with the edit), the change is planned without the
-    # schema, whose checks ran when the edited file was loaded.
+    # schema, whose checks ran when the edited file was loaded, and with apply's checks
+    # but not its commit and rollout flows.
     again, loaded = _run(tmp_path, env, *cli, "plan", "dev", "--json")
     assert again.returncode == 0, again.stderr
     assert {s["service"]: s["action"] for s in json.loads(again.stdout)["services"]} == actions
-    assert "configcenter.core.schema" not in loaded, loaded
+    flows = {"configcenter.core.schema", *(m for m in HEAVY if ".apply." in m)}
+    assert not flows & set(loaded), loaded
 
 
 SETTINGS = [

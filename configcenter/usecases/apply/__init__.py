@@ -18,36 +18,86 @@ The flow's parts, one module each:
 
 from __future__ import annotations
 
-from configcenter.core.plan import Plan, ResolvedImage
-from configcenter.usecases.apply.commit import commit_release, release_id
-from configcenter.usecases.apply.deploy import (
-    PLATFORM_FAILURES,
-    deploy_service,
-    rollback_service,
-    rollout_timeout,
-)
-from configcenter.usecases.apply.guard import check_names
-from configcenter.usecases.apply.records import Recorded, find_release_commit, release_snapshot
-from configcenter.usecases.apply.report import (
-    ApplyError,
-    ApplyFailed,
-    ApplyOptions,
-    ApplyRefused,
-    ApplyResult,
-    ApplyUnreachable,
-    Reporter,
-    RunLog,
-    ServiceResult,
-    default_actor,
-)
-from configcenter.usecases.apply.rollout import catch_up, release_of, roll_out, rolls_out
-from configcenter.usecases.inspect import check_env
-from configcenter.usecases.workspace import Workspace
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from configcenter.core.plan import Plan, ResolvedImage
+    from configcenter.usecases.apply.commit import release_id
+    from configcenter.usecases.apply.deploy import (
+        PLATFORM_FAILURES,
+        deploy_service,
+        rollback_service,
+        rollout_timeout,
+    )
+    from configcenter.usecases.apply.records import Recorded, find_release_commit, release_snapshot
+    from configcenter.usecases.apply.report import (
+        ApplyError,
+        ApplyFailed,
+        ApplyOptions,
+        ApplyRefused,
+        ApplyResult,
+        ApplyUnreachable,
+        Reporter,
+        ServiceResult,
+        default_actor,
+    )
+    from configcenter.usecases.workspace import Workspace
+
+#: Where each name the package offers is defined, imported on first use: `plan` imports
+#: apply's checks (`guard`) without the commit, rollout and deploy flows and theirs.
+_EXPORTS: dict[str, str] = {
+    "commit_release": "configcenter.usecases.apply.commit",
+    "release_id": "configcenter.usecases.apply.commit",
+    "PLATFORM_FAILURES": "configcenter.usecases.apply.deploy",
+    "deploy_service": "configcenter.usecases.apply.deploy",
+    "rollback_service": "configcenter.usecases.apply.deploy",
+    "rollout_timeout": "configcenter.usecases.apply.deploy",
+    "check_names": "configcenter.usecases.apply.guard",
+    "Recorded": "configcenter.usecases.apply.records",
+    "find_release_commit": "configcenter.usecases.apply.records",
+    "release_snapshot": "configcenter.usecases.apply.records",
+    "ApplyError": "configcenter.usecases.apply.report",
+    "ApplyFailed": "configcenter.usecases.apply.report",
+    "ApplyOptions": "configcenter.usecases.apply.report",
+    "ApplyRefused": "configcenter.usecases.apply.report",
+    "ApplyResult": "configcenter.usecases.apply.report",
+    "ApplyUnreachable": "configcenter.usecases.apply.report",
+    "Reporter": "configcenter.usecases.apply.report",
+    "RunLog": "configcenter.usecases.apply.report",
+    "ServiceResult": "configcenter.usecases.apply.report",
+    "default_actor": "configcenter.usecases.apply.report",
+    "catch_up": "configcenter.usecases.apply.rollout",
+    "release_of": "configcenter.usecases.apply.rollout",
+    "roll_out": "configcenter.usecases.apply.rollout",
+    "rolls_out": "configcenter.usecases.apply.rollout",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def apply_env(
     ws: Workspace, env: str, options: ApplyOptions, reporter: Reporter | None = None
 ) -> ApplyResult:
+    from configcenter.usecases.apply.commit import commit_release
+    from configcenter.usecases.apply.guard import check_names
+    from configcenter.usecases.apply.report import (
+        ApplyResult,
+        Reporter,
+        RunLog,
+        ServiceResult,
+        default_actor,
+    )
+    from configcenter.usecases.apply.rollout import catch_up, release_of, roll_out, rolls_out
+    from configcenter.usecases.inspect import check_env
+
     reporter = reporter or Reporter()
     config = ws.config
     check_env(config, env)

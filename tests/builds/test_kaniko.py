@@ -35,7 +35,7 @@ from configcenter.adapters.kaniko import (
     split_credentials,
 )
 from configcenter.ports.builder import BuildFailed, BuildRequest, SourceOrigin
-from tests.support.k8s_fixtures import NEVER_READY_IMAGE_MARK, K8sNamespace
+from tests.support.k8s_fixtures import NEVER_READY_IMAGE_MARK, NEVER_READY_LABEL, K8sNamespace
 from tests.support.registry_fixtures import RegistryServer
 
 
@@ -182,17 +182,39 @@ def test_job_runs_to_completion_on_the_api_server(
     assert again == pushed
 
 
+@dataclasses.dataclass
+class _NeverStartingBuilder(KanikoBuilder):
+    """The builder whose Job pods carry the test bed's never-ready label: their containers
+    wait in ContainerCreating for ever (a pod that is slow to start, not a broken one)."""
+
+    def labels(self, request: BuildRequest) -> dict[str, str]:
+        return {**super().labels(request), NEVER_READY_LABEL: "true"}
+
+
 @pytest.mark.k8s
 def test_a_job_that_never_finishes_times_out_cleanly(
     k8s_namespace: K8sNamespace, context: Path
 ) -> None:
+    builder = _NeverStartingBuilder(
+        namespace=k8s_namespace.name, api_client_factory=k8s_namespace.api_client, timeout=3
+    )
+    with pytest.raises(BuildFailed, match=r"Kaniko build of Shop_API failed .*timed out after 3s"):
+        builder.build_and_push(make_request(context), lambda line: None)
+
+
+@pytest.mark.k8s
+def test_an_executor_image_that_cannot_be_pulled_fails_the_build_at_once(
+    k8s_namespace: K8sNamespace, context: Path
+) -> None:
+    """ImagePullBackOff does not end by itself: the build fails with the pod's reason long
+    before its timeout."""
     builder = KanikoBuilder(
         namespace=k8s_namespace.name,
         api_client_factory=k8s_namespace.api_client,
         image=f"example.invalid/{NEVER_READY_IMAGE_MARK}/kaniko:1",
-        timeout=3,
+        timeout=120,
     )
-    with pytest.raises(BuildFailed, match=r"Kaniko build of Shop_API failed .*timed out after 3s"):
+    with pytest.raises(BuildFailed, match=r"Kaniko build of Shop_API failed .*ImagePullBackOff"):
         builder.build_and_push(make_request(context), lambda line: None)
 
 

@@ -330,6 +330,16 @@ def test_a_kept_load_unpickles_a_document_only_when_asked_where_a_value_came_fro
     assert summary(config) == summary(repo.load())
 
 
+def services_but(config: Config, edited: str) -> dict[str, Any]:
+    """Every service of `config` by "env/name" but `edited`: those lent after its edit."""
+    return {
+        f"{env.name}/{name}": service
+        for env in config.environments.values()
+        for name, service in env.services.items()
+        if f"{env.name}/{name}" != edited
+    }
+
+
 def test_a_load_after_an_edit_leaves_the_lent_documents_unread(
     repo: ConfigRepo, store: DiskLoadStore
 ) -> None:
@@ -342,10 +352,7 @@ def test_a_load_after_an_edit_leaves_the_lent_documents_unread(
         "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\nreplicas: 6\n",
     )
     config, _ = kept(repo, store)
-    lent = [
-        s for env in config.environments.values() for s in env.services.values()
-        if (env.name, s.name) != ("prod", "api")
-    ]  # fmt: skip
+    lent = list(services_but(config, "prod/api").values())
     assert lent and all("data" not in vars(s.template.doc) for s in lent)
     assert summary(config) == summary(repo.load())
 
@@ -441,10 +448,7 @@ def test_value_trees_a_kept_load_never_read_are_kept_again_after_an_edit(
         "template: 1.0.0\nimage: {ref: registry.example.com/shop/api:1.0}\nreplicas: 5\n",
     )
     config, _ = kept(repo, store)
-    lent = [
-        f"{e.name}/{s}" for e in config.environments.values() for s in e.services
-        if (e.name, s) != ("prod", "api")
-    ]  # fmt: skip
+    lent = services_but(config, "prod/api")
     assert lent and set(lent) <= set(unread_trees(config))
     again, _ = kept(repo, store)
     assert was_kept(again) and summary(again) == summary(repo.load())
